@@ -1,0 +1,110 @@
+"""``chat-server``: run in the foreground, or ``start`` / ``stop`` / ``status`` in the background."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from chat_server.settings import Settings
+
+COMMANDS = ("run", "start", "stop", "status")
+
+
+def _add_server_options(parser: argparse.ArgumentParser) -> None:
+    d = Settings()
+    add = parser.add_argument
+    add("--host", help=f"address to listen on (default {d.host})")
+    add("--port", type=int, help=f"port to listen on (default {d.port})")
+    add("--log-level", choices=["critical", "error", "warning", "info", "debug"],
+        help=f"log level (default {d.log_level})")
+    add("--allow-origin", action="append", metavar="ORIGIN",
+        help="a browser Origin allowed to connect (repeatable; default: none)")
+    add("--max-message-chars", type=int,
+        help=f"longest chat message in characters (default {d.max_message_chars})")
+    add("--rate-limit", type=float,
+        help=f"messages per second per connection, 0 = off (default {d.rate_limit:g})")
+    add("--rate-burst", type=int, help=f"messages a connection may burst (default {d.rate_burst})")
+    add("--send-buffer", type=int,
+        help=f"bytes queued for one slow connection before it is dropped (default {d.send_buffer})")
+    add("--max-connections", type=int,
+        help=f"connections the server accepts (default {d.max_connections})")
+    add("--ping-interval", type=float,
+        help=f"seconds between keepalive pings, 0 = off (default {d.ping_interval:g})")
+    add("--ping-timeout", type=float,
+        help=f"seconds to wait for a pong (default {d.ping_timeout:g})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chat-server",
+        description="WebSocket room chat server. Every option can also be set as a "
+        "CHAT_SERVER_<OPTION> environment variable (e.g. CHAT_SERVER_PORT=9000).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{run,start,stop,status}")
+    run = sub.add_parser("run", help="run in the foreground (the default)")
+    start = sub.add_parser("start", help="run in the background; returns once it answers")
+    stop = sub.add_parser("stop", help="stop the background server")
+    status = sub.add_parser("status", help="say whether a background server runs")
+    for p in (parser, run, start):
+        _add_server_options(p)
+    for p in (stop, status):
+        p.add_argument("--host", help="address of the server (default 127.0.0.1)")
+        p.add_argument("--port", type=int, help="port of the server (default 8000)")
+    start.add_argument("--wait", type=float, default=15.0,
+                       help="seconds to wait for the server to answer (default 15)")
+    stop.add_argument("--wait", type=float, default=10.0,
+                      help="seconds to wait for it to exit (default 10)")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides = {
+        key: getattr(args, key, None)
+        for key in (
+            "host", "port", "log_level", "allow_origin", "max_message_chars", "rate_limit",
+            "rate_burst", "send_buffer", "max_connections", "ping_interval", "ping_timeout",
+        )
+    }
+    return Settings.from_env(**overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    command = args.command or "run"
+    if command == "run":
+        from chat_server.serve import serve
+
+        return serve(settings)
+
+    from chat_server import daemon
+
+    if command == "start":
+        return daemon.start(settings, argv_for_child(args), wait=args.wait)
+    if command == "stop":
+        return daemon.stop(settings, wait=args.wait)
+    return daemon.status(settings)
+
+
+def argv_for_child(args: argparse.Namespace) -> list[str]:
+    """The foreground command line that ``start`` runs in the background."""
+    child = [sys.executable, "-m", "chat_server", "run"]
+    for key, value in vars(args).items():
+        if key in {"command", "wait"} or value is None:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, list):
+            for item in value:
+                child += [flag, str(item)]
+        else:
+            child += [flag, str(value)]
+    return child
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Run the app under uvicorn in the foreground, with the settings chat-server was given."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from chat_server.app import create_app
+from chat_server.settings import Settings
+from chat_server.uvicorn_ws import ChatWebSocketProtocol
+
+# After SIGTERM, how long uvicorn waits for connections before it cancels what is left; the
+# close frames went out at once, so this only bounds stragglers (exit within 5 s).
+GRACEFUL_SHUTDOWN_SECONDS = 3
+
+
+def uvicorn_config(settings: Settings) -> uvicorn.Config:
+    return uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        ws=ChatWebSocketProtocol,
+        ws_max_size=settings.max_frame_bytes,
+        ws_ping_interval=settings.ping_interval or None,
+        ws_ping_timeout=settings.ping_timeout or None,
+        ws_per_message_deflate=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        access_log=False,
+        lifespan="on",
+    )
+
+
+def serve(settings: Settings) -> int:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    server = uvicorn.Server(uvicorn_config(settings))
+    server.run()
+    # uvicorn.Server.run returns normally on SIGTERM/SIGINT; a failed start sets started=False.
+    return 0 if server.started else 1

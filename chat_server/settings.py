@@ -1,0 +1,88 @@
+"""Server settings: defaults, ``CHAT_SERVER_*`` environment variables, command-line overrides."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from chat_server import protocol
+
+ENV_PREFIX = "CHAT_SERVER_"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+    # Browser origins allowed to open a WebSocket; clients that send no Origin always may.
+    allow_origin: tuple[str, ...] = ()
+    max_message_chars: int = protocol.MAX_MESSAGE_CHARS
+    max_frame_bytes: int = protocol.MAX_FRAME_BYTES
+    rate_limit: float = 10.0  # messages per second per connection; 0 turns it off
+    rate_burst: int = 20
+    send_buffer: int = 1024 * 1024  # bytes of queued outgoing text per connection
+    max_connections: int = 10_000
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    broker_url: str = "memory://"
+    # How long an evicted connection may take to take its close frame before it is aborted.
+    close_grace: float = 2.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``CHAT_SERVER_*`` variables, then ``overrides`` (None = not given)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _convert(f.name, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "allow_origin" in values and isinstance(values["allow_origin"], list | str):
+            values["allow_origin"] = _origins(values["allow_origin"])
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        problems = []
+        if not 0 < self.port < 65536:
+            problems.append(f"port must be 1-65535, not {self.port}")
+        for name in ("max_message_chars", "max_frame_bytes", "send_buffer", "max_connections"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name.replace('_', '-')} must be positive")
+        if self.rate_limit < 0:
+            problems.append("rate-limit must be 0 (off) or positive")
+        if self.rate_burst < 1:
+            problems.append("rate-burst must be at least 1")
+        if self.ping_interval < 0 or self.ping_timeout < 0:
+            problems.append("ping interval and timeout must be 0 (off) or positive")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def _origins(value: str | list[str]) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(o.strip().rstrip("/") for o in items if o.strip())
+
+
+def _convert(name: str, raw: str) -> Any:
+    default = Settings.__dataclass_fields__[name].default
+    if name == "allow_origin":
+        return _origins(raw)
+    try:
+        if isinstance(default, bool):
+            return raw.lower() in {"1", "true", "yes", "on"}
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a number") from None
+    return raw

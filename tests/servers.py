@@ -1,0 +1,104 @@
+"""Start and stop real ``chat-server`` processes on free loopback ports for tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition: Any, timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
+    """Poll ``condition`` until it returns something truthy, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+@dataclass
+class RunningServer:
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def chat_url(self, room: str) -> str:
+        return f"{self.ws_url}/chat/{room}"
+
+    def get_json(self, path: str) -> Any:
+        with urllib.request.urlopen(self.http_url + path, timeout=5) as response:
+            return json.load(response)
+
+    def health(self) -> dict[str, Any] | None:
+        try:
+            return self.get_json("/health")
+        except OSError:
+            return None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def restart(self) -> RunningServer:
+        """Stop this server and start a fresh one on the same port with the same options."""
+        self.stop()
+        return start_server(port=self.port, **self.options)
+
+
+def start_server(port: int | None = None, **options: Any) -> RunningServer:
+    """``python -m chat_server run`` on a free port; returns once ``/health`` answers."""
+    port = port or free_port()
+    args = [sys.executable, "-m", "chat_server", "run", "--port", str(port)]
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        for item in value if isinstance(value, list | tuple) else [value]:
+            args += [flag, str(item)]
+    log_dir = Path(os.environ.get("CHAT_TEST_LOG_DIR", "/tmp"))
+    log_path = log_dir / f"chat-server-test-{port}-{os.getpid()}.log"
+    log_file = log_path.open("wb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_SERVER_")}
+    process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    server = RunningServer(port, process, log_path, dict(options))
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"chat-server exited with {process.returncode}:\n{server.log()}")
+        return server.health() is not None
+
+    wait_until(ready, timeout=20, what=f"chat-server on port {port}")
+    return server
