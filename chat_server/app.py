@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException
 from starlette.routing import WebSocketRoute
@@ -66,7 +68,9 @@ class ChatEndpoint:
             return
 
         origin = _header(scope, b"origin")
-        if origin is not None and origin.rstrip("/") not in settings.allow_origin:
+        if origin is not None and not origin_allowed(
+            origin, _header(scope, b"host"), settings.allow_origin
+        ):
             # Closing before accepting is refused by the server with HTTP 403.
             await send({"type": "websocket.close"})
             log.info("refused origin=%s", origin)
@@ -213,6 +217,33 @@ async def _close_politely(send: Send, code: int, reason: str, timeout: float) ->
         await asyncio.wait_for(
             send({"type": "websocket.close", "code": code, "reason": reason}), timeout
         )
+
+
+def origin_allowed(origin: str, host: str | None, allowed: tuple[str, ...]) -> bool:
+    """Whether a handshake that carries an ``Origin`` header may proceed.
+
+    Browsers always send ``Origin``; terminal clients usually send none. Some (websocket-client,
+    the original design's client) send their own target as origin, ``http://{Host}``: that is
+    same-origin, and no web page can have it because this server serves no pages. It is only
+    trusted when the host is an IP literal or ``localhost``, since with a DNS name a rebinding
+    page could forge it.
+    """
+    origin = origin.rstrip("/")
+    if "*" in allowed or origin in allowed:
+        return True
+    if host is None:
+        return False
+    scheme, _, authority = origin.partition("://")
+    if scheme not in {"http", "https"} or authority.lower() != host.lower():
+        return False
+    hostname = urlsplit(origin).hostname or ""
+    if hostname == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(hostname)
+    except ValueError:
+        return False
+    return True
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -1,4 +1,4 @@
-"""``chat-server``: run in the foreground, or ``start`` / ``stop`` / ``status`` in the background."""
+"""``chat-server``: run in the foreground, or ``start``/``stop``/``status`` in the background."""
 
 from __future__ import annotations
 
@@ -16,23 +16,48 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--host", help=f"address to listen on (default {d.host})")
     add("--port", type=int, help=f"port to listen on (default {d.port})")
-    add("--log-level", choices=["critical", "error", "warning", "info", "debug"],
-        help=f"log level (default {d.log_level})")
-    add("--allow-origin", action="append", metavar="ORIGIN",
-        help="a browser Origin allowed to connect (repeatable; default: none)")
-    add("--max-message-chars", type=int,
-        help=f"longest chat message in characters (default {d.max_message_chars})")
-    add("--rate-limit", type=float,
-        help=f"messages per second per connection, 0 = off (default {d.rate_limit:g})")
+    add(
+        "--log-level",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help=f"log level (default {d.log_level})",
+    )
+    add(
+        "--allow-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="a browser Origin allowed to connect (repeatable; default: none)",
+    )
+    add(
+        "--max-message-chars",
+        type=int,
+        help=f"longest chat message in characters (default {d.max_message_chars})",
+    )
+    add(
+        "--rate-limit",
+        type=float,
+        help=f"messages per second per connection, 0 = off (default {d.rate_limit:g})",
+    )
     add("--rate-burst", type=int, help=f"messages a connection may burst (default {d.rate_burst})")
-    add("--send-buffer", type=int,
-        help=f"bytes queued for one slow connection before it is dropped (default {d.send_buffer})")
-    add("--max-connections", type=int,
-        help=f"connections the server accepts (default {d.max_connections})")
-    add("--ping-interval", type=float,
-        help=f"seconds between keepalive pings, 0 = off (default {d.ping_interval:g})")
-    add("--ping-timeout", type=float,
-        help=f"seconds to wait for a pong (default {d.ping_timeout:g})")
+    add(
+        "--send-buffer",
+        type=int,
+        help=f"bytes queued for one slow connection before it is dropped (default {d.send_buffer})",
+    )
+    add(
+        "--max-connections",
+        type=int,
+        help=f"connections the server accepts (default {d.max_connections})",
+    )
+    add(
+        "--ping-interval",
+        type=float,
+        help=f"seconds between keepalive pings, 0 = off (default {d.ping_interval:g})",
+    )
+    add(
+        "--ping-timeout",
+        type=float,
+        help=f"seconds to wait for a pong (default {d.ping_timeout:g})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,10 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (stop, status):
         p.add_argument("--host", help="address of the server (default 127.0.0.1)")
         p.add_argument("--port", type=int, help="port of the server (default 8000)")
-    start.add_argument("--wait", type=float, default=15.0,
-                       help="seconds to wait for the server to answer (default 15)")
-    stop.add_argument("--wait", type=float, default=10.0,
-                      help="seconds to wait for it to exit (default 10)")
+    start.add_argument(
+        "--wait",
+        type=float,
+        default=15.0,
+        help="seconds to wait for the server to answer (default 15)",
+    )
+    stop.add_argument(
+        "--wait", type=float, default=10.0, help="seconds to wait for it to exit (default 10)"
+    )
     return parser
 
 
@@ -62,8 +92,17 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     overrides = {
         key: getattr(args, key, None)
         for key in (
-            "host", "port", "log_level", "allow_origin", "max_message_chars", "rate_limit",
-            "rate_burst", "send_buffer", "max_connections", "ping_interval", "ping_timeout",
+            "host",
+            "port",
+            "log_level",
+            "allow_origin",
+            "max_message_chars",
+            "rate_limit",
+            "rate_burst",
+            "send_buffer",
+            "max_connections",
+            "ping_interval",
+            "ping_timeout",
         )
     }
     return Settings.from_env(**overrides)

@@ -93,8 +93,10 @@ def format_error(description: str) -> str:
 
 # --- sanitising -------------------------------------------------------------------------
 
-_BIDI_CONTROLS: Final = "\u200e\u200f\u061c" + "".join(map(chr, range(0x202A, 0x202F))) + "".join(
-    map(chr, range(0x2066, 0x206A))
+_BIDI_CONTROLS: Final = (
+    "\u200e\u200f\u061c"
+    + "".join(map(chr, range(0x202A, 0x202F)))
+    + "".join(map(chr, range(0x2066, 0x206A)))
 )
 _STRIPPED: Final = (
     [chr(c) for c in range(0x00, 0x20) if chr(c) not in "\n\t"]

@@ -21,7 +21,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(condition: Any, timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
+def wait_until(
+    condition: Any, timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> Any:
     """Poll ``condition`` until it returns something truthy, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:

@@ -1,0 +1,109 @@
+"""Unit tests of the wire format: names, rooms, formatting, parsing, sanitising."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chat_server import protocol
+from chat_server.protocol import FrameKind
+
+names = st.from_regex(protocol.NAME_PATTERN, fullmatch=True)
+texts = st.text(min_size=1)
+
+
+@pytest.mark.parametrize("room", ["a", "general", "slytherin", "A-Z_09", "x" * 64, "-", "_"])
+def test_valid_rooms(room: str) -> None:
+    assert protocol.is_valid_room(room)
+
+
+@pytest.mark.parametrize(
+    "room",
+    ["", "x" * 65, "a b", "a/b", "é", "room!", "a\n", "\u0661", "a.b", "ａ"],  # last: fullwidth
+)
+def test_invalid_rooms(room: str) -> None:
+    assert not protocol.is_valid_room(room)
+
+
+def test_random_names_are_well_formed() -> None:
+    rng = random.Random(7)
+    for _ in range(1000):
+        name = protocol.random_name(rng)
+        assert protocol.is_valid_name(name), name
+        assert len(name) == len("user_") + 8
+
+
+@given(names, texts)
+def test_message_round_trip(name: str, text: str) -> None:
+    frame = protocol.parse_frame(protocol.format_message(name, text))
+    assert frame.kind is FrameKind.MESSAGE
+    assert (frame.name, frame.text) == (name, text)
+
+
+@given(names)
+def test_join_and_leave_round_trip(name: str) -> None:
+    join = protocol.parse_frame(protocol.format_join(name))
+    leave = protocol.parse_frame(protocol.format_leave(name))
+    assert (join.kind, join.name) == (FrameKind.JOIN, name)
+    assert (leave.kind, leave.name) == (FrameKind.LEAVE, name)
+    assert join.text == f"{name} joined the chat"
+
+
+@given(st.text())
+def test_error_notice_is_never_a_chat_frame(description: str) -> None:
+    frame = protocol.parse_frame(protocol.format_error(description))
+    assert frame.kind is FrameKind.ERROR
+
+
+def test_exact_frame_formats() -> None:
+    assert protocol.format_message("user_abcdef12", "hi") == "user_abcdef12 :: hi"
+    assert protocol.format_join("user_abcdef12") == "user_abcdef12 joined the chat"
+    assert protocol.format_leave("user_abcdef12") == "user_abcdef12 left the chat"
+    assert protocol.format_error("nope") == "error: nope"
+
+
+@given(st.text())
+def test_parse_never_raises(frame: str) -> None:
+    assert protocol.parse_frame(frame).kind in set(FrameKind)
+
+
+def test_unknown_notice_shapes() -> None:
+    assert protocol.parse_frame("server restarting").kind is FrameKind.NOTICE
+    # A join-like notice for something that is not a name is just a notice.
+    assert protocol.parse_frame("somebody joined the chat").kind is FrameKind.NOTICE
+
+
+@given(st.text())
+def test_sanitize_leaves_no_forbidden_characters(text: str) -> None:
+    clean = protocol.sanitize(text)
+    if clean is not None:
+        assert not set(clean) & protocol.STRIPPED_CHARACTERS
+        assert clean.strip()
+
+
+@given(st.text())
+def test_sanitize_keeps_every_allowed_character_in_order(text: str) -> None:
+    kept = "".join(c for c in text if c not in protocol.STRIPPED_CHARACTERS)
+    assert protocol.sanitize(text) == (kept if kept.strip() else None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("hello", "hello"),
+        ("line one\nline two\tend", "line one\nline two\tend"),
+        ("\x1b[31mred\x1b[0m", "[31mred[0m"),
+        ("a\rb\x00c\x7fd\x85e\x9bf", "abcdef"),
+        ("evil\u202egnp.exe", "evilgnp.exe"),
+        ("\u200e\u200f\u061c\u2066\u2067\u2068\u2069\u202a\u202b\u202c\u202d x", " x"),
+        ("Привет, 世界 🐍", "Привет, 世界 🐍"),
+        ("   ", None),
+        ("\x07\x1b\n\t", None),
+        ("", None),
+    ],
+)
+def test_sanitize_examples(raw: str, clean: str | None) -> None:
+    assert protocol.sanitize(raw) == clean

@@ -1,0 +1,119 @@
+"""A member that stops reading must cost the others nothing, and be evicted."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import psutil
+
+from chat_server import protocol
+from tests.server.wsclients import join_many, raw_handshake
+from tests.servers import RunningServer, wait_until
+
+MESSAGES = 1500
+PAYLOAD = "p" * 4000  # ~6 MB in all: far past kernel buffers plus the 1 MiB send buffer
+
+
+async def test_stalled_member_is_evicted_and_others_get_everything_promptly(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    server = server_factory(rate_limit=0)
+    rss = psutil.Process(server.process.pid)
+    alice, bob = await join_many(server.chat_url("stall"), 2)
+    stalled = raw_handshake(server.port, "/chat/stall", rcvbuf=4096)  # reads nothing, ever
+    stalled_name = protocol.parse_frame(await alice.recv()).name
+    assert await bob.recv() == f"{stalled_name} joined the chat"
+    rss_before = rss.memory_info().rss
+
+    left = f"{stalled_name} left the chat"
+    expected = [f"{alice.name} :: {i} {PAYLOAD}" for i in range(MESSAGES)]
+
+    async def send_all() -> None:
+        for i in range(MESSAGES):
+            await alice.ws.send(f"{i} {PAYLOAD}")
+
+    async def receive_all(member_index: int) -> tuple[list[str], bool]:
+        member = (alice, bob)[member_index]
+        chat: list[str] = []
+        saw_leave = False
+        while len(chat) < MESSAGES or not saw_leave:
+            frame = await member.recv(timeout=10)
+            if frame == left:
+                saw_leave = True
+            else:
+                chat.append(frame)
+        return chat, saw_leave
+
+    started = time.monotonic()
+    _, (alice_got, alice_left), (bob_got, bob_left) = await asyncio.gather(
+        send_all(), receive_all(0), receive_all(1)
+    )
+    elapsed = time.monotonic() - started
+
+    # Healthy members got every message, in order, and saw the stalled one leave.
+    assert alice_got == expected and bob_got == expected
+    assert alice_left and bob_left
+    # Promptly: megabytes over loopback take well under the deadline even on a busy machine.
+    assert elapsed < 30, elapsed
+    # The stalled connection is gone from the server.
+    wait_until(lambda: server.get_json("/health")["connections"] == 2, what="eviction")
+    assert stalled_name not in server.get_json("/rooms/stall")["members"]
+    assert "evicted room=stall name=" + stalled_name in server.log()
+    # Memory stayed bounded: nowhere near the ~6 MB that was sent past the stalled member.
+    growth = rss.memory_info().rss - rss_before
+    assert growth < 4 * 1024 * 1024, growth
+    stalled.close()
+    for member in (alice, bob):
+        await member.close()
+
+
+async def test_slow_member_finds_close_1008_slow_consumer_after_its_backlog(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    """A peer that was only slow, not dead, reads the reason in the close frame."""
+    server = server_factory(rate_limit=0)
+    alice = (await join_many(server.chat_url("slow"), 1))[0]
+    slow = raw_handshake(server.port, "/chat/slow", rcvbuf=4096)
+    slow_name = protocol.parse_frame(await alice.recv()).name
+    left = f"{slow_name} left the chat"
+
+    async def send_all() -> None:
+        for i in range(MESSAGES):
+            await alice.ws.send(f"{i} {PAYLOAD}")
+
+    _, seen = await asyncio.gather(send_all(), alice.recv_until(lambda f: f == left, timeout=20))
+    assert left in seen
+    # The slow peer now catches up: its backlog, then the close frame with the reason.
+    slow.settimeout(5)
+    data = b""
+    while chunk := slow.recv(65536):
+        data += chunk
+    frames = server_frames(data)
+    assert frames[-1] == (0x8, (1008).to_bytes(2, "big") + b"slow consumer")
+    texts = [payload.decode() for opcode, payload in frames if opcode == 0x1]
+    assert texts[0] == f"{slow_name} joined the chat"
+    # What it did get is an unbroken prefix of the room's order.
+    assert texts[1:] == [f"{alice.name} :: {i} {PAYLOAD}" for i in range(len(texts) - 1)]
+    slow.close()
+    await alice.close()
+
+
+def server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """Split unmasked server-to-client WebSocket frames (RFC 6455 section 5.2)."""
+    frames = []
+    at = 0
+    while at < len(data):
+        opcode = data[at] & 0x0F
+        length = data[at + 1] & 0x7F
+        at += 2
+        if length == 126:
+            length = int.from_bytes(data[at : at + 2], "big")
+            at += 2
+        elif length == 127:
+            length = int.from_bytes(data[at : at + 8], "big")
+            at += 8
+        frames.append((opcode, data[at : at + length]))
+        at += length
+    return frames

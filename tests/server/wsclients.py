@@ -1,0 +1,87 @@
+"""Small client helpers over third-party WebSocket libraries and raw sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from chat_server import protocol
+from chat_server.protocol import Frame, FrameKind
+
+
+@dataclass
+class Member:
+    ws: ClientConnection
+    name: str
+
+    async def recv(self, timeout: float = 5.0) -> str:
+        frame = await asyncio.wait_for(self.ws.recv(), timeout)
+        assert isinstance(frame, str)
+        return frame
+
+    async def recv_until(self, predicate: Callable[[str], bool], timeout: float = 5.0) -> list[str]:
+        """Every frame up to and including the first one matching ``predicate``."""
+        seen: list[str] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.recv(timeout)
+                seen.append(frame)
+                if predicate(frame):
+                    return seen
+
+    async def recv_parsed(self, timeout: float = 5.0) -> Frame:
+        return protocol.parse_frame(await self.recv(timeout))
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+async def join(url: str, **kwargs: object) -> Member:
+    """Connect and read the first frame, which must be our own join notice."""
+    ws = await websockets.connect(url, **kwargs)  # type: ignore[arg-type]
+    first = protocol.parse_frame(await asyncio.wait_for(ws.recv(), 5))
+    assert first.kind is FrameKind.JOIN, first
+    assert first.name is not None
+    return Member(ws, first.name)
+
+
+async def join_many(url: str, count: int) -> list[Member]:
+    """Join one by one, so that each member has read the joins of those after it."""
+    members: list[Member] = []
+    for _ in range(count):
+        member = await join(url)
+        for earlier in members:
+            assert await earlier.recv() == protocol.format_join(member.name)
+        members.append(member)
+    return members
+
+
+def raw_handshake(port: int, path: str, rcvbuf: int | None = None) -> socket.socket:
+    """A WebSocket handshake by hand: a peer that does only what the test makes it do."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = sock.recv(1)  # byte by byte: leave every frame after the headers unread
+        assert chunk, "server closed during handshake"
+        response += chunk
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return sock
