@@ -17,10 +17,10 @@ from starlette.routing import WebSocketRoute
 
 from chat_server import protocol
 from chat_server.broker import Broker, broker_from_url
-from chat_server.connection import Member, TokenBucket
+from chat_server.connection import AsgiMember, Member, TokenBucket, TransportMember
 from chat_server.protocol import CloseCode
 from chat_server.settings import Settings
-from chat_server.uvicorn_ws import ABORT_EXTENSION
+from chat_server.uvicorn_ws import ABORT_EXTENSION, FRAMES_EXTENSION
 
 log = logging.getLogger("chat_server")
 
@@ -110,7 +110,8 @@ class ChatEndpoint:
         server = self.server
         settings = server.settings
         broker = server.broker
-        abort = scope.get("extensions", {}).get(ABORT_EXTENSION)
+        extensions = scope.get("extensions") or {}
+        abort = extensions.get(ABORT_EXTENSION)
 
         await send({"type": "websocket.accept"})
         name = await server.claim_unique_name()
@@ -136,8 +137,6 @@ class ChatEndpoint:
             closing = leave("slow consumer")
             if closing is not None:
                 server.spawn(closing)
-            # The writer is stuck on a socket that does not drain: never await it here.
-            writer.cancel()
             if abort is not None:
                 abort(CloseCode.POLICY_VIOLATION, "slow consumer", settings.close_grace)
             else:
@@ -147,8 +146,12 @@ class ChatEndpoint:
                     )
                 )
 
-        member = Member(name, room, send, settings.send_buffer, evict, join_frame)
-        writer = asyncio.create_task(member.run_writer())
+        sink = extensions.get(FRAMES_EXTENSION)
+        member: Member
+        if sink is not None:
+            member = TransportMember(name, room, settings.send_buffer, evict, join_frame, sink)
+        else:
+            member = AsgiMember(name, room, settings.send_buffer, evict, join_frame, send)
         await broker.subscribe(room, member)
         await broker.publish(room, join_frame)
         log.info("joined room=%s name=%s", room, name)
@@ -162,9 +165,10 @@ class ChatEndpoint:
         try:
             while not left:
                 message = await receive()
-                kind = message["type"]
-                if kind == "websocket.disconnect":
+                if message["type"] == "websocket.disconnect":
                     code = message.get("code", CloseCode.NORMAL)
+                    break
+                if left:  # evicted while this frame was on its way: it is not broadcast
                     break
                 text = message.get("text")
                 if text is None:
@@ -202,9 +206,7 @@ class ChatEndpoint:
             closing = leave(code)
             if closing is not None:
                 await closing
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            await member.drain()
             if close is not None:
                 if abort is not None:
                     abort(*close, settings.close_grace)

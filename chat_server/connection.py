@@ -1,9 +1,17 @@
-"""One member's side of a room: a bounded outgoing buffer, its writer, and a flood limit.
+"""One member's side of a room: a bounded outgoing buffer, how it drains, and a flood limit.
 
 Fan-out never awaits a member's socket: the broker calls :meth:`Member.deliver`, which only
-appends to a queue. Each member has one writer task that drains its queue into the socket.
-A member whose queue grows past its byte bound cannot keep up and is evicted; the others
-never wait for it.
+appends to the member's queue. A member whose queue grows past its byte bound cannot keep up
+and is evicted; the others never wait for it.
+
+Two ways to drain a queue:
+
+* :class:`TransportMember` (under ``chat-server``): frames are encoded once per publish and
+  written straight into the connection's transport by one flush per event-loop iteration
+  for all members, while the transport is writable. No task per member, one write per member
+  per iteration however many frames arrived.
+* :class:`AsgiMember` (under plain ``uvicorn chat_server:app``): one writer task per member
+  awaits ASGI ``send`` for each frame.
 """
 
 from __future__ import annotations
@@ -12,14 +20,50 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+# Most bytes handed to a transport in one write: what sits in the transport's own buffer
+# stays bounded by its high-water mark plus this.
+WRITE_CHUNK = 64 * 1024
 
 
 def text_size(frame: str) -> int:
     """Bytes the frame occupies on the wire (UTF-8), cheaply for the common ASCII case."""
     return len(frame) if frame.isascii() else len(frame.encode())
+
+
+def encode_text_frame(text: str) -> bytes:
+    """An unmasked, unfragmented, uncompressed server-to-client text frame (RFC 6455 5.2)."""
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x81, n))
+    elif n < 65536:
+        header = bytes((0x81, 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + n.to_bytes(8, "big")
+    return header + payload
+
+
+class _EncodeOnce:
+    """Encoding of the frame being fanned out: the broker hands every member the same str."""
+
+    __slots__ = ("_data", "_frame")
+
+    def __init__(self) -> None:
+        self._frame: str | None = None
+        self._data = b""
+
+    def __call__(self, frame: str) -> bytes:
+        if frame is not self._frame:
+            self._data = encode_text_frame(frame)
+            self._frame = frame
+        return self._data
+
+
+encode_once = _EncodeOnce()
 
 
 class TokenBucket:
@@ -50,10 +94,7 @@ class Member:
 
     __slots__ = (
         "_awaiting_join",
-        "_queue",
         "_queued_bytes",
-        "_send",
-        "_waiter",
         "closed",
         "limit_bytes",
         "name",
@@ -65,7 +106,6 @@ class Member:
         self,
         name: str,
         room: str,
-        send: Send,
         limit_bytes: int,
         on_overflow: Callable[[Member], None],
         join_frame: str,
@@ -75,10 +115,7 @@ class Member:
         self.limit_bytes = limit_bytes
         self.on_overflow = on_overflow
         self.closed = False
-        self._send = send
-        self._queue: deque[str] = deque()
         self._queued_bytes = 0
-        self._waiter: asyncio.Future[None] | None = None
         # Frames published before our own join notice reached us are not ours to see: the
         # join notice must be the first frame, whatever the broker's delivery timing.
         self._awaiting_join: str | None = join_frame
@@ -94,16 +131,7 @@ class Member:
             if frame != self._awaiting_join:
                 return
             self._awaiting_join = None
-        self._queued_bytes += text_size(frame)
-        if self._queued_bytes > self.limit_bytes:
-            self.closed = True
-            self._queue.clear()
-            self._queued_bytes = 0
-            self._wake()
-            self.on_overflow(self)
-            return
-        self._queue.append(frame)
-        self._wake()
+        self._enqueue(frame)
 
     def deliver_private(self, frame: str) -> None:
         """Queue a notice for this member only (``error:``), under the same bound."""
@@ -111,27 +139,164 @@ class Member:
         if self._awaiting_join is None:
             self.deliver(frame)
 
+    def _enqueue(self, frame: str) -> None:
+        raise NotImplementedError
+
+    def _overflowed(self, size: int) -> bool:
+        self._queued_bytes += size
+        if self._queued_bytes <= self.limit_bytes:
+            return False
+        self.close()
+        self.on_overflow(self)
+        return True
+
+    def close(self) -> None:
+        """Stop sending: drop whatever is queued."""
+        self.closed = True
+        self._queued_bytes = 0
+
+
+class FrameSink(Protocol):
+    """Raw access to a connection's transport, offered by ``uvicorn_ws``."""
+
+    def writable(self) -> bool:
+        """Open, not paused by flow control, and with no extension that rewrites frames."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def on_writable(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` when a paused transport can take data again."""
+
+
+class _Flusher:
+    """Runs every marked member's flush once per event-loop iteration."""
+
+    def __init__(self) -> None:
+        self._marked: list[TransportMember] = []
+
+    def mark(self, member: TransportMember) -> None:
+        if not self._marked:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._marked.append(member)
+
+    def _flush(self) -> None:
+        marked, self._marked = self._marked, []
+        for member in marked:
+            member.flush()
+
+
+_flusher = _Flusher()
+
+
+class TransportMember(Member):
+    __slots__ = ("_marked", "_queue", "_sink")
+
+    def __init__(
+        self,
+        name: str,
+        room: str,
+        limit_bytes: int,
+        on_overflow: Callable[[Member], None],
+        join_frame: str,
+        sink: FrameSink,
+    ) -> None:
+        super().__init__(name, room, limit_bytes, on_overflow, join_frame)
+        self._sink = sink
+        self._queue: deque[bytes] = deque()
+        self._marked = False
+        sink.on_writable(self._resumed)
+
+    def _enqueue(self, frame: str) -> None:
+        data = encode_once(frame)
+        if self._overflowed(len(data)):
+            return
+        self._queue.append(data)
+        if not self._marked:
+            self._marked = True
+            _flusher.mark(self)
+
+    def flush(self) -> None:
+        self._marked = False
+        queue = self._queue
+        sink = self._sink
+        # The transport pauses itself (synchronously, inside write) past its high-water mark;
+        # what is left waits here, counted against our bound, until it resumes.
+        while queue and sink.writable():
+            data = queue.popleft()
+            if queue and len(data) < WRITE_CHUNK:
+                parts = [data]
+                size = len(data)
+                while queue and size < WRITE_CHUNK:
+                    part = queue.popleft()
+                    parts.append(part)
+                    size += len(part)
+                data = b"".join(parts)
+            self._queued_bytes -= len(data)
+            sink.write(data)
+
+    def _resumed(self) -> None:
+        if self._queue and not self._marked and not self.closed:
+            self._marked = True
+            _flusher.mark(self)
+
+    def close(self) -> None:
+        super().close()
+        self._queue.clear()
+        self._sink.on_writable(None)
+
+    async def drain(self) -> None:
+        """Nothing to wait for: flushing needs no task of its own."""
+
+
+class AsgiMember(Member):
+    __slots__ = ("_queue", "_send", "_waiter", "_writer")
+
+    def __init__(
+        self,
+        name: str,
+        room: str,
+        limit_bytes: int,
+        on_overflow: Callable[[Member], None],
+        join_frame: str,
+        send: Send,
+    ) -> None:
+        super().__init__(name, room, limit_bytes, on_overflow, join_frame)
+        self._send = send
+        self._queue: deque[str] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._writer = asyncio.create_task(self._run_writer())
+
+    def _enqueue(self, frame: str) -> None:
+        if self._overflowed(text_size(frame)):
+            return
+        self._queue.append(frame)
+        self._wake()
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     def close(self) -> None:
-        """Stop queueing and let the writer finish."""
-        self.closed = True
+        super().close()
         self._queue.clear()
-        self._queued_bytes = 0
-        self._wake()
+        # The writer may be stuck on a socket that no longer drains: stop it, never await it.
+        self._writer.cancel()
 
-    async def run_writer(self) -> None:
-        """Drain the queue into the socket until the member is closed."""
+    async def drain(self) -> None:
+        """Wait for the writer to have stopped (after :meth:`close`)."""
+        try:
+            await self._writer
+        except asyncio.CancelledError:
+            if not self._writer.cancelled():
+                raise
+
+    async def _run_writer(self) -> None:
         queue = self._queue
         send = self._send
         loop = asyncio.get_running_loop()
-        while True:
+        while not self.closed:
             if not queue:
-                if self.closed:
-                    return
                 self._waiter = loop.create_future()
                 await self._waiter
                 self._waiter = None
@@ -141,7 +306,7 @@ class Member:
                 await send({"type": "websocket.send", "text": frame})
             except Exception:
                 # The socket is gone; the receive side sees the disconnect and cleans up.
-                self.close()
+                self.closed = True
                 return
             # The frame now sits in the transport: it no longer counts against our bound.
             if not self.closed:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
 
 import uvicorn
 
@@ -38,6 +43,32 @@ def serve(settings: Settings) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     server = uvicorn.Server(uvicorn_config(settings))
-    server.run()
+    with _exit_quietly_on_signals(server):
+        server.run()
     # uvicorn.Server.run returns normally on SIGTERM/SIGINT; a failed start sets started=False.
     return 0 if server.started else 1
+
+
+@contextlib.contextmanager
+def _exit_quietly_on_signals(server: uvicorn.Server) -> Iterator[None]:
+    """[daemon helper] Make SIGTERM/SIGINT end ``server.run()`` with exit code 0.
+
+    uvicorn re-raises the signal it shut down on after restoring the previous handlers, so with
+    Python's defaults even a clean shutdown ends as "killed by SIGTERM/SIGINT" (status 143/130),
+    which service managers and scripts read as a failure. Handlers that only ask uvicorn to exit
+    make the re-raise harmless, and also cover a signal that arrives before uvicorn's own.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_exit(sig: int, frame: FrameType | None) -> None:
+        server.should_exit = True
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, request_exit) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

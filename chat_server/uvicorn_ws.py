@@ -8,6 +8,9 @@ a transport, so this subclass offers one to the app as the ASGI scope extension
 aborts the TCP connection shortly after unless it closed by itself. Keepalive timeouts and
 server shutdown are bounded the same way.
 
+It also offers ``"chat.frames"``, a sink for pre-encoded frames (see ``connection.py``): a
+room's frame is encoded once and the same bytes are written to every member's transport.
+
 ``chat-server`` runs uvicorn with :class:`ChatWebSocketProtocol`. Under plain
 ``uvicorn chat_server:app`` the extension is absent and the app falls back to an ordinary close
 (see ``app.py``); everything still works except freeing a stalled peer's socket.
@@ -15,20 +18,61 @@ server shutdown are bounded the same way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
 
 ABORT_EXTENSION = "chat.abort"
+FRAMES_EXTENSION = "chat.frames"
 
 # How long a close frame may wait in the write buffer before the connection is aborted.
 ABORT_GRACE_SECONDS = 2.0
 
 
+class _FrameSink:
+    """chat_server.connection.FrameSink over one connection: pre-encoded frames go straight
+    into the transport, skipping per-frame encoding and ASGI send for every member."""
+
+    __slots__ = ("_protocol", "callback")
+
+    def __init__(self, protocol: ChatWebSocketProtocol) -> None:
+        self._protocol = protocol
+        self.callback: Callable[[], None] | None = None
+
+    def writable(self) -> bool:
+        p = self._protocol
+        return (
+            p.writable.is_set()
+            and not p.close_sent
+            and not p.disconnected
+            and p.conn.state is State.OPEN
+            # The same bytes go to every member: no extension may rewrite frames.
+            and not p.conn.extensions
+        )
+
+    def write(self, data: bytes) -> None:
+        self._protocol.transport.write(data)
+
+    def on_writable(self, callback: Callable[[], None] | None) -> None:
+        self.callback = callback
+
+
 class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
+    frame_sink: _FrameSink | None = None
+
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
-        self.scope["extensions"][ABORT_EXTENSION] = self.abort_with_close
+        self.frame_sink = _FrameSink(self)
+        extensions = self.scope["extensions"]
+        extensions[ABORT_EXTENSION] = self.abort_with_close
+        extensions[FRAMES_EXTENSION] = self.frame_sink
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.frame_sink is not None and self.frame_sink.callback is not None:
+            self.frame_sink.callback()
 
     def abort_with_close(self, code: int, reason: str, grace: float = ABORT_GRACE_SECONDS) -> None:
         """Queue a close frame without waiting for the buffer; abort if not closed in ``grace``."""

@@ -82,20 +82,32 @@ class RunningServer:
         return start_server(port=self.port, **self.options)
 
 
-def start_server(port: int | None = None, **options: Any) -> RunningServer:
-    """``python -m chat_server run`` on a free port; returns once ``/health`` answers."""
+def start_server(
+    port: int | None = None, plain_uvicorn: bool = False, **options: Any
+) -> RunningServer:
+    """``python -m chat_server run`` on a free port; returns once ``/health`` answers.
+
+    With ``plain_uvicorn``, ``uvicorn chat_server:app`` instead, configured through
+    ``CHAT_SERVER_*`` variables as a user of plain uvicorn would.
+    """
     port = port or free_port()
-    args = [sys.executable, "-m", "chat_server", "run", "--port", str(port)]
-    for key, value in options.items():
-        flag = "--" + key.replace("_", "-")
-        for item in value if isinstance(value, list | tuple) else [value]:
-            args += [flag, str(item)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_SERVER_")}
+    if plain_uvicorn:
+        args = [sys.executable, "-m", "uvicorn", "chat_server:app", "--port", str(port)]
+        for key, value in options.items():
+            items = value if isinstance(value, list | tuple) else [value]
+            env["CHAT_SERVER_" + key.upper()] = ",".join(map(str, items))
+    else:
+        args = [sys.executable, "-m", "chat_server", "run", "--port", str(port)]
+        for key, value in options.items():
+            flag = "--" + key.replace("_", "-")
+            for item in value if isinstance(value, list | tuple) else [value]:
+                args += [flag, str(item)]
     log_dir = Path(os.environ.get("CHAT_TEST_LOG_DIR", "/tmp"))
     log_path = log_dir / f"chat-server-test-{port}-{os.getpid()}.log"
     log_file = log_path.open("wb")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_SERVER_")}
     process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    server = RunningServer(port, process, log_path, dict(options))
+    server = RunningServer(port, process, log_path, dict(options, plain_uvicorn=plain_uvicorn))
 
     def ready() -> bool:
         if process.poll() is not None:

@@ -52,11 +52,11 @@ async def join(url: str, **kwargs: object) -> Member:
     return Member(ws, first.name)
 
 
-async def join_many(url: str, count: int) -> list[Member]:
+async def join_many(url: str, count: int, **kwargs: object) -> list[Member]:
     """Join one by one, so that each member has read the joins of those after it."""
     members: list[Member] = []
     for _ in range(count):
-        member = await join(url)
+        member = await join(url, **kwargs)
         for earlier in members:
             assert await earlier.recv() == protocol.format_join(member.name)
         members.append(member)

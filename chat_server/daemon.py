@@ -1,0 +1,384 @@
+"""``chat-server start`` / ``stop`` / ``status``: the foreground server, run in the background.
+
+One pid file and one log file per port in the user's state directory (platformdirs'
+``user_state_dir("chat-server")``, or ``$CHAT_SERVER_STATE_DIR``): ``server-8000.pid`` and
+``server-8000.log``. The pid file is JSON (pid, host, port, log, start time). A pid file whose
+process is gone, or whose pid now belongs to an unrelated process (its command line is
+checked), is stale and removed.
+
+Exit codes: ``start`` 0 when a chat server answers on the port (also one already running),
+1 when it could not be started. ``stop`` 0 when no background server is left running on the
+port (including "it was not running", so scripts can stop unconditionally), 1 when a process
+could not be stopped. ``status`` follows LSB: 0 running, 3 not running, 4 unknown (a process
+holds the pid file but does not answer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from platformdirs import user_state_dir
+
+from chat_server.settings import Settings
+
+STATE_DIR_ENV = "CHAT_SERVER_STATE_DIR"
+LOG_TAIL_LINES = 30
+STATUS_NOT_RUNNING = 3
+STATUS_UNKNOWN = 4
+# Only an HTTP client that ignores *_proxy variables can be trusted to reach our own port.
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def state_dir() -> Path:
+    override = os.environ.get(STATE_DIR_ENV)
+    return Path(override) if override else Path(user_state_dir("chat-server"))
+
+
+def pid_path(port: int) -> Path:
+    return state_dir() / f"server-{port}.pid"
+
+
+def log_path(port: int) -> Path:
+    return state_dir() / f"server-{port}.log"
+
+
+def base_url(host: str, port: int) -> str:
+    """The URL a client on this machine uses: wildcard addresses are reached via loopback."""
+    if host in {"", "0.0.0.0"}:
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+# ---------------------------------------------------------------------------- probing the port
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What answers on a port: a chat server (``health`` set), something else, or nothing."""
+
+    health: dict[str, Any] | None = None
+    other: str | None = None  # what answered instead, in words
+
+
+def probe(host: str, port: int, timeout: float = 2.0) -> Probe:
+    url = base_url(host, port) + "/health"
+    not_http = Probe(other="something that does not speak HTTP")
+    try:
+        with _HTTP.open(url, timeout=timeout) as response:
+            body = response.read(65536)
+    except urllib.error.HTTPError as exc:
+        return Probe(other=f"an HTTP server that answers /health with {exc.code} {exc.reason}")
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, TimeoutError | ConnectionResetError | ConnectionAbortedError):
+            return not_http  # accepted the connection, then no HTTP answer
+        return Probe()  # refused (nothing listens), or the address is unreachable
+    except (OSError, http.client.HTTPException):
+        return not_http  # timed out or garbled while reading the answer
+    try:
+        health = json.loads(body)
+    except ValueError:
+        health = None
+    if isinstance(health, dict) and health.get("status") == "ok" and "rooms" in health:
+        return Probe(health=health)
+    return Probe(other="an HTTP server that is not a chat server")
+
+
+# ----------------------------------------------------------------------------- pid files
+
+
+@dataclass(frozen=True)
+class PidFile:
+    pid: int
+    host: str
+    port: int
+    log: str
+    started: float
+
+
+def read_pid_file(port: int) -> PidFile | None:
+    """The pid file for ``port`` if it names a live chat server; a stale one is removed."""
+    path = pid_path(port)
+    try:
+        data = json.loads(path.read_text())
+        record = PidFile(
+            pid=int(data["pid"]),
+            host=str(data["host"]),
+            port=int(data["port"]),
+            log=str(data["log"]),
+            started=float(data["started"]),
+        )
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        print(f"removing unreadable pid file {path}")
+        _unlink(path)
+        return None
+    if not is_chat_server_process(record.pid):
+        print(f"removing stale pid file {path} (process {record.pid} is not a chat server)")
+        _unlink(path)
+        return None
+    return record
+
+
+def write_pid_file(record: PidFile) -> None:
+    path = pid_path(record.port)
+    tmp = path.with_suffix(".pid.tmp")
+    tmp.write_text(json.dumps(record.__dict__) + "\n")
+    tmp.replace(path)  # atomic: a reader never sees half a file
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def process_command_line(pid: int) -> list[str] | None:
+    """The command line of a live process, or None if there is none (zombies count as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # exists, but belongs to someone else
+    proc = Path(f"/proc/{pid}/cmdline")
+    if proc.parent.exists():
+        try:
+            raw = proc.read_bytes()
+        except OSError:
+            return None
+        return [part.decode(errors="replace") for part in raw.split(b"\0") if part] or None
+    # No /proc (macOS, BSD): ask ps.
+    result = subprocess.run(
+        ["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, check=False
+    )
+    return result.stdout.split() or None
+
+
+def is_chat_server_process(pid: int) -> bool:
+    argv = process_command_line(pid)
+    if not argv:
+        return False
+    # ``python -m chat_server run ...`` as started below, or the ``chat-server`` console script.
+    module = any(a == "-m" and b == "chat_server" for a, b in itertools.pairwise(argv))
+    return module or any(Path(arg).name == "chat-server" for arg in argv[:2])
+
+
+@contextlib.contextmanager
+def _start_lock(port: int) -> Iterator[None]:
+    """Serialise concurrent ``start`` commands for one port (the second then sees the first)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, the port bind still lets only one server win
+        yield
+        return
+    with open(state_dir() / f"server-{port}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def start(settings: Settings, child_argv: Sequence[str], wait: float = 15.0) -> int:
+    host, port = settings.host, settings.port
+    url = base_url(host, port)
+    directory = state_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    with _start_lock(port):
+        record = read_pid_file(port)
+        if record is not None:
+            health = _wait_for_health(record.host, port, wait, lambda: None)
+            if health is None:
+                print(
+                    f"chat-server is already running on port {port} (pid {record.pid}) "
+                    f"but does not answer at {url}/health; see {record.log}"
+                )
+                return 1
+            print(f"chat-server is already running at {url} (pid {record.pid})")
+            return 0
+
+        found = probe(host, port)
+        if found.health is not None:
+            print(
+                f"a chat server is already running at {url} "
+                "(not started by 'chat-server start', so 'stop' will not stop it)"
+            )
+            return 0
+        if found.other is not None:
+            print(f"error: port {port} is in use by {found.other}", file=sys.stderr)
+            return 1
+
+        log = log_path(port)
+        _rotate(log)
+        with open(log, "ab") as log_file, open(os.devnull, "rb") as devnull:
+            process = subprocess.Popen(
+                list(child_argv),
+                stdin=devnull,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # no controlling terminal: Ctrl+C here does not reach it
+                close_fds=True,
+            )
+        write_pid_file(PidFile(process.pid, host, port, str(log), time.time()))
+
+        health = _wait_for_health(host, port, wait, process.poll)
+        if health is not None:
+            print(f"chat-server is running at {url} (pid {process.pid})")
+            print(f"log: {log}")
+            # It outlives us on purpose; tell Popen not to warn that it is still running.
+            process.returncode = 0
+            return 0
+
+        code = process.poll()
+        if code is None:
+            process.kill()
+            process.wait()
+            problem = f"did not answer at {url}/health within {wait:g} s and was stopped"
+        else:
+            problem = f"exited with code {code}"
+        _unlink(pid_path(port))
+        print(f"error: chat-server {problem}; last lines of {log}:", file=sys.stderr)
+        print(_tail(log), file=sys.stderr)
+        return 1
+
+
+def stop(settings: Settings, wait: float = 10.0) -> int:
+    port = settings.port
+    record = read_pid_file(port)
+    if record is None:
+        found = probe(settings.host, port)
+        if found.health is not None:
+            print(
+                f"a chat server answers at {base_url(settings.host, port)} but was not started "
+                "by 'chat-server start' (no pid file); not stopping it"
+            )
+            return 1
+        print(f"chat-server is not running on port {port}")
+        return 0
+
+    pid = record.pid
+    _signal(pid, signal.SIGTERM)
+    if not _wait_for_exit(pid, wait):
+        print(f"chat-server (pid {pid}) did not exit within {wait:g} s; killing it")
+        _signal(pid, signal.SIGKILL)
+        if not _wait_for_exit(pid, 5.0):
+            print(f"error: chat-server (pid {pid}) survived SIGKILL", file=sys.stderr)
+            return 1
+    _unlink(pid_path(port))
+    print(f"chat-server stopped (pid {pid}, port {port})")
+    return 0
+
+
+def status(settings: Settings) -> int:
+    port = settings.port
+    record = read_pid_file(port)
+    host = record.host if record is not None else settings.host
+    url = base_url(host, port)
+    found = probe(host, port)
+    if record is None:
+        if found.health is not None:
+            print(f"a chat server is running at {url} (not started by 'chat-server start')")
+            print(_counts(found.health))
+            return 0
+        print(f"chat-server is not running on port {port}")
+        if found.other is not None:
+            print(f"port {port} is in use by {found.other}")
+        return STATUS_NOT_RUNNING
+    if found.health is None:
+        print(f"chat-server (pid {record.pid}) is running but does not answer at {url}/health")
+        print(f"log: {record.log}")
+        return STATUS_UNKNOWN
+    print(f"chat-server is running at {url} (pid {record.pid})")
+    print(_counts(found.health))
+    print(f"log: {record.log}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _wait_for_health(
+    host: str, port: int, wait: float, exited: Any, interval: float = 0.05
+) -> dict[str, Any] | None:
+    """Poll ``/health`` until it answers; give up after ``wait`` or once ``exited()`` is set."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = probe(host, port, timeout=1.0)
+        if found.health is not None:
+            return found.health
+        if exited() is not None or time.monotonic() > deadline:
+            return None
+        time.sleep(interval)
+
+
+def _wait_for_exit(pid: int, wait: float) -> bool:
+    deadline = time.monotonic() + wait
+    while process_command_line(pid) is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _rotate(log: Path) -> None:
+    """Keep the previous run's log as ``.log.1``: bounded disk use, one run back to look at."""
+    if log.exists():
+        log.replace(log.with_suffix(".log.1"))
+
+
+def _tail(log: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = log.read_text(errors="replace")
+    except OSError as exc:
+        return f"(cannot read the log: {exc})"
+    return "\n".join(text.splitlines()[-lines:]) or "(the log is empty)"
+
+
+def _counts(health: dict[str, Any]) -> str:
+    rooms = int(health.get("rooms", 0))
+    connections = int(health.get("connections", 0))
+    uptime = _duration(float(health.get("uptime_seconds", 0)))
+    return (
+        f"up {uptime}, {rooms} room{'' if rooms == 1 else 's'}, "
+        f"{connections} connection{'' if connections == 1 else 's'}"
+    )
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    parts = [f"{days}d"] if days else []
+    if days or hours:
+        parts.append(f"{hours}h")
+    if days or hours or minutes:
+        parts.append(f"{minutes}m")
+    parts.append(f"{seconds}s")
+    return " ".join(parts)
