@@ -37,11 +37,23 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
     )
 
 
+class _PerConnectionNoise(logging.Filter):
+    """Drop uvicorn's own per-connection lines: the chat log has one line per join and leave."""
+
+    NOISE = ("connection open", "connection closed")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg in self.NOISE:
+            return False
+        return not (isinstance(record.msg, str) and '"WebSocket %s" [accepted]' in record.msg)
+
+
 def serve(settings: Settings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("uvicorn.error").addFilter(_PerConnectionNoise())
     server = uvicorn.Server(uvicorn_config(settings))
     with _exit_quietly_on_signals(server):
         server.run()
@@ -51,7 +63,7 @@ def serve(settings: Settings) -> int:
 
 @contextlib.contextmanager
 def _exit_quietly_on_signals(server: uvicorn.Server) -> Iterator[None]:
-    """[daemon helper] Make SIGTERM/SIGINT end ``server.run()`` with exit code 0.
+    """Make SIGTERM/SIGINT end ``server.run()`` with exit code 0.
 
     uvicorn re-raises the signal it shut down on after restoring the previous handlers, so with
     Python's defaults even a clean shutdown ends as "killed by SIGTERM/SIGINT" (status 143/130),
