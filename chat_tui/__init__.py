@@ -1,0 +1,1 @@
+"""chat_tui: the full-screen Textual chat client."""

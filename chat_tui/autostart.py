@@ -1,0 +1,98 @@
+"""Start a local chat server when the configured loopback server does not answer.
+
+Only loopback servers are ever started: a remote URL that does not answer is the user's
+(or the network's) business, and the client just keeps retrying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import subprocess
+import sys
+from urllib.parse import urlsplit
+
+START_TIMEOUT = 30.0  # `chat-server start` itself waits up to 15 s for /health
+REACHABLE_TIMEOUT = 1.0
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme in ("wss", "https") else 80)
+    return host, port
+
+
+def is_loopback(url: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ::1 (also IPv4-mapped); never resolves DNS."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    if host.rstrip(".").lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+async def server_reachable(url: str, timeout: float = REACHABLE_TIMEOUT) -> bool:
+    """Whether something accepts TCP connections at the server's address.
+
+    A TCP connect, not ``GET /health``: the protocol does not require the HTTP endpoints,
+    and a third-party server without them must count as running.
+    """
+    try:
+        host, port = _host_port(url)
+    except ValueError:
+        return False
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+def start_local_server(url: str) -> str:
+    """Run ``chat-server start`` for the port of ``url`` and return a message for the user.
+
+    Blocks until the server answers (or the start fails): call it from a thread, e.g.
+    ``await asyncio.to_thread(start_local_server, url)``. A non-loopback URL is never
+    started; the message says so.
+    """
+    if not is_loopback(url):
+        return f"not starting a server for {url}: only a local (loopback) server is started"
+    host, port = _host_port(url)
+    if host.lower().rstrip(".") == "localhost":
+        host = "127.0.0.1"
+    # The module, not the console script: this works from a virtualenv that is not on PATH.
+    command = [sys.executable, "-m", "chat_server", "start", "--host", host, "--port", str(port)]
+    try:
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"could not start a local server on port {port}: no answer in {START_TIMEOUT:g} s"
+    except OSError as exc:
+        return f"could not start a local server on port {port}: {exc}"
+    if result.returncode != 0:
+        # The first line on stderr says what went wrong; a log tail may follow it.
+        lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
+        reason = lines[0].removeprefix("error: ") if lines else f"exit code {result.returncode}"
+        return f"could not start a local server on port {port}: {reason}"
+    if "already running" in result.stdout:
+        return f"a local server is already running on port {port}"
+    return f"started a local chat server on port {port} (chat-server stop --port {port} stops it)"

@@ -1,0 +1,94 @@
+"""``chat-tui``: parse the command line, build the Config, run the app.
+
+Everything that can be wrong with the command line or the config file is reported here, on
+stderr with exit code 2, before the screen opens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from chat_tui.config import (
+    DEFAULT_ROOM,
+    SERVER_ENV,
+    Config,
+    ConfigError,
+    default_config_path,
+    load_config,
+    room_problem,
+    server_url_problem,
+)
+
+USAGE_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chat-tui",
+        description="Full-screen terminal chat client. Joins ROOM (default: general); "
+        "several rooms may be given.",
+        epilog=f"The server can also be set with {SERVER_ENV}; defaults come from the config "
+        f"file {default_config_path()}.",
+    )
+    parser.add_argument("rooms", nargs="*", metavar="ROOM", help="a room to join")
+    parser.add_argument(
+        "--room", action="append", default=[], dest="room_options", metavar="ROOM",
+        help="a room to join (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--server", metavar="URL", help="chat server, ws:// or wss:// (default ws://127.0.0.1:8000)"
+    )
+    parser.add_argument(
+        "--no-autostart", action="store_true",
+        help="do not start a local server when the loopback server does not answer",
+    )  # fmt: skip
+    parser.add_argument("--config", metavar="PATH", type=Path, help="config file to read")
+    return parser
+
+
+def build_config(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """The Config for this command line; raises ConfigError (with a message for the user)."""
+    args = build_parser().parse_args(argv)
+    config = load_config(args.config, os.environ if environ is None else environ)
+    if args.server is not None:
+        problem = server_url_problem(args.server)
+        if problem:
+            raise ConfigError(problem)
+        config.server = args.server
+    rooms = [*args.rooms, *args.room_options]
+    for room in rooms:
+        problem = room_problem(room)
+        if problem:
+            raise ConfigError(problem)
+    if rooms:
+        config.rooms = list(dict.fromkeys(rooms))  # keep the order given, drop repeats
+    elif not config.rooms:
+        config.rooms = [DEFAULT_ROOM]
+    if args.no_autostart:
+        config.autostart = False
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = build_config(argv)
+    except ConfigError as exc:
+        print(f"chat-tui: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+
+    # Imported here so that argument errors never pay for (or depend on) loading Textual.
+    from chat_tui.app import ChatApp
+
+    app = ChatApp(config)
+    app.run()
+    return app.return_code or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

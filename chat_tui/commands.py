@@ -1,0 +1,220 @@
+"""Slash commands typed in the input box: pure parsing, plus the HTTP look-ups they need.
+
+``parse`` turns one submitted line into an action object and never touches the network or the
+screen, so every rule here is unit-testable. The app runs the actions; the two HTTP look-ups
+(``fetch_rooms`` and ``fetch_members``) are coroutines the app awaits in workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
+
+from chat_server import protocol
+
+PREFIX: Final = "/"
+
+
+@dataclass(frozen=True, slots=True)
+class SendText:
+    """Plain chat text to send to the active room."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    room: str | None  # None: the active room
+
+
+@dataclass(frozen=True, slots=True)
+class ListRooms:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Clear:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Help:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Quit:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CommandError:
+    """The line was meant as a command but cannot run; ``message`` says why."""
+
+    message: str
+
+
+Action = SendText | Join | Leave | ListRooms | Who | Clear | Help | Quit | CommandError
+
+
+@dataclass(frozen=True, slots=True)
+class CommandInfo:
+    name: str
+    usage: str
+    summary: str
+    aliases: tuple[str, ...] = ()
+
+
+# The one list of commands: the parser and the help screen both read it.
+COMMANDS: Final[tuple[CommandInfo, ...]] = (
+    CommandInfo("join", "/join ROOM", "join ROOM (or switch to it if already joined)"),
+    CommandInfo("leave", "/leave [ROOM]", "leave ROOM, or the active room", ("part",)),
+    CommandInfo("rooms", "/rooms", "list the server's rooms and their member counts"),
+    CommandInfo("who", "/who", "list the members of the active room"),
+    CommandInfo("clear", "/clear", "clear the active room's log"),
+    CommandInfo("help", "/help", "show keys and commands"),
+    CommandInfo("quit", "/quit", "close every connection and quit"),
+)
+LITERAL_HINT: Final = "//text sends /text literally"
+
+_BY_NAME: Final = {alias: c for c in COMMANDS for alias in (c.name, *c.aliases)}
+
+
+def parse(line: str) -> Action:
+    """Classify one submitted line. Lines not starting with '/' are chat text, unchanged."""
+    if not line.startswith(PREFIX):
+        return SendText(line)
+    if line.startswith(PREFIX * 2):
+        # "//text" is the escape for text that starts with a slash.
+        return SendText(line[1:])
+    word, _, rest = line[1:].partition(" ")
+    name = word.lower()
+    args = rest.split()
+    info = _BY_NAME.get(name)
+    if info is None:
+        shown = word if word.strip() else ""
+        return CommandError(
+            f"unknown command /{shown}; type /help for the list ({LITERAL_HINT}); nothing was sent"
+        )
+    if info.name == "join":
+        if len(args) != 1:
+            return CommandError(f"usage: {info.usage}")
+        return _checked_room(args[0], lambda room: Join(room))
+    if info.name == "leave":
+        if len(args) > 1:
+            return CommandError(f"usage: {info.usage}")
+        if not args:
+            return Leave(None)
+        return _checked_room(args[0], lambda room: Leave(room))
+    if args:
+        return CommandError(f"usage: {info.usage} (it takes no arguments)")
+    simple: dict[str, Action] = {
+        "rooms": ListRooms(),
+        "who": Who(),
+        "clear": Clear(),
+        "help": Help(),
+        "quit": Quit(),
+    }
+    return simple[info.name]
+
+
+def _checked_room(room: str, make: Any) -> Action:
+    if not protocol.is_valid_room(room):
+        return CommandError(f"invalid room name {room!r}: {protocol.ROOM_RULE}")
+    result: Action = make(room)
+    return result
+
+
+# --- HTTP look-ups ------------------------------------------------------------------------
+
+HTTP_TIMEOUT: Final = 5.0
+
+
+def http_base(server_url: str) -> str:
+    """The HTTP origin of a WebSocket server URL: ws -> http, wss -> https, path dropped."""
+    parts = urlsplit(server_url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, "", "", ""))
+
+
+class EndpointMissing(Exception):
+    """The server does not offer the optional HTTP endpoint (or does not answer HTTP)."""
+
+
+async def _get_json(url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> Any:
+    try:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, transport=transport) as client:
+            response = await client.get(url)
+    except httpx.HTTPError as exc:
+        raise EndpointMissing(f"no answer from {url} ({type(exc).__name__})") from exc
+    if response.status_code == 404:
+        detail = _detail(response)
+        # FastAPI's own "Not Found" means no such route; anything else is the server's reason.
+        if detail is None or detail == "Not Found":
+            raise EndpointMissing(f"the server has no {urlsplit(url).path} endpoint")
+        raise LookupError(detail)
+    if response.status_code != 200:
+        raise EndpointMissing(f"{urlsplit(url).path} answered HTTP {response.status_code}")
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise EndpointMissing(f"{urlsplit(url).path} did not answer JSON") from exc
+
+
+def _detail(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    return detail if isinstance(detail, str) else None
+
+
+async def fetch_rooms(server_url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> str:
+    """One line describing the server's rooms; a line saying why when there is no answer."""
+    url = http_base(server_url) + "/rooms"
+    try:
+        body = await _get_json(url, transport=transport)
+    except EndpointMissing as exc:
+        return f"/rooms is not available: {exc}"
+    except LookupError as exc:
+        return f"/rooms: {exc}"
+    try:
+        rooms = [(str(item["room"]), int(item["members"])) for item in body]
+    except (TypeError, KeyError, ValueError):
+        return "/rooms is not available: the server's answer has an unexpected shape"
+    if not rooms:
+        return "no rooms on the server"
+    listed = ", ".join(f"{room} ({members})" for room, members in rooms)
+    return f"rooms on the server ({len(rooms)}): {listed}"
+
+
+async def fetch_members(
+    server_url: str, room: str, *, transport: httpx.AsyncBaseTransport | None = None
+) -> tuple[str, list[str]]:
+    """A line listing the members of ``room``, and the names (empty when unavailable)."""
+    url = http_base(server_url) + "/rooms/" + quote(room, safe="")
+    try:
+        body = await _get_json(url, transport=transport)
+    except EndpointMissing as exc:
+        return f"/who is not available: {exc}", []
+    except LookupError as exc:
+        return f"/who: {exc}", []
+    members = body.get("members") if isinstance(body, dict) else None
+    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        return "/who is not available: the server's answer has an unexpected shape", []
+    names = sorted(members)
+    return f"members of {room} ({len(names)}): {', '.join(names)}", names

@@ -1,0 +1,161 @@
+"""Client settings: defaults, then the TOML config file, then ``CHAT_SERVER_URL``, then the CLI.
+
+The config file lives at ``platformdirs.user_config_dir("chat-tui")/config.toml`` (on Linux
+``~/.config/chat-tui/config.toml``) unless ``--config PATH`` names another one. Every key is
+optional::
+
+    server = "ws://127.0.0.1:8000"
+    rooms = ["general", "slytherin"]
+    time_format = "%H:%M"
+    scrollback = 10000
+    theme = "textual-dark"
+    autostart = true
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from platformdirs import user_config_dir
+
+from chat_server import protocol
+
+DEFAULT_SERVER = "ws://127.0.0.1:8000"
+DEFAULT_ROOM = "general"
+SERVER_ENV = "CHAT_SERVER_URL"
+
+
+class ConfigError(ValueError):
+    """A config file or setting that cannot be used; the message says what and where."""
+
+
+@dataclass(slots=True)
+class Config:
+    server: str = DEFAULT_SERVER
+    rooms: list[str] = field(default_factory=lambda: [DEFAULT_ROOM])
+    time_format: str = "%H:%M"
+    scrollback: int = 10_000  # messages kept per room
+    theme: str = "textual-dark"
+    autostart: bool = True  # start a local server when a loopback server does not answer
+
+
+def default_config_path() -> Path:
+    return Path(user_config_dir("chat-tui")) / "config.toml"
+
+
+def server_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a chat server URL, or None if it can."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+    except ValueError as exc:
+        return f"invalid server URL {url!r}: {exc}"
+    if parts.scheme not in ("ws", "wss"):
+        return f"invalid server URL {url!r}: it must start with ws:// or wss://"
+    if not parts.hostname:
+        return f"invalid server URL {url!r}: it has no host"
+    if parts.query or parts.fragment:
+        return f"invalid server URL {url!r}: it must not have a query or fragment"
+    return None
+
+
+def room_problem(room: str) -> str | None:
+    """Why ``room`` is not a valid room name, or None if it is."""
+    if protocol.is_valid_room(room):
+        return None
+    return f"invalid room name {room!r}: {protocol.ROOM_RULE}"
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Defaults, then the config file (``path``, or the default one if it exists), then the
+    environment. Raises :class:`ConfigError` for anything that cannot be used."""
+    env = os.environ if environ is None else environ
+    config = Config()
+    if path is not None:
+        config = _apply_file(config, path, required=True)
+    else:
+        config = _apply_file(config, default_config_path(), required=False)
+    server = env.get(SERVER_ENV)
+    if server:
+        problem = server_url_problem(server)
+        if problem:
+            raise ConfigError(f"{SERVER_ENV}: {problem}")
+        config.server = server
+    return config
+
+
+def _apply_file(config: Config, path: Path, *, required: bool) -> Config:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"config file {path} does not exist") from None
+        return config
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    try:
+        return replace(config, **_validated(data))
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+
+
+def _validated(data: dict[str, Any]) -> dict[str, Any]:
+    known = [f.name for f in fields(Config)]
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"unknown setting {key!r} (known settings: {', '.join(known)})")
+        values[key] = _check(key, value)
+    return values
+
+
+def _check(key: str, value: Any) -> Any:
+    def wrong(expected: str) -> ConfigError:
+        return ConfigError(f"{key} must be {expected}, not {value!r}")
+
+    if key == "server":
+        if not isinstance(value, str):
+            raise wrong("a string such as 'ws://127.0.0.1:8000'")
+        problem = server_url_problem(value)
+        if problem:
+            raise ConfigError(f"server: {problem}")
+        return value
+    if key == "rooms":
+        if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
+            raise wrong("a list of room names")
+        for room in value:
+            problem = room_problem(room)
+            if problem:
+                raise ConfigError(f"rooms: {problem}")
+        # An empty list means "the default room", as on the command line.
+        return list(dict.fromkeys(value)) or [DEFAULT_ROOM]
+    if key == "time_format":
+        if not isinstance(value, str) or not value:
+            raise wrong("a strftime format such as '%H:%M'")
+        return value
+    if key == "scrollback":
+        # bool is an int in Python; `scrollback = true` is a mistake, not 1.
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise wrong("a positive whole number of messages")
+        return value
+    if key == "theme":
+        if not isinstance(value, str) or not value:
+            raise wrong("a theme name such as 'textual-dark'")
+        return value
+    if key == "autostart":
+        if not isinstance(value, bool):
+            raise wrong("true or false")
+        return value
+    raise AssertionError(key)  # pragma: no cover -- _validated only passes known keys

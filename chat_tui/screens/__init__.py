@@ -1,0 +1,1 @@
+"""Modal screens of the chat client: help and the quick room switcher."""

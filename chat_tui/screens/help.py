@@ -1,0 +1,79 @@
+"""The help screen (F1): every key and every command."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Final
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from chat_tui import commands
+
+# (keys as the user types them, what they do). The app's bindings are checked against this
+# list by a test, so a new key cannot be forgotten here.
+KEYS: Final[tuple[tuple[str, str], ...]] = (
+    ("enter", "send the message (or run the command)"),
+    ("alt+down / alt+up", "next / previous room"),
+    ("alt+1 … alt+9", "room 1 … 9 of the sidebar"),
+    ("alt+a", "next room with unread messages, mentions first"),
+    ("ctrl+k", "quick switcher: filter rooms, or type a new name to join it"),
+    ("pageup / pagedown", "scroll the log"),
+    ("end / escape", "jump to the newest message"),
+    ("up / down", "this room's sent messages (in the input)"),
+    ("tab", "complete a name seen in this room (tab again for the next)"),
+    ("paste", "pasted lines stay one message; line breaks show as ⏎"),
+    ("click a room", "switch to it"),
+    ("f1", "this help"),
+    ("ctrl+c", "copy the selected text, or quit when nothing is selected"),
+    ("ctrl+q", "quit"),
+)
+
+
+def help_text() -> Group:
+    """Keys and commands as two-column tables (wrapped text stays in its column)."""
+
+    def table(rows: list[tuple[str, str]]) -> Table:
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column()
+        for left, right in rows:
+            grid.add_row(Text(left), Text(right))
+        return grid
+
+    command_rows = [
+        (c.usage, c.summary + "".join(f" (alias /{a})" for a in c.aliases))
+        for c in commands.COMMANDS
+    ]
+    command_rows.append(("//text", "send text that starts with '/'"))
+    return Group(
+        Text("Keys", style="bold underline"),
+        table(list(KEYS)),
+        Text(),
+        Text("Commands", style="bold underline"),
+        table(command_rows),
+        Text(),
+        Text("Press escape, q or f1 to close.", style="dim"),
+    )
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q,f1", "close", "Close help"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help"):
+            yield Static(help_text(), id="help-text")
+
+    def on_mount(self) -> None:
+        # Focused so that the arrow keys and page keys scroll it on a small terminal.
+        self.query_one("#help", VerticalScroll).focus()
+
+    def action_close(self) -> None:
+        self.dismiss(None)

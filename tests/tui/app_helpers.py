@@ -1,0 +1,196 @@
+"""Helpers for Pilot tests of ChatApp: read what is on screen, wait for conditions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from textual.pilot import Pilot
+from textual.widget import Widget
+
+from chat_tui.app import ChatApp
+from chat_tui.config import Config
+from tests.servers import RunningServer, free_port
+
+SIZE = (100, 30)
+TIMEOUT = 15.0
+FIXED_NOW = datetime(2024, 5, 17, 12, 34)
+
+
+def fixed_clock() -> datetime:
+    return FIXED_NOW
+
+
+def room_name(prefix: str = "t") -> str:
+    """A room no other test uses (the shared server is shared by the whole session)."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def make_app(server: RunningServer | str, *rooms: str, **options: Any) -> ChatApp:
+    url = server if isinstance(server, str) else server.ws_url
+    options.setdefault("autostart", False)
+    config = Config(server=url, rooms=list(rooms), **options)
+    return ChatApp(config, clock=fixed_clock)
+
+
+async def until(
+    pilot: Pilot[Any], condition: Callable[[], Any], what: str, timeout: float = TIMEOUT
+) -> Any:
+    """Let the app run until ``condition()`` is truthy; fail with ``what`` after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await pilot.pause(0.02)
+
+
+# --- reading the screen ---------------------------------------------------------------------
+
+
+def screen_lines(app: ChatApp) -> list[str]:
+    """The whole screen as text rows, as the terminal would show it."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+def widget_lines(app: ChatApp, widget: Widget, *, content: bool = False) -> list[str]:
+    """The rows of the screen covered by ``widget``, cut to its columns.
+
+    ``content``: only its content region (no border, padding or scrollbars).
+    """
+    region = widget.scrollable_content_region if content else widget.region
+    rows = screen_lines(app)[region.y : region.bottom]
+    return [row[region.x : region.right].rstrip() for row in rows]
+
+
+def log_lines(app: ChatApp) -> list[str]:
+    """The rows of the log as shown, without the scrollbar."""
+    return widget_lines(app, app.query_one("#log"), content=True)
+
+
+def log_text(app: ChatApp) -> str:
+    return "\n".join(log_lines(app))
+
+
+def sidebar_lines(app: ChatApp) -> list[str]:
+    rows = widget_lines(app, app.query_one("#sidebar"), content=True)
+    return [line.strip() for line in rows if line.strip()]
+
+
+def sidebar_line(app: ChatApp, room: str) -> str:
+    for line in sidebar_lines(app):
+        words = line.split()
+        if len(words) >= 3 and words[2] == room:
+            return line
+    raise AssertionError(f"{room} not in the sidebar: {sidebar_lines(app)}")
+
+
+def status_line(app: ChatApp) -> str:
+    return widget_lines(app, app.query_one("#status"))[0].strip()
+
+
+def unseen_line(app: ChatApp) -> str:
+    widget = app.query_one("#unseen")
+    if not widget.display or widget.region.height == 0:
+        return ""
+    return widget_lines(app, widget)[0].strip()
+
+
+def input_line(app: ChatApp) -> str:
+    """The text row of the input box (inside its border)."""
+    return widget_lines(app, app.query_one("#input"))[1].strip(" ▊▎")
+
+
+def in_log(app: ChatApp, text: str) -> bool:
+    return any(text in line for line in log_lines(app))
+
+
+async def joined(pilot: Pilot[Any], app: ChatApp, room: str, timeout: float = TIMEOUT) -> str:
+    """Wait until ``room`` is connected and our name there is known; returns the name."""
+
+    def name() -> str | None:
+        rs = app.rooms.get(room)
+        return rs.name if rs is not None and rs.state.value == "connected" else None
+
+    result: str = await until(pilot, name, f"joining {room}", timeout)
+    return result
+
+
+async def type_text(pilot: Pilot[Any], text: str) -> None:
+    await pilot.press(*text)
+
+
+async def send(pilot: Pilot[Any], text: str) -> None:
+    await type_text(pilot, text)
+    await pilot.press("enter")
+
+
+# --- a gate between client and server ---------------------------------------------------------
+
+
+class GateProxy:
+    """A TCP proxy that holds new connections while closed (the server may restart behind it).
+
+    It lets a test decide *when* a reconnecting client gets through, so that a listener can
+    be in the room first. Bytes are passed through unchanged.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self.open = asyncio.Event()
+        self.open.set()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self.open.wait()
+            try:
+                up_reader, up_writer = await asyncio.open_connection(
+                    "127.0.0.1", self.upstream_port
+                )
+            except OSError:
+                return
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        finally:
+            writer.close()
+            self._tasks.discard(task)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            writer.close()

@@ -1,0 +1,288 @@
+"""ChatApp against real servers: messages, unread marks, literal text, reconnection, quitting."""
+
+from __future__ import annotations
+
+import asyncio
+
+from chat_server import protocol
+from chat_tui.scrollback import SendState
+from tests.server.wsclients import join
+from tests.servers import RunningServer, free_port, start_server
+from tests.tui.app_helpers import (
+    SIZE,
+    GateProxy,
+    in_log,
+    joined,
+    log_lines,
+    log_text,
+    make_app,
+    room_name,
+    send,
+    sidebar_line,
+    status_line,
+    unseen_line,
+    until,
+)
+
+
+async def test_two_apps_exchange_messages(shared_server: RunningServer) -> None:
+    room = room_name()
+    alice, bob = make_app(shared_server, room), make_app(shared_server, room)
+    async with alice.run_test(size=SIZE) as pa, bob.run_test(size=SIZE) as pb:
+        alice_name = await joined(pa, alice, room)
+        bob_name = await joined(pb, bob, room)
+        assert alice_name in status_line(alice) and f"#{room}" in status_line(alice)
+        await until(pa, lambda: in_log(alice, f"{bob_name} joined the chat"), "bob's join")
+
+        await send(pa, "hello from alice")
+        await until(pb, lambda: in_log(bob, f"{alice_name} hello from alice"), "alice's message")
+        await send(pb, "hi alice")
+        await until(pa, lambda: in_log(alice, f"{bob_name} hi alice"), "bob's answer")
+
+        # Our own message is shown once: the echo updates the pending line, adds no other.
+        await until(pa, lambda: not alice.rooms[room].pending, "the echo")
+        own = [line for line in log_lines(alice) if "hello from alice" in line]
+        assert own == [f"12:34 {alice_name} hello from alice"]
+        assert "pending" not in log_text(alice)
+        assert "pending" not in status_line(alice)
+
+
+async def test_text_from_the_network_is_shown_literally(shared_server: RunningServer) -> None:
+    room = room_name()
+    app = make_app(shared_server, room)
+    async with app.run_test(size=SIZE) as pilot:
+        await joined(pilot, app, room)
+        peer = await join(shared_server.chat_url(room))
+        try:
+            await peer.ws.send("[bold red]x[/] [@click=app.quit]y[/] \x1b[31mred\x1b[0m")
+            # The server strips ESC itself; what is left must still not be interpreted.
+            await until(pilot, lambda: in_log(app, "[bold red]x[/] [@click=app.quit]y[/]"), "text")
+            line = next(line for line in log_lines(app) if "[bold red]" in line)
+            assert line.endswith("[bold red]x[/] [@click=app.quit]y[/] [31mred[0m")
+            await pilot.click("#log", offset=(30, 2))  # a click on it must not run app.quit
+            await pilot.pause()
+            assert app.is_running
+        finally:
+            await peer.close()
+
+
+async def test_scrolled_up_view_does_not_move(shared_server: RunningServer) -> None:
+    room = room_name()
+    app = make_app(shared_server, room)
+    async with app.run_test(size=SIZE) as pilot:
+        await joined(pilot, app, room)
+        peer = await join(shared_server.chat_url(room))
+        try:
+            for n in range(60):
+                await peer.ws.send(f"line {n:02d}")
+            await until(pilot, lambda: in_log(app, "line 59"), "the last line")
+            assert unseen_line(app) == ""
+
+            await pilot.press("pageup", "pageup")
+            before = log_lines(app)
+            assert not in_log(app, "line 59")
+            for n in range(5):
+                await peer.ws.send(f"late {n}")
+            await until(pilot, lambda: "5 new messages" in unseen_line(app), "the indicator")
+            after = log_lines(app)
+            # Same rows from the top; the indicator takes the bottom row of the log.
+            assert after == before[: len(after)] and len(after) >= len(before) - 1
+
+            await pilot.press("end")
+            await until(pilot, lambda: in_log(app, "late 4"), "the bottom")
+            assert unseen_line(app) == ""
+
+            # Following again: new lines show up without a key.
+            await peer.ws.send("after end")
+            await until(pilot, lambda: in_log(app, "after end"), "following")
+
+            await pilot.press("pageup")
+            await peer.ws.send("one more")
+            await until(pilot, lambda: "1 new message " in unseen_line(app), "one new")
+            await pilot.press("escape")
+            await until(pilot, lambda: in_log(app, "one more"), "escape to the bottom")
+        finally:
+            await peer.close()
+
+
+async def test_unread_counts_and_mentions(shared_server: RunningServer) -> None:
+    first, second, third = room_name("a"), room_name("b"), room_name("c")
+    app = make_app(shared_server, first, second, third)
+    async with app.run_test(size=SIZE) as pilot:
+        await joined(pilot, app, first)
+        name = await joined(pilot, app, second)
+        await joined(pilot, app, third)
+        peer_b = await join(shared_server.chat_url(second))
+        peer_c = await join(shared_server.chat_url(third))
+        try:
+            await peer_c.ws.send("plain chat")
+            await peer_b.ws.send("nothing for you")
+            await peer_b.ws.send(f"hey {name}, look")
+            await until(pilot, lambda: sidebar_line(app, second).endswith(f"{second} 2 @"), "b")
+            await until(pilot, lambda: sidebar_line(app, third).endswith(f"{third} 1"), "c")
+            assert sidebar_line(app, first).endswith(first)  # the active room counts nothing
+
+            # alt+a: the room with the mention; entering a room clears its marks.
+            await pilot.press("alt+a")
+            assert app.active == second
+            assert sidebar_line(app, second).endswith(second)
+            mention = next(line for line in log_lines(app) if "look" in line)
+            assert mention.endswith(f"{peer_b.name} hey {name}, look")
+
+            await pilot.press("alt+a")
+            assert app.active == third
+            await pilot.press("alt+a")  # nothing unread any more: stays
+            assert app.active == third
+        finally:
+            await peer_b.close()
+            await peer_c.close()
+
+
+async def test_alt_a_prefers_mentions(shared_server: RunningServer) -> None:
+    rooms = [room_name(p) for p in "abc"]
+    app = make_app(shared_server, *rooms)
+    async with app.run_test(size=SIZE) as pilot:
+        names = [await joined(pilot, app, room) for room in rooms]
+        peer_b = await join(shared_server.chat_url(rooms[1]))
+        peer_c = await join(shared_server.chat_url(rooms[2]))
+        try:
+            await peer_b.ws.send("just chat")
+            await peer_c.ws.send(f"{names[2]}: ping")
+            await until(pilot, lambda: sidebar_line(app, rooms[2]).endswith("1 @"), "mention")
+            await until(pilot, lambda: sidebar_line(app, rooms[1]).endswith("1"), "unread")
+            await pilot.press("alt+a")
+            assert app.active == rooms[2]
+            await pilot.press("alt+a")
+            assert app.active == rooms[1]
+        finally:
+            await peer_b.close()
+            await peer_c.close()
+
+
+async def test_unreachable_server_is_shown_and_retried() -> None:
+    port = free_port()
+    room = room_name()
+    app = make_app(f"ws://127.0.0.1:{port}", room)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: in_log(app, "cannot connect: server unreachable"), "offline")
+        assert "offline: server unreachable" in status_line(app)
+        assert sidebar_line(app, room).startswith(f"1 ○ {room}")
+        await send(pilot, "typed while offline")
+        assert in_log(app, "(pending) typed while offline")
+
+        server = await asyncio.to_thread(start_server, port, rate_limit=0)
+        try:
+            name = await joined(pilot, app, room)
+            await until(pilot, lambda: in_log(app, f"{name} typed while offline"), "delivery")
+            assert not in_log(app, "(pending)")
+            assert sidebar_line(app, room).startswith(f"1 ● {room}")
+        finally:
+            await asyncio.to_thread(server.stop)
+
+
+async def test_reconnect_delivers_pending_messages_in_order(server_factory) -> None:
+    server: RunningServer = server_factory(rate_limit=0)
+    proxy = GateProxy(server.port)
+    await proxy.start()
+    room = room_name()
+    app = make_app(proxy.ws_url, room)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            first_name = await joined(pilot, app, room)
+            await send(pilot, "before the restart")
+            await until(pilot, lambda: not app.rooms[room].pending, "the first echo")
+
+            proxy.open.clear()  # hold the client's reconnection until the listener is in
+            server.stop()
+            await until(pilot, lambda: in_log(app, "connection lost"), "the gap marker")
+            assert sidebar_line(app, room).split()[1] in ("○", "◌")
+            typed = [f"pending {n}" for n in range(3)]
+            for text in typed:
+                await send(pilot, text)
+            for text in typed:
+                assert in_log(app, f"(pending) {text}")
+
+            restarted = await asyncio.to_thread(server.restart)
+            listener = await join(restarted.chat_url(room))
+            try:
+                proxy.open.set()
+                second_name = await until(
+                    pilot,
+                    lambda: app.rooms[room].name != first_name and app.rooms[room].name,
+                    "a new name",
+                )
+                frames = await listener.recv_until(lambda f: f.endswith(typed[-1]), timeout=20)
+                messages = [f for f in frames if protocol.SEPARATOR in f]
+                assert messages == [protocol.format_message(second_name, t) for t in typed]
+                await until(pilot, lambda: in_log(app, f"reconnected as {second_name}"), "notice")
+                await until(pilot, lambda: not app.rooms[room].pending, "the echoes")
+                states = [e.state for e in app.rooms[room].scrollback if e.own]
+                assert states == [SendState.SENT] * 4
+                assert not in_log(app, "(pending)")
+                lines = [line for line in log_lines(app) if "pending " in line]
+                assert lines == [f"12:34 {second_name} {t}" for t in typed]
+            finally:
+                await listener.close()
+                restarted.stop()
+    finally:
+        await proxy.stop()
+
+
+async def test_quit_closes_every_socket_with_1000(server_factory) -> None:
+    server: RunningServer = server_factory(rate_limit=0)
+    rooms = [room_name(), room_name()]
+    app = make_app(server, *rooms)
+    async with app.run_test(size=SIZE) as pilot:
+        names = [await joined(pilot, app, room) for room in rooms]
+        await pilot.press("ctrl+q")
+        await until(pilot, lambda: not app.is_running, "the app to exit")
+    for room, name in zip(rooms, names, strict=True):
+        expected = f"left room={room} name={name} code=1000"
+        await asyncio.to_thread(
+            lambda e=expected: _wait_for_log(server, e)  # type: ignore[misc]
+        )
+
+
+async def test_ctrl_c_quits_when_nothing_is_selected(server_factory) -> None:
+    server: RunningServer = server_factory(rate_limit=0)
+    room = room_name()
+    app = make_app(server, room)
+    async with app.run_test(size=SIZE) as pilot:
+        name = await joined(pilot, app, room)
+        await pilot.press(*"keep me")
+        await pilot.press("shift+home")  # select the text in the input: ctrl+c copies it
+        await pilot.press("ctrl+c")
+        assert app.is_running
+        assert app.clipboard == "keep me"
+        await pilot.press("end")  # no selection any more: ctrl+c quits
+        await pilot.press("ctrl+c")
+        await until(pilot, lambda: not app.is_running, "the app to exit")
+    await asyncio.to_thread(_wait_for_log, server, f"left room={room} name={name} code=1000")
+
+
+def _wait_for_log(server: RunningServer, text: str) -> None:
+    from tests.servers import wait_until
+
+    wait_until(lambda: text in server.log(), timeout=10, what=text)
+
+
+async def test_autostart_starts_a_local_server() -> None:
+    import subprocess
+    import sys
+
+    port = free_port()
+    room = room_name()
+    app = make_app(f"ws://127.0.0.1:{port}", room, autostart=True)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            name = await joined(pilot, app, room, timeout=40)
+            assert in_log(app, f"no chat server answers at ws://127.0.0.1:{port}; starting one")
+            assert in_log(app, f"started a local chat server on port {port}")
+            assert in_log(app, f"joined {room} as {name}")
+    finally:
+        await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "chat_server", "stop", "--port", str(port)],
+            capture_output=True,
+            timeout=30,
+        )

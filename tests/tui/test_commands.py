@@ -1,0 +1,350 @@
+"""Slash commands: pure parsing, the HTTP look-ups, and each command in the running app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+
+from chat_server import protocol
+from chat_tui import commands
+from chat_tui.commands import (
+    Clear,
+    CommandError,
+    Help,
+    Join,
+    Leave,
+    ListRooms,
+    Quit,
+    SendText,
+    Who,
+    parse,
+)
+from chat_tui.screens.help import HelpScreen
+from tests.server.wsclients import join
+from tests.servers import RunningServer, free_port, wait_until
+from tests.tui.app_helpers import (
+    SIZE,
+    in_log,
+    input_line,
+    joined,
+    log_lines,
+    make_app,
+    room_name,
+    screen_lines,
+    send,
+    sidebar_lines,
+    type_text,
+    until,
+)
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("hello", SendText("hello")),
+        ("  /join x", SendText("  /join x")),  # only a leading slash makes a command
+        ("//join x", SendText("/join x")),
+        ("//", SendText("/")),
+        ("a\nb", SendText("a\nb")),
+        ("/join slytherin", Join("slytherin")),
+        ("/JOIN Slytherin", Join("Slytherin")),
+        ("/join   spaced  ", Join("spaced")),
+        ("/leave", Leave(None)),
+        ("/leave other", Leave("other")),
+        ("/part", Leave(None)),
+        ("/part other", Leave("other")),
+        ("/rooms", ListRooms()),
+        ("/who", Who()),
+        ("/clear", Clear()),
+        ("/help", Help()),
+        ("/quit", Quit()),
+    ],
+)
+def test_parse(line: str, expected: commands.Action) -> None:
+    assert parse(line) == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("/join", "usage: /join ROOM"),
+        ("/join a b", "usage: /join ROOM"),
+        ("/join no/slash", f"invalid room name 'no/slash': {protocol.ROOM_RULE}"),
+        ("/join " + "x" * 65, protocol.ROOM_RULE),
+        ("/join a\nb", "usage: /join ROOM"),
+        ("/leave bad!", protocol.ROOM_RULE),
+        ("/leave a b", "usage: /leave [ROOM]"),
+        ("/who else", "usage: /who (it takes no arguments)"),
+        ("/quit now", "usage: /quit (it takes no arguments)"),
+        ("/frobnicate x", "unknown command /frobnicate; type /help"),
+        ("/", "unknown command /;"),
+        ("/ join", "unknown command /;"),
+    ],
+)
+def test_parse_errors(line: str, error: str) -> None:
+    result = parse(line)
+    assert isinstance(result, CommandError)
+    assert error in result.message
+
+
+def test_unknown_command_explains_the_escape() -> None:
+    result = parse("/shrug")
+    assert isinstance(result, CommandError)
+    assert "//text sends /text literally" in result.message
+    assert "nothing was sent" in result.message
+
+
+@pytest.mark.parametrize(
+    ("url", "base"),
+    [
+        ("ws://127.0.0.1:8000", "http://127.0.0.1:8000"),
+        ("wss://chat.example:443/", "https://chat.example:443"),
+        ("ws://[::1]:9000/some/path", "http://[::1]:9000"),
+    ],
+)
+def test_http_base(url: str, base: str) -> None:
+    assert commands.http_base(url) == base
+
+
+# --- HTTP look-ups ------------------------------------------------------------------------
+
+
+async def test_fetch_rooms_and_members(shared_server: RunningServer) -> None:
+    room = room_name()
+    member = await join(shared_server.chat_url(room))
+    try:
+        line = await commands.fetch_rooms(shared_server.ws_url)
+        assert line.startswith("rooms on the server (")
+        assert f"{room} (1)" in line
+        text, names = await commands.fetch_members(shared_server.ws_url, room)
+        assert names == [member.name]
+        assert text == f"members of {room} (1): {member.name}"
+    finally:
+        await member.close()
+
+
+async def test_fetch_without_a_server() -> None:
+    url = f"ws://127.0.0.1:{free_port()}"
+    line = await commands.fetch_rooms(url)
+    assert line.startswith("/rooms is not available: no answer from")
+    text, names = await commands.fetch_members(url, "general")
+    assert text.startswith("/who is not available: no answer from") and names == []
+
+
+@contextlib.contextmanager
+def http_server_without_endpoints() -> Iterator[int]:
+    """A plain HTTP server that answers every request with FastAPI's 404."""
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"detail":"Not Found"}'
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+async def test_fetch_from_a_server_without_the_endpoints() -> None:
+    with http_server_without_endpoints() as port:
+        url = f"ws://127.0.0.1:{port}"
+        assert await commands.fetch_rooms(url) == (
+            "/rooms is not available: the server has no /rooms endpoint"
+        )
+        text, names = await commands.fetch_members(url, "general")
+        assert text == "/who is not available: the server has no /rooms/general endpoint"
+        assert names == []
+
+
+async def test_fetch_members_of_an_empty_room(shared_server: RunningServer) -> None:
+    room = room_name()
+    text, names = await commands.fetch_members(shared_server.ws_url, room)
+    assert text == f"/who: no room {room!r}: rooms exist while they have members"
+    assert names == []
+
+
+# --- in the app ---------------------------------------------------------------------------
+
+
+async def test_join_and_leave(shared_server: RunningServer) -> None:
+    home, other = room_name("home"), room_name("other")
+    app = make_app(shared_server, home)
+    async with app.run_test(size=SIZE) as pilot:
+        await joined(pilot, app, home)
+        await send(pilot, f"/join {other}")
+        other_name = await joined(pilot, app, other)
+        assert app.active == other
+        assert [line.split()[2] for line in sidebar_lines(app)] == [home, other]
+        assert in_log(app, f"joined {other} as {other_name}")
+        assert shared_server.get_json(f"/rooms/{other}")["members"] == [other_name]
+
+        await send(pilot, "/leave")
+        await until(pilot, lambda: app.active == home, "back home")
+        assert [line.split()[2] for line in sidebar_lines(app)] == [home]
+        assert in_log(app, f"left {other}")
+        await asyncio.to_thread(
+            wait_until,
+            lambda: f"left room={other} name={other_name} code=1000" in shared_server.log(),
+            10,
+        )
+
+        # /part is /leave; the last room cannot be left.
+        await send(pilot, "/part")
+        assert in_log(app, f"/leave: {home} is your only room")
+        assert input_line(app) == "/part"
+
+
+async def test_leave_another_room_and_rejoin(shared_server: RunningServer) -> None:
+    first, second = room_name("a"), room_name("b")
+    app = make_app(shared_server, first, second)
+    async with app.run_test(size=SIZE) as pilot:
+        await joined(pilot, app, first)
+        await joined(pilot, app, second)
+        await send(pilot, f"/part {second}")
+        await until(pilot, lambda: len(sidebar_lines(app)) == 1, "the sidebar")
+        assert app.active == first
+        await send(pilot, f"/leave {second}")
+        assert in_log(app, f"/leave: you are not in {second}")
+        await pilot.press("ctrl+u")
+        await send(pilot, f"/join {second}")
+        await joined(pilot, app, second)
+        assert [line.split()[2] for line in sidebar_lines(app)] == [first, second]
+
+
+async def test_invalid_room_names_are_refused_and_kept(shared_server: RunningServer) -> None:
+    room = room_name()
+    app = make_app(shared_server, room)
+    async with app.run_test(size=SIZE) as pilot:
+        await joined(pilot, app, room)
+        await send(pilot, "/join bad/room")
+        assert in_log(app, f"invalid room name 'bad/room': {protocol.ROOM_RULE}"[:60])
+        assert input_line(app) == "/join bad/room"  # nothing typed is lost
+        assert len(sidebar_lines(app)) == 1
+
+
+async def test_unknown_command_is_not_sent(shared_server: RunningServer) -> None:
+    room = room_name()
+    app = make_app(shared_server, room)
+    async with app.run_test(size=SIZE) as pilot:
+        name = await joined(pilot, app, room)
+        peer = await join(shared_server.chat_url(room))
+        try:
+            await send(pilot, "/frobnicate now")
+            assert in_log(app, "unknown command /frobnicate")
+            assert input_line(app) == "/frobnicate now"
+            await pilot.press("ctrl+u")
+            await send(pilot, "//frobnicate literally")
+            await send(pilot, "marker")
+            frames = await peer.recv_until(lambda f: f.endswith("marker"))
+            messages = [f for f in frames if protocol.SEPARATOR in f]
+            assert messages == [
+                protocol.format_message(name, "/frobnicate literally"),
+                protocol.format_message(name, "marker"),
+            ]
+            await until(pilot, lambda: in_log(app, f"{name} /frobnicate literally"), "literal")
+        finally:
+            await peer.close()
+
+
+async def test_rooms_and_who(server_factory) -> None:
+    server: RunningServer = server_factory(rate_limit=0)  # its own: /rooms lists only ours
+    room = room_name()
+    # In the room before us: its join notice never reaches the app, only /who names it.
+    peer = await join(server.chat_url(room))
+    app = make_app(server, room)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            name = await joined(pilot, app, room)
+            prefix = peer.name[:9]
+            await type_text(pilot, prefix)
+            await pilot.press("tab")
+            assert input_line(app) == (f"{name}:" if name.startswith(prefix) else prefix)
+            await pilot.press("ctrl+u")
+
+            await send(pilot, "/rooms")
+            listed = f"rooms on the server (1): {room} (2)"
+            await until(pilot, lambda: in_log(app, listed), "/rooms")
+            await send(pilot, "/who")
+            members = ", ".join(sorted([name, peer.name]))
+            await until(pilot, lambda: in_log(app, f"members of {room} (2): {members}"), "/who")
+
+            await type_text(pilot, prefix)
+            await pilot.press("tab")
+            first = min(n for n in [name, peer.name] if n.startswith(prefix))
+            assert input_line(app) == f"{first}:"
+    finally:
+        await peer.close()
+
+
+@contextlib.asynccontextmanager
+async def minimal_server() -> AsyncIterator[int]:
+    """A server with the WebSocket protocol only: no HTTP endpoints at all."""
+
+    async def handler(ws: ServerConnection) -> None:
+        name = "user_minima00"
+        await ws.send(protocol.format_join(name))
+        async for text in ws:
+            await ws.send(protocol.format_message(name, str(text)))
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        yield next(iter(server.sockets)).getsockname()[1]
+
+
+async def test_rooms_and_who_without_endpoints() -> None:
+    async with minimal_server() as port:
+        app = make_app(f"ws://127.0.0.1:{port}", "general")
+        async with app.run_test(size=SIZE) as pilot:
+            await joined(pilot, app, "general")
+            await send(pilot, "hello")
+            await until(pilot, lambda: in_log(app, "user_minima00 hello"), "the echo")
+            await send(pilot, "/rooms")
+            await until(pilot, lambda: in_log(app, "/rooms is not available"), "/rooms")
+            await send(pilot, "/who")
+            await until(pilot, lambda: in_log(app, "/who is not available"), "/who")
+
+
+async def test_clear_help_and_quit(shared_server: RunningServer) -> None:
+    room = room_name()
+    app = make_app(shared_server, room)
+    async with app.run_test(size=(100, 40)) as pilot:
+        name = await joined(pilot, app, room)
+        await send(pilot, "soon gone")
+        await until(pilot, lambda: in_log(app, f"{name} soon gone"), "the message")
+        await send(pilot, "/clear")
+        await until(pilot, lambda: not any(line.strip() for line in log_lines(app)), "clear")
+
+        await send(pilot, "/help")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
+        text = "\n".join(screen_lines(app))
+        for command in commands.COMMANDS:
+            assert command.usage in text
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, HelpScreen), "help closed")
+
+        await send(pilot, "/quit")
+        await until(pilot, lambda: not app.is_running, "the app to exit")
+    await asyncio.to_thread(
+        wait_until,
+        lambda: f"left room={room} name={name} code=1000" in shared_server.log(),
+        10,
+    )

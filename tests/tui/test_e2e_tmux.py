@@ -1,0 +1,191 @@
+"""End to end: the installed ``chat-tui`` program in a real terminal (tmux), as a user meets it.
+
+Console script, argument parsing, terminal set-up and restore, and keys as a terminal sends
+them (alt+2 arrives as ESC "2") are only exercised here; everything else has Pilot tests.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from chat_server import protocol
+from chat_server.protocol import FrameKind
+from tests.servers import RunningServer, wait_until
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+CHAT_TUI = Path(sys.executable).parent / "chat-tui"
+WIDTH, HEIGHT = 120, 40
+# Generous: the first start of a Textual app on a busy 2-core machine takes seconds.
+STARTUP = 60.0
+STEP = 20.0
+
+
+class Tmux:
+    """One tmux server on a private socket, holding the pane that runs the program."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.socket = f"chat-e2e-{uuid.uuid4().hex[:12]}"  # parallel runs must not share one
+        self.target = "chat"
+        # No user tmux config; keep the pane after the program exits to read its exit status.
+        self.conf = tmp_path / "tmux.conf"
+        self.conf.write_text("set-option -g remain-on-exit on\n")
+
+    def run(self, *args: str) -> str:
+        result = subprocess.run(
+            ["tmux", "-L", self.socket, "-f", str(self.conf), *args],
+            capture_output=True,
+            text=True,
+            timeout=STEP,
+            check=True,
+        )
+        return result.stdout
+
+    def start(self, command: list[str]) -> None:
+        self.run(
+            "new-session", "-d", "-s", self.target, "-x", str(WIDTH), "-y", str(HEIGHT),
+            shlex.join(command),
+        )  # fmt: skip
+
+    def lines(self) -> list[str]:
+        return self.run("capture-pane", "-p", "-t", self.target).splitlines()
+
+    def screen(self) -> str:
+        return "\n".join(self.lines())
+
+    def keys(self, *keys: str, literal: bool = False) -> None:
+        self.run("send-keys", "-t", self.target, *(["-l"] if literal else []), *keys)
+
+    def pane(self, fmt: str) -> str:
+        return self.run("display-message", "-p", "-t", self.target, fmt).strip()
+
+    def wait_for(self, condition: Callable[[str], object], what: str, timeout: float = STEP) -> str:
+        """Poll the pane until ``condition(screen)`` holds; the failure shows the screen."""
+        last = ""
+
+        def check() -> object:
+            nonlocal last
+            last = self.screen()
+            return condition(last)
+
+        try:
+            wait_until(check, timeout=timeout, interval=0.1, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- pane ---\n{last}") from None
+        return last
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Tmux]:
+    session = Tmux(tmp_path)
+    try:
+        yield session
+    finally:
+        session.kill()
+
+
+def join_peer(server: RunningServer, room: str) -> tuple[ClientConnection, str]:
+    ws = connect(server.chat_url(room), proxy=None, open_timeout=STEP)
+    first = protocol.parse_frame(str(ws.recv(timeout=STEP)))
+    assert first.kind is FrameKind.JOIN and first.name is not None, first
+    return ws, first.name
+
+
+def recv_until(ws: ClientConnection, wanted: str, timeout: float = STEP) -> None:
+    """Read frames until ``wanted`` arrives; fail after ``timeout`` showing what came."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not seen or seen[-1] != wanted:
+        try:
+            seen.append(str(ws.recv(timeout=max(deadline - time.monotonic(), 0.01))))
+        except TimeoutError:
+            raise AssertionError(f"{wanted!r} never arrived; got {seen}") from None
+
+
+def status_row(screen: str) -> str:
+    return screen.splitlines()[0]
+
+
+def test_chat_tui_in_a_real_terminal(
+    server_factory: Callable[..., RunningServer], tmux: Tmux, tmp_path: Path
+) -> None:
+    assert CHAT_TUI.exists(), f"console script not installed at {CHAT_TUI}"
+    server = server_factory()
+    room = f"e2e-{uuid.uuid4().hex[:8]}"
+    # A clean environment: no config file of the user's, no server from the environment.
+    env = {"TERM": "xterm-256color", "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    command = [
+        "env", "-u", "CHAT_SERVER_URL", *(f"{k}={v}" for k, v in env.items()),
+        str(CHAT_TUI), "--server", server.ws_url, "--no-autostart", room,
+    ]  # fmt: skip
+    tmux.start(command)
+
+    joined = re.compile(rf"joined {re.escape(room)} as (user_[a-z]{{6}}[0-9]{{2}})")
+    screen = tmux.wait_for(joined.search, f"joining {room}", timeout=STARTUP)
+    match = joined.search(screen)
+    assert match is not None
+    name = match.group(1)
+    assert f"#{room}" in status_row(screen) and f"you are {name}" in status_row(screen)
+
+    peer, peer_name = join_peer(server, room)
+    try:
+        tmux.wait_for(lambda s: f"{peer_name} joined the chat" in s, "the peer's join")
+
+        # Typed in the terminal, received by another client as the protocol says.
+        tmux.keys("hello from tmux", literal=True)
+        tmux.keys("Enter")
+        recv_until(peer, protocol.format_message(name, "hello from tmux"))
+
+        # Markup from the network is shown as typed, not interpreted.
+        markup = "[bold red]x[/] and [@click=app.quit]y[/]"
+        peer.send(markup)
+        tmux.wait_for(lambda s: f"{peer_name} {markup}" in s, "the peer's text, literally")
+        assert tmux.pane("#{pane_dead}") == "0"
+
+        # A second room, then the keys a terminal sends for alt+1 and alt+2 (ESC + digit).
+        tmux.keys("/join other", literal=True)
+        tmux.keys("Enter")
+        other_joined = re.compile(r"joined other as (user_[a-z]{6}[0-9]{2})")
+        screen = tmux.wait_for(other_joined.search, "joining other")
+        assert "#other" in status_row(screen)
+        other = other_joined.search(screen)
+        assert other is not None
+        names = {room: name, "other": other.group(1)}
+        tmux.keys("M-1")
+        tmux.wait_for(lambda s: f"#{room}" in status_row(s), f"alt+1: {room} active")
+        tmux.wait_for(lambda s: f"{peer_name} {markup}" in s, f"{room}'s log shown again")
+        tmux.keys("M-2")
+        screen = tmux.wait_for(lambda s: "#other" in status_row(s), "alt+2: other active")
+        assert f"{peer_name} {markup}" not in screen  # the log is other's now
+
+        # ctrl+q: a clean exit, every socket closed with 1000, the terminal restored.
+        tmux.keys("C-q")
+        wait_until(lambda: tmux.pane("#{pane_dead}") == "1", timeout=STEP, interval=0.1,
+                   what="chat-tui to exit")  # fmt: skip
+        assert tmux.pane("#{pane_dead_status}") == "0", tmux.screen()
+        assert tmux.pane("#{alternate_on}") == "0"  # back on the normal screen
+        assert tmux.pane("#{cursor_flag}") == "1"  # cursor shown again
+        assert tmux.pane("#{mouse_any_flag}") == "0"  # mouse reporting off
+        recv_until(peer, protocol.format_leave(name))
+        for left_room, left_name in names.items():
+            wanted = f"left room={left_room} name={left_name} code=1000"
+            wait_until(lambda w=wanted: w in server.log(), timeout=STEP, interval=0.1,
+                       what=f"the server to log {wanted!r}")  # fmt: skip
+    finally:
+        peer.close()
+        server.stop()
+    assert "Traceback" not in server.log()

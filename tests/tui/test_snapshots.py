@@ -1,0 +1,222 @@
+"""Snapshots (pytest-textual-snapshot) of the main screen, the help screen and the switcher.
+
+Update them with ``pytest tests/tui/test_snapshots.py --snapshot-update`` and look at the SVGs
+in ``tests/tui/__snapshots__/`` before accepting them.
+
+Why a scripted connection here, when every other test uses a real server: a snapshot must be
+the same on every run, and a real server gives every member a random name. The connection
+below speaks the real wire format (frames are parsed with ``protocol.parse_frame``) and posts
+the same messages, in the same order, as ``RoomConnection`` does; only the socket is gone.
+Everything else (app, widgets, screens, keys) is the real thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from textual.message import Message
+from textual.pilot import Pilot
+
+from chat_server import protocol
+from chat_tui.app import ChatApp
+from chat_tui.config import Config
+from chat_tui.connection import ConnectionState, RoomConnection
+from chat_tui.screens.help import HelpScreen
+from chat_tui.screens.switcher import SwitcherScreen
+from chat_tui.scrollback import SendState
+from tests.tui.app_helpers import (
+    fixed_clock,
+    in_log,
+    screen_lines,
+    send,
+    sidebar_line,
+    type_text,
+    until,
+)
+
+SERVER = "ws://127.0.0.1:8000"
+ME = "user_harryp07"
+HERMIONE = "user_hermio42"
+RON = "user_ronwea13"
+DRACO = "user_dracom99"
+LOST = "connection lost (1006 connection dropped)"
+FLOOD = "you are sending too fast (limit 10 messages per second); messages were dropped"  # what the reference server says when it drops a message
+
+
+@dataclass
+class RoomScript:
+    """What the server "sends" in one room, and how it answers what we send."""
+
+    name: str  # ours, from our own join notice (the first frame)
+    frames: list[str] = field(default_factory=list)  # wire frames after our join notice
+    lost: bool = False  # the connection drops after the frames (offline, retrying)
+    refuse: frozenset[str] = frozenset()  # texts answered with an error notice
+    hold: frozenset[str] = frozenset()  # texts never echoed (they stay pending)
+
+
+class ScriptedConnection(RoomConnection):
+    """A RoomConnection that plays a RoomScript instead of opening a socket."""
+
+    def __init__(
+        self, server_url: str, room: str, post: Callable[[Message], object], script: RoomScript
+    ) -> None:
+        super().__init__(server_url, room, post)
+        self.script = script
+        self.played = False
+
+    def _frame(self, wire: str, local_id: int | None = None) -> None:
+        self._post(self.FrameReceived(self.room, protocol.parse_frame(wire), local_id))
+
+    async def run(self) -> None:
+        room, script = self.room, self.script
+        self._set_state(ConnectionState.CONNECTING, f"connecting to {self.url}")
+        self._set_state(ConnectionState.CONNECTED, f"connected to {self.url}")
+        self.name = script.name
+        self._post(self.NameAssigned(room, script.name))
+        self._frame(protocol.format_join(script.name))
+        for wire in script.frames:
+            self._frame(wire)
+        if script.lost:
+            self._set_state(ConnectionState.OFFLINE, LOST, 2.0)
+        self.played = True
+        await self._stop.wait()
+
+    def send(self, text: str) -> int:
+        self._next_id += 1
+        local_id = self._next_id
+        script = self.script
+        if text in script.refuse:
+            # As RoomConnection does for an error notice: the oldest outstanding is refused.
+            self._post(self.SendStateChanged(self.room, local_id, SendState.REFUSED))
+            self._frame(protocol.format_error(FLOOD))
+        elif text not in script.hold:
+            self._frame(protocol.format_message(script.name, text), local_id)
+            self._post(self.SendStateChanged(self.room, local_id, SendState.SENT))
+        return local_id
+
+    async def close(self) -> None:
+        self._stop.set()
+        self._set_state(ConnectionState.CLOSED, "left the room")
+
+
+def scripted_app(scripts: dict[str, RoomScript]) -> ChatApp:
+    """A ChatApp whose rooms (in this order) play ``scripts``, with a fixed clock."""
+
+    def connect(url: str, room: str, post: Callable[[Message], object]) -> RoomConnection:
+        return ScriptedConnection(url, room, post, scripts[room])
+
+    config = Config(server=SERVER, rooms=list(scripts), autostart=False)
+    return ChatApp(config, clock=fixed_clock, connection_factory=connect)
+
+
+async def played(pilot: Pilot[Any], app: ChatApp) -> None:
+    """Wait until every room has played its script and the app has taken it all in."""
+
+    def done() -> bool:
+        return all(
+            isinstance(rs.connection, ScriptedConnection) and rs.connection.played
+            for rs in app.rooms.values()
+        )
+
+    await until(pilot, done, "the scripted rooms")
+    await settled(pilot, app)
+
+
+async def settled(pilot: Pilot[Any], app: ChatApp) -> None:
+    # The blinking cursor would make the picture depend on when it is taken.
+    for widget in app.screen.query("Input"):
+        widget.cursor_blink = False  # type: ignore[attr-defined]
+    await pilot.pause()
+    await until(pilot, lambda: not app.log_view.pending, "the log to take in every entry")
+
+
+MAIN_SCRIPTS = {
+    "general": RoomScript(
+        ME,
+        frames=[
+            protocol.format_join(HERMIONE),
+            protocol.format_message(HERMIONE, "has anyone seen the potions essay?"),
+            protocol.format_join(RON),
+            protocol.format_message(RON, f"ask {ME}, he always knows"),
+            protocol.format_message(
+                HERMIONE,
+                "It is due on Monday, and it has to be two rolls of parchment long, "
+                "which is far longer than anything we have written this term.",
+            ),
+            protocol.format_message(
+                DRACO, "roses are red\nviolets are blue\n  [bold red]this is not markup[/]"
+            ),
+            protocol.format_leave(DRACO),
+        ],
+        refuse=frozenset({"spam spam spam"}),
+        hold=frozenset({"anyone still there?"}),
+    ),
+    "slytherin": RoomScript(
+        "user_harryp08",
+        frames=[
+            protocol.format_message(DRACO, "who let him in here"),
+            protocol.format_message(DRACO, "user_harryp08, out"),
+            protocol.format_message("user_gregor11", "yeah"),
+        ],
+    ),
+    "ravenclaw": RoomScript(
+        "user_harryp09", frames=[protocol.format_message("user_lunalo33", "nargles again")]
+    ),
+    "hufflepuff": RoomScript(
+        "user_harryp10",
+        frames=[protocol.format_message("user_cedric20", "practice at six")],
+        lost=True,
+    ),
+}
+
+
+def test_main_screen(snap_compare: Any) -> None:
+    """general active: joins, a leave, several senders, our own sent, refused and pending
+    messages, a mention of us, a wrapped and a multi-line message with text that looks like
+    markup; the sidebar shows unread counts, a mention mark and an offline room."""
+    app = scripted_app(MAIN_SCRIPTS)
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await played(pilot, app)
+        await until(pilot, lambda: "@" in sidebar_line(app, "slytherin"), "the mention mark")
+        await send(pilot, "I was in the library")
+        await send(pilot, "spam spam spam")
+        await send(pilot, "anyone still there?")
+        await type_text(pilot, "half-typed dra")
+        await until(pilot, lambda: in_log(app, "(refused)"), "the refused message")
+        await until(pilot, lambda: in_log(app, "(pending)"), "the pending message")
+        await settled(pilot, app)
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=run_before)
+
+
+def test_help_screen(snap_compare: Any) -> None:
+    """F1 over the main screen: every key and command."""
+    app = scripted_app({"general": RoomScript(ME), "slytherin": RoomScript("user_harryp08")})
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await played(pilot, app)
+        await pilot.press("f1")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
+        await settled(pilot, app)
+
+    assert snap_compare(app, terminal_size=(100, 40), run_before=run_before)
+
+
+def test_quick_switcher(snap_compare: Any) -> None:
+    """ctrl+k, then "er" typed: the joined rooms that match (the active one marked) and an
+    offer to join "er"."""
+    rooms = ["general", "slytherin", "ravenclaw", "hufflepuff", "gryffindor"]
+    app = scripted_app({room: RoomScript(f"user_harryp{n:02d}") for n, room in enumerate(rooms)})
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await played(pilot, app)
+        await pilot.press("ctrl+k")
+        await until(pilot, lambda: isinstance(app.screen, SwitcherScreen), "the switcher")
+        await type_text(pilot, "er")
+        await until(pilot, lambda: "join er" in "".join(screen_lines(app)), "the filtered list")
+        await settled(pilot, app)
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=run_before)
