@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
+    from chat_server.app import ChatApplication
 
-    app: FastAPI
+    app: ChatApplication
 
 __all__ = ["app"]
 
