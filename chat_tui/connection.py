@@ -4,6 +4,9 @@ The app runs :meth:`RoomConnection.run` in an async worker, one per joined room,
 everything that happens as Textual messages through the ``post`` callable it passed in
 (normally ``App.post_message``). The connection reads continuously, because httpx-ws answers
 the server's keepalive pings only while someone reads.
+
+Frames arrive in batches (:class:`RoomConnection.FramesReceived`): during a flood a Textual
+message per frame would cost more than everything the app does with the frame.
 """
 
 from __future__ import annotations
@@ -47,6 +50,11 @@ SEND_BURST = 16
 # A connection that stayed up this long counts as healthy: the next loss backs off from scratch.
 HEALTHY_AFTER = 5.0
 
+# Frames that arrive within this long of the previous batch wait for the next one, so that a
+# flood costs one Textual message per BATCH_INTERVAL instead of one per frame. A frame after a
+# quiet spell is posted at once; in a flood, the added latency is at most this.
+BATCH_INTERVAL = 0.005
+
 _LOST = "connection lost (1006 connection dropped)"
 
 _CLOSE_NAMES = {
@@ -77,6 +85,25 @@ class _Outgoing:
     wire: str  # the text as sent, already sanitised, so the server echoes it unchanged
 
 
+@dataclass(frozen=True, slots=True)
+class Echo:
+    """A batch item: the server echoed our message ``local_id`` as ``frame``; it is SENT."""
+
+    frame: Frame
+    local_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A batch item: the server dropped or refused our message ``local_id``."""
+
+    local_id: int
+
+
+# What a batch holds: a plain Frame is a frame that is not the echo of one of ours.
+Arrival = Frame | Echo | Refused
+
+
 @dataclass(slots=True)
 class _Ending:
     """How one connection attempt ended, and what the run loop should do next."""
@@ -100,9 +127,11 @@ class RoomConnection:
     ``error:`` notice marks the oldest outstanding message REFUSED. Without a name (a server
     that does not send our join notice first) an echo is recognised by its text alone.
 
-    Order of messages posted for one frame: SendStateChanged(REFUSED) for any overtaken
-    messages, then FrameReceived (``local_id`` set for an echo of ours), then
-    SendStateChanged(SENT) for that echo.
+    Frames and what they say about our messages are posted in order as batches
+    (:class:`FramesReceived`). For one frame: a Refused for any overtaken messages, then the
+    frame (an Echo when it is ours, which also means SENT). Every other message (StateChanged,
+    NameAssigned, SendStateChanged) is posted after the batch of what arrived before it, so the
+    app sees everything in the order it happened.
     """
 
     class StateChanged(Message):
@@ -121,8 +150,23 @@ class RoomConnection:
             self.room = room
             self.name = name
 
+    class FramesReceived(Message):
+        """What arrived in a burst, oldest first: frames, echoes of ours, refusals.
+
+        Equivalent to, in order, a FrameReceived per Frame; FrameReceived(frame, local_id) and
+        then SendStateChanged(SENT) per Echo; SendStateChanged(REFUSED) per Refused.
+        """
+
+        def __init__(self, room: str, items: list[Arrival]) -> None:
+            super().__init__()
+            self.room = room
+            self.items = items
+
     class FrameReceived(Message):
-        """A frame from the server; ``local_id`` is set when it is the echo of our message."""
+        """A frame from the server; ``local_id`` is set when it is the echo of our message.
+
+        RoomConnection itself posts frames as FramesReceived; the app handles both.
+        """
 
         def __init__(self, room: str, frame: Frame, local_id: int | None) -> None:
             super().__init__()
@@ -170,6 +214,9 @@ class RoomConnection:
         self._run_done = asyncio.Event()
         self._rng = random.Random()
         self._got_frame = False
+        self._batch: list[Arrival] | None = None  # not posted yet
+        self._batch_timer: asyncio.TimerHandle | None = None
+        self._batch_due = 0.0  # before this, an arrival waits to be posted with the next ones
 
     # --- public API -------------------------------------------------------------------------
 
@@ -188,7 +235,7 @@ class RoomConnection:
         local_id = self._next_id
         wire = protocol.sanitize(text)
         if wire is None or len(wire.encode()) > protocol.MAX_FRAME_BYTES:
-            self._post(self.SendStateChanged(self.room, local_id, SendState.REFUSED))
+            self._post_message(self.SendStateChanged(self.room, local_id, SendState.REFUSED))
             return local_id
         self._outbox.append(_Outgoing(local_id, wire))
         self._wake.set()
@@ -252,7 +299,34 @@ class RoomConnection:
         if state is ConnectionState.CLOSED and self.state is ConnectionState.CLOSED:
             return
         self.state = state
-        self._post(self.StateChanged(self.room, state, detail, retry_in))
+        self._post_message(self.StateChanged(self.room, state, detail, retry_in))
+
+    def _post_message(self, message: Message) -> None:
+        """Post ``message`` after everything that arrived before it."""
+        self._flush_batch()
+        self._post(message)
+
+    def _arrived(self, item: Arrival) -> None:
+        batch = self._batch
+        if batch is not None:
+            batch.append(item)
+            return
+        self._batch = [item]
+        wait = self._batch_due - time.monotonic()
+        if wait <= 0:
+            self._flush_batch()
+        else:
+            self._batch_timer = asyncio.get_running_loop().call_later(wait, self._flush_batch)
+
+    def _flush_batch(self) -> None:
+        if self._batch_timer is not None:
+            self._batch_timer.cancel()
+            self._batch_timer = None
+        batch = self._batch
+        if batch:
+            self._batch = None
+            self._batch_due = time.monotonic() + BATCH_INTERVAL
+            self._post(self.FramesReceived(self.room, batch))
 
     def _backoff(self) -> float:
         """Exponential backoff with full jitter, capped."""
@@ -332,7 +406,8 @@ class RoomConnection:
             if code == CloseCode.MESSAGE_TOO_BIG and self._inflight:
                 culprit = max(self._inflight, key=lambda item: len(item.wire.encode()))
                 self._inflight.remove(culprit)
-                self._post(self.SendStateChanged(self.room, culprit.local_id, SendState.REFUSED))
+                refused = self.SendStateChanged(self.room, culprit.local_id, SendState.REFUSED)
+                self._post_message(refused)
             return _Ending(ConnectionState.FAILED, detail, self.backoff_cap)
         return _Ending(ConnectionState.OFFLINE, detail, None)
 
@@ -378,7 +453,7 @@ class RoomConnection:
                 self.name = name
                 self._got_frame = True
                 if name is not None:
-                    self._post(self.NameAssigned(self.room, name))
+                    self._post_message(self.NameAssigned(self.room, name))
             self._handle(frame)
 
     def _handle(self, frame: Frame) -> None:
@@ -403,10 +478,8 @@ class RoomConnection:
         elif inflight and frame.kind is FrameKind.ERROR:
             refused = [inflight.popleft().local_id]
         for rid in refused:
-            self._post(self.SendStateChanged(self.room, rid, SendState.REFUSED))
-        self._post(self.FrameReceived(self.room, frame, local_id))
-        if local_id is not None:
-            self._post(self.SendStateChanged(self.room, local_id, SendState.SENT))
+            self._arrived(Refused(rid))
+        self._arrived(frame if local_id is None else Echo(frame, local_id))
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -13,6 +13,7 @@ ever reaching the terminal.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import weakref
@@ -20,6 +21,7 @@ import zlib
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import ClassVar
 
 from rich.cells import cell_len, get_character_cell_size
@@ -136,8 +138,14 @@ class _Plan:
     rows: list[tuple[int, int, int]]  # (logical line, start, end)
 
 
+@functools.lru_cache(maxsize=1024)
+def _stamp(moment: datetime, time_format: str) -> str:
+    # Cached: the entries of a burst share one time, and strftime is most of measuring one.
+    return display_line(moment.strftime(time_format))
+
+
 def plan_entry(entry: Entry, width: int, time_format: str) -> _Plan:
-    stamp = display_line(entry.time.strftime(time_format))
+    stamp = _stamp(entry.time, time_format)
     text = entry.text
     if entry.kind is EntryKind.MESSAGE:
         sender = display_line((entry.sender or "?").replace("\n", " "))
@@ -171,6 +179,27 @@ def plan_entry(entry: Entry, width: int, time_format: str) -> _Plan:
             rows.append((number, start, end))
         first = rest
     return _Plan(head, head_alone, indent, lines, rows)
+
+
+def entry_height(entry: Entry, width: int, time_format: str) -> int:
+    """Rows of ``entry`` at ``width``: ``len(plan_entry(...).rows)``, without the plan.
+
+    Every entry is measured as it arrives, so the common case (a sent message of one printable
+    line that fits beside its head) is answered directly; anything else is planned.
+    """
+    text = entry.text
+    sender = entry.sender or "?"
+    if (
+        entry.kind is EntryKind.MESSAGE
+        and entry.state is SendState.SENT
+        and text.isprintable()
+        and sender.isprintable()
+    ):
+        # As plan_entry: the head is "time sender ", the text starts right after it.
+        first = width - cell_len(_stamp(entry.time, time_format)) - cell_len(sender) - 2
+        if first >= _MIN_TEXT_CELLS and cell_len(text) <= first:
+            return 1
+    return len(plan_entry(entry, width, time_format).rows)
 
 
 # --- sender colours -----------------------------------------------------------------------------
@@ -383,7 +412,7 @@ class MessageLog(ScrollView, can_focus=True):
         k = scrollback.first_index + index - layout.base
         starts = layout.starts
         old = starts[k + 1] - starts[k]
-        new = len(plan_entry(entry, layout.width, self.time_format).rows)
+        new = entry_height(entry, layout.width, self.time_format)
         if new != old:
             delta = new - old
             above = starts[k] < layout.origin + round(self.scroll_y)
@@ -463,7 +492,7 @@ class MessageLog(ScrollView, can_focus=True):
             row = starts[-1]
             for index in range(layout.known_end, total):
                 entry = scrollback[index - first]
-                row += len(plan_entry(entry, width, time_format).rows)
+                row += entry_height(entry, width, time_format)
                 starts.append(row)
                 if entry.kind is EntryKind.MESSAGE and not entry.own:
                     unseen += 1
@@ -480,7 +509,7 @@ class MessageLog(ScrollView, can_focus=True):
         starts = [0]
         row = 0
         for entry in scrollback:
-            row += len(plan_entry(entry, width, time_format).rows)
+            row += entry_height(entry, width, time_format)
             starts.append(row)
         layout.starts = starts
         layout.base = layout.first = scrollback.first_index

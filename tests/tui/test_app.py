@@ -159,6 +159,59 @@ async def test_alt_a_prefers_mentions(shared_server: RunningServer) -> None:
             await peer_c.close()
 
 
+async def test_a_flood_in_another_room_is_counted_and_kept_in_order(
+    shared_server: RunningServer,
+) -> None:
+    """A burst arrives in batches: every message kept, in order, counted once, mentions too."""
+    here, there = room_name("a"), room_name("b")
+    app = make_app(shared_server, here, there)
+    async with app.run_test(size=SIZE) as pilot:
+        await joined(pilot, app, here)
+        name = await joined(pilot, app, there)
+        peer = await join(shared_server.chat_url(there))
+        try:
+            texts = [
+                f"{name}, look at {i}" if i % 60 == 59 else f"flood line {i}" for i in range(300)
+            ]
+            for text in texts:
+                await peer.ws.send(text)
+            await until(pilot, lambda: sidebar_line(app, there).endswith(f"{there} 300 @"), "300")
+            assert app.rooms[there].mentions == 5
+            kept = [e.text for e in app.rooms[there].scrollback if e.sender == peer.name]
+            assert kept == texts
+
+            await pilot.press("alt+2")
+            assert sidebar_line(app, there).endswith(there)
+            shown = [line for line in log_lines(app) if line.startswith(f"12:34 {peer.name} ")]
+            assert len(shown) > 10
+            assert shown == [f"12:34 {peer.name} {t}" for t in texts[-len(shown) :]]
+        finally:
+            await peer.close()
+
+
+async def test_a_refused_message_is_marked_between_sent_ones(server_factory) -> None:
+    server: RunningServer = server_factory(rate_limit=0, max_message_chars=10)
+    room = room_name()
+    app = make_app(server, room)
+    async with app.run_test(size=SIZE) as pilot:
+        name = await joined(pilot, app, room)
+        long = "x" * 11
+        for text in ("short", long, "after"):
+            await send(pilot, text)
+        await until(pilot, lambda: not app.rooms[room].pending, "all three answered")
+        states = [(e.text, e.state) for e in app.rooms[room].scrollback if e.own]
+        assert states == [
+            ("short", SendState.SENT),
+            (long, SendState.REFUSED),
+            ("after", SendState.SENT),
+        ]
+        await until(pilot, lambda: in_log(app, f"{name} after"), "the last echo on screen")
+        assert in_log(app, f"{name} short")
+        assert in_log(app, f"{name} (refused) {long}")
+        assert in_log(app, "message too long")
+        assert "pending" not in status_line(app)
+
+
 async def test_unreachable_server_is_shown_and_retried() -> None:
     port = free_port()
     room = room_name()

@@ -14,7 +14,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from chat_server import protocol
 from chat_server.protocol import FrameKind
-from chat_tui.connection import ConnectionState, RoomConnection
+from chat_tui.connection import ConnectionState, Echo, Refused, RoomConnection
 from chat_tui.scrollback import SendState
 from tests.servers import RunningServer, free_port, start_server
 
@@ -26,15 +26,29 @@ Frames = RoomConnection.FrameReceived
 
 
 class Recorder:
-    """The ``post`` callable: records every message and wakes whoever waits for one."""
+    """The ``post`` callable: records every message and wakes whoever waits for one.
+
+    ``posted`` is what the connection posted; ``messages`` the same with every batch
+    (FramesReceived) spelled out as the FrameReceived and SendStateChanged messages it stands
+    for, in order.
+    """
 
     def __init__(self) -> None:
+        self.posted: list[Message] = []
         self.messages: list[Message] = []
         self._changed = asyncio.Event()
 
     def __call__(self, message: Message) -> None:
-        self.messages.append(message)
+        self.posted.append(message)
+        if isinstance(message, RoomConnection.FramesReceived):
+            assert message.items, "an empty batch"
+            self.messages += expand(message)
+        else:
+            self.messages.append(message)
         self._changed.set()
+
+    def batches(self) -> list[RoomConnection.FramesReceived]:
+        return [m for m in self.posted if isinstance(m, RoomConnection.FramesReceived)]
 
     def of(self, kind: type[Any]) -> list[Any]:
         return [m for m in self.messages if isinstance(m, kind)]
@@ -68,6 +82,20 @@ class Recorder:
 
     def describe(self) -> str:
         return "\n".join(f"{type(m).__name__} {vars(m)}" for m in self.messages)
+
+
+def expand(batch: RoomConnection.FramesReceived) -> list[Message]:
+    room = batch.room
+    messages: list[Message] = []
+    for item in batch.items:
+        if isinstance(item, Echo):
+            messages.append(Frames(room, item.frame, item.local_id))
+            messages.append(RoomConnection.SendStateChanged(room, item.local_id, SendState.SENT))
+        elif isinstance(item, Refused):
+            messages.append(RoomConnection.SendStateChanged(room, item.local_id, SendState.REFUSED))
+        else:
+            messages.append(Frames(room, item, None))
+    return messages
 
 
 async def poll(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
@@ -419,3 +447,69 @@ async def test_going_away_is_a_loss_and_backs_off() -> None:
         assert len(offline) == 3
         assert all("1001" in m.detail and 0 <= m.retry_in <= CAP for m in offline)
         assert len(connected) == 4
+
+
+async def test_a_burst_arrives_batched_in_order_with_send_states() -> None:
+    """500 frames at once, our echoes among them: few messages, nothing reordered."""
+    others = [f"line {i}" for i in range(500)]
+
+    async def handler(ws: ServerConnection, number: int) -> None:
+        await ws.send(f"user_abcdef{number:02d} joined the chat")
+        if number > 1:
+            await ws.wait_closed()
+            return
+        sent = [str(await ws.recv()) for _ in range(3)]
+        assert sent == ["a", "drop", "b"]
+        burst = [f"user_other001 :: {text}" for text in others]
+        burst.insert(100, "user_abcdef01 :: a")
+        burst.insert(300, "user_abcdef01 :: b")  # "drop" never comes back: refused
+        burst.append("error: a notice at the end")
+        for frame in burst:
+            await ws.send(frame)
+        await ws.close(1012, "restarting")  # right after the burst: must not overtake it
+
+    async with scripted(handler) as (url, _), running(url, "burst") as (conn, rec, _):
+        await rec.wait_for(lambda: conn.name == "user_abcdef01", "own name")
+        a, drop, b = conn.send("a"), conn.send("drop"), conn.send("b")
+        await rec.wait_for(lambda: ConnectionState.OFFLINE in rec.states(), "the drop")
+
+        frames = [m.frame.text for m in rec.of(Frames)]
+        assert frames[1:] == [
+            *others[:100],
+            "a",
+            *others[100:299],
+            "b",
+            *others[299:],
+            "a notice at the end",
+        ]
+        # Between our join notice and the close: a handful of batches, not a message a frame.
+        assert 1 <= len(rec.batches()) <= 50, len(rec.batches())
+
+        # Each outcome right where it happened: SENT after its echo, REFUSED before the echo
+        # that overtook it.
+        def position(local_id: int, state: SendState) -> int:
+            return next(
+                i
+                for i, m in enumerate(rec.messages)
+                if isinstance(m, RoomConnection.SendStateChanged)
+                and (m.local_id, m.state) == (local_id, state)
+            )
+
+        def echo_position(local_id: int) -> int:
+            return next(
+                i
+                for i, m in enumerate(rec.messages)
+                if isinstance(m, Frames) and m.local_id == local_id
+            )
+
+        assert position(a, SendState.SENT) == echo_position(a) + 1
+        assert position(drop, SendState.REFUSED) == echo_position(b) - 1
+        assert position(b, SendState.SENT) == echo_position(b) + 1
+        assert rec.send_states() == {a: SendState.SENT, drop: SendState.REFUSED, b: SendState.SENT}
+        # The loss is reported after every frame that came before it.
+        offline = next(
+            i
+            for i, m in enumerate(rec.posted)
+            if isinstance(m, RoomConnection.StateChanged) and m.state is ConnectionState.OFFLINE
+        )
+        assert offline > max(rec.posted.index(batch) for batch in rec.batches())

@@ -6,6 +6,7 @@ them (alt+2 arrives as ESC "2") are only exercised here; everything else has Pil
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -14,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,9 @@ WIDTH, HEIGHT = 120, 40
 # Generous: the first start of a Textual app on a busy 2-core machine takes seconds.
 STARTUP = 60.0
 STEP = 20.0
+MODE_FLAGS = ("alternate_on", "cursor_flag", "mouse_any_flag", "mouse_sgr_flag")
+ALTERNATE_SCREEN_AND_MOUSE = dict(zip(MODE_FLAGS, ("1", "0", "1", "1"), strict=True))
+NORMAL_SCREEN = dict(zip(MODE_FLAGS, ("0", "1", "0", "0"), strict=True))
 
 
 class Tmux:
@@ -41,6 +46,14 @@ class Tmux:
         # No user tmux config; keep the pane after the program exits to read its exit status.
         self.conf = tmp_path / "tmux.conf"
         self.conf.write_text("set-option -g remain-on-exit on\n")
+        # The tmux server, and so the program, gets this environment. Built from os.environ on
+        # purpose: with env=None a child inherits the C-level environment, where GNU readline
+        # (loaded by the test process) puts COLUMNS=80 and LINES=24, and the program would draw
+        # an 80x24 screen in a 120x40 pane. No config file of the user's, no server from the
+        # environment, and not nested in a tmux the tests may be running in.
+        skip = {"COLUMNS", "LINES", "TMUX", "TMUX_PANE", "CHAT_SERVER_URL"}
+        self.env = {k: v for k, v in os.environ.items() if k not in skip}
+        self.env.update(TERM="xterm-256color", XDG_CONFIG_HOME=str(tmp_path / "config"))
 
     def run(self, *args: str) -> str:
         result = subprocess.run(
@@ -49,10 +62,13 @@ class Tmux:
             text=True,
             timeout=STEP,
             check=True,
+            env=self.env,
         )
         return result.stdout
 
     def start(self, command: list[str]) -> None:
+        # TERM again inside: tmux puts its own (tmux-256color) in the pane's environment.
+        command = ["env", f"TERM={self.env['TERM']}", *command]
         self.run(
             "new-session", "-d", "-s", self.target, "-x", str(WIDTH), "-y", str(HEIGHT),
             shlex.join(command),
@@ -70,6 +86,20 @@ class Tmux:
     def pane(self, fmt: str) -> str:
         return self.run("display-message", "-p", "-t", self.target, fmt).strip()
 
+    def exit_status(self) -> str | None:
+        """The exit status once the pane's process is dead and reaped, else None."""
+        dead, _, status = self.pane("#{pane_dead}|#{pane_dead_status}").partition("|")
+        if dead == "1" and not status:
+            # tmux marks the pane dead on EOF and records the status when it reaps the
+            # process. Under load tmux 3.3 was seen to miss that SIGCHLD for good (the pane's
+            # process stayed a zombie); a job of its own ending makes it reap every child.
+            self.run("run-shell", "true")
+        return status if dead == "1" and status else None
+
+    def modes(self) -> dict[str, str]:
+        """Terminal modes of the pane's program (tmux resets them once the pane is dead)."""
+        return {flag: self.pane(f"#{{{flag}}}") for flag in MODE_FLAGS}
+
     def wait_for(self, condition: Callable[[str], object], what: str, timeout: float = STEP) -> str:
         """Poll the pane until ``condition(screen)`` holds; the failure shows the screen."""
         last = ""
@@ -86,7 +116,12 @@ class Tmux:
         return last
 
     def kill(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10)
+        subprocess.run(
+            ["tmux", "-L", self.socket, "kill-server"],
+            capture_output=True,
+            timeout=10,
+            env=self.env,
+        )
 
 
 @pytest.fixture
@@ -98,11 +133,13 @@ def tmux(tmp_path: Path) -> Iterator[Tmux]:
         session.kill()
 
 
-def join_peer(server: RunningServer, room: str) -> tuple[ClientConnection, str]:
-    ws = connect(server.chat_url(room), proxy=None, open_timeout=STEP)
-    first = protocol.parse_frame(str(ws.recv(timeout=STEP)))
-    assert first.kind is FrameKind.JOIN and first.name is not None, first
-    return ws, first.name
+@contextmanager
+def join_peer(server: RunningServer, room: str) -> Iterator[tuple[ClientConnection, str]]:
+    """A second member of ``room`` (a plain WebSocket client) and its name."""
+    with connect(server.chat_url(room), proxy=None, open_timeout=STEP) as ws:
+        first = protocol.parse_frame(str(ws.recv(timeout=STEP)))
+        assert first.kind is FrameKind.JOIN and first.name is not None, first
+        yield ws, first.name
 
 
 def recv_until(ws: ClientConnection, wanted: str, timeout: float = STEP) -> None:
@@ -121,18 +158,20 @@ def status_row(screen: str) -> str:
 
 
 def test_chat_tui_in_a_real_terminal(
-    server_factory: Callable[..., RunningServer], tmux: Tmux, tmp_path: Path
+    server_factory: Callable[..., RunningServer], tmux: Tmux
 ) -> None:
     assert CHAT_TUI.exists(), f"console script not installed at {CHAT_TUI}"
     server = server_factory()
     room = f"e2e-{uuid.uuid4().hex[:8]}"
-    # A clean environment: no config file of the user's, no server from the environment.
-    env = {"TERM": "xterm-256color", "XDG_CONFIG_HOME": str(tmp_path / "config")}
-    command = [
-        "env", "-u", "CHAT_SERVER_URL", *(f"{k}={v}" for k, v in env.items()),
-        str(CHAT_TUI), "--server", server.ws_url, "--no-autostart", room,
-    ]  # fmt: skip
-    tmux.start(command)
+    # The program in a shell that then waits for a line: the pane stays alive after chat-tui
+    # exits, so the terminal modes it left behind can be read, and the line discipline must
+    # be back to normal for `read` to see the Enter. The shell exits with chat-tui's status.
+    script = (
+        'status=0; "$0" "$@" || status=$?; echo "chat-tui exited: $status"; read r; exit $status'
+    )
+    tmux.start(
+        ["sh", "-c", script, str(CHAT_TUI), "--server", server.ws_url, "--no-autostart", room]
+    )
 
     joined = re.compile(rf"joined {re.escape(room)} as (user_[a-z]{{6}}[0-9]{{2}})")
     screen = tmux.wait_for(joined.search, f"joining {room}", timeout=STARTUP)
@@ -140,9 +179,10 @@ def test_chat_tui_in_a_real_terminal(
     assert match is not None
     name = match.group(1)
     assert f"#{room}" in status_row(screen) and f"you are {name}" in status_row(screen)
+    # Full-screen mode as the program set it up (checked again after it exits).
+    assert tmux.modes() == ALTERNATE_SCREEN_AND_MOUSE
 
-    peer, peer_name = join_peer(server, room)
-    try:
+    with join_peer(server, room) as (peer, peer_name):
         tmux.wait_for(lambda s: f"{peer_name} joined the chat" in s, "the peer's join")
 
         # Typed in the terminal, received by another client as the protocol says.
@@ -169,23 +209,26 @@ def test_chat_tui_in_a_real_terminal(
         tmux.wait_for(lambda s: f"#{room}" in status_row(s), f"alt+1: {room} active")
         tmux.wait_for(lambda s: f"{peer_name} {markup}" in s, f"{room}'s log shown again")
         tmux.keys("M-2")
-        screen = tmux.wait_for(lambda s: "#other" in status_row(s), "alt+2: other active")
-        assert f"{peer_name} {markup}" not in screen  # the log is other's now
+        tmux.wait_for(
+            lambda s: "#other" in status_row(s) and markup not in s,
+            "alt+2: other active, its log shown",
+        )
 
         # ctrl+q: a clean exit, every socket closed with 1000, the terminal restored.
         tmux.keys("C-q")
-        wait_until(lambda: tmux.pane("#{pane_dead}") == "1", timeout=STEP, interval=0.1,
-                   what="chat-tui to exit")  # fmt: skip
-        assert tmux.pane("#{pane_dead_status}") == "0", tmux.screen()
-        assert tmux.pane("#{alternate_on}") == "0"  # back on the normal screen
-        assert tmux.pane("#{cursor_flag}") == "1"  # cursor shown again
-        assert tmux.pane("#{mouse_any_flag}") == "0"  # mouse reporting off
+        tmux.wait_for(lambda s: "chat-tui exited: " in s, "chat-tui to exit")
+        assert "chat-tui exited: 0" in tmux.screen()
+        assert tmux.modes() == NORMAL_SCREEN
+        tmux.keys("typed after exit", literal=True)
+        tmux.keys("Enter")
+        status = wait_until(tmux.exit_status, STEP, 0.1, "the shell to read the line and exit")
+        assert status == "0"
+        assert "typed after exit" in tmux.screen()  # echo is back on
         recv_until(peer, protocol.format_leave(name))
         for left_room, left_name in names.items():
             wanted = f"left room={left_room} name={left_name} code=1000"
-            wait_until(lambda w=wanted: w in server.log(), timeout=STEP, interval=0.1,
-                       what=f"the server to log {wanted!r}")  # fmt: skip
-    finally:
-        peer.close()
-        server.stop()
+            wait_until(
+                lambda w=wanted: w in server.log(), STEP, 0.1, f"the server to log {wanted!r}"
+            )
+    server.stop()
     assert "Traceback" not in server.log()

@@ -10,14 +10,20 @@ from collections.abc import Callable
 from datetime import datetime
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.cells import cell_len
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 
 from chat_tui.scrollback import Entry, EntryKind, Scrollback, SendState
-from chat_tui.widgets.message_log import MessageLog, sender_colour, wrap
+from chat_tui.widgets.message_log import (
+    MessageLog,
+    entry_height,
+    plan_entry,
+    sender_colour,
+    wrap,
+)
 
 T = datetime(2024, 5, 1, 9, 7)
 ME = "user_meeeee01"
@@ -498,3 +504,48 @@ def test_wrap_keeps_every_character_in_order_within_the_width(
     assert "".join(pieces).replace(" ", "") == line.replace(" ", "")
     starts = [start for start, _ in ranges]
     assert starts == sorted(starts)
+
+
+@settings(max_examples=500)
+@given(
+    # Weighted to what the shortcut answers (sent messages), the rest still covered.
+    st.just(EntryKind.MESSAGE) | st.sampled_from(list(EntryKind)),
+    st.just(SendState.SENT) | st.sampled_from(list(SendState)),
+    # Mostly what the shortcut takes (printable), sometimes what it must leave to the plan.
+    st.text(st.sampled_from("ab cd  é日本\u0301"), max_size=120)
+    | st.text(st.sampled_from("ab cd\n\t\x1b"), max_size=60),
+    st.none() | st.text(st.sampled_from("user_abc日"), max_size=20) | st.just("a\nb\x07"),
+    st.sampled_from(["%H:%M", "%H:%M:%S", "[%d %b %H:%M]"]),
+    st.integers(-2, 2),
+    st.integers(1, 140),
+    st.booleans(),
+)
+def test_measured_height_is_the_planned_one(
+    kind: EntryKind,
+    state: SendState,
+    text: str,
+    sender: str | None,
+    fmt: str,
+    near: int,
+    anywhere: int,
+    at_the_edge: bool,
+) -> None:
+    """Arrivals are measured by a shortcut; rendering follows the plan: they must agree."""
+    entry = Entry(kind, text, T, sender, state=state)
+    # Half of the widths right around "the whole entry on one row", where it matters most.
+    one_row = cell_len(T.strftime(fmt)) + cell_len(sender or "?") + 2 + cell_len(text)
+    width = max(1, one_row + near) if at_the_edge else anywhere
+    assert entry_height(entry, width, fmt) == len(plan_entry(entry, width, fmt).rows)
+
+
+def test_measured_height_is_the_planned_one_at_every_width() -> None:
+    samples = [
+        Entry(EntryKind.MESSAGE, text, T, sender, state=state)
+        for text in ("hi", "0123456789", "flood 1 the quick brown fox", "日本語のテキスト", "")
+        for sender in (ALICE, "", None, "日本")
+        for state in (SendState.SENT, SendState.PENDING)
+    ]
+    for entry in samples:
+        for width in range(1, 80):
+            planned = len(plan_entry(entry, width, "%H:%M").rows)
+            assert entry_height(entry, width, "%H:%M") == planned, (entry, width)

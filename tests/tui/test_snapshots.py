@@ -12,6 +12,7 @@ Everything else (app, widgets, screens, keys) is the real thing.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,10 +23,9 @@ from textual.pilot import Pilot
 from chat_server import protocol
 from chat_tui.app import ChatApp
 from chat_tui.config import Config
-from chat_tui.connection import ConnectionState, RoomConnection
+from chat_tui.connection import Arrival, ConnectionState, Echo, Refused, RoomConnection
 from chat_tui.screens.help import HelpScreen
 from chat_tui.screens.switcher import SwitcherScreen
-from chat_tui.scrollback import SendState
 from tests.tui.app_helpers import (
     fixed_clock,
     in_log,
@@ -42,7 +42,8 @@ HERMIONE = "user_hermio42"
 RON = "user_ronwea13"
 DRACO = "user_dracom99"
 LOST = "connection lost (1006 connection dropped)"
-FLOOD = "you are sending too fast (limit 10 messages per second); messages were dropped"  # what the reference server says when it drops a message
+# What the reference server says when it drops a message sent too fast.
+FLOOD = "you are sending too fast (limit 10 messages per second); messages were dropped"
 
 
 @dataclass
@@ -57,48 +58,62 @@ class RoomScript:
 
 
 class ScriptedConnection(RoomConnection):
-    """A RoomConnection that plays a RoomScript instead of opening a socket."""
+    """A RoomConnection that plays a RoomScript instead of opening a socket.
+
+    Its own attributes are prefixed ``_scripted`` so as not to clash with the base class's.
+
+    It posts what RoomConnection posts, in the same order: state changes, our name from the
+    first frame, then the frames as FramesReceived batches (Echo for ours, Refused before
+    the error notice that refuses one).
+    """
 
     def __init__(
         self, server_url: str, room: str, post: Callable[[Message], object], script: RoomScript
     ) -> None:
         super().__init__(server_url, room, post)
         self.script = script
-        self.played = False
+        self._scripted_post = post
+        self._scripted_ids = 0
+        self._scripted_closed: asyncio.Event | None = None
 
-    def _frame(self, wire: str, local_id: int | None = None) -> None:
-        self._post(self.FrameReceived(self.room, protocol.parse_frame(wire), local_id))
+    def _scripted_state(
+        self, state: ConnectionState, detail: str, retry_in: float | None = None
+    ) -> None:
+        self.state = state
+        self._scripted_post(self.StateChanged(self.room, state, detail, retry_in))
+
+    def _scripted_batch(self, *items: Arrival) -> None:
+        self._scripted_post(self.FramesReceived(self.room, list(items)))
 
     async def run(self) -> None:
-        room, script = self.room, self.script
-        self._set_state(ConnectionState.CONNECTING, f"connecting to {self.url}")
-        self._set_state(ConnectionState.CONNECTED, f"connected to {self.url}")
+        self._scripted_closed = asyncio.Event()
+        script = self.script
+        self._scripted_state(ConnectionState.CONNECTING, f"connecting to {self.url}")
+        self._scripted_state(ConnectionState.CONNECTED, f"connected to {self.url}")
         self.name = script.name
-        self._post(self.NameAssigned(room, script.name))
-        self._frame(protocol.format_join(script.name))
-        for wire in script.frames:
-            self._frame(wire)
+        self._scripted_post(self.NameAssigned(self.room, script.name))
+        wires = [protocol.format_join(script.name), *script.frames]
+        self._scripted_batch(*map(protocol.parse_frame, wires))
         if script.lost:
-            self._set_state(ConnectionState.OFFLINE, LOST, 2.0)
-        self.played = True
-        await self._stop.wait()
+            self._scripted_state(ConnectionState.OFFLINE, LOST, 2.0)
+        await self._scripted_closed.wait()
 
     def send(self, text: str) -> int:
-        self._next_id += 1
-        local_id = self._next_id
-        script = self.script
-        if text in script.refuse:
-            # As RoomConnection does for an error notice: the oldest outstanding is refused.
-            self._post(self.SendStateChanged(self.room, local_id, SendState.REFUSED))
-            self._frame(protocol.format_error(FLOOD))
-        elif text not in script.hold:
-            self._frame(protocol.format_message(script.name, text), local_id)
-            self._post(self.SendStateChanged(self.room, local_id, SendState.SENT))
+        self._scripted_ids += 1
+        local_id = self._scripted_ids
+        if text in self.script.refuse:
+            self._scripted_batch(
+                Refused(local_id), protocol.parse_frame(protocol.format_error(FLOOD))
+            )
+        elif text not in self.script.hold:
+            echo = protocol.parse_frame(protocol.format_message(self.script.name, text))
+            self._scripted_batch(Echo(echo, local_id))
         return local_id
 
     async def close(self) -> None:
-        self._stop.set()
-        self._set_state(ConnectionState.CLOSED, "left the room")
+        if self._scripted_closed is not None:
+            self._scripted_closed.set()
+        self._scripted_state(ConnectionState.CLOSED, "left the room")
 
 
 def scripted_app(scripts: dict[str, RoomScript]) -> ChatApp:
@@ -112,13 +127,16 @@ def scripted_app(scripts: dict[str, RoomScript]) -> ChatApp:
 
 
 async def played(pilot: Pilot[Any], app: ChatApp) -> None:
-    """Wait until every room has played its script and the app has taken it all in."""
+    """Wait until the app has taken in every room's script."""
 
     def done() -> bool:
-        return all(
-            isinstance(rs.connection, ScriptedConnection) and rs.connection.played
-            for rs in app.rooms.values()
-        )
+        for rs in app.rooms.values():
+            assert isinstance(rs.connection, ScriptedConnection)
+            script = rs.connection.script
+            # "joined ROOM as NAME", our join notice, the frames, "connection lost".
+            if len(rs.scrollback) < 2 + len(script.frames) + script.lost:
+                return False
+        return True
 
     await until(pilot, done, "the scripted rooms")
     await settled(pilot, app)
