@@ -27,11 +27,13 @@ from typing import ClassVar
 from rich.cells import cell_len, get_character_cell_size
 from rich.segment import Segment
 from rich.style import Style
+from rich.text import Text
 from textual import events
 from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
+from textual.selection import Selection
 from textual.strip import Strip
 from textual.timer import Timer
 
@@ -276,7 +278,8 @@ class _Layout:
 class MessageLog(ScrollView, can_focus=True):
     """The scrolling log of one room at a time (see :meth:`show`)."""
 
-    ALLOW_SELECT = False  # rows are rendered here; text selection is not implemented
+    # Mouse selection works on rows as shown (time, sender, text); ctrl+c copies it.
+    ALLOW_SELECT = True
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "message-log--time",
@@ -345,6 +348,8 @@ class MessageLog(ScrollView, can_focus=True):
         self._layouts: weakref.WeakKeyDictionary[Scrollback, _Layout] = weakref.WeakKeyDictionary()
         self._rows: LRUCache[Entry, list[Strip]] = LRUCache(512)  # a few screens
         self._styles: dict[str, Style] = {}
+        # content row -> (row as rendered, the same with mouse offsets): see render_line.
+        self._placed: dict[int, tuple[Strip, Strip]] = {}
         self._unseen_posted = 0
         self._unseen_scheduled = False
         self._adjusting = False  # scroll changes made here, not by the user
@@ -640,22 +645,64 @@ class MessageLog(ScrollView, can_focus=True):
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
+        # Selections are in content rows: the row's place in the scrolled whole.
+        content_row = round(self.scroll_y) + y
+        row = self._row_strip(content_row)
+        if row is None:
+            return Strip.blank(width, self.rich_style)
+        selection = self.text_selection
+        span = selection.get_span(content_row) if selection is not None else None
+        if span is None:
+            # Offsets cost a style per segment: reuse them while the row stays where it is.
+            cached = self._placed.get(content_row)
+            if cached is not None and cached[0] is row and cached[1].cell_length == width:
+                return cached[1]
+        strip = row if row.cell_length == width else row.crop_extend(0, width, None)
+        if span is not None:
+            return self._highlight(strip, *span).apply_offsets(0, content_row)
+        placed = strip.apply_offsets(0, content_row)
+        if len(self._placed) > 512:
+            self._placed.clear()
+        self._placed[content_row] = (row, placed)
+        return placed
+
+    def _row_strip(self, content_row: int) -> Strip | None:
+        """The rendered row at ``content_row``, or None past the entries."""
         layout, scrollback = self._layout, self._scrollback
         if layout is None or scrollback is None or layout.stale:
-            return Strip.blank(width, self.rich_style)
-        row = layout.origin + round(self.scroll_y) + y
+            return None
+        row = layout.origin + content_row
         k = layout.find(row)
         if k is None:
-            return Strip.blank(width, self.rich_style)
+            return None
         index = layout.base + k - scrollback.first_index
         if not 0 <= index < len(scrollback):
-            return Strip.blank(width, self.rich_style)
+            return None
         rows = self._render_entry(scrollback[index], layout.width)
         within = row - layout.starts[k]
-        if within >= len(rows):
-            return Strip.blank(width, self.rich_style)
-        strip = rows[within]
-        return strip if strip.cell_length == width else strip.crop_extend(0, width, None)
+        return rows[within] if within < len(rows) else None
+
+    def _highlight(self, strip: Strip, start: int, end: int) -> Strip:
+        text = Text.assemble(*((seg.text, seg.style) for seg in strip if not seg.control))
+        text.stylize(
+            self.screen.get_component_rich_style("screen--selection"),
+            start,
+            len(text) if end == -1 else end,
+        )
+        return Strip(text.render(self.app.console), strip.cell_length)
+
+    def get_selection(self, selection: Selection) -> tuple[str, str] | None:
+        """The selected rows as shown, for ctrl+c; rows above the selection are left empty."""
+        first = selection.start.y if selection.start is not None else 0
+        last = selection.end.y if selection.end is not None else self.virtual_size.height - 1
+        rows = [""] * first
+        for content_row in range(first, last + 1):
+            strip = self._row_strip(content_row)
+            rows.append("" if strip is None else strip.text.rstrip())
+        return selection.extract("\n".join(rows)), "\n"
+
+    def selection_updated(self, selection: Selection | None) -> None:
+        self.refresh()
 
     def _render_entry(self, entry: Entry, width: int) -> list[Strip]:
         rows = self._rows.get(entry)

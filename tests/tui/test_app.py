@@ -6,6 +6,7 @@ import asyncio
 
 from chat_server import protocol
 from chat_tui.scrollback import SendState
+from chat_tui.widgets.message_log import MessageLog
 from tests.server.wsclients import join
 from tests.servers import RunningServer, free_port, start_server
 from tests.tui.app_helpers import (
@@ -311,6 +312,30 @@ async def test_ctrl_c_quits_when_nothing_is_selected(server_factory) -> None:
         await pilot.press("ctrl+c")
         await until(pilot, lambda: not app.is_running, "the app to exit")
     await asyncio.to_thread(_wait_for_log, server, f"left room={room} name={name} code=1000")
+
+
+async def test_text_selected_in_the_log_with_the_mouse_is_copied_by_ctrl_c(
+    server_factory,
+) -> None:
+    server: RunningServer = server_factory(rate_limit=0)
+    room = room_name()
+    app = make_app(server, room)
+    async with app.run_test(size=SIZE) as pilot:
+        await joined(pilot, app, room)
+        await send(pilot, "copy this sentence please")
+        await until(pilot, lambda: in_log(app, "copy this sentence please"), "the echo")
+        log = app.query_one(MessageLog)
+        row = next(i for i, line in enumerate(log_lines(app)) if "copy this" in line)
+        column = log_lines(app)[row].index("copy this")
+        # Drag across "copy this sentence" as a user would.
+        await pilot.mouse_down(log, offset=(column, row))
+        await pilot.hover(log, offset=(column + len("copy this sentence"), row))
+        await pilot.mouse_up(log, offset=(column + len("copy this sentence"), row))
+        await until(pilot, lambda: app.screen.get_selected_text() is not None, "a selection")
+        await pilot.press("ctrl+c")
+        assert app.is_running  # with a selection, ctrl+c copies instead of quitting
+        assert app.clipboard.startswith("copy this sentence")
+        assert "\n" not in app.clipboard
 
 
 def _wait_for_log(server: RunningServer, text: str) -> None:
