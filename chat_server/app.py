@@ -131,19 +131,21 @@ class ChatEndpoint:
             await broker.release_name(name)
             await broker.publish(room, protocol.format_leave(name))
 
+        def close_connection(code: int, reason: str) -> Awaitable[None] | None:
+            """Abort-capable servers never wait on a socket that may not drain."""
+            if abort is not None:
+                abort(code, reason, settings.close_grace)
+                return None
+            return _close_politely(send, code, reason, settings.close_grace)
+
         def evict(_: Member) -> None:
             log.warning("evicted room=%s name=%s reason=slow consumer", room, name)
-            closing = leave("slow consumer")
-            if closing is not None:
-                server.spawn(closing)
-            if abort is not None:
-                abort(CloseCode.POLICY_VIOLATION, "slow consumer", settings.close_grace)
-            else:
-                server.spawn(
-                    _close_politely(
-                        send, CloseCode.POLICY_VIOLATION, "slow consumer", settings.close_grace
-                    )
-                )
+            for pending in (
+                leave("slow consumer"),
+                close_connection(CloseCode.POLICY_VIOLATION, "slow consumer"),
+            ):
+                if pending is not None:
+                    server.spawn(pending)
 
         sink = extensions.get(FRAMES_EXTENSION)
         member: Member
@@ -162,7 +164,7 @@ class ChatEndpoint:
         close: tuple[int, str] | None = None
         code: int | str = CloseCode.NORMAL
         try:
-            while not left:
+            while True:
                 message = await receive()
                 if message["type"] == "websocket.disconnect":
                     code = message.get("code", CloseCode.NORMAL)
@@ -206,11 +208,8 @@ class ChatEndpoint:
             if closing is not None:
                 await closing
             await member.drain()
-            if close is not None:
-                if abort is not None:
-                    abort(*close, settings.close_grace)
-                else:
-                    await _close_politely(send, *close, settings.close_grace)
+            if close is not None and (closing := close_connection(*close)) is not None:
+                await closing
 
 
 async def _close_politely(send: Send, code: int, reason: str, timeout: float) -> None:

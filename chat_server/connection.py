@@ -120,10 +120,6 @@ class Member:
         # join notice must be the first frame, whatever the broker's delivery timing.
         self._awaiting_join: str | None = join_frame
 
-    @property
-    def queued_bytes(self) -> int:
-        return self._queued_bytes
-
     def deliver(self, frame: str) -> None:
         if self.closed:
             return

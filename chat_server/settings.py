@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
 from chat_server import protocol
@@ -62,9 +62,6 @@ class Settings:
             problems.append("ping interval and timeout must be 0 (off) or positive")
         if problems:
             raise ValueError("; ".join(problems))
-
-    def with_(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
 
 
 def _origins(value: str | list[str]) -> tuple[str, ...]:
