@@ -29,7 +29,7 @@ from chat_server import protocol
 from chat_server.protocol import Frame, FrameKind
 from chat_tui import autostart, commands
 from chat_tui.config import Config
-from chat_tui.connection import ConnectionState, Echo, RoomConnection
+from chat_tui.connection import Arrival, ConnectionState, Echo, RoomConnection
 from chat_tui.screens.help import HelpScreen
 from chat_tui.screens.switcher import SwitcherScreen
 from chat_tui.scrollback import Entry, EntryKind, Scrollback, SendState
@@ -392,15 +392,23 @@ class ChatApp(App[None]):
 
     @on(RoomConnection.FramesReceived)
     def _frames_received(self, event: RoomConnection.FramesReceived) -> None:
+        self._take_arrivals(event.room, event.items)
+
+    @on(RoomConnection.FrameReceived)
+    def _frame_received(self, event: RoomConnection.FrameReceived) -> None:
+        frame, local_id = event.frame, event.local_id
+        self._take_arrivals(event.room, [frame if local_id is None else Echo(frame, local_id)])
+
+    def _take_arrivals(self, room: str, items: list[Arrival]) -> None:
         """A burst of arrivals: taken in one go, the log and the chrome updated once."""
-        rs = self.rooms.get(event.room)
+        rs = self.rooms.get(room)
         if rs is None:
             return
         # One time for the burst: it arrived within a few milliseconds.
         now = self.clock()
         unread = rs.unread
         appended = False
-        for item in event.items:
+        for item in items:
             if isinstance(item, Frame):
                 appended |= self._take_frame(rs, item, None, now)
             elif isinstance(item, Echo):
@@ -408,17 +416,6 @@ class ChatApp(App[None]):
             else:
                 self._set_send_state(rs, item.local_id, SendState.REFUSED)
         if appended:
-            self._entries_added(rs)
-        if rs.unread != unread:
-            self._refresh_chrome()
-
-    @on(RoomConnection.FrameReceived)
-    def _frame_received(self, event: RoomConnection.FrameReceived) -> None:
-        rs = self.rooms.get(event.room)
-        if rs is None:
-            return
-        unread = rs.unread
-        if self._take_frame(rs, event.frame, event.local_id, self.clock()):
             self._entries_added(rs)
         if rs.unread != unread:
             self._refresh_chrome()
