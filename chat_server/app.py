@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import time
@@ -13,13 +12,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
 
 from chat_server import protocol
-from chat_server.broker import Broker, broker_from_url
-from chat_server.connection import AsgiMember, Member, TokenBucket, TransportMember
+from chat_server.backends import Backend, BrokerStatus, BrokerUnavailable, open_backend
+from chat_server.connection import Member
+from chat_server.hub import HubMember, RoomHub
 from chat_server.protocol import CloseCode
+from chat_server.session import ChatSession, unavailable_reason
 from chat_server.settings import Settings
-from chat_server.uvicorn_ws import ABORT_EXTENSION, FRAMES_EXTENSION
 
 log = logging.getLogger("chat_server")
 
@@ -27,30 +28,54 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-# Minimum time between two "you are sending too fast" notices to one connection.
-FLOOD_NOTICE_INTERVAL = 1.0
-
 
 class ChatServer:
-    """State shared by all connections of one server process."""
+    """State shared by all connections of one server process (one node)."""
 
-    def __init__(self, settings: Settings, broker: Broker) -> None:
+    def __init__(self, settings: Settings, backend: Backend) -> None:
         self.settings = settings
-        self.broker = broker
+        self.backend = backend
+        self.channels = backend.channels
+        self.registry = backend.registry
+        self.hub = RoomHub(backend.channels, self._room_lost)
         self.started = time.time()
         self.connections = 0
+        self.sessions: set[ChatSession] = set()
         self._background: set[asyncio.Task[None]] = set()
+        backend.on_status(self._broker_status)
 
     async def claim_unique_name(self) -> str:
         while True:
             name = protocol.random_name()
-            if await self.broker.claim_name(name):
+            if await self.registry.claim_name(name):
                 return name
 
     def spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _room_lost(self, room: str, members: list[HubMember], why: str) -> None:
+        log.warning("lost events room=%s members=%d reason=%s", room, len(members), why)
+        for member in members:
+            if isinstance(member, Member):
+                member.drop(CloseCode.SERVICE_RESTART, "missed frames from the broker; reconnect")
+
+    def _broker_status(self, status: BrokerStatus) -> None:
+        if status.available:
+            log.warning("broker available url=%s", self.backend.url)
+            return
+        log.warning(
+            "broker unavailable url=%s reason=%s; closing %d connection(s)",
+            self.backend.url,
+            status.reason,
+            len(self.sessions),
+        )
+        # A chat where the others silently stop hearing you is worse than a clear outage:
+        # everyone is told, and reconnects once the broker answers again.
+        reason = unavailable_reason(BrokerUnavailable(status.reason))
+        for session in list(self.sessions):
+            session.drop(CloseCode.TRY_AGAIN_LATER, reason)
 
 
 class ChatEndpoint:
@@ -77,146 +102,38 @@ class ChatEndpoint:
 
         room = scope["path_params"].get("room", "")
         if not protocol.is_valid_room(room):
-            await send({"type": "websocket.accept"})
-            await send(
-                {
-                    "type": "websocket.close",
-                    "code": CloseCode.POLICY_VIOLATION,
-                    "reason": f"invalid room name: {protocol.ROOM_RULE}",
-                }
+            await _refuse(
+                send, CloseCode.POLICY_VIOLATION, f"invalid room name: {protocol.ROOM_RULE}"
             )
             return
 
         if server.connections >= settings.max_connections:
-            await send({"type": "websocket.accept"})
-            await send(
-                {
-                    "type": "websocket.close",
-                    "code": CloseCode.TRY_AGAIN_LATER,
-                    "reason": f"server full ({settings.max_connections} connections)",
-                }
+            await _refuse(
+                send,
+                CloseCode.TRY_AGAIN_LATER,
+                f"server full ({settings.max_connections} connections)",
             )
             log.warning("refused room=%s reason=connection limit", room)
             return
 
+        status = server.backend.status
+        if not status.available:
+            reason = unavailable_reason(BrokerUnavailable(status.reason))
+            await _refuse(send, CloseCode.TRY_AGAIN_LATER, reason)
+            log.info("refused room=%s reason=broker unavailable", room)
+            return
+
         server.connections += 1
         try:
-            await self._session(scope, receive, send, room)
+            await ChatSession(server, scope, receive, send, room).run()
         finally:
             server.connections -= 1
 
-    async def _session(self, scope: Scope, receive: Receive, send: Send, room: str) -> None:
-        server = self.server
-        settings = server.settings
-        broker = server.broker
-        extensions = scope.get("extensions") or {}
-        abort = extensions.get(ABORT_EXTENSION)
 
-        await send({"type": "websocket.accept"})
-        name = await server.claim_unique_name()
-        join_frame = protocol.format_join(name)
-        left = False
-
-        def leave(code: int | str) -> Awaitable[None] | None:
-            nonlocal left
-            if left:
-                return None
-            left = True
-            member.close()
-            log.info("left room=%s name=%s code=%s", room, name, code)
-            return _announce_leave()
-
-        async def _announce_leave() -> None:
-            await broker.unsubscribe(room, member)
-            await broker.release_name(name)
-            await broker.publish(room, protocol.format_leave(name))
-
-        def close_connection(code: int, reason: str) -> Awaitable[None] | None:
-            """Abort-capable servers never wait on a socket that may not drain."""
-            if abort is not None:
-                abort(code, reason, settings.close_grace)
-                return None
-            return _close_politely(send, code, reason, settings.close_grace)
-
-        def evict(_: Member) -> None:
-            log.warning("evicted room=%s name=%s reason=slow consumer", room, name)
-            for pending in (
-                leave("slow consumer"),
-                close_connection(CloseCode.POLICY_VIOLATION, "slow consumer"),
-            ):
-                if pending is not None:
-                    server.spawn(pending)
-
-        sink = extensions.get(FRAMES_EXTENSION)
-        member: Member
-        if sink is not None:
-            member = TransportMember(name, room, settings.send_buffer, evict, join_frame, sink)
-        else:
-            member = AsgiMember(name, room, settings.send_buffer, evict, join_frame, send)
-        await broker.subscribe(room, member)
-        await broker.publish(room, join_frame)
-        log.info("joined room=%s name=%s", room, name)
-
-        bucket = TokenBucket(settings.rate_limit, settings.rate_burst)
-        last_flood_notice = 0.0
-        max_chars = settings.max_message_chars
-        max_bytes = settings.max_frame_bytes
-        close: tuple[int, str] | None = None
-        code: int | str = CloseCode.NORMAL
-        try:
-            while True:
-                message = await receive()
-                if message["type"] == "websocket.disconnect":
-                    code = message.get("code", CloseCode.NORMAL)
-                    break
-                if left:  # evicted while this frame was on its way: it is not broadcast
-                    break
-                text = message.get("text")
-                if text is None:
-                    close = (CloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
-                    code = "binary frame"
-                    break
-                if len(text) > max_bytes // 4 and len(text.encode()) > max_bytes:
-                    close = (CloseCode.MESSAGE_TOO_BIG, f"frame over {max_bytes} bytes")
-                    code = "frame too big"
-                    break
-                if not bucket.take():
-                    now = time.monotonic()
-                    if now - last_flood_notice >= FLOOD_NOTICE_INTERVAL:
-                        last_flood_notice = now
-                        member.deliver_private(
-                            protocol.format_error(
-                                f"you are sending too fast (limit {settings.rate_limit:g} "
-                                f"messages per second); messages were dropped"
-                            )
-                        )
-                    continue
-                if len(text) > max_chars:
-                    member.deliver_private(
-                        protocol.format_error(
-                            f"message too long ({len(text)} characters; the limit is "
-                            f"{max_chars}); it was not sent"
-                        )
-                    )
-                    continue
-                clean = protocol.sanitize(text)
-                if clean is None:
-                    continue
-                await broker.publish(room, protocol.format_message(name, clean))
-        finally:
-            closing = leave(code)
-            if closing is not None:
-                await closing
-            await member.drain()
-            if close is not None and (closing := close_connection(*close)) is not None:
-                await closing
-
-
-async def _close_politely(send: Send, code: int, reason: str, timeout: float) -> None:
-    with contextlib.suppress(Exception, asyncio.TimeoutError):
-        await asyncio.wait_for(
-            send({"type": "websocket.close", "code": code, "reason": reason}), timeout
-        )
+async def _refuse(send: Send, code: int, reason: str) -> None:
+    """Accept, then close at once: the client reads the code and reason."""
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": code, "reason": reason})
 
 
 def origin_allowed(origin: str, host: str | None, allowed: tuple[str, ...]) -> bool:
@@ -277,38 +194,67 @@ class ChatApplication:
 
 def create_app(settings: Settings | None = None) -> ChatApplication:
     settings = settings or Settings.from_env()
-    server = ChatServer(settings, broker_from_url(settings.broker_url))
+    server = ChatServer(settings, open_backend(settings))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await server.broker.connect()
+        await server.backend.start()
         try:
             yield
         finally:
-            await server.broker.disconnect()
+            await server.backend.close()
 
     app = FastAPI(title="chat_server", lifespan=lifespan, docs_url=None, redoc_url=None)
 
+    @app.exception_handler(BrokerUnavailable)
+    async def broker_unavailable(_: Any, exc: BrokerUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": unavailable_reason(exc)}, status_code=503)
+
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        rooms = await server.broker.rooms()
-        return {
-            "status": "ok",
+    async def health() -> JSONResponse:
+        backend = server.backend
+        node = {
+            "id": backend.node_id,
+            "connections": server.connections,
+            "rooms": len(server.hub.rooms()),
+        }
+        broker: dict[str, Any] = {
+            "kind": backend.kind,
+            "url": backend.url,
+            "state": "available" if backend.status.available else "unavailable",
+        }
+        body: dict[str, Any] = {
             "uptime_seconds": round(time.time() - server.started, 3),
             "connections": server.connections,
-            "rooms": len(rooms),
+            "node": node,
+            "broker": broker,
         }
+        try:
+            if not backend.status.available:
+                raise BrokerUnavailable(backend.status.reason)
+            cluster = await server.registry.cluster()
+        except BrokerUnavailable as exc:
+            broker["reason"] = str(exc)
+            body = {"status": "unavailable", "reason": unavailable_reason(exc), **body}
+            return JSONResponse(body, status_code=503)
+        body = {"status": "ok", **body, "rooms": cluster.rooms}
+        body["cluster"] = {
+            "nodes": cluster.nodes,
+            "rooms": cluster.rooms,
+            "connections": cluster.connections,
+        }
+        return JSONResponse(body)
 
     @app.get("/rooms")
     async def list_rooms() -> list[dict[str, Any]]:
-        rooms = await server.broker.rooms()
+        rooms = await server.registry.rooms()
         return [{"room": room, "members": rooms[room]} for room in sorted(rooms)]
 
     @app.get("/rooms/{room}")
     async def room_members(room: str) -> dict[str, Any]:
         if not protocol.is_valid_room(room):
             raise HTTPException(404, f"invalid room name: {protocol.ROOM_RULE}")
-        members = await server.broker.members(room)
+        members = await server.registry.members(room)
         if not members:
             raise HTTPException(404, f"no room {room!r}: rooms exist while they have members")
         return {"room": room, "members": members}

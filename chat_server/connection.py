@@ -1,6 +1,6 @@
 """One member's side of a room: a bounded outgoing buffer, how it drains, and a flood limit.
 
-Fan-out never awaits a member's socket: the broker calls :meth:`Member.deliver`, which only
+Fan-out never awaits a member's socket: the room hub calls :meth:`Member.deliver`, which only
 appends to the member's queue. A member whose queue grows past its byte bound cannot keep up
 and is evicted; the others never wait for it.
 
@@ -21,6 +21,9 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
+
+from chat_server.events import EventKind, RoomEvent
+from chat_server.protocol import CloseCode
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -48,7 +51,7 @@ def encode_text_frame(text: str) -> bytes:
 
 
 class _EncodeOnce:
-    """Encoding of the frame being fanned out: the broker hands every member the same str."""
+    """Encoding of the frame being fanned out: the hub hands every member the same event."""
 
     __slots__ = ("_data", "_frame")
 
@@ -89,8 +92,12 @@ class TokenBucket:
         return False
 
 
+# (member, close code, reason): the server lets go of the member.
+OnDrop = Callable[["Member", int, str], None]
+
+
 class Member:
-    """A connection in a room, as the broker and the fan-out see it."""
+    """A connection in a room, as the hub and the fan-out see it."""
 
     __slots__ = (
         "_awaiting_join",
@@ -98,42 +105,42 @@ class Member:
         "closed",
         "limit_bytes",
         "name",
-        "on_overflow",
+        "on_drop",
         "room",
     )
 
-    def __init__(
-        self,
-        name: str,
-        room: str,
-        limit_bytes: int,
-        on_overflow: Callable[[Member], None],
-        join_frame: str,
-    ) -> None:
+    def __init__(self, name: str, room: str, limit_bytes: int, on_drop: OnDrop) -> None:
         self.name = name
         self.room = room
         self.limit_bytes = limit_bytes
-        self.on_overflow = on_overflow
+        self.on_drop = on_drop
         self.closed = False
         self._queued_bytes = 0
-        # Frames published before our own join notice reached us are not ours to see: the
+        # Events published before our own join notice reached us are not ours to see: the
         # join notice must be the first frame, whatever the broker's delivery timing.
-        self._awaiting_join: str | None = join_frame
+        self._awaiting_join = True
 
-    def deliver(self, frame: str) -> None:
+    def deliver(self, event: RoomEvent) -> None:
         if self.closed:
             return
-        if self._awaiting_join is not None:
-            if frame != self._awaiting_join:
+        if self._awaiting_join:
+            if event.kind is not EventKind.JOIN or event.name != self.name:
                 return
-            self._awaiting_join = None
-        self._enqueue(frame)
+            self._awaiting_join = False
+        self._enqueue(event.frame)
 
     def deliver_private(self, frame: str) -> None:
         """Queue a notice for this member only (``error:``), under the same bound."""
         # Only ever sent in answer to the member's own frames, so after its join notice.
-        if self._awaiting_join is None:
-            self.deliver(frame)
+        if not self._awaiting_join and not self.closed:
+            self._enqueue(frame)
+
+    def drop(self, code: int, reason: str) -> None:
+        """Stop sending and have the server let go of the connection (once)."""
+        if self.closed:
+            return
+        self.close()
+        self.on_drop(self, code, reason)
 
     def _enqueue(self, frame: str) -> None:
         raise NotImplementedError
@@ -142,8 +149,7 @@ class Member:
         self._queued_bytes += size
         if self._queued_bytes <= self.limit_bytes:
             return False
-        self.close()
-        self.on_overflow(self)
+        self.drop(CloseCode.POLICY_VIOLATION, "slow consumer")
         return True
 
     def close(self) -> None:
@@ -188,15 +194,9 @@ class TransportMember(Member):
     __slots__ = ("_marked", "_queue", "_sink")
 
     def __init__(
-        self,
-        name: str,
-        room: str,
-        limit_bytes: int,
-        on_overflow: Callable[[Member], None],
-        join_frame: str,
-        sink: FrameSink,
+        self, name: str, room: str, limit_bytes: int, on_drop: OnDrop, sink: FrameSink
     ) -> None:
-        super().__init__(name, room, limit_bytes, on_overflow, join_frame)
+        super().__init__(name, room, limit_bytes, on_drop)
         self._sink = sink
         self._queue: deque[bytes] = deque()
         self._marked = False
@@ -247,16 +247,8 @@ class TransportMember(Member):
 class AsgiMember(Member):
     __slots__ = ("_queue", "_send", "_waiter", "_writer")
 
-    def __init__(
-        self,
-        name: str,
-        room: str,
-        limit_bytes: int,
-        on_overflow: Callable[[Member], None],
-        join_frame: str,
-        send: Send,
-    ) -> None:
-        super().__init__(name, room, limit_bytes, on_overflow, join_frame)
+    def __init__(self, name: str, room: str, limit_bytes: int, on_drop: OnDrop, send: Send) -> None:
+        super().__init__(name, room, limit_bytes, on_drop)
         self._send = send
         self._queue: deque[str] = deque()
         self._waiter: asyncio.Future[None] | None = None

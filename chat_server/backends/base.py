@@ -1,0 +1,152 @@
+"""The broker interface: a channel backend for the rooms' events and a registry for names and
+presence, behind one :class:`Backend` per process, chosen by URL scheme (see ``__init__``).
+
+Contract every backend keeps:
+
+* **One order per room.** Every subscriber of a room, on any node, receives the room's events
+  in one and the same order, each stamped with its serial, offset and epoch
+  (see ``chat_server.events``) in the same atomic step as the publish.
+* **Subscriptions are live when they say so.** ``subscribe`` resolves once every later publish
+  to the room is certain to reach this node; ``subscribe`` and ``unsubscribe`` take effect in
+  the order they are called.
+* **Delivery never waits.** The backend hands each arriving event to the ``deliver`` callback
+  (the room hub) synchronously; the callback never blocks, so a slow member can never slow
+  the backend's reader.
+* **Presence follows the announcements.** Publishing a join also records the member in the
+  room's presence, publishing a leave removes it, in the same atomic step, so that presence
+  and what members were told never disagree. A leave of a member who is no longer present
+  (already announced, for example by a reaper) publishes nothing and returns ``None``: every
+  leave is announced once.
+* **Names are unique** among all live connections of every node sharing the backend.
+* **It never pretends.** When the backend cannot reach its store it raises
+  :class:`BrokerUnavailable` at once and reports ``status.available == False`` to the
+  ``on_status`` callback, rather than accepting publishes that nobody will hear.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from chat_server.events import EventKind, Published, RoomEvent
+
+Deliver = Callable[[str, RoomEvent], None]
+
+
+class BrokerUnavailable(Exception):
+    """The broker cannot be reached; ``str(exc)`` says why, for the log and for clients."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerStatus:
+    available: bool
+    reason: str = ""  # why it is unavailable; empty while available
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterInfo:
+    """Every node sharing the backend, as the registry knows them."""
+
+    nodes: int
+    rooms: int
+    connections: int  # members of rooms, on every live node
+
+
+@dataclass(frozen=True, slots=True)
+class RoomPosition:
+    """Where a room's sequence stands: the last message's offset within ``epoch``."""
+
+    epoch: str
+    offset: int
+
+
+class ChannelBackend(ABC):
+    """Carries each room's events between the nodes, one channel per room."""
+
+    @abstractmethod
+    def bind(self, deliver: Deliver) -> None:
+        """Set the one callback that receives every event of every subscribed room."""
+
+    @abstractmethod
+    def subscribe(self, room: str) -> Awaitable[None]:
+        """Start receiving ``room``'s events; the awaitable resolves once that is live.
+
+        Raises (when awaited) :class:`BrokerUnavailable` if it cannot be made live.
+        """
+
+    @abstractmethod
+    def unsubscribe(self, room: str) -> None:
+        """Stop receiving ``room``'s events (after the last local member left)."""
+
+    @abstractmethod
+    async def publish(
+        self, room: str, kind: EventKind, name: str, text: str = "", nonce: str | None = None
+    ) -> Published | None:
+        """Publish one event to every subscriber of ``room`` on every node.
+
+        Returns where it landed, or ``None`` for a leave of a member who was not present.
+        """
+
+
+class Registry(ABC):
+    """Names and presence shared by every node, with expiry for nodes that die."""
+
+    @abstractmethod
+    async def claim_name(self, name: str) -> bool:
+        """Reserve ``name`` for one connection of this node; ``False`` if it is taken."""
+
+    @abstractmethod
+    async def release_name(self, name: str) -> None: ...
+
+    @abstractmethod
+    async def rooms(self) -> dict[str, int]:
+        """Every room that has members on a live node, with its member count."""
+
+    @abstractmethod
+    async def members(self, room: str) -> list[str]:
+        """``room``'s members on live nodes, in join order; empty if it has none."""
+
+    @abstractmethod
+    async def position(self, room: str) -> RoomPosition | None:
+        """Where ``room``'s sequence stands, ``None`` if it has none (yet, or any more)."""
+
+    @abstractmethod
+    async def cluster(self) -> ClusterInfo: ...
+
+
+class Backend(ABC):
+    """A process's broker: its channels, its registry, and whether it can reach its store."""
+
+    #: What ``--broker-url`` scheme selects it, for ``/health``.
+    kind: str
+    channels: ChannelBackend
+    registry: Registry
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.status = BrokerStatus(available=True)
+        self._on_status: Callable[[BrokerStatus], None] | None = None
+
+    @property
+    @abstractmethod
+    def url(self) -> str:
+        """Where it connects, with any password masked."""
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect; raises :class:`BrokerUnavailable` if the store cannot be reached at all."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    def on_status(self, callback: Callable[[BrokerStatus], None]) -> None:
+        """Call ``callback`` on every change of :attr:`status`."""
+        self._on_status = callback
+
+    def _set_status(self, status: BrokerStatus) -> None:
+        if status == self.status:
+            return
+        self.status = status
+        if self._on_status is not None:
+            self._on_status(status)

@@ -1,0 +1,115 @@
+"""The room hub: this node's members by room, and the local fan-out of every room's events.
+
+Written once for every backend. A room's channel is subscribed when its first local member
+enters and unsubscribed after the last one leaves, so an event crosses the broker once per
+node that has members, then goes to each local member through its own bounded buffer
+(``connection.Member``). :meth:`RoomHub.deliver` never awaits: the backend's reader never
+waits on a member.
+
+Each room's events arrive numbered (``RoomEvent.serial``). A gap or a new epoch on the live
+path means this node missed events that its members would never see: the hub never skips
+them silently but hands the room's members to ``on_lost``, which drops them so that they
+reconnect (a later version may repair the gap from history instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol
+
+from chat_server.backends.base import ChannelBackend
+from chat_server.events import RoomEvent
+
+
+class HubMember(Protocol):
+    name: str
+
+    def deliver(self, event: RoomEvent) -> None:
+        """Queue the event for this member; never blocks."""
+
+
+# (room, its local members, why): called when a room's local stream broke.
+OnLost = Callable[[str, list[HubMember], str], None]
+
+
+class _LocalRoom:
+    __slots__ = ("epoch", "live", "members", "serial")
+
+    def __init__(self, live: asyncio.Future[None]) -> None:
+        self.live = live
+        # dict keeps insertion order: members receive in join order, cheaply removed.
+        self.members: dict[HubMember, None] = {}
+        self.serial = 0
+        self.epoch: str | None = None  # None until the first event after subscribing
+
+
+class RoomHub:
+    def __init__(self, channels: ChannelBackend, on_lost: OnLost) -> None:
+        self._channels = channels
+        self._on_lost = on_lost
+        self._rooms: dict[str, _LocalRoom] = {}
+        channels.bind(self.deliver)
+
+    async def enter(self, room: str, member: HubMember) -> None:
+        """Make ``member`` receive every event of ``room`` published from now on.
+
+        Returns once the room's subscription is live; raises ``BrokerUnavailable`` (and the
+        member is out again) if it cannot be.
+        """
+        local = self._rooms.get(room)
+        if local is None:
+            local = self._rooms[room] = _LocalRoom(self._channels.subscribe(room))
+        local.members[member] = None
+        try:
+            # Shielded: one member giving up must not cancel the subscription of the others.
+            await asyncio.shield(local.live)
+        except BaseException:
+            self.exit(room, member)
+            raise
+
+    def exit(self, room: str, member: HubMember) -> None:
+        local = self._rooms.get(room)
+        if local is None or local.members.pop(member, False) is False:
+            return
+        if not local.members:
+            del self._rooms[room]
+            self._channels.unsubscribe(room)
+
+    def deliver(self, room: str, event: RoomEvent) -> None:
+        local = self._rooms.get(room)
+        if local is None:
+            return  # unsubscribed meanwhile
+        serial = event.serial
+        if serial != local.serial + 1 or event.epoch != local.epoch:
+            if local.epoch is None:
+                pass  # the first event since subscribing: the baseline
+            elif event.epoch != local.epoch:
+                self._lost(room, local, event, "the room's sequence started over")
+                return
+            elif serial <= local.serial:
+                return  # already delivered
+            else:
+                missed = serial - local.serial - 1
+                self._lost(room, local, event, f"{missed} event(s) lost on the way")
+                return
+            local.epoch = event.epoch
+        local.serial = serial
+        # A copy: delivering may evict a member, which takes it out of the room.
+        for member in tuple(local.members):
+            member.deliver(event)
+
+    def _lost(self, room: str, local: _LocalRoom, event: RoomEvent, why: str) -> None:
+        # Members that join from here on start from this event.
+        local.serial = event.serial
+        local.epoch = event.epoch
+        members = list(local.members)
+        if members:
+            self._on_lost(room, members, why)
+
+    def rooms(self) -> dict[str, int]:
+        """This node's rooms with their local member counts."""
+        return {room: len(local.members) for room, local in self._rooms.items()}
+
+    def subscribed(self, room: str) -> bool:
+        return room in self._rooms

@@ -1,0 +1,218 @@
+"""One chat connection in one room, from its accept to its leave notice.
+
+The handshake checks (origin, room name, connection limit) are the endpoint's
+(``app.ChatEndpoint``); a :class:`ChatSession` starts with an accepted room name. It is the
+same for every backend: it talks to the room hub and the broker's interfaces only.
+
+Every way out goes through :meth:`ChatSession._leave`, exactly once: the member stops
+receiving, leaves the hub, and its leave is announced and its name released. A session is
+let go from outside its receive loop with :meth:`ChatSession.drop` (slow consumer, a room
+whose live stream broke, the broker gone); that closes the connection without waiting on a
+socket that may not drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from chat_server import protocol
+from chat_server.backends.base import BrokerUnavailable
+from chat_server.connection import AsgiMember, Member, TokenBucket, TransportMember
+from chat_server.events import EventKind
+from chat_server.protocol import CloseCode
+from chat_server.uvicorn_ws import ABORT_EXTENSION, FRAMES_EXTENSION
+
+if TYPE_CHECKING:
+    from chat_server.app import ChatServer
+
+log = logging.getLogger("chat_server")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+# Minimum time between two "you are sending too fast" notices to one connection.
+FLOOD_NOTICE_INTERVAL = 1.0
+
+
+def unavailable_reason(exc: BrokerUnavailable) -> str:
+    """The close reason for a broker outage (a close reason is at most 123 bytes)."""
+    return f"broker unavailable: {exc}"[:120]
+
+
+class ChatSession:
+    def __init__(
+        self, server: ChatServer, scope: Scope, receive: Receive, send: Send, room: str
+    ) -> None:
+        self.server = server
+        self.room = room
+        self._receive = receive
+        self._send = send
+        extensions = scope.get("extensions") or {}
+        self._abort = extensions.get(ABORT_EXTENSION)
+        self._sink = extensions.get(FRAMES_EXTENSION)
+        self.name = ""
+        self.member: Member | None = None
+        self.left = False
+        # Set once the join publish is over (done or failed): a leave is announced after it.
+        self._join_settled = asyncio.Event()
+
+    async def run(self) -> None:
+        server = self.server
+        await self._send({"type": "websocket.accept"})
+        try:
+            self.name = await server.claim_unique_name()
+        except BrokerUnavailable as exc:
+            await self._close_now(CloseCode.TRY_AGAIN_LATER, unavailable_reason(exc))
+            return
+        settings = server.settings
+        member: Member
+        if self._sink is not None:
+            member = TransportMember(
+                self.name, self.room, settings.send_buffer, self._dropped, self._sink
+            )
+        else:
+            member = AsgiMember(
+                self.name, self.room, settings.send_buffer, self._dropped, self._send
+            )
+        self.member = member
+        server.sessions.add(self)
+        close: tuple[int, str] | None = None
+        code: int | str = CloseCode.NORMAL
+        try:
+            joined = await self._join(member)
+            if isinstance(joined, BrokerUnavailable):
+                code = "broker unavailable"
+                close = (CloseCode.TRY_AGAIN_LATER, unavailable_reason(joined))
+            elif joined:
+                log.info("joined room=%s name=%s", self.room, self.name)
+                code, close = await self._receive_frames(member)
+        finally:
+            leaving = self._leave(code)
+            if leaving is not None:
+                await leaving
+            await member.drain()
+            if close is not None:
+                await self._close_now(*close)
+
+    async def _join(self, member: Member) -> bool | BrokerUnavailable:
+        """Enter the room and announce it; ``False`` if dropped meanwhile."""
+        try:
+            await self.server.hub.enter(self.room, member)
+            if self.left:
+                return False
+            await self.server.channels.publish(self.room, EventKind.JOIN, self.name)
+            return not self.left
+        except BrokerUnavailable as exc:
+            return exc
+        finally:
+            self._join_settled.set()
+
+    async def _receive_frames(self, member: Member) -> tuple[int | str, tuple[int, str] | None]:
+        """Read and publish the member's frames until it goes; returns (log code, close)."""
+        settings = self.server.settings
+        publish = self.server.channels.publish
+        receive = self._receive
+        room, name = self.room, self.name
+        bucket = TokenBucket(settings.rate_limit, settings.rate_burst)
+        last_flood_notice = 0.0
+        max_chars = settings.max_message_chars
+        max_bytes = settings.max_frame_bytes
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return message.get("code", CloseCode.NORMAL), None
+            if self.left:  # dropped while this frame was on its way: it is not broadcast
+                return CloseCode.NORMAL, None
+            text = message.get("text")
+            if text is None:
+                return "binary frame", (
+                    CloseCode.UNSUPPORTED_DATA,
+                    "binary frames are not supported",
+                )
+            if len(text) > max_bytes // 4 and len(text.encode()) > max_bytes:
+                return "frame too big", (CloseCode.MESSAGE_TOO_BIG, f"frame over {max_bytes} bytes")
+            if not bucket.take():
+                now = time.monotonic()
+                if now - last_flood_notice >= FLOOD_NOTICE_INTERVAL:
+                    last_flood_notice = now
+                    member.deliver_private(
+                        protocol.format_error(
+                            f"you are sending too fast (limit {settings.rate_limit:g} "
+                            f"messages per second); messages were dropped"
+                        )
+                    )
+                continue
+            if len(text) > max_chars:
+                member.deliver_private(
+                    protocol.format_error(
+                        f"message too long ({len(text)} characters; the limit is "
+                        f"{max_chars}); it was not sent"
+                    )
+                )
+                continue
+            clean = protocol.sanitize(text)
+            if clean is None:
+                continue
+            try:
+                await publish(room, EventKind.MESSAGE, name, clean)
+            except BrokerUnavailable as exc:
+                # Not published: the member never sees its echo, and learns why.
+                return "broker unavailable", (
+                    CloseCode.TRY_AGAIN_LATER,
+                    unavailable_reason(exc),
+                )
+
+    def drop(self, code: int, reason: str) -> None:
+        """Let go of this connection from outside its receive loop."""
+        if self.member is not None:
+            self.member.drop(code, reason)  # calls back _dropped once
+
+    def _dropped(self, member: Member, code: int, reason: str) -> None:
+        log.warning("evicted room=%s name=%s reason=%s", self.room, self.name, reason)
+        for pending in (self._leave(reason), self._close_later(code, reason)):
+            if pending is not None:
+                self.server.spawn(pending)
+
+    def _leave(self, code: int | str) -> Awaitable[None] | None:
+        """Out of the room, once: the rest (announcing it) is returned to be awaited."""
+        if self.left or self.member is None:
+            return None
+        self.left = True
+        self.member.close()
+        self.server.hub.exit(self.room, self.member)
+        self.server.sessions.discard(self)
+        log.info("left room=%s name=%s code=%s", self.room, self.name, code)
+        return self._announce_leave()
+
+    async def _announce_leave(self) -> None:
+        channels, registry = self.server.channels, self.server.registry
+        await self._join_settled.wait()  # a leave never overtakes its own join
+        # Without the broker neither can be done now; the broker's reaper does them later.
+        with contextlib.suppress(BrokerUnavailable):
+            await channels.publish(self.room, EventKind.LEAVE, self.name)
+            await registry.release_name(self.name)
+
+    def _close_later(self, code: int, reason: str) -> Awaitable[None] | None:
+        """Close without waiting on a socket that may not drain (abort-capable servers)."""
+        if self._abort is not None:
+            self._abort(code, reason, self.server.settings.close_grace)
+            return None
+        return _close_politely(self._send, code, reason, self.server.settings.close_grace)
+
+    async def _close_now(self, code: int, reason: str) -> None:
+        closing = self._close_later(code, reason)
+        if closing is not None:
+            await closing
+
+
+async def _close_politely(send: Send, code: int, reason: str, timeout: float) -> None:
+    with contextlib.suppress(Exception, asyncio.TimeoutError):
+        await asyncio.wait_for(
+            send({"type": "websocket.close", "code": code, "reason": reason}), timeout
+        )
