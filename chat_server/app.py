@@ -123,11 +123,11 @@ class ChatEndpoint:
             log.info("refused room=%s reason=broker unavailable", room)
             return
 
-        server.connections += 1
+        session = ChatSession(server, scope, receive, send, room)
         try:
-            await ChatSession(server, scope, receive, send, room).run()
+            await session.run()
         finally:
-            server.connections -= 1
+            session.uncount()
 
 
 async def _refuse(send: Send, code: int, reason: str) -> None:

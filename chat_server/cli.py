@@ -58,6 +58,18 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         help=f"seconds to wait for a pong (default {d.ping_timeout:g})",
     )
+    add(
+        "--broker-url",
+        metavar="URL",
+        help=f"where rooms live: memory:// (one process) or redis://[:PASSWORD@]HOST:PORT/DB "
+        f"to share them between processes and machines (default {d.broker_url})",
+    )
+    add(
+        "--workers",
+        type=int,
+        help=f"processes serving the port; more than one needs a redis:// broker "
+        f"(default {d.workers})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,6 +115,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             "max_connections",
             "ping_interval",
             "ping_timeout",
+            "broker_url",
+            "workers",
         )
     }
     return Settings.from_env(**overrides)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import logging.config
+import os
 import signal
 import threading
 from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from chat_server.app import create_app
 from chat_server.settings import Settings
@@ -20,9 +24,8 @@ from chat_server.uvicorn_ws import ChatWebSocketProtocol
 GRACEFUL_SHUTDOWN_SECONDS = 3
 
 
-def uvicorn_config(settings: Settings) -> uvicorn.Config:
-    return uvicorn.Config(
-        create_app(settings),
+def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
+    options: dict[str, Any] = dict(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -35,6 +38,9 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         access_log=False,
         lifespan="on",
     )
+    options.update(overrides)
+    app = options.pop("app", None) or create_app(settings)
+    return uvicorn.Config(app, **options)
 
 
 class _PerConnectionNoise(logging.Filter):
@@ -49,6 +55,8 @@ class _PerConnectionNoise(logging.Filter):
 
 
 def serve(settings: Settings) -> int:
+    if settings.workers > 1:
+        return serve_workers(settings)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -59,6 +67,48 @@ def serve(settings: Settings) -> int:
         server.run()
     # uvicorn.Server.run returns normally on SIGTERM/SIGINT; a failed start sets started=False.
     return 0 if server.started else 1
+
+
+def serve_workers(settings: Settings) -> int:
+    """``settings.workers`` processes on one port (uvicorn's supervisor), each a node of the
+    same chat through the shared broker, each with chat-server's WebSocket protocol."""
+    log_config = _worker_log_config(settings.log_level)
+    logging.config.dictConfig(log_config)
+    # The workers are fresh interpreters: they build the app from these variables.
+    os.environ.update(settings.to_env())
+    config = uvicorn_config(
+        settings,
+        app="chat_server.app:create_app",
+        factory=True,
+        workers=settings.workers,
+        log_config=log_config,
+    )
+    # Multiprocess restarts a worker that dies and stops them all on SIGTERM/SIGINT.
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    return 0
+
+
+def _worker_log_config(level: str) -> dict[str, Any]:
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "plain",
+        "filters": ["per_connection_noise"],
+        "stream": "ext://sys.stderr",
+    }
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"per_connection_noise": {"()": _PerConnectionNoise}},
+        "formatters": {
+            "plain": {"format": "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"}
+        },
+        "handlers": {"default": handler},
+        "root": {"handlers": ["default"], "level": level.upper()},
+        "loggers": {
+            name: {"handlers": [], "propagate": True}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+        },
+    }
 
 
 @contextlib.contextmanager

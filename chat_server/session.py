@@ -57,6 +57,9 @@ class ChatSession:
         self._abort = extensions.get(ABORT_EXTENSION)
         self._sink = extensions.get(FRAMES_EXTENSION)
         self.name = ""
+        # Counted against the connection limit from here until it has left its room.
+        server.connections += 1
+        self._counted = True
         self.member: Member | None = None
         self.left = False
         # Set once the join publish is over (done or failed): a leave is announced after it.
@@ -187,8 +190,15 @@ class ChatSession:
         self.member.close()
         self.server.hub.exit(self.room, self.member)
         self.server.sessions.discard(self)
+        self.uncount()
         log.info("left room=%s name=%s code=%s", self.room, self.name, code)
         return self._announce_leave()
+
+    def uncount(self) -> None:
+        """Free this connection's place under the connection limit (once)."""
+        if self._counted:
+            self._counted = False
+            self.server.connections -= 1
 
     async def _announce_leave(self) -> None:
         channels, registry = self.server.channels, self.server.registry

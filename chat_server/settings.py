@@ -28,6 +28,15 @@ class Settings:
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
     broker_url: str = "memory://"
+    # Processes serving the port (uvicorn's --workers); more than one needs a shared broker.
+    workers: int = 1
+    # How long the broker may take to answer before the node declares it unavailable.
+    broker_timeout: float = 2.0
+    # A node that has not renewed its heartbeat for this long is dead: the others announce its
+    # members' leaves and free its names. Heartbeats go out every third of it.
+    node_ttl: float = 15.0
+    # Seconds between two probes a node publishes to itself to check its subscription.
+    probe_interval: float = 1.0
     # How long an evicted connection may take to take its close frame before it is aborted.
     close_grace: float = 2.0
 
@@ -60,8 +69,40 @@ class Settings:
             problems.append("rate-burst must be at least 1")
         if self.ping_interval < 0 or self.ping_timeout < 0:
             problems.append("ping interval and timeout must be 0 (off) or positive")
+        problems += self._broker_problems()
         if problems:
             raise ValueError("; ".join(problems))
+
+    def _broker_problems(self) -> list[str]:
+        from chat_server.backends import is_shared
+
+        problems = []
+        try:
+            shared = is_shared(self.broker_url)
+        except ValueError as exc:
+            return [str(exc)]
+        if self.workers < 1:
+            problems.append("workers must be at least 1")
+        elif self.workers > 1 and not shared:
+            problems.append(
+                f"--workers {self.workers} needs a broker that the processes share: with "
+                f"{self.broker_url} each worker would be a chat of its own; use "
+                f"--broker-url redis://HOST:PORT/DB"
+            )
+        if self.broker_timeout <= 0 or self.probe_interval <= 0:
+            problems.append("broker-timeout and probe-interval must be positive")
+        if self.node_ttl < 3 * self.broker_timeout:
+            problems.append("node-ttl must be at least 3 times broker-timeout")
+        return problems
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``CHAT_SERVER_*`` variables (what worker processes read)."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            text = ",".join(value) if isinstance(value, tuple) else str(value)
+            env[ENV_PREFIX + f.name.upper()] = text
+        return env
 
 
 def _origins(value: str | list[str]) -> tuple[str, ...]:

@@ -83,15 +83,22 @@ class RunningServer:
 
 
 def start_server(
-    port: int | None = None, plain_uvicorn: bool = False, **options: Any
+    port: int | None = None,
+    plain_uvicorn: bool = False,
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+    **options: Any,
 ) -> RunningServer:
     """``python -m chat_server run`` on a free port; returns once ``/health`` answers.
 
     With ``plain_uvicorn``, ``uvicorn chat_server:app`` instead, configured through
-    ``CHAT_SERVER_*`` variables as a user of plain uvicorn would.
+    ``CHAT_SERVER_*`` variables as a user of plain uvicorn would. ``env`` adds variables
+    (settings that exist only as ``CHAT_SERVER_*``); ``wait=False`` returns at once.
     """
     port = port or free_port()
+    extra_env = dict(env or {})
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_SERVER_")}
+    env.update(extra_env)
     if plain_uvicorn:
         args = [sys.executable, "-m", "uvicorn", "chat_server:app", "--port", str(port)]
         for key, value in options.items():
@@ -107,7 +114,11 @@ def start_server(
     log_path = log_dir / f"chat-server-test-{port}-{os.getpid()}.log"
     log_file = log_path.open("wb")
     process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    server = RunningServer(port, process, log_path, dict(options, plain_uvicorn=plain_uvicorn))
+    server = RunningServer(
+        port, process, log_path, dict(options, plain_uvicorn=plain_uvicorn, env=extra_env)
+    )
+    if not wait:
+        return server
 
     def ready() -> bool:
         if process.poll() is not None:
@@ -116,3 +127,14 @@ def start_server(
 
     wait_until(ready, timeout=20, what=f"chat-server on port {port}")
     return server
+
+
+def wait_ready(server: RunningServer, timeout: float = 20) -> None:
+    """Until ``/health`` answers 200 (with Redis: until the node reaches it)."""
+
+    def ready() -> bool:
+        if server.process.poll() is not None:
+            raise AssertionError(f"chat-server exited:\n{server.log()}")
+        return server.health() is not None
+
+    wait_until(ready, timeout=timeout, what=f"chat-server on port {server.port}")

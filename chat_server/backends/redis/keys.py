@@ -1,0 +1,55 @@
+"""Every key and channel name the Redis backend uses (documented in docs/scaling.md).
+
+Room names are ``[A-Za-z0-9_-]``, names ``user_...``, node ids host-pid-random: none contains
+a space, so ``"{room} {name}"`` is an unambiguous member entry.
+"""
+
+from __future__ import annotations
+
+PREFIX = "chat:"
+
+ROOMS = PREFIX + "rooms"  # set: rooms that have presence entries
+NODES = PREFIX + "nodes"  # sorted set: node id -> expiry of its heartbeat (ms, Redis clock)
+ROOM_CHANNEL_PREFIX = PREFIX + "room:"  # pub/sub: one channel per room
+NODE_CHANNEL_PREFIX = PREFIX + "node:"  # pub/sub: one channel per node (its probes)
+
+
+def room_channel(room: str) -> str:
+    return ROOM_CHANNEL_PREFIX + room
+
+
+def node_channel(node: str) -> str:
+    return NODE_CHANNEL_PREFIX + node
+
+
+def room_sequence(room: str) -> str:
+    """Hash: ``e`` epoch, ``o`` last message offset, ``n`` last event serial."""
+    return f"{PREFIX}room:{room}:seq"
+
+
+def room_presence(room: str) -> str:
+    """Hash: name -> "{node} {serial of its join}"."""
+    return f"{PREFIX}room:{room}:presence"
+
+
+def room_nodes(room: str) -> str:
+    """Hash: node -> how many of the room's members it holds."""
+    return f"{PREFIX}room:{room}:nodes"
+
+
+def node_members(node: str) -> str:
+    """Set: "{room} {name}" of every member the node holds (what a reaper announces)."""
+    return f"{PREFIX}node:{node}:members"
+
+
+def node_names(node: str) -> str:
+    """Set: the names the node claimed."""
+    return f"{PREFIX}node:{node}:names"
+
+
+def name(name: str) -> str:
+    """String: the node that holds the name."""
+    return f"{PREFIX}name:{name}"
+
+
+ROOM_CHANNEL_PREFIX_BYTES = ROOM_CHANNEL_PREFIX.encode()

@@ -1,0 +1,273 @@
+"""The two connections a node keeps to Redis, on redis-py's asyncio ``Connection``.
+
+redis-py does the connecting (TCP, TLS for ``rediss://``, Unix sockets, AUTH, SELECT, the
+RESP parser, hiredis when installed); these classes do what a chat node needs on top:
+
+* :class:`CommandLink`: every command of the node on one connection, pipelined. Commands
+  issued in the same event-loop iteration go out in one write, replies are matched in order,
+  and the node's commands reach Redis in the order they were issued (a member's join before
+  its first message). The age of the oldest unanswered command is watched by the backend.
+* :class:`PubSubLink`: the subscriber connection. ``subscribe`` resolves when Redis confirms
+  the subscription, so nothing published after it can be missed. Its reader hands every
+  message to a callback that never blocks: Redis never has to buffer for a slow node.
+
+Neither ever dies silently: any error, EOF or protocol surprise marks the link down with a
+reason, fails every pending call with ``BrokerUnavailable`` and tells the backend, which
+reconnects. There are no queues without bound: a call on a link that is down fails at once,
+and what is queued on a live link is bounded by the node's connections, each of which awaits
+its own call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
+
+from chat_server.backends.base import BrokerUnavailable
+
+log = logging.getLogger("chat_server.redis")
+
+MakeConnection = Callable[[], AbstractConnection]
+OnFailure = Callable[[str], None]
+
+
+def connection_factory(url: str, connect_timeout: float) -> MakeConnection:
+    """New, unconnected redis-py connections to ``url``, configured for a chat node."""
+    pool = ConnectionPool.from_url(
+        url,
+        socket_connect_timeout=connect_timeout,
+        socket_keepalive=True,
+        # Liveness is the backend's business (timeouts and probes): no hidden pings or retries.
+        health_check_interval=0,
+        retry=Retry(NoBackoff(), 0),
+    )
+    # RESP2 whatever the URL says: pub/sub messages are then plain replies on their connection.
+    pool.connection_kwargs["protocol"] = 2
+    return pool.make_connection
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 200 else text[:197] + "..."
+
+
+class _Link:
+    """What both links share: one connection, a writer task and a reader task."""
+
+    def __init__(self, make_connection: MakeConnection, on_failure: OnFailure) -> None:
+        self._make_connection = make_connection
+        self._on_failure = on_failure
+        self._conn: AbstractConnection | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._outbox: list[list[bytes]] = []
+        self._wakeup = asyncio.Event()
+        self.down_reason: str | None = "not connected"
+
+    @property
+    def up(self) -> bool:
+        return self.down_reason is None
+
+    async def connect(self, client_name: str) -> None:
+        conn = self._make_connection()
+        conn.client_name = client_name  # CLIENT SETNAME on connect: visible in CLIENT LIST
+        await conn.connect()
+        self._conn = conn
+        self.down_reason = None
+        self._tasks = [
+            asyncio.create_task(self._guard(self._write_loop(conn))),
+            asyncio.create_task(self._guard(self._read_loop(conn))),
+        ]
+
+    def _send(self, *args: Any) -> None:
+        assert self._conn is not None
+        self._outbox.append(self._conn.pack_command(*args))
+        self._wakeup.set()
+
+    async def _write_loop(self, conn: AbstractConnection) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            outbox, self._outbox = self._outbox, []
+            if outbox:
+                self._sending(len(outbox))
+                await conn.send_packed_command([p for packed in outbox for p in packed], False)
+
+    def _sending(self, count: int) -> None:
+        """``count`` commands are about to be written."""
+
+    async def _read_loop(self, conn: AbstractConnection) -> None:
+        raise NotImplementedError
+
+    async def _guard(self, loop: Any) -> None:
+        try:
+            await loop
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # an error, EOF or a surprise: never die silently
+            self.fail(f"lost the connection to redis: {describe(exc)}")
+
+    def fail(self, reason: str) -> None:
+        """Mark the link down (once per connection), abort it and fail what is pending."""
+        if self.down_reason is not None:
+            return
+        self.down_reason = reason
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        self._tasks = []
+        self._outbox = []
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            asyncio.get_running_loop().create_task(_disconnect(conn))
+        self._failed(BrokerUnavailable(reason))
+        self._on_failure(reason)
+
+    def _failed(self, exc: BrokerUnavailable) -> None:
+        """Fail whatever the link was waiting for."""
+
+    async def close(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        self.down_reason = "closed"
+        self._failed(BrokerUnavailable("closed"))
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await _disconnect(conn)
+
+
+async def _disconnect(conn: AbstractConnection) -> None:
+    with contextlib.suppress(Exception):
+        await conn.disconnect(nowait=True)
+
+
+class CommandLink(_Link):
+    def __init__(self, make_connection: MakeConnection, on_failure: OnFailure) -> None:
+        super().__init__(make_connection, on_failure)
+        self._waiting: deque[asyncio.Future[Any]] = deque()  # in the outbox, in order
+        self._inflight: deque[tuple[asyncio.Future[Any], float]] = deque()  # written
+
+    def call(self, *args: Any) -> asyncio.Future[Any]:
+        """Send one command; the future gets its reply (or the error, or BrokerUnavailable)."""
+        future = asyncio.get_running_loop().create_future()
+        if self.down_reason is not None:
+            future.set_exception(BrokerUnavailable(self.down_reason))
+            return future
+        self._waiting.append(future)
+        self._send(*args)
+        return future
+
+    def _sending(self, count: int) -> None:
+        now = asyncio.get_running_loop().time()
+        waiting, inflight = self._waiting, self._inflight
+        for _ in range(count):
+            inflight.append((waiting.popleft(), now))
+
+    def oldest_wait(self) -> float:
+        """Seconds the oldest unanswered command has waited (0 if none)."""
+        if self._inflight:
+            return asyncio.get_running_loop().time() - self._inflight[0][1]
+        return 0.0
+
+    async def _read_loop(self, conn: AbstractConnection) -> None:
+        inflight = self._inflight
+        while True:
+            try:
+                reply: Any = await conn.read_response(timeout=math.inf)
+            except ResponseError as exc:
+                reply = exc
+            if not inflight:
+                raise RuntimeError(f"a reply that no command asked for: {reply!r:.80}")
+            future, _ = inflight.popleft()
+            if future.done():
+                continue
+            if isinstance(reply, ResponseError):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    def _failed(self, exc: BrokerUnavailable) -> None:
+        pending = [f for f, _ in self._inflight] + list(self._waiting)
+        self._inflight.clear()
+        self._waiting.clear()
+        for future in pending:
+            if not future.done():
+                future.set_exception(exc)
+                # Nobody may be left to await it (a caller that was cancelled).
+                future.exception()
+
+
+class PubSubLink(_Link):
+    def __init__(
+        self,
+        make_connection: MakeConnection,
+        on_message: Callable[[bytes, bytes], None],
+        on_failure: OnFailure,
+    ) -> None:
+        super().__init__(make_connection, on_failure)
+        self._on_message = on_message
+        # Per channel, the subscribe calls Redis has not confirmed yet, in order.
+        self._confirming: dict[bytes, deque[asyncio.Future[None]]] = {}
+
+    def subscribe(self, channels: Iterable[str]) -> asyncio.Future[None]:
+        """Subscribe; resolves once Redis has confirmed every one of ``channels``."""
+        loop = asyncio.get_running_loop()
+        channels = list(channels)
+        if self.down_reason is not None:
+            failed: asyncio.Future[None] = loop.create_future()
+            failed.set_exception(BrokerUnavailable(self.down_reason))
+            failed.exception()
+            return failed
+        confirmations = []
+        for channel in channels:
+            confirmation: asyncio.Future[None] = loop.create_future()
+            self._confirming.setdefault(channel.encode(), deque()).append(confirmation)
+            confirmations.append(confirmation)
+        self._send("SUBSCRIBE", *channels)
+        return asyncio.ensure_future(_all(confirmations))
+
+    def unsubscribe(self, channel: str) -> None:
+        if self.down_reason is None:
+            self._send("UNSUBSCRIBE", channel)
+
+    async def _read_loop(self, conn: AbstractConnection) -> None:
+        on_message = self._on_message
+        while True:
+            reply = await conn.read_response(timeout=math.inf)
+            kind = reply[0]
+            if kind == b"message":
+                on_message(reply[1], reply[2])
+            elif kind == b"subscribe":
+                waiting = self._confirming.get(reply[1])
+                if waiting:
+                    confirmation = waiting.popleft()
+                    if not waiting:
+                        del self._confirming[reply[1]]
+                    if not confirmation.done():
+                        confirmation.set_result(None)
+            elif kind not in (b"unsubscribe", b"pong"):
+                raise RuntimeError(f"unexpected pub/sub reply {reply!r:.80}")
+
+    def _failed(self, exc: BrokerUnavailable) -> None:
+        confirming, self._confirming = self._confirming, {}
+        for waiting in confirming.values():
+            for confirmation in waiting:
+                if not confirmation.done():
+                    confirmation.set_exception(exc)
+                    confirmation.exception()
+
+
+async def _all(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        await future

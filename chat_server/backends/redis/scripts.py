@@ -1,0 +1,231 @@
+"""The Lua scripts: every change to shared state is one atomic step in Redis.
+
+Times are Redis's clock (``TIME``, in ms), so that nodes with skewed clocks agree on expiry.
+A node is alive while its score in ``chat:nodes`` is at least Redis's now.
+
+The room event script is the one place where a room's sequence advances, in the same step as
+the publish, so that every subscriber sees one numbered order (Centrifugo's model of a
+per-channel offset + epoch). History (a stream per room, ``XADD`` beside the ``PUBLISH``) and
+de-duplication by nonce belong in this same script.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+# Redis's clock in ms, and whether a node is alive (cached per script run).
+_PRELUDE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local alive_cache = {}
+local function alive(nodes_key, node)
+  local cached = alive_cache[node]
+  if cached ~= nil then return cached end
+  local score = redis.call('ZSCORE', nodes_key, node)
+  local result = score ~= false and tonumber(score) >= now
+  alive_cache[node] = result
+  return result
+end
+"""
+
+# KEYS: 1 sequence, 2 presence, 3 room's node counts, 4 member's node's members, 5 rooms
+# ARGV: 1 channel, 2 room, 3 kind (m/j/l), 4 the member's node, 5 name, 6 text,
+#       7 nonce ('-' for none), 8 origin (the publishing node: a reaper announces for another),
+#       9 epoch to start with if the room has no sequence, 10 sequence ttl (s),
+#       11 deadline (ms, Redis clock; 0 = none): a publish that arrives after it is refused,
+#       so a node that gave up waiting can tell its member "not sent" and be right.
+# Returns {serial, offset, epoch, time} once published; {0} if the member is not (or, for a
+# join, already) present: nothing was published; {-1} if past the deadline.
+ROOM_EVENT = (
+    _PRELUDE
+    + """
+if ARGV[11] ~= '0' and now > tonumber(ARGV[11]) then return {-1} end
+local kind, node, name = ARGV[3], ARGV[4], ARGV[5]
+local entry = ARGV[2] .. ' ' .. name
+local present = redis.call('HGET', KEYS[2], name)
+local owner = present and string.match(present, '^(%S+)')
+if kind == 'j' then
+  if present then return {0} end
+elseif owner ~= node then
+  if kind == 'l' then redis.call('SREM', KEYS[4], entry) end
+  return {0}
+end
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[9]
+  redis.call('HSET', KEYS[1], 'e', epoch)
+end
+local offset
+if kind == 'm' then
+  offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
+else
+  offset = tonumber(redis.call('HGET', KEYS[1], 'o') or '0')
+end
+local serial = redis.call('HINCRBY', KEYS[1], 'n', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[10])
+if kind == 'j' then
+  redis.call('HSET', KEYS[2], name, node .. ' ' .. serial)
+  redis.call('SADD', KEYS[4], entry)
+  redis.call('HINCRBY', KEYS[3], node, 1)
+  redis.call('SADD', KEYS[5], ARGV[2])
+elseif kind == 'l' then
+  redis.call('HDEL', KEYS[2], name)
+  redis.call('SREM', KEYS[4], entry)
+  if redis.call('HINCRBY', KEYS[3], node, -1) <= 0 then redis.call('HDEL', KEYS[3], node) end
+  if redis.call('EXISTS', KEYS[2]) == 0 then
+    redis.call('DEL', KEYS[3])
+    redis.call('SREM', KEYS[5], ARGV[2])
+  end
+end
+redis.call('PUBLISH', ARGV[1], table.concat(
+  {'v1', serial, offset, epoch, now, kind, ARGV[8], name, ARGV[7]}, ' ') .. '\\n' .. ARGV[6])
+return {serial, offset, epoch, now}
+"""
+)
+
+# KEYS: 1 name, 2 nodes, 3 the node's names. ARGV: 1 node, 2 name.
+# A dead node's names stay taken until a reaper has announced its members' leaves and forgets
+# the node (FORGET_NODE); a name of a node that is not known at all is free.
+CLAIM_NAME = """
+local owner = redis.call('GET', KEYS[1])
+if owner and redis.call('ZSCORE', KEYS[2], owner) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[2])
+return 1
+"""
+
+# KEYS: 1 name, 2 the node's names. ARGV: 1 node, 2 name. Compare-and-delete.
+RELEASE_NAME = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('SREM', KEYS[2], ARGV[2])
+return 1
+"""
+
+# KEYS: 1 nodes. ARGV: 1 node, 2 ttl (ms), 3 '1' to register a new node.
+# Returns {1, now}, or {0, now} if the node had already expired: the cluster has declared it
+# dead (its members may be announced as left by now), and it must start over.
+HEARTBEAT = (
+    _PRELUDE
+    + """
+if ARGV[3] ~= '1' and not alive(KEYS[1], ARGV[1]) then return {0, now} end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return {1, now}
+"""
+)
+
+# KEYS: 1 nodes. ARGV: 1 limit. The ids of up to ``limit`` expired nodes.
+DEAD_NODES = (
+    _PRELUDE
+    + """
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, tonumber(ARGV[1]))
+"""
+)
+
+# KEYS: 1 nodes, 2 the node's members, 3 the node's names. ARGV: 1 node, 2 name key prefix.
+# Once a dead node's members are all announced: free its names and forget it. Returns 1 when
+# done, 0 if it is alive or still has members to announce.
+FORGET_NODE = (
+    _PRELUDE
+    + """
+if alive(KEYS[1], ARGV[1]) or redis.call('SCARD', KEYS[2]) > 0 then return 0 end
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  local key = ARGV[2] .. name
+  if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
+end
+redis.call('DEL', KEYS[3])
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+"""
+)
+
+# Rooms and their members on live nodes; presence entries of dead nodes are skipped here and
+# removed (with their leave announced) by a reaper.
+_ROOM_COUNTS = """
+local function room_count(room)
+  local counts = redis.call('HGETALL', ARGV[1] .. room .. ':nodes')
+  local n = 0
+  for i = 1, #counts, 2 do
+    if alive(KEYS[2], counts[i]) then n = n + tonumber(counts[i + 1]) end
+  end
+  return n
+end
+"""
+
+# KEYS: 1 rooms, 2 nodes. ARGV: 1 room key prefix. Returns {room, count, room, count, ...}.
+ROOMS = (
+    _PRELUDE
+    + _ROOM_COUNTS
+    + """
+local out = {}
+for _, room in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local n = room_count(room)
+  if n > 0 then
+    out[#out + 1] = room
+    out[#out + 1] = n
+  end
+end
+return out
+"""
+)
+
+# KEYS: 1 presence, 2 nodes. Returns {name, join serial, ...} of members on live nodes.
+MEMBERS = (
+    _PRELUDE
+    + """
+local out = {}
+local entries = redis.call('HGETALL', KEYS[1])
+for i = 1, #entries, 2 do
+  local node, serial = string.match(entries[i + 1], '^(%S+) (%d+)$')
+  if node and alive(KEYS[2], node) then
+    out[#out + 1] = entries[i]
+    out[#out + 1] = serial
+  end
+end
+return out
+"""
+)
+
+# KEYS: 1 rooms, 2 nodes. ARGV: 1 room key prefix, 2 node key prefix.
+# Returns {live nodes, rooms with members, members (connections in rooms)}.
+CLUSTER = (
+    _PRELUDE
+    + _ROOM_COUNTS
+    + """
+local nodes = redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf')
+local connections = 0
+for _, node in ipairs(nodes) do
+  connections = connections + redis.call('SCARD', ARGV[2] .. node .. ':members')
+end
+local rooms = 0
+for _, room in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if room_count(room) > 0 then rooms = rooms + 1 end
+end
+return {#nodes, rooms, connections}
+"""
+)
+
+
+@dataclass(frozen=True)
+class Script:
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+
+
+SCRIPTS = {
+    name: Script(source)
+    for name, source in {
+        "room_event": ROOM_EVENT,
+        "claim_name": CLAIM_NAME,
+        "release_name": RELEASE_NAME,
+        "heartbeat": HEARTBEAT,
+        "dead_nodes": DEAD_NODES,
+        "forget_node": FORGET_NODE,
+        "rooms": ROOMS,
+        "members": MEMBERS,
+        "cluster": CLUSTER,
+    }.items()
+}
