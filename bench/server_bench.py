@@ -332,32 +332,38 @@ async def run_load(params: dict[str, Any]) -> dict[str, Any]:
     from picows import ws_connect
 
     s = Scenario(**{**params["scenario"], "servers": ()})
-    port = params["port"]
-    server = psutil.Process(params["server_pid"])
+    ports = params["ports"]
+    port = ports[0]
+    servers = [psutil.Process(pid) for pid in params["server_pids"]]
+    redis = psutil.Process(params["redis_pid"]) if params.get("redis_pid") else None
     gen = LoadGen(params)
     conn_class = make_listener_class()
     result: dict[str, Any] = {}
 
     connect_limit = asyncio.Semaphore(64)
 
-    async def connect(room: Room) -> Any:
-        url = f"ws://127.0.0.1:{port}/chat/bench{room.index}"
+    def rss() -> int:
+        return sum(server.memory_info().rss for server in servers)
+
+    async def connect(room: Room, index: int) -> Any:
+        # With several server processes, a room's members are spread over them in turn.
+        url = f"ws://127.0.0.1:{ports[index % len(ports)]}/chat/bench{room.index}"
         async with connect_limit:
             _, conn = await ws_connect(lambda: conn_class(gen, room), url)
         return conn
 
     gen.rooms = [Room(i, gen) for i in range(s.rooms)]
-    rss_before = server.memory_info().rss
+    rss_before = rss()
     t_connect = time.monotonic()
     if s.kind == "idle":
-        conns = await asyncio.gather(*(connect(r) for r in gen.rooms for _ in range(s.members)))
+        conns = await asyncio.gather(*(connect(r, i) for r in gen.rooms for i in range(s.members)))
         for c in conns:
             c.room.conns.append(c)
     else:
         # One by one, so that each member's first frame is its own join notice.
         for room in gen.rooms:
-            for _ in range(s.members):
-                room.conns.append(await connect(room))
+            for i in range(s.members):
+                room.conns.append(await connect(room, i))
     expected_joins = s.members * (s.members + 1) // 2
     await wait_for(
         lambda: all(r.join_notices >= expected_joins for r in gen.rooms),
@@ -384,7 +390,7 @@ async def run_load(params: dict[str, Any]) -> dict[str, Any]:
     async def sample_rss() -> None:
         while sampling:
             with contextlib.suppress(psutil.Error):
-                rss_samples.append(server.memory_info().rss)
+                rss_samples.append(rss())
             await asyncio.sleep(0.2)
 
     sampler = asyncio.create_task(sample_rss())
@@ -394,20 +400,26 @@ async def run_load(params: dict[str, Any]) -> dict[str, Any]:
         stalled_state = asyncio.create_task(watch_stalled(gen, stalled, run_over))
 
     def snapshot() -> Snapshot:
-        cpu = server.cpu_times()
+        cpu = sum(c.user + c.system for c in (server.cpu_times() for server in servers))
+        redis_cpu = 0.0
+        if redis is not None:
+            redis_times = redis.cpu_times()
+            redis_cpu = redis_times.user + redis_times.system
         cores = psutil.cpu_times(percpu=True)
         return Snapshot(
             time.monotonic(),
-            cpu.user + cpu.system,
+            cpu,
             time.process_time(),
             sum(r.delivered for r in gen.rooms),
+            sum(r.sent for r in gen.rooms),
+            redis_cpu,
             # guest time is already in user; idle, iowait and steal are not this core's work.
             tuple(c.user + c.nice + c.system + c.irq + c.softirq for c in cores),
         )
 
     if s.kind == "idle":
         await asyncio.sleep(s.duration)  # let the server settle before reading its RSS
-        rss_after = server.memory_info().rss
+        rss_after = rss()
         n = s.rooms * s.members
         result["connections"] = n
         result["rss_before_mib"] = rss_before / 2**20
@@ -488,6 +500,8 @@ class Snapshot:
     server_cpu: float
     load_cpu: float
     frames: int
+    sent: int  # messages sent by the load generator
+    redis_cpu: float
     core_busy: tuple[float, ...]  # busy seconds of every core, whoever ran there
 
 
@@ -502,6 +516,11 @@ def _rates(result: dict[str, Any], start: Snapshot, end: Snapshot) -> None:
     result["server_cpu_pct"] = 100 * server_cpu / wall
     result["server_us_per_frame"] = 1e6 * server_cpu / frames if frames else None
     result["load_cpu_pct"] = 100 * load_cpu / wall
+    sent = end.sent - start.sent
+    redis_cpu = end.redis_cpu - start.redis_cpu
+    if redis_cpu and sent:
+        result["redis_cpu_pct"] = 100 * redis_cpu / wall
+        result["redis_ms_per_1k_messages"] = 1e6 * redis_cpu / sent
     # The machine is shared: how much of each pinned core went to other processes meanwhile.
     busy = [e - s for s, e in zip(start.core_busy, end.core_busy, strict=True)]
     if len(busy) > max(SERVER_CPU, LOAD_CPU):
@@ -564,18 +583,37 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def server_command(server: str, port: int) -> tuple[list[str], dict[str, str]]:
+# A checkout of another commit (``--main-checkout``) run as server ``main``: the same
+# measurements of the code before a change, side by side in one script.
+MAIN_CHECKOUT: Path | None = None
+# Servers that need a redis-server, and how many chat-server processes each runs.
+REDIS_SERVERS = {"ours-redis": 1, "cluster2": 2}
+
+
+def server_command(
+    server: str, port: int, broker_url: str | None = None
+) -> tuple[list[str], dict[str, str], Path]:
+    """(argv, environment, working directory) of one server process."""
     py = sys.executable
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_SERVER_")}
     # Same log level everywhere: per-connection info lines are not what is measured.
     common = ["--port", str(port), "--log-level", "warning"]
-    if server == "ours":
-        return [py, "-m", "chat_server", "run", "--rate-limit", "0", *common], env
+    ours = [py, "-m", "chat_server", "run", "--rate-limit", "0", *common]
+    if server in {"ours", "ours-aa"}:  # ours-aa: the same code again, to know the noise
+        return ours, env, ROOT
+    if server in REDIS_SERVERS:
+        assert broker_url is not None
+        return [*ours, "--broker-url", broker_url], env, ROOT
+    if server == "main":
+        if MAIN_CHECKOUT is None:
+            raise ValueError("server 'main' needs --main-checkout PATH")
+        env["PYTHONPATH"] = str(MAIN_CHECKOUT)
+        return ours, env, MAIN_CHECKOUT
     baseline = str(ROOT / "bench" / "baseline_server.py")
     if server == "baseline":
-        return [py, baseline, *common], env
+        return [py, baseline, *common], env, ROOT
     if server == "websockets":
-        return [py, baseline, "--impl", "websockets", *common], env
+        return [py, baseline, "--impl", "websockets", *common], env, ROOT
     impl = {
         "uv-sansio": "websockets-sansio",
         "uv-websockets": "websockets",
@@ -583,7 +621,8 @@ def server_command(server: str, port: int) -> tuple[list[str], dict[str, str]]:
     }
     if server in impl:
         env["CHAT_SERVER_RATE_LIMIT"] = "0"
-        return [py, "-m", "uvicorn", "chat_server:app", "--ws", impl[server], *common], env
+        uv = [py, "-m", "uvicorn", "chat_server:app", "--ws", impl[server], *common]
+        return uv, env, ROOT
     raise ValueError(f"unknown server {server!r}")
 
 
@@ -593,47 +632,118 @@ def _pin(cpu: int) -> Callable[[], None] | None:
     return lambda: os.sched_setaffinity(0, {cpu})
 
 
-@contextlib.contextmanager
-def running_server(server: str) -> Iterator[tuple[int, int, Path]]:
-    port = free_port()
-    args, env = server_command(server, port)
-    log = Path(tempfile.mkstemp(prefix=f"bench-{server}-", suffix=".log")[1])
-    with log.open("wb") as log_file:
-        proc = subprocess.Popen(
-            args,
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_pin(SERVER_CPU),
-        )
+@dataclass
+class Running:
+    ports: list[int]
+    pids: list[int]
+    logs: list[Path]
+    redis_pid: int | None = None
+
+
+def _answers_http(port: int) -> bool:
+    """/health answers 200 (a Redis node only once it reaches Redis); any server: it listens."""
     try:
-        deadline = time.monotonic() + 30
+        with socket.create_connection(("127.0.0.1", port), 0.5) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            status = sock.recv(64)
+            return status.startswith(b"HTTP/1.") and status[9:12] != b"503"
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _redis_server() -> Iterator[tuple[str, int]]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
         while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{server} exited: {log.read_text(errors='replace')[-2000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-                break
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", port), 0.5) as sock,
+            ):
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{server} did not listen within 30 s")
+                raise RuntimeError("redis-server did not answer within 10 s")
             time.sleep(0.05)
-        yield port, proc.pid, log
+        yield f"redis://127.0.0.1:{port}/0", proc.pid
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextlib.contextmanager
+def running_server(server: str) -> Iterator[Running]:
+    with contextlib.ExitStack() as stack:
+        broker_url, redis_pid = None, None
+        if server in REDIS_SERVERS:
+            broker_url, redis_pid = stack.enter_context(_redis_server())
+        running = Running([], [], [], redis_pid)
+        procs = []
+        for _ in range(REDIS_SERVERS.get(server, 1)):
+            port = free_port()
+            args, env, cwd = server_command(server, port, broker_url)
+            log = Path(tempfile.mkstemp(prefix=f"bench-{server}-", suffix=".log")[1])
+            with log.open("wb") as log_file:
+                proc = subprocess.Popen(
+                    args,
+                    cwd=cwd,
+                    env=env,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=_pin(SERVER_CPU),
+                )
+            stack.callback(_stop, proc)
+            procs.append(proc)
+            running.ports.append(port)
+            running.pids.append(proc.pid)
+            running.logs.append(log)
+        deadline = time.monotonic() + 30
+        for proc, port, log in zip(procs, running.ports, running.logs, strict=True):
+            while not _answers_http(port):
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{server} exited: {log.read_text(errors='replace')[-2000:]}"
+                    )
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{server} did not answer within 30 s")
+                time.sleep(0.05)
+        yield running
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def run_once(server: str, scenario: Scenario) -> dict[str, Any]:
     timeout = scenario.warmup + scenario.duration + 60
-    with running_server(server) as (port, pid, log):
+    with running_server(server) as running:
         params = {
             "scenario": {k: v for k, v in scenario.__dict__.items() if k != "servers"},
-            "port": port,
-            "server_pid": pid,
+            "ports": running.ports,
+            "server_pids": running.pids,
+            "redis_pid": running.redis_pid,
             "timeout": timeout,
         }
         proc = subprocess.run(
@@ -646,8 +756,9 @@ def run_once(server: str, scenario: Scenario) -> dict[str, Any]:
         if proc.returncode != 0:
             raise RuntimeError(f"load generator failed ({server}, {scenario.name}):\n{proc.stderr}")
         result: dict[str, Any] = json.loads(proc.stdout)
-    server_log = log.read_text(errors="replace")
-    log.unlink()
+    server_log = "".join(log.read_text(errors="replace") for log in running.logs)
+    for log in running.logs:
+        log.unlink()
     result["server_log_evictions"] = server_log.count("reason=slow consumer")
     return result
 
@@ -674,6 +785,7 @@ COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
         ("server_cpu_pct", "server CPU %", "{:.0f}", True),
         ("load_cpu_pct", "load-gen CPU %", "{:.0f}", True),
         ("other_cpu_on_server_core_pct", "others on server core %", "{:.0f}", False),
+        ("redis_ms_per_1k_messages", "redis-server CPU ms / 1k msgs", "{:.1f}", False),
     ],
     "paced": [
         ("p50_ms", "p50 ms", "{:.2f}", False),
@@ -683,6 +795,7 @@ COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
         ("rss_max_mib", "max RSS MiB", "{:.1f}", False),
         ("load_cpu_pct", "load-gen CPU %", "{:.0f}", True),
         ("other_cpu_on_server_core_pct", "others on server core %", "{:.0f}", False),
+        ("redis_ms_per_1k_messages", "redis-server CPU ms / 1k msgs", "{:.1f}", False),
     ],
     "idle": [
         ("kib_per_conn", "RSS KiB/connection", "{:.1f}", False),
@@ -705,8 +818,19 @@ RATIO_KEYS = {
 LOAD_SATURATED_PCT = 90.0
 
 
-def report(results: Results, scenarios: list[Scenario], repeats: int, command: str) -> str:
-    lines = [f"Command: `{command}`", "", f"Medians of {repeats} run(s) each; ratio = x baseline."]
+def report(
+    results: Results,
+    scenarios: list[Scenario],
+    repeats: int,
+    command: str,
+    ratio_to: str = "baseline",
+    only: set[str] | None = None,
+) -> str:
+    lines = [
+        f"Command: `{command}`",
+        "",
+        f"Medians of {repeats} run(s) each; ratio = x {ratio_to}.",
+    ]
     for s in scenarios:
         columns = COLUMNS[s.kind]
         lines += ["", f"### {s.name}: {describe(s)}", ""]
@@ -716,15 +840,15 @@ def report(results: Results, scenarios: list[Scenario], repeats: int, command: s
             head += ["stalled member", "evicted after s", "server log", "stalled socket"]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
-        for server in s.servers:
+        for server in _servers(s, only):
             if (s.name, server) not in results.runs:
                 continue
             cells = [server]
             for key, _, fmt, _ in columns:
                 value = results.median(s.name, server, key)
-                base = results.median(s.name, "baseline", key)
+                base = results.median(s.name, ratio_to, key)
                 cell = "n/a" if value is None else fmt.format(value)
-                if value is not None and base and server != "baseline" and key in RATIO_KEYS:
+                if value is not None and base and server != ratio_to and key in RATIO_KEYS:
                     cell += f" ({value / base:.2f}x)"
                 if key == "load_cpu_pct" and value is not None and value > LOAD_SATURATED_PCT:
                     cell += " (saturated: throughput is a lower bound)"
@@ -741,7 +865,7 @@ def report(results: Results, scenarios: list[Scenario], repeats: int, command: s
             lines.append("| " + " | ".join(cells) + " |")
         if s.name == "stall":
             lines.append("")
-            for server in s.servers:
+            for server in _servers(s, only):
                 p99 = results.median("stall", server, "p99_ms")
                 ref = results.median("stall-ref", server, "p99_ms")
                 if p99 is None or not ref:
@@ -767,6 +891,13 @@ def report(results: Results, scenarios: list[Scenario], repeats: int, command: s
                 "room stopped)"
             )
     return "\n".join(lines)
+
+
+def _servers(s: Scenario, only: set[str] | None) -> list[str]:
+    """The scenario's servers, or those chosen with --servers, in that order."""
+    if only is None:
+        return list(s.servers)
+    return [srv for srv in s.servers if srv in only] + sorted(only - set(s.servers))
 
 
 def describe(s: Scenario) -> str:
@@ -811,7 +942,24 @@ def main() -> None:
         default=",".join(SCENARIOS),
         help="comma-separated subset of: " + ", ".join(SCENARIOS),
     )
-    parser.add_argument("--servers", help="comma-separated subset of the servers to run")
+    parser.add_argument(
+        "--servers",
+        help="comma-separated servers to run (default: each scenario's own); also: main "
+        "(with --main-checkout), ours-aa (ours again, for A/A noise), ours-redis (one "
+        "process on a fresh redis-server), cluster2 (two processes on one redis-server, each "
+        "room's members split between them)",
+    )
+    parser.add_argument(
+        "--main-checkout",
+        type=Path,
+        help="a checkout of the code to compare with, run as server 'main' "
+        "(e.g. git worktree add /tmp/base main)",
+    )
+    parser.add_argument(
+        "--ratio-to",
+        default="baseline",
+        help="the server ratios are relative to (default baseline)",
+    )
     parser.add_argument(
         "--window", type=int, help="messages in flight per room in fanout/rooms (override)"
     )
@@ -826,6 +974,8 @@ def main() -> None:
         worker_main(args.worker)
         return
     _raise_nofile()
+    global MAIN_CHECKOUT
+    MAIN_CHECKOUT = args.main_checkout.resolve() if args.main_checkout else None
     repeats = args.repeats or (1 if args.quick else 3)
     chosen = [SCENARIOS[name] for name in args.scenarios.split(",") if name]
     if args.quick:
@@ -843,7 +993,7 @@ def main() -> None:
         else:
             groups.append([s])
     for group in groups:
-        servers = [srv for srv in group[0].servers if only is None or srv in only]
+        servers = _servers(group[0], only)
         # Interleaved, so that slow phases of a noisy machine hit every server alike.
         for rep, server, s in (
             (rep, server, s) for rep in range(repeats) for server in servers for s in group
@@ -858,7 +1008,7 @@ def main() -> None:
             elapsed = time.monotonic() - t0
             print(f"[{elapsed:5.0f}s] {s.name} {server} #{rep + 1}: {summary}", file=sys.stderr)
     command = " ".join(["python bench/server_bench.py", *sys.argv[1:]])
-    text = report(results, chosen, repeats, command)
+    text = report(results, chosen, repeats, command, args.ratio_to, only)
     print(text)
     print(f"\n(total {time.monotonic() - t0:.0f} s)", file=sys.stderr)
     if args.json:

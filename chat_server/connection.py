@@ -6,10 +6,11 @@ and is evicted; the others never wait for it.
 
 Two ways to drain a queue:
 
-* :class:`TransportMember` (under ``chat-server``): frames are encoded once per publish and
-  written straight into the connection's transport by one flush per event-loop iteration
-  for all members, while the transport is writable. No task per member, one write per member
-  per iteration however many frames arrived.
+* :class:`TransportMember` (under ``chat-server``): frames are encoded once per event (the
+  bytes are cached on the event, shared by every member) and written straight into the
+  connection's transport by one flush per event-loop iteration for all members, while the
+  transport is writable. No task per member, one write per member per iteration however many
+  frames arrived.
 * :class:`AsgiMember` (under plain ``uvicorn chat_server:app``): one writer task per member
   awaits ASGI ``send`` for each frame.
 """
@@ -48,25 +49,6 @@ def encode_text_frame(text: str) -> bytes:
     else:
         header = bytes((0x81, 127)) + n.to_bytes(8, "big")
     return header + payload
-
-
-class _EncodeOnce:
-    """Encoding of the frame being fanned out: the hub hands every member the same event."""
-
-    __slots__ = ("_data", "_frame")
-
-    def __init__(self) -> None:
-        self._frame: str | None = None
-        self._data = b""
-
-    def __call__(self, frame: str) -> bytes:
-        if frame is not self._frame:
-            self._data = encode_text_frame(frame)
-            self._frame = frame
-        return self._data
-
-
-encode_once = _EncodeOnce()
 
 
 class TokenBucket:
@@ -121,13 +103,15 @@ class Member:
         self._awaiting_join = True
 
     def deliver(self, event: RoomEvent) -> None:
-        if self.closed:
+        if self.closed or (self._awaiting_join and not self._is_own_join(event)):
             return
-        if self._awaiting_join:
-            if event.kind is not EventKind.JOIN or event.name != self.name:
-                return
-            self._awaiting_join = False
         self._enqueue(event.frame)
+
+    def _is_own_join(self, event: RoomEvent) -> bool:
+        if event.kind is EventKind.JOIN and event.name == self.name:
+            self._awaiting_join = False
+            return True
+        return False
 
     def deliver_private(self, frame: str) -> None:
         """Queue a notice for this member only (``error:``), under the same bound."""
@@ -202,9 +186,23 @@ class TransportMember(Member):
         self._marked = False
         sink.on_writable(self._resumed)
 
+    def deliver(self, event: RoomEvent) -> None:
+        # Fan-out's hot path, one call per member and event: Member.deliver's checks, then the
+        # frame's bytes, encoded once per event for all members, under the byte bound.
+        if self.closed or (self._awaiting_join and not self._is_own_join(event)):
+            return
+        data = event.data
+        if data is None:
+            data = event.data = encode_text_frame(event.frame)
+        self._append(data)
+
     def _enqueue(self, frame: str) -> None:
-        data = encode_once(frame)
-        if self._overflowed(len(data)):
+        self._append(encode_text_frame(frame))
+
+    def _append(self, data: bytes) -> None:
+        self._queued_bytes += len(data)
+        if self._queued_bytes > self.limit_bytes:
+            self.drop(CloseCode.POLICY_VIOLATION, "slow consumer")
             return
         self._queue.append(data)
         if not self._marked:

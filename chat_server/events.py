@@ -14,7 +14,8 @@ with the publish:
 * ``time``: server time of the publish, seconds since the Unix epoch.
 * ``origin``: the node that published it; ``nonce``: the sender's idempotency key, if any.
 
-``frame`` is the event in the original text protocol, computed once per event for all members.
+``frame`` is the event in the original text protocol, computed once per event for all members;
+``data`` caches it encoded as a WebSocket frame, also once for all (``connection.py``).
 """
 
 from __future__ import annotations
@@ -31,8 +32,12 @@ class EventKind(StrEnum):
     LEAVE = "leave"
 
 
+_MESSAGE, _JOIN = EventKind.MESSAGE, EventKind.JOIN
+
+
 class RoomEvent:
     __slots__ = (
+        "data",
         "epoch",
         "frame",
         "kind",
@@ -66,12 +71,13 @@ class RoomEvent:
         self.time = time
         self.origin = origin
         self.nonce = nonce
-        if kind is EventKind.MESSAGE:
+        if kind is _MESSAGE:
             self.frame = protocol.format_message(name, text)
-        elif kind is EventKind.JOIN:
+        elif kind is _JOIN:
             self.frame = protocol.format_join(name)
         else:
             self.frame = protocol.format_leave(name)
+        self.data: bytes | None = None
 
     def __repr__(self) -> str:
         return (

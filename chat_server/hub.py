@@ -80,24 +80,27 @@ class RoomHub:
         local = self._rooms.get(room)
         if local is None:
             return  # unsubscribed meanwhile
-        serial = event.serial
-        if serial != local.serial + 1 or event.epoch != local.epoch:
-            if local.epoch is None:
-                pass  # the first event since subscribing: the baseline
-            elif event.epoch != local.epoch:
-                self._lost(room, local, event, "the room's sequence started over")
-                return
-            elif serial <= local.serial:
-                return  # already delivered
-            else:
-                missed = serial - local.serial - 1
-                self._lost(room, local, event, f"{missed} event(s) lost on the way")
-                return
-            local.epoch = event.epoch
-        local.serial = serial
+        if event.serial == local.serial + 1 and event.epoch == local.epoch:
+            local.serial = event.serial
+        elif not self._in_line(room, local, event):
+            return
         # A copy: delivering may evict a member, which takes it out of the room.
         for member in tuple(local.members):
             member.deliver(event)
+
+    def _in_line(self, room: str, local: _LocalRoom, event: RoomEvent) -> bool:
+        """Whether an event that is not the next one expected is to be delivered."""
+        if local.epoch is None:  # the first event since subscribing: the baseline
+            local.epoch, local.serial = event.epoch, event.serial
+            return True
+        if event.epoch != local.epoch:
+            self._lost(room, local, event, "the room's sequence started over")
+        elif event.serial <= local.serial:
+            pass  # already delivered
+        else:
+            missed = event.serial - local.serial - 1
+            self._lost(room, local, event, f"{missed} event(s) lost on the way")
+        return False
 
     def _lost(self, room: str, local: _LocalRoom, event: RoomEvent, why: str) -> None:
         # Members that join from here on start from this event.

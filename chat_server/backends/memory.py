@@ -21,6 +21,9 @@ from chat_server.backends.base import (
 )
 from chat_server.events import EventKind, Published, RoomEvent
 
+_MESSAGE, _JOIN, _LEAVE = EventKind.MESSAGE, EventKind.JOIN, EventKind.LEAVE
+_now = time.time
+
 
 def new_epoch() -> str:
     return secrets.token_hex(4)
@@ -68,11 +71,11 @@ class MemoryChannels(ChannelBackend):
     ) -> Published | None:
         rooms = self._state.rooms
         state = rooms.get(room)
-        if kind is EventKind.MESSAGE:
+        if kind is _MESSAGE:
             if state is None:
                 return None  # nobody is in the room: there is nobody to hear it
             state.offset += 1
-        elif kind is EventKind.JOIN:
+        elif kind is _JOIN:
             if state is None:
                 state = rooms[room] = _Room()
             state.members[name] = None
@@ -82,10 +85,10 @@ class MemoryChannels(ChannelBackend):
             del state.members[name]
         state.serial += 1
         event = RoomEvent(
-            kind, name, text, state.serial, state.offset, state.epoch, time.time(),
+            kind, name, text, state.serial, state.offset, state.epoch, _now(),
             self._node_id, nonce,
         )  # fmt: skip
-        if kind is EventKind.LEAVE and not state.members:
+        if kind is _LEAVE and not state.members:
             del rooms[room]
         if self._deliver is not None:
             self._deliver(room, event)
