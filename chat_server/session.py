@@ -38,6 +38,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 # Minimum time between two "you are sending too fast" notices to one connection.
 FLOOD_NOTICE_INTERVAL = 1.0
+NOT_IN_ROOM = "the broker no longer has you in the room; reconnect"
 
 
 def unavailable_reason(exc: BrokerUnavailable) -> str:
@@ -109,7 +110,9 @@ class ChatSession:
             await self.server.hub.enter(self.room, member)
             if self.left:
                 return False
-            await self.server.channels.publish(self.room, EventKind.JOIN, self.name)
+            joined = await self.server.channels.publish(self.room, EventKind.JOIN, self.name)
+            if joined is None:
+                return BrokerUnavailable("it refused the join")
             return not self.left
         except BrokerUnavailable as exc:
             return exc
@@ -163,13 +166,17 @@ class ChatSession:
             if clean is None:
                 continue
             try:
-                await publish(room, EventKind.MESSAGE, name, clean)
+                published = await publish(room, EventKind.MESSAGE, name, clean)
             except BrokerUnavailable as exc:
                 # Not published: the member never sees its echo, and learns why.
                 return "broker unavailable", (
                     CloseCode.TRY_AGAIN_LATER,
                     unavailable_reason(exc),
                 )
+            if published is None:
+                # The broker no longer has this member in the room (it lost its data, or
+                # the cluster took this node for dead): not published either.
+                return "not in the room", (CloseCode.SERVICE_RESTART, NOT_IN_ROOM)
 
     def drop(self, code: int, reason: str) -> None:
         """Let go of this connection from outside its receive loop."""

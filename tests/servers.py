@@ -112,8 +112,8 @@ def start_server(
                 args += [flag, str(item)]
     log_dir = Path(os.environ.get("CHAT_TEST_LOG_DIR", "/tmp"))
     log_path = log_dir / f"chat-server-test-{port}-{os.getpid()}.log"
-    log_file = log_path.open("wb")
-    process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     server = RunningServer(
         port, process, log_path, dict(options, plain_uvicorn=plain_uvicorn, env=extra_env)
     )

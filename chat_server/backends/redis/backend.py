@@ -219,8 +219,11 @@ class RedisBackend(Backend):
             try:
                 async with asyncio.timeout(self.timeout):
                     await self._connect()
-            except (OSError, RedisError, BrokerUnavailable, TimeoutError) as exc:
+            except Exception as exc:  # whatever it is, the node keeps trying: never silently
                 reason = f"cannot reach redis at {self.url}: {describe(exc)}"
+                if not isinstance(exc, OSError | RedisError | BrokerUnavailable | TimeoutError):
+                    log.exception("unexpected error connecting to redis")
+                log.debug("%s", reason)
                 if not outage_logged:
                     log.warning("%s; retrying every %g s", reason, RETRY_INTERVAL)
                     outage_logged = True

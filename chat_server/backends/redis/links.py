@@ -61,16 +61,27 @@ def describe(exc: BaseException) -> str:
     return text if len(text) < 200 else text[:197] + "..."
 
 
+class _Wire:
+    """One connection and what is queued for it: a link gets a new one per connection, so
+    that nothing of a failed connection (its outbox, a task that outlived it) touches the
+    next one."""
+
+    __slots__ = ("conn", "outbox", "tasks", "wakeup")
+
+    def __init__(self, conn: AbstractConnection) -> None:
+        self.conn = conn
+        self.outbox: list[list[bytes]] = []
+        self.wakeup = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+
 class _Link:
     """What both links share: one connection, a writer task and a reader task."""
 
     def __init__(self, make_connection: MakeConnection, on_failure: OnFailure) -> None:
         self._make_connection = make_connection
         self._on_failure = on_failure
-        self._conn: AbstractConnection | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._outbox: list[list[bytes]] = []
-        self._wakeup = asyncio.Event()
+        self._wire: _Wire | None = None
         self.down_reason: str | None = "not connected"
 
     @property
@@ -80,56 +91,61 @@ class _Link:
     async def connect(self, client_name: str) -> None:
         conn = self._make_connection()
         conn.client_name = client_name  # CLIENT SETNAME on connect: visible in CLIENT LIST
-        await conn.connect()
-        self._conn = conn
+        try:
+            await conn.connect()
+        except BaseException:
+            await _disconnect(conn)
+            raise
+        wire = self._wire = _Wire(conn)
         self.down_reason = None
-        self._tasks = [
-            asyncio.create_task(self._guard(self._write_loop(conn))),
-            asyncio.create_task(self._guard(self._read_loop(conn))),
+        wire.tasks = [
+            asyncio.create_task(self._guard(wire, self._write_loop(wire))),
+            asyncio.create_task(self._guard(wire, self._read_loop(wire))),
         ]
 
     def _send(self, *args: Any) -> None:
-        assert self._conn is not None
-        self._outbox.append(self._conn.pack_command(*args))
-        self._wakeup.set()
+        wire = self._wire
+        assert wire is not None
+        wire.outbox.append(wire.conn.pack_command(*args))
+        wire.wakeup.set()
 
-    async def _write_loop(self, conn: AbstractConnection) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            outbox, self._outbox = self._outbox, []
-            if outbox:
+    async def _write_loop(self, wire: _Wire) -> None:
+        while wire is self._wire:
+            await wire.wakeup.wait()
+            wire.wakeup.clear()
+            outbox, wire.outbox = wire.outbox, []
+            if outbox and wire is self._wire:
                 self._sending(len(outbox))
-                await conn.send_packed_command([p for packed in outbox for p in packed], False)
+                await wire.conn.send_packed_command([p for cmd in outbox for p in cmd], False)
 
     def _sending(self, count: int) -> None:
         """``count`` commands are about to be written."""
 
-    async def _read_loop(self, conn: AbstractConnection) -> None:
+    async def _read_loop(self, wire: _Wire) -> None:
         raise NotImplementedError
 
-    async def _guard(self, loop: Any) -> None:
+    async def _guard(self, wire: _Wire, loop: Any) -> None:
         try:
             await loop
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # an error, EOF or a surprise: never die silently
-            self.fail(f"lost the connection to redis: {describe(exc)}")
+            if wire is self._wire:
+                self.fail(f"lost the connection to redis: {describe(exc)}")
 
     def fail(self, reason: str) -> None:
         """Mark the link down (once per connection), abort it and fail what is pending."""
         if self.down_reason is not None:
             return
         self.down_reason = reason
-        current = asyncio.current_task()
-        for task in self._tasks:
-            if task is not current:
-                task.cancel()
-        self._tasks = []
-        self._outbox = []
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            asyncio.get_running_loop().create_task(_disconnect(conn))
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            current = asyncio.current_task()
+            for task in wire.tasks:
+                if task is not current:
+                    task.cancel()
+            wire.wakeup.set()  # a writer that shrugged off its cancellation sees it is over
+            asyncio.get_running_loop().create_task(_disconnect(wire.conn))
         self._failed(BrokerUnavailable(reason))
         self._on_failure(reason)
 
@@ -137,14 +153,14 @@ class _Link:
         """Fail whatever the link was waiting for."""
 
     async def close(self) -> None:
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
         self.down_reason = "closed"
+        wire, self._wire = self._wire, None
         self._failed(BrokerUnavailable("closed"))
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await _disconnect(conn)
+        if wire is not None:
+            for task in wire.tasks:
+                task.cancel()
+            wire.wakeup.set()
+            await _disconnect(wire.conn)
 
 
 async def _disconnect(conn: AbstractConnection) -> None:
@@ -180,13 +196,16 @@ class CommandLink(_Link):
             return asyncio.get_running_loop().time() - self._inflight[0][1]
         return 0.0
 
-    async def _read_loop(self, conn: AbstractConnection) -> None:
+    async def _read_loop(self, wire: _Wire) -> None:
         inflight = self._inflight
+        conn = wire.conn
         while True:
             try:
                 reply: Any = await conn.read_response(timeout=math.inf)
             except ResponseError as exc:
                 reply = exc
+            if wire is not self._wire:
+                return
             if not inflight:
                 raise RuntimeError(f"a reply that no command asked for: {reply!r:.80}")
             future, _ = inflight.popleft()
@@ -241,10 +260,13 @@ class PubSubLink(_Link):
         if self.down_reason is None:
             self._send("UNSUBSCRIBE", channel)
 
-    async def _read_loop(self, conn: AbstractConnection) -> None:
+    async def _read_loop(self, wire: _Wire) -> None:
         on_message = self._on_message
+        conn = wire.conn
         while True:
             reply = await conn.read_response(timeout=math.inf)
+            if wire is not self._wire:
+                return
             kind = reply[0]
             if kind == b"message":
                 on_message(reply[1], reply[2])

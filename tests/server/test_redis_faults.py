@@ -1,0 +1,294 @@
+"""When Redis fails: stopped, killed, paused, stalled briefly, restarted empty, its data lost, a
+subscription gone silent, an event out of sequence. Each has one defined outcome (see
+docs/scaling.md, "When Redis fails"), tested here against a real redis-server.
+
+The policy: a node never pretends. While it cannot reach Redis it closes its chat connections
+with 1013 and a reason that says so, refuses new ones with 1013, and answers /health with 503;
+within a second of Redis answering again it accepts and delivers again. A message whose
+publish did not complete is never delivered later, and its sender never saw it echoed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from chat_server import protocol
+from chat_server.protocol import CloseCode
+from tests.clusters import (
+    FAST_BROKER_TIMEOUT,
+    FAST_NODE_TTL,
+    FAST_PROBE_INTERVAL,
+    Cluster,
+    running_cluster,
+    start_nodes,
+)
+from tests.redis_servers import requires_redis, start_redis
+from tests.server.wsclients import Member, join
+from tests.servers import RunningServer, wait_until
+from tests.tcp_proxy import TcpProxy
+
+pytestmark = requires_redis
+
+# What a loaded 2-core machine may add to any deadline below.
+SLACK = 2.0
+# The watchdog gives up a little after the broker timeout (backend.GIVE_UP_MARGIN).
+DETECTION = FAST_BROKER_TIMEOUT + 0.25
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    with running_cluster(2, rate_limit=0) as c:
+        yield c
+
+
+def health(node: RunningServer) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(node.http_url + "/health", timeout=5) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+async def closed_with(member: Member, timeout: float) -> tuple[int, str, float, list[str]]:
+    """Read until the server closes: (code, reason, seconds it took, frames read meanwhile)."""
+    started = time.monotonic()
+    frames: list[str] = []
+    with pytest.raises(ConnectionClosed) as info:
+        async with asyncio.timeout(timeout):
+            while True:
+                frames.append(str(await member.ws.recv()))
+    assert info.value.rcvd is not None, "closed without a close frame"
+    return info.value.rcvd.code, info.value.rcvd.reason, time.monotonic() - started, frames
+
+
+async def refused_with(url: str) -> tuple[int, str]:
+    async with websockets.connect(url) as ws:
+        with pytest.raises(ConnectionClosed) as info:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert info.value.rcvd is not None
+    return info.value.rcvd.code, info.value.rcvd.reason
+
+
+async def assert_cluster_chats(cluster: Cluster, room: str) -> None:
+    """Members on two nodes hear each other."""
+    a = await join(cluster.url(0, room))
+    b = await join(cluster.url(1, room))
+    assert await a.recv() == protocol.format_join(b.name)
+    await b.ws.send("across nodes again")
+    for member in (a, b):
+        assert await member.recv() == f"{b.name} :: across nodes again"
+    await a.close()
+    await b.close()
+
+
+def epoch_of(cluster: Cluster, room: str) -> str | None:
+    epoch = cluster.redis.client().hget(f"chat:room:{room}:seq", "e")
+    return epoch.decode() if epoch is not None else None
+
+
+def wait_back(cluster: Cluster, since: float) -> float:
+    """Seconds from ``since`` until every node answers /health with 200."""
+    for node in cluster.nodes:
+        wait_until(lambda n=node: health(n)[0] == 200, timeout=10, interval=0.02, what="back")
+    return time.monotonic() - since
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
+async def test_redis_gone_closes_everyone_1013_refuses_and_recovers_with_a_new_epoch(
+    cluster: Cluster, how: signal.Signals
+) -> None:
+    room = "outage"
+    a = await join(cluster.url(0, room))
+    b = await join(cluster.url(1, room))
+    await a.ws.send("before")
+    assert (await a.recv()).endswith(" joined the chat")
+    assert await b.recv() == f"{a.name} :: before"
+    epoch_before = epoch_of(cluster, room)
+
+    cluster.redis.stop(how)
+    for member in (a, b):
+        code, reason, after, _ = await closed_with(member, DETECTION + SLACK)
+        assert code == CloseCode.TRY_AGAIN_LATER and "broker unavailable" in reason, reason
+        print(f"redis {how.name}: member closed 1013 after {after:.2f} s")
+    for node in cluster.nodes:
+        status, body = health(node)
+        assert status == 503 and body["status"] == "unavailable", body
+        assert body["broker"]["state"] == "unavailable" and body["reason"]
+        code, reason = await refused_with(node.chat_url(room))
+        assert code == CloseCode.TRY_AGAIN_LATER and "broker unavailable" in reason
+
+    cluster.redis.start()  # the same port, empty: no persistence
+    back = wait_back(cluster, time.monotonic())
+    print(f"redis back: every node answering after {back:.2f} s")
+    assert back < 1.0 + SLACK / 2, back
+    await assert_cluster_chats(cluster, room)
+    # The sequence started over: a new epoch, offsets from 1 again.
+    assert epoch_of(cluster, room) not in {None, epoch_before}
+    assert cluster.redis.client().hget(f"chat:room:{room}:seq", "o") == b"1"
+
+
+async def test_redis_paused_past_the_timeout_drops_the_unsent_message_for_good(
+    cluster: Cluster,
+) -> None:
+    room = "paused"
+    a = await join(cluster.url(0, room))
+    b = await join(cluster.url(1, room))
+    assert await a.recv() == protocol.format_join(b.name)
+
+    cluster.redis.pause()  # SIGSTOP: sockets open, nothing answers
+    try:
+        await a.ws.send("sent while redis was paused")
+        results = await asyncio.gather(
+            *(closed_with(m, DETECTION + SLACK + 1) for m in (a, b)), return_exceptions=True
+        )
+    finally:
+        cluster.redis.resume()
+    for result in results:
+        assert not isinstance(result, BaseException), result
+        code, reason, after, frames = result
+        assert code == CloseCode.TRY_AGAIN_LATER and "broker unavailable" in reason
+        # Nobody saw it: the sender knows it was not sent.
+        assert frames == [], frames
+        print(f"redis paused: member closed 1013 after {after:.2f} s")
+    # Once Redis resumes, the publish it had queued is refused as stale: never delivered late.
+    back = wait_back(cluster, time.monotonic())
+    print(f"redis resumed: every node answering after {back:.2f} s")
+    late = await join(cluster.url(1, room))
+    other = await join(cluster.url(0, room))
+    assert await late.recv() == protocol.format_join(other.name)
+    await other.ws.send("after the pause")
+    assert await late.recv() == f"{other.name} :: after the pause"
+    assert cluster.redis.client().hget(f"chat:room:{room}:seq", "o") in {None, b"1"}
+    await late.close()
+    await other.close()
+
+
+async def test_a_short_redis_stall_is_ridden_out_with_nothing_lost(cluster: Cluster) -> None:
+    room = "stall"
+    a = await join(cluster.url(0, room))
+    b = await join(cluster.url(1, room))
+    assert await a.recv() == protocol.format_join(b.name)
+    stall = FAST_BROKER_TIMEOUT / 3
+
+    sleeper = threading.Thread(
+        target=lambda: cluster.redis.client().execute_command("DEBUG", "SLEEP", stall)
+    )
+    sleeper.start()
+    await asyncio.sleep(0.05)  # the stall is under way (the rule under test is time-based)
+    for i in range(5):
+        await a.ws.send(f"during the stall {i}")
+    expected = [f"{a.name} :: during the stall {i}" for i in range(5)]
+    for member in (a, b):
+        assert [await member.recv(timeout=5) for _ in expected] == expected
+    sleeper.join()
+    for node in cluster.nodes:
+        assert "broker unavailable" not in node.log()
+    await a.close()
+    await b.close()
+
+
+async def test_a_subscription_that_silently_stops_is_detected_by_the_probe() -> None:
+    redis = start_redis()
+    try:
+        with TcpProxy([redis.port]) as proxy:
+            proxied = type(redis)(proxy.port, redis.log_path)  # same server, via the proxy
+            nodes = start_nodes(proxied, 2, rate_limit=0)
+            cluster = Cluster(redis, nodes)
+            try:
+                await _silent_subscription(cluster, proxy)
+            finally:
+                for node in nodes:
+                    node.stop()
+    finally:
+        redis.stop()
+
+
+async def _silent_subscription(cluster: Cluster, proxy: TcpProxy) -> None:
+    a1, a2 = await join(cluster.url(0, "silent")), await join(cluster.url(0, "silent"))
+    b = await join(cluster.url(1, "silent"))
+    assert (await a1.recv()).endswith(" joined the chat")
+    assert (await a1.recv()).endswith(" joined the chat")
+    assert (await a2.recv()).endswith(" joined the chat")
+    node1 = cluster.nodes[1].get_json("/health")["node"]["id"]
+    assert proxy.blackhole(lambda hello: f"chat:{node1}:pubsub".encode() in hello) == 1
+
+    # Node 1 no longer hears anything, though its socket is open: until its probe says so.
+    code, reason, after, _ = await closed_with(b, FAST_PROBE_INTERVAL + DETECTION + SLACK)
+    assert code == CloseCode.TRY_AGAIN_LATER and "subscription" in reason, reason
+    print(f"silent subscription: member closed 1013 after {after:.2f} s")
+    # Node 0 was never affected, and node 1 comes back on a fresh subscription.
+    assert (await a1.recv()).endswith(" left the chat")
+    await a2.ws.send("node 0 carries on")
+    assert await a1.recv() == f"{a2.name} :: node 0 carries on"
+    wait_until(lambda: health(cluster.nodes[1])[0] == 200, timeout=5, what="node 1 back")
+    await assert_cluster_chats(cluster, "silent-after")
+    await a1.close()
+    await a2.close()
+
+
+async def test_redis_losing_its_data_sends_everyone_round_again(cluster: Cluster) -> None:
+    # FLUSHALL stands for a restart behind a proxy, or a failover to an empty replica: the
+    # connections stay up, the nodes' registrations and the rooms' sequences are gone.
+    room = "flushed"
+    a = await join(cluster.url(0, room))
+    b = await join(cluster.url(1, room))
+    assert await a.recv() == protocol.format_join(b.name)
+    await a.ws.send("one")
+    for member in (a, b):
+        assert await member.recv() == f"{a.name} :: one"
+    epoch_before = epoch_of(cluster, room)
+
+    cluster.redis.client().flushall()
+    await a.ws.send("two")  # refused: the broker no longer has a in the room
+    for member in (a, b):
+        code, reason, after, frames = await closed_with(
+            member, FAST_NODE_TTL / 3 + DETECTION + SLACK
+        )
+        assert f"{a.name} :: two" not in frames
+        assert code in {CloseCode.SERVICE_RESTART, CloseCode.TRY_AGAIN_LATER}, (code, reason)
+        print(f"flushall: member closed {code} ({reason}) after {after:.2f} s")
+    wait_back(cluster, time.monotonic())
+    await assert_cluster_chats(cluster, room)
+    assert epoch_of(cluster, room) not in {None, epoch_before}
+
+
+@pytest.mark.parametrize("forged", ["gap", "epoch"])
+async def test_an_event_out_of_sequence_sends_the_room_s_members_to_reconnect(
+    cluster: Cluster, forged: str
+) -> None:
+    room, calm = "forged", "calm"
+    a = await join(cluster.url(0, room))
+    b = await join(cluster.url(1, room))
+    c = await join(cluster.url(1, calm))
+    assert await a.recv() == protocol.format_join(b.name)
+    redis = cluster.redis.client()
+    seq = redis.hgetall(f"chat:room:{room}:seq")
+    serial, offset, epoch = int(seq[b"n"]), int(seq.get(b"o", 0)), seq[b"e"].decode()
+    if forged == "gap":
+        serial += 2  # one event skipped
+    else:
+        serial, epoch = 1, "restarted"
+    now = int(time.time() * 1000)
+    header = f"v1 {serial} {offset + 1} {epoch} {now} m elsewhere user_forged00 -"
+    redis.publish(f"chat:room:{room}", f"{header}\nnever shown")
+
+    for member in (a, b):
+        code, reason, _, frames = await closed_with(member, 5)
+        assert code == CloseCode.SERVICE_RESTART and "missed frames" in reason, reason
+        assert frames == []
+    # Another room on the same node never noticed.
+    await c.ws.send("still fine")
+    assert await c.recv() == f"{c.name} :: still fine"
+    await c.close()
