@@ -359,5 +359,7 @@ class RedisBackend(Backend):
             [keys.NODES, keys.node_members(node), keys.node_names(node)],
             [node, keys.name("")],
         )
-        if announced or forgotten:
+        if announced:
             log.warning("reaped node=%s left=%d", node, announced)
+        elif forgotten:
+            log.info("forgot node=%s", node)
