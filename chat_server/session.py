@@ -17,11 +17,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from chat_server import protocol
-from chat_server.backends.base import BrokerUnavailable
+from chat_server.backends.base import BrokerUnavailable, Publishing
 from chat_server.connection import AsgiMember, Member, TokenBucket, TransportMember
 from chat_server.events import EventKind
 from chat_server.protocol import CloseCode
@@ -39,6 +40,22 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 # Minimum time between two "you are sending too fast" notices to one connection.
 FLOOD_NOTICE_INTERVAL = 1.0
 NOT_IN_ROOM = "the broker no longer has you in the room; reconnect"
+# Messages of one connection on their way through the broker at once (in order).
+PUBLISH_WINDOW = 16
+_MESSAGE = EventKind.MESSAGE
+
+
+def _failure(pending: Publishing) -> tuple[str, tuple[int, str]] | None:
+    """Why a settled publish did not go out (log code, close), or None if it did."""
+    try:
+        published = pending.result()
+    except BrokerUnavailable as exc:
+        return "broker unavailable", (CloseCode.TRY_AGAIN_LATER, unavailable_reason(exc))
+    if published is None:
+        # The broker no longer has this member in the room (it lost its data, or the
+        # cluster took this node for dead).
+        return "not in the room", (CloseCode.SERVICE_RESTART, NOT_IN_ROOM)
+    return None
 
 
 def unavailable_reason(exc: BrokerUnavailable) -> str:
@@ -129,6 +146,7 @@ class ChatSession:
         last_flood_notice = 0.0
         max_chars = settings.max_message_chars
         max_bytes = settings.max_frame_bytes
+        inflight: deque[Publishing] = deque()
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
@@ -165,18 +183,25 @@ class ChatSession:
             clean = protocol.sanitize(text)
             if clean is None:
                 continue
-            try:
-                published = await publish(room, EventKind.MESSAGE, name, clean)
-            except BrokerUnavailable as exc:
-                # Not published: the member never sees its echo, and learns why.
-                return "broker unavailable", (
-                    CloseCode.TRY_AGAIN_LATER,
-                    unavailable_reason(exc),
-                )
-            if published is None:
-                # The broker no longer has this member in the room (it lost its data, or
-                # the cluster took this node for dead): not published either.
-                return "not in the room", (CloseCode.SERVICE_RESTART, NOT_IN_ROOM)
+            # Issued now, in order; the member's next frames are read while it is under way.
+            pending = publish(room, _MESSAGE, name, clean)
+            if pending.done():  # the memory broker: published already
+                if (failed := _failure(pending)) is not None:
+                    return failed
+                continue
+            pending.add_done_callback(self._publish_settled)
+            inflight.append(pending)
+            while inflight and inflight[0].done():
+                inflight.popleft()
+            if len(inflight) >= PUBLISH_WINDOW:
+                # Bounded: no more frames are read until the oldest is through.
+                with contextlib.suppress(Exception):
+                    await inflight[0]
+
+    def _publish_settled(self, pending: Publishing) -> None:
+        if not pending.cancelled() and (failed := _failure(pending)) is not None:
+            # Not published: the member never sees its echo, and learns why.
+            self.drop(*failed[1])
 
     def drop(self, code: int, reason: str) -> None:
         """Let go of this connection from outside its receive loop."""

@@ -26,12 +26,53 @@ Contract every backend keeps:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from chat_server.events import EventKind, Published, RoomEvent
 
 Deliver = Callable[[str, RoomEvent], None]
+
+
+class Publishing(Protocol):
+    """A publish under way: awaitable, and checkable without awaiting (``asyncio.Future``'s
+    ``done``/``result``), so that a connection can keep several in flight, in order."""
+
+    def done(self) -> bool: ...
+
+    def cancelled(self) -> bool: ...
+
+    def result(self) -> Published | None: ...
+
+    def add_done_callback(self, callback: Callable[[Any], object]) -> None: ...
+
+    def __await__(self) -> Generator[Any, None, Published | None]: ...
+
+
+class Settled:
+    """A publish that completed when it was issued (the memory backend's)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: Published | None) -> None:
+        self._value = value
+
+    def done(self) -> bool:
+        return True
+
+    def cancelled(self) -> bool:
+        return False
+
+    def result(self) -> Published | None:
+        return self._value
+
+    def add_done_callback(self, callback: Callable[[Any], object]) -> None:
+        callback(self)
+
+    def __await__(self) -> Generator[Any, None, Published | None]:
+        return self._value
+        yield  # a generator: awaiting it never suspends
 
 
 class BrokerUnavailable(Exception):
@@ -80,12 +121,15 @@ class ChannelBackend(ABC):
         """Stop receiving ``room``'s events (after the last local member left)."""
 
     @abstractmethod
-    async def publish(
+    def publish(
         self, room: str, kind: EventKind, name: str, text: str = "", nonce: str | None = None
-    ) -> Published | None:
+    ) -> Publishing:
         """Publish one event to every subscriber of ``room`` on every node.
 
-        Returns where it landed, or ``None`` for a leave of a member who was not present.
+        The publish is issued when this is called, so publishes keep the order of the calls;
+        the result is where it landed, or ``None`` if the member is not (for a join: already)
+        present in the room, in which case nothing was published. Awaiting it raises
+        :class:`BrokerUnavailable` if it could not be published.
         """
 
 

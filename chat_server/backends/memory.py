@@ -16,13 +16,16 @@ from chat_server.backends.base import (
     ChannelBackend,
     ClusterInfo,
     Deliver,
+    Publishing,
     Registry,
     RoomPosition,
+    Settled,
 )
-from chat_server.events import EventKind, Published, RoomEvent
+from chat_server.events import EventKind, RoomEvent
 
 _MESSAGE, _JOIN, _LEAVE = EventKind.MESSAGE, EventKind.JOIN, EventKind.LEAVE
 _now = time.time
+_NOT_PRESENT = Settled(None)
 
 
 def new_epoch() -> str:
@@ -66,14 +69,14 @@ class MemoryChannels(ChannelBackend):
     def unsubscribe(self, room: str) -> None:
         pass
 
-    async def publish(
+    def publish(
         self, room: str, kind: EventKind, name: str, text: str = "", nonce: str | None = None
-    ) -> Published | None:
+    ) -> Publishing:
         rooms = self._state.rooms
         state = rooms.get(room)
         if kind is _MESSAGE:
             if state is None:
-                return None  # nobody is in the room: there is nobody to hear it
+                return _NOT_PRESENT  # nobody is in the room: there is nobody to hear it
             state.offset += 1
         elif kind is _JOIN:
             if state is None:
@@ -81,7 +84,7 @@ class MemoryChannels(ChannelBackend):
             state.members[name] = None
         else:
             if state is None or name not in state.members:
-                return None
+                return _NOT_PRESENT
             del state.members[name]
         state.serial += 1
         event = RoomEvent(
@@ -92,7 +95,7 @@ class MemoryChannels(ChannelBackend):
             del rooms[room]
         if self._deliver is not None:
             self._deliver(room, event)
-        return event
+        return Settled(event)
 
 
 class MemoryRegistry(Registry):

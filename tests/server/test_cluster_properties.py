@@ -116,10 +116,12 @@ async def _play(cluster: Cluster, actions: list[tuple]) -> None:
 
     for client in clients:
         await client.joined.wait()
-    # The leaves are announced once their closes are handled: wait for them before the end.
-    leaves = {protocol.format_leave(c.name) for c in clients if c.left}
+    # Leaves and messages still on their way (from any node) are through before the end:
+    # every one of them must then be in everyone's view.
+    due = {protocol.format_leave(c.name) for c in clients if c.left}
+    due |= {protocol.format_message(c.name, t) for c in clients for t in c.sent}
     async with asyncio.timeout(20):
-        while not leaves <= set(observers[0].frames):
+        while not due <= set(observers[0].frames):
             await asyncio.sleep(0.01)
     end = f"end of {room}"
     assert observers[0].ws is not None

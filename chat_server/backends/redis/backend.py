@@ -40,6 +40,7 @@ from chat_server.backends.redis.links import (
     PubSubLink,
     connection_factory,
     describe,
+    encode_bulk,
 )
 from chat_server.backends.redis.registry import RedisRegistry
 from chat_server.backends.redis.scripts import SCRIPTS
@@ -56,6 +57,18 @@ GIVE_UP_MARGIN = 0.25
 # Keys of a room's sequence live this long after its last event (history will want the same).
 SEQUENCE_TTL_SECONDS = 7 * 24 * 3600
 REAP_BATCH = 16  # dead nodes handled per reaper round
+ROOM_CACHE_SIZE = 4096
+
+
+def room_event_keys(room: str) -> tuple[str, ...]:
+    """The event script's keys before the member node's set (KEYS 1-4)."""
+    return (keys.room_sequence(room), keys.room_presence(room), keys.room_nodes(room), keys.ROOMS)
+
+
+# EVALSHA {sha} 5 KEYS[1-5] ARGV[1-11]: 19 parts in all.
+_ROOM_EVENT_HEAD = b"*19\r\n" + b"".join(
+    map(encode_bulk, ("EVALSHA", SCRIPTS["room_event"].sha, "5"))
+)
 
 
 class Published(tuple[int, int, str, float]):
@@ -112,6 +125,10 @@ class RedisBackend(Backend):
         self._failure: asyncio.Future[str] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._reaping: set[asyncio.Task[None]] = set()
+        self._room_cache: dict[str, tuple[bytes, bytes]] = {}
+        # A room's epoch is this token and Redis's clock when its sequence starts: unique per
+        # node incarnation and per start.
+        self._epoch_token = secrets.token_hex(2)
 
     @property
     def url(self) -> str:
@@ -150,7 +167,7 @@ class RedisBackend(Backend):
     def redis_now_ms(self) -> float:
         return time.time() * 1000 + self._clock_offset_ms
 
-    async def room_event(
+    def room_event(
         self,
         room: str,
         kind: EventKind,
@@ -158,38 +175,58 @@ class RedisBackend(Backend):
         name: str,
         text: str = "",
         nonce: str | None = None,
-    ) -> Published | None:
-        """Run the room event script: sequence, presence and publish in one step."""
+    ) -> asyncio.Future[Published | None]:
+        """Issue the room event script (sequence, presence and publish in one step) now; the
+        future gets where it landed, ``None`` if the member was not present."""
         deadline = int(self.redis_now_ms() + self.timeout * 1000)
-        reply = await self.script(
-            "room_event",
-            [
-                keys.room_sequence(room),
-                keys.room_presence(room),
-                keys.room_nodes(room),
-                keys.node_members(member_node),
-                keys.ROOMS,
-            ],
-            [
-                keys.room_channel(room),
-                room,
-                codec.KIND_CODES[kind],
-                member_node,
-                name,
-                text,
-                codec.encode_nonce(nonce),
-                self.node_id,
-                secrets.token_hex(4),
-                SEQUENCE_TTL_SECONDS,
-                deadline,
-            ],
+        room_keys, room_args = self._room_parts(room)
+        tail = (
+            codec.KIND_CODES[kind],
+            member_node,
+            name,
+            text,
+            codec.encode_nonce(nonce),
+            self.node_id,
+            self._epoch_token,
+            SEQUENCE_TTL_SECONDS,
+            deadline,
         )
+        return self.link.call_packed(
+            _ROOM_EVENT_HEAD
+            + room_keys
+            + encode_bulk(keys.node_members(member_node))
+            + room_args
+            + b"".join(map(encode_bulk, tail)),
+            self._room_event_reply,
+        )
+
+    def _room_event_reply(self, reply: Any) -> Published | None:
+        if isinstance(reply, NoScriptError):
+            # Loaded on every connect: someone flushed Redis's scripts. Connect again.
+            asyncio.get_running_loop().call_soon(
+                self.link.fail, "redis lost its scripts (SCRIPT FLUSH?)"
+            )
+            raise BrokerUnavailable("redis lost its scripts")
+        if isinstance(reply, Exception):
+            raise reply
         if len(reply) == 1:
             if reply[0] == -1:
                 raise BrokerUnavailable(f"redis took over {self.timeout:g} s to publish")
             return None
         serial, offset, epoch, time_ms = reply
         return Published((serial, offset, epoch.decode(), time_ms / 1000))
+
+    def _room_parts(self, room: str) -> tuple[bytes, bytes]:
+        """The room's keys and arguments of the event script, encoded once (a hot path)."""
+        parts = self._room_cache.get(room)
+        if parts is None:
+            if len(self._room_cache) >= ROOM_CACHE_SIZE:
+                self._room_cache.clear()
+            parts = self._room_cache[room] = (
+                b"".join(map(encode_bulk, room_event_keys(room))),
+                encode_bulk(keys.room_channel(room)) + encode_bulk(room),
+            )
+        return parts
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
         if channel.startswith(keys.ROOM_CHANNEL_PREFIX_BYTES):
@@ -250,6 +287,7 @@ class RedisBackend(Backend):
             old = self.node_id
             self.node_id = f"{old.rsplit('-', 1)[0]}-{secrets.token_hex(3)}"
             self._node_channel = keys.node_channel(self.node_id).encode()
+            self._epoch_token = secrets.token_hex(2)
             self._spawn_reap(old, expire_first=True)
             self._registered = False
         await self.link.connect(f"chat:{self.node_id}:commands")

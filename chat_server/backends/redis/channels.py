@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from chat_server.backends.base import ChannelBackend, Deliver
+from chat_server.backends.base import ChannelBackend, Deliver, Publishing
 from chat_server.backends.redis import keys
-from chat_server.events import EventKind, Published, RoomEvent
+from chat_server.events import EventKind, RoomEvent
 
 if TYPE_CHECKING:
     from chat_server.backends.redis.backend import RedisBackend
@@ -35,8 +35,8 @@ class RedisChannels(ChannelBackend):
         self.subscribed.discard(room)
         self._backend.pubsub.unsubscribe(keys.room_channel(room))
 
-    async def publish(
+    def publish(
         self, room: str, kind: EventKind, name: str, text: str = "", nonce: str | None = None
-    ) -> Published | None:
+    ) -> Publishing:
         backend = self._backend
-        return await backend.room_event(room, kind, backend.node_id, name, text, nonce)
+        return backend.room_event(room, kind, backend.node_id, name, text, nonce)

@@ -25,9 +25,10 @@ import contextlib
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -38,7 +39,9 @@ from chat_server.backends.base import BrokerUnavailable
 log = logging.getLogger("chat_server.redis")
 
 MakeConnection = Callable[[], AbstractConnection]
+READ_SIZE = 256 * 1024
 OnFailure = Callable[[str], None]
+Convert = Callable[[Any], Any]
 
 
 def connection_factory(url: str, connect_timeout: float) -> MakeConnection:
@@ -54,6 +57,43 @@ def connection_factory(url: str, connect_timeout: float) -> MakeConnection:
     # RESP2 whatever the URL says: pub/sub messages are then plain replies on their connection.
     pool.connection_kwargs["protocol"] = 2
     return pool.make_connection
+
+
+def encode_bulk(value: str | bytes | int) -> bytes:
+    """One RESP bulk string (what redis-py's pack_command does, for hot paths)."""
+    if isinstance(value, str):
+        value = value.encode()
+    elif isinstance(value, int):
+        value = b"%d" % value
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+async def reply_batches(conn: AbstractConnection) -> AsyncIterator[list[Any]]:
+    """Every reply (or pub/sub message) that arrives on ``conn``, in batches of what one read
+    brought. With hiredis (installed with redis[hiredis]) this feeds redis-py's own hiredis
+    reader straight from the socket: one call per read, not one per reply, which is most of
+    the node's cost per message on a busy room. Error replies come as ``ResponseError``
+    objects, in their place."""
+    parser = conn._parser  # redis-py < 9: its parser and stream, used as redis-py does
+    reader = getattr(parser, "_reader", None)
+    stream = getattr(conn, "_reader", None)
+    if not isinstance(parser, _AsyncHiredisParser) or reader is None or stream is None:
+        while True:
+            try:
+                yield [await conn.read_response(timeout=math.inf)]
+            except ResponseError as exc:
+                yield [exc]
+    gets, feed, read = reader.gets, reader.feed, stream.read
+    while True:
+        replies = []
+        while (reply := gets()) is not NOT_ENOUGH_DATA:
+            replies.append(reply)
+        if replies:
+            yield replies
+        data = await read(READ_SIZE)
+        if not data:
+            raise ConnectionError("redis closed the connection")
+        feed(data)
 
 
 def describe(exc: BaseException) -> str:
@@ -107,6 +147,12 @@ class _Link:
         wire = self._wire
         assert wire is not None
         wire.outbox.append(wire.conn.pack_command(*args))
+        wire.wakeup.set()
+
+    def _send_packed(self, data: bytes) -> None:
+        wire = self._wire
+        assert wire is not None
+        wire.outbox.append([data])
         wire.wakeup.set()
 
     async def _write_loop(self, wire: _Wire) -> None:
@@ -171,8 +217,9 @@ async def _disconnect(conn: AbstractConnection) -> None:
 class CommandLink(_Link):
     def __init__(self, make_connection: MakeConnection, on_failure: OnFailure) -> None:
         super().__init__(make_connection, on_failure)
-        self._waiting: deque[asyncio.Future[Any]] = deque()  # in the outbox, in order
-        self._inflight: deque[tuple[asyncio.Future[Any], float]] = deque()  # written
+        # In the outbox, then written (with when), in order: a future and its reply's converter.
+        self._waiting: deque[tuple[asyncio.Future[Any], Convert | None]] = deque()
+        self._inflight: deque[tuple[asyncio.Future[Any], Convert | None, float]] = deque()
 
     def call(self, *args: Any) -> asyncio.Future[Any]:
         """Send one command; the future gets its reply (or the error, or BrokerUnavailable)."""
@@ -180,44 +227,60 @@ class CommandLink(_Link):
         if self.down_reason is not None:
             future.set_exception(BrokerUnavailable(self.down_reason))
             return future
-        self._waiting.append(future)
+        self._waiting.append((future, None))
         self._send(*args)
+        return future
+
+    def call_packed(
+        self, command: bytes, convert: Callable[[Any], Any] | None = None
+    ) -> asyncio.Future[Any]:
+        """:meth:`call` for a command already encoded (see :func:`encode_bulk`); ``convert``
+        turns the reply (or error reply) into the future's result, or raises."""
+        future = asyncio.get_running_loop().create_future()
+        if self.down_reason is not None:
+            future.set_exception(BrokerUnavailable(self.down_reason))
+            return future
+        self._waiting.append((future, convert))
+        self._send_packed(command)
         return future
 
     def _sending(self, count: int) -> None:
         now = asyncio.get_running_loop().time()
         waiting, inflight = self._waiting, self._inflight
         for _ in range(count):
-            inflight.append((waiting.popleft(), now))
+            future, convert = waiting.popleft()
+            inflight.append((future, convert, now))
 
     def oldest_wait(self) -> float:
         """Seconds the oldest unanswered command has waited (0 if none)."""
         if self._inflight:
-            return asyncio.get_running_loop().time() - self._inflight[0][1]
+            return asyncio.get_running_loop().time() - self._inflight[0][2]
         return 0.0
 
     async def _read_loop(self, wire: _Wire) -> None:
         inflight = self._inflight
-        conn = wire.conn
-        while True:
-            try:
-                reply: Any = await conn.read_response(timeout=math.inf)
-            except ResponseError as exc:
-                reply = exc
+        async for replies in reply_batches(wire.conn):
             if wire is not self._wire:
                 return
-            if not inflight:
-                raise RuntimeError(f"a reply that no command asked for: {reply!r:.80}")
-            future, _ = inflight.popleft()
-            if future.done():
-                continue
-            if isinstance(reply, ResponseError):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
+            for reply in replies:
+                if not inflight:
+                    raise RuntimeError(f"a reply that no command asked for: {reply!r:.80}")
+                future, convert, _ = inflight.popleft()
+                if future.done():
+                    continue
+                if convert is not None:
+                    try:
+                        reply = convert(reply)
+                    except Exception as exc:
+                        reply = exc
+                if isinstance(reply, Exception):
+                    future.set_exception(reply)
+                    future.exception()  # whoever awaits it still gets it; no "never retrieved"
+                else:
+                    future.set_result(reply)
 
     def _failed(self, exc: BrokerUnavailable) -> None:
-        pending = [f for f, _ in self._inflight] + list(self._waiting)
+        pending = [f for f, _, _ in self._inflight] + [f for f, _ in self._waiting]
         self._inflight.clear()
         self._waiting.clear()
         for future in pending:
@@ -262,24 +325,26 @@ class PubSubLink(_Link):
 
     async def _read_loop(self, wire: _Wire) -> None:
         on_message = self._on_message
-        conn = wire.conn
-        while True:
-            reply = await conn.read_response(timeout=math.inf)
+        async for replies in reply_batches(wire.conn):
             if wire is not self._wire:
                 return
-            kind = reply[0]
-            if kind == b"message":
-                on_message(reply[1], reply[2])
-            elif kind == b"subscribe":
-                waiting = self._confirming.get(reply[1])
-                if waiting:
-                    confirmation = waiting.popleft()
-                    if not waiting:
-                        del self._confirming[reply[1]]
-                    if not confirmation.done():
-                        confirmation.set_result(None)
-            elif kind not in (b"unsubscribe", b"pong"):
-                raise RuntimeError(f"unexpected pub/sub reply {reply!r:.80}")
+            for reply in replies:
+                kind = reply[0]
+                if kind == b"message":
+                    on_message(reply[1], reply[2])
+                elif kind == b"subscribe":
+                    self._confirmed(reply[1])
+                elif kind not in (b"unsubscribe", b"pong"):
+                    raise RuntimeError(f"unexpected pub/sub reply {reply!r:.80}")
+
+    def _confirmed(self, channel: bytes) -> None:
+        waiting = self._confirming.get(channel)
+        if waiting:
+            confirmation = waiting.popleft()
+            if not waiting:
+                del self._confirming[channel]
+            if not confirmation.done():
+                confirmation.set_result(None)
 
     def _failed(self, exc: BrokerUnavailable) -> None:
         confirming, self._confirming = self._confirming, {}

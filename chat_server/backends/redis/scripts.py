@@ -29,10 +29,12 @@ local function alive(nodes_key, node)
 end
 """
 
-# KEYS: 1 sequence, 2 presence, 3 room's node counts, 4 member's node's members, 5 rooms
+# KEYS: 1 sequence, 2 presence, 3 room's node counts, 4 rooms, 5 member's node's members
 # ARGV: 1 channel, 2 room, 3 kind (m/j/l), 4 the member's node, 5 name, 6 text,
 #       7 nonce ('-' for none), 8 origin (the publishing node: a reaper announces for another),
-#       9 epoch to start with if the room has no sequence, 10 sequence ttl (s),
+#       9 the publisher's epoch token: a room whose sequence starts now gets the epoch
+#       "{token}{Redis's clock in ms, hex}", different from any epoch before it,
+#       10 sequence ttl (s),
 #       11 deadline (ms, Redis clock; 0 = none): a publish that arrives after it is refused,
 #       so a node that gave up waiting can tell its member "not sent" and be right.
 # Returns {serial, offset, epoch, time} once published; {0} if the member is not (or, for a
@@ -48,12 +50,12 @@ local owner = present and string.match(present, '^(%S+)')
 if kind == 'j' then
   if present then return {0} end
 elseif owner ~= node then
-  if kind == 'l' then redis.call('SREM', KEYS[4], entry) end
+  if kind == 'l' then redis.call('SREM', KEYS[5], entry) end
   return {0}
 end
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
-  epoch = ARGV[9]
+  epoch = ARGV[9] .. string.format('%x', now)
   redis.call('HSET', KEYS[1], 'e', epoch)
 end
 local offset
@@ -66,16 +68,16 @@ local serial = redis.call('HINCRBY', KEYS[1], 'n', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[10])
 if kind == 'j' then
   redis.call('HSET', KEYS[2], name, node .. ' ' .. serial)
-  redis.call('SADD', KEYS[4], entry)
+  redis.call('SADD', KEYS[5], entry)
   redis.call('HINCRBY', KEYS[3], node, 1)
-  redis.call('SADD', KEYS[5], ARGV[2])
+  redis.call('SADD', KEYS[4], ARGV[2])
 elseif kind == 'l' then
   redis.call('HDEL', KEYS[2], name)
-  redis.call('SREM', KEYS[4], entry)
+  redis.call('SREM', KEYS[5], entry)
   if redis.call('HINCRBY', KEYS[3], node, -1) <= 0 then redis.call('HDEL', KEYS[3], node) end
   if redis.call('EXISTS', KEYS[2]) == 0 then
     redis.call('DEL', KEYS[3])
-    redis.call('SREM', KEYS[5], ARGV[2])
+    redis.call('SREM', KEYS[4], ARGV[2])
   end
 end
 redis.call('PUBLISH', ARGV[1], table.concat(
