@@ -162,7 +162,9 @@ class _Link:
             outbox, wire.outbox = wire.outbox, []
             if outbox and wire is self._wire:
                 self._sending(len(outbox))
-                await wire.conn.send_packed_command([p for cmd in outbox for p in cmd], False)
+                # One buffer, one write: a list would be one system call per part.
+                data = b"".join([part for command in outbox for part in command])
+                await wire.conn.send_packed_command(data, False)
 
     def _sending(self, count: int) -> None:
         """``count`` commands are about to be written."""
