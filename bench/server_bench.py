@@ -969,6 +969,11 @@ def main() -> None:
         action="store_true",
         help='replace the "## Server" section of docs/performance.md',
     )
+    parser.add_argument(
+        "--write-section",
+        metavar="TITLE",
+        help='replace (or add) the "### TITLE" part of "## Server" with this report',
+    )
     args = parser.parse_args()
     if args.worker:
         worker_main(args.worker)
@@ -1019,6 +1024,8 @@ def main() -> None:
         args.json.write_text(json.dumps({"command": command, "results": raw}, indent=1))
     if args.write:
         write_section(text)
+    if args.write_section:
+        write_subsection(args.write_section, text)
 
 
 DOC_INTRO = """\
@@ -1053,6 +1060,21 @@ Reading the numbers:
 Latest numbers:
 
 """
+
+
+def write_subsection(title: str, text: str) -> None:
+    """Replace (or add, at the end) "### {title}" up to the next "### " heading or the end."""
+    path = ROOT / "docs" / "performance.md"
+    old = path.read_text()
+    heading = f"\n### {title}\n"
+    body = heading + "\n" + text.replace("\n### ", "\n#### ") + "\n"
+    start = old.find(heading)
+    if start == -1:
+        new = old.rstrip("\n") + "\n" + body
+    else:
+        end = old.find("\n### ", start + len(heading))
+        new = old[:start] + body + ("" if end == -1 else old[end:])
+    path.write_text(new)
 
 
 def write_section(text: str) -> None:
