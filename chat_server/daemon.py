@@ -85,6 +85,9 @@ def probe(host: str, port: int, timeout: float = 2.0) -> Probe:
         with _HTTP.open(url, timeout=timeout) as response:
             body = response.read(65536)
     except urllib.error.HTTPError as exc:
+        unavailable = _unavailable_chat_server(exc)
+        if unavailable is not None:
+            return Probe(health=unavailable)
         return Probe(other=f"an HTTP server that answers /health with {exc.code} {exc.reason}")
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, TimeoutError | ConnectionResetError | ConnectionAbortedError):
@@ -99,6 +102,19 @@ def probe(host: str, port: int, timeout: float = 2.0) -> Probe:
     if isinstance(health, dict) and health.get("status") == "ok" and "rooms" in health:
         return Probe(health=health)
     return Probe(other="an HTTP server that is not a chat server")
+
+
+def _unavailable_chat_server(exc: urllib.error.HTTPError) -> dict[str, Any] | None:
+    """The /health of a chat server that runs but cannot reach its broker (503), if it is."""
+    if exc.code != 503:
+        return None
+    try:
+        health = json.loads(exc.read(65536))
+    except (OSError, ValueError):
+        return None
+    if isinstance(health, dict) and health.get("status") == "unavailable" and "node" in health:
+        return health
+    return None
 
 
 # ----------------------------------------------------------------------------- pid files
@@ -364,10 +380,13 @@ def _counts(health: dict[str, Any]) -> str:
     rooms = int(health.get("rooms", 0))
     connections = int(health.get("connections", 0))
     uptime = _duration(float(health.get("uptime_seconds", 0)))
-    return (
+    counts = (
         f"up {uptime}, {rooms} room{'' if rooms == 1 else 's'}, "
         f"{connections} connection{'' if connections == 1 else 's'}"
     )
+    if health.get("status") == "unavailable":
+        counts += f"; {health.get('reason', 'broker unavailable')} (retrying)"
+    return counts
 
 
 def _duration(seconds: float) -> str:

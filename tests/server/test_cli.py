@@ -20,6 +20,7 @@ import psutil
 import pytest
 from websockets.sync.client import connect
 
+from tests.redis_servers import requires_redis, start_redis
 from tests.servers import RunningServer, free_port, wait_until
 
 BIN = Path(sys.executable).parent
@@ -317,3 +318,24 @@ def test_invalid_options_are_a_clear_error(
     assert "error: " in result.stderr and message in result.stderr
     assert "Traceback" not in result.stderr
     assert not cli.state_dir.exists()  # nothing was started
+
+
+@requires_redis
+def test_start_and_status_with_redis_down_say_so_and_it_serves_once_redis_is_up(
+    cli: Cli,
+) -> None:
+    redis_port = free_port()  # nothing listens there yet
+    env = {"CHAT_SERVER_BROKER_TIMEOUT": "1", "CHAT_SERVER_NODE_TTL": "3"}
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    started = cli.on_port("start", "--broker-url", url, env=env)
+    assert started.returncode == 0, started.stdout + started.stderr
+    status = cli.on_port("status")
+    assert status.returncode == 0
+    assert "broker unavailable: cannot reach redis" in status.stdout
+    redis = start_redis(port=redis_port)
+    try:
+        wait_until(lambda: (cli.health() or {}).get("status") == "ok", what="it to serve")
+        assert "broker unavailable" not in cli.on_port("status").stdout
+        assert cli.on_port("stop").returncode == 0
+    finally:
+        redis.stop()

@@ -16,7 +16,12 @@ from chat_server.protocol import FrameKind
 from chat_server.settings import Settings
 from tests.clusters import FAST_NODE_TTL, Cluster, running_cluster
 from tests.redis_servers import requires_redis
-from tests.server.wsclients import Member, join, raw_handshake
+from tests.server.wsclients import (
+    Member,
+    assert_one_order_under_concurrent_senders,
+    join,
+    raw_handshake,
+)
 from tests.servers import wait_until
 
 pytestmark = requires_redis
@@ -67,19 +72,7 @@ async def test_500_names_over_three_processes_are_unique(cluster: Cluster) -> No
 
 async def test_one_order_per_room_for_members_on_every_process(cluster: Cluster) -> None:
     members = await join_spread(cluster, fresh_room(), 6)
-    per_sender = 40
-
-    async def send_all(index: int) -> None:
-        for i in range(per_sender):
-            await members[index].ws.send(f"{index}:{i}")
-
-    await asyncio.gather(*(send_all(i) for i in range(len(members))))
-    total = per_sender * len(members)
-    sequences = [[await m.recv() for _ in range(total)] for m in members]
-    assert all(seq == sequences[0] for seq in sequences)
-    for index, member in enumerate(members):
-        own = [f for f in sequences[0] if f.startswith(member.name + " :: ")]
-        assert own == [f"{member.name} :: {index}:{i}" for i in range(per_sender)]
+    await assert_one_order_under_concurrent_senders(members, per_sender=40)
     await close_all(members)
 
 

@@ -12,7 +12,12 @@ import websocket  # websocket-client, the original design's client library
 
 from chat_server import protocol
 from chat_server.protocol import FrameKind
-from tests.server.wsclients import join, join_many, raw_handshake
+from tests.server.wsclients import (
+    assert_one_order_under_concurrent_senders,
+    join,
+    join_many,
+    raw_handshake,
+)
 from tests.servers import RunningServer, wait_until
 
 _rooms = itertools.count()
@@ -49,20 +54,7 @@ async def test_one_order_for_all_members_under_concurrent_senders(
     shared_server: RunningServer,
 ) -> None:
     members = await join_many(shared_server.chat_url(fresh_room()), 5)
-    per_sender = 60
-
-    async def send_all(index: int) -> None:
-        for i in range(per_sender):
-            await members[index].ws.send(f"{index}:{i}")
-
-    await asyncio.gather(*(send_all(i) for i in range(len(members))))
-    total = per_sender * len(members)
-    sequences = [[await m.recv() for _ in range(total)] for m in members]
-    assert all(seq == sequences[0] for seq in sequences)
-    # Each sender's own messages keep their order within the common order.
-    for index, member in enumerate(members):
-        own = [f for f in sequences[0] if f.startswith(member.name + " :: ")]
-        assert own == [f"{member.name} :: {index}:{i}" for i in range(per_sender)]
+    await assert_one_order_under_concurrent_senders(members, per_sender=60)
     for member in members:
         await member.close()
 

@@ -63,6 +63,23 @@ async def join_many(url: str, count: int, **kwargs: object) -> list[Member]:
     return members
 
 
+async def assert_one_order_under_concurrent_senders(members: list[Member], per_sender: int) -> None:
+    """Every member sends ``per_sender`` messages at once; all receive one order, in which
+    each sender's own messages keep theirs."""
+
+    async def send_all(index: int) -> None:
+        for i in range(per_sender):
+            await members[index].ws.send(f"{index}:{i}")
+
+    await asyncio.gather(*(send_all(i) for i in range(len(members))))
+    total = per_sender * len(members)
+    sequences = [[await m.recv() for _ in range(total)] for m in members]
+    assert all(seq == sequences[0] for seq in sequences)
+    for index, member in enumerate(members):
+        own = [f for f in sequences[0] if f.startswith(member.name + " :: ")]
+        assert own == [f"{member.name} :: {index}:{i}" for i in range(per_sender)]
+
+
 def raw_handshake(port: int, path: str, rcvbuf: int | None = None) -> socket.socket:
     """A WebSocket handshake by hand: a peer that does only what the test makes it do."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
