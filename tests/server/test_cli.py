@@ -325,9 +325,9 @@ def test_start_and_status_with_redis_down_say_so_and_it_serves_once_redis_is_up(
     cli: Cli,
 ) -> None:
     redis_port = free_port()  # nothing listens there yet
-    env = {"CHAT_SERVER_BROKER_TIMEOUT": "1", "CHAT_SERVER_NODE_TTL": "3"}
+    cli.env.update(CHAT_SERVER_BROKER_TIMEOUT="1", CHAT_SERVER_NODE_TTL="3")
     url = f"redis://127.0.0.1:{redis_port}/0"
-    started = cli.on_port("start", "--broker-url", url, env=env)
+    started = cli.on_port("start", "--broker-url", url)
     assert started.returncode == 0, started.stdout + started.stderr
     status = cli.on_port("status")
     assert status.returncode == 0
