@@ -18,7 +18,6 @@ Two ways to drain a queue:
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -32,8 +31,6 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 # Most bytes handed to a transport in one write: what sits in the transport's own buffer
 # stays bounded by its high-water mark plus this.
 WRITE_CHUNK = 64 * 1024
-# Under load, fan-out writes to members at most this often (see _Flusher).
-COALESCE_SECONDS = float(os.environ.get("CHAT_SERVER_COALESCE", "0.001"))
 
 
 def text_size(frame: str) -> int:
@@ -158,30 +155,17 @@ class FrameSink(Protocol):
 
 
 class _Flusher:
-    """Runs every marked member's flush once per event-loop iteration, and while busy at most
-    once per ``COALESCE_SECONDS``.
-
-    A write is a system call per member, fan-out's main cost: frames that arrive in quick
-    succession (a busy room, events read from a broker a few at a time) go out in one write
-    per member instead of one each. A frame after a quiet spell is written at once.
-    """
+    """Runs every marked member's flush once per event-loop iteration."""
 
     def __init__(self) -> None:
         self._marked: list[TransportMember] = []
-        self._last = -1.0
 
     def mark(self, member: TransportMember) -> None:
         if not self._marked:
-            loop = asyncio.get_running_loop()
-            wait = self._last + COALESCE_SECONDS - loop.time()
-            if wait > 0:
-                loop.call_later(wait, self._flush)
-            else:
-                loop.call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self._flush)
         self._marked.append(member)
 
     def _flush(self) -> None:
-        self._last = asyncio.get_running_loop().time()
         marked, self._marked = self._marked, []
         for member in marked:
             member.flush()

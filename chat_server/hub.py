@@ -113,6 +113,3 @@ class RoomHub:
     def rooms(self) -> dict[str, int]:
         """This node's rooms with their local member counts."""
         return {room: len(local.members) for room, local in self._rooms.items()}
-
-    def subscribed(self, room: str) -> bool:
-        return room in self._rooms

@@ -43,6 +43,7 @@ NOT_IN_ROOM = "the broker no longer has you in the room; reconnect"
 # Messages of one connection on their way through the broker at once (in order).
 PUBLISH_WINDOW = 16
 _MESSAGE = EventKind.MESSAGE
+_NOT_IN_ROOM = ("not in the room", (CloseCode.SERVICE_RESTART, NOT_IN_ROOM))
 
 
 def _failure(pending: Publishing) -> tuple[str, tuple[int, str]] | None:
@@ -54,7 +55,7 @@ def _failure(pending: Publishing) -> tuple[str, tuple[int, str]] | None:
     if published is None:
         # The broker no longer has this member in the room (it lost its data, or the
         # cluster took this node for dead).
-        return "not in the room", (CloseCode.SERVICE_RESTART, NOT_IN_ROOM)
+        return _NOT_IN_ROOM
     return None
 
 
@@ -186,9 +187,12 @@ class ChatSession:
             # Issued now, in order; the member's next frames are read while it is under way.
             pending = publish(room, _MESSAGE, name, clean)
             if pending.done():  # the memory broker: published already
-                if (failed := _failure(pending)) is not None:
-                    return failed
-                continue
+                try:
+                    if pending.result() is not None:
+                        continue
+                except BrokerUnavailable:
+                    pass
+                return _failure(pending) or _NOT_IN_ROOM
             pending.add_done_callback(self._publish_settled)
             inflight.append(pending)
             while inflight and inflight[0].done():

@@ -21,7 +21,6 @@ from chat_server.backends.base import (
     ChannelBackend,
     ClusterInfo,
     Registry,
-    RoomPosition,
 )
 from chat_server.settings import Settings
 
@@ -33,7 +32,6 @@ __all__ = [
     "ChannelBackend",
     "ClusterInfo",
     "Registry",
-    "RoomPosition",
     "is_shared",
     "new_node_id",
     "open_backend",

@@ -94,14 +94,6 @@ class ClusterInfo:
     connections: int  # members of rooms, on every live node
 
 
-@dataclass(frozen=True, slots=True)
-class RoomPosition:
-    """Where a room's sequence stands: the last message's offset within ``epoch``."""
-
-    epoch: str
-    offset: int
-
-
 class ChannelBackend(ABC):
     """Carries each room's events between the nodes, one channel per room."""
 
@@ -127,8 +119,9 @@ class ChannelBackend(ABC):
         """Publish one event to every subscriber of ``room`` on every node.
 
         The publish is issued when this is called, so publishes keep the order of the calls;
-        the result is where it landed, or ``None`` if the member is not (for a join: already)
-        present in the room, in which case nothing was published. Awaiting it raises
+        the result is where it landed (a join's offset is the room's last message offset when
+        the member joined), or ``None`` if the member is not (for a join: already) present in
+        the room, in which case nothing was published. Awaiting it raises
         :class:`BrokerUnavailable` if it could not be published.
         """
 
@@ -150,10 +143,6 @@ class Registry(ABC):
     @abstractmethod
     async def members(self, room: str) -> list[str]:
         """``room``'s members on live nodes, in join order; empty if it has none."""
-
-    @abstractmethod
-    async def position(self, room: str) -> RoomPosition | None:
-        """Where ``room``'s sequence stands, ``None`` if it has none (yet, or any more)."""
 
     @abstractmethod
     async def cluster(self) -> ClusterInfo: ...

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any
 
 from chat_server.backends.base import (
     Backend,
@@ -18,7 +19,6 @@ from chat_server.backends.base import (
     Deliver,
     Publishing,
     Registry,
-    RoomPosition,
     Settled,
 )
 from chat_server.events import EventKind, RoomEvent
@@ -30,6 +30,28 @@ _NOT_PRESENT = Settled(None)
 
 def new_epoch() -> str:
     return secrets.token_hex(4)
+
+
+class _Published(RoomEvent):
+    """A memory publish is over when it returns: the event is its own settled result."""
+
+    __slots__ = ()
+
+    def done(self) -> bool:
+        return True
+
+    def cancelled(self) -> bool:
+        return False
+
+    def result(self) -> _Published:
+        return self
+
+    def add_done_callback(self, callback: Callable[[Any], object]) -> None:
+        callback(self)
+
+    def __await__(self) -> Generator[Any, None, _Published]:
+        return self
+        yield  # a generator: awaiting it never suspends
 
 
 class _Room:
@@ -87,7 +109,7 @@ class MemoryChannels(ChannelBackend):
                 return _NOT_PRESENT
             del state.members[name]
         state.serial += 1
-        event = RoomEvent(
+        event = _Published(
             kind, name, text, state.serial, state.offset, state.epoch, _now(),
             self._node_id, nonce,
         )  # fmt: skip
@@ -95,7 +117,7 @@ class MemoryChannels(ChannelBackend):
             del rooms[room]
         if self._deliver is not None:
             self._deliver(room, event)
-        return Settled(event)
+        return event
 
 
 class MemoryRegistry(Registry):
@@ -118,10 +140,6 @@ class MemoryRegistry(Registry):
     async def members(self, room: str) -> list[str]:
         state = self._state.rooms.get(room)
         return list(state.members) if state is not None else []
-
-    async def position(self, room: str) -> RoomPosition | None:
-        state = self._state.rooms.get(room)
-        return RoomPosition(state.epoch, state.offset) if state is not None else None
 
     async def cluster(self) -> ClusterInfo:
         rooms = self._state.rooms

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chat_server.backends.base import ClusterInfo, Registry, RoomPosition
+from chat_server.backends.base import ClusterInfo, Registry
 from chat_server.backends.redis import keys
 
 if TYPE_CHECKING:
@@ -39,12 +39,6 @@ class RedisRegistry(Registry):
         flat = await self._backend.script("members", [keys.room_presence(room), keys.NODES], [])
         pairs = sorted((int(flat[i + 1]), flat[i].decode()) for i in range(0, len(flat), 2))
         return [name for _, name in pairs]
-
-    async def position(self, room: str) -> RoomPosition | None:
-        epoch, offset = await self._backend.link.call("HMGET", keys.room_sequence(room), "e", "o")
-        if epoch is None:
-            return None
-        return RoomPosition(epoch.decode(), int(offset or 0))
 
     async def cluster(self) -> ClusterInfo:
         nodes, rooms, connections = await self._backend.script(
