@@ -90,7 +90,12 @@ class RoomHub:
 
     def _in_line(self, room: str, local: _LocalRoom, event: RoomEvent) -> bool:
         """Whether an event that is not the next one expected is to be delivered."""
-        if local.epoch is None:  # the first event since subscribing: the baseline
+        if local.epoch is None:
+            if not local.live.done():
+                # Still on its way from before this subscription (the room was left and
+                # entered again): not the members', nor a baseline to count gaps from.
+                return False
+            # The first event since the subscription became live: the baseline.
             local.epoch, local.serial = event.epoch, event.serial
             return True
         if event.epoch != local.epoch:

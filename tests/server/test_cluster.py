@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import signal
 import threading
@@ -10,6 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from chat_server import protocol
 from chat_server.protocol import FrameKind
@@ -130,6 +132,43 @@ async def test_a_new_process_hears_what_is_said_right_after_its_first_join(
         await alice.ws.send(f"hello {attempt}")
         assert await bob.recv() == f"{alice.name} :: hello {attempt}"
         await close_all([alice, bob])
+
+
+async def test_leaving_and_entering_a_busy_room_again_is_never_taken_for_lost_events(
+    cluster: Cluster,
+) -> None:
+    # Node 1 unsubscribes after its last member leaves and subscribes again for the next,
+    # while node 0 floods the room: what was on its way from before is not a gap.
+    room = fresh_room("again")
+    alice = await join(cluster.url(0, room), max_queue=None)
+    flooding = True
+
+    async def flood() -> None:
+        i = 0
+        while flooding:
+            await alice.ws.send(f"m{i}")
+            i += 1
+            await asyncio.sleep(0.002)
+
+    async def drain() -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in alice.ws:
+                pass
+
+    tasks = [asyncio.create_task(flood()), asyncio.create_task(drain())]
+    try:
+        for _ in range(15):
+            bob = await join(cluster.url(1, room))
+            seen = [await bob.recv() for _ in range(5)]
+            messages = [int(f.rpartition(" :: m")[2]) for f in seen if " :: m" in f]
+            assert messages == list(range(messages[0], messages[0] + len(messages)))
+            await bob.close()
+    finally:
+        flooding = False
+        await tasks[0]
+        await alice.close()
+        await tasks[1]
+    assert "lost events" not in cluster.nodes[1].log()
 
 
 async def test_http_endpoints_are_cluster_wide(cluster: Cluster) -> None:

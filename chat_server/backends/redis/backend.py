@@ -65,6 +65,8 @@ def room_event_keys(room: str) -> tuple[str, ...]:
     return (keys.room_sequence(room), keys.room_presence(room), keys.room_nodes(room), keys.ROOMS)
 
 
+_KIND_BULKS = {kind: encode_bulk(code) for kind, code in codec.KIND_CODES.items()}
+_NO_NONCE = encode_bulk(codec.NO_NONCE)
 # EVALSHA {sha} 5 KEYS[1-5] ARGV[1-11]: 19 parts in all.
 _ROOM_EVENT_HEAD = b"*19\r\n" + b"".join(
     map(encode_bulk, ("EVALSHA", SCRIPTS["room_event"].sha, "5"))
@@ -117,7 +119,7 @@ class RedisBackend(Backend):
         self.pubsub = PubSubLink(make, self._on_message, self._link_failed)
         self.channels = RedisChannels(self)
         self.registry = RedisRegistry(self)
-        self._node_channel = keys.node_channel(node_id).encode()
+        self._become(node_id)
         self._registered = False
         self._clock_offset_ms = 0.0  # Redis's clock minus ours
         self._probes: dict[bytes, float] = {}  # probe token -> when it was sent
@@ -126,9 +128,6 @@ class RedisBackend(Backend):
         self._supervisor: asyncio.Task[None] | None = None
         self._reaping: set[asyncio.Task[None]] = set()
         self._room_cache: dict[str, tuple[bytes, bytes]] = {}
-        # A room's epoch is this token and Redis's clock when its sequence starts: unique per
-        # node incarnation and per start.
-        self._epoch_token = secrets.token_hex(2)
 
     @property
     def url(self) -> str:
@@ -167,6 +166,17 @@ class RedisBackend(Backend):
     def redis_now_ms(self) -> float:
         return time.time() * 1000 + self._clock_offset_ms
 
+    def _become(self, node_id: str) -> None:
+        """Take ``node_id`` (at start, and as a new incarnation after an outage)."""
+        self.node_id = node_id
+        self._node_channel = keys.node_channel(node_id).encode()
+        # A room's epoch is this token and Redis's clock when its sequence starts: unique
+        # per node incarnation and per start.
+        epoch_token = secrets.token_hex(2)
+        # The parts of the event script's command that are this node's, encoded once.
+        self._own_member_parts = (encode_bulk(keys.node_members(node_id)), encode_bulk(node_id))
+        self._own_tail = b"".join(map(encode_bulk, (node_id, epoch_token, SEQUENCE_TTL_SECONDS)))
+
     def room_event(
         self,
         room: str,
@@ -178,27 +188,31 @@ class RedisBackend(Backend):
     ) -> asyncio.Future[Published | None]:
         """Issue the room event script (sequence, presence and publish in one step) now; the
         future gets where it landed, ``None`` if the member was not present."""
-        deadline = int(self.redis_now_ms() + self.timeout * 1000)
         room_keys, room_args = self._room_parts(room)
-        tail = (
-            codec.KIND_CODES[kind],
-            member_node,
-            name,
-            text,
-            codec.encode_nonce(nonce),
-            self.node_id,
-            self._epoch_token,
-            SEQUENCE_TTL_SECONDS,
-            deadline,
+        if member_node == self.node_id:
+            members_key, member = self._own_member_parts
+        else:  # a reaper announcing another node's member
+            members_key = encode_bulk(keys.node_members(member_node))
+            member = encode_bulk(member_node)
+        name_b, text_b = name.encode(), text.encode()
+        nonce_b = _NO_NONCE if nonce is None else encode_bulk(codec.encode_nonce(nonce))
+        deadline = b"%d" % (self.redis_now_ms() + self.timeout * 1000)
+        # The hot path of a publish: KEYS 1-5, then ARGV 1-11 in the script's order.
+        command = b"".join(
+            (
+                _ROOM_EVENT_HEAD,
+                room_keys,
+                members_key,
+                room_args,
+                _KIND_BULKS[kind],
+                member,
+                b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(name_b), name_b, len(text_b), text_b),
+                nonce_b,
+                self._own_tail,
+                b"$%d\r\n%b\r\n" % (len(deadline), deadline),
+            )
         )
-        return self.link.call_packed(
-            _ROOM_EVENT_HEAD
-            + room_keys
-            + encode_bulk(keys.node_members(member_node))
-            + room_args
-            + b"".join(map(encode_bulk, tail)),
-            self._room_event_reply,
-        )
+        return self.link.call_packed(command, self._room_event_reply)
 
     def _room_event_reply(self, reply: Any) -> Published | None:
         if isinstance(reply, NoScriptError):
@@ -285,9 +299,7 @@ class RedisBackend(Backend):
         if self._registered:
             # A new incarnation: whatever the old one registered is reaped, not resumed.
             old = self.node_id
-            self.node_id = f"{old.rsplit('-', 1)[0]}-{secrets.token_hex(3)}"
-            self._node_channel = keys.node_channel(self.node_id).encode()
-            self._epoch_token = secrets.token_hex(2)
+            self._become(f"{old.rsplit('-', 1)[0]}-{secrets.token_hex(3)}")
             self._spawn_reap(old, expire_first=True)
             self._registered = False
         await self.link.connect(f"chat:{self.node_id}:commands")

@@ -32,6 +32,7 @@ from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from chat_server.backends.base import BrokerUnavailable
@@ -179,6 +180,8 @@ class _Link:
             raise
         except BaseException as exc:  # an error, EOF or a surprise: never die silently
             if wire is self._wire:
+                if not isinstance(exc, OSError | RedisConnectionError):
+                    log.error("redis link failed", exc_info=exc)  # a surprise: say where
                 self.fail(f"lost the connection to redis: {describe(exc)}")
 
     def fail(self, reason: str) -> None:
@@ -319,6 +322,9 @@ class PubSubLink(_Link):
             self._confirming.setdefault(channel.encode(), deque()).append(confirmation)
             confirmations.append(confirmation)
         self._send("SUBSCRIBE", *channels)
+        if len(confirmations) == 1:
+            # Done the moment the reader sees the confirmation, before any later message.
+            return confirmations[0]
         return asyncio.ensure_future(_all(confirmations))
 
     def unsubscribe(self, channel: str) -> None:
