@@ -19,7 +19,7 @@ from chat_server.broker import Broker, broker_from_url
 from chat_server.connection import AsgiMember, Member, TokenBucket, TransportMember
 from chat_server.protocol import CloseCode
 from chat_server.settings import Settings
-from chat_server.uvicorn_ws import ABORT_EXTENSION, FRAMES_EXTENSION
+from chat_server.uvicorn_ws import ABORT_EXTENSION, FRAMES_EXTENSION, WITHIN_RATE_KEY
 
 log = logging.getLogger("chat_server")
 
@@ -180,7 +180,9 @@ class ChatEndpoint:
                     close = (CloseCode.MESSAGE_TOO_BIG, f"frame over {max_bytes} bytes")
                     code = "frame too big"
                     break
-                if not bucket.take():
+                # chat-server judges the rate when the frame arrives; plain uvicorn cannot.
+                within_rate = message.get(WITHIN_RATE_KEY)
+                if not (bucket.take() if within_rate is None else within_rate):
                     now = time.monotonic()
                     if now - last_flood_notice >= FLOOD_NOTICE_INTERVAL:
                         last_flood_notice = now

@@ -4,29 +4,69 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import resource
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from types import FrameType
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 
+from chat_server import logs
 from chat_server.app import create_app
-from chat_server.settings import Settings
-from chat_server.uvicorn_ws import ChatWebSocketProtocol
+from chat_server.http_guard import GuardedHttpProtocol, HttpLimits
+from chat_server.loop_lag import monitor
+from chat_server.metrics import MetricsApp, metrics_enabled
+from chat_server.settings import FLOOD_BURST_SECONDS, Settings
+from chat_server.uvicorn_ws import ChatWebSocketProtocol, InputLimits
+
+log = logging.getLogger("chat_server")
 
 # After SIGTERM, how long uvicorn waits for connections before it cancels what is left; the
 # close frames went out at once, so this only bounds stragglers (exit within 5 s).
 GRACEFUL_SHUTDOWN_SECONDS = 3
+# File descriptors the process needs besides its connections (listening socket, logs, ...).
+SPARE_FDS = 64
+
+
+def input_limits(settings: Settings) -> InputLimits:
+    # --rate-limit 0 is the benchmarks' "no input limits": frames and bytes go unlimited too.
+    off = settings.rate_limit == 0
+    frames = 0.0 if off else settings.max_frame_rate
+    nbytes = 0.0 if off else settings.max_byte_rate
+    return InputLimits(
+        message_rate=settings.rate_limit,
+        message_burst=settings.rate_burst,
+        frame_rate=frames,
+        frame_burst=frames * FLOOD_BURST_SECONDS,
+        byte_rate=nbytes,
+        byte_burst=nbytes * FLOOD_BURST_SECONDS,
+        send_buffer=settings.send_buffer,
+    )
+
+
+def http_limits(settings: Settings) -> HttpLimits:
+    return HttpLimits(
+        max_head_bytes=settings.max_head_bytes,
+        max_headers=settings.max_headers,
+        handshake_timeout=settings.handshake_timeout,
+        max_pending=settings.max_pending,
+    )
 
 
 def uvicorn_config(settings: Settings) -> uvicorn.Config:
+    app = MetricsApp(create_app(settings), metrics_enabled(settings.metrics, settings.host))
     return uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        ws=ChatWebSocketProtocol,
+        # JSON: uvicorn's loggers propagate to the root logger that logs.configure set up.
+        log_config=None if settings.log_format == "json" else LOGGING_CONFIG,
+        http=GuardedHttpProtocol.configured(http_limits(settings)),
+        ws=ChatWebSocketProtocol.configured(input_limits(settings)),
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ping_interval or None,
         ws_ping_timeout=settings.ping_timeout or None,
@@ -35,6 +75,41 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         access_log=False,
         lifespan="on",
     )
+
+
+class ChatUvicornServer(uvicorn.Server):
+    """uvicorn's server, with the event-loop monitor running while it serves."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        monitor.start()
+        await super().startup(sockets)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        monitor.stop()
+        await super().shutdown(sockets)
+
+
+def raise_fd_limit(settings: Settings) -> None:
+    """Raise the soft limit on open files to the hard limit; say so when it is still too low
+    for ``--max-connections`` (beyond it, accepting fails and new clients wait)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            log.info("open files limit raised from %s to %s", soft, hard)
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open files limit from %s: %s", soft, exc)
+    needed = settings.max_connections + settings.max_pending + SPARE_FDS
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "open files limit %s is below what --max-connections %s needs (%s with "
+            "--max-pending %s); raise it (ulimit -n) or lower --max-connections",
+            soft,
+            settings.max_connections,
+            needed,
+            settings.max_pending,
+        )
 
 
 class _PerConnectionNoise(logging.Filter):
@@ -49,12 +124,10 @@ class _PerConnectionNoise(logging.Filter):
 
 
 def serve(settings: Settings) -> int:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(settings.log_level, settings.log_format)
     logging.getLogger("uvicorn.error").addFilter(_PerConnectionNoise())
-    server = uvicorn.Server(uvicorn_config(settings))
+    raise_fd_limit(settings)
+    server = ChatUvicornServer(uvicorn_config(settings))
     with _exit_quietly_on_signals(server):
         server.run()
     # uvicorn.Server.run returns normally on SIGTERM/SIGINT; a failed start sets started=False.
