@@ -9,9 +9,9 @@ uvicorn reads a request head of any size for as long as the peer likes: one conn
 * from accept (or the first byte of a later keep-alive request) to a complete request, and for
   an upgrade to the WebSocket handshake, a connection has ``handshake_timeout`` seconds:
   then **408** and close;
-* at most ``max_pending`` connections may be in that state at once: a connection beyond it
-  gets **503** and is closed at once, so that half-finished requests cannot exhaust the
-  process's file descriptors and lock out real clients.
+* at most ``max_pending`` connections may be in that state at once: when one more arrives,
+  the oldest of them gets **503** and is closed, so that half-finished requests can neither
+  exhaust the process's file descriptors nor lock out real clients.
 """
 
 from __future__ import annotations
@@ -42,13 +42,13 @@ class _Refused(Exception):
 
 class GuardedHttpProtocol(HttpToolsProtocol):
     limits: ClassVar[HttpLimits] = HttpLimits()
-    # Connections of this server that have not finished a request or a handshake.
-    pending: ClassVar[set[GuardedHttpProtocol]] = set()
+    # Connections of this server that have not finished a request or a handshake, oldest first.
+    pending: ClassVar[dict[GuardedHttpProtocol, None]] = {}
 
     @classmethod
     def configured(cls, limits: HttpLimits) -> type[GuardedHttpProtocol]:
         """This protocol with the server's limits, for ``uvicorn.Config(http=...)``."""
-        return type(cls.__name__, (cls,), {"limits": limits, "pending": set()})
+        return type(cls.__name__, (cls,), {"limits": limits, "pending": {}})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -64,9 +64,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.pending) >= self.limits.max_pending:
-            self._refuse(503, "too many connections in progress; try again later", "pending_limit")
-            return
-        self.pending.add(self)
+            # The oldest gives way: a real client finishes its handshake in milliseconds, so
+            # idle sockets cannot lock it out by filling the cap first.
+            oldest = next(iter(self.pending))
+            oldest._refuse(503, "too many connections in progress; try again", "pending_limit")
+        self.pending[self] = None
         stats.pending_connections = len(self.pending)
         self._arm()
 
@@ -77,7 +79,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _settled(self) -> None:
         """No longer a pending connection: upgraded, or gone."""
         self._disarm()
-        self.pending.discard(self)
+        self.pending.pop(self, None)
         stats.pending_connections = len(self.pending)
 
     def _arm(self) -> None:

@@ -113,9 +113,15 @@ def raise_fd_limit(settings: Settings) -> None:
 
 
 class _PerConnectionNoise(logging.Filter):
-    """Drop uvicorn's own per-connection lines: the chat log has one line per join and leave."""
+    """Drop uvicorn's own per-connection lines: the chat log has one line per join and leave.
+    Rejected handshakes are counted in /metrics instead: anyone could fill the log with them."""
 
-    NOISE = ("connection open", "connection closed")
+    NOISE = (
+        "connection open",
+        "connection closed",
+        "connection rejected (%d %s)",
+        "HTTP response sent (%d %s)",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg in self.NOISE:

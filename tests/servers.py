@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -82,16 +83,28 @@ class RunningServer:
         return start_server(port=self.port, **self.options)
 
 
+# Another checkout whose server the tests run instead of this one's (bench/faults.py sets it
+# to measure main "before"): its directory goes first on the server's PYTHONPATH.
+SERVER_ROOT_ENV = "CHAT_TEST_SERVER_ROOT"
+
+
 def start_server(
-    port: int | None = None, plain_uvicorn: bool = False, **options: Any
+    port: int | None = None,
+    plain_uvicorn: bool = False,
+    open_files: int | None = None,
+    **options: Any,
 ) -> RunningServer:
     """``python -m chat_server run`` on a free port; returns once ``/health`` answers.
 
     With ``plain_uvicorn``, ``uvicorn chat_server:app`` instead, configured through
-    ``CHAT_SERVER_*`` variables as a user of plain uvicorn would.
+    ``CHAT_SERVER_*`` variables as a user of plain uvicorn would. ``open_files`` starts the
+    server with that soft limit on open files (the hard limit stays).
     """
     port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_SERVER_")}
+    root = os.environ.get(SERVER_ROOT_ENV)
+    if root:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     if plain_uvicorn:
         args = [sys.executable, "-m", "uvicorn", "chat_server:app", "--port", str(port)]
         for key, value in options.items():
@@ -106,8 +119,25 @@ def start_server(
     log_dir = Path(os.environ.get("CHAT_TEST_LOG_DIR", "/tmp"))
     log_path = log_dir / f"chat-server-test-{port}-{os.getpid()}.log"
     log_file = log_path.open("wb")
-    process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    server = RunningServer(port, process, log_path, dict(options, plain_uvicorn=plain_uvicorn))
+
+    def limit_open_files() -> None:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard))
+
+    process = subprocess.Popen(
+        args,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=root or None,
+        preexec_fn=limit_open_files if open_files else None,
+    )
+    server = RunningServer(
+        port,
+        process,
+        log_path,
+        dict(options, plain_uvicorn=plain_uvicorn, open_files=open_files),
+    )
 
     def ready() -> bool:
         if process.poll() is not None:
