@@ -72,10 +72,13 @@ def client_frame(opcode: int, payload: bytes = b"", fin: bool = True, mask: bool
     return header + key + masked
 
 
-def handshake_request(port: int, path: str, extra: str = "", key: str | None = None) -> bytes:
+def handshake_request(
+    port: int, path: str, extra: str = "", key: str | None = None, host: str | None = None
+) -> bytes:
     key = key if key is not None else base64.b64encode(os.urandom(16)).decode()
+    host = host or f"127.0.0.1:{port}"
     return (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
         f"{extra}\r\n"
     ).encode()
@@ -86,12 +89,19 @@ def connect(port: int, timeout: float = 5.0) -> socket.socket:
     return sock
 
 
-def read_response(sock: socket.socket, timeout: float = 5.0) -> tuple[bytes, bool]:
-    """Everything the server sends until it closes (or ``timeout``): (data, closed)."""
+def read_response(
+    sock: socket.socket, timeout: float = 5.0, until_close_frame: bool = False
+) -> tuple[bytes, bool]:
+    """Everything the server sends until it closes (or ``timeout``, or with
+    ``until_close_frame`` its WebSocket close frame): (data, closed)."""
     sock.settimeout(timeout)
     data = b""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if until_close_frame and b"\r\n\r\n" in data:
+            rest = data.partition(b"\r\n\r\n")[2]
+            if not data.startswith(b"HTTP/1.1 101") or close_frame_of(rest) is not None:
+                return data, False
         try:
             chunk = sock.recv(65536)
         except TimeoutError:
@@ -137,6 +147,19 @@ def close_frame_of(data: bytes) -> tuple[int, str] | None:
         if opcode == 0x8 and len(payload) >= 2:
             return int.from_bytes(payload[:2], "big"), payload[2:].decode(errors="replace")
     return None
+
+
+def open_raw(port: int, path: str, extra: str = "", timeout: float = 10.0) -> socket.socket:
+    """A raw WebSocket, handshake done (as a client must, before it sends any frame)."""
+    sock = connect(port, timeout=timeout)
+    sock.sendall(handshake_request(port, path, extra))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        byte = sock.recv(1)  # byte by byte: every frame after the head stays unread
+        assert byte, f"closed during the handshake: {head!r}"
+        head += byte
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
 
 
 def after_handshake(data: bytes) -> bytes:
@@ -246,9 +269,9 @@ class Observer:
 
 
 @contextlib.asynccontextmanager
-async def observed(server: RunningServer, room: str, min_seconds: float = 1.0) -> AsyncIterator[
-    Observer
-]:
+async def observed(
+    server: RunningServer, room: str, min_seconds: float = 1.0
+) -> AsyncIterator[Observer]:
     """Run the healthy pair in ``room`` around the block (at least ``min_seconds``)."""
     sender, listener = await join_many(server.chat_url(room), 2)
     observer = Observer(sender, listener)

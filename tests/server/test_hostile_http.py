@@ -177,10 +177,9 @@ MALFORMED_UPGRADES = {
         port, "/chat/m", extra=f"X-Long: {'v' * 9000}\r\n"
     ),
     "request line over 8 KiB": lambda port: handshake_request(port, "/chat/m?" + "q" * 9000),
-    "upgrade with a body": lambda port: handshake_request(
-        port, "/chat/m", extra="Content-Length: 5\r\n"
-    )
-    + b"hello",
+    "upgrade with a body": lambda port: (
+        handshake_request(port, "/chat/m", extra="Content-Length: 5\r\n") + b"hello"
+    ),
 }
 
 
