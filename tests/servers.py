@@ -114,6 +114,9 @@ def start_server(
         args = [sys.executable, "-m", "chat_server", "run", "--port", str(port)]
         for key, value in options.items():
             flag = "--" + key.replace("_", "-")
+            if isinstance(value, bool):  # --metrics / --no-metrics
+                args.append(flag if value else "--no-" + key.replace("_", "-"))
+                continue
             for item in value if isinstance(value, list | tuple) else [value]:
                 args += [flag, str(item)]
     log_dir = Path(os.environ.get("CHAT_TEST_LOG_DIR", "/tmp"))
