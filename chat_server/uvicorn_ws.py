@@ -191,7 +191,7 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.handshake_complete:
             stats.bytes_in += len(data)
             if self._bytes is not None and not self._bytes.spend(len(data), now):
-                self._flood(f"more than {self.limits.byte_rate:g} bytes per second")
+                self._flood(f"more than {self.limits.byte_rate:.0f} bytes per second")
                 return
         for start in range(0, len(data), PARSE_SLICE):
             chunk = data if len(data) <= PARSE_SLICE else data[start : start + PARSE_SLICE]
@@ -220,7 +220,7 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
             if self._debug:
                 self.logger.debug("< %s frame, %d bytes", kind, len(event.data))
             if frames is not None and not frames.spend(1, self._now):
-                self._flood(f"more than {self.limits.frame_rate:g} frames per second")
+                self._flood(f"more than {self.limits.frame_rate:.0f} frames per second")
                 return
             opcode = event.opcode
             if opcode is Opcode.TEXT:
