@@ -50,9 +50,7 @@ def table(rows: list[dict]) -> str:
     for row in rows:
         if row["probe"] == "soak":
             continue
-        rss = (
-            f"{row['rss_before_mb']} -> {row['rss_after_mb']}" if "rss_before_mb" in row else ""
-        )
+        rss = f"{row['rss_before_mb']} -> {row['rss_after_mb']}" if "rss_before_mb" in row else ""
         out.append(
             f"| {row['probe']} | {row['outcome']} | {rss} | {row.get('cpu_s', '')} "
             f"| {row.get('observer_p99_ms', '')} |"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -24,6 +24,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 METRICS_PATH = "/metrics"
+
+Family = TypeVar("Family", CounterMetricFamily, GaugeMetricFamily)
 
 # Reasons a connection is refused before it joins a room, and reasons a member is evicted.
 REFUSALS = (
@@ -178,14 +180,14 @@ class _Collector(Collector):
 
 
 def _counter(name: str, doc: str, label: str, values: dict[str, int]) -> CounterMetricFamily:
-    family = CounterMetricFamily(name, doc, labels=[label])
-    for key, value in values.items():
-        family.add_metric([key], value)
-    return family
+    return _labelled(CounterMetricFamily(name, doc, labels=[label]), values)
 
 
 def _gauge(name: str, doc: str, label: str, values: dict[str, int]) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, doc, labels=[label])
+    return _labelled(GaugeMetricFamily(name, doc, labels=[label]), values)
+
+
+def _labelled(family: Family, values: dict[str, int]) -> Family:
     for key, value in values.items():
         family.add_metric([key], value)
     return family

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import json
 import os
 import resource
@@ -32,6 +33,14 @@ REPORT_ENV = "CHAT_FAULT_REPORT"
 # still catch the failures they guard against (0.6 s to 10 s).
 OBSERVER_P99_LIMIT = 0.4
 OBSERVER_INTERVAL = 0.125  # 8 messages per second, within the default rate limit
+
+
+_rooms = itertools.count()
+
+
+def fresh_room(prefix: str = "fault") -> str:
+    """A room no other test uses."""
+    return f"{prefix}-{next(_rooms)}"
 
 
 def raise_open_files(wanted: int) -> None:

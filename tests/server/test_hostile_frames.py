@@ -4,7 +4,6 @@ and what a line-based client is shown. Each probe runs with a healthy pair as ob
 from __future__ import annotations
 
 import asyncio
-import itertools
 import signal
 import socket
 import threading
@@ -20,6 +19,7 @@ from tests.server.hostile import (
     client_frame,
     close_frame_of,
     connect,
+    fresh_room,
     handshake_request,
     observed,
     open_raw,
@@ -31,12 +31,6 @@ from tests.server.wsclients import join_many
 from tests.servers import RunningServer, wait_until
 
 pytestmark = pytest.mark.fault
-
-_rooms = itertools.count()
-
-
-def fresh_room(prefix: str = "f") -> str:
-    return f"{prefix}-{next(_rooms)}"
 
 
 def flood(port: int, path: str, chunk: bytes, total: int, first: bytes = b"") -> tuple[bytes, int]:

@@ -7,7 +7,6 @@ its figures for bench/faults.py.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import signal
 import socket
 import threading
@@ -20,6 +19,7 @@ import websockets
 from tests.server.hostile import (
     Usage,
     connect,
+    fresh_room,
     handshake_request,
     observed,
     raise_open_files,
@@ -31,12 +31,6 @@ from tests.server.wsclients import join
 from tests.servers import RunningServer, wait_until
 
 pytestmark = pytest.mark.fault
-
-_rooms = itertools.count()
-
-
-def fresh_room(prefix: str = "h") -> str:
-    return f"{prefix}-{next(_rooms)}"
 
 
 def endless_head(port: int, path: str, upgrade: bool, limit: int) -> tuple[int, bytes]:
@@ -265,14 +259,10 @@ async def test_connections_that_never_finish_a_request_are_closed_by_the_deadlin
     observer.check()
 
 
-@pytest.fixture
-def many_fds() -> None:
-    raise_open_files(4096)
-
-
 async def test_idle_sockets_past_the_fd_limit_do_not_lock_out_clients(
-    server_factory: Callable[..., RunningServer], many_fds: None
+    server_factory: Callable[..., RunningServer],
 ) -> None:
+    raise_open_files(4096)
     # The server starts with a soft limit of 1024 open files, as a default shell gives it.
     server = server_factory(open_files=1024)
     usage = Usage(server)

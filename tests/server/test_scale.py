@@ -96,14 +96,10 @@ async def in_batches(coros: list, size: int) -> list:
     return results
 
 
-@pytest.fixture
-def many_fds() -> None:
-    raise_open_files(25_000)
-
-
 async def test_10000_idle_connections_then_all_closed_cleanly(
-    server_factory: Callable[..., RunningServer], many_fds: None
+    server_factory: Callable[..., RunningServer],
 ) -> None:
+    raise_open_files(25_000)
     server = server_factory(max_connections=10_000)
     usage = Usage(server)
     started = time.monotonic()
@@ -287,8 +283,9 @@ async def test_soak_50_rooms_500_messages_per_second_with_churn(
 
 
 async def test_sigterm_with_1000_clients_closes_every_one_and_exits_0(
-    server_factory: Callable[..., RunningServer], many_fds: None
+    server_factory: Callable[..., RunningServer],
 ) -> None:
+    raise_open_files(25_000)
     server = server_factory()
     members = await in_batches([raw_join(server.port, f"term-{i % 20}") for i in range(1000)], 250)
     sent = time.monotonic()

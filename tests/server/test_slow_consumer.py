@@ -10,6 +10,7 @@ import psutil
 import pytest
 
 from chat_server import protocol
+from tests.server.hostile import server_frames
 from tests.server.wsclients import join_many, raw_handshake
 from tests.servers import RunningServer, wait_until
 
@@ -103,22 +104,3 @@ async def test_slow_member_finds_close_1008_slow_consumer_after_its_backlog(
     assert texts[1:] == [f"{alice.name} :: {i} {PAYLOAD}" for i in range(len(texts) - 1)]
     slow.close()
     await alice.close()
-
-
-def server_frames(data: bytes) -> list[tuple[int, bytes]]:
-    """Split unmasked server-to-client WebSocket frames (RFC 6455 section 5.2)."""
-    frames = []
-    at = 0
-    while at < len(data):
-        opcode = data[at] & 0x0F
-        length = data[at + 1] & 0x7F
-        at += 2
-        if length == 126:
-            length = int.from_bytes(data[at : at + 2], "big")
-            at += 2
-        elif length == 127:
-            length = int.from_bytes(data[at : at + 8], "big")
-            at += 8
-        frames.append((opcode, data[at : at + length]))
-        at += length
-    return frames
