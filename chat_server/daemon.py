@@ -149,16 +149,16 @@ def read_pid_file(port: int) -> PidFile | None:
 def why_not_ours(record: PidFile) -> str | None:
     """None if ``record``'s process is still the chat server we started, else why it is not."""
     argv = process_command_line(record.pid)
-    if argv is None and not process_exists(record.pid):
-        return f"process {record.pid} no longer exists"
     ticks = process_start_ticks(record.pid)
     reused = record.start_ticks is not None and ticks is not None and ticks != record.start_ticks
-    if argv is None or reused or not is_chat_server_command(argv):
-        command = shlex.join(argv) if argv else "(no command line)"
-        if len(command) > 80:
-            command = command[:77] + "..."
-        return f"pid {record.pid} now belongs to another process: {command}"
-    return None
+    if argv is not None and is_chat_server_command(argv) and not reused:
+        return None
+    if not process_exists(record.pid):
+        return f"process {record.pid} no longer exists"
+    command = shlex.join(argv) if argv else "(no command line)"
+    if len(command) > 80:
+        command = command[:77] + "..."
+    return f"pid {record.pid} now belongs to another process: {command}"
 
 
 def write_pid_file(record: PidFile) -> None:
