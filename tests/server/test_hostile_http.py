@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import pytest
 import websockets
+from websockets.exceptions import InvalidHandshake
 
 from tests.server.hostile import (
     Usage,
@@ -212,7 +213,7 @@ def hold(port: int, mode: str, stop: threading.Event) -> tuple[bytes, float | No
     at = 0
     if mode == "partial":
         sock.sendall(request[:40])
-    while not stop.is_set():
+    while not stop.is_set() and time.monotonic() - started < 25:
         if mode == "slowloris" and at < len(request) - 2:
             try:
                 sock.sendall(request[at : at + 1])
@@ -272,17 +273,20 @@ async def test_idle_sockets_past_the_fd_limit_do_not_lock_out_clients(
         idle.append(sock)
     try:
         started = time.monotonic()
-        member = await join(server.chat_url(fresh_room()), open_timeout=5)
-        joined_after = time.monotonic() - started
+        try:
+            member = await join(server.chat_url(fresh_room()), open_timeout=5)
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            member, joined = None, f"new client could not join ({type(exc).__name__})"
+        else:
+            joined = f"new client joined in {time.monotonic() - started:.2f} s"
         health = await asyncio.to_thread(server.health)
         record(
             "1,100 idle TCP sockets, fd soft limit 1024",
-            outcome=f"new client joined in {joined_after:.2f} s, /health "
-            f"{'ok' if health else 'failed'}",
+            outcome=f"{joined}, /health {'ok' if health else 'failed'}",
             **usage.figures(),
         )
-        assert health is not None
-        assert joined_after < 2, joined_after
+        assert member is not None and health is not None
+        assert time.monotonic() - started < 5
         await member.close()
     finally:
         for sock in idle:
