@@ -255,6 +255,7 @@ async def test_connections_that_never_finish_a_request_are_closed_by_the_deadlin
             if closed_after is not None
             else "still open after 25 s",
         )
+    for mode, (data, closed_after) in zip(modes, results, strict=True):
         assert closed_after is not None and 9 <= closed_after < 16, (mode, closed_after)
         assert status_of(data) == 408, (mode, data[:200])
     observer.check()
