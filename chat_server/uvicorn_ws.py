@@ -275,6 +275,8 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
             self._server_closes(close.code, close.reason)
         self._input_closed = True
         super().handle_parser_exception()
+        # uvicorn closes, which waits for a peer that may never read: bound it.
+        self._abort_later(ABORT_GRACE_SECONDS)
 
     # --- closing ------------------------------------------------------------------------------
 
