@@ -146,7 +146,9 @@ async def test_pong_replies_to_a_peer_that_never_reads_are_bounded(
     )
     assert evicted and dropped, server.log()[-2000:]
     assert growth < 16 * 2**20, growth
-    observer.check()
+    # With the input limits off the server answers pings at full speed until the bound
+    # drops the peer (about 2 s of CPU): the room is slowed then, but loses nothing.
+    observer.check(p99_limit=1.0)
 
 
 async def test_compliant_sender_keeps_every_message_through_a_server_stall(
