@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from tests.server.hostile import (
     record,
     status_of,
 )
-from tests.server.wsclients import join_many
+from tests.server.wsclients import join_many, raw_handshake
 from tests.servers import RunningServer, wait_until
 
 pytestmark = pytest.mark.fault
@@ -115,11 +114,8 @@ async def test_pong_replies_to_a_peer_that_never_reads_are_bounded(
     room = fresh_room()
     usage = Usage(server)
     async with observed(server, room) as observer:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.settimeout(5)
-        sock.connect(("127.0.0.1", server.port))
-        sock.sendall(handshake_request(server.port, f"/chat/{room}"))
+        # It reads its handshake response (a client must) and nothing after it.
+        sock = raw_handshake(server.port, f"/chat/{room}", rcvbuf=4096)
         pings = client_frame(0x9, b"p" * 125) * 500
 
         def ping_without_reading() -> tuple[bool, float]:
