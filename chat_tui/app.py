@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
+import httpx
 from textual import events, on, work
 from textual._ansi_sequences import ANSI_SEQUENCES_KEYS
 from textual.actions import SkipAction
@@ -190,6 +191,7 @@ class ChatApp(App[None]):
         clock: Callable[[], datetime] | None = None,
         monotonic: Callable[[], float] | None = None,
         connection_factory: ConnectionFactory | None = None,
+        http_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__()
         route_alt_digits()
@@ -197,6 +199,7 @@ class ChatApp(App[None]):
         # The wall clock for times shown, and the monotonic one for countdowns (tests fix both).
         self.clock: Callable[[], datetime] = clock or datetime.now
         self.monotonic: Callable[[], float] = monotonic or time.monotonic
+        self._http_transport = http_transport  # for the HTTP look-ups; tests may pass their own
         self._connection_factory = connection_factory or (
             lambda url, room, wake: RoomConnection(url, room, wake)
         )
@@ -507,7 +510,9 @@ class ChatApp(App[None]):
 
     @work(group="members", exit_on_error=False)
     async def _fetch_members(self, room: str, asked_at: int) -> None:
-        _, names = await commands.fetch_members(self.config.server, room)
+        _, names = await commands.fetch_members(
+            self.config.server, room, transport=self._http_transport
+        )
         self.post_message(self.MembersListed(room, names, asked_at))
 
     @on(MembersListed)
@@ -711,13 +716,15 @@ class ChatApp(App[None]):
 
     @work(group="http", exit_on_error=False)
     async def _lookup_rooms(self, room: str) -> None:
-        text = await commands.fetch_rooms(self.config.server)
+        text = await commands.fetch_rooms(self.config.server, transport=self._http_transport)
         self.post_message(self.CommandOutput(room, text))
 
     @work(group="http", exit_on_error=False)
     async def _lookup_members(self, room: str) -> None:
         asked_at = self.rooms[room].presence_version if room in self.rooms else 0
-        text, names = await commands.fetch_members(self.config.server, room)
+        text, names = await commands.fetch_members(
+            self.config.server, room, transport=self._http_transport
+        )
         self.post_message(self.MembersListed(room, names, asked_at))
         self.post_message(self.CommandOutput(room, text))
 

@@ -19,7 +19,7 @@ def members_text(names: list[str], own: str | None, source: MemberSource) -> Tex
     """The panel's content: a heading that says where the list comes from, then the names."""
     if source is MemberSource.SEEN:
         heading = f"seen here ({len(names)})"
-        note = "the server has no member list"
+        note = "(no list from server)"
     else:
         heading = f"members ({len(names)})"
         note = "asking the server…" if source is MemberSource.UNKNOWN else ""

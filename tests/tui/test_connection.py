@@ -15,6 +15,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from chat_server import protocol
 from chat_server.protocol import Frame, FrameKind
 from chat_tui.connection import (
+    WAKE_AT,
     ConnectionState,
     Echo,
     Event,
@@ -22,6 +23,7 @@ from chat_tui.connection import (
     Refused,
     RoomConnection,
     StateChanged,
+    backoff_ceiling,
 )
 from chat_tui.scrollback import SendState
 from tests.servers import RunningServer, free_port, start_server
@@ -292,6 +294,7 @@ async def test_invalid_room_fails_and_is_not_retried(shared_server: RunningServe
     conn = connection(shared_server.ws_url, room, rec)
     # run() gives up by itself: it returns instead of retrying.
     await asyncio.wait_for(conn.run(), TIMEOUT)
+    await rec.wait_for(lambda: "failed" in rec.states(), "the refusal")
     assert rec.states() == [ConnectionState.CONNECTING, ConnectionState.CONNECTED, "failed"]
     failed = rec.of(StateChanged)[-1]
     assert "1008" in failed.detail and protocol.ROOM_RULE in failed.detail
@@ -308,7 +311,7 @@ async def test_close_sends_1000_and_leaves_the_room(shared_server: RunningServer
     name = await rec.wait_for(lambda: conn.name, "own name")
     await conn.close()
     await asyncio.wait_for(task, TIMEOUT)
-    assert rec.states()[-1] is ConnectionState.CLOSED
+    await rec.wait_for(lambda: rec.states()[-1] is ConnectionState.CLOSED, "closed")
     await poll(
         lambda: f"left room=conn-close name={name} code=1000" in shared_server.log(),
         "a 1000 close in the server log",
@@ -524,15 +527,33 @@ class MaxRandom(random.Random):
 
 
 async def test_one_wake_up_until_the_queue_is_taken() -> None:
-    """However much arrives, the consumer is woken once, until it takes the queue."""
+    """However much arrives, the consumer is woken once, when arrivals pause (counted in turns
+    of the event loop, not by a clock), and again only after it has taken the queue."""
     wakes: list[int] = []
     conn = RoomConnection("ws://127.0.0.1:1", "q", lambda: wakes.append(len(conn.events)))
     ids = [conn.send("") for _ in range(5)]  # each refused at once: an event each
-    assert wakes == [1]
+    assert wakes == []  # not while they keep coming
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert wakes == [5]
+    conn.send("")  # not taken yet: no second wake-up
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert wakes == [5]
     assert conn.take(2) == [Refused(ids[0]), Refused(ids[1])]
-    assert conn.take() == [Refused(i) for i in ids[2:]]
-    conn.send("")  # empty again: the next event wakes again
-    assert wakes == [1, 1]
+    assert len(conn.take()) == 4
+    conn.send("")  # taken: the next event wakes again
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert wakes == [5, 1]
+
+
+async def test_a_full_queue_wakes_at_once() -> None:
+    wakes: list[int] = []
+    conn = RoomConnection("ws://127.0.0.1:1", "q", lambda: wakes.append(len(conn.events)))
+    for _ in range(WAKE_AT):
+        conn.send("")
+    assert wakes == [WAKE_AT]  # a slice is full: no waiting for a pause
 
 
 def test_backoff_doubles_up_to_its_cap() -> None:
