@@ -145,7 +145,7 @@ async def test_learns_name_and_echoes_mark_messages_sent(shared_server: RunningS
         name = await rec.wait_for(lambda: conn.name, "own name")
         assert protocol.is_valid_name(name)
         assert rec.names() == [name]
-        assert members(shared_server, "conn-echo") == [name]
+        await poll(lambda: members(shared_server, "conn-echo") == [name], "the server's list")
 
         texts = ["first", "second\nwith two lines", "bell\x07 stripped", "[bold]literal[/]"]
         ids = [conn.send(text) for text in texts]
