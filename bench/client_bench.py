@@ -157,6 +157,7 @@ class Terminal:
             text=True,
             bufsize=1,
         )
+        self._read_answer("attach")  # the attach's own %begin/%end
         self.command("refresh-client -f no-output")  # only answers, not the pane's output
 
     def tmux(self, *args: str) -> str:
@@ -171,9 +172,13 @@ class Terminal:
 
     def command(self, line: str) -> list[str]:
         """One command over the control client; its output lines."""
-        assert self.control.stdin is not None and self.control.stdout is not None
+        assert self.control.stdin is not None
         self.control.stdin.write(line + "\n")
         self.control.stdin.flush()
+        return self._read_answer(line)
+
+    def _read_answer(self, line: str) -> list[str]:
+        assert self.control.stdout is not None
         out: list[str] = []
         inside = False
         while True:
@@ -279,6 +284,7 @@ class Run:
     stall: float = 0.0
     key: float = 0.0  # a key typed mid-flood: seconds until it showed
     idle_key: float = 0.0  # the same with nothing happening
+    cpu: float = 0.0  # the receiving process's CPU time for the flood (all its threads)
 
 
 async def run_bare(server: RunningServer, room: str, count: int) -> Run:
@@ -286,6 +292,7 @@ async def run_bare(server: RunningServer, room: str, count: int) -> Run:
     last = final_text(count)
     async with httpx.AsyncClient() as client, aconnect_ws(server.chat_url(room), client) as ws:
         protocol.parse_frame(await ws.receive_text())  # our join notice
+        cpu = time.process_time()
         start = sender.go()
         received = 0
         while True:
@@ -295,9 +302,10 @@ async def run_bare(server: RunningServer, room: str, count: int) -> Run:
                 if frame.text == last:
                     break
         seconds = time.perf_counter() - start
+        cpu = time.process_time() - cpu
     sender.finish()
     assert received == count, f"bare client got {received} of {count}"
-    return Run(seconds)
+    return Run(seconds, cpu=cpu)
 
 
 def run_tui(server: RunningServer, room: str, count: int, scrollback: int | None) -> Run:
@@ -314,9 +322,9 @@ def run_tui(server: RunningServer, room: str, count: int, scrollback: int | None
         key = key_latency(term, "midflood")
         done = term.wait(shows(final_text(count)), 300, "the flood's last message")
         seconds = done - start
-        stall = term.measure()["stall"]
+        probe = term.measure()
         sender.finish()
-        return Run(seconds, stall, key, idle_key)
+        return Run(seconds, probe["stall"], key, idle_key, probe["cpu"])
     finally:
         term.close()
 
@@ -361,7 +369,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     run = await asyncio.to_thread(run_tui, server, room, args.messages, bound)
                 results[name].append(run)
                 print(
-                    f"repeat {repeat + 1}: {name:<26} {run.seconds:7.3f} s  "
+                    f"repeat {repeat + 1}: {name:<26} {run.seconds:7.3f} s  cpu {run.cpu:6.3f} s  "
                     f"stall {run.stall * 1000:5.1f} ms  key {run.key * 1000:6.1f} ms  "
                     f"(idle {run.idle_key * 1000:5.1f} ms)",
                     file=sys.stderr,
@@ -382,21 +390,25 @@ def median(values: list[float]) -> float:
 def report(args: argparse.Namespace, data: dict[str, Any]) -> str:
     results: dict[str, list[Run]] = data["results"]
     bare = median([r.seconds for r in results["bare"]])
+    bare_cpu = median([r.cpu for r in results["bare"]])
     lines = [
         f"Flood of {args.messages:,} messages into the active room, {args.repeats} repeats, "
         "medians; the receivers take turns within each repeat. chat-tui's time is until the "
         "last message is on the screen of its tmux pane (160x48):",
         "",
         "| receiver | time until the last message is shown | msgs/s | ratio to bare (runs) | "
+        "CPU time of the receiving process (ratio) | "
         "longest event-loop stall, median (worst) | key typed mid-flood, shown after, median "
         "(worst) | the same key when idle |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, runs in results.items():
         seconds = median([r.seconds for r in runs])
         ratios = "/".join(f"{r.seconds / bare:.2f}" for r in runs)
         row = f"| {name} | {seconds:.3f} s | {args.messages / seconds:,.0f} | "
         row += f"**{seconds / bare:.2f}** ({ratios}) | "
+        cpu = median([r.cpu for r in runs])
+        row += f"{cpu:.2f} s ({cpu / bare_cpu:.2f}) | "
         if name.startswith("bare"):
             row += "- | - | - |"
         else:

@@ -3,7 +3,8 @@
 Runs ``chat_tui.cli.main`` exactly as the ``chat-tui`` console script does, plus one task in
 the app's event loop that sleeps 5 ms at a time and records how late it wakes (the longest
 event-loop stall). ``SIGUSR1`` starts a measurement window; ``SIGUSR2`` writes the window's
-longest stall and the process's RSS as JSON to ``$CHAT_TUI_PROBE`` and starts a new window.
+longest stall and CPU time (all threads) and the process's RSS as JSON to ``$CHAT_TUI_PROBE``,
+and starts a new window.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import resource
 import signal
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +31,7 @@ class Probe:
     def __init__(self, out: Path) -> None:
         self.out = out
         self.worst = 0.0
+        self.cpu = time.process_time()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -41,13 +44,17 @@ class Probe:
 
     def reset(self) -> None:
         self.worst = 0.0
+        self.cpu = time.process_time()
 
     def report(self) -> None:
         with open("/proc/self/statm") as statm:
             rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        self.out.write_text(json.dumps({"stall": self.worst, "rss": rss, "peak_rss": peak}))
-        self.worst = 0.0
+        cpu = time.process_time() - self.cpu
+        self.out.write_text(
+            json.dumps({"stall": self.worst, "rss": rss, "peak_rss": peak, "cpu": cpu})
+        )
+        self.reset()
 
 
 def install() -> None:

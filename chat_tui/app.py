@@ -62,7 +62,7 @@ SIDEBAR_COLLAPSE_BELOW = 100
 MEMBERS_HIDE_BELOW = 120
 # Events applied per turn: a flood is taken in slices, so that keys typed meanwhile (which
 # wait in the same queue) are handled between two slices.
-DRAIN_LIMIT = 1000
+DRAIN_LIMIT = 500
 APP_NAME = "chat"
 
 

@@ -58,7 +58,7 @@ SEND_BURST = 16
 # A connection that stayed up this long counts as healthy: the next loss backs off from scratch.
 HEALTHY_AFTER = 5.0
 # When to wake the app (see the module's docstring).
-WAKE_AT = 1000
+WAKE_AT = 500
 QUIET_TURNS = 4
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
