@@ -274,9 +274,9 @@ def test_chat_tui_in_a_real_terminal(
         names["other"] = match.group(1)
         tmux.keys("M-1")
         screen = tmux.wait_for(
-            lambda s: f"#{room}" in status_row(s)
-            and "reconnected as" in s
-            and names["other"] not in s,
+            lambda s: (
+                f"#{room}" in status_row(s) and "reconnected as" in s and names["other"] not in s
+            ),
             f"{room} reconnected too",
         )
         match = re.search(r"reconnected as (user_[a-z]{6}[0-9]{2})", screen)
