@@ -216,7 +216,6 @@ class ChatApp(App[None]):
         self.terminal_title = title_text(0)
         self._title_written: str | None = None
         self.bells = 0  # mention bells rung (for tests: headless apps write nothing)
-        self.drains: list[int] = []
         # Kept, not queried: while a modal screen is open, queries search that screen.
         self._status = StatusLine(id="status")
         self._sidebar = RoomList(id="sidebar")
@@ -477,9 +476,7 @@ class ChatApp(App[None]):
         # One time for the burst: it arrived within a few milliseconds.
         now = self.clock()
         ring = False
-        taken = connection.take(DRAIN_LIMIT)
-        self.drains.append(len(taken))
-        for item in taken:
+        for item in connection.take(DRAIN_LIMIT):
             if isinstance(item, Frame):
                 if room.frame(item, now) and (room.room != self.active or not self.app_focus):
                     ring = True
