@@ -237,8 +237,13 @@ class Terminal:
         return result
 
     def close(self) -> None:
+        socket_path = ""
+        with contextlib.suppress(RuntimeError, subprocess.SubprocessError, OSError):
+            socket_path = self.tmux("display-message", "-p", "#{socket_path}").strip()
         with_suppress(lambda: self.keys("C-q"))
         with_suppress(lambda: self.tmux("kill-server"))
+        if socket_path:
+            Path(socket_path).unlink(missing_ok=True)
         self.control.kill()
         self.control.wait()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -144,7 +144,7 @@ async def test_learns_name_and_echoes_mark_messages_sent(shared_server: RunningS
     async with running(shared_server.ws_url, "conn-echo") as (conn, rec, _):
         name = await rec.wait_for(lambda: conn.name, "own name")
         assert protocol.is_valid_name(name)
-        assert rec.names() == [name]
+        await rec.wait_for(lambda: rec.names() == [name], "our name, in the queue")
         await poll(lambda: members(shared_server, "conn-echo") == [name], "the server's list")
 
         texts = ["first", "second\nwith two lines", "bell\x07 stripped", "[bold]literal[/]"]

@@ -122,12 +122,21 @@ class Tmux:
         return last
 
     def kill(self) -> None:
+        where = subprocess.run(
+            ["tmux", "-L", self.socket, "display-message", "-p", "#{socket_path}"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env=self.env,
+        )
         subprocess.run(
             ["tmux", "-L", self.socket, "kill-server"],
             capture_output=True,
             timeout=10,
             env=self.env,
         )
+        if where.returncode == 0 and where.stdout.strip():
+            Path(where.stdout.strip()).unlink(missing_ok=True)  # tmux leaves it behind
 
 
 @pytest.fixture
