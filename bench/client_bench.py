@@ -1,27 +1,27 @@
-"""Client benchmark (issue 3): a flooded room, the real ChatApp against a bare httpx-ws client.
+"""Client benchmark (issue 9): what the user sees, the real chat-tui in tmux against bare httpx-ws.
 
-    python bench/client_bench.py [--messages 20000] [--repeats 5] [--memory-rooms 5]
+    python bench/client_bench.py [--messages 20000] [--repeats 5] [--memory-rooms 5] [--write]
 
-A real ``chat-server`` runs as a subprocess on a free loopback port (rate limit off). A sender
-process (this script with ``--send``) floods one room; in this process one receiver at a time
-takes the flood, and the time from "go" until the last message is in its log is measured:
+A real ``chat-server`` runs as a subprocess on a free loopback port (``--rate-limit 0
+--send-buffer 268435456``: it neither drops nor evicts). A sender process (this script with
+``--send``) floods one room. In each repeat, one receiver at a time takes the same flood:
 
-* ``bare``: an httpx-ws client that only receives and parses frames (the baseline);
-* ``chatapp``: the real ``ChatApp`` (headless, ``App.run_test``), its RoomConnection worker
-  posting what arrives in batches (a Textual message per 5 ms of a flood), the app appending
-  to the room's Scrollback and the MessageLog (line API) following at the bottom;
-* ``null``: a minimal app whose worker posts a Textual message per frame and shows nothing
-  (what one message per frame costs by itself);
-* ``messagelog``: a minimal app with just a MessageLog fed by that worker, an entry per message;
-* ``richlog``: the naive approach, the same worker and one ``RichLog.write`` per message.
+* ``bare``: an httpx-ws client in this process that only receives and parses frames; the time
+  from "go" until the last frame is parsed (the baseline);
+* ``bare A/A``: the same again, to know the noise of the machine;
+* ``chat-tui``: the real program (``chat_tui.cli.main``, via bench/tui_probe.py, which adds a
+  5 ms ticker that records the longest event-loop stall) in a tmux pane of 160x48,
+  ``TERM=xterm-256color``; the time from "go" until the flood's last message is on the pane's
+  screen (``capture-pane`` over one tmux control-mode client, polled every few milliseconds);
+* ``chat-tui, scrollback 1000``: the same with ``scrollback = 1000`` in its config file, so that
+  the flood passes the bound 20 times.
 
-The receivers take turns within each repeat; the table gives medians. While an app takes the
-flood, a ticker task (``asyncio.sleep(0.005)`` in a loop) records the longest event-loop stall.
-Memory: a fresh process per variant receives ``--memory-rooms`` rooms x 10,000 messages and
-reports its peak RSS.
+While chat-tui takes the flood, a key is typed (tmux ``send-keys``) once a quarter of the flood
+is on screen, and the time until it shows in the input box is measured; the same key typed when
+nothing happens gives the idle figure. Memory: chat-tui joins ``--memory-rooms`` rooms, each gets
+10,000 messages, every room is shown once, then its RSS is read.
 
-``--write`` replaces the generated part of the "## Client" section of docs/performance.md and
-keeps its "### History" subsection (numbers of earlier versions, written by hand).
+``--write`` replaces the "## Client" section of docs/performance.md (keeping its "### History").
 """
 
 from __future__ import annotations
@@ -29,41 +29,36 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import json
-import resource
+import os
+import re
+import shlex
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 from httpx_ws import aconnect_ws
-from rich.text import Text
-from textual import work
-from textual.app import App, ComposeResult
-from textual.message import Message
-from textual.widgets import RichLog
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from chat_server import protocol  # noqa: E402
-from chat_tui.app import ChatApp  # noqa: E402
-from chat_tui.config import Config  # noqa: E402
-from chat_tui.connection import ConnectionState  # noqa: E402
-from chat_tui.scrollback import Entry, EntryKind, Scrollback  # noqa: E402
-from chat_tui.widgets.message_log import MessageLog  # noqa: E402
 from tests.servers import RunningServer, start_server  # noqa: E402
 
-SIZE = (120, 40)
-TICK = 0.005
+WIDTH, HEIGHT = 160, 48
 BODY = "the quick brown fox jumps over the lazy dog"
+POLL = 0.003
+PROBE = ROOT / "bench" / "tui_probe.py"
 
 
 def final_text(n: int) -> str:
@@ -118,69 +113,183 @@ class Sender:
 
     def finish(self) -> None:
         try:
-            self.process.wait(30)
+            self.process.wait(60)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
 
 
-# --- measuring --------------------------------------------------------------------------------
+# --- chat-tui in tmux -----------------------------------------------------------------------------
 
 
-@dataclass
-class Ticker:
-    """Longest event-loop stall while running: how late a 5 ms sleep comes back.
+class Terminal:
+    """chat-tui in a pane of a private tmux server, read through one control-mode client."""
 
-    Also the longest garbage-collector pause meanwhile, to tell the two apart.
-    """
+    def __init__(self, server_url: str, rooms: list[str], scrollback: int | None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="chat-bench-"))
+        self.socket = f"chat-bench-{uuid.uuid4().hex[:10]}"
+        self.probe = self.dir / "probe.json"
+        config = self.dir / "config" / "chat-tui"
+        config.mkdir(parents=True)
+        if scrollback is not None:
+            (config / "config.toml").write_text(f"scrollback = {scrollback}\n")
+        skip = {"COLUMNS", "LINES", "TMUX", "TMUX_PANE", "CHAT_SERVER_URL"}
+        self.env = {k: v for k, v in os.environ.items() if k not in skip}
+        self.env.update(TERM="xterm-256color", XDG_CONFIG_HOME=str(self.dir / "config"))
+        command = [
+            "env",
+            "TERM=xterm-256color",
+            f"CHAT_TUI_PROBE={self.probe}",
+            sys.executable,
+            str(PROBE),
+            "--server",
+            server_url,
+            "--no-autostart",
+            *rooms,
+        ]
+        self.tmux("-f", "/dev/null", "new-session", "-d", "-s", "bench", "-x", str(WIDTH),
+                  "-y", str(HEIGHT), shlex.join(command))  # fmt: skip
+        self.control = subprocess.Popen(
+            ["tmux", "-L", self.socket, "-C", "attach", "-t", "bench"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=self.env,
+            text=True,
+            bufsize=1,
+        )
+        self._read_answer("attach")  # the attach's own %begin/%end
+        self.command("refresh-client -f no-output")  # only answers, not the pane's output
 
-    worst: float = 0.0
-    worst_gc: float = 0.0
-    task: asyncio.Task[None] | None = field(default=None, repr=False)
-    _gc_began: float = 0.0
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(
+            ["tmux", "-L", self.socket, *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=self.env,
+            timeout=30,
+        ).stdout
 
-    def _gc(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._gc_began = time.perf_counter()
-        else:
-            self.worst_gc = max(self.worst_gc, time.perf_counter() - self._gc_began)
+    def command(self, line: str) -> list[str]:
+        """One command over the control client; its output lines."""
+        assert self.control.stdin is not None
+        self.control.stdin.write(line + "\n")
+        self.control.stdin.flush()
+        return self._read_answer(line)
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _read_answer(self, line: str) -> list[str]:
+        assert self.control.stdout is not None
+        out: list[str] = []
+        inside = False
         while True:
-            before = loop.time()
-            await asyncio.sleep(TICK)
-            self.worst = max(self.worst, loop.time() - before - TICK)
+            row = self.control.stdout.readline()
+            if not row:
+                raise RuntimeError("the tmux control client went away")
+            row = row.rstrip("\n")
+            if row.startswith("%begin"):
+                inside, out = True, []
+            elif row.startswith(("%end", "%error")) and inside:
+                if row.startswith("%error"):
+                    raise RuntimeError(f"tmux: {line}: {out}")
+                return out
+            elif inside:
+                out.append(row)
 
-    def start(self) -> None:
-        gc.callbacks.append(self._gc)
-        self.task = asyncio.create_task(self._run())
+    def screen(self) -> list[str]:
+        return self.command("capture-pane -p -t bench")
 
-    async def stop(self) -> float:
-        assert self.task is not None
-        gc.callbacks.remove(self._gc)
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        return self.worst
+    def keys(self, *keys: str) -> None:
+        self.command("send-keys -t bench " + " ".join(shlex.quote(k) for k in keys))
+
+    def wait(self, condition: Callable[[list[str]], bool], timeout: float, what: str) -> float:
+        """Poll the screen until ``condition``; returns when it first held."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.screen()
+            if condition(rows):
+                return time.perf_counter()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what}: not on screen after {timeout} s:\n" + "\n".join(rows))
+            time.sleep(POLL)
+
+    @property
+    def pid(self) -> int:
+        """The probe's process (the pane's command, or its child under env)."""
+        import psutil
+
+        pane = int(self.tmux("display-message", "-p", "-t", "bench", "#{pane_pid}").strip())
+        for process in [psutil.Process(pane), *psutil.Process(pane).children(recursive=True)]:
+            if any(str(PROBE) in part for part in process.cmdline()):
+                return process.pid
+        raise RuntimeError("the chat-tui process was not found")
+
+    def measure(self) -> dict[str, float]:
+        """The probe's window so far (stall, RSS), and a new window from now."""
+        self.probe.unlink(missing_ok=True)
+        os.kill(self.pid, signal.SIGUSR2)
+        deadline = time.monotonic() + 10
+        while not self.probe.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the probe did not answer")
+            time.sleep(0.01)
+        time.sleep(0.01)  # written in one call; let it land
+        result: dict[str, float] = json.loads(self.probe.read_text())
+        return result
+
+    def close(self) -> None:
+        socket_path = ""
+        with contextlib.suppress(RuntimeError, subprocess.SubprocessError, OSError):
+            socket_path = self.tmux("display-message", "-p", "#{socket_path}").strip()
+        with_suppress(lambda: self.keys("C-q"))
+        with_suppress(lambda: self.tmux("kill-server"))
+        if socket_path:
+            Path(socket_path).unlink(missing_ok=True)
+        self.control.kill()
+        self.control.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def with_suppress(action: Callable[[], object]) -> None:
+    with contextlib.suppress(RuntimeError, subprocess.SubprocessError, OSError):
+        action()
+
+
+def shows(text: str) -> Callable[[list[str]], bool]:
+    return lambda rows: any(text in row for row in rows)
+
+
+FLOOD_ROW = re.compile(r"flood (\d+) the quick")
+
+
+def newest_shown(rows: list[str]) -> int:
+    """The highest flood message number on screen (-1: none)."""
+    numbers = [int(m.group(1)) for row in rows for m in FLOOD_ROW.finditer(row)]
+    return max(numbers, default=-1)
+
+
+def input_row(rows: list[str]) -> str:
+    return rows[-3] if len(rows) >= 3 else ""
+
+
+def key_latency(term: Terminal, marker: str) -> float:
+    """Type ``marker`` and wait until the input box shows it; seconds."""
+    start = time.perf_counter()
+    term.keys("-l", marker)
+    seen = term.wait(lambda rows: marker in input_row(rows), 30, f"the key {marker!r}")
+    term.keys("C-u")
+    return seen - start
+
+
+# --- receivers ---------------------------------------------------------------------------------
 
 
 @dataclass
 class Run:
     seconds: float
-    stall: float
-    gc: float = 0.0  # longest garbage-collector pause during the flood
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
-# --- receivers ---------------------------------------------------------------------------------
+    stall: float = 0.0
+    key: float = 0.0  # a key typed mid-flood: seconds until it showed
+    idle_key: float = 0.0  # the same with nothing happening
+    cpu: float = 0.0  # the receiving process's CPU time for the flood (all its threads)
 
 
 async def run_bare(server: RunningServer, room: str, count: int) -> Run:
@@ -188,8 +297,7 @@ async def run_bare(server: RunningServer, room: str, count: int) -> Run:
     last = final_text(count)
     async with httpx.AsyncClient() as client, aconnect_ws(server.chat_url(room), client) as ws:
         protocol.parse_frame(await ws.receive_text())  # our join notice
-        ticker = Ticker()
-        ticker.start()
+        cpu = time.process_time()
         start = sender.go()
         received = 0
         while True:
@@ -199,382 +307,133 @@ async def run_bare(server: RunningServer, room: str, count: int) -> Run:
                 if frame.text == last:
                     break
         seconds = time.perf_counter() - start
-        stall = await ticker.stop()
+        cpu = time.process_time() - cpu
     sender.finish()
     assert received == count, f"bare client got {received} of {count}"
-    return Run(seconds, stall, ticker.worst_gc)
+    return Run(seconds, cpu=cpu)
 
 
-async def run_chatapp(server: RunningServer, room: str, count: int) -> Run:
-    config = Config(server=server.ws_url, rooms=[room], autostart=False)
-    app = ChatApp(config)
-    last = final_text(count)
-    sender = Sender(server.ws_url, [room], count)
-    async with app.run_test(size=SIZE) as pilot:
-        await wait_for(
-            lambda: (
-                room in app.rooms
-                and app.rooms[room].state is ConnectionState.CONNECTED
-                and app.rooms[room].name is not None
-            ),
-            20,
-            "the ChatApp to join",
-        )
-        await pilot.pause()
-        rs = app.rooms[room]
-        log = app.log_view
-        finished = asyncio.Event()
-        done_at: list[float] = []
-        arrived: list[int] = []
-        added = log.entry_added
-
-        seen = [0]  # entries appended before the previous call
-
-        def entry_added(scrollback: Scrollback) -> None:  # the same call, timed
-            added(scrollback)
-            # A call may report several entries (a batch): look at all that are new.
-            total, first = scrollback.total_appended, scrollback.first_index
-            for index in range(max(seen[0], first, base), total):
-                entry = scrollback[index - first]
-                if entry.kind is EntryKind.MESSAGE and entry.text == last and not done_at:
-                    done_at.append(time.perf_counter())
-                    arrived.append(index + 1 - base)
-                    finished.set()
-            seen[0] = total
-
-        log.entry_added = entry_added  # type: ignore[method-assign]
-        base = rs.scrollback.total_appended
-        ticker = Ticker()
-        ticker.start()
-        start = sender.go()
-        await asyncio.wait_for(finished.wait(), 300)
-        # In the log is on screen: the view takes arrivals in at most every APPLY_INTERVAL.
-        await wait_for(lambda: not log.pending, 10, "the log to show the last message")
-        on_screen = time.perf_counter()
-        stall = await ticker.stop()
-        await pilot.pause()
-        shown = [log.render_line(y).text for y in range(log.size.height)]
-        assert any(last in row for row in shown), "the last message is not on screen"
-        assert arrived == [count], f"ChatApp logged {arrived} of {count}"
-    sender.finish()
-    return Run(on_screen - start, stall, ticker.worst_gc)
-
-
-class FrameArrived(Message):
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-
-
-class ReceiverApp(App[None]):
-    """A worker reading one room with httpx-ws, a Textual message per frame (as RoomConnection)."""
-
-    def __init__(self, url: str, last: str) -> None:
-        super().__init__()
-        self.url = url
-        self.last = last
-        self.joined = asyncio.Event()
-        self.finished = asyncio.Event()
-        self.done_at = 0.0
-        self.received = 0
-
-    @work(exit_on_error=False)
-    async def receive(self) -> None:
-        async with httpx.AsyncClient() as client, aconnect_ws(self.url, client) as ws:
-            protocol.parse_frame(await ws.receive_text())
-            self.joined.set()
-            while True:
-                self.post_message(FrameArrived(await ws.receive_text()))
-
-    def on_mount(self) -> None:
-        # One handler: Textual would call an on_mount of every class in the MRO.
-        self.setup()
-        self.receive()
-
-    def setup(self) -> None:
-        pass
-
-    def on_frame_arrived(self, event: FrameArrived) -> None:
-        frame = protocol.parse_frame(event.text)
-        if frame.kind is not protocol.FrameKind.MESSAGE:
-            return
-        self.received += 1
-        self.add(frame)
-        if frame.text == self.last:
-            self.done_at = time.perf_counter()
-            self.finished.set()
-
-    def add(self, frame: protocol.Frame) -> None:
-        raise NotImplementedError
-
-
-class NullApp(ReceiverApp):
-    """Textual's share: the same worker and messages, and nothing shown."""
-
-    def add(self, frame: protocol.Frame) -> None:
-        pass
-
-
-class MessageLogApp(ReceiverApp):
-    def compose(self) -> ComposeResult:
-        yield MessageLog()
-
-    def setup(self) -> None:
-        self.scrollback = Scrollback()
-        self.log_view = self.query_one(MessageLog)
-        self.log_view.show(self.scrollback)
-
-    def add(self, frame: protocol.Frame) -> None:
-        from datetime import datetime
-
-        self.scrollback.append(Entry(EntryKind.MESSAGE, frame.text, datetime.now(), frame.name))
-        self.log_view.entry_added(self.scrollback)
-
-
-class RichLogApp(ReceiverApp):
-    def compose(self) -> ComposeResult:
-        yield RichLog(max_lines=10_000, markup=False, wrap=True)
-
-    def setup(self) -> None:
-        self.rich_log = self.query_one(RichLog)
-
-    def add(self, frame: protocol.Frame) -> None:
-        line = Text.assemble(
-            (time.strftime("%H:%M"), "dim"), " ", (frame.name or "?", "bold"), " ", frame.text
-        )
-        self.rich_log.write(line)
-
-
-def run_receiver_app(cls: type[ReceiverApp]) -> Callable[[RunningServer, str, int], Awaitable[Run]]:
-    async def run(server: RunningServer, room: str, count: int) -> Run:
+def run_tui(server: RunningServer, room: str, count: int, scrollback: int | None) -> Run:
+    term = Terminal(server.ws_url, [room], scrollback)
+    try:
+        term.wait(shows(f"joined {room} as"), 60, "joining")
         sender = Sender(server.ws_url, [room], count)
-        app = cls(server.chat_url(room), final_text(count))
-        async with app.run_test(size=SIZE) as pilot:
-            await asyncio.wait_for(app.joined.wait(), 20)
-            await pilot.pause()
-            ticker = Ticker()
-            ticker.start()
-            start = sender.go()
-            await asyncio.wait_for(app.finished.wait(), 600)
-            if isinstance(app, MessageLogApp):  # on screen, as for the ChatApp
-                await wait_for(lambda: not app.log_view.pending, 10, "the log")
-                app.done_at = time.perf_counter()
-            stall = await ticker.stop()
-            await pilot.pause()
-            assert app.received == count, f"{cls.__name__} got {app.received} of {count}"
+        term.wait(shows("joined the chat"), 30, "the sender's join")
+        idle_key = key_latency(term, "idlekey")
+        term.measure()  # the stall window starts now
+        start = sender.go()
+        # A key typed once a quarter of the flood is on screen.
+        term.wait(lambda rows: newest_shown(rows) >= count // 4, 120, "a quarter of the flood")
+        key = key_latency(term, "midflood")
+        done = term.wait(shows(final_text(count)), 300, "the flood's last message")
+        seconds = done - start
+        probe = term.measure()
         sender.finish()
-        return Run(app.done_at - start, stall, ticker.worst_gc)
-
-    return run
-
-
-VARIANTS: dict[str, Callable[[RunningServer, str, int], Awaitable[Run]]] = {
-    "bare": run_bare,
-    "chatapp": run_chatapp,
-    "null": run_receiver_app(NullApp),
-    "messagelog": run_receiver_app(MessageLogApp),
-    "richlog": run_receiver_app(RichLogApp),
-}
+        return Run(seconds, probe["stall"], key, idle_key, probe["cpu"])
+    finally:
+        term.close()
 
 
-# --- memory (a fresh process per variant) ------------------------------------------------------
-
-
-async def memory_child(variant: str, url: str, rooms: list[str], count: int) -> dict[str, float]:
-    process = psutil.Process()
-    rss_start = process.memory_info().rss
-    last = final_text(count)
-    if variant == "chatapp":
-        sender = Sender(url, rooms, count)
-        app = ChatApp(Config(server=url, rooms=rooms, autostart=False, scrollback=10_000))
-        async with app.run_test(size=SIZE) as pilot:
-            await wait_for(
-                lambda: all(r in app.rooms and app.rooms[r].name is not None for r in rooms),
-                30,
-                "rooms joined",
-            )
-            rss_ready = process.memory_info().rss
-            sender.go()
-
-            def all_in() -> bool:
-                # The last message, maybe followed by the sender's leave notice.
-                return all(
-                    any(entry.text == last for entry in list(reversed(app.rooms[r].scrollback))[:3])
-                    for r in rooms
-                )
-
-            await wait_for(all_in, 300, "all rooms flooded")
-            for number in range(1, len(rooms) + 1):  # show every room once
-                await pilot.press(f"alt+{number}")
-                await pilot.pause()
-            entries = sum(len(app.rooms[r].scrollback) for r in rooms)
-            rss_end = process.memory_info().rss
+def run_memory(server: RunningServer, rooms: int, count: int) -> dict[str, float]:
+    names = [f"mem-{uuid.uuid4().hex[:6]}-{i}" for i in range(rooms)]
+    term = Terminal(server.ws_url, names, None)
+    try:
+        term.wait(shows(f"joined {names[0]} as"), 60, "joining")
+        sender = Sender(server.ws_url, names, count)
+        before = term.measure()["rss"]
+        sender.go()
+        for number, name in enumerate(names, start=1):  # every room shown once
+            term.keys(f"M-{number}")
+            term.wait(lambda rows, n=name: f"#{n}" in rows[0], 60, f"room {name}")
+            term.keys("End")
+            term.wait(shows(final_text(count)), 300, f"{name}'s last message")
         sender.finish()
-    else:  # richlog: one RichLog per room, as a naive client would keep them
-        from textual.containers import Vertical
-
-        class Naive(App[None]):
-            def compose(self) -> ComposeResult:
-                with Vertical():
-                    for _ in rooms:
-                        yield RichLog(max_lines=10_000, markup=False, wrap=True)
-
-        app2 = Naive()
-        async with app2.run_test(size=SIZE) as pilot:
-            logs = list(app2.query(RichLog))
-            rss_ready = process.memory_info().rss
-            # Fed from here, not over the network: with five rooms flooding, the naive client
-            # falls so far behind that its connections fail (WebSocketNetworkError), and this
-            # measures what its scrollback costs, not that.
-            for index in range(len(rooms)):
-                for i in range(count):
-                    logs[index].write(
-                        Text.assemble(
-                            (time.strftime("%H:%M"), "dim"),
-                            " ",
-                            ("user_abcdef12", "bold"),
-                            " ",
-                            f"flood {i} {BODY}",
-                        )
-                    )
-                await pilot.pause()
-            entries = sum(len(log.lines) for log in logs)
-            rss_end = process.memory_info().rss
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {
-        "entries": entries,
-        "rss_start_mib": rss_start / 2**20,
-        "rss_ready_mib": rss_ready / 2**20,
-        "rss_end_mib": rss_end / 2**20,
-        "peak_rss_mib": peak_kib / 1024,
-    }
-
-
-def measure_memory(server: RunningServer, variant: str, rooms: int) -> dict[str, float]:
-    names = [f"mem{variant}{i}" for i in range(rooms)]
-    args = [sys.executable, __file__, "--memory-child", variant, server.ws_url, ",".join(names)]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=900)
-    if out.returncode != 0:
-        raise RuntimeError(f"memory child {variant} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        after = term.measure()
+        return {"before": before, "after": after["rss"], "peak": after["peak_rss"]}
+    finally:
+        term.close()
 
 
 # --- main ------------------------------------------------------------------------------------
 
 
-def relayout_cost() -> tuple[int, float]:
-    """Seconds to re-measure 10,000 entries for a new width (what a resize costs)."""
-
-    async def go() -> tuple[int, float]:
-        class Host(App[None]):
-            def compose(self) -> ComposeResult:
-                yield MessageLog()
-
-        app = Host()
-        scrollback = Scrollback()
-        async with app.run_test(size=SIZE) as pilot:
-            log = app.query_one(MessageLog)
-            log.show(scrollback)
-            from datetime import datetime
-
-            for i in range(10_000):
-                scrollback.append(
-                    Entry(EntryKind.MESSAGE, final_text(i + 1), datetime.now(), "user_abcdef12")
-                )
-                log.entry_added(scrollback)
-            costs = []
-            for width in (80, 50, 120, 70, 100):
-                await pilot.resize_terminal(width, SIZE[1])
-                await wait_for(lambda w=width: log.last_relayout[0] and log.virtual_size.width
-                               == log.scrollable_content_region.width, 20, "re-wrap")  # fmt: skip
-                costs.append(log.last_relayout[1])
-            return 10_000, statistics.median(costs)
-
-    return asyncio.run(go())
+VARIANTS = ("bare", "bare A/A", "chat-tui", "chat-tui, scrollback 1000")
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    server = start_server(rate_limit=0, send_buffer=64 * 2**20, log_level="warning")
+    server = start_server(rate_limit=0, send_buffer=256 * 2**20, log_level="warning")
     try:
-        results: dict[str, list[Run]] = {name: [] for name in args.variants}
+        results: dict[str, list[Run]] = {name: [] for name in VARIANTS}
         for repeat in range(args.repeats):
-            for name in args.variants:
-                room = f"flood-{name}-{repeat}"
-                # Each run starts from a collected heap: what earlier runs left behind (whole
-                # apps with their logs) would otherwise make one run's GC pause another's.
-                gc.collect()
-                objects = len(gc.get_objects())
-                run = await VARIANTS[name](server, room, args.messages)
+            for name in VARIANTS:
+                room = f"flood-{repeat}-{uuid.uuid4().hex[:6]}"
+                if name.startswith("bare"):
+                    run = await run_bare(server, room, args.messages)
+                else:
+                    bound = 1000 if "1000" in name else None
+                    run = await asyncio.to_thread(run_tui, server, room, args.messages, bound)
                 results[name].append(run)
                 print(
-                    f"repeat {repeat + 1}: {name:<11} {run.seconds:7.3f} s  "
-                    f"stall {run.stall * 1000:6.1f} ms  gc {run.gc * 1000:6.1f} ms  "
-                    f"(objects before: {objects:,})",
+                    f"repeat {repeat + 1}: {name:<26} {run.seconds:7.3f} s  cpu {run.cpu:6.3f} s  "
+                    f"stall {run.stall * 1000:5.1f} ms  key {run.key * 1000:6.1f} ms  "
+                    f"(idle {run.idle_key * 1000:5.1f} ms)",
                     file=sys.stderr,
                 )
-        memory = {}
+        memory = None
         if args.memory_rooms:
-            for variant in ("chatapp", "richlog"):
-                memory[variant] = measure_memory(server, variant, args.memory_rooms)
-                print(f"memory {variant}: {memory[variant]}", file=sys.stderr)
+            memory = await asyncio.to_thread(run_memory, server, args.memory_rooms, 10_000)
+            print(f"memory: {memory}", file=sys.stderr)
     finally:
         server.stop()
     return {"results": results, "memory": memory}
 
 
-def report(args: argparse.Namespace, data: dict[str, Any], relayout: tuple[int, float]) -> str:
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def report(args: argparse.Namespace, data: dict[str, Any]) -> str:
     results: dict[str, list[Run]] = data["results"]
-    bare = statistics.median(r.seconds for r in results["bare"])
+    bare = median([r.seconds for r in results["bare"]])
+    bare_cpu = median([r.cpu for r in results["bare"]])
     lines = [
         f"Flood of {args.messages:,} messages into the active room, {args.repeats} repeats, "
-        "medians (receivers take turns within each repeat):",
+        "medians; the receivers take turns within each repeat. chat-tui's time is until the "
+        "last message is on the screen of its tmux pane (160x48):",
         "",
-        "| receiver | time until the last message is in the log | msgs/s | ratio to bare | "
-        "longest event-loop stall, median (worst run) | longest GC pause, median |",
-        "|---|---|---|---|---|---|",
+        "| receiver | time until the last message is shown | msgs/s | ratio to bare (runs) | "
+        "CPU time of the receiving process (ratio) | "
+        "longest event-loop stall, median (worst) | key typed mid-flood, shown after, median "
+        "(worst) | the same key when idle |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    labels = {
-        "bare": "bare httpx-ws client (baseline)",
-        "chatapp": "**ChatApp** (real app, frames in batches, MessageLog line API)",
-        "null": "minimal app, a Textual message per frame, nothing shown",
-        "messagelog": "minimal app, a Textual message per frame + MessageLog",
-        "richlog": "naive: minimal app + RichLog.write per message",
-    }
     for name, runs in results.items():
-        seconds = statistics.median(r.seconds for r in runs)
-        stall = statistics.median(r.stall for r in runs) * 1000
-        worst = max(r.stall for r in runs) * 1000
-        lines.append(
-            f"| {labels[name]} | {seconds:.3f} s | {args.messages / seconds:,.0f} | "
-            f"{seconds / bare:.2f} | {stall:.0f} ms ({worst:.0f} ms) | "
-            f"{statistics.median(r.gc for r in runs) * 1000:.0f} ms |"
-        )
-    if data["memory"]:
+        seconds = median([r.seconds for r in runs])
+        ratios = "/".join(f"{r.seconds / bare:.2f}" for r in runs)
+        row = f"| {name} | {seconds:.3f} s | {args.messages / seconds:,.0f} | "
+        row += f"**{seconds / bare:.2f}** ({ratios}) | "
+        cpu = median([r.cpu for r in runs])
+        row += f"{cpu:.2f} s ({cpu / bare_cpu:.2f}) | "
+        if name.startswith("bare"):
+            row += "- | - | - |"
+        else:
+            stall = median([r.stall for r in runs]) * 1000
+            worst = max(r.stall for r in runs) * 1000
+            key = median([r.key for r in runs]) * 1000
+            worst_key = max(r.key for r in runs) * 1000
+            idle = median([r.idle_key for r in runs]) * 1000
+            row += f"{stall:.0f} ms ({worst:.0f} ms) | {key:.0f} ms ({worst_key:.0f} ms) | "
+            row += f"{idle:.0f} ms |"
+        lines.append(row)
+    memory = data["memory"]
+    if memory:
         lines += [
             "",
-            f"Memory, {args.memory_rooms} rooms x {args.messages_memory:,} messages each "
-            "(a fresh process per receiver; RSS from psutil, peak from ru_maxrss). The ChatApp "
-            "receives its rooms' floods from the server and then shows each room once; the "
-            "naive RichLogs are written from the process itself, because over the network that "
-            "client falls so far behind that its connections fail:",
-            "",
-            "| receiver | entries kept | RSS before flood | RSS after | peak RSS |",
-            "|---|---|---|---|---|",
+            f"Memory: chat-tui in tmux with {args.memory_rooms} rooms, 10,000 messages into each "
+            f"(scrollback 10,000), every room shown once: RSS {memory['before'] / 2**20:.0f} MiB "
+            f"before the floods, {memory['after'] / 2**20:.0f} MiB after "
+            f"(peak {memory['peak'] / 2**20:.0f} MiB).",
         ]
-        for name, m in data["memory"].items():
-            label = {"chatapp": "ChatApp (Scrollback + MessageLog)",
-                     "richlog": "naive: one RichLog per room"}[name]  # fmt: skip
-            lines.append(
-                f"| {label} | {m['entries']:,} | {m['rss_ready_mib']:.0f} MiB | "
-                f"{m['rss_end_mib']:.0f} MiB | {m['peak_rss_mib']:.0f} MiB |"
-            )
-    entries, seconds = relayout
-    lines += [
-        "",
-        f"Resize: re-measuring {entries:,} entries for a new width takes {seconds * 1000:.0f} ms "
-        "(median of 5 widths; done at once on the resize, rows themselves are rendered only "
-        "for the screen).",
-    ]
     return "\n".join(lines)
 
 
@@ -582,9 +441,10 @@ def write_section(text: str, command: str) -> None:
     path = ROOT / "docs" / "performance.md"
     body = (
         "## Client\n\n"
-        f"Reproduce with `{command}` (about a few minutes; a 2-core machine shared with "
-        "other work, so the numbers are noisy; ratios are what matter).\n\n"
-        "The server runs with `--rate-limit 0 --send-buffer 67108864` so that it neither drops "
+        f"Reproduce with `{command}` (a few minutes; needs tmux; a 2-core machine shared with "
+        "other work, so the numbers are noisy: the A/A row says how much; ratios are what "
+        "matter).\n\n"
+        "The server runs with `--rate-limit 0 --send-buffer 268435456` so that it neither drops "
         "nor evicts during the flood; the sender is a separate process.\n\n"
         f"{text}\n"
     )
@@ -607,23 +467,16 @@ def main() -> int:
         url, rooms, count = sys.argv[2], sys.argv[3].split(","), int(sys.argv[4])
         asyncio.run(send_flood(url, rooms, count))
         return 0
-    if len(sys.argv) > 1 and sys.argv[1] == "--memory-child":
-        variant, url, rooms = sys.argv[2], sys.argv[3], sys.argv[4].split(",")
-        result = asyncio.run(memory_child(variant, url, rooms, 10_000))
-        print(json.dumps(result))
-        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--memory-rooms", type=int, default=5, help="0 = skip the memory run")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--write", action="store_true", help="update docs/performance.md")
     args = parser.parse_args()
-    args.messages_memory = 10_000
-    if args.variants[0] != "bare":
-        args.variants = ["bare", *[v for v in args.variants if v != "bare"]]
+    if shutil.which("tmux") is None:
+        parser.error("tmux is needed: the benchmark reads chat-tui's screen in a tmux pane")
     data = asyncio.run(main_async(args))
-    text = report(args, data, relayout_cost())
+    text = report(args, data)
     print(text)
     if args.write:
         write_section(text, "python bench/client_bench.py --write")

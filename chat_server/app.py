@@ -18,6 +18,7 @@ from chat_server import protocol
 from chat_server.backends import Backend, BrokerStatus, BrokerUnavailable, open_backend
 from chat_server.connection import Member
 from chat_server.hub import HubMember, RoomHub
+from chat_server.loop_lag import monitor
 from chat_server.protocol import CloseCode
 from chat_server.session import ChatSession, unavailable_reason
 from chat_server.settings import Settings
@@ -198,11 +199,14 @@ def create_app(settings: Settings | None = None) -> ChatApplication:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # The input budgets and /metrics need to know when the whole loop stood still.
+        monitor.start()
         await server.backend.start()
         try:
             yield
         finally:
             await server.backend.close()
+            monitor.stop()
 
     app = FastAPI(title="chat_server", lifespan=lifespan, docs_url=None, redoc_url=None)
 

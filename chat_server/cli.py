@@ -33,9 +33,15 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
         help=f"longest chat message in characters (default {d.max_message_chars})",
     )
     add(
+        "--log-format",
+        choices=["text", "json"],
+        help=f"log lines as text or one JSON object per line (default {d.log_format})",
+    )
+    add(
         "--rate-limit",
         type=float,
-        help=f"messages per second per connection, 0 = off (default {d.rate_limit:g})",
+        help=f"messages per second per connection; 0 turns off every input limit "
+        f"(default {d.rate_limit:g})",
     )
     add("--rate-burst", type=int, help=f"messages a connection may burst (default {d.rate_burst})")
     add(
@@ -44,9 +50,48 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
         help=f"bytes queued for one slow connection before it is dropped (default {d.send_buffer})",
     )
     add(
+        "--max-frame-rate",
+        type=float,
+        help=f"frames per second a connection may send, of any type, before it is closed "
+        f"1008; 0 = off (default {d.max_frame_rate:g})",
+    )
+    add(
+        "--max-byte-rate",
+        type=float,
+        help=f"bytes per second a connection may send before it is closed 1008; 0 = off "
+        f"(default {d.max_byte_rate:g})",
+    )
+    add(
         "--max-connections",
         type=int,
         help=f"connections the server accepts (default {d.max_connections})",
+    )
+    add(
+        "--max-pending",
+        type=int,
+        help=f"connections at once that have not finished their request or handshake "
+        f"(default {d.max_pending})",
+    )
+    add(
+        "--handshake-timeout",
+        type=float,
+        help=f"seconds from accept to a complete request or handshake "
+        f"(default {d.handshake_timeout:g})",
+    )
+    add(
+        "--max-head-bytes",
+        type=int,
+        help=f"largest HTTP request head in bytes (default {d.max_head_bytes})",
+    )
+    add(
+        "--max-headers",
+        type=int,
+        help=f"most HTTP request headers (default {d.max_headers})",
+    )
+    add(
+        "--metrics",
+        action=argparse.BooleanOptionalAction,
+        help="serve GET /metrics (default: only when listening on a loopback address)",
     )
     add(
         "--ping-interval",
@@ -107,12 +152,20 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             "host",
             "port",
             "log_level",
+            "log_format",
             "allow_origin",
             "max_message_chars",
             "rate_limit",
             "rate_burst",
+            "max_frame_rate",
+            "max_byte_rate",
             "send_buffer",
             "max_connections",
+            "max_pending",
+            "handshake_timeout",
+            "max_head_bytes",
+            "max_headers",
+            "metrics",
             "ping_interval",
             "ping_timeout",
             "broker_url",
@@ -151,7 +204,9 @@ def argv_for_child(args: argparse.Namespace) -> list[str]:
         if key in {"command", "wait"} or value is None:
             continue
         flag = "--" + key.replace("_", "-")
-        if isinstance(value, list):
+        if isinstance(value, bool):  # --metrics / --no-metrics
+            child.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif isinstance(value, list):
             for item in value:
                 child += [flag, str(item)]
         else:

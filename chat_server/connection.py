@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from chat_server.events import EventKind, RoomEvent
+from chat_server.metrics import stats
 from chat_server.protocol import CloseCode
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -159,16 +160,20 @@ class _Flusher:
 
     def __init__(self) -> None:
         self._marked: list[TransportMember] = []
+        self._since = 0.0
 
     def mark(self, member: TransportMember) -> None:
         if not self._marked:
             asyncio.get_running_loop().call_soon(self._flush)
+            self._since = time.monotonic()
         self._marked.append(member)
 
     def _flush(self) -> None:
         marked, self._marked = self._marked, []
         for member in marked:
             member.flush()
+        # Fan-out latency: from the first frame queued in this round to the last local write.
+        stats.fanout_latency.observe(time.monotonic() - self._since)
 
 
 _flusher = _Flusher()
@@ -217,6 +222,7 @@ class TransportMember(Member):
         # what is left waits here, counted against our bound, until it resumes.
         while queue and sink.writable():
             data = queue.popleft()
+            frames = 1
             if queue and len(data) < WRITE_CHUNK:
                 parts = [data]
                 size = len(data)
@@ -225,8 +231,11 @@ class TransportMember(Member):
                     parts.append(part)
                     size += len(part)
                 data = b"".join(parts)
+                frames = len(parts)
+            stats.frames_out += frames
             self._queued_bytes -= len(data)
             sink.write(data)
+            stats.bytes_out += len(data)
 
     def _resumed(self) -> None:
         if self._queue and not self._marked and not self.closed:
@@ -294,6 +303,7 @@ class AsgiMember(Member):
                 # The socket is gone; the receive side sees the disconnect and cleans up.
                 self.closed = True
                 return
+            stats.frames_out += 1
             # The frame now sits in the transport: it no longer counts against our bound.
             if not self.closed:
                 self._queued_bytes -= text_size(frame)

@@ -2,9 +2,10 @@
 
 One pid file and one log file per port in the user's state directory (platformdirs'
 ``user_state_dir("chat-server")``, or ``$CHAT_SERVER_STATE_DIR``): ``server-8000.pid`` and
-``server-8000.log``. The pid file is JSON (pid, host, port, log, start time). A pid file whose
-process is gone, or whose pid now belongs to an unrelated process (its command line is
-checked), is stale and removed.
+``server-8000.log``. The pid file is JSON (pid, host, port, log, start time, and on Linux the
+process's start time in clock ticks since boot). A pid file whose process is gone, or whose pid
+now belongs to another process (its command line, and where recorded its start ticks, are
+checked: a reused pid may even belong to another chat server), is stale and removed.
 
 Exit codes: ``start`` 0 when a chat server answers on the port (also one already running),
 1 when it could not be started. ``stop`` 0 when no background server is left running on the
@@ -20,6 +21,7 @@ import http.client
 import itertools
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -127,31 +129,52 @@ class PidFile:
     port: int
     log: str
     started: float
+    # /proc's start time of the process (clock ticks since boot); None where unknown. Unlike
+    # ``started`` (wall clock), it tells our process from a later one that got the same pid.
+    start_ticks: int | None = None
 
 
 def read_pid_file(port: int) -> PidFile | None:
-    """The pid file for ``port`` if it names a live chat server; a stale one is removed."""
+    """The pid file for ``port`` if it names our live chat server; a stale one is removed."""
     path = pid_path(port)
     try:
         data = json.loads(path.read_text())
+        ticks = data.get("start_ticks")
         record = PidFile(
             pid=int(data["pid"]),
             host=str(data["host"]),
             port=int(data["port"]),
             log=str(data["log"]),
             started=float(data["started"]),
+            start_ticks=None if ticks is None else int(ticks),
         )
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         print(f"removing unreadable pid file {path}")
         _unlink(path)
         return None
-    if not is_chat_server_process(record.pid):
-        print(f"removing stale pid file {path} (process {record.pid} is not a chat server)")
+    stale = why_not_ours(record)
+    if stale is not None:
+        print(f"removing stale pid file {path} ({stale})")
         _unlink(path)
         return None
     return record
+
+
+def why_not_ours(record: PidFile) -> str | None:
+    """None if ``record``'s process is still the chat server we started, else why it is not."""
+    argv = process_command_line(record.pid)
+    ticks = process_start_ticks(record.pid)
+    reused = record.start_ticks is not None and ticks is not None and ticks != record.start_ticks
+    if argv is not None and is_chat_server_command(argv) and not reused:
+        return None
+    if not process_exists(record.pid):
+        return f"process {record.pid} no longer exists"
+    command = shlex.join(argv) if argv else "(no command line)"
+    if len(command) > 80:
+        command = command[:77] + "..."
+    return f"pid {record.pid} now belongs to another process: {command}"
 
 
 def write_pid_file(record: PidFile) -> None:
@@ -188,10 +211,46 @@ def process_command_line(pid: int) -> list[str] | None:
     return result.stdout.split() or None
 
 
-def is_chat_server_process(pid: int) -> bool:
-    argv = process_command_line(pid)
-    if not argv:
+def process_exists(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not exited (a zombie, not yet reaped, has)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
+    except PermissionError:
+        pass  # exists, but belongs to someone else
+    fields = _proc_stat(pid)
+    if fields is not None:
+        return fields[0] != "Z"
+    if Path("/proc/self/stat").exists():
+        return False  # /proc works, so the process has just gone
+    result = subprocess.run(
+        ["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True, check=False
+    )
+    state = result.stdout.strip()
+    return bool(state) and not state.startswith("Z")
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (Linux); None where unknown."""
+    fields = _proc_stat(pid)
+    try:
+        return None if fields is None else int(fields[19])  # field 22 of /proc/PID/stat
+    except (ValueError, IndexError):
+        return None
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state first), if there is one."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name, in parentheses, may itself hold spaces and parentheses.
+    return stat.rpartition(")")[2].split()
+
+
+def is_chat_server_command(argv: Sequence[str]) -> bool:
     # ``python -m chat_server run ...`` as started below, or the ``chat-server`` console script.
     module = any(a == "-m" and b == "chat_server" for a, b in itertools.pairwise(argv))
     return module or any(Path(arg).name == "chat-server" for arg in argv[:2])
@@ -224,15 +283,17 @@ def start(settings: Settings, child_argv: Sequence[str], wait: float = 15.0) -> 
     with _start_lock(port):
         record = read_pid_file(port)
         if record is not None:
-            health = _wait_for_health(record.host, port, wait, lambda: None)
-            if health is None:
+            health = _wait_for_health(record.host, port, wait, lambda: why_not_ours(record))
+            if health is not None:
+                print(f"chat-server is already running at {url} (pid {record.pid})")
+                return 0
+            if read_pid_file(port) is not None:
                 print(
                     f"chat-server is already running on port {port} (pid {record.pid}) "
                     f"but does not answer at {url}/health; see {record.log}"
                 )
                 return 1
-            print(f"chat-server is already running at {url} (pid {record.pid})")
-            return 0
+            # It exited while we waited (its pid file is removed now): start a new one.
 
         found = probe(host, port)
         if found.health is not None:
@@ -256,7 +317,8 @@ def start(settings: Settings, child_argv: Sequence[str], wait: float = 15.0) -> 
                 start_new_session=True,  # no controlling terminal: Ctrl+C here does not reach it
                 close_fds=True,
             )
-        write_pid_file(PidFile(process.pid, host, port, str(log), time.time()))
+        ticks = process_start_ticks(process.pid)
+        write_pid_file(PidFile(process.pid, host, port, str(log), time.time(), ticks))
 
         health = _wait_for_health(host, port, wait, process.poll)
         if health is not None:
@@ -320,6 +382,10 @@ def status(settings: Settings) -> int:
         print(f"chat-server is not running on port {port}")
         if found.other is not None:
             print(f"port {port} is in use by {found.other}")
+        return STATUS_NOT_RUNNING
+    if found.health is None and read_pid_file(port) is None:
+        # It exited while we probed: the pid file was just removed as stale.
+        print(f"chat-server is not running on port {port}")
         return STATUS_NOT_RUNNING
     if found.health is None:
         print(f"chat-server (pid {record.pid}) is running but does not answer at {url}/health")

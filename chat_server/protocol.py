@@ -10,7 +10,9 @@ Frames are WebSocket text frames:
 * leave notice:   ``{name} left the chat``
 * error notice:   ``error: {description}`` (sent to one connection only)
 
-A frame without ``" :: "`` is a notice.
+A frame without ``" :: "`` is a notice. A message's line breaks travel as ``"\n"`` plus
+:data:`CONTINUATION_INDENT`, so that a client that prints frames line by line can never show a
+continuation line as a frame of its own (see :func:`encode_lines`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ SEPARATOR: Final = " :: "
 JOINED_SUFFIX: Final = " joined the chat"
 LEFT_SUFFIX: Final = " left the chat"
 ERROR_PREFIX: Final = "error: "
+
+# Every line of a multi-line message after the first goes out behind this indent: a frame's
+# first line starts with a name or ``error: ``, never with a space, so no continuation line can
+# pass for a message, a notice or a join.
+CONTINUATION_INDENT: Final = "  "
 
 # Limits a server enforces by default; servers may be configured differently.
 MAX_FRAME_BYTES: Final = 64 * 1024
@@ -75,7 +82,25 @@ _rng = random.SystemRandom()
 
 
 def format_message(name: str, text: str) -> str:
-    return f"{name}{SEPARATOR}{text}"
+    """A chat message frame of the text protocol; ``text`` is sanitised (see :func:`sanitize`)."""
+    return f"{name}{SEPARATOR}{encode_lines(text)}"
+
+
+def encode_lines(text: str) -> str:
+    """How a message's text travels in a text-protocol frame: each line break is followed by
+    :data:`CONTINUATION_INDENT`. :func:`decode_lines` is its exact inverse.
+
+    Only for text frames of this protocol: a structured frame format carries the text as is.
+    ``text`` must be sanitised, so that ``\n`` is its only line break.
+    """
+    return text.replace("\n", "\n" + CONTINUATION_INDENT) if "\n" in text else text
+
+
+def decode_lines(text: str) -> str:
+    """The message text of a frame, as its sender's sanitised text: the exact inverse of
+    :func:`encode_lines`. Lines without the indent (a server that does not encode) stay as
+    they are."""
+    return text.replace("\n" + CONTINUATION_INDENT, "\n") if "\n" in text else text
 
 
 def format_join(name: str) -> str:
@@ -98,18 +123,23 @@ _BIDI_CONTROLS: Final = (
     + "".join(map(chr, range(0x202A, 0x202F)))
     + "".join(map(chr, range(0x2066, 0x206A)))
 )
+# Line and paragraph separators other than "\n": a line-based client would break a line at
+# each of them (VT, FF, FS-RS and NEL are C0/C1 controls, stripped with those).
+_LINE_SEPARATORS: Final = "\u2028\u2029"
 _STRIPPED: Final = (
     [chr(c) for c in range(0x00, 0x20) if chr(c) not in "\n\t"]
     + ["\x7f"]
     + [chr(c) for c in range(0x80, 0xA0)]
     + list(_BIDI_CONTROLS)
+    + list(_LINE_SEPARATORS)
 )
 _STRIP_TABLE: Final = dict.fromkeys(map(ord, _STRIPPED))
 STRIPPED_CHARACTERS: Final = frozenset(_STRIPPED)
 
 
 def sanitize(text: str) -> str | None:
-    """Strip control and bidi characters; ``None`` if nothing worth sending remains."""
+    """Strip control, bidi and line-separator characters (``\n`` and ``\t`` stay); ``None`` if
+    nothing worth sending remains."""
     if not text.isascii() or not text.isprintable():
         text = text.translate(_STRIP_TABLE)
     if not text or text.isspace():
@@ -141,7 +171,7 @@ def parse_frame(frame: str) -> Frame:
     """Classify a frame received from a server. Never raises: unknown shapes are notices."""
     head, sep, rest = frame.partition(SEPARATOR)
     if sep:
-        return Frame(FrameKind.MESSAGE, rest, head)
+        return Frame(FrameKind.MESSAGE, decode_lines(rest), head)
     if frame.startswith(ERROR_PREFIX):
         return Frame(FrameKind.ERROR, frame[len(ERROR_PREFIX) :])
     if frame.endswith(JOINED_SUFFIX):

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import logging.config
 import os
+import resource
 import signal
 import threading
 from collections.abc import Iterator
@@ -13,15 +14,48 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 from uvicorn.supervisors import Multiprocess
 
+from chat_server import logs
 from chat_server.app import create_app
-from chat_server.settings import Settings
-from chat_server.uvicorn_ws import ChatWebSocketProtocol
+from chat_server.http_guard import GuardedHttpProtocol, HttpLimits
+from chat_server.metrics import MetricsApp, metrics_enabled
+from chat_server.settings import FLOOD_BURST_SECONDS, Settings
+from chat_server.uvicorn_ws import ChatWebSocketProtocol, InputLimits
+
+log = logging.getLogger("chat_server")
 
 # After SIGTERM, how long uvicorn waits for connections before it cancels what is left; the
 # close frames went out at once, so this only bounds stragglers (exit within 5 s).
 GRACEFUL_SHUTDOWN_SECONDS = 3
+# File descriptors the process needs besides its connections (listening socket, logs, ...).
+SPARE_FDS = 64
+
+
+def input_limits(settings: Settings) -> InputLimits:
+    # --rate-limit 0 is the benchmarks' "no input limits": frames and bytes go unlimited too.
+    off = settings.rate_limit == 0
+    frames = 0.0 if off else settings.max_frame_rate
+    nbytes = 0.0 if off else settings.max_byte_rate
+    return InputLimits(
+        message_rate=settings.rate_limit,
+        message_burst=settings.rate_burst,
+        frame_rate=frames,
+        frame_burst=frames * FLOOD_BURST_SECONDS,
+        byte_rate=nbytes,
+        byte_burst=nbytes * FLOOD_BURST_SECONDS,
+        send_buffer=settings.send_buffer,
+    )
+
+
+def http_limits(settings: Settings) -> HttpLimits:
+    return HttpLimits(
+        max_head_bytes=settings.max_head_bytes,
+        max_headers=settings.max_headers,
+        handshake_timeout=settings.handshake_timeout,
+        max_pending=settings.max_pending,
+    )
 
 
 def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
@@ -29,7 +63,10 @@ def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        ws=ChatWebSocketProtocol,
+        # JSON: uvicorn's loggers propagate to the root logger that logs.configure set up.
+        log_config=None if settings.log_format == "json" else LOGGING_CONFIG,
+        http=GuardedHttpProtocol.configured(http_limits(settings)),
+        ws=ChatWebSocketProtocol.configured(input_limits(settings)),
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ping_interval or None,
         ws_ping_timeout=settings.ping_timeout or None,
@@ -39,14 +76,59 @@ def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
         lifespan="on",
     )
     options.update(overrides)
-    app = options.pop("app", None) or create_app(settings)
+    app = options.pop("app", None) or chat_app(settings)
     return uvicorn.Config(app, **options)
 
 
-class _PerConnectionNoise(logging.Filter):
-    """Drop uvicorn's own per-connection lines: the chat log has one line per join and leave."""
+def chat_app(settings: Settings) -> MetricsApp:
+    """What chat-server serves: the chat application, with ``GET /metrics`` in front."""
+    return MetricsApp(create_app(settings), metrics_enabled(settings.metrics, settings.host))
 
-    NOISE = ("connection open", "connection closed")
+
+def worker_app() -> MetricsApp:
+    """The app of one ``--workers`` process, a fresh interpreter: built from the
+    ``CHAT_SERVER_*`` variables that :func:`serve_workers` set."""
+    settings = Settings.from_env()
+    # uvicorn hands its config to the workers pickled, so the protocol classes arrive by
+    # reference, without the limits of ``configured()``: set them here, in the worker.
+    GuardedHttpProtocol.limits = http_limits(settings)
+    ChatWebSocketProtocol.limits = input_limits(settings)
+    return chat_app(settings)
+
+
+def raise_fd_limit(settings: Settings) -> None:
+    """Raise the soft limit on open files to the hard limit; say so when it is still too low
+    for ``--max-connections`` (beyond it, accepting fails and new clients wait)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            log.info("open files limit raised from %s to %s", soft, hard)
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open files limit from %s: %s", soft, exc)
+    needed = settings.max_connections + settings.max_pending + SPARE_FDS
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "open files limit %s is below what --max-connections %s needs (%s with "
+            "--max-pending %s); raise it (ulimit -n) or lower --max-connections",
+            soft,
+            settings.max_connections,
+            needed,
+            settings.max_pending,
+        )
+
+
+class _PerConnectionNoise(logging.Filter):
+    """Drop uvicorn's own per-connection lines: the chat log has one line per join and leave.
+    Rejected handshakes are counted in /metrics instead: anyone could fill the log with them."""
+
+    NOISE = (
+        "connection open",
+        "connection closed",
+        "connection rejected (%d %s)",
+        "HTTP response sent (%d %s)",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg in self.NOISE:
@@ -57,11 +139,9 @@ class _PerConnectionNoise(logging.Filter):
 def serve(settings: Settings) -> int:
     if settings.workers > 1:
         return serve_workers(settings)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(settings.log_level, settings.log_format)
     logging.getLogger("uvicorn.error").addFilter(_PerConnectionNoise())
+    raise_fd_limit(settings)
     server = uvicorn.Server(uvicorn_config(settings))
     with _exit_quietly_on_signals(server):
         server.run()
@@ -71,27 +151,30 @@ def serve(settings: Settings) -> int:
 
 def serve_workers(settings: Settings) -> int:
     """``settings.workers`` processes on one port (uvicorn's supervisor), each a node of the
-    same chat through the shared broker, each with chat-server's WebSocket protocol."""
-    log_config = _worker_log_config(settings.log_level)
+    same chat through the shared broker, each with chat-server's protocols and limits."""
+    log_config = _worker_log_config(settings.log_level, settings.log_format)
     logging.config.dictConfig(log_config)
+    raise_fd_limit(settings)  # the workers inherit it
     # The workers are fresh interpreters: they build the app from these variables.
     os.environ.update(settings.to_env())
     config = uvicorn_config(
         settings,
-        app="chat_server.app:create_app",
+        app="chat_server.serve:worker_app",
         factory=True,
         workers=settings.workers,
         log_config=log_config,
+        http=GuardedHttpProtocol,
+        ws=ChatWebSocketProtocol,
     )
     # Multiprocess restarts a worker that dies and stops them all on SIGTERM/SIGINT.
     Multiprocess(config, sockets=[config.bind_socket()]).run()
     return 0
 
 
-def _worker_log_config(level: str) -> dict[str, Any]:
+def _worker_log_config(level: str, log_format: str) -> dict[str, Any]:
     handler = {
         "class": "logging.StreamHandler",
-        "formatter": "plain",
+        "formatter": log_format,
         "filters": ["per_connection_noise"],
         "stream": "ext://sys.stderr",
     }
@@ -100,7 +183,8 @@ def _worker_log_config(level: str) -> dict[str, Any]:
         "disable_existing_loggers": False,
         "filters": {"per_connection_noise": {"()": _PerConnectionNoise}},
         "formatters": {
-            "plain": {"format": "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"}
+            "text": {"format": "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"},
+            "json": {"()": logs.JsonFormatter},
         },
         "handlers": {"default": handler},
         "root": {"handlers": ["default"], "level": level.upper()},

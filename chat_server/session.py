@@ -26,7 +26,7 @@ from chat_server.backends.base import BrokerUnavailable, Publishing
 from chat_server.connection import AsgiMember, Member, TokenBucket, TransportMember
 from chat_server.events import EventKind
 from chat_server.protocol import CloseCode
-from chat_server.uvicorn_ws import ABORT_EXTENSION, FRAMES_EXTENSION
+from chat_server.uvicorn_ws import ABORT_EXTENSION, FRAMES_EXTENSION, WITHIN_RATE_KEY
 
 if TYPE_CHECKING:
     from chat_server.app import ChatServer
@@ -162,7 +162,9 @@ class ChatSession:
                 )
             if len(text) > max_bytes // 4 and len(text.encode()) > max_bytes:
                 return "frame too big", (CloseCode.MESSAGE_TOO_BIG, f"frame over {max_bytes} bytes")
-            if not bucket.take():
+            # chat-server judges the rate when the frame arrives; plain uvicorn cannot.
+            within_rate = message.get(WITHIN_RATE_KEY)
+            if not (bucket.take() if within_rate is None else within_rate):
                 now = time.monotonic()
                 if now - last_flood_notice >= FLOOD_NOTICE_INTERVAL:
                     last_flood_notice = now

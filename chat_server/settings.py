@@ -10,6 +10,9 @@ from typing import Any
 from chat_server import protocol
 
 ENV_PREFIX = "CHAT_SERVER_"
+# A connection may send this many seconds' worth of its frame and byte rates at once.
+FLOOD_BURST_SECONDS = 5.0
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,10 +24,22 @@ class Settings:
     allow_origin: tuple[str, ...] = ()
     max_message_chars: int = protocol.MAX_MESSAGE_CHARS
     max_frame_bytes: int = protocol.MAX_FRAME_BYTES
-    rate_limit: float = 10.0  # messages per second per connection; 0 turns it off
+    # Messages per second per connection; 0 turns off every per-connection input limit
+    # (messages, frames, bytes), for benchmarks.
+    rate_limit: float = 10.0
     rate_burst: int = 20
+    # Every frame (continuations and control frames too) and every byte a connection sends,
+    # per second, with FLOOD_BURST_SECONDS of it allowed at once; over it: close 1008. 0 = off.
+    max_frame_rate: float = 100.0
+    max_byte_rate: float = 1024 * 1024
     send_buffer: int = 1024 * 1024  # bytes of queued outgoing text per connection
     max_connections: int = 10_000
+    # Before a connection is a WebSocket (or has sent a whole HTTP request): its request head
+    # in bytes and headers, the seconds it has from accept, and how many may be in that state.
+    max_head_bytes: int = 16 * 1024
+    max_headers: int = 100
+    handshake_timeout: float = 10.0
+    max_pending: int = 1000
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
     broker_url: str = "memory://"
@@ -39,6 +54,9 @@ class Settings:
     probe_interval: float = 1.0
     # How long an evicted connection may take to take its close frame before it is aborted.
     close_grace: float = 2.0
+    log_format: str = "text"  # or "json": one object per line
+    # GET /metrics; None = only when listening on a loopback address.
+    metrics: bool | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -60,11 +78,23 @@ class Settings:
         problems = []
         if not 0 < self.port < 65536:
             problems.append(f"port must be 1-65535, not {self.port}")
-        for name in ("max_message_chars", "max_frame_bytes", "send_buffer", "max_connections"):
+        for name in (
+            "max_message_chars",
+            "max_frame_bytes",
+            "send_buffer",
+            "max_connections",
+            "max_head_bytes",
+            "max_headers",
+            "max_pending",
+            "handshake_timeout",
+        ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name.replace('_', '-')} must be positive")
-        if self.rate_limit < 0:
-            problems.append("rate-limit must be 0 (off) or positive")
+        for name in ("rate_limit", "max_frame_rate", "max_byte_rate"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name.replace('_', '-')} must be 0 (off) or positive")
+        if self.log_format not in LOG_FORMATS:
+            problems.append(f"log-format must be one of {', '.join(LOG_FORMATS)}")
         if self.rate_burst < 1:
             problems.append("rate-burst must be at least 1")
         if self.ping_interval < 0 or self.ping_timeout < 0:
@@ -100,7 +130,12 @@ class Settings:
         env = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            text = ",".join(value) if isinstance(value, tuple) else str(value)
+            if value is None:
+                text = "auto"  # metrics: decided by the host, as when not given
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            else:
+                text = ",".join(value) if isinstance(value, tuple) else str(value)
             env[ENV_PREFIX + f.name.upper()] = text
         return env
 
@@ -114,6 +149,15 @@ def _convert(name: str, raw: str) -> Any:
     default = Settings.__dataclass_fields__[name].default
     if name == "allow_origin":
         return _origins(raw)
+    if name == "metrics":
+        flag = raw.lower()
+        if flag in {"1", "true", "yes", "on"}:
+            return True
+        if flag in {"0", "false", "no", "off"}:
+            return False
+        if flag == "auto":
+            return None
+        raise ValueError(f"{ENV_PREFIX}METRICS={raw!r} is not one of on, off, auto")
     try:
         if isinstance(default, bool):
             return raw.lower() in {"1", "true", "yes", "on"}

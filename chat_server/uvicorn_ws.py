@@ -1,4 +1,4 @@
-"""uvicorn's WebSocket protocol, extended so that a stalled peer can really be let go.
+"""uvicorn's WebSocket protocol, extended so that one peer can neither stall nor starve the rest.
 
 Measured with each of uvicorn's WebSocket implementations: once a peer stops reading and the
 kernel buffers fill, an awaited send blocks for good, and neither closing (which waits for the
@@ -11,24 +11,83 @@ server shutdown are bounded the same way.
 It also offers ``"chat.frames"``, a sink for pre-encoded frames (see ``connection.py``): a
 room's frame is encoded once and the same bytes are written to every member's transport.
 
-``chat-server`` runs uvicorn with :class:`ChatWebSocketProtocol`. Under plain
-``uvicorn chat_server:app`` the extension is absent and the app falls back to an ordinary close
-(see ``app.py``); everything still works except freeing a stalled peer's socket.
+And it guards the input where it is parsed, since much of it never reaches the app:
+
+* every frame (data, continuation, ping, pong, close) and every byte counts against the
+  connection's budgets (``budget.py``), charged on arrival; over budget, the connection is
+  closed with 1008 ``flood: ...`` at once, and its input is no longer parsed;
+* the message rate limit is judged on arrival too, and its verdict handed to the app with each
+  message (``"chat.within_rate"``), so a message is never held against its sender for the time
+  it waited for the server;
+* replies to pings count against the outgoing bound (``send_buffer``): a peer that pings but
+  never reads is dropped as a slow consumer;
+* a request that fails the handshake is answered and closed, and leaves nothing behind;
+* websockets' debug log, which shows frame contents, is replaced by one that shows only frame
+  types and sizes.
+
+``chat-server`` runs uvicorn with :class:`ChatWebSocketProtocol` (configured by
+:meth:`ChatWebSocketProtocol.configured`). Under plain ``uvicorn chat_server:app`` the
+extensions are absent and the app falls back to an ordinary close and its own rate limit (see
+``app.py``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
 from websockets.protocol import State
+
+from chat_server import protocol
+from chat_server.budget import Budget, budget
+from chat_server.metrics import CLOSE_OUTCOMES, classify_close, stats
 
 ABORT_EXTENSION = "chat.abort"
 FRAMES_EXTENSION = "chat.frames"
+# Key of a ``websocket.receive`` event: whether the message arrived within the rate limit.
+WITHIN_RATE_KEY = "chat.within_rate"
 
 # How long a close frame may wait in the write buffer before the connection is aborted.
 ABORT_GRACE_SECONDS = 2.0
+# Input is parsed this many bytes at a time, so that a read full of tiny frames is cut short
+# as soon as the frame budget runs out (parsing costs ~4 us per frame).
+PARSE_SLICE = 16 * 1024
+
+log = logging.getLogger("chat_server")
+
+_BAD_REQUEST_TEXT = b"not a valid WebSocket upgrade request\n"
+_BAD_REQUEST = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+    % (len(_BAD_REQUEST_TEXT), _BAD_REQUEST_TEXT)
+)
+
+_FRAME_TYPES = {
+    Opcode.TEXT: "text",
+    Opcode.BINARY: "binary",
+    Opcode.CONT: "continuation",
+    Opcode.PING: "ping",
+    Opcode.PONG: "pong",
+    Opcode.CLOSE: "close",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class InputLimits:
+    """Per-connection limits; 0 turns a rate off. Defaults are ``Settings``' defaults."""
+
+    message_rate: float = 10.0
+    message_burst: int = 20
+    frame_rate: float = 100.0
+    frame_burst: float = 500.0
+    byte_rate: float = 1024 * 1024
+    byte_burst: float = 5 * 1024 * 1024
+    send_buffer: int = 1024 * 1024
 
 
 class _FrameSink:
@@ -60,25 +119,199 @@ class _FrameSink:
 
 
 class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
+    limits = InputLimits()
     frame_sink: _FrameSink | None = None
 
-    def handle_connect(self, event: Any) -> None:
+    @classmethod
+    def configured(cls, limits: InputLimits) -> type[ChatWebSocketProtocol]:
+        """This protocol with the server's limits, for ``uvicorn.Config(ws=...)``."""
+        return type(cls.__name__, (cls,), {"limits": limits})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # websockets logs every frame's content at debug level; the log never shows message
+        # text, so frames are logged here by type and size only.
+        self.conn.debug = False
+        self._debug = self.logger.isEnabledFor(logging.DEBUG)
+        limits = self.limits
+        now = self.loop.time()
+        self._now = now
+        self._frames: Budget | None = budget(limits.frame_rate, limits.frame_burst, now)
+        self._bytes: Budget | None = budget(limits.byte_rate, limits.byte_burst, now)
+        self._messages: Budget | None = budget(limits.message_rate, limits.message_burst, now)
+        self._input_closed = False
+        self._open = False  # a WebSocket in a room: counted in stats.websockets_open
+        self._close_outcome: str | None = None  # set when the server closes first
+
+    # --- handshake ----------------------------------------------------------------------------
+
+    def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
+        if self.response.status_code != 101:
+            # uvicorn answered (400/426) and closed: there is no scope and no app to run.
+            stats.refuse("bad_handshake")
+            if self._debug:
+                self.logger.debug("refused handshake: %s", self.response.status_code)
+            return
         self.frame_sink = _FrameSink(self)
         extensions = self.scope["extensions"]
         extensions[ABORT_EXTENSION] = self.abort_with_close
         extensions[FRAMES_EXTENSION] = self.frame_sink
 
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        if self.frame_sink is not None and self.frame_sink.callback is not None:
-            self.frame_sink.callback()
+    def _handshake_failed(self) -> None:
+        """websockets' parser refused the request (line too long, too many headers, a body):
+        answer it and close, instead of leaving the socket open without a response."""
+        stats.refuse("bad_request")
+        output = b"".join(self.conn.data_to_send())
+        if not output.startswith(b"HTTP/"):
+            output = _BAD_REQUEST
+        self.handshake_complete = True
+        self.close_sent = True
+        self._input_closed = True
+        self.transport.write(output)
+        self.transport.close()
+
+    async def send(self, message: Any) -> None:
+        if message["type"] == "websocket.accept" and not self.handshake_complete:
+            self._open = True
+            stats.websockets_open += 1
+        elif message["type"] == "websocket.close" and not self.close_sent:
+            if not self.handshake_complete:
+                stats.refuse("origin")  # the only refusal the app makes before accepting
+            else:
+                self._server_closes(message.get("code", 1000), message.get("reason") or "")
+        await super().send(message)
+
+    # --- input --------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._input_closed:
+            return
+        self._now = now = self.loop.time()
+        if self.handshake_complete:
+            stats.bytes_in += len(data)
+            if self._bytes is not None and not self._bytes.spend(len(data), now):
+                self._flood(f"more than {self.limits.byte_rate:.0f} bytes per second")
+                return
+        for start in range(0, len(data), PARSE_SLICE):
+            chunk = data if len(data) <= PARSE_SLICE else data[start : start + PARSE_SLICE]
+            self.conn.receive_data(chunk)
+            if self.conn.parser_exc is not None:
+                self.handle_parser_exception()
+                return
+            if not self.handshake_initiated and self.conn.handshake_exc is not None:
+                self._handshake_failed()
+                return
+            self.handle_events()
+            if self._input_closed or self.transport.is_closing():
+                return
+
+    def handle_events(self) -> None:
+        frames = self._frames
+        for event in self.conn.events_received():
+            if isinstance(event, Request):
+                self.handle_connect(event)
+                continue
+            if self._input_closed:
+                return
+            assert isinstance(event, Frame)
+            kind = _FRAME_TYPES[event.opcode]
+            stats.frames_in[kind] += 1
+            if self._debug:
+                self.logger.debug("< %s frame, %d bytes", kind, len(event.data))
+            if frames is not None and not frames.spend(1, self._now):
+                self._flood(f"more than {self.limits.frame_rate:.0f} frames per second")
+                return
+            opcode = event.opcode
+            if opcode is Opcode.TEXT:
+                self.handle_text(event)
+            elif opcode is Opcode.CONT:
+                self.handle_cont(event)
+            elif opcode is Opcode.BINARY:
+                self.handle_bytes(event)
+            elif opcode is Opcode.PING:
+                self.handle_ping()
+            elif opcode is Opcode.PONG:
+                self.handle_pong(event)
+            else:
+                self.handle_close(event)
+
+    def send_receive_event_to_app(self) -> None:
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if self.close_sent:
+            return  # past our close frame: only the peer's reply matters now
+        if self.curr_msg_data_type == "bytes":
+            self.queue.put_nowait({"type": "websocket.receive", "bytes": data})
+        else:
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                self.conn.send_close(1007, "invalid UTF-8")
+                self.handle_parser_exception()
+                return
+            within = self._messages is None or self._messages.spend(1, self._now)
+            if not within:
+                stats.rate_limited += 1
+            self.queue.put_nowait(
+                {"type": "websocket.receive", "text": text, WITHIN_RATE_KEY: within}
+            )
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def handle_ping(self) -> None:
+        pong = b"".join(self.conn.data_to_send())
+        if self.transport.get_write_buffer_size() + len(pong) > self.limits.send_buffer:
+            # Replies pile up for a peer that does not read: they count against its bound.
+            self._evict(protocol.CloseCode.POLICY_VIOLATION, "slow consumer")
+            return
+        stats.control_frames_out += 1
+        self.transport.write(pong)
+
+    def handle_parser_exception(self) -> None:
+        close = self.conn.close_sent
+        if close is not None and not self.close_sent:
+            self._server_closes(close.code, close.reason)
+        self._input_closed = True
+        super().handle_parser_exception()
+        # uvicorn closes, which waits for a peer that may never read: bound it.
+        self._abort_later(ABORT_GRACE_SECONDS)
+
+    # --- closing ------------------------------------------------------------------------------
+
+    def _flood(self, what: str) -> None:
+        if self.handshake_complete and not self.close_sent:
+            self._evict(protocol.CloseCode.POLICY_VIOLATION, f"flood: {what}")
+        else:
+            self._input_closed = True
+            self.transport.abort()
+
+    def _evict(self, code: int, reason: str) -> None:
+        """Close for what the peer did and tell the app. Its input is read but no longer
+        parsed (closing with unread input would reset the connection and could lose the
+        close frame), until it closes or the abort grace runs out."""
+        room = self.scope["path"][len(protocol.CHAT_PATH_PREFIX) :]
+        log.warning("evicted room=%s reason=%s", room, reason)
+        self._input_closed = True
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.abort_with_close(code, reason)
+
+    def _server_closes(self, code: int, reason: str) -> None:
+        kind, label = classify_close(code, reason)
+        if kind == "refusal":
+            stats.refuse(label)
+        elif kind == "eviction":
+            stats.evict(label)
+        if self._close_outcome is None:
+            self._close_outcome = "refused" if kind == "refusal" else label
 
     def abort_with_close(self, code: int, reason: str, grace: float = ABORT_GRACE_SECONDS) -> None:
         """Queue a close frame without waiting for the buffer; abort if not closed in ``grace``."""
         if self.disconnected:
             return
         if not self.close_sent and not self.transport.is_closing():
+            self._server_closes(code, reason)
             try:
                 self.conn.send_close(code, reason)
                 self.transport.write(b"".join(self.conn.data_to_send()))
@@ -101,9 +334,31 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def keepalive_timeout(self) -> None:
         # uvicorn closes politely, which never completes if the peer stopped reading.
+        if not self.close_sent:
+            self._server_closes(1011, "keepalive ping timeout")
         super().keepalive_timeout()
         self._abort_later(1.0)
 
     def shutdown(self) -> None:
+        if self.handshake_complete and not self.close_sent:
+            self._server_closes(1012, "")
         super().shutdown()
         self._abort_later(ABORT_GRACE_SECONDS)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.frame_sink is not None and self.frame_sink.callback is not None:
+            self.frame_sink.callback()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._open:
+            self._open = False
+            stats.websockets_open -= 1
+            if self._close_outcome is not None:
+                outcome = self._close_outcome
+            elif self.conn.close_rcvd is not None:
+                outcome = "client_close"
+            else:
+                outcome = "lost"
+            stats.closes[outcome if outcome in CLOSE_OUTCOMES else "other"] += 1
+        super().connection_lost(exc)

@@ -1,20 +1,24 @@
 """The chat client's Textual app: rooms, keys, commands; the glue between connections and widgets.
 
-Connections run in async workers and only post messages (``RoomConnection.*``); this app is the
-one place that updates the per-room :class:`Scrollback` and the widgets in answer.
+Data flows one way. Each room's :class:`RoomConnection` appends what happens to its own ordered
+queue and wakes the app with one :class:`ChatApp.EventsWaiting` when the queue stops being
+empty; the app takes the queue in one go and applies it to the room's model
+(:class:`~chat_tui.rooms.Room`). The widgets observe the models: the message log syncs once
+with the shown scrollback after each burst of changes, and the chrome (sidebar, status line,
+members panel, terminal title) is redrawn once after each burst of changes to any room.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
-import re
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
+import httpx
 from textual import events, on, work
 from textual._ansi_sequences import ANSI_SEQUENCES_KEYS
 from textual.actions import SkipAction
@@ -26,29 +30,40 @@ from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
 from chat_server import protocol
-from chat_server.protocol import Frame, FrameKind
+from chat_server.protocol import Frame
 from chat_tui import autostart, commands
 from chat_tui.config import Config
-from chat_tui.connection import Arrival, ConnectionState, Echo, RoomConnection
+from chat_tui.connection import (
+    ConnectionState,
+    Echo,
+    NameAssigned,
+    Refused,
+    RoomConnection,
+    StateChanged,
+)
+from chat_tui.rooms import Room, countdown
 from chat_tui.screens.help import HelpScreen
 from chat_tui.screens.switcher import SwitcherScreen
-from chat_tui.scrollback import Entry, EntryKind, Scrollback, SendState
-from chat_tui.widgets.chat_input import ChatInput, from_display
+from chat_tui.scrollback import EntryKind
+from chat_tui.widgets import status_line as status
+from chat_tui.widgets.chat_input import ChatInput
+from chat_tui.widgets.members import MembersPanel
 from chat_tui.widgets.message_log import MessageLog
+from chat_tui.widgets.search_bar import SearchBar
 from chat_tui.widgets.sidebar import RoomInfo, RoomList
+from chat_tui.widgets.status_line import StatusLine
 
-# Builds the connection of one room; tests and snapshots may pass their own.
-ConnectionFactory = Callable[[str, str, Callable[[Message], object]], RoomConnection]
+# Builds the connection of one room from (server URL, room, wake); tests may pass their own.
+ConnectionFactory = Callable[[str, str, Callable[[], object]], RoomConnection]
 
-
-def mentions(name: str, text: str) -> bool:
-    """Whether ``text`` names ``name`` as a word of its own (case-insensitive)."""
-    return _mention_pattern(name).search(text) is not None
-
-
-@functools.lru_cache(maxsize=64)
-def _mention_pattern(name: str) -> re.Pattern[str]:
-    return re.compile(rf"(?<![\w]){re.escape(name)}(?![\w])", re.IGNORECASE)
+# Below this many columns the sidebar shows only room numbers and marks (ctrl+b toggles).
+SIDEBAR_COLLAPSE_BELOW = 100
+# Below this many columns the members panel is hidden (f2 toggles).
+MEMBERS_HIDE_BELOW = 120
+# Events applied per turn: a flood is taken in slices, so that keys typed meanwhile (which
+# wait in the same queue) are handled between two slices.
+DRAIN_LIMIT = 500
+APP_NAME = "chat"
 
 
 def route_alt_digits() -> None:
@@ -63,39 +78,23 @@ def route_alt_digits() -> None:
         ANSI_SEQUENCES_KEYS.pop("\x1b" + digit, None)
 
 
-def format_delay(seconds: float) -> str:
-    return f"{seconds:.1f} s" if seconds < 1 else f"{round(seconds)} s"
+def title_text(unread: int) -> str:
+    return f"({unread}) {APP_NAME}" if unread else APP_NAME
 
 
 @dataclass(eq=False)
-class RoomState:
-    """Everything the app keeps about one joined room."""
+class _Link:
+    """A room's connection and the worker running it."""
 
-    room: str
-    scrollback: Scrollback
     connection: RoomConnection
     worker: Worker[None] | None = None
-    state: ConnectionState = ConnectionState.CONNECTING
-    detail: str = ""
-    retry_in: float | None = None
-    name: str | None = None
-    unread: int = 0
-    mentions: int = 0
-    history: list[str] = field(default_factory=list)
-    draft: str = ""
-    cursor: int = 0
-    names: dict[str, None] = field(default_factory=dict)  # ordered set of names seen here
-    pending: dict[int, Entry] = field(default_factory=dict)  # local_id -> our entry
-    ever_connected: bool = False
-    lost: bool = False  # a "connection lost" marker is in the log; cleared on reconnect
-    announce_reconnect: bool = False  # say "reconnected" once we know our new name
 
 
 class ChatApp(App[None]):
     """The full-screen chat client."""
 
     CSS_PATH = "app.tcss"
-    TITLE = "chat"
+    TITLE = APP_NAME
     ENABLE_COMMAND_PALETTE = False
 
     # priority=True: these must work while the input box has focus (it would eat some of them).
@@ -103,6 +102,10 @@ class ChatApp(App[None]):
         Binding("f1", "help", "Help"),
         Binding("ctrl+k", "switcher", "Switch room", priority=True),
         Binding("alt+a", "next_unread", "Next unread", priority=True),
+        Binding("ctrl+f", "search", "Search", priority=True),
+        Binding("f2", "toggle_members", "Members"),
+        Binding("ctrl+b", "toggle_sidebar", "Sidebar", show=False, priority=True),
+        Binding("ctrl+r", "reconnect", "Reconnect", show=False, priority=True),
         Binding("alt+down", "cycle_room(1)", "Next room", show=False, priority=True),
         Binding("alt+up", "cycle_room(-1)", "Previous room", show=False, priority=True),
         *[
@@ -121,59 +124,109 @@ class ChatApp(App[None]):
 
     # Actions that belong to the main screen: not while the help or switcher is open.
     _MAIN_SCREEN_ACTIONS: ClassVar[frozenset[str]] = frozenset(
-        {"switcher", "next_unread", "cycle_room", "goto_room", "scroll_log", "log_bottom"}
+        {
+            "switcher",
+            "next_unread",
+            "cycle_room",
+            "goto_room",
+            "scroll_log",
+            "log_bottom",
+            "search",
+            "toggle_members",
+            "toggle_sidebar",
+            "reconnect",
+        }
     )
 
+    class EventsWaiting(Message):
+        """The connection of ``room`` has events queued (posted once per empty -> non-empty)."""
+
+        def __init__(self, room: str, connection: RoomConnection) -> None:
+            super().__init__()
+            self.room = room
+            self.connection = connection
+
     class ServerStarting(Message):
-        """The startup worker found no server and is starting one."""
+        """No server answers and one is being started."""
 
         def __init__(self, text: str) -> None:
             super().__init__()
             self.text = text
 
     class StartupDone(Message):
-        """Startup checks are over: connect the rooms. ``text`` is what autostart said."""
+        """Startup checks are over: connect the rooms."""
 
-        def __init__(self, text: str | None) -> None:
+        def __init__(self, result: autostart.StartResult | None) -> None:
             super().__init__()
-            self.text = text
+            self.result = result
+
+    class ServerRestarted(Message):
+        """The server we had started was gone and has been started again (or could not be)."""
+
+        def __init__(self, result: autostart.StartResult) -> None:
+            super().__init__()
+            self.result = result
 
     class CommandOutput(Message):
         """The answer of an HTTP look-up (/rooms, /who) for ``room``'s log."""
 
-        def __init__(self, room: str, text: str, names: list[str] | None = None) -> None:
+        def __init__(self, room: str, text: str) -> None:
             super().__init__()
             self.room = room
             self.text = text
-            self.names = names or []
+
+    class MembersListed(Message):
+        """The server's member list of ``room`` (None: it has none), asked at ``asked_at``."""
+
+        def __init__(self, room: str, names: list[str] | None, asked_at: int) -> None:
+            super().__init__()
+            self.room = room
+            self.names = names
+            self.asked_at = asked_at
 
     def __init__(
         self,
         config: Config,
         *,
         clock: Callable[[], datetime] | None = None,
+        monotonic: Callable[[], float] | None = None,
         connection_factory: ConnectionFactory | None = None,
+        http_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__()
         route_alt_digits()
         self.config = config
+        # The wall clock for times shown, and the monotonic one for countdowns (tests fix both).
         self.clock: Callable[[], datetime] = clock or datetime.now
+        self.monotonic: Callable[[], float] = monotonic or time.monotonic
+        self._http_transport = http_transport  # for the HTTP look-ups; tests may pass their own
         self._connection_factory = connection_factory or (
-            lambda url, room, post: RoomConnection(url, room, post)
+            lambda url, room, wake: RoomConnection(url, room, wake)
         )
-        self.rooms: dict[str, RoomState] = {}
+        self.rooms: dict[str, Room] = {}
+        self._links: dict[str, _Link] = {}
         self.active: str | None = None
         self._connecting = False  # True once startup is done: new rooms connect at once
         self._quitting = False
+        self._autostarted = False  # we started the local server (so we start it again)
+        self._restarting = False
+        self._chrome_due = False
+        self._sidebar_choice: bool | None = None  # collapsed, as the user chose with ctrl+b
+        self._members_choice: bool | None = None  # shown, as the user chose with f2
+        self.terminal_title = title_text(0)
+        self._title_written: str | None = None
+        self.bells = 0  # mention bells rung (for tests: headless apps write nothing)
         # Kept, not queried: while a modal screen is open, queries search that screen.
-        self._status = Static("", id="status", markup=False)
+        self._status = StatusLine(id="status")
         self._sidebar = RoomList(id="sidebar")
+        self._members = MembersPanel(id="members")
         self.log_view = MessageLog(
             time_format=config.time_format, own_name=self._own_name, id="log"
         )
         # The input keeps the focus: keys scroll the log, clicks must not steal focus.
         self.log_view.can_focus = False
         self._unseen = Static("", id="unseen", markup=False)
+        self.search_bar = SearchBar(id="search")
         self.input_box = ChatInput(placeholder="Message, or /help", id="input")
 
     # --- layout -----------------------------------------------------------------------------
@@ -185,12 +238,18 @@ class ChatApp(App[None]):
             with Vertical(id="chat"):
                 yield self.log_view
                 yield self._unseen
+                yield self.search_bar
                 yield self.input_box
+            yield self._members
         yield Footer()
 
     @property
-    def current(self) -> RoomState | None:
+    def current(self) -> Room | None:
         return self.rooms.get(self.active) if self.active is not None else None
+
+    @property
+    def connections(self) -> dict[str, RoomConnection]:
+        return {room: link.connection for room, link in self._links.items()}
 
     def _own_name(self) -> str | None:
         current = self.current
@@ -201,6 +260,8 @@ class ChatApp(App[None]):
         # the garbage collector's sight, so that its full collections, which come more often as
         # scrollback grows, scan only what came after (they took 60+ ms with all of it).
         gc.freeze()
+        self.search_bar.display = False
+        self.watch(self.log_view, "unseen", self._show_unseen, init=False)
         for room in self.config.rooms:
             self._add_room(room)
         if self.config.rooms:
@@ -209,20 +270,40 @@ class ChatApp(App[None]):
             self.theme = self.config.theme
         else:
             self._local(EntryKind.ERROR, f"unknown theme {self.config.theme!r}; using the default")
+        self._fit_layout(self.size.width)
         self.input_box.focus()
+        # The countdown to the next attempt is shown live; it decides nothing.
+        self.set_interval(1.0, self._tick, name="countdown")
         self._startup()
 
     def on_unmount(self) -> None:
         # Back under the collector, so that an app that is gone can be collected (tests run
         # many apps in one process).
         gc.unfreeze()
+        if self._title_written is not None:
+            self._write_terminal("\x1b[23;0t")  # the title the terminal had before
 
-    # --- startup ----------------------------------------------------------------------------
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit_layout(event.size.width)
+
+    def _fit_layout(self, width: int) -> None:
+        """Narrow terminals: the sidebar collapses and the members panel hides."""
+        collapsed = self._sidebar_choice
+        if collapsed is None:
+            collapsed = width < SIDEBAR_COLLAPSE_BELOW
+        self._sidebar.set_class(collapsed, "-collapsed")
+        members = self._members_choice
+        if members is None:
+            members = self.config.members and width >= MEMBERS_HIDE_BELOW
+        self._members.display = members
+        self._schedule_chrome()
+
+    # --- startup and the local server -------------------------------------------------------
 
     @work(group="startup", exit_on_error=False)
     async def _startup(self) -> None:
         server = self.config.server
-        text: str | None = None
+        result: autostart.StartResult | None = None
         if (
             self.config.autostart
             and autostart.is_loopback(server)
@@ -231,280 +312,223 @@ class ChatApp(App[None]):
             self.post_message(
                 self.ServerStarting(f"no chat server answers at {server}; starting one")
             )
-            text = await asyncio.to_thread(autostart.start_local_server, server)
-        self.post_message(self.StartupDone(text))
+            result = await asyncio.to_thread(autostart.start_local_server, server)
+        self.post_message(self.StartupDone(result))
 
     @on(ServerStarting)
     def _server_starting(self, event: ServerStarting) -> None:
-        for rs in self.rooms.values():
-            rs.detail = "starting a local server"
+        for room in self.rooms.values():
+            room.detail = "starting a local server"
+            room.changed()
         self._local(EntryKind.STATUS, event.text)
-        self._refresh_chrome()
 
     @on(StartupDone)
     def _startup_done(self, event: StartupDone) -> None:
         if self._connecting:
             return
-        if event.text:
-            kind = EntryKind.ERROR if event.text.startswith("could not") else EntryKind.STATUS
-            self._local(kind, event.text)
+        if event.result is not None:
+            self._autostarted = event.result.started
+            kind = EntryKind.ERROR if event.result.failed else EntryKind.STATUS
+            self._local(kind, event.result.message)
         self._connecting = True
-        for rs in self.rooms.values():
-            self._connect(rs)
+        for room in self.rooms.values():
+            self._connect(room)
+
+    @work(group="autostart", exclusive=True, exit_on_error=False)
+    async def _start_server_again(self) -> None:
+        server = self.config.server
+        if await autostart.server_reachable(server):
+            return  # someone else started one meanwhile; the rooms find it themselves
+        self.post_message(
+            self.ServerStarting(f"the chat server at {server} is gone; starting it again")
+        )
+        self.post_message(
+            self.ServerRestarted(await asyncio.to_thread(autostart.start_local_server, server))
+        )
+
+    @on(ServerRestarted)
+    def _server_restarted(self, event: ServerRestarted) -> None:
+        self._restarting = False
+        kind = EntryKind.ERROR if event.result.failed else EntryKind.STATUS
+        self._local(kind, event.result.message)
+        self.action_reconnect(quiet=True)
+
+    def _server_gone(self) -> None:
+        """Nothing answers where the server we started was: start it again, once at a time."""
+        if (
+            self._autostarted
+            and self.config.autostart
+            and autostart.is_loopback(self.config.server)
+            and not self._restarting
+            and not self._quitting
+        ):
+            self._restarting = True
+            self._start_server_again()
 
     @on(Worker.StateChanged)
     def _worker_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if event.state is WorkerState.SUCCESS and worker.group == "autostart":
+            self._restarting = False  # it found a server answering
+            return
         if event.state is not WorkerState.ERROR:
             return
-        worker = event.worker
         if worker.group == "startup":
             # Autostart failing must not keep the rooms from connecting (and retrying).
             self._local(EntryKind.ERROR, f"could not start a local server: {worker.error}")
             self.post_message(self.StartupDone(None))
             return
-        for rs in self.rooms.values():
-            if rs.worker is worker:
-                text = f"connection stopped: {worker.error!r}"
-                self._append(rs, Entry(EntryKind.ERROR, text, self.clock()))
+        if worker.group == "autostart":
+            self._restarting = False
+            self._local(EntryKind.ERROR, f"could not start the server again: {worker.error}")
+            return
+        for name, link in self._links.items():
+            if link.worker is worker:
+                self.rooms[name].local(
+                    EntryKind.ERROR, f"connection stopped: {worker.error!r}", self.clock()
+                )
 
     # --- rooms ------------------------------------------------------------------------------
 
-    def _add_room(self, room: str) -> RoomState:
-        rs = self.rooms.get(room)
-        if rs is not None:
-            return rs
+    def _add_room(self, name: str) -> Room:
+        room = self.rooms.get(name)
+        if room is not None:
+            return room
+        room = Room(name, self.config.scrollback)
+        connection: RoomConnection | None = None
 
-        def post(message: Message) -> None:
-            # Drop what a left room's connection still says, so a rejoin starts clean.
-            if self.rooms.get(room) is rs:
-                self.post_message(message)
+        def wake() -> None:
+            if connection is not None:
+                self.post_message(self.EventsWaiting(name, connection))
 
-        rs = RoomState(
-            room,
-            Scrollback(self.config.scrollback),
-            self._connection_factory(self.config.server, room, post),
-        )
-        self.rooms[room] = rs
+        connection = self._connection_factory(self.config.server, name, wake)
+        self.rooms[name] = room
+        self._links[name] = _Link(connection)
+        room.subscribe(self._schedule_chrome)
         if self._connecting:
-            self._connect(rs)
-        self._refresh_chrome()
-        return rs
+            self._connect(room)
+        self._schedule_chrome()
+        return room
 
-    def _connect(self, rs: RoomState) -> None:
+    def _connect(self, room: Room) -> None:
+        link = self._links[room.room]
         # One worker per room, exclusive within the room's own group: a restart replaces it.
-        rs.worker = self.run_worker(
-            rs.connection.run(),
-            name=f"room {rs.room}",
-            group=f"rooms/{rs.room}",
+        link.worker = self.run_worker(
+            link.connection.run(),
+            name=f"room {room.room}",
+            group=f"rooms/{room.room}",
             exclusive=True,
             exit_on_error=False,
         )
 
-    def _activate(self, room: str) -> None:
-        rs = self.rooms.get(room)
-        if rs is None:
+    def _activate(self, name: str) -> None:
+        room = self.rooms.get(name)
+        if room is None:
             return
         old = self.current
         chat_input = self.input_box
-        if old is not None and old is not rs:
+        if old is not None and old is not room:
             old.draft = chat_input.value
             old.cursor = chat_input.cursor_position
-        self.active = room
-        rs.unread = 0
-        rs.mentions = 0
-        self.log_view.show(rs.scrollback)
-        if old is not rs:
-            chat_input.load(rs.history, rs.draft, rs.cursor)
-        chat_input.names = lambda: rs.names.keys()
+            old.look_away(leaving=True)
+        self.active = name
+        if self.search_bar.display:
+            self._close_search()
+        room.look()
+        self.log_view.show(room.scrollback)
+        if old is not room:
+            chat_input.load(room.history, room.draft, room.cursor)
+        chat_input.completions = room.completions
         self._show_unseen(self.log_view.unseen)
-        self._refresh_chrome()
+        self._schedule_chrome()
 
-    def _leave(self, room: str) -> None:
-        rs = self.rooms.get(room)
-        if rs is None:
+    def _leave(self, name: str) -> None:
+        room = self.rooms.get(name)
+        link = self._links.get(name)
+        if room is None or link is None:
             return
         order = list(self.rooms)
-        index = order.index(room)
-        del self.rooms[room]
-        if self.active == room:
+        index = order.index(name)
+        del self.rooms[name]
+        del self._links[name]
+        if self.active == name:
             self.active = None
             neighbour = order[index + 1] if index + 1 < len(order) else order[index - 1]
             # The left room's draft must not follow us: clear the box before loading the next.
             self.input_box.value = ""
             self._activate(neighbour)
-        self.run_worker(rs.connection.close(), group="closing", exit_on_error=False)
-        self._local(EntryKind.STATUS, f"left {room}")
-        self._refresh_chrome()
+        self.run_worker(link.connection.close(), group="closing", exit_on_error=False)
+        self._local(EntryKind.STATUS, f"left {name}")
+        self._schedule_chrome()
 
     def _room_order(self) -> list[str]:
         return list(self.rooms)
 
-    # --- connection messages ----------------------------------------------------------------
+    # --- what the connections say -------------------------------------------------------------
 
-    @on(RoomConnection.StateChanged)
-    def _state_changed(self, event: RoomConnection.StateChanged) -> None:
-        rs = self.rooms.get(event.room)
-        if rs is None:
-            return
-        rs.state = event.state
-        rs.detail = event.detail
-        rs.retry_in = event.retry_in
-        state = event.state
-        if state is ConnectionState.CONNECTED:
-            if rs.lost:
-                rs.lost = False
-                rs.announce_reconnect = True
-            rs.ever_connected = True
-        elif state is ConnectionState.OFFLINE:
-            if not rs.lost:
-                # The first failure is the gap marker; later retries only update the status.
-                rs.lost = True
-                what = "connection lost" if rs.ever_connected else "cannot connect"
-                retry = f", retrying in {format_delay(event.retry_in)}" if event.retry_in else ""
-                text = f"{what}: {event.detail}{retry}"
-                self._append(rs, Entry(EntryKind.STATUS, text, self.clock()))
-        elif state is ConnectionState.FAILED:
-            rs.lost = True
-            retry = (
-                f"; trying again in {format_delay(event.retry_in)}"
-                if event.retry_in
-                else f"; not retrying (/join {rs.room} tries again)"
-            )
-            self._append(rs, Entry(EntryKind.ERROR, f"{event.detail}{retry}", self.clock()))
-        self._refresh_chrome()
-
-    @on(RoomConnection.NameAssigned)
-    def _name_assigned(self, event: RoomConnection.NameAssigned) -> None:
-        rs = self.rooms.get(event.room)
-        if rs is None:
-            return
-        rs.name = event.name
-        rs.names[event.name] = None
-        if rs.announce_reconnect:
-            rs.announce_reconnect = False
-            text = f"reconnected as {event.name}"
-        else:
-            text = f"joined {rs.room} as {event.name}"
-        self._append(rs, Entry(EntryKind.STATUS, text, self.clock()))
-        if rs.room == self.active:
-            self.log_view.refresh_all()  # "you" highlighting depends on the name
-        self._refresh_chrome()
-
-    @on(RoomConnection.FramesReceived)
-    def _frames_received(self, event: RoomConnection.FramesReceived) -> None:
-        self._take_arrivals(event.room, event.items)
-
-    @on(RoomConnection.FrameReceived)
-    def _frame_received(self, event: RoomConnection.FrameReceived) -> None:
-        frame, local_id = event.frame, event.local_id
-        self._take_arrivals(event.room, [frame if local_id is None else Echo(frame, local_id)])
-
-    def _take_arrivals(self, room: str, items: list[Arrival]) -> None:
-        """A burst of arrivals: taken in one go, the log and the chrome updated once."""
-        rs = self.rooms.get(room)
-        if rs is None:
-            return
+    @on(EventsWaiting)
+    def _events_waiting(self, event: EventsWaiting) -> None:
+        connection = event.connection
+        room = self.rooms.get(event.room)
+        link = self._links.get(event.room)
+        if room is None or link is None or link.connection is not connection:
+            return  # a room left meanwhile: what its connection still says is dropped
         # One time for the burst: it arrived within a few milliseconds.
         now = self.clock()
-        unread = rs.unread
-        appended = False
-        for item in items:
+        ring = False
+        for item in connection.take(DRAIN_LIMIT):
             if isinstance(item, Frame):
-                appended |= self._take_frame(rs, item, None, now)
+                if room.frame(item, now) and (room.room != self.active or not self.app_focus):
+                    ring = True
             elif isinstance(item, Echo):
-                appended |= self._take_frame(rs, item.frame, item.local_id, now)
-            else:
-                self._set_send_state(rs, item.local_id, SendState.REFUSED)
-        if appended:
-            self._entries_added(rs)
-        if rs.unread != unread:
-            self._refresh_chrome()
+                room.echo(item.send_id, item.frame)
+            elif isinstance(item, Refused):
+                room.refused(item.send_id)
+            elif isinstance(item, StateChanged):
+                self._state_changed(room, item, now)
+            elif isinstance(item, NameAssigned):
+                room.name_assigned(item.name, now)
+                self._fetch_members(room.room, room.presence_version)
+        if connection.events:  # more than one slice: the rest after what else waits
+            self.post_message(self.EventsWaiting(event.room, connection))
+        if ring and self.config.bell:
+            self.bells += 1
+            self.bell()
 
-    def _take_frame(self, rs: RoomState, frame: Frame, local_id: int | None, now: datetime) -> bool:
-        """Put one frame in the room's scrollback; True if entries were appended.
+    def _state_changed(self, room: Room, event: StateChanged, now: datetime) -> None:
+        room.connection_changed(event.state, event.detail, event.retry_in, now, self.monotonic())
+        if event.state is ConnectionState.CONNECTED:
+            # The server is back: no other room of it should wait for its own next attempt.
+            for other, link in self._links.items():
+                if other != room.room and self.rooms[other].state is ConnectionState.OFFLINE:
+                    link.connection.retry_now()
+        elif event.state is ConnectionState.OFFLINE and event.unreachable:
+            self._server_gone()
 
-        The log is told by the caller (:meth:`_entries_added`), once for a whole batch.
-        """
-        appended = False
-        if rs.announce_reconnect:
-            # A server that does not send our join notice first: no name to show.
-            rs.announce_reconnect = False
-            rs.name = rs.connection.name
-            rs.scrollback.append(Entry(EntryKind.STATUS, "reconnected", now))
-            appended = True
-        name = frame.name
-        if name is not None:
-            rs.names[name] = None
-        kind = frame.kind
-        if kind is FrameKind.MESSAGE:
-            if local_id is not None:
-                self._echo(rs, local_id, frame)  # the log takes in what was appended first
-                return appended
-            own_name = rs.name
-            own = own_name is not None and name == own_name
-            mention = not own and own_name is not None and mentions(own_name, frame.text)
-            entry = Entry(EntryKind.MESSAGE, frame.text, now, name, own=own, mention=mention)
-            rs.scrollback.append(entry)
-            if rs.room != self.active:
-                rs.unread += 1
-                rs.mentions += mention
-        elif kind is FrameKind.ERROR:
-            rs.scrollback.append(Entry(EntryKind.ERROR, f"error: {frame.text}", now))
-        else:
-            rs.scrollback.append(Entry(EntryKind.NOTICE, frame.text, now))
-        return True
+    @work(group="members", exit_on_error=False)
+    async def _fetch_members(self, room: str, asked_at: int) -> None:
+        _, names = await commands.fetch_members(
+            self.config.server, room, transport=self._http_transport
+        )
+        self.post_message(self.MembersListed(room, names, asked_at))
 
-    def _entry_changed(self, rs: RoomState, entry: Entry) -> None:
-        if self.log_view.is_attached:
-            self.log_view.entry_changed(rs.scrollback, entry)
-        self._refresh_chrome()
-
-    def _echo(self, rs: RoomState, local_id: int, frame: protocol.Frame) -> None:
-        """Our own message came back: update its pending entry instead of adding another."""
-        entry = rs.pending.get(local_id)
-        if entry is None:
-            return  # cleared from the log meanwhile (/clear)
-        # What the room saw (the server sanitises) and under which name (it may have changed).
-        entry.text = frame.text
-        entry.sender = frame.name
-        entry.state = SendState.SENT
-        rs.pending.pop(local_id, None)
-        self._entry_changed(rs, entry)
-
-    @on(RoomConnection.SendStateChanged)
-    def _send_state_changed(self, event: RoomConnection.SendStateChanged) -> None:
-        rs = self.rooms.get(event.room)
-        if rs is not None:
-            self._set_send_state(rs, event.local_id, event.state)
-
-    def _set_send_state(self, rs: RoomState, local_id: int, state: SendState) -> None:
-        entry = rs.pending.get(local_id)
-        if entry is None:
+    @on(MembersListed)
+    def _members_listed(self, event: MembersListed) -> None:
+        room = self.rooms.get(event.room)
+        if room is None:
             return
-        entry.state = state
-        if state is not SendState.PENDING:
-            rs.pending.pop(local_id, None)
-        self._entry_changed(rs, entry)
+        if event.names is None:
+            room.members_unavailable()
+        else:
+            room.members_listed(event.names, event.asked_at)
 
     # --- the log ----------------------------------------------------------------------------
 
-    def _append(self, rs: RoomState, entry: Entry) -> None:
-        rs.scrollback.append(entry)
-        self._entries_added(rs)
-
-    def _entries_added(self, rs: RoomState) -> None:
-        if self.log_view.is_attached:  # not while exiting
-            self.log_view.entry_added(rs.scrollback)
-
     def _local(self, kind: EntryKind, text: str) -> None:
         """A line for the user in the active room's log (command output, local errors)."""
-        rs = self.current
-        if rs is not None:
-            self._append(rs, Entry(kind, text, self.clock()))
-
-    @on(MessageLog.UnseenChanged)
-    def _unseen_changed(self, event: MessageLog.UnseenChanged) -> None:
-        self._show_unseen(event.count)
+        room = self.current
+        if room is not None:
+            room.local(kind, text, self.clock())
 
     def _show_unseen(self, count: int) -> None:
         unseen = self._unseen
@@ -517,38 +541,91 @@ class ChatApp(App[None]):
         if event.widget is not None and event.widget.id == "unseen":
             self.log_view.scroll_to_bottom()
 
-    # --- chrome: status line and sidebar ----------------------------------------------------
+    # --- the terminal -----------------------------------------------------------------------
+
+    def on_app_blur(self, event: events.AppBlur) -> None:
+        room = self.current
+        if room is not None:
+            room.look_away(leaving=False)
+
+    def on_app_focus(self, event: events.AppFocus) -> None:
+        room = self.current
+        if room is not None:
+            room.look()
+
+    def _write_terminal(self, sequence: str) -> None:
+        if not self.is_headless and self._driver is not None:
+            self._driver.write(sequence)
+
+    def _set_title(self, unread: int) -> None:
+        self.terminal_title = title_text(unread)
+        if self.config.title and self._title_written != self.terminal_title:
+            if self._title_written is None:
+                self._write_terminal("\x1b[22;0t")  # keep the terminal's own title to restore
+            self._title_written = self.terminal_title
+            # Only digits and our own words: nothing from the network reaches the terminal.
+            self._write_terminal(f"\x1b]2;{self.terminal_title}\x07")
+
+    # --- chrome: status line, sidebar, members panel, title -----------------------------------
+
+    def _schedule_chrome(self) -> None:
+        """A room changed: redraw the chrome once, after whatever is changing it now."""
+        if not self._chrome_due:
+            self._chrome_due = True
+            self.call_later(self._refresh_chrome)
+
+    def _tick(self) -> None:
+        if any(room.retry_at is not None for room in self.rooms.values()):
+            self._refresh_chrome()
 
     def _refresh_chrome(self) -> None:
+        self._chrome_due = False
         if not self._sidebar.is_attached:
             return  # before compose, or while exiting
+        now = self.monotonic()
         self._sidebar.set_rooms(
             [
-                RoomInfo(rs.room, rs.state.value, rs.unread, rs.mentions)
-                for rs in self.rooms.values()
+                RoomInfo(
+                    room.room,
+                    room.state.value,
+                    room.unread,
+                    room.mentions,
+                    countdown(room.retry_at - now) if room.retry_at is not None else "",
+                    room.detail,
+                )
+                for room in self.rooms.values()
             ],
             self.active,
         )
-        self._status.update(self.status_text())
+        self._status.set_parts(self.status_parts(now))
+        current = self.current
+        if current is not None and self._members.display:
+            self._members.show_members(current.members(), current.name, current.member_source)
+        self._set_title(sum(room.unread for room in self.rooms.values()))
+
+    def status_parts(self, now: float | None = None) -> list[tuple[str, int]]:
+        """The status line's parts, in order, with their priorities."""
+        room = self.current
+        parts = [(self.config.server, status.SERVER)]
+        if room is None:
+            return [*parts, ("no room", status.STATE)]
+        parts.append((f"#{room.room}", status.ROOM))
+        parts.append((f"you are {room.name}" if room.name else "name not known yet", status.NAME))
+        state = room.state.value
+        if room.retry_at is not None:
+            left = room.retry_at - (self.monotonic() if now is None else now)
+            state += f", retrying in {countdown(left)}"
+        parts.append((state, status.STATE))
+        down = room.state in (ConnectionState.OFFLINE, ConnectionState.FAILED)
+        starting = room.state is ConnectionState.CONNECTING and not self._connecting
+        if room.detail and (down or starting):
+            parts.append((room.detail, status.DETAIL))
+        if room.pending:
+            parts.append((f"{len(room.pending)} pending", status.PENDING))
+        return parts
 
     def status_text(self) -> str:
-        rs = self.current
-        parts = [self.config.server]
-        if rs is None:
-            parts.append("no room")
-        else:
-            parts.append(f"#{rs.room}")
-            parts.append(f"you are {rs.name}" if rs.name else "name not known yet")
-            state = rs.state.value
-            if rs.state in (ConnectionState.OFFLINE, ConnectionState.FAILED) and rs.detail:
-                state += f": {rs.detail}"
-            elif rs.state is ConnectionState.CONNECTING and rs.detail and not self._connecting:
-                state += f" ({rs.detail})"
-            parts.append(state)
-            pending = len(rs.pending)
-            if pending:
-                parts.append(f"{pending} pending")
-        return " │ ".join(parts)
+        return self._status.full_text
 
     # --- input ------------------------------------------------------------------------------
 
@@ -556,52 +633,37 @@ class ChatApp(App[None]):
     def _submitted(self, event: ChatInput.Submitted) -> None:
         event.stop()
         chat_input = self.input_box
-        # event.value, not the box: keys typed after enter may already be in it (they reach
-        # the input before this message bubbles up here) and belong to the next message.
-        submitted = event.value
-        line = from_display(submitted)
-        if not line.strip():
-            return
-        action = commands.parse(line)
-        if isinstance(action, commands.CommandError):
-            # Keep the text in the box so that nothing typed is lost; the log says why.
-            self._local(EntryKind.ERROR, action.message)
-            return
-        shown = chat_input.value
-        after = shown[len(submitted) :] if shown.startswith(submitted) else shown
-        # Cleared first: /join saves the box as the old room's draft when it switches.
+        # The box was emptied on enter; what is in it now was typed after enter and belongs to
+        # the next message (in the room /join goes to, if that is what enter sent).
+        after = chat_input.value
         chat_input.value = ""
-        if self.run_command(action):
-            chat_input.remember(line)
-            restored = after
-        else:
-            restored = shown  # the log says why; nothing typed is lost
-        if restored:
-            chat_input.value = restored
-            chat_input.cursor_position = len(restored)
+        self.run_command(commands.parse(event.line))
+        if after:
+            chat_input.value += after
+            chat_input.cursor_position = len(chat_input.value)
 
     def run_command(self, action: commands.Action) -> bool:
         """Carry out one parsed input line; False if it could not (the log says why)."""
-        rs = self.current
+        room = self.current
         match action:
             case commands.SendText(text):
-                if rs is not None:
-                    self.send_text(rs, text)
-            case commands.Join(room):
-                return self.join(room)
-            case commands.Leave(room):
-                return self._command_leave(room)
+                if room is not None:
+                    self.send_text(room, text)
+            case commands.Join(name):
+                return self.join(name)
+            case commands.Leave(name):
+                return self._command_leave(name)
             case commands.ListRooms():
-                if rs is not None:
-                    self._lookup_rooms(rs.room)
+                if room is not None:
+                    self._lookup_rooms(room.room)
             case commands.Who():
-                if rs is not None:
-                    self._lookup_members(rs.room)
+                if room is not None:
+                    self._lookup_members(room.room)
             case commands.Clear():
-                if rs is not None:
-                    rs.scrollback.clear()
-                    rs.pending.clear()
-                    self.log_view.refresh_all()
+                if room is not None:
+                    room.clear()
+            case commands.Reconnect():
+                self.action_reconnect()
             case commands.Help():
                 self.action_help()
             case commands.Quit():
@@ -611,33 +673,32 @@ class ChatApp(App[None]):
                 return False
         return True
 
-    def send_text(self, rs: RoomState, text: str) -> None:
+    def send_text(self, room: Room, text: str) -> None:
         if protocol.sanitize(text) is None:
             return
-        entry = Entry(
-            EntryKind.MESSAGE, text, self.clock(), rs.name, own=True, state=SendState.PENDING
-        )
-        local_id = rs.connection.send(text)
-        rs.pending[local_id] = entry
-        self._append(rs, entry)
+        send_id = self._links[room.room].connection.send(text)
+        room.sending(send_id, text, self.clock())
         self.log_view.scroll_to_bottom()  # sending means you are back in the conversation
-        self._refresh_chrome()
 
-    def join(self, room: str) -> bool:
-        """Join ``room`` (or switch to it); a failed room is connected again."""
-        if not protocol.is_valid_room(room):
-            self._local(EntryKind.ERROR, f"invalid room name {room!r}: {protocol.ROOM_RULE}")
+    def join(self, name: str) -> bool:
+        """Join ``name`` (or switch to it); a failed room is connected again."""
+        if not protocol.is_valid_room(name):
+            self._local(EntryKind.ERROR, f"invalid room name {name!r}: {protocol.ROOM_RULE}")
             return False
-        rs = self.rooms.get(room)
-        if rs is None:
-            rs = self._add_room(room)
-        elif self._connecting and (rs.worker is None or rs.worker.is_finished):
-            self._connect(rs)  # it gave up (e.g. closed with 1008): try again now
-        self._activate(room)
+        room = self.rooms.get(name)
+        if room is None:
+            room = self._add_room(name)
+        elif self._connecting and self._stopped(name):
+            self._connect(room)  # it gave up (e.g. closed with 1008): try again now
+        self._activate(name)
         return True
 
-    def _command_leave(self, room: str | None) -> bool:
-        target = room or self.active
+    def _stopped(self, name: str) -> bool:
+        worker = self._links[name].worker
+        return worker is None or worker.is_finished
+
+    def _command_leave(self, name: str | None) -> bool:
+        target = name or self.active
         if target is None or target not in self.rooms:
             self._local(EntryKind.ERROR, f"/leave: you are not in {target}")
             return False
@@ -652,26 +713,47 @@ class ChatApp(App[None]):
 
     @work(group="http", exit_on_error=False)
     async def _lookup_rooms(self, room: str) -> None:
-        text = await commands.fetch_rooms(self.config.server)
+        text = await commands.fetch_rooms(self.config.server, transport=self._http_transport)
         self.post_message(self.CommandOutput(room, text))
 
     @work(group="http", exit_on_error=False)
     async def _lookup_members(self, room: str) -> None:
-        text, names = await commands.fetch_members(self.config.server, room)
-        self.post_message(self.CommandOutput(room, text, names))
+        asked_at = self.rooms[room].presence_version if room in self.rooms else 0
+        text, names = await commands.fetch_members(
+            self.config.server, room, transport=self._http_transport
+        )
+        self.post_message(self.MembersListed(room, names, asked_at))
+        self.post_message(self.CommandOutput(room, text))
 
     @on(CommandOutput)
     def _command_output(self, event: CommandOutput) -> None:
-        rs = self.rooms.get(event.room)
-        if rs is None:
-            return
-        for name in event.names:
-            rs.names[name] = None
-        self._append(rs, Entry(EntryKind.STATUS, event.text, self.clock()))
+        room = self.rooms.get(event.room)
+        if room is not None:
+            room.local(EntryKind.STATUS, event.text, self.clock())
 
     @on(RoomList.Selected)
     def _room_clicked(self, event: RoomList.Selected) -> None:
         self._activate(event.room)
+        self.input_box.focus()
+
+    # --- search -----------------------------------------------------------------------------
+
+    @on(SearchBar.Changed)
+    def _search_changed(self, event: SearchBar.Changed) -> None:
+        self.search_bar.show_result(*self.log_view.search(event.query))
+
+    @on(SearchBar.Step)
+    def _search_step(self, event: SearchBar.Step) -> None:
+        self.search_bar.show_result(*self.log_view.search_step(event.older))
+
+    @on(SearchBar.Closed)
+    def _search_closed(self, event: SearchBar.Closed) -> None:
+        self._close_search()
+
+    def _close_search(self) -> None:
+        self.search_bar.display = False
+        self.search_bar.field.value = ""
+        self.log_view.end_search()
         self.input_box.focus()
 
     # --- actions (keys) ---------------------------------------------------------------------
@@ -700,25 +782,53 @@ class ChatApp(App[None]):
             return
         start = order.index(self.active) + 1 if self.active in order else 0
         ring = order[start:] + order[:start]
-        for wanted in (lambda rs: rs.mentions > 0, lambda rs: rs.unread > 0):
-            for room in ring:
-                if wanted(self.rooms[room]):
-                    self._activate(room)
+        for wanted in (lambda r: r.mentions > 0, lambda r: r.unread > 0):
+            for name in ring:
+                if wanted(self.rooms[name]):
+                    self._activate(name)
                     return
         self.bell()
 
     def action_scroll_log(self, direction: int) -> None:
-        log = self.log_view
-        if direction < 0:
-            log.scroll_page_up(animate=False)
-        else:
-            log.scroll_page_down(animate=False)
+        self.log_view.page(direction)
 
     def action_log_bottom(self, only_if_scrolled: bool) -> None:
         log = self.log_view
-        if only_if_scrolled and log.at_bottom:
+        if only_if_scrolled and log.following:
             raise SkipAction()  # let the input have its "end" key
         log.scroll_to_bottom()
+
+    def action_search(self) -> None:
+        self.search_bar.open()
+        if self.search_bar.query:
+            self.search_bar.show_result(*self.log_view.search(self.search_bar.query))
+
+    def action_toggle_members(self) -> None:
+        self._members_choice = not self._members.display
+        self._fit_layout(self.size.width)
+
+    def action_toggle_sidebar(self) -> None:
+        self._sidebar_choice = not self._sidebar.compact
+        self._fit_layout(self.size.width)
+
+    def action_reconnect(self, quiet: bool = False) -> None:
+        """Retry every offline room now (ctrl+r, /reconnect)."""
+        retried = []
+        for name, link in self._links.items():
+            room = self.rooms[name]
+            if room.state not in (ConnectionState.OFFLINE, ConnectionState.FAILED):
+                continue
+            if self._connecting and self._stopped(name):
+                self._connect(room)
+            else:
+                link.connection.retry_now()
+            retried.append(name)
+        if quiet:
+            return
+        if retried:
+            self._local(EntryKind.STATUS, f"reconnecting now: {', '.join(retried)}")
+        else:
+            self._local(EntryKind.STATUS, "every room is connected")
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -738,6 +848,6 @@ class ChatApp(App[None]):
             return
         self._quitting = True
         await asyncio.gather(
-            *(rs.connection.close() for rs in self.rooms.values()), return_exceptions=True
+            *(link.connection.close() for link in self._links.values()), return_exceptions=True
         )
         self.exit()

@@ -11,6 +11,7 @@ import contextlib
 import ipaddress
 import subprocess
 import sys
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 START_TIMEOUT = 30.0  # `chat-server start` itself waits up to 15 s for /health
@@ -61,15 +62,27 @@ async def server_reachable(url: str, timeout: float = REACHABLE_TIMEOUT) -> bool
     return True
 
 
-def start_local_server(url: str) -> str:
-    """Run ``chat-server start`` for the port of ``url`` and return a message for the user.
+@dataclass(frozen=True, slots=True)
+class StartResult:
+    """What ``chat-server start`` did: ``message`` is for the user."""
+
+    message: str
+    started: bool = False  # a server was started now (not found running, not failed)
+    failed: bool = False
+
+
+def start_local_server(url: str) -> StartResult:
+    """Run ``chat-server start`` for the port of ``url``; what happened, with a message.
 
     Blocks until the server answers (or the start fails): call it from a thread, e.g.
     ``await asyncio.to_thread(start_local_server, url)``. A non-loopback URL is never
     started; the message says so.
     """
     if not is_loopback(url):
-        return f"not starting a server for {url}: only a local (loopback) server is started"
+        return StartResult(
+            f"not starting a server for {url}: only a local (loopback) server is started",
+            failed=True,
+        )
     host, port = _host_port(url)
     if host.lower().rstrip(".") == "localhost":
         host = "127.0.0.1"
@@ -85,14 +98,21 @@ def start_local_server(url: str) -> str:
             check=False,
         )
     except subprocess.TimeoutExpired:
-        return f"could not start a local server on port {port}: no answer in {START_TIMEOUT:g} s"
+        return _failed(port, f"no answer in {START_TIMEOUT:g} s")
     except OSError as exc:
-        return f"could not start a local server on port {port}: {exc}"
+        return _failed(port, str(exc))
     if result.returncode != 0:
         # The first line on stderr says what went wrong; a log tail may follow it.
         lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
         reason = lines[0].removeprefix("error: ") if lines else f"exit code {result.returncode}"
-        return f"could not start a local server on port {port}: {reason}"
+        return _failed(port, reason)
     if "already running" in result.stdout:
-        return f"a local server is already running on port {port}"
-    return f"started a local chat server on port {port} (chat-server stop --port {port} stops it)"
+        return StartResult(f"a local server is already running on port {port}")
+    return StartResult(
+        f"started a local chat server on port {port} (chat-server stop --port {port} stops it)",
+        started=True,
+    )
+
+
+def _failed(port: int, reason: str) -> StartResult:
+    return StartResult(f"could not start a local server on port {port}: {reason}", failed=True)

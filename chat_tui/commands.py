@@ -7,6 +7,7 @@ screen, so every rule here is unit-testable. The app runs the actions; the two H
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -51,6 +52,11 @@ class Clear:
 
 
 @dataclass(frozen=True, slots=True)
+class Reconnect:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class Help:
     pass
 
@@ -67,7 +73,7 @@ class CommandError:
     message: str
 
 
-Action = SendText | Join | Leave | ListRooms | Who | Clear | Help | Quit | CommandError
+Action = SendText | Join | Leave | ListRooms | Who | Clear | Reconnect | Help | Quit | CommandError
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +91,7 @@ COMMANDS: Final[tuple[CommandInfo, ...]] = (
     CommandInfo("rooms", "/rooms", "list the server's rooms and their member counts"),
     CommandInfo("who", "/who", "list the members of the active room"),
     CommandInfo("clear", "/clear", "clear the active room's log"),
+    CommandInfo("reconnect", "/reconnect", "retry every offline room now (ctrl+r)"),
     CommandInfo("help", "/help", "show keys and commands"),
     CommandInfo("quit", "/quit", "close every connection and quit"),
 )
@@ -93,13 +100,22 @@ LITERAL_HINT: Final = "//text sends /text literally"
 _BY_NAME: Final = {alias: c for c in COMMANDS for alias in (c.name, *c.aliases)}
 
 
+_TRAILING_BLANK_LINES: Final = re.compile(r"(?:\n[^\S\n]*)+\Z")
+
+
+def message_text(line: str) -> str:
+    """Chat text as it is sent: without trailing blank lines (a paste's final newline)."""
+    return _TRAILING_BLANK_LINES.sub("", line)
+
+
 def parse(line: str) -> Action:
-    """Classify one submitted line. Lines not starting with '/' are chat text, unchanged."""
+    """Classify one submitted line. Lines not starting with '/' are chat text, unchanged but
+    for trailing blank lines."""
     if not line.startswith(PREFIX):
-        return SendText(line)
+        return SendText(message_text(line))
     if line.startswith(PREFIX * 2):
         # "//text" is the escape for text that starts with a slash.
-        return SendText(line[1:])
+        return SendText(message_text(line[1:]))
     word, _, rest = line[1:].partition(" ")
     name = word.lower()
     args = rest.split()
@@ -125,6 +141,7 @@ def parse(line: str) -> Action:
         "rooms": ListRooms(),
         "who": Who(),
         "clear": Clear(),
+        "reconnect": Reconnect(),
         "help": Help(),
         "quit": Quit(),
     }
@@ -204,17 +221,17 @@ async def fetch_rooms(server_url: str, *, transport: httpx.AsyncBaseTransport | 
 
 async def fetch_members(
     server_url: str, room: str, *, transport: httpx.AsyncBaseTransport | None = None
-) -> tuple[str, list[str]]:
-    """A line listing the members of ``room``, and the names (empty when unavailable)."""
+) -> tuple[str, list[str] | None]:
+    """A line listing the members of ``room``, and the names (None when the server has no list)."""
     url = http_base(server_url) + "/rooms/" + quote(room, safe="")
     try:
         body = await _get_json(url, transport=transport)
     except EndpointMissing as exc:
-        return f"/who is not available: {exc}", []
+        return f"/who is not available: {exc}", None
     except LookupError as exc:
         return f"/who: {exc}", []
     members = body.get("members") if isinstance(body, dict) else None
     if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
-        return "/who is not available: the server's answer has an unexpected shape", []
+        return "/who is not available: the server's answer has an unexpected shape", None
     names = sorted(members)
     return f"members of {room} ({len(names)}): {', '.join(names)}", names

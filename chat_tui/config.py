@@ -10,6 +10,9 @@ optional::
     scrollback = 10000
     theme = "textual-dark"
     autostart = true
+    bell = true
+    title = true
+    members = true
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ class Config:
     scrollback: int = 10_000  # messages kept per room
     theme: str = "textual-dark"
     autostart: bool = True  # start a local server when a loopback server does not answer
+    bell: bool = True  # ring the terminal bell when a message mentions us out of sight
+    title: bool = True  # unread count in the terminal's title: "(3) chat"
+    members: bool = True  # the members panel, where the terminal is wide enough (f2 toggles)
 
 
 def default_config_path() -> Path:
@@ -154,7 +160,7 @@ def _check(key: str, value: Any) -> Any:
         if not isinstance(value, str) or not value:
             raise wrong("a theme name such as 'textual-dark'")
         return value
-    if key == "autostart":
+    if key in ("autostart", "bell", "title", "members"):
         if not isinstance(value, bool):
             raise wrong("true or false")
         return value

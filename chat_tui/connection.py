@@ -1,12 +1,21 @@
-"""One room's WebSocket connection: connect, read, send, reconnect. Never touches a widget.
+"""One room's WebSocket connection: connect, read, send, reconnect. No Textual here.
 
-The app runs :meth:`RoomConnection.run` in an async worker, one per joined room, and receives
-everything that happens as Textual messages through the ``post`` callable it passed in
-(normally ``App.post_message``). The connection reads continuously, because httpx-ws answers
-the server's keepalive pings only while someone reads.
+The app runs :meth:`RoomConnection.run` in an async worker, one per joined room. Everything
+that happens (state changes, our name, frames, what became of our messages) is appended, in
+the order it happened, to the connection's queue (:attr:`RoomConnection.events`). Once the
+queue has something, the connection calls ``wake()`` once, when arrivals pause or the queue
+holds ``WAKE_AT`` events, whichever comes first; the app then takes everything waiting
+(:meth:`RoomConnection.take`) in one go, and the next arrival starts the same again.
 
-Frames arrive in batches (:class:`RoomConnection.FramesReceived`): during a flood a Textual
-message per frame would cost more than everything the app does with the frame.
+"Arrivals pause" is counted in turns of the event loop, not measured by a clock: a frame
+takes two or three turns to come through httpx-ws (its reader hands each frame over
+separately), so ``QUIET_TURNS`` turns without a new event mean that what had reached the
+socket has been read. A flood is thus taken in slices of what had arrived (at most
+``WAKE_AT`` events), and a lone message still reaches the app within a few turns. No timer
+decides anything; the order of events is the order they happened, whatever the slices.
+
+The connection reads continuously, because httpx-ws answers the server's keepalive pings only
+while someone reads.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -31,13 +41,11 @@ from httpx_ws import (
     WebSocketUpgradeError,
     aconnect_ws,
 )
-from textual.message import Message
 from wsproto.utilities import LocalProtocolError
 
 from chat_server import protocol
 from chat_server.protocol import CloseCode, Frame, FrameKind
 from chat_tui.autostart import is_loopback
-from chat_tui.scrollback import SendState
 
 CONNECT_TIMEOUT = 10.0
 # How long close() waits for the connection to finish its closing handshake.
@@ -49,11 +57,11 @@ SEND_RATE = 8.0
 SEND_BURST = 16
 # A connection that stayed up this long counts as healthy: the next loss backs off from scratch.
 HEALTHY_AFTER = 5.0
-
-# Frames that arrive within this long of the previous batch wait for the next one, so that a
-# flood costs one Textual message per BATCH_INTERVAL instead of one per frame. A frame after a
-# quiet spell is posted at once; in a flood, the added latency is at most this.
-BATCH_INTERVAL = 0.005
+# When to wake the app (see the module's docstring).
+WAKE_AT = 500
+QUIET_TURNS = 4
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 30.0
 
 _LOST = "connection lost (1006 connection dropped)"
 
@@ -79,29 +87,48 @@ class ConnectionState(StrEnum):
     CLOSED = "closed"  # we left
 
 
-@dataclass(slots=True)
-class _Outgoing:
-    local_id: int
-    wire: str  # the text as sent, already sanitised, so the server echoes it unchanged
+# --- what the queue carries ---------------------------------------------------------------------
+# A plain Frame is a frame from the server that is not the echo of one of ours. New protocol
+# versions add their own event types here (a welcome with the room's position, acks by nonce).
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    state: ConnectionState
+    detail: str
+    retry_in: float | None = None  # seconds until the next attempt; None: none planned
+    unreachable: bool = False  # nothing accepted the TCP connection (no server there)
+
+
+@dataclass(frozen=True, slots=True)
+class NameAssigned:
+    """Our name in the room, from our own join notice (the first frame)."""
+
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
 class Echo:
-    """A batch item: the server echoed our message ``local_id`` as ``frame``; it is SENT."""
+    """The server echoed our message ``send_id`` as ``frame``: it is sent."""
 
     frame: Frame
-    local_id: int
+    send_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """A batch item: the server dropped or refused our message ``local_id``."""
+    """The server dropped or refused our message ``send_id`` (or it could never be sent)."""
 
-    local_id: int
+    send_id: str
 
 
-# What a batch holds: a plain Frame is a frame that is not the echo of one of ours.
-Arrival = Frame | Echo | Refused
+Event = Frame | Echo | Refused | StateChanged | NameAssigned
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    send_id: str
+    wire: str  # the text as sent, already sanitised, so the server echoes it unchanged
 
 
 @dataclass(slots=True)
@@ -111,6 +138,12 @@ class _Ending:
     state: ConnectionState
     detail: str
     retry_in: float | None  # None: never retry
+    unreachable: bool = False
+
+
+def backoff_ceiling(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
+    """The longest wait before retry number ``attempt`` (0 first): doubling, capped."""
+    return min(cap, base * 2**attempt)
 
 
 class RoomConnection:
@@ -121,102 +154,53 @@ class RoomConnection:
     whether the server broadcast it before the drop. Nothing typed is lost; in the rare case
     of a drop between broadcast and echo, the room sees that message twice.
 
+    Each message has a send id (a string unique to this client, fit to be a protocol nonce).
     Echo matching: the server echoes our messages as ``{our name} :: {text}`` in the order it
     received them. Outstanding messages are matched first in, first out; an outstanding message
-    that a later echo overtook was dropped by the server and is marked REFUSED, and an
-    ``error:`` notice marks the oldest outstanding message REFUSED. Without a name (a server
-    that does not send our join notice first) an echo is recognised by its text alone.
-
-    Frames and what they say about our messages are posted in order as batches
-    (:class:`FramesReceived`). For one frame: a Refused for any overtaken messages, then the
-    frame (an Echo when it is ours, which also means SENT). Every other message (StateChanged,
-    NameAssigned, SendStateChanged) is posted after the batch of what arrived before it, so the
-    app sees everything in the order it happened.
+    that a later echo overtook was dropped by the server and is REFUSED, and an ``error:``
+    notice refuses the oldest outstanding message. Without a name (a server that does not send
+    our join notice first) an echo is recognised by its text alone.
     """
-
-    class StateChanged(Message):
-        def __init__(
-            self, room: str, state: ConnectionState, detail: str, retry_in: float | None
-        ) -> None:
-            super().__init__()
-            self.room = room
-            self.state = state
-            self.detail = detail
-            self.retry_in = retry_in
-
-    class NameAssigned(Message):
-        def __init__(self, room: str, name: str) -> None:
-            super().__init__()
-            self.room = room
-            self.name = name
-
-    class FramesReceived(Message):
-        """What arrived in a burst, oldest first: frames, echoes of ours, refusals.
-
-        Equivalent to, in order, a FrameReceived per Frame; FrameReceived(frame, local_id) and
-        then SendStateChanged(SENT) per Echo; SendStateChanged(REFUSED) per Refused.
-        """
-
-        def __init__(self, room: str, items: list[Arrival]) -> None:
-            super().__init__()
-            self.room = room
-            self.items = items
-
-    class FrameReceived(Message):
-        """A frame from the server; ``local_id`` is set when it is the echo of our message.
-
-        RoomConnection itself posts frames as FramesReceived; the app handles both.
-        """
-
-        def __init__(self, room: str, frame: Frame, local_id: int | None) -> None:
-            super().__init__()
-            self.room = room
-            self.frame = frame
-            self.local_id = local_id
-
-    class SendStateChanged(Message):
-        def __init__(self, room: str, local_id: int, state: SendState) -> None:
-            super().__init__()
-            self.room = room
-            self.local_id = local_id
-            self.state = state
 
     def __init__(
         self,
         server_url: str,
         room: str,
-        post: Callable[[Message], object],
+        wake: Callable[[], object],
         *,
-        backoff_cap: float = 30.0,
-        backoff_base: float = 0.5,
+        backoff_cap: float = BACKOFF_CAP,
+        backoff_base: float = BACKOFF_BASE,
         send_rate: float = SEND_RATE,
         send_burst: int = SEND_BURST,
+        rng: random.Random | None = None,
     ) -> None:
         self.server_url = server_url
         self.room = room
         self.url = server_url.rstrip("/") + protocol.CHAT_PATH_PREFIX + quote(room, safe="")
-        self._post = post
+        self._wake = wake
         self.backoff_cap = backoff_cap
         self.backoff_base = backoff_base
         self.send_rate = send_rate
         self.send_burst = send_burst
         self.state = ConnectionState.CONNECTING
         self.name: str | None = None
+        self.events: deque[Event] = deque()  # oldest first; the app takes them
+        self._woken = False  # wake() was called and the app has not taken the queue since
+        self._settling = False  # waiting for arrivals to pause before waking the app
+        self._id_prefix = secrets.token_hex(4) + "-"
         self._next_id = 0
         self._outbox: deque[_Outgoing] = deque()  # not yet written on the current connection
         self._inflight: deque[_Outgoing] = deque()  # written, echo not yet seen
-        self._wake = asyncio.Event()  # the writer has something to send
+        self._writable = asyncio.Event()  # the writer has something to send
         self._stop = asyncio.Event()  # close() was called
+        self._retry = asyncio.Event()  # retry_now() was called
         self._closing = False
         self._attempt = 0
         self._session_task: asyncio.Task[_Ending] | None = None
         self._running = False
         self._run_done = asyncio.Event()
-        self._rng = random.Random()
+        self._rng = rng or random.Random()
         self._got_frame = False
-        self._batch: list[Arrival] | None = None  # not posted yet
-        self._batch_timer: asyncio.TimerHandle | None = None
-        self._batch_due = 0.0  # before this, an arrival waits to be posted with the next ones
 
     # --- public API -------------------------------------------------------------------------
 
@@ -225,21 +209,36 @@ class RoomConnection:
         """Messages sent by the user and not yet echoed (queued or on the wire)."""
         return len(self._outbox) + len(self._inflight)
 
-    def send(self, text: str) -> int:
-        """Queue ``text`` for sending and return its local id; never blocks.
+    def take(self, limit: int | None = None) -> list[Event]:
+        """What happened since the last call, oldest first (at most ``limit`` events)."""
+        self._woken = False  # what comes next wakes the app again
+        events = self.events
+        if limit is None or limit >= len(events):
+            taken = list(events)
+            events.clear()
+            return taken
+        return [events.popleft() for _ in range(limit)]
 
-        The outcome arrives later as SendStateChanged (SENT or REFUSED). Text that is empty
+    def send(self, text: str) -> str:
+        """Queue ``text`` for sending and return its send id; never blocks.
+
+        What becomes of it arrives later as an Echo (sent) or a Refused. Text that is empty
         after sanitising, or too big for one frame, is refused at once and never sent.
         """
         self._next_id += 1
-        local_id = self._next_id
+        send_id = f"{self._id_prefix}{self._next_id}"
         wire = protocol.sanitize(text)
         if wire is None or len(wire.encode()) > protocol.MAX_FRAME_BYTES:
-            self._post_message(self.SendStateChanged(self.room, local_id, SendState.REFUSED))
-            return local_id
-        self._outbox.append(_Outgoing(local_id, wire))
-        self._wake.set()
-        return local_id
+            self._emit(Refused(send_id))
+            return send_id
+        self._outbox.append(_Outgoing(send_id, wire))
+        self._writable.set()
+        return send_id
+
+    def retry_now(self) -> None:
+        """If waiting to reconnect, stop waiting: try again at once (ctrl+r, /reconnect)."""
+        self._attempt = 0
+        self._retry.set()
 
     async def run(self) -> None:
         """Connect, read and reconnect until :meth:`close` (or a permanent refusal)."""
@@ -252,7 +251,10 @@ class RoomConnection:
             trust_env = not is_loopback(self.url)
             async with httpx.AsyncClient(timeout=CONNECT_TIMEOUT, trust_env=trust_env) as client:
                 while not self._closing:
-                    self._set_state(ConnectionState.CONNECTING, f"connecting to {self.url}")
+                    self._retry.clear()
+                    self._set_state(
+                        StateChanged(ConnectionState.CONNECTING, f"connecting to {self.url}")
+                    )
                     task = asyncio.create_task(self._session(client))
                     self._session_task = task
                     try:
@@ -268,16 +270,19 @@ class RoomConnection:
                         break
                     ending = task.result()
                     self._requeue_inflight()
-                    self._set_state(ending.state, ending.detail, ending.retry_in)
+                    self._set_state(
+                        StateChanged(
+                            ending.state, ending.detail, ending.retry_in, ending.unreachable
+                        )
+                    )
                     if ending.retry_in is None:
                         return
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop.wait(), ending.retry_in)
+                    await self._pause(ending.retry_in)
         finally:
             self._running = False
             self._run_done.set()
             if self._closing:
-                self._set_state(ConnectionState.CLOSED, "left the room")
+                self._set_state(StateChanged(ConnectionState.CLOSED, "left the room"))
 
     async def close(self) -> None:
         """Leave the room: close code 1000, stop the loop (idempotent)."""
@@ -289,48 +294,60 @@ class RoomConnection:
         if self._running:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._run_done.wait(), CLOSE_TIMEOUT)
-        self._set_state(ConnectionState.CLOSED, "left the room")
+        self._set_state(StateChanged(ConnectionState.CLOSED, "left the room"))
 
     # --- internals --------------------------------------------------------------------------
 
-    def _set_state(
-        self, state: ConnectionState, detail: str, retry_in: float | None = None
-    ) -> None:
-        if state is ConnectionState.CLOSED and self.state is ConnectionState.CLOSED:
+    def _emit(self, event: Event) -> None:
+        events = self.events
+        events.append(event)
+        if self._woken:
             return
-        self.state = state
-        self._post_message(self.StateChanged(self.room, state, detail, retry_in))
+        if len(events) >= WAKE_AT:
+            self._wake_app()
+        elif not self._settling:
+            self._settling = True
+            self._loop().call_soon(self._settle, len(events), 0)
 
-    def _post_message(self, message: Message) -> None:
-        """Post ``message`` after everything that arrived before it."""
-        self._flush_batch()
-        self._post(message)
-
-    def _arrived(self, item: Arrival) -> None:
-        batch = self._batch
-        if batch is not None:
-            batch.append(item)
+    def _settle(self, seen: int, quiet: int) -> None:
+        """Once per turn of the event loop until arrivals pause: then wake the app."""
+        if self._woken or not self.events:
+            self._settling = False
             return
-        self._batch = [item]
-        wait = self._batch_due - time.monotonic()
-        if wait <= 0:
-            self._flush_batch()
+        count = len(self.events)
+        quiet = quiet + 1 if count == seen else 0
+        if quiet >= QUIET_TURNS:
+            self._wake_app()
         else:
-            self._batch_timer = asyncio.get_running_loop().call_later(wait, self._flush_batch)
+            self._loop().call_soon(self._settle, count, quiet)
 
-    def _flush_batch(self) -> None:
-        if self._batch_timer is not None:
-            self._batch_timer.cancel()
-            self._batch_timer = None
-        batch = self._batch
-        if batch:
-            self._batch = None
-            self._batch_due = time.monotonic() + BATCH_INTERVAL
-            self._post(self.FramesReceived(self.room, batch))
+    def _wake_app(self) -> None:
+        self._woken = True
+        self._settling = False
+        self._wake()
+
+    @staticmethod
+    def _loop() -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    def _set_state(self, event: StateChanged) -> None:
+        if event.state is ConnectionState.CLOSED and self.state is ConnectionState.CLOSED:
+            return
+        self.state = event.state
+        self._emit(event)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait before the next attempt; close() and retry_now() end the wait early."""
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._stop, self._retry)]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
 
     def _backoff(self) -> float:
         """Exponential backoff with full jitter, capped."""
-        ceiling = min(self.backoff_cap, self.backoff_base * 2**self._attempt)
+        ceiling = backoff_ceiling(self._attempt, self.backoff_base, self.backoff_cap)
         self._attempt += 1
         return self._rng.uniform(0, ceiling)
 
@@ -340,7 +357,7 @@ class RoomConnection:
             self._outbox.extendleft(reversed(self._inflight))
             self._inflight.clear()
         if self._outbox:
-            self._wake.set()
+            self._writable.set()
 
     async def _session(self, client: httpx.AsyncClient) -> _Ending:
         """One connection attempt, from the handshake to its end."""
@@ -348,7 +365,7 @@ class RoomConnection:
         self._got_frame = False
         try:
             async with aconnect_ws(self.url, client) as ws:
-                self._set_state(ConnectionState.CONNECTED, f"connected to {self.url}")
+                self._set_state(StateChanged(ConnectionState.CONNECTED, f"connected to {self.url}"))
                 writer = asyncio.create_task(self._write(ws))
                 try:
                     await self._read(ws)
@@ -386,6 +403,7 @@ class RoomConnection:
                     ConnectionState.OFFLINE,
                     f"server unreachable (nothing answers at {where})",
                     None,
+                    unreachable=True,
                 )
             if isinstance(leaf, httpx.TimeoutException):
                 return _Ending(ConnectionState.OFFLINE, "server did not answer in time", None)
@@ -406,8 +424,7 @@ class RoomConnection:
             if code == CloseCode.MESSAGE_TOO_BIG and self._inflight:
                 culprit = max(self._inflight, key=lambda item: len(item.wire.encode()))
                 self._inflight.remove(culprit)
-                refused = self.SendStateChanged(self.room, culprit.local_id, SendState.REFUSED)
-                self._post_message(refused)
+                self._emit(Refused(culprit.send_id))
             return _Ending(ConnectionState.FAILED, detail, self.backoff_cap)
         return _Ending(ConnectionState.OFFLINE, detail, None)
 
@@ -431,8 +448,8 @@ class RoomConnection:
                     # In flight before the write: the echo may be read before write() returns.
                     self._inflight.append(item)
                     await ws.send_text(item.wire)
-                self._wake.clear()
-                await self._wake.wait()
+                self._writable.clear()
+                await self._writable.wait()
         except (HTTPXWSException, LocalProtocolError, OSError):
             # The reader sees the same failure and ends the session; the unacknowledged
             # messages are re-queued then.
@@ -453,33 +470,34 @@ class RoomConnection:
                 self.name = name
                 self._got_frame = True
                 if name is not None:
-                    self._post_message(self.NameAssigned(self.room, name))
+                    self._emit(NameAssigned(name))
             self._handle(frame)
 
     def _handle(self, frame: Frame) -> None:
-        local_id: int | None = None
-        refused: list[int] = []
         inflight = self._inflight
-        if inflight and frame.kind is FrameKind.MESSAGE:
+        if not inflight:
+            self._emit(frame)
+            return
+        send_id: str | None = None
+        if frame.kind is FrameKind.MESSAGE:
             if self.name is not None:
                 if frame.name == self.name:
                     for index, item in enumerate(inflight):
                         if item.wire == frame.text:
                             # The server keeps our order, so everything before it was dropped.
-                            refused = [inflight.popleft().local_id for _ in range(index)]
-                            local_id = inflight.popleft().local_id
+                            for _ in range(index):
+                                self._emit(Refused(inflight.popleft().send_id))
+                            send_id = inflight.popleft().send_id
                             break
             else:
                 for item in inflight:
                     if item.wire == frame.text:
                         inflight.remove(item)
-                        local_id = item.local_id
+                        send_id = item.send_id
                         break
-        elif inflight and frame.kind is FrameKind.ERROR:
-            refused = [inflight.popleft().local_id]
-        for rid in refused:
-            self._arrived(Refused(rid))
-        self._arrived(frame if local_id is None else Echo(frame, local_id))
+        elif frame.kind is FrameKind.ERROR:
+            self._emit(Refused(inflight.popleft().send_id))
+        self._emit(frame if send_id is None else Echo(frame, send_id))
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

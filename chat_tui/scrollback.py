@@ -2,12 +2,20 @@
 
 Each room keeps its own bounded :class:`Scrollback`; the oldest entries are dropped once it is
 full, so memory stays bounded however long the client runs.
+
+A view (the message log) observes a scrollback instead of being told what to do: every change
+calls the observers, which only note that something changed; the view then takes in, once,
+everything that happened since it last looked. It can tell what that was from three things the
+scrollback keeps: ``total_appended`` and ``first_index`` (appends and drops), ``generation``
+(bumped when the order changed: a clear, an insertion), ``style_generation`` (bumped when every
+entry must be drawn again) and :meth:`take_changes` (entries changed in place, such as a
+pending message that was sent).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -34,17 +42,45 @@ class Entry:
 
     kind: EntryKind
     text: str  # may contain "\n"; shown literally, never as markup
-    time: datetime  # local time the entry was created or received
+    time: datetime  # when it was said: the server's time when it gives one, else ours
     sender: str | None = None  # set for MESSAGE
     own: bool = False  # sent by us
     mention: bool = False  # mentions our name
     state: SendState = SendState.SENT
+    # The room's message number, for servers that number them (history, recovery): entries
+    # with an offset are kept in offset order (see Scrollback.insert).
+    offset: int | None = None
 
 
-class Scrollback:
+Observer = Callable[[], None]
+
+
+class Observable:
+    """Something views watch: each change calls every observer (cheap callbacks, no arguments)."""
+
+    def __init__(self) -> None:
+        self._observers: list[Observer] = []
+
+    def subscribe(self, observer: Observer) -> Callable[[], None]:
+        """Call ``observer()`` after every change; returns the function that stops it."""
+        self._observers.append(observer)
+
+        def unsubscribe() -> None:
+            if observer in self._observers:
+                self._observers.remove(observer)
+
+        return unsubscribe
+
+    def changed(self) -> None:
+        for observer in self._observers:
+            observer()
+
+
+class Scrollback(Observable):
     """The entries of one room, oldest first, at most ``limit`` of them."""
 
     def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
+        super().__init__()
         if limit < 1:
             raise ValueError(f"scrollback limit must be at least 1, not {limit}")
         self.limit = limit
@@ -52,19 +88,91 @@ class Scrollback:
         # Monotonic, so a view can tell how many entries arrived (and were dropped) since it
         # last looked: the first entry held has absolute index total_appended - len(self).
         self.total_appended = 0
+        self.generation = 0  # bumped when entries were removed or reordered other than by age
+        self.style_generation = 0  # bumped when every entry must be drawn again
+        self._changes: dict[Entry, None] = {}  # changed in place, not yet taken by the view
+        self._marker: Entry | None = None
+
+    # --- changes --------------------------------------------------------------------------
 
     def append(self, entry: Entry) -> None:
         """Add an entry at the end; the oldest is dropped once the limit is reached."""
         self._entries.append(entry)
         self.total_appended += 1
+        self.changed()
+
+    def insert(self, entry: Entry) -> None:
+        """Add an entry with an ``offset`` in offset order (history and recovery fill gaps).
+
+        Entries without an offset stay where they are; the new one goes after the last entry
+        whose offset is lower. Rare (once per reconnect), so the views measure everything again.
+        """
+        assert entry.offset is not None
+        position = len(self._entries)
+        for index in range(len(self._entries) - 1, -1, -1):
+            offset = self._entries[index].offset
+            if offset is not None and offset < entry.offset:
+                break
+            if offset is not None:
+                position = index
+        if len(self._entries) == self.limit:
+            self._entries.popleft()  # the oldest goes, as for an append
+            position = max(position - 1, 0)
+        self._entries.insert(position, entry)
+        self.total_appended += 1
+        self.generation += 1
+        self.changed()
+
+    def touch(self, entry: Entry) -> None:
+        """``entry`` changed in place (its send state, its text): views show it again."""
+        self._changes[entry] = None
+        self.changed()
+
+    def restyle(self) -> None:
+        """Every entry must be drawn again (what picks out our name changed)."""
+        self.style_generation += 1
+        self.changed()
+
+    def take_changes(self) -> list[Entry]:
+        """The entries changed in place since the last call (the one view takes them)."""
+        changes = list(self._changes)
+        self._changes.clear()
+        return changes
 
     def clear(self) -> None:
         self._entries.clear()
+        self._changes.clear()
+        self._marker = None
+        self.generation += 1
+        self.changed()
+
+    @property
+    def marker(self) -> Entry | None:
+        """The first entry that was unread when the room was entered ("new messages" above it)."""
+        return self._marker
+
+    @marker.setter
+    def marker(self, entry: Entry | None) -> None:
+        old, self._marker = self._marker, entry
+        if old is not entry:
+            for changed in (old, entry):
+                if changed is not None:
+                    self._changes[changed] = None
+            self.changed()
+
+    # --- reading ------------------------------------------------------------------------------
 
     @property
     def first_index(self) -> int:
         """Absolute index (counting every append ever made) of the oldest entry held."""
         return self.total_appended - len(self._entries)
+
+    def index_of(self, entry: Entry) -> int | None:
+        """Absolute index of ``entry`` (by identity); changed entries are nearly always recent."""
+        for back, candidate in enumerate(reversed(self._entries), 1):
+            if candidate is entry:
+                return self.total_appended - back
+        return None
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -82,11 +83,17 @@ class RunningServer:
         return start_server(port=self.port, **self.options)
 
 
+# Another checkout whose server the tests run instead of this one's (bench/faults.py sets it
+# to measure main "before"): its directory goes first on the server's PYTHONPATH.
+SERVER_ROOT_ENV = "CHAT_TEST_SERVER_ROOT"
+
+
 def start_server(
     port: int | None = None,
     plain_uvicorn: bool = False,
     env: dict[str, str] | None = None,
     wait: bool = True,
+    open_files: int | None = None,
     **options: Any,
 ) -> RunningServer:
     """``python -m chat_server run`` on a free port; returns once ``/health`` answers.
@@ -94,11 +101,15 @@ def start_server(
     With ``plain_uvicorn``, ``uvicorn chat_server:app`` instead, configured through
     ``CHAT_SERVER_*`` variables as a user of plain uvicorn would. ``env`` adds variables
     (settings that exist only as ``CHAT_SERVER_*``); ``wait=False`` returns at once.
+    ``open_files`` starts the server with that soft limit on open files (the hard limit stays).
     """
     port = port or free_port()
     extra_env = dict(env or {})
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_SERVER_")}
     env.update(extra_env)
+    root = os.environ.get(SERVER_ROOT_ENV)
+    if root:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     if plain_uvicorn:
         args = [sys.executable, "-m", "uvicorn", "chat_server:app", "--port", str(port)]
         for key, value in options.items():
@@ -108,14 +119,32 @@ def start_server(
         args = [sys.executable, "-m", "chat_server", "run", "--port", str(port)]
         for key, value in options.items():
             flag = "--" + key.replace("_", "-")
+            if isinstance(value, bool):  # --metrics / --no-metrics
+                args.append(flag if value else "--no-" + key.replace("_", "-"))
+                continue
             for item in value if isinstance(value, list | tuple) else [value]:
                 args += [flag, str(item)]
     log_dir = Path(os.environ.get("CHAT_TEST_LOG_DIR", "/tmp"))
     log_path = log_dir / f"chat-server-test-{port}-{os.getpid()}.log"
+
+    def limit_open_files() -> None:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard))
+
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(
+            args,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=root or None,
+            preexec_fn=limit_open_files if open_files else None,
+        )
     server = RunningServer(
-        port, process, log_path, dict(options, plain_uvicorn=plain_uvicorn, env=extra_env)
+        port,
+        process,
+        log_path,
+        dict(options, plain_uvicorn=plain_uvicorn, env=extra_env, open_files=open_files),
     )
     if not wait:
         return server

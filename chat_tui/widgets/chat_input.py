@@ -4,6 +4,12 @@
 several lines, so pasted line breaks are kept in the value as ``NEWLINE_MARK`` (shown as "⏎")
 and turned back into "\\n" by :attr:`ChatInput.message`. A "⏎" typed by hand is therefore sent
 as a line break too; that character is not otherwise useful in chat.
+
+Enter takes the line out of the box at once, in the order the keys came: keys that arrived
+with it in one read from the terminal (a fast typist, ``tmux send-keys``, a paste without
+bracketed-paste mode) are already queued behind it and go into an empty box, so each line
+becomes exactly one message. The line goes to the history at the same moment, so that ``up``
+brings back also a line the app then refused (an unknown command).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from typing import ClassVar, Final
 
 from textual import events
 from textual.binding import Binding, BindingType
+from textual.message import Message
 from textual.widgets import Input
 
 NEWLINE_MARK: Final = "⏎"
@@ -37,11 +44,23 @@ class ChatInput(Input):
         Binding("tab", "complete", "Complete a name", show=False),
     ]
 
+    class Submitted(Message):
+        """Enter: ``line`` is what was in the box, with pasted line breaks as "\\n"."""
+
+        def __init__(self, chat_input: ChatInput, line: str) -> None:
+            super().__init__()
+            self.chat_input = chat_input
+            self.line = line
+
+        @property
+        def control(self) -> ChatInput:
+            return self.chat_input
+
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         # The app swaps these per room; the widget only reads them.
         self.history: list[str] = []
-        self.names: Callable[[], Iterable[str]] = lambda: ()
+        self.completions: Callable[[str], Iterable[str]] = lambda prefix: ()
         self._history_index: int | None = None  # None: editing a fresh draft
         self._stash = ""  # the draft put aside while browsing the history
         self._completion: tuple[int, str, list[str], int] | None = None
@@ -69,6 +88,15 @@ class ChatInput(Input):
             del self.history[:-HISTORY_LIMIT]
         self._history_index = None
         self._stash = ""
+
+    async def action_submit(self) -> None:
+        """Enter: take the line out of the box now, remember it, and hand it to the app."""
+        line = self.message
+        if not line.strip():
+            return
+        self.value = ""
+        self.remember(line)
+        self.post_message(self.Submitted(self, line))
 
     # --- keys ------------------------------------------------------------------------------
 
@@ -124,7 +152,10 @@ class ChatInput(Input):
     # --- name completion ---------------------------------------------------------------------
 
     def action_complete(self) -> None:
-        """Complete the word before the cursor to a name seen in this room; tab again cycles."""
+        """Complete the word before the cursor to a name seen in this room; tab again cycles.
+
+        Which names, in which order, is the room's business (``completions``).
+        """
         cursor = self.cursor_position
         state = self._completion
         if state is not None:
@@ -139,9 +170,8 @@ class ChatInput(Input):
         while start > 0 and not self.value[start - 1].isspace():
             start -= 1
         prefix = self.value[start:cursor]
-        lowered = prefix.lower().lstrip("@")
-        matches = sorted({n for n in self.names() if n.lower().startswith(lowered)})
-        if not prefix or not matches:
+        matches = list(self.completions(prefix)) if prefix else []
+        if not matches:
             self._completion = None
             self.app.bell()
             return

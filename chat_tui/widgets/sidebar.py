@@ -1,4 +1,7 @@
-"""The sidebar: joined rooms in a stable order, with state, unread count and mention mark."""
+"""The sidebar: joined rooms in a stable order, with state, unread count and mention mark.
+
+Collapsed (narrow terminals, or ctrl+b), each room is only its number, state and marks.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from textual import events
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widget import Widget
+
+from chat_tui.text_layout import truncate
 
 # One glyph per connection state (ConnectionState values), so the state reads at a glance.
 STATE_GLYPHS: Final = {
@@ -27,38 +32,64 @@ STATE_STYLES: Final = {
     "closed": "dim",
 }
 MENTION_MARK: Final = "@"
+RETRY_MARK: Final = "↻"
 
 
 @dataclass(frozen=True, slots=True)
 class RoomInfo:
-    """What the sidebar shows about one room (the app builds these from its room state)."""
+    """What the sidebar shows about one room (the app builds these from its rooms)."""
 
     room: str
     state: str
     unread: int = 0
     mentions: int = 0
+    retry: str = ""  # the countdown to the next attempt ("7 s"), while waiting for one
+    detail: str = ""  # why it is offline or failed
 
 
-def room_label(number: int, info: RoomInfo, active: bool, width: int = 0) -> Text:
-    """One sidebar line: "1 ● general 3 @". Plain Text: room names are never markup.
+def room_label(
+    number: int, info: RoomInfo, active: bool, width: int = 0, *, compact: bool = False
+) -> Text:
+    """One sidebar line: "1 ● general 3 @", or "1●3@" compact. Plain Text: names are no markup.
 
     With ``width``, a long room name is shortened with "…" so the counts stay visible.
     """
+    glyph = STATE_GLYPHS.get(info.state, "?")
+    glyph_style = STATE_STYLES.get(info.state, "")
+    if compact:
+        label = Text(f"{number}" if number <= 9 else " ", style="bold" if active else "dim")
+        label.append(glyph, style=glyph_style)
+        if info.unread:
+            label.append(str(info.unread) if info.unread < 100 else "99+", style="bold")
+        if info.mentions:
+            label.append(MENTION_MARK, style="bold reverse")
+        return label
     prefix = Text(f"{number} " if number <= 9 else "  ", style="dim")
-    prefix.append(STATE_GLYPHS.get(info.state, "?") + " ", style=STATE_STYLES.get(info.state, ""))
+    prefix.append(glyph + " ", style=glyph_style)
     suffix = Text()
     if info.unread:
         suffix.append(f" {info.unread}", style="bold")
     if info.mentions:
         suffix.append(f" {MENTION_MARK}", style="bold reverse")
-    room = info.room
+    if info.retry:
+        suffix.append(f" {RETRY_MARK}{info.retry.replace(' ', '')}", style="dim")
     room_width = width - prefix.cell_len - suffix.cell_len
-    if width and len(room) > room_width:
-        room = room[: max(room_width - 1, 1)] + "…"
+    room = truncate(info.room, max(room_width, 2)) if width else info.room
     label = prefix
     label.append(room, style="bold" if active or info.unread else "")
     label.append_text(suffix)
     return label
+
+
+def room_tooltip(info: RoomInfo) -> str:
+    text = f"{info.room}: {info.state}"
+    if info.detail and info.state in ("offline", "failed"):
+        text += f" ({info.detail})"
+    if info.retry:
+        text += f"; retrying in {info.retry} (ctrl+r: now)"
+    if info.unread:
+        text += f"; {info.unread} unread"
+    return text
 
 
 class RoomItem(Widget):
@@ -67,16 +98,22 @@ class RoomItem(Widget):
     def __init__(self, room: str) -> None:
         super().__init__()
         self.room = room
-        self._label: tuple[int, RoomInfo, bool] = (0, RoomInfo(room, "connecting"), False)
+        self._label: tuple[int, RoomInfo, bool, bool] = (
+            0,
+            RoomInfo(room, "connecting"),
+            False,
+            False,
+        )
 
-    def show(self, number: int, info: RoomInfo, active: bool) -> None:
-        if (number, info, active) != self._label:
-            self._label = (number, info, active)
+    def show(self, number: int, info: RoomInfo, active: bool, compact: bool) -> None:
+        if (number, info, active, compact) != self._label:
+            self._label = (number, info, active, compact)
+            self.tooltip = room_tooltip(info)
             self.refresh()
 
     def render(self) -> Text:
-        number, info, active = self._label
-        return room_label(number, info, active, self.content_size.width)
+        number, info, active, compact = self._label
+        return room_label(number, info, active, self.content_size.width, compact=compact)
 
     def on_click(self, event: events.Click) -> None:
         event.stop()
@@ -98,19 +135,24 @@ class RoomList(VerticalScroll, can_focus=False):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._items: dict[str, RoomItem] = {}
 
+    @property
+    def compact(self) -> bool:
+        return self.has_class("-collapsed")
+
     def set_rooms(self, rooms: list[RoomInfo], active: str | None) -> None:
         """Show ``rooms``; new rooms are appended, which keeps the order the app gives."""
         wanted = [info.room for info in rooms]
         for room in list(self._items):
             if room not in wanted:
                 self._items.pop(room).remove()
+        compact = self.compact
         for number, info in enumerate(rooms, start=1):
             item = self._items.get(info.room)
             if item is None:
                 item = RoomItem(info.room)
                 self._items[info.room] = item
                 self.mount(item)
-            item.show(number, info, info.room == active)
+            item.show(number, info, info.room == active, compact)
             item.set_class(info.room == active, "-active")
             item.set_class(bool(info.unread), "-unread")
             item.set_class(bool(info.mentions), "-mention")

@@ -7,17 +7,32 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.redis_servers import RedisServer, requires_redis, start_redis
-from tests.servers import RunningServer, start_server
+from tests.server.clirunner import Cli, chat_server_processes
+from tests.servers import RunningServer, free_port, start_server
 
 BROKERS = [pytest.param("memory"), pytest.param("redis", marks=requires_redis)]
 
 
-@pytest.fixture(scope="session", params=BROKERS)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests whose servers come from ``broker`` run once per broker; those marked
+    ``memory_only`` (promises that live above the broker: HTTP and WebSocket guards, the
+    command line, metrics) once, so the fault suite's minutes are not spent twice."""
+    if "broker" not in metafunc.fixturenames:
+        return
+    single = metafunc.definition.get_closest_marker("memory_only") is not None
+    metafunc.parametrize(
+        "broker", BROKERS[:1] if single else BROKERS, indirect=True, scope="session"
+    )
+
+
+@pytest.fixture(scope="session")
 def broker(request: pytest.FixtureRequest) -> str:
+    """``memory`` or ``redis``: the broker of the test's servers (see pytest_generate_tests)."""
     return str(request.param)
 
 
@@ -69,3 +84,13 @@ def server_factory(
         server.stop()
     if redis is not None:
         redis.stop()
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Iterator[Cli]:
+    """The command line with a private state directory and a free port of its own."""
+    runner = Cli(tmp_path / "state", free_port())
+    yield runner
+    # Never leave a background server behind, whatever the test did.
+    for process in chat_server_processes(runner.port):
+        process.kill()

@@ -108,9 +108,11 @@ async def test_text_over_4096_chars_is_refused_with_error_and_sender_stays(
 async def test_control_and_bidi_characters_are_stripped(shared_server: RunningServer) -> None:
     sender, other = await join_many(shared_server.chat_url(fresh_room()), 2)
     await sender.ws.send("\x1b[2J\x07pay\u202eload\x00\u2066 ok\r\n\tnext\x85")
-    clean = f"{sender.name} :: [2Jpayload ok\n\tnext"
+    # On the wire the line break is followed by the continuation indent (docs/protocol.md).
+    clean = f"{sender.name} :: [2Jpayload ok\n  \tnext"
     assert await sender.recv() == clean
     assert await other.recv() == clean
+    assert protocol.parse_frame(clean).text == "[2Jpayload ok\n\tnext"
 
 
 @pytest.mark.parametrize("text", ["   ", "\n\t ", "\x1b\x07", "\u200e\u202e", ""])

@@ -10,93 +10,20 @@ import socket
 import subprocess
 import sys
 import threading
-import urllib.request
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 from websockets.sync.client import connect
 
 from tests.redis_servers import requires_redis, start_redis
+from tests.server.clirunner import BIN, Cli, alive, chat_server_processes
 from tests.servers import RunningServer, free_port, wait_until
 
-BIN = Path(sys.executable).parent
-NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-class Cli:
-    """Runs the real command line with its own state directory and a port of its own."""
-
-    def __init__(self, state_dir: Path, port: int) -> None:
-        self.state_dir = state_dir
-        self.port = port
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_SERVER_")}
-        self.env["CHAT_SERVER_STATE_DIR"] = str(state_dir)
-
-    def __call__(
-        self, *args: str, script: bool = False, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        program = [str(BIN / "chat-server")] if script else [sys.executable, "-m", "chat_server"]
-        return subprocess.run(
-            [*program, *args],
-            env={**self.env, **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    def on_port(self, command: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return self(command, "--port", str(self.port), *args)
-
-    @property
-    def pid_file(self) -> Path:
-        return self.state_dir / f"server-{self.port}.pid"
-
-    @property
-    def log_file(self) -> Path:
-        return self.state_dir / f"server-{self.port}.log"
-
-    def pid(self) -> int:
-        return int(json.loads(self.pid_file.read_text())["pid"])
-
-    def health(self) -> dict[str, Any] | None:
-        """``/health`` of whatever listens on our port, or None if nothing answers."""
-        url = f"http://127.0.0.1:{self.port}/health"
-        try:
-            with NO_PROXY.open(url, timeout=5) as response:
-                return json.load(response)
-        except OSError:
-            return None
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def chat_server_processes(port: int) -> list[psutil.Process]:
-    """Live processes whose command line runs a chat server on ``port``."""
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        argv = process.info["cmdline"] or []
-        if "chat_server" in argv and str(port) in argv and alive(process.pid):
-            found.append(process)
-    return found
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Iterator[Cli]:
-    runner = Cli(tmp_path / "state", free_port())
-    yield runner
-    # Never leave a background server behind, whatever the test did.
-    for process in chat_server_processes(runner.port):
-        process.kill()
+pytestmark = pytest.mark.memory_only
 
 
 def test_console_script_is_installed() -> None:
@@ -213,9 +140,14 @@ def test_start_recognises_a_chat_server_it_did_not_start(
     assert status.returncode == 0
     assert "0 rooms, 0 connections" in status.stdout
 
-    stopped = cli.on_port("stop")
-    assert stopped.returncode == 1
-    assert "not stopping it" in stopped.stdout
+    with connect(server.chat_url("kept")) as ws:
+        name = str(ws.recv(timeout=5)).removesuffix(" joined the chat")
+        stopped = cli.on_port("stop")
+        assert stopped.returncode == 1
+        assert "not stopping it" in stopped.stdout
+        # Its clients never noticed: still connected, still chatting.
+        ws.send("still here")
+        assert ws.recv(timeout=5) == f"{name} :: still here"
     assert server.health() is not None
 
 
@@ -261,7 +193,21 @@ def test_stale_pid_files_are_cleaned_up(cli: Cli) -> None:
     cli.pid_file.write_text(json.dumps({**record, "pid": gone.pid}))
     status = cli.on_port("status")
     assert status.returncode == 3
-    assert "stale pid file" in status.stdout and not cli.pid_file.exists()
+    assert f"stale pid file {cli.pid_file} (process {gone.pid} no longer exists)" in status.stdout
+    assert "not running" in status.stdout and not cli.pid_file.exists()
+
+    # Exited but not reaped yet (a zombie, as a killed server is until its parent waits): gone.
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        wait_until(
+            lambda: psutil.Process(zombie.pid).status() == psutil.STATUS_ZOMBIE, what="a zombie"
+        )
+        cli.pid_file.write_text(json.dumps({**record, "pid": zombie.pid}))
+        status = cli.on_port("status")
+        assert status.returncode == 3
+        assert f"(process {zombie.pid} no longer exists)" in status.stdout
+    finally:
+        zombie.wait()
 
     # A pid now used by an unrelated process: cleaned up, and that process is left alone.
     unrelated = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -269,13 +215,149 @@ def test_stale_pid_files_are_cleaned_up(cli: Cli) -> None:
         cli.pid_file.write_text(json.dumps({**record, "pid": unrelated.pid}))
         started = cli.on_port("start")
         assert started.returncode == 0, started.stderr
-        assert "stale pid file" in started.stdout
+        assert f"(pid {unrelated.pid} now belongs to another process: " in started.stdout
         assert cli.pid() != unrelated.pid
         assert cli.on_port("stop").returncode == 0
         assert unrelated.poll() is None
     finally:
         unrelated.kill()
         unrelated.wait()
+
+
+def test_a_killed_server_is_not_running(cli: Cli) -> None:
+    """After SIGKILL the pid file is stale: each command says the process is gone, and moves on."""
+    assert cli.on_port("start").returncode == 0
+    pid = cli.pid()
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not alive(pid), what="the killed server to go")
+
+    status = cli.on_port("status")
+    assert status.returncode == 3
+    assert status.stdout.splitlines() == [
+        f"removing stale pid file {cli.pid_file} (process {pid} no longer exists)",
+        f"chat-server is not running on port {cli.port}",
+    ]
+    assert not cli.pid_file.exists()
+
+    started = cli.on_port("start")
+    assert started.returncode == 0, started.stderr
+    assert "stale" not in started.stdout  # status already removed it
+    pid = cli.pid()
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not alive(pid), what="the killed server to go")
+    stopped = cli.on_port("stop")
+    assert stopped.returncode == 0
+    assert stopped.stdout.splitlines() == [
+        f"removing stale pid file {cli.pid_file} (process {pid} no longer exists)",
+        f"chat-server is not running on port {cli.port}",
+    ]
+
+
+def test_a_pid_reused_by_another_chat_server_is_not_ours(
+    cli: Cli, server_factory: Callable[..., RunningServer]
+) -> None:
+    """A pid file whose pid now belongs to another chat server (on another port) is stale too:
+    ``stop`` must not stop that one, and ``status`` must not report it as ours."""
+    assert cli.on_port("start").returncode == 0
+    pid = cli.pid()
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not alive(pid), what="the killed server to go")
+    record = json.loads(cli.pid_file.read_text())
+    other = server_factory()  # a chat server started later, as if it had been given that pid
+    reused = json.dumps({**record, "pid": other.process.pid})
+
+    cli.pid_file.write_text(reused)
+    stopped = cli.on_port("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"(pid {other.process.pid} now belongs to another process: " in stopped.stdout
+    assert f"chat-server is not running on port {cli.port}" in stopped.stdout
+    assert other.process.poll() is None and other.health() is not None
+
+    cli.pid_file.write_text(reused)
+    status = cli.on_port("status")
+    assert status.returncode == 3
+    assert f"(pid {other.process.pid} now belongs to another process: " in status.stdout
+    assert not cli.pid_file.exists()
+
+
+def test_status_4_and_start_1_when_the_server_does_not_answer(cli: Cli) -> None:
+    assert cli.on_port("start").returncode == 0
+    pid = cli.pid()
+    os.kill(pid, signal.SIGSTOP)  # alive, holds its port, answers nothing
+    try:
+        status = cli.on_port("status")
+        assert status.returncode == 4
+        url = f"http://127.0.0.1:{cli.port}"
+        assert f"chat-server (pid {pid}) is running but does not answer at {url}/health" in (
+            status.stdout
+        )
+        assert "stale" not in status.stdout and cli.pid_file.exists()
+
+        started = cli.on_port("start", "--wait", "1")
+        assert started.returncode == 1
+        assert f"already running on port {cli.port} (pid {pid}) but does not answer" in (
+            started.stdout
+        )
+        assert [p.pid for p in chat_server_processes(cli.port)] == [pid]  # none started
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    status = cli.on_port("status")
+    assert status.returncode == 0, status.stdout
+    assert cli.on_port("stop").returncode == 0
+
+
+HOLD_BEFORE_START = """
+import sys, time
+if sys.orig_argv[1:4] == ["-m", "chat_server", "run"]:
+    for i in range(1, 41):
+        print(f"slow start, line {i}", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_start_wait_times_out(cli: Cli, tmp_path: Path) -> None:
+    """A server that does not answer within ``--wait`` is stopped; start prints the log's end.
+
+    The child is held before it starts by a ``sitecustomize`` on its PYTHONPATH (a stand-in for
+    a server that is slow to come up, e.g. on a loaded machine), after writing 40 log lines.
+    """
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    (hold / "sitecustomize.py").write_text(HOLD_BEFORE_START)
+    path = os.pathsep.join(filter(None, [str(hold), cli.env.get("PYTHONPATH")]))
+    began = time.monotonic()
+    started = cli.on_port("start", "--wait", "2", env={"PYTHONPATH": path})
+    assert time.monotonic() - began >= 2
+    assert started.returncode == 1
+    url = f"http://127.0.0.1:{cli.port}"
+    lines = started.stderr.splitlines()
+    assert lines[0] == (
+        f"error: chat-server did not answer at {url}/health within 2 s and was stopped; "
+        f"last lines of {cli.log_file}:"
+    )
+    log = cli.log_file.read_text().splitlines()
+    assert log == [f"slow start, line {i}" for i in range(1, 41)]
+    assert lines[1:] == log[-30:]  # the end of the log, not all of it
+    assert chat_server_processes(cli.port) == []
+    assert not cli.pid_file.exists()
+    assert cli.on_port("status").returncode == 3
+
+
+def test_the_previous_run_log_is_kept_as_log_1(cli: Cli) -> None:
+    pids = []
+    for _ in range(3):
+        assert cli.on_port("start").returncode == 0
+        pids.append(cli.pid())
+        assert cli.on_port("stop").returncode == 0
+    log_1 = cli.log_file.with_suffix(".log.1")
+    assert f"Started server process [{pids[2]}]" in cli.log_file.read_text()
+    assert f"Started server process [{pids[1]}]" in log_1.read_text()
+    # One run back only: the first run's log is gone.
+    assert sorted(p.name for p in cli.state_dir.glob("*.log*")) == [
+        cli.log_file.name,
+        log_1.name,
+    ]
+    assert not any(str(pids[0]) in p.read_text() for p in (cli.log_file, log_1))
 
 
 def test_run_honours_chat_server_port(cli: Cli) -> None:

@@ -107,3 +107,41 @@ def test_sanitize_keeps_every_allowed_character_in_order(text: str) -> None:
 )
 def test_sanitize_examples(raw: str, clean: str | None) -> None:
     assert protocol.sanitize(raw) == clean
+
+
+# --- multi-line messages ----------------------------------------------------------------------
+
+
+@given(st.text())
+def test_line_encoding_has_an_exact_inverse(text: str) -> None:
+    assert protocol.decode_lines(protocol.encode_lines(text)) == text
+
+
+@given(names, st.text())
+def test_no_continuation_line_can_pass_for_a_frame(name: str, text: str) -> None:
+    clean = protocol.sanitize(text)
+    if clean is None:
+        return
+    frame = protocol.format_message(name, clean)
+    lines = frame.splitlines()  # every line break Python (and a terminal) knows
+    assert lines[0].startswith(name + protocol.SEPARATOR)
+    for line in lines[1:]:
+        assert line.startswith(protocol.CONTINUATION_INDENT)
+        assert protocol.parse_frame(line).kind is FrameKind.NOTICE
+    # What a client reads back is exactly what its sender's text became.
+    assert protocol.parse_frame(frame) == protocol.Frame(FrameKind.MESSAGE, clean, name)
+
+
+def test_multi_line_wire_format() -> None:
+    frame = protocol.format_message("user_abcdef12", "one\ntwo\n\n  three")
+    assert frame == "user_abcdef12 :: one\n  two\n  \n    three"
+    assert protocol.parse_frame(frame).text == "one\ntwo\n\n  three"
+    # A server without the indent: line breaks are kept as they are.
+    assert protocol.parse_frame("user_abcdef12 :: a\nb").text == "a\nb"
+
+
+@pytest.mark.parametrize(
+    "separator", ["\u2028", "\u2029", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\r"]
+)
+def test_line_separators_other_than_newline_are_stripped(separator: str) -> None:
+    assert protocol.sanitize(f"a{separator}b") == "ab"

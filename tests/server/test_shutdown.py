@@ -1,4 +1,5 @@
-"""SIGTERM / SIGINT: every client gets a close frame (1001 or 1012) within 5 s; exit code 0."""
+"""SIGTERM / SIGINT: as the README says, every client gets a close frame (1012) at once, a client
+that stopped reading is disconnected within about 2 s, and the process exits with status 0."""
 
 from __future__ import annotations
 
@@ -15,8 +16,13 @@ from chat_server import protocol
 from tests.server.wsclients import Member, join, join_many, raw_handshake
 from tests.servers import RunningServer
 
-SHUTDOWN_DEADLINE = 5.0
-GOING_AWAY_CODES = {1001, 1012}
+# CHAT_SERVER_CLOSE_GRACE's default: how long a peer that stopped reading is given.
+CLOSE_GRACE = 2.0
+# "At once", on a loaded 2-core machine: well under the grace.
+CLOSE_FRAME_DEADLINE = 1.5
+# "About 2 s": the grace, and the margin a busy machine needs to tear down and exit.
+SHUTDOWN_DEADLINE = CLOSE_GRACE + 1.5
+SERVICE_RESTART = 1012  # docs/protocol.md: "server shutting down: closed with 1012"
 SIGNALS = [pytest.param(signal.SIGTERM, id="SIGTERM"), pytest.param(signal.SIGINT, id="SIGINT")]
 
 
@@ -54,8 +60,8 @@ async def test_signal_closes_every_client_and_exits_0(
     code, exited_after = await exit_code_after(server, sent)
 
     for close_code, after in results:
-        assert close_code in GOING_AWAY_CODES, results
-        assert after < SHUTDOWN_DEADLINE, results
+        assert close_code == SERVICE_RESTART, results
+        assert after < CLOSE_FRAME_DEADLINE, results
     assert code == 0, server.log()
     assert exited_after < SHUTDOWN_DEADLINE, exited_after
     assert "Traceback" not in server.log()
@@ -106,7 +112,7 @@ async def test_signal_with_a_client_that_stopped_reading(
         stalled.close()
 
     for close_code, after in results:
-        assert close_code in GOING_AWAY_CODES, results
-        assert after < SHUTDOWN_DEADLINE, results
+        assert close_code == SERVICE_RESTART, results
+        assert after < CLOSE_FRAME_DEADLINE, results  # the stalled peer holds up no one
     assert code == 0, server.log()
     assert exited_after < SHUTDOWN_DEADLINE, (exited_after, server.log())

@@ -10,11 +10,31 @@ import psutil
 import pytest
 
 from chat_server import protocol
+from tests.server.hostile import server_frames
 from tests.server.wsclients import join_many, raw_handshake
 from tests.servers import RunningServer, wait_until
 
 MESSAGES = 1500
 PAYLOAD = "p" * 4000  # ~6 MB in all: far past kernel buffers plus the 1 MiB send buffer
+# The sender stays at most this many messages (~256 KB) ahead of the healthy members it
+# shares this test process with: unthrottled, it outpaces their reading on a loaded machine
+# and makes them slow consumers too, which is the server right and the test wrong.
+WINDOW = 64
+
+
+class Window:
+    def __init__(self, readers: int) -> None:
+        self.read = [0] * readers
+        self._changed = asyncio.Event()
+
+    def advance(self, reader: int) -> None:
+        self.read[reader] += 1
+        self._changed.set()
+
+    async def wait(self, sent: int) -> None:
+        while sent - min(self.read) >= WINDOW:
+            self._changed.clear()
+            await self._changed.wait()
 
 
 @pytest.mark.parametrize("plain_uvicorn", [False, True], ids=["chat-server", "plain-uvicorn"])
@@ -34,8 +54,11 @@ async def test_stalled_member_is_evicted_and_others_get_everything_promptly(
     left = f"{stalled_name} left the chat"
     expected = [f"{alice.name} :: {i} {PAYLOAD}" for i in range(MESSAGES)]
 
+    window = Window(2)
+
     async def send_all() -> None:
         for i in range(MESSAGES):
+            await window.wait(i)
             await alice.ws.send(f"{i} {PAYLOAD}")
 
     async def receive_all(member_index: int) -> tuple[list[str], bool]:
@@ -48,6 +71,7 @@ async def test_stalled_member_is_evicted_and_others_get_everything_promptly(
                 saw_leave = True
             else:
                 chat.append(frame)
+                window.advance(member_index)
         return chat, saw_leave
 
     started = time.monotonic()
@@ -84,11 +108,26 @@ async def test_slow_member_finds_close_1008_slow_consumer_after_its_backlog(
     slow_name = protocol.parse_frame(await alice.recv()).name
     left = f"{slow_name} left the chat"
 
+    window = Window(1)
+
     async def send_all() -> None:
         for i in range(MESSAGES):
+            await window.wait(i)
             await alice.ws.send(f"{i} {PAYLOAD}")
 
-    _, seen = await asyncio.gather(send_all(), alice.recv_until(lambda f: f == left, timeout=20))
+    async def receive_all() -> list[str]:
+        seen: list[str] = []
+        chat = 0
+        async with asyncio.timeout(30):
+            while chat < MESSAGES or left not in seen:
+                frame = await alice.recv(timeout=10)
+                seen.append(frame)
+                if frame != left:
+                    chat += 1
+                    window.advance(0)
+        return seen
+
+    _, seen = await asyncio.gather(send_all(), receive_all())
     assert left in seen
     # The slow peer now catches up: its backlog, then the close frame with the reason.
     slow.settimeout(5)
@@ -103,22 +142,3 @@ async def test_slow_member_finds_close_1008_slow_consumer_after_its_backlog(
     assert texts[1:] == [f"{alice.name} :: {i} {PAYLOAD}" for i in range(len(texts) - 1)]
     slow.close()
     await alice.close()
-
-
-def server_frames(data: bytes) -> list[tuple[int, bytes]]:
-    """Split unmasked server-to-client WebSocket frames (RFC 6455 section 5.2)."""
-    frames = []
-    at = 0
-    while at < len(data):
-        opcode = data[at] & 0x0F
-        length = data[at + 1] & 0x7F
-        at += 2
-        if length == 126:
-            length = int.from_bytes(data[at : at + 2], "big")
-            at += 2
-        elif length == 127:
-            length = int.from_bytes(data[at : at + 8], "big")
-            at += 8
-        frames.append((opcode, data[at : at + length]))
-        at += length
-    return frames

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from rich.segment import Segment
 from textual.pilot import Pilot
 from textual.widget import Widget
 
@@ -55,12 +56,33 @@ async def until(
 # --- reading the screen ---------------------------------------------------------------------
 
 
-def screen_lines(app: ChatApp) -> list[str]:
-    """The whole screen as text rows, as the terminal would show it."""
+def screen_lines(app: Any) -> list[str]:
+    """The whole screen as text rows, as the terminal would show it.
+
+    The compositor's output: every widget's rows as Textual's caches hold them, which is what
+    reaches the terminal (``render_line`` called by hand would bypass those caches).
+    """
     return [strip.text for strip in app.screen._compositor.render_strips()]
 
 
-def widget_lines(app: ChatApp, widget: Widget, *, content: bool = False) -> list[str]:
+def screen_segments(app: Any, widget: Widget, row: int) -> list[Segment]:
+    """The segments of ``row`` of ``widget``'s content region, cut to its columns."""
+    region = widget.scrollable_content_region
+    strip = app.screen._compositor.render_strips()[region.y + row]
+    return list(strip.crop(region.x, region.right))
+
+
+def style_at(app: Any, widget: Widget, row: int, text: str) -> Any:
+    """The style of the cells showing ``text`` on ``row`` of ``widget``, as composed."""
+    column = 0
+    for segment in screen_segments(app, widget, row):
+        if text in segment.text:
+            return segment.style
+        column += len(segment.text)
+    raise AssertionError(f"{text!r} not in one segment of row {row}")
+
+
+def widget_lines(app: Any, widget: Widget, *, content: bool = False) -> list[str]:
     """The rows of the screen covered by ``widget``, cut to its columns.
 
     ``content``: only its content region (no border, padding or scrollbars).
@@ -96,6 +118,13 @@ def status_line(app: ChatApp) -> str:
     return widget_lines(app, app.query_one("#status"))[0].strip()
 
 
+def members_lines(app: ChatApp) -> list[str]:
+    panel = app.query_one("#members")
+    if not panel.display or panel.region.width == 0:
+        return []
+    return [line.strip() for line in widget_lines(app, panel, content=True) if line.strip()]
+
+
 def unseen_line(app: ChatApp) -> str:
     widget = app.query_one("#unseen")
     if not widget.display or widget.region.height == 0:
@@ -125,6 +154,19 @@ async def joined(pilot: Pilot[Any], app: ChatApp, room: str, timeout: float = TI
 
 async def type_text(pilot: Pilot[Any], text: str) -> None:
     await pilot.press(*text)
+
+
+def terminal_keys(app: Any, data: str) -> None:
+    """Post what a terminal sends in one read (``data``), parsed as Textual's driver does.
+
+    Pilot's ``press`` hands over one key at a time and waits in between; a terminal delivers
+    a burst (fast typing, ``tmux send-keys``, a paste without bracketed paste) in one read.
+    """
+    from textual._xterm_parser import XTermParser
+
+    parser = XTermParser()
+    for token in [*parser.feed(data), *parser.feed("")]:
+        app.post_message(token)
 
 
 async def send(pilot: Pilot[Any], text: str) -> None:

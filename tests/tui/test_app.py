@@ -58,9 +58,12 @@ async def test_text_from_the_network_is_shown_literally(shared_server: RunningSe
             await peer.ws.send("[bold red]x[/] [@click=app.quit]y[/] \x1b[31mred\x1b[0m")
             # The server strips ESC itself; what is left must still not be interpreted.
             await until(pilot, lambda: in_log(app, "[bold red]x[/] [@click=app.quit]y[/]"), "text")
-            line = next(line for line in log_lines(app) if "[bold red]" in line)
-            assert line.endswith("[bold red]x[/] [@click=app.quit]y[/] [31mred[0m")
-            await pilot.click("#log", offset=(30, 2))  # a click on it must not run app.quit
+            lines = log_lines(app)
+            row = next(i for i, line in enumerate(lines) if "[bold red]" in line)
+            assert lines[row].endswith("[bold red]x[/] [@click=app.quit]y[/] [31mred[0m")
+            # A click right on the text that looks like an action must not run app.quit.
+            column = lines[row].index("[@click=app.quit]y") + len("[@click=")
+            await pilot.click("#log", offset=(column, row))
             await pilot.pause()
             assert app.is_running
         finally:
@@ -181,11 +184,21 @@ async def test_a_flood_in_another_room_is_counted_and_kept_in_order(
             kept = [e.text for e in app.rooms[there].scrollback if e.sender == peer.name]
             assert kept == texts
 
+            # Entering the room: the "new messages" divider above the first unread one, at
+            # the top of the view, and the rest counted below.
             await pilot.press("alt+2")
             assert sidebar_line(app, there).endswith(there)
-            shown = [line for line in log_lines(app) if line.startswith(f"12:34 {peer.name} ")]
+            await until(pilot, lambda: "new messages" in log_text(app), "the divider")
+            lines = log_lines(app)
+            divider = next(i for i, line in enumerate(lines) if "new messages" in line)
+            assert divider <= 1
+            shown = [line for line in lines if line.startswith(f"12:34 {peer.name} ")]
             assert len(shown) > 10
-            assert shown == [f"12:34 {peer.name} {t}" for t in texts[-len(shown) :]]
+            assert shown == [f"12:34 {peer.name} {t}" for t in texts[: len(shown)]]
+            assert "new messages (end or escape" in unseen_line(app)
+            await pilot.press("end")
+            await until(pilot, lambda: in_log(app, texts[-1]), "the newest")
+            assert unseen_line(app) == ""
         finally:
             await peer.close()
 
@@ -219,10 +232,13 @@ async def test_unreachable_server_is_shown_and_retried() -> None:
     app = make_app(f"ws://127.0.0.1:{port}", room)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: in_log(app, "cannot connect: server unreachable"), "offline")
-        assert "offline: server unreachable" in status_line(app)
-        assert sidebar_line(app, room).startswith(f"1 ○ {room}")
+        assert "offline, retrying in " in status_line(app)
+        # Everything, as a wide terminal shows it; at 100 columns the server URL gives way.
+        assert "offline, retrying in " in app.status_text()
+        assert "│ server unreachable (nothing answers at" in app.status_text()
+        assert sidebar_line(app, room).startswith(f"1 ○ {room} ↻")  # the countdown
         await send(pilot, "typed while offline")
-        assert in_log(app, "(pending) typed while offline")
+        await until(pilot, lambda: in_log(app, "(pending) typed while offline"), "pending")
 
         server = await asyncio.to_thread(start_server, port, rate_limit=0)
         try:
@@ -253,6 +269,7 @@ async def test_reconnect_delivers_pending_messages_in_order(server_factory) -> N
             typed = [f"pending {n}" for n in range(3)]
             for text in typed:
                 await send(pilot, text)
+            await until(pilot, lambda: in_log(app, f"(pending) {typed[-1]}"), "the pending ones")
             for text in typed:
                 assert in_log(app, f"(pending) {text}")
 
@@ -344,23 +361,49 @@ def _wait_for_log(server: RunningServer, text: str) -> None:
     wait_until(lambda: text in server.log(), timeout=10, what=text)
 
 
-async def test_autostart_starts_a_local_server() -> None:
+async def test_autostart_starts_a_local_server_and_again_when_it_dies(
+    tmp_path, monkeypatch
+) -> None:
     import subprocess
     import sys
 
+    # `chat-server start` keeps its pid and log files here, not in the user's state directory.
+    monkeypatch.setenv("CHAT_SERVER_STATE_DIR", str(tmp_path))
     port = free_port()
     room = room_name()
     app = make_app(f"ws://127.0.0.1:{port}", room, autostart=True)
+
+    def stop() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "chat_server", "stop", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
     try:
         async with app.run_test(size=SIZE) as pilot:
             name = await joined(pilot, app, room, timeout=40)
             assert in_log(app, f"no chat server answers at ws://127.0.0.1:{port}; starting one")
             assert in_log(app, f"started a local chat server on port {port}")
             assert in_log(app, f"joined {room} as {name}")
+            assert (tmp_path / f"server-{port}.pid").exists()
+
+            # The server we started dies: the next time nothing answers, it is started again.
+            assert (await asyncio.to_thread(stop)).returncode == 0
+            again = f"the chat server at ws://127.0.0.1:{port} is gone; starting it again"
+
+            def said() -> list[str]:
+                return [entry.text for entry in app.rooms[room].scrollback]
+
+            await until(pilot, lambda: again in said(), "the restart", timeout=40)
+            await until(
+                pilot,
+                lambda: app.rooms[room].name not in (None, name) and in_log(app, "reconnected"),
+                "rejoining the restarted server",
+                timeout=40,
+            )
+            started = f"started a local chat server on port {port}"
+            assert sum(text.startswith(started) for text in said()) == 2
     finally:
-        await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "chat_server", "stop", "--port", str(port)],
-            capture_output=True,
-            timeout=30,
-        )
+        await asyncio.to_thread(stop)

@@ -83,8 +83,9 @@ async def test_autostart_starts_a_server_that_answers(port: int, state_dir: Path
     url = f"ws://127.0.0.1:{port}"
     assert await server_reachable(url) is False
 
-    message = await asyncio.to_thread(start_local_server, url)
-    assert message.startswith(f"started a local chat server on port {port}")
+    result = await asyncio.to_thread(start_local_server, url)
+    assert result.started and not result.failed
+    assert result.message.startswith(f"started a local chat server on port {port}")
     assert await server_reachable(url) is True
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
         assert json.load(response)["status"] == "ok"
@@ -97,7 +98,8 @@ async def test_autostart_starts_a_server_that_answers(port: int, state_dir: Path
         assert join.kind is protocol.FrameKind.JOIN
 
     again = await asyncio.to_thread(start_local_server, url)
-    assert again == f"a local server is already running on port {port}"
+    assert again.message == f"a local server is already running on port {port}"
+    assert not again.started and not again.failed
 
     stopped = subprocess.run(
         [sys.executable, "-m", "chat_server", "stop", "--port", str(port)],
@@ -111,8 +113,8 @@ async def test_autostart_starts_a_server_that_answers(port: int, state_dir: Path
 
 
 async def test_localhost_is_started_on_ipv4_loopback(port: int) -> None:
-    message = await asyncio.to_thread(start_local_server, f"ws://localhost:{port}")
-    assert message.startswith("started")
+    result = await asyncio.to_thread(start_local_server, f"ws://localhost:{port}")
+    assert result.started
     assert await server_reachable(f"ws://127.0.0.1:{port}") is True
 
 
@@ -120,13 +122,15 @@ async def test_a_port_taken_by_something_else_is_reported(port: int, state_dir: 
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port))
         squatter.listen()
-        message = await asyncio.to_thread(start_local_server, f"ws://127.0.0.1:{port}")
-    assert message.startswith(f"could not start a local server on port {port}")
-    assert f"port {port} is in use" in message
+        result = await asyncio.to_thread(start_local_server, f"ws://127.0.0.1:{port}")
+    assert result.failed and not result.started
+    assert result.message.startswith(f"could not start a local server on port {port}")
+    assert f"port {port} is in use" in result.message
     assert not (state_dir / f"server-{port}.pid").exists()
 
 
 def test_a_remote_server_is_never_started(state_dir: Path) -> None:
-    message = start_local_server("ws://192.0.2.10:8000")
-    assert "only a local (loopback) server is started" in message
+    result = start_local_server("ws://192.0.2.10:8000")
+    assert result.failed
+    assert "only a local (loopback) server is started" in result.message
     assert list(state_dir.iterdir()) == []  # `chat-server start` never ran

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from textual.message import Message
 from websockets.asyncio.server import ServerConnection, serve
 
 from chat_server import protocol
-from chat_server.protocol import FrameKind
-from chat_tui.connection import ConnectionState, Echo, Refused, RoomConnection
+from chat_server.protocol import Frame, FrameKind
+from chat_tui.connection import (
+    WAKE_AT,
+    ConnectionState,
+    Echo,
+    Event,
+    NameAssigned,
+    Refused,
+    RoomConnection,
+    StateChanged,
+    backoff_ceiling,
+)
 from chat_tui.scrollback import SendState
 from tests.servers import RunningServer, free_port, start_server
 
@@ -22,49 +32,53 @@ BASE = 0.05
 CAP = 0.5
 TIMEOUT = 15.0
 
-Frames = RoomConnection.FrameReceived
-
 
 class Recorder:
-    """The ``post`` callable: records every message and wakes whoever waits for one.
-
-    ``posted`` is what the connection posted; ``messages`` the same with every batch
-    (FramesReceived) spelled out as the FrameReceived and SendStateChanged messages it stands
-    for, in order.
-    """
+    """The app's part: woken by the connection, it takes the queue a moment later (as the app
+    does when it gets round to the wake-up message) and keeps every event, in order."""
 
     def __init__(self) -> None:
-        self.posted: list[Message] = []
-        self.messages: list[Message] = []
+        self.connection: RoomConnection | None = None
+        self.events: list[Event] = []
+        self.wakes = 0
+        self.takes: list[int] = []  # events per take
         self._changed = asyncio.Event()
 
-    def __call__(self, message: Message) -> None:
-        self.posted.append(message)
-        if isinstance(message, RoomConnection.FramesReceived):
-            assert message.items, "an empty batch"
-            self.messages += expand(message)
-        else:
-            self.messages.append(message)
-        self._changed.set()
+    def wake(self) -> None:
+        self.wakes += 1
+        asyncio.get_running_loop().call_soon(self._take)
 
-    def batches(self) -> list[RoomConnection.FramesReceived]:
-        return [m for m in self.posted if isinstance(m, RoomConnection.FramesReceived)]
+    def _take(self) -> None:
+        assert self.connection is not None
+        taken = self.connection.take()
+        if taken:
+            self.takes.append(len(taken))
+            self.events += taken
+            self._changed.set()
 
     def of(self, kind: type[Any]) -> list[Any]:
-        return [m for m in self.messages if isinstance(m, kind)]
+        return [e for e in self.events if isinstance(e, kind)]
 
     def states(self) -> list[ConnectionState]:
-        return [m.state for m in self.of(RoomConnection.StateChanged)]
+        return [e.state for e in self.of(StateChanged)]
 
     def names(self) -> list[str]:
-        return [m.name for m in self.of(RoomConnection.NameAssigned)]
+        return [e.name for e in self.of(NameAssigned)]
 
-    def send_states(self) -> dict[int, SendState]:
-        """The latest state of each local id."""
-        return {m.local_id: m.state for m in self.of(RoomConnection.SendStateChanged)}
+    def send_states(self) -> dict[str, SendState]:
+        """What became of each message: sent (echoed) or refused."""
+        outcome: dict[str, SendState] = {}
+        for e in self.events:
+            if isinstance(e, Echo):
+                outcome[e.send_id] = SendState.SENT
+            elif isinstance(e, Refused):
+                outcome[e.send_id] = SendState.REFUSED
+        return outcome
 
-    def frames(self, kind: FrameKind | None = None) -> list[protocol.Frame]:
-        return [m.frame for m in self.of(Frames) if kind is None or m.frame.kind is kind]
+    def frames(self, kind: FrameKind | None = None) -> list[Frame]:
+        """Every frame received, echoes included, in order."""
+        frames = [e.frame if isinstance(e, Echo) else e for e in self.events]
+        return [f for f in frames if isinstance(f, Frame) and (kind is None or f.kind is kind)]
 
     async def wait_for(
         self, predicate: Callable[[], Any], what: str, timeout: float = TIMEOUT
@@ -81,21 +95,15 @@ class Recorder:
         return result
 
     def describe(self) -> str:
-        return "\n".join(f"{type(m).__name__} {vars(m)}" for m in self.messages)
+        return "\n".join(repr(e) for e in self.events)
 
 
-def expand(batch: RoomConnection.FramesReceived) -> list[Message]:
-    room = batch.room
-    messages: list[Message] = []
-    for item in batch.items:
-        if isinstance(item, Echo):
-            messages.append(Frames(room, item.frame, item.local_id))
-            messages.append(RoomConnection.SendStateChanged(room, item.local_id, SendState.SENT))
-        elif isinstance(item, Refused):
-            messages.append(RoomConnection.SendStateChanged(room, item.local_id, SendState.REFUSED))
-        else:
-            messages.append(Frames(room, item, None))
-    return messages
+def connection(url: str, room: str, rec: Recorder, **options: Any) -> RoomConnection:
+    options.setdefault("backoff_base", BASE)
+    options.setdefault("backoff_cap", CAP)
+    conn = RoomConnection(url, room, rec.wake, **options)
+    rec.connection = conn
+    return conn
 
 
 async def poll(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
@@ -110,10 +118,10 @@ async def poll(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT
 
 @contextlib.asynccontextmanager
 async def running(
-    url: str, room: str
+    url: str, room: str, **options: Any
 ) -> AsyncIterator[tuple[RoomConnection, Recorder, asyncio.Task[None]]]:
     recorder = Recorder()
-    conn = RoomConnection(url, room, recorder, backoff_base=BASE, backoff_cap=CAP)
+    conn = connection(url, room, recorder, **options)
     task = asyncio.create_task(conn.run())
     try:
         yield conn, recorder, task
@@ -136,8 +144,8 @@ async def test_learns_name_and_echoes_mark_messages_sent(shared_server: RunningS
     async with running(shared_server.ws_url, "conn-echo") as (conn, rec, _):
         name = await rec.wait_for(lambda: conn.name, "own name")
         assert protocol.is_valid_name(name)
-        assert rec.names() == [name]
-        assert members(shared_server, "conn-echo") == [name]
+        await rec.wait_for(lambda: rec.names() == [name], "our name, in the queue")
+        await poll(lambda: members(shared_server, "conn-echo") == [name], "the server's list")
 
         texts = ["first", "second\nwith two lines", "bell\x07 stripped", "[bold]literal[/]"]
         ids = [conn.send(text) for text in texts]
@@ -145,8 +153,9 @@ async def test_learns_name_and_echoes_mark_messages_sent(shared_server: RunningS
             lambda: [rec.send_states().get(i) for i in ids] == [SendState.SENT] * 4,
             "all four SENT",
         )
-        echoes = [m for m in rec.of(Frames) if m.local_id is not None]
-        assert [m.local_id for m in echoes] == ids
+        echoes = rec.of(Echo)
+        assert [e.send_id for e in echoes] == ids
+        assert len(set(ids)) == 4 and all(isinstance(i, str) and len(i) <= 64 for i in ids)
         assert [(m.frame.name, m.frame.text) for m in echoes] == [
             (name, "first"),
             (name, "second\nwith two lines"),
@@ -183,9 +192,10 @@ async def test_too_long_message_is_refused(server_factory: Callable[..., Running
             long: SendState.REFUSED,
             after: SendState.SENT,
         }
-        errors = [m for m in rec.of(Frames) if m.frame.kind is FrameKind.ERROR]
-        assert len(errors) == 1 and "too long" in errors[0].frame.text
-        assert errors[0].local_id is None
+        errors = rec.frames(FrameKind.ERROR)
+        assert len(errors) == 1 and "too long" in errors[0].text
+        # The refusal comes right before the notice that caused it.
+        assert rec.events.index(Refused(long)) == rec.events.index(errors[0]) - 1
         assert [f.text for f in rec.frames(FrameKind.MESSAGE)] == ["short", "after"]
 
 
@@ -232,10 +242,11 @@ async def test_messages_sent_offline_are_delivered_after_restart_in_order(
 
             server.stop()
             offline = await rec.wait_for(
-                lambda: [m for m in rec.of(RoomConnection.StateChanged) if m.state == "offline"],
+                lambda: [m for m in rec.of(StateChanged) if m.state == "offline"],
                 "OFFLINE",
             )
-            assert "1012" in offline[0].detail or "1001" in offline[0].detail
+            # docs/protocol.md: a server shutting down closes with 1012.
+            assert "1012 server restarting" in offline[0].detail
             assert offline[0].retry_in is not None and 0 <= offline[0].retry_in <= CAP
 
             ids = [conn.send(f"offline {i}") for i in range(10)]
@@ -249,7 +260,7 @@ async def test_messages_sent_offline_are_delivered_after_restart_in_order(
             )
             second_name = rec.names()[-1]
             assert rec.names() == [first_name, second_name]
-            echoes = [(m.frame.name, m.frame.text) for m in rec.of(Frames) if m.local_id in ids]
+            echoes = [(e.frame.name, e.frame.text) for e in rec.of(Echo) if e.send_id in ids]
             assert echoes == [(second_name, f"offline {i}") for i in range(10)]
             assert conn.pending == 0
             assert conn.state is ConnectionState.CONNECTED
@@ -264,7 +275,7 @@ async def test_unreachable_server_at_start_is_retried() -> None:
     try:
         async with running(f"ws://127.0.0.1:{port}", "conn-late") as (conn, rec, _):
             await rec.wait_for(lambda: rec.states().count(ConnectionState.OFFLINE) >= 2, "retries")
-            offline = rec.of(RoomConnection.StateChanged)[1]
+            offline = rec.of(StateChanged)[1]
             assert offline.state is ConnectionState.OFFLINE
             assert "unreachable" in offline.detail
             queued = conn.send("typed before the server existed")
@@ -280,11 +291,12 @@ async def test_unreachable_server_at_start_is_retried() -> None:
 async def test_invalid_room_fails_and_is_not_retried(shared_server: RunningServer) -> None:
     room = "x" * 65
     rec = Recorder()
-    conn = RoomConnection(shared_server.ws_url, room, rec, backoff_base=BASE, backoff_cap=CAP)
+    conn = connection(shared_server.ws_url, room, rec)
     # run() gives up by itself: it returns instead of retrying.
     await asyncio.wait_for(conn.run(), TIMEOUT)
+    await rec.wait_for(lambda: "failed" in rec.states(), "the refusal")
     assert rec.states() == [ConnectionState.CONNECTING, ConnectionState.CONNECTED, "failed"]
-    failed = rec.of(RoomConnection.StateChanged)[-1]
+    failed = rec.of(StateChanged)[-1]
     assert "1008" in failed.detail and protocol.ROOM_RULE in failed.detail
     assert failed.retry_in is None
     assert conn.state is ConnectionState.FAILED
@@ -294,12 +306,12 @@ async def test_invalid_room_fails_and_is_not_retried(shared_server: RunningServe
 
 async def test_close_sends_1000_and_leaves_the_room(shared_server: RunningServer) -> None:
     rec = Recorder()
-    conn = RoomConnection(shared_server.ws_url, "conn-close", rec)
+    conn = connection(shared_server.ws_url, "conn-close", rec)
     task = asyncio.create_task(conn.run())
     name = await rec.wait_for(lambda: conn.name, "own name")
     await conn.close()
     await asyncio.wait_for(task, TIMEOUT)
-    assert rec.states()[-1] is ConnectionState.CLOSED
+    await rec.wait_for(lambda: rec.states()[-1] is ConnectionState.CLOSED, "closed")
     await poll(
         lambda: f"left room=conn-close name={name} code=1000" in shared_server.log(),
         "a 1000 close in the server log",
@@ -312,7 +324,7 @@ async def test_cancelling_run_closes_with_1000_and_leaves_no_tasks(
 ) -> None:
     before = asyncio.all_tasks()
     rec = Recorder()
-    conn = RoomConnection(shared_server.ws_url, "conn-cancel", rec)
+    conn = connection(shared_server.ws_url, "conn-cancel", rec)
     task = asyncio.create_task(conn.run())
     name = await rec.wait_for(lambda: conn.name, "own name")
     conn.send("still pending, maybe")
@@ -426,7 +438,7 @@ async def test_slow_consumer_close_waits_long_before_retrying() -> None:
 
     async with scripted(handler) as (url, connected), running(url, "slow") as (conn, rec, _):
         await rec.wait_for(lambda: conn.name == "user_abcdef02", "reconnected")
-        failed = [m for m in rec.of(RoomConnection.StateChanged) if m.state == "failed"]
+        failed = [m for m in rec.of(StateChanged) if m.state == "failed"]
         assert len(failed) == 1
         assert "slow consumer" in failed[0].detail and failed[0].retry_in == CAP
         assert connected[1] - connected[0] >= CAP * 0.9
@@ -443,7 +455,7 @@ async def test_going_away_is_a_loss_and_backs_off() -> None:
 
     async with scripted(handler) as (url, connected), running(url, "away") as (conn, rec, _):
         await rec.wait_for(lambda: conn.name == "user_abcdef99", "connected at last")
-        offline = [m for m in rec.of(RoomConnection.StateChanged) if m.state == "offline"]
+        offline = [m for m in rec.of(StateChanged) if m.state == "offline"]
         assert len(offline) == 3
         assert all("1001" in m.detail and 0 <= m.retry_in <= CAP for m in offline)
         assert len(connected) == 4
@@ -473,7 +485,7 @@ async def test_a_burst_arrives_batched_in_order_with_send_states() -> None:
         a, drop, b = conn.send("a"), conn.send("drop"), conn.send("b")
         await rec.wait_for(lambda: ConnectionState.OFFLINE in rec.states(), "the drop")
 
-        frames = [m.frame.text for m in rec.of(Frames)]
+        frames = [f.text for f in rec.frames()]
         assert frames[1:] == [
             *others[:100],
             "a",
@@ -482,34 +494,187 @@ async def test_a_burst_arrives_batched_in_order_with_send_states() -> None:
             *others[299:],
             "a notice at the end",
         ]
-        # Between our join notice and the close: a handful of batches, not a message a frame.
-        assert 1 <= len(rec.batches()) <= 50, len(rec.batches())
+        # Between our join notice and the close: one wake-up per take, a handful of takes,
+        # not one per frame.
+        assert rec.wakes == len(rec.takes) <= 50, rec.takes
+        assert sum(rec.takes) == len(rec.events)
 
-        # Each outcome right where it happened: SENT after its echo, REFUSED before the echo
-        # that overtook it.
-        def position(local_id: int, state: SendState) -> int:
-            return next(
-                i
-                for i, m in enumerate(rec.messages)
-                if isinstance(m, RoomConnection.SendStateChanged)
-                and (m.local_id, m.state) == (local_id, state)
-            )
-
-        def echo_position(local_id: int) -> int:
-            return next(
-                i
-                for i, m in enumerate(rec.messages)
-                if isinstance(m, Frames) and m.local_id == local_id
-            )
-
-        assert position(a, SendState.SENT) == echo_position(a) + 1
-        assert position(drop, SendState.REFUSED) == echo_position(b) - 1
-        assert position(b, SendState.SENT) == echo_position(b) + 1
+        # Each outcome right where it happened: the echo says sent, and a refusal comes just
+        # before the echo that overtook it.
+        events = rec.events
+        echo_a = next(i for i, e in enumerate(events) if isinstance(e, Echo) and e.send_id == a)
+        echo_b = next(i for i, e in enumerate(events) if isinstance(e, Echo) and e.send_id == b)
+        assert events[echo_b - 1] == Refused(drop)
+        assert echo_a < echo_b
         assert rec.send_states() == {a: SendState.SENT, drop: SendState.REFUSED, b: SendState.SENT}
         # The loss is reported after every frame that came before it.
         offline = next(
             i
-            for i, m in enumerate(rec.posted)
-            if isinstance(m, RoomConnection.StateChanged) and m.state is ConnectionState.OFFLINE
+            for i, e in enumerate(events)
+            if isinstance(e, StateChanged) and e.state is ConnectionState.OFFLINE
         )
-        assert offline > max(rec.posted.index(batch) for batch in rec.batches())
+        assert offline > max(i for i, e in enumerate(events) if isinstance(e, Frame | Echo))
+
+
+# --- the queue, backoff, close codes -----------------------------------------------------------
+
+
+class MaxRandom(random.Random):
+    """Full jitter at its ceiling: every wait is the longest the backoff allows."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+async def test_one_wake_up_until_the_queue_is_taken() -> None:
+    """However much arrives, the consumer is woken once, when arrivals pause (counted in turns
+    of the event loop, not by a clock), and again only after it has taken the queue."""
+    wakes: list[int] = []
+    conn = RoomConnection("ws://127.0.0.1:1", "q", lambda: wakes.append(len(conn.events)))
+    ids = [conn.send("") for _ in range(5)]  # each refused at once: an event each
+    assert wakes == []  # not while they keep coming
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert wakes == [5]
+    conn.send("")  # not taken yet: no second wake-up
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert wakes == [5]
+    assert conn.take(2) == [Refused(ids[0]), Refused(ids[1])]
+    assert len(conn.take()) == 4
+    conn.send("")  # taken: the next event wakes again
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert wakes == [5, 1]
+
+
+async def test_a_full_queue_wakes_at_once() -> None:
+    wakes: list[int] = []
+    conn = RoomConnection("ws://127.0.0.1:1", "q", lambda: wakes.append(len(conn.events)))
+    for _ in range(WAKE_AT):
+        conn.send("")
+    assert wakes == [WAKE_AT]  # a slice is full: no waiting for a pause
+
+
+def test_backoff_doubles_up_to_its_cap() -> None:
+    # The README's promise: exponential backoff, up to 30 s.
+    ceilings = [backoff_ceiling(attempt) for attempt in range(9)]
+    assert ceilings == [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
+    conn = RoomConnection("ws://127.0.0.1:1", "q", lambda: None)
+    assert (conn.backoff_base, conn.backoff_cap) == (0.5, 30.0)
+
+
+async def test_backoff_grows_caps_and_starts_over_after_a_healthy_connection() -> None:
+    async def handler(ws: ServerConnection, number: int) -> None:
+        if number <= 5 or number == 7:
+            await ws.close(1001, "going away")  # a loss before any frame: backs off further
+            return
+        await ws.send(f"user_abcdef{number:02d} joined the chat")  # healthy: the next loss
+        if number == 6:  # starts from scratch
+            await ws.close(1012, "restarting")
+            return
+        await ws.wait_closed()
+
+    base, cap = 0.02, 0.1
+    async with (
+        scripted(handler) as (url, _),
+        running(url, "backoff", backoff_base=base, backoff_cap=cap, rng=MaxRandom()) as (
+            conn,
+            rec,
+            _,
+        ),
+    ):
+        await rec.wait_for(lambda: conn.name == "user_abcdef08", "the eighth connection")
+        waits = [e.retry_in for e in rec.of(StateChanged) if e.state is ConnectionState.OFFLINE]
+        assert waits == pytest.approx([0.02, 0.04, 0.08, 0.1, 0.1, 0.02, 0.04])
+
+
+async def test_retry_now_ends_a_long_wait() -> None:
+    async def handler(ws: ServerConnection, number: int) -> None:
+        if number == 1:
+            await ws.close(1012, "restarting")
+            return
+        await ws.send(f"user_abcdef{number:02d} joined the chat")
+        await ws.wait_closed()
+
+    async with (
+        scripted(handler) as (url, connected),
+        running(url, "retry", backoff_base=3600, backoff_cap=3600, rng=MaxRandom()) as (
+            conn,
+            rec,
+            _,
+        ),
+    ):
+        offline = await rec.wait_for(
+            lambda: [e for e in rec.of(StateChanged) if e.state is ConnectionState.OFFLINE],
+            "the loss",
+        )
+        assert offline[0].retry_in == 3600  # an hour: only retry_now can end it in time
+        conn.retry_now()
+        await rec.wait_for(lambda: conn.name == "user_abcdef02", "the reconnection")
+        assert len(connected) == 2
+
+
+async def test_unsupported_data_close_fails_and_comes_back_after_the_cap() -> None:
+    async def handler(ws: ServerConnection, number: int) -> None:
+        await ws.send(f"user_abcdef{number:02d} joined the chat")
+        if number == 1:
+            await ws.close(1003, "binary frames are not accepted")
+            return
+        await ws.wait_closed()
+
+    async with scripted(handler) as (url, connected), running(url, "c1003") as (conn, rec, _):
+        await rec.wait_for(lambda: conn.name == "user_abcdef02", "back after the pause")
+        failed = [e for e in rec.of(StateChanged) if e.state is ConnectionState.FAILED]
+        assert len(failed) == 1 and failed[0].retry_in == CAP
+        assert "1003 unsupported data: binary frames are not accepted" in failed[0].detail
+        assert connected[1] - connected[0] >= CAP * 0.9
+
+
+async def test_message_too_big_close_refuses_the_biggest_and_resends_the_rest() -> None:
+    received: list[str] = []
+
+    async def handler(ws: ServerConnection, number: int) -> None:
+        await ws.send(f"user_abcdef{number:02d} joined the chat")
+        async for text in ws:
+            received.append(str(text))
+            if number == 1 and len(received) == 2:
+                await ws.close(1009, "frame too big")  # neither was echoed
+                return
+            if number > 1:
+                await ws.send(f"user_abcdef{number:02d} :: {text}")
+
+    async with scripted(handler) as (url, _), running(url, "c1009") as (conn, rec, _):
+        await rec.wait_for(lambda: conn.name == "user_abcdef01", "own name")
+        small, big = conn.send("small"), conn.send("big " * 100)
+        await rec.wait_for(lambda: len(rec.send_states()) == 2, "both outcomes")
+        assert rec.send_states() == {small: SendState.SENT, big: SendState.REFUSED}
+        failed = [e for e in rec.of(StateChanged) if e.state is ConnectionState.FAILED]
+        assert "1009 message too big" in failed[0].detail and failed[0].retry_in == CAP
+        assert received == ["small", "big " * 100, "small"]  # only the small one again
+
+
+async def test_a_refused_handshake_fails_and_is_retried_after_the_cap() -> None:
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with running(f"ws://127.0.0.1:{port}", "refused") as (conn, rec, _):
+            failed = await rec.wait_for(
+                lambda: (
+                    len(events := [e for e in rec.of(StateChanged) if e.state == "failed"]) >= 2
+                    and events
+                ),
+                "two refusals, the second after the pause",
+            )
+            assert failed[0].detail == "the server refused the WebSocket handshake (HTTP 403)"
+            assert failed[0].retry_in == CAP
+            assert conn.name is None and rec.names() == []
+    finally:
+        server.close()
+        await server.wait_closed()

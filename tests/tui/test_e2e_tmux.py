@@ -25,7 +25,11 @@ from chat_server import protocol
 from chat_server.protocol import FrameKind
 from tests.servers import RunningServer, wait_until
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+# Headless apps write nothing to a terminal, so only this test sees what reaches one: on CI a
+# missing tmux is a failure (below), elsewhere the test is skipped.
+pytestmark = pytest.mark.skipif(
+    shutil.which("tmux") is None and not os.environ.get("CI"), reason="tmux is not installed"
+)
 
 CHAT_TUI = Path(sys.executable).parent / "chat-tui"
 WIDTH, HEIGHT = 120, 40
@@ -33,6 +37,8 @@ WIDTH, HEIGHT = 120, 40
 STARTUP = 60.0
 STEP = 20.0
 MODE_FLAGS = ("alternate_on", "cursor_flag", "mouse_any_flag", "mouse_sgr_flag")
+BOUND = 200  # the scrollback bound the program is given
+FLOOD = 4000  # twenty times the bound
 ALTERNATE_SCREEN_AND_MOUSE = dict(zip(MODE_FLAGS, ("1", "0", "1", "1"), strict=True))
 NORMAL_SCREEN = dict(zip(MODE_FLAGS, ("0", "1", "0", "0"), strict=True))
 
@@ -116,16 +122,27 @@ class Tmux:
         return last
 
     def kill(self) -> None:
+        where = subprocess.run(
+            ["tmux", "-L", self.socket, "display-message", "-p", "#{socket_path}"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env=self.env,
+        )
         subprocess.run(
             ["tmux", "-L", self.socket, "kill-server"],
             capture_output=True,
             timeout=10,
             env=self.env,
         )
+        if where.returncode == 0 and where.stdout.strip():
+            Path(where.stdout.strip()).unlink(missing_ok=True)  # tmux leaves it behind
 
 
 @pytest.fixture
 def tmux(tmp_path: Path) -> Iterator[Tmux]:
+    if shutil.which("tmux") is None:
+        pytest.fail("tmux is not installed, and CI must run the end-to-end test")
     session = Tmux(tmp_path)
     try:
         yield session
@@ -157,11 +174,20 @@ def status_row(screen: str) -> str:
     return screen.splitlines()[0]
 
 
+def input_row(screen: str) -> str:
+    """The text row of the input box (the second row from the bottom of the box)."""
+    rows = screen.splitlines()
+    return rows[-3]
+
+
 def test_chat_tui_in_a_real_terminal(
-    server_factory: Callable[..., RunningServer], tmux: Tmux
+    server_factory: Callable[..., RunningServer],
+    tmux: Tmux,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     assert CHAT_TUI.exists(), f"console script not installed at {CHAT_TUI}"
-    server = server_factory()
+    server = server_factory(rate_limit=0)
     room = f"e2e-{uuid.uuid4().hex[:8]}"
     # The program in a shell that then waits for a line: the pane stays alive after chat-tui
     # exits, so the terminal modes it left behind can be read, and the line discipline must
@@ -169,6 +195,9 @@ def test_chat_tui_in_a_real_terminal(
     script = (
         'status=0; "$0" "$@" || status=$?; echo "chat-tui exited: $status"; read r; exit $status'
     )
+    # A small scrollback, so that the flood below passes the bound many times over.
+    (tmp_path / "config" / "chat-tui").mkdir(parents=True)
+    (tmp_path / "config" / "chat-tui" / "config.toml").write_text(f"scrollback = {BOUND}\n")
     tmux.start(
         ["sh", "-c", script, str(CHAT_TUI), "--server", server.ws_url, "--no-autostart", room]
     )
@@ -189,6 +218,29 @@ def test_chat_tui_in_a_real_terminal(
         tmux.keys("hello from tmux", literal=True)
         tmux.keys("Enter")
         recv_until(peer, protocol.format_message(name, "hello from tmux"))
+
+        # Keys that arrive in one read: three messages, each sent once, the input empty.
+        tmux.keys("one", "Enter", "two", "Enter", "three", "Enter")
+        for text in ("one", "two", "three"):
+            recv_until(peer, protocol.format_message(name, text))
+        tmux.wait_for(lambda s: "Message, or /help" in input_row(s), "an empty input")
+
+        # A failed command: said in the log, and the input is empty again.
+        tmux.keys("/frobnicate", "Enter")
+        tmux.wait_for(
+            lambda s: "unknown command /frobnicate" in s and "Message, or /help" in input_row(s),
+            "the error and an empty input",
+        )
+
+        # A flood far past the scrollback bound is followed to its last message.
+        for n in range(FLOOD):
+            peer.send(f"flood {n}")
+        tmux.wait_for(
+            lambda s: f"{peer_name} flood {FLOOD - 1}" in s, "the flood's last message", STARTUP
+        )
+        # ...and so is what comes after it.
+        peer.send("after the flood")
+        tmux.wait_for(lambda s: f"{peer_name} after the flood" in s, "the next message")
 
         # Markup from the network is shown as typed, not interpreted.
         markup = "[bold red]x[/] and [@click=app.quit]y[/]"
@@ -214,6 +266,32 @@ def test_chat_tui_in_a_real_terminal(
             "alt+2: other active, its log shown",
         )
 
+        # Unread messages elsewhere are counted in the terminal's title.
+        peer.send("while you are in the other room")
+        wait_until(lambda: tmux.pane("#{pane_title}") == "(1) chat", STEP, 0.1, "the title")
+
+        # The server goes and comes back; ctrl+r reconnects at once, with feedback.
+        server.stop()
+        tmux.wait_for(lambda s: "offline, retrying in" in status_row(s), "the countdown")
+        server = server.restart()
+        request.addfinalizer(server.stop)
+        tmux.keys("C-r")
+        tmux.wait_for(lambda s: "reconnected as" in s, "ctrl+r: reconnected")
+        screen = tmux.wait_for(lambda s: status_row(s).endswith("connected"), "connected again")
+        match = re.search(r"reconnected as (user_[a-z]{6}[0-9]{2})", screen)
+        assert match is not None
+        names["other"] = match.group(1)
+        tmux.keys("M-1")
+        screen = tmux.wait_for(
+            lambda s: (
+                f"#{room}" in status_row(s) and "reconnected as" in s and names["other"] not in s
+            ),
+            f"{room} reconnected too",
+        )
+        match = re.search(r"reconnected as (user_[a-z]{6}[0-9]{2})", screen)
+        assert match is not None
+        name = names[room] = match.group(1)
+
         # ctrl+q: a clean exit, every socket closed with 1000, the terminal restored.
         tmux.keys("C-q")
         tmux.wait_for(lambda s: "chat-tui exited: " in s, "chat-tui to exit")
@@ -224,11 +302,13 @@ def test_chat_tui_in_a_real_terminal(
         status = wait_until(tmux.exit_status, STEP, 0.1, "the shell to read the line and exit")
         assert status == "0"
         assert "typed after exit" in tmux.screen()  # echo is back on
-        recv_until(peer, protocol.format_leave(name))
         for left_room, left_name in names.items():
             wanted = f"left room={left_room} name={left_name} code=1000"
             wait_until(
-                lambda w=wanted: w in server.log(), STEP, 0.1, f"the server to log {wanted!r}"
+                lambda w=wanted: w in server.log(),
+                STEP,
+                0.1,
+                f"the server to log {wanted!r}:\n{server.log()}\n{tmux.screen()}",
             )
     server.stop()
     assert "Traceback" not in server.log()

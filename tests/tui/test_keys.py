@@ -166,33 +166,46 @@ async def test_history_and_drafts_per_room(shared_server: RunningServer) -> None
 
 
 async def test_tab_completes_names_seen_in_the_room(shared_server: RunningServer) -> None:
+    """Tab: the part after "user_" is enough; never our own name; people present first,
+    the most recently active first; tab again for the next."""
     room = room_name()
     app = make_app(shared_server, room)
     async with app.run_test(size=SIZE) as pilot:
         name = await joined(pilot, app, room)
-        peers = [await join(shared_server.chat_url(room)) for _ in range(2)]
+        first, second, gone = [await join(shared_server.chat_url(room)) for _ in range(3)]
         try:
-            for peer in peers:
+            for peer in (first, second, gone):
                 await until(pilot, lambda p=peer: in_log(app, f"{p.name} joined"), "a join")
-            others = sorted(p.name for p in peers)
-            await type_text(pilot, others[0][:7])  # "user_xy": at least the first peer
+            await gone.close()
+            await until(pilot, lambda: in_log(app, f"{gone.name} left"), "the leave")
+            await first.ws.send("I spoke last")
+            await until(pilot, lambda: in_log(app, "I spoke last"), "the message")
+
+            await type_text(pilot, "hi ")
+            await pilot.press("tab")  # nothing typed to complete: nothing happens
+            assert input_line(app) == "hi"
+            await type_text(pilot, "user_")
             await pilot.press("tab")
-            candidates = sorted(n for n in [name, *others] if n.startswith(others[0][:7]))
-            assert input_line(app) == f"{candidates[0]}:"
-            await pilot.press("tab")  # again: the next candidate (or the same if alone)
-            assert input_line(app) == f"{candidates[1 % len(candidates)]}:"
+            assert input_line(app) == f"hi {first.name}"  # present and the last to speak
+            await pilot.press("tab")
+            assert input_line(app) == f"hi {second.name}"
+            await pilot.press("tab")
+            assert input_line(app) == f"hi {gone.name}"  # left: offered last
+            await pilot.press("tab")
+            assert input_line(app) == f"hi {first.name}"  # round again; never our own name
+            assert name not in input_line(app)
+
             await pilot.press("ctrl+u")
-            await type_text(pilot, "hi user_")
+            await type_text(pilot, second.name[5:10])  # the part after "user_" is enough
             await pilot.press("tab")
-            everyone = sorted([name, *others])
-            assert input_line(app) == f"hi {everyone[0]}"
+            assert input_line(app).startswith(f"{second.name}:")
             await pilot.press("ctrl+u")
             await type_text(pilot, "zzz")
             await pilot.press("tab")  # nothing to complete: nothing changes, focus stays
             assert input_line(app) == "zzz"
             assert app.focused is app.input_box
         finally:
-            for peer in peers:
+            for peer in (first, second):
                 await peer.close()
 
 
@@ -245,7 +258,7 @@ async def test_help_lists_every_key(shared_server: RunningServer) -> None:
                 assert key in listed, key
     room = room_name()
     app = make_app(shared_server, room)
-    async with app.run_test(size=(100, 40)) as pilot:
+    async with app.run_test(size=(100, 50)) as pilot:
         await pilot.press("f1")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen), "help")
         text = "\n".join(screen_lines(app))

@@ -17,13 +17,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from textual.message import Message
+import httpx
 from textual.pilot import Pilot
 
 from chat_server import protocol
 from chat_tui.app import ChatApp
 from chat_tui.config import Config
-from chat_tui.connection import Arrival, ConnectionState, Echo, Refused, RoomConnection
+from chat_tui.connection import (
+    ConnectionState,
+    Echo,
+    NameAssigned,
+    Refused,
+    RoomConnection,
+    StateChanged,
+)
 from chat_tui.screens.help import HelpScreen
 from chat_tui.screens.switcher import SwitcherScreen
 from tests.tui.app_helpers import (
@@ -55,86 +62,94 @@ class RoomScript:
     lost: bool = False  # the connection drops after the frames (offline, retrying)
     refuse: frozenset[str] = frozenset()  # texts answered with an error notice
     hold: frozenset[str] = frozenset()  # texts never echoed (they stay pending)
+    members: list[str] | None = None  # GET /rooms/{room}; None: the server has no such endpoint
 
 
 class ScriptedConnection(RoomConnection):
     """A RoomConnection that plays a RoomScript instead of opening a socket.
 
-    Its own attributes are prefixed ``_scripted`` so as not to clash with the base class's.
-
-    It posts what RoomConnection posts, in the same order: state changes, our name from the
-    first frame, then the frames as FramesReceived batches (Echo for ours, Refused before
-    the error notice that refuses one).
+    It queues what RoomConnection queues, in the same order, through the same queue and
+    wake-up: state changes, our name from the first frame, then the frames (an Echo for ours,
+    a Refused before the error notice that refuses one).
     """
 
     def __init__(
-        self, server_url: str, room: str, post: Callable[[Message], object], script: RoomScript
+        self, server_url: str, room: str, wake: Callable[[], object], script: RoomScript
     ) -> None:
-        super().__init__(server_url, room, post)
+        super().__init__(server_url, room, wake)
         self.script = script
-        self._scripted_post = post
         self._scripted_ids = 0
         self._scripted_closed: asyncio.Event | None = None
-
-    def _scripted_state(
-        self, state: ConnectionState, detail: str, retry_in: float | None = None
-    ) -> None:
-        self.state = state
-        self._scripted_post(self.StateChanged(self.room, state, detail, retry_in))
-
-    def _scripted_batch(self, *items: Arrival) -> None:
-        self._scripted_post(self.FramesReceived(self.room, list(items)))
 
     async def run(self) -> None:
         self._scripted_closed = asyncio.Event()
         script = self.script
-        self._scripted_state(ConnectionState.CONNECTING, f"connecting to {self.url}")
-        self._scripted_state(ConnectionState.CONNECTED, f"connected to {self.url}")
+        self._set_state(StateChanged(ConnectionState.CONNECTING, f"connecting to {self.url}"))
+        self._set_state(StateChanged(ConnectionState.CONNECTED, f"connected to {self.url}"))
         self.name = script.name
-        self._scripted_post(self.NameAssigned(self.room, script.name))
-        wires = [protocol.format_join(script.name), *script.frames]
-        self._scripted_batch(*map(protocol.parse_frame, wires))
+        self._emit(NameAssigned(script.name))
+        for wire in [protocol.format_join(script.name), *script.frames]:
+            self._emit(protocol.parse_frame(wire))
         if script.lost:
-            self._scripted_state(ConnectionState.OFFLINE, LOST, 2.0)
+            self._set_state(StateChanged(ConnectionState.OFFLINE, LOST, 2.0))
         await self._scripted_closed.wait()
 
-    def send(self, text: str) -> int:
+    def deliver(self, *wires: str) -> None:
+        """More frames from the "server", now."""
+        for wire in wires:
+            self._emit(protocol.parse_frame(wire))
+
+    def send(self, text: str) -> str:
         self._scripted_ids += 1
-        local_id = self._scripted_ids
+        send_id = f"scripted-{self._scripted_ids}"
         if text in self.script.refuse:
-            self._scripted_batch(
-                Refused(local_id), protocol.parse_frame(protocol.format_error(FLOOD))
-            )
+            self._emit(Refused(send_id))
+            self._emit(protocol.parse_frame(protocol.format_error(FLOOD)))
         elif text not in self.script.hold:
             echo = protocol.parse_frame(protocol.format_message(self.script.name, text))
-            self._scripted_batch(Echo(echo, local_id))
-        return local_id
+            self._emit(Echo(echo, send_id))
+        return send_id
 
     async def close(self) -> None:
         if self._scripted_closed is not None:
             self._scripted_closed.set()
-        self._scripted_state(ConnectionState.CLOSED, "left the room")
+        self._set_state(StateChanged(ConnectionState.CLOSED, "left the room"))
 
 
-def scripted_app(scripts: dict[str, RoomScript]) -> ChatApp:
-    """A ChatApp whose rooms (in this order) play ``scripts``, with a fixed clock."""
+def scripted_app(scripts: dict[str, RoomScript], **options: Any) -> ChatApp:
+    """A ChatApp whose rooms (in this order) play ``scripts``, with fixed clocks."""
 
-    def connect(url: str, room: str, post: Callable[[Message], object]) -> RoomConnection:
-        return ScriptedConnection(url, room, post, scripts[room])
+    def connect(url: str, room: str, wake: Callable[[], object]) -> RoomConnection:
+        return ScriptedConnection(url, room, wake, scripts[room])
 
-    config = Config(server=SERVER, rooms=list(scripts), autostart=False)
-    return ChatApp(config, clock=fixed_clock, connection_factory=connect)
+    def http(request: httpx.Request) -> httpx.Response:
+        # The HTTP look-ups answered from the scripts too: no network at all.
+        room = request.url.path.removeprefix("/rooms/")
+        script = scripts.get(room)
+        if script is None or script.members is None:
+            return httpx.Response(404, json={"detail": "Not Found"})
+        return httpx.Response(200, json={"room": room, "members": script.members})
+
+    config = Config(server=SERVER, rooms=list(scripts), autostart=False, **options)
+    return ChatApp(
+        config,
+        clock=fixed_clock,
+        monotonic=lambda: 1000.0,
+        connection_factory=connect,
+        http_transport=httpx.MockTransport(http),
+    )
 
 
 async def played(pilot: Pilot[Any], app: ChatApp) -> None:
     """Wait until the app has taken in every room's script."""
 
     def done() -> bool:
-        for rs in app.rooms.values():
-            assert isinstance(rs.connection, ScriptedConnection)
-            script = rs.connection.script
+        for name, room in app.rooms.items():
+            connection = app.connections[name]
+            assert isinstance(connection, ScriptedConnection)
+            script = connection.script
             # "joined ROOM as NAME", our join notice, the frames, "connection lost".
-            if len(rs.scrollback) < 2 + len(script.frames) + script.lost:
+            if len(room.scrollback) < 2 + len(script.frames) + script.lost:
                 return False
         return True
 
@@ -147,7 +162,8 @@ async def settled(pilot: Pilot[Any], app: ChatApp) -> None:
     for widget in app.screen.query("Input"):
         widget.cursor_blink = False  # type: ignore[attr-defined]
     await pilot.pause()
-    await until(pilot, lambda: not app.log_view.pending, "the log to take in every entry")
+    await until(pilot, lambda: not app.log_view.sync_due, "the log to take in every entry")
+    await pilot.pause()
 
 
 MAIN_SCRIPTS = {
@@ -170,6 +186,7 @@ MAIN_SCRIPTS = {
         ],
         refuse=frozenset({"spam spam spam"}),
         hold=frozenset({"anyone still there?"}),
+        members=[ME, HERMIONE, RON, DRACO],
     ),
     "slytherin": RoomScript(
         "user_harryp08",
@@ -220,7 +237,7 @@ def test_help_screen(snap_compare: Any) -> None:
         await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
         await settled(pilot, app)
 
-    assert snap_compare(app, terminal_size=(100, 40), run_before=run_before)
+    assert snap_compare(app, terminal_size=(100, 48), run_before=run_before)
 
 
 def test_quick_switcher(snap_compare: Any) -> None:
@@ -238,3 +255,92 @@ def test_quick_switcher(snap_compare: Any) -> None:
         await settled(pilot, app)
 
     assert snap_compare(app, terminal_size=(100, 30), run_before=run_before)
+
+
+def flood_frames(count: int, start: int = 0) -> list[str]:
+    return [
+        protocol.format_message(HERMIONE if n % 3 else RON, f"flood line {n}")
+        for n in range(start, start + count)
+    ]
+
+
+def test_wide_screen_with_the_members_panel(snap_compare: Any) -> None:
+    """140 columns: the members panel on the right, our own name first and marked."""
+    app = scripted_app(MAIN_SCRIPTS)
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await played(pilot, app)
+        await until(pilot, lambda: "members (3)" in "".join(screen_lines(app)), "the server's list")
+        await settled(pilot, app)
+
+    assert snap_compare(app, terminal_size=(140, 24), run_before=run_before)
+
+
+def test_narrow_screen_collapses_the_sidebar(snap_compare: Any) -> None:
+    """80 columns: room numbers and marks only; the status line keeps the state."""
+    app = scripted_app(MAIN_SCRIPTS)
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await played(pilot, app)
+        await pilot.press("alt+4")  # hufflepuff: offline, retrying
+        await settled(pilot, app)
+
+    assert snap_compare(app, terminal_size=(80, 20), run_before=run_before)
+
+
+def test_log_following_at_the_scrollback_bound(snap_compare: Any) -> None:
+    """scrollback = 50 and 300 messages: the newest are on screen, the oldest were dropped."""
+    app = scripted_app({"general": RoomScript(ME, frames=flood_frames(300))}, scrollback=50)
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await until(pilot, lambda: in_log(app, "flood line 299"), "the last line")
+        await settled(pilot, app)
+
+    assert snap_compare(app, terminal_size=(80, 16), run_before=run_before)
+
+
+def test_log_scrolled_to_the_top_at_the_scrollback_bound(snap_compare: Any) -> None:
+    """Scrolled to the top of a full scrollback, then more arrives: the oldest held entry
+    is at the top, and "N new messages" counts what arrived."""
+    app = scripted_app({"general": RoomScript(ME, frames=flood_frames(60))}, scrollback=50)
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await until(pilot, lambda: in_log(app, "flood line 59"), "the flood")
+        await settled(pilot, app)
+        while round(app.log_view.scroll_y) > 0:
+            await pilot.press("pageup")
+        connection = app.connections["general"]
+        assert isinstance(connection, ScriptedConnection)
+        connection.deliver(*flood_frames(5, start=60))
+        await until(pilot, lambda: "5 new messages" in "".join(screen_lines(app)), "five more")
+        await settled(pilot, app)
+
+    assert snap_compare(app, terminal_size=(80, 16), run_before=run_before)
+
+
+def test_new_messages_divider_and_search(snap_compare: Any) -> None:
+    """Entering a room with unread messages shows the divider above the first of them;
+    ctrl+f then searches, the matches picked out and "1 of 2" counted."""
+    scripts = {
+        "general": RoomScript(ME),
+        "slytherin": RoomScript("user_harryp08", frames=flood_frames(3)),
+    }
+    app = scripted_app(scripts)
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await played(pilot, app)
+        connection = app.connections["slytherin"]
+        assert isinstance(connection, ScriptedConnection)
+        connection.deliver(
+            protocol.format_message(DRACO, "the potion needs Moonstone"),
+            protocol.format_message(RON, "what is moonstone"),
+        )
+        await until(pilot, lambda: "2" in sidebar_line(app, "slytherin"), "two unread")
+        await pilot.press("alt+2")
+        await until(pilot, lambda: in_log(app, "new messages"), "the divider")
+        await pilot.press("ctrl+f")
+        await type_text(pilot, "moonstone")
+        await until(pilot, lambda: "1 of 2" in "".join(screen_lines(app)), "the count")
+        await settled(pilot, app)
+
+    assert snap_compare(app, terminal_size=(100, 16), run_before=run_before)

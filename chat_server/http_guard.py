@@ -1,0 +1,190 @@
+"""uvicorn's HTTP protocol (httptools) with the limits it lacks, for every connection before it
+is a WebSocket (and for plain HTTP requests such as ``/health``).
+
+uvicorn reads a request head of any size for as long as the peer likes: one connection sent
+400 MB of header in 3.7 s, and idle or slowloris sockets stayed open for good, uncounted. Here:
+
+* the request head is bounded in bytes (``max_head_bytes``) and header count
+  (``max_headers``): over either, **431** and close;
+* from accept (or the first byte of a later keep-alive request) to a complete request, and for
+  an upgrade to the WebSocket handshake, a connection has ``handshake_timeout`` seconds:
+  then **408** and close;
+* at most ``max_pending`` connections may be in that state at once: when one more arrives,
+  the oldest of them gets **503** and is closed, so that half-finished requests can neither
+  exhaust the process's file descriptors nor lock out real clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from chat_server.metrics import stats
+
+log = logging.getLogger("chat_server")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    max_head_bytes: int = 16 * 1024
+    max_headers: int = 100
+    handshake_timeout: float = 10.0
+    max_pending: int = 1000
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback to stop parsing; the response is already chosen."""
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    limits: ClassVar[HttpLimits] = HttpLimits()
+    # Connections of this server that have not finished a request or a handshake, oldest first.
+    pending: ClassVar[dict[GuardedHttpProtocol, None]] = {}
+
+    @classmethod
+    def configured(cls, limits: HttpLimits) -> type[GuardedHttpProtocol]:
+        """This protocol with the server's limits, for ``uvicorn.Config(http=...)``."""
+        return type(cls.__name__, (cls,), {"limits": limits, "pending": {}})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._head_bytes = 0  # bytes received since the current request began, head unfinished
+        self._in_head = True
+        self._header_count = 0
+        self._refusal: tuple[int, str, str] | None = None  # status, text, metrics reason
+        self._done = False  # answered with a refusal; further input is ignored
+
+    # --- connection -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.pending) >= self.limits.max_pending:
+            # The oldest gives way: a real client finishes its handshake in milliseconds, so
+            # idle sockets cannot lock it out by filling the cap first.
+            oldest = next(iter(self.pending))
+            oldest._refuse(503, "too many connections in progress; try again", "pending_limit")
+        self.pending[self] = None
+        stats.pending_connections = len(self.pending)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._settled()
+        super().connection_lost(exc)
+
+    def _settled(self) -> None:
+        """No longer a pending connection: upgraded, or gone."""
+        self._disarm()
+        self.pending.pop(self, None)
+        stats.pending_connections = len(self.pending)
+
+    def _arm(self) -> None:
+        if self._deadline is None and not self._done:
+            self._deadline = self.loop.call_later(self.limits.handshake_timeout, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _timed_out(self) -> None:
+        self._deadline = None
+        if self._done or self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # The app is answering a request whose body never ends: no room for a response.
+            stats.refuse("handshake_timeout")
+            self._done = True
+            self.transport.close()
+            return
+        timeout = self.limits.handshake_timeout
+        self._refuse(408, f"request not complete within {timeout:g} s", "handshake_timeout")
+
+    # --- input ----------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._done:
+            return
+        self._arm()  # a later keep-alive request has its own deadline
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._done:
+            return
+        if self._in_head and self._head_bytes > self.limits.max_head_bytes:
+            # Not finished and already too big: never buffer more of it.
+            self._refuse_head(f"request head over {self.limits.max_head_bytes} bytes")
+
+    def send_400_response(self, msg: str) -> None:
+        # httptools raised; a refusal chosen in a callback answers instead of the plain 400.
+        refusal = self._refusal
+        if refusal is not None:
+            self._refuse(*refusal)
+        else:
+            stats.refuse("bad_request")
+            self._done = True
+            super().send_400_response(msg)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not self._in_head:  # a later request on a keep-alive connection starts afresh
+            self._in_head = True
+            self._header_count = 0
+            self._head_bytes = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.limits.max_headers:
+            self._refusal = (431, f"more than {self.limits.max_headers} headers", "head_too_large")
+            raise _Refused
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) + 16
+        if size > self.limits.max_head_bytes:
+            self._refusal = (
+                431,
+                f"request head over {self.limits.max_head_bytes} bytes",
+                "head_too_large",
+            )
+            raise _Refused
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._disarm()
+
+    def handle_websocket_upgrade(self) -> None:
+        # The WebSocket protocol takes the connection over, with the handshake request whole.
+        self._settled()
+        super().handle_websocket_upgrade()
+
+    # --- answers --------------------------------------------------------------------------
+
+    def _refuse_head(self, text: str) -> None:
+        self._refuse(431, text, "head_too_large")
+
+    def _refuse(self, status: int, text: str, reason: str) -> None:
+        """Answer ``status`` with ``text`` and close; nothing more is read."""
+        stats.refuse(reason)
+        self._done = True
+        self._settled()
+        body = (text + "\n").encode()
+        self.transport.write(
+            b"".join(
+                [
+                    STATUS_LINE[status],
+                    b"content-type: text/plain; charset=utf-8\r\n",
+                    b"content-length: %d\r\n" % len(body),
+                    b"connection: close\r\n\r\n",
+                    body,
+                ]
+            )
+        )
+        self.transport.close()
+        log.debug("refused http status=%s reason=%s", status, text)

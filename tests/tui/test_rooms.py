@@ -1,0 +1,232 @@
+"""The room model without Textual: scrollback, unread and mentions, who is here, search."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from chat_server import protocol
+from chat_tui.connection import ConnectionState
+from chat_tui.rooms import MemberSource, Room, mentions
+from chat_tui.scrollback import Entry, EntryKind, Scrollback, SendState
+from chat_tui.search import Search
+
+T = datetime(2024, 5, 1, 9, 7)
+ME = "user_meeeee01"
+ALICE = "user_aaaaaa11"
+BOB = "user_bbbbbb22"
+
+
+def message(name: str, text: str) -> protocol.Frame:
+    return protocol.parse_frame(protocol.format_message(name, text))
+
+
+def joined(name: str) -> protocol.Frame:
+    return protocol.parse_frame(protocol.format_join(name))
+
+
+def left(name: str) -> protocol.Frame:
+    return protocol.parse_frame(protocol.format_leave(name))
+
+
+def room_with_me() -> Room:
+    room = Room("general", 100)
+    room.connection_changed(ConnectionState.CONNECTED, "connected", None, T, 0.0)
+    room.name_assigned(ME, T)
+    return room
+
+
+# --- scrollback ----------------------------------------------------------------------------------
+
+
+def test_scrollback_bound_and_counts() -> None:
+    scrollback = Scrollback(limit=3)
+    entries = [Entry(EntryKind.MESSAGE, str(n), T, ALICE) for n in range(5)]
+    for entry in entries:
+        scrollback.append(entry)
+    assert list(scrollback) == entries[2:]
+    assert (len(scrollback), scrollback.total_appended, scrollback.first_index) == (3, 5, 2)
+    assert scrollback[0] is entries[2] and scrollback[-1] is entries[4]
+    assert scrollback.index_of(entries[3]) == 3 and scrollback.index_of(entries[0]) is None
+    generation = scrollback.generation
+    scrollback.clear()
+    assert (len(scrollback), scrollback.total_appended) == (0, 5)
+    assert scrollback.generation == generation + 1  # views measure again
+    with pytest.raises(ValueError, match="at least 1"):
+        Scrollback(limit=0)
+
+
+def test_observers_are_told_of_every_change_and_changes_are_taken_once() -> None:
+    scrollback = Scrollback()
+    calls: list[int] = []
+    stop = scrollback.subscribe(lambda: calls.append(len(scrollback)))
+    entry = Entry(EntryKind.MESSAGE, "a", T, ALICE)
+    scrollback.append(entry)
+    scrollback.touch(entry)
+    scrollback.marker = entry
+    assert calls == [1, 1, 1]
+    assert scrollback.take_changes() == [entry]  # touched and marked: once
+    assert scrollback.take_changes() == []
+    stop()
+    scrollback.append(Entry(EntryKind.MESSAGE, "b", T, ALICE))
+    assert calls == [1, 1, 1]
+
+
+def test_entries_with_offsets_go_in_offset_order() -> None:
+    """For history and recovery (chat.v2): a gap is filled in place."""
+    scrollback = Scrollback(limit=5)
+    for offset in (1, 2, 5):
+        scrollback.append(Entry(EntryKind.MESSAGE, f"m{offset}", T, ALICE, offset=offset))
+    scrollback.append(Entry(EntryKind.STATUS, "reconnected", T))
+    generation = scrollback.generation
+    scrollback.insert(Entry(EntryKind.MESSAGE, "m3", T, ALICE, offset=3))
+    assert [e.text for e in scrollback] == ["m1", "m2", "m3", "m5", "reconnected"]
+    scrollback.insert(Entry(EntryKind.MESSAGE, "m4", T, ALICE, offset=4))  # full: m1 goes
+    assert [e.text for e in scrollback] == ["m2", "m3", "m4", "m5", "reconnected"]
+    assert scrollback.generation == generation + 2
+
+
+# --- a room -----------------------------------------------------------------------------------
+
+
+def test_unread_mentions_and_the_marker_of_the_first_unread() -> None:
+    room = room_with_me()
+    room.look()
+    room.frame(message(ALICE, "seen at once"), T)
+    assert (room.unread, room.mentions) == (0, 0)
+    room.look_away(leaving=True)
+    assert not room.frame(message(ALICE, "first unread"), T)
+    first = room.scrollback[-1]
+    assert room.frame(message(BOB, f"hey {ME.upper()}, look"), T)  # a mention, any case
+    room.frame(joined(BOB), T)  # a notice is not unread
+    assert (room.unread, room.mentions) == (2, 1)
+    room.look()
+    assert (room.unread, room.mentions) == (0, 0)
+    assert room.scrollback.marker is first
+    room.look_away(leaving=False)  # the terminal lost focus: the marker stays
+    assert room.scrollback.marker is first
+    room.look_away(leaving=True)
+    assert room.scrollback.marker is None
+
+
+def test_mentions_are_whole_words() -> None:
+    assert mentions(ME, f"{ME}: hi") and mentions(ME, f"hi @{ME}!")
+    assert not mentions(ME, f"x{ME}") and not mentions(ME, f"{ME}x")
+
+
+def test_our_messages_go_pending_then_sent_or_refused() -> None:
+    room = room_with_me()
+    sent = room.sending("id-1", "hello\x07", T)
+    refused = room.sending("id-2", "too fast", T)
+    assert len(room.pending) == 2 and sent.state is SendState.PENDING
+    room.echo("id-1", message(ME, "hello"))  # what the room saw: sanitised
+    room.refused("id-2")
+    assert (sent.state, sent.text, refused.state) == (SendState.SENT, "hello", SendState.REFUSED)
+    assert room.pending == {}
+    assert room.scrollback.take_changes()[-2:] == [sent, refused]
+    room.echo("id-1", message(ME, "again"))  # already answered: nothing happens
+    assert sent.text == "hello"
+
+
+def test_losing_and_regaining_the_connection_is_said_once() -> None:
+    room = room_with_me()
+    for _ in range(3):
+        room.connection_changed(ConnectionState.OFFLINE, "server unreachable", 2.0, T, 10.0)
+    assert room.retry_at == 12.0
+    room.connection_changed(ConnectionState.CONNECTING, "connecting", None, T, 12.0)
+    assert room.retry_at is None
+    room.connection_changed(ConnectionState.CONNECTED, "connected", None, T, 12.0)
+    room.name_assigned("user_meeeee02", T)
+    texts = [e.text for e in room.scrollback if e.kind is EntryKind.STATUS]
+    assert texts == [
+        f"joined general as {ME}",
+        "connection lost: server unreachable, retrying in 2 s",
+        "reconnected as user_meeeee02",
+    ]
+    room.connection_changed(ConnectionState.FAILED, "closed (1008)", None, T, 20.0)
+    assert room.scrollback[-1].text == (
+        "closed (1008); not retrying (/join general or ctrl+r tries again)"
+    )
+
+
+def test_completions_skip_our_names_and_put_present_and_recent_first() -> None:
+    room = room_with_me()
+    for name in ("user_yvaaaa01", "user_yvbbbb02", "user_yvcccc03", "user_zzzzzz04"):
+        room.frame(joined(name), T)
+    room.frame(left("user_yvaaaa01"), T)
+    room.frame(message("user_yvbbbb02", "spoke"), T)
+    room.name_assigned("user_yvmeee05", T)  # a new name of ours (reconnected)
+    assert room.completions("yv") == ["user_yvbbbb02", "user_yvcccc03", "user_yvaaaa01"]
+    assert room.completions("@USER_YVC") == ["user_yvcccc03"]
+    assert room.completions("") == []
+    assert ME not in room.completions("user_")
+
+
+def test_the_member_list_and_notices_newer_than_it() -> None:
+    room = room_with_me()
+    assert room.member_source is MemberSource.UNKNOWN
+    asked_at = room.presence_version
+    room.frame(joined(BOB), T)  # while the list was on its way
+    room.frame(left(ALICE), T)
+    room.members_listed([ME, ALICE, "user_cccccc33"], asked_at)  # ALICE: before she left
+    assert room.member_source is MemberSource.SERVER
+    assert room.members() == [ME, BOB, "user_cccccc33"]  # ours first, then by name
+    room.frame(left("user_cccccc33"), T)
+    assert room.members() == [ME, BOB]
+
+
+def test_without_a_member_list_the_room_shows_who_was_seen() -> None:
+    room = room_with_me()
+    room.members_unavailable()
+    room.frame(message(ALICE, "hello"), T)
+    room.frame(joined(BOB), T)
+    assert room.member_source is MemberSource.SEEN
+    assert room.members() == [ME, ALICE, BOB]
+    room.connection_changed(ConnectionState.OFFLINE, "lost", 1.0, T, 0.0)
+    room.connection_changed(ConnectionState.CONNECTED, "connected", None, T, 1.0)
+    room.name_assigned("user_meeeee02", T)
+    assert room.members() == ["user_meeeee02"]  # who is here again is not known yet
+
+
+def test_observers_hear_of_every_change_to_a_room() -> None:
+    room = Room("general", 10)
+    changes: list[int] = []
+    room.subscribe(lambda: changes.append(room.unread))
+    room.frame(message(ALICE, "one"), T)
+    room.look()
+    assert changes == [1, 0]
+
+
+# --- search ------------------------------------------------------------------------------------
+
+
+def test_search_counts_from_the_newest_and_follows_the_scrollback() -> None:
+    scrollback = Scrollback(limit=6)
+    for n in range(6):
+        scrollback.append(Entry(EntryKind.MESSAGE, f"{n} {'Fox' if n % 2 else 'dog'}", T, ALICE))
+    search = Search("fox")
+    search.update(scrollback)
+    assert search.matches == [1, 3, 5] and search.position == 0
+    assert search.step(older=True) == 5 and search.position == 1
+    assert search.step(older=True) == 3 and search.position == 2
+    assert search.step(older=False) == 5
+    assert search.step(older=False) == 1  # wraps around to the oldest
+    for n in range(6, 9):  # drops 0, 1, 2: the current match ages out
+        scrollback.append(Entry(EntryKind.MESSAGE, f"{n} fox", T, ALICE))
+    search.update(scrollback)
+    assert search.matches == [3, 5, 6, 7, 8]
+    assert search.current == 3 and search.position == 5
+    scrollback.clear()
+    search.update(scrollback)
+    assert (search.count, search.current) == (0, None)
+    assert Search("user_aaa").step(older=True) is None
+
+
+def test_search_matches_senders_too() -> None:
+    scrollback = Scrollback()
+    scrollback.append(Entry(EntryKind.MESSAGE, "hello", T, ALICE))
+    scrollback.append(Entry(EntryKind.NOTICE, f"{BOB} joined the chat", T))
+    search = Search("AAAAAA")
+    search.update(scrollback)
+    assert search.matches == [0]
