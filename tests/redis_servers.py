@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.servers import free_port, wait_until
 
@@ -58,10 +60,16 @@ class RedisServer:
         assert self.process is not None
         if self.process.poll() is not None:
             raise AssertionError(f"redis-server exited:\n{self.log_path.read_text()}")
+        # No retries: redis-py's default would back off for seconds while it starts up.
+        client = redis.Redis(port=self.port, socket_timeout=1, retry=Retry(NoBackoff(), 0))
         try:
-            return bool(redis.Redis(port=self.port, socket_timeout=1).ping())
+            return bool(client.ping())
+        except (redis.AuthenticationError, redis.ResponseError):
+            return True  # it answers, and wants a password
         except redis.RedisError:
             return False
+        finally:
+            client.close()
 
     def send_signal(self, sig: int) -> None:
         assert self.process is not None

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import signal
 import threading
 import time
+import urllib.error
 from collections.abc import Iterator
 
 import pytest
@@ -16,15 +18,15 @@ from websockets.exceptions import ConnectionClosed
 from chat_server import protocol
 from chat_server.protocol import FrameKind
 from chat_server.settings import Settings
-from tests.clusters import FAST_NODE_TTL, Cluster, running_cluster
-from tests.redis_servers import requires_redis
+from tests.clusters import FAST, FAST_NODE_TTL, Cluster, running_cluster
+from tests.redis_servers import requires_redis, start_redis
 from tests.server.wsclients import (
     Member,
     assert_one_order_under_concurrent_senders,
     join,
     raw_handshake,
 )
-from tests.servers import wait_until
+from tests.servers import start_server, wait_until
 
 pytestmark = requires_redis
 
@@ -329,3 +331,36 @@ def test_default_timings_announce_a_dead_process_within_30_seconds() -> None:
     # tests above measure the same mechanism with shorter settings.
     d = Settings()
     assert d.node_ttl * (1 + 1 / 3) + d.broker_timeout < 30
+
+
+def test_a_password_in_the_url_is_used_and_never_shown() -> None:
+    redis = start_redis("--requirepass", "s3cret-pw")
+    try:
+        port = redis.port
+        good = start_server(broker_url=f"redis://:s3cret-pw@127.0.0.1:{port}/0", env=FAST)
+        bad = start_server(broker_url=f"redis://:wrong-pw@127.0.0.1:{port}/0", env=FAST, wait=False)
+        try:
+            health = good.get_json("/health")
+            assert health["broker"]["url"] == f"redis://:***@127.0.0.1:{port}/0"
+            assert "s3cret-pw" not in good.log()
+
+            def refused() -> str:
+                try:
+                    bad.get_json("/health")
+                except urllib.error.HTTPError as exc:
+                    return str(json.load(exc)["reason"])
+                except OSError:
+                    pass
+                return ""
+
+            wait_until(
+                lambda: "cannot reach redis" in refused(),
+                what="the wrong password to be reported (after 'connecting')",
+            )
+            assert "wrong-pw" not in refused()
+            assert "wrong-pw" not in bad.log()
+        finally:
+            good.stop()
+            bad.stop()
+    finally:
+        redis.stop()

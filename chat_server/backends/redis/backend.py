@@ -113,7 +113,7 @@ class RedisBackend(Backend):
         self.settings = settings
         self._url = settings.broker_url
         self.timeout = settings.broker_timeout
-        self.status = BrokerStatus(False, "connecting")
+        self.status = BrokerStatus(False, f"connecting to redis at {masked(settings.broker_url)}")
         make = connection_factory(settings.broker_url, settings.broker_timeout)
         self.link = CommandLink(make, self._link_failed)
         self.pubsub = PubSubLink(make, self._on_message, self._link_failed)
