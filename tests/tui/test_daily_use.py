@@ -469,3 +469,18 @@ async def test_the_help_screen_closes_with_q(shared_server: RunningServer) -> No
         await pilot.press("q")
         await until(pilot, lambda: not isinstance(app.screen, HelpScreen), "closed with q")
         assert app.focused is app.input_box
+
+
+async def test_the_draft_survives_a_visit_to_the_search(shared_server: RunningServer) -> None:
+    """The input gets the focus back after a search: what you type goes after your draft."""
+    room = room_name()
+    app = make_app(shared_server, room)
+    async with app.run_test(size=SIZE) as pilot:
+        await joined(pilot, app, room)
+        await type_text(pilot, "half a thought")
+        await pilot.press("ctrl+f")
+        await type_text(pilot, "joined")
+        await pilot.press("escape")
+        await until(pilot, lambda: app.focused is app.input_box, "the input focused again")
+        await type_text(pilot, ", finished")
+        await until(pilot, lambda: input_line(app) == "half a thought, finished", "the draft kept")
