@@ -22,7 +22,7 @@ from chat_tui.config import Config
 from chat_tui.connection import RoomConnection
 from chat_tui.screens.help import HelpScreen
 from tests.server.wsclients import join
-from tests.servers import RunningServer
+from tests.servers import RunningServer, free_port
 from tests.tui.app_helpers import (
     SIZE,
     fixed_clock,
@@ -353,6 +353,14 @@ async def test_members_panel_without_the_endpoint_says_so() -> None:
                 async with connect(f"{url}/chat/general") as peer:
                     other = protocol.parse_frame(str(await peer.recv())).name
                     await until(pilot, lambda: other in members_lines(app), "the newcomer")
+
+
+async def test_members_panel_before_joining_does_not_claim_to_ask() -> None:
+    """Nothing answers: nobody is asking the server for its list yet, and the panel says so."""
+    app = app_with(f"ws://127.0.0.1:{free_port()}", "general")
+    async with app.run_test(size=WIDE) as pilot:
+        await until(pilot, lambda: in_log(app, "cannot connect"), "offline")
+        assert members_lines(app) == ["members (0)", "not in the room yet"]
 
 
 async def test_search_the_log_with_ctrl_f(shared_server: RunningServer) -> None:
