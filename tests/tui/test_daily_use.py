@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -25,6 +24,7 @@ from tests.server.wsclients import join
 from tests.servers import RunningServer, free_port
 from tests.tui.app_helpers import (
     SIZE,
+    MaxRandom,
     fixed_clock,
     in_log,
     input_line,
@@ -47,11 +47,6 @@ from tests.tui.app_helpers import (
 )
 
 WIDE = (140, 30)
-
-
-class MaxRandom(random.Random):
-    def uniform(self, a: float, b: float) -> float:
-        return b
 
 
 def slow_backoff(*rooms: str, seconds: float = 3600) -> Callable[..., RoomConnection]:
