@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -88,6 +89,10 @@ def start_local_server(url: str) -> StartResult:
         host = "127.0.0.1"
     # The module, not the console script: this works from a virtualenv that is not on PATH.
     command = [sys.executable, "-m", "chat_server", "start", "--host", host, "--port", str(port)]
+    # "-m" puts the working directory first on sys.path: run from a directory holding another
+    # chat_server (a checkout), it would start that code. PYTHONSAFEPATH (Python 3.11) keeps it
+    # off, also for the server process that `start` spawns (it inherits the environment).
+    env = {**os.environ, "PYTHONSAFEPATH": "1"}
     try:
         result = subprocess.run(
             command,
@@ -96,6 +101,7 @@ def start_local_server(url: str) -> StartResult:
             timeout=START_TIMEOUT,
             stdin=subprocess.DEVNULL,
             check=False,
+            env=env,
         )
     except subprocess.TimeoutExpired:
         return _failed(port, f"no answer in {START_TIMEOUT:g} s")

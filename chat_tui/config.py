@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from platformdirs import user_config_dir
 
@@ -68,6 +68,15 @@ def server_url_problem(url: str) -> str | None:
         return f"invalid server URL {url!r}: it has no host"
     if parts.query or parts.fragment:
         return f"invalid server URL {url!r}: it must not have a query or fragment"
+    # A room's own address (as a plain WebSocket client is given it) is a likely paste here;
+    # the client would then ask for ".../chat/ROOM/chat/general" and be told the name is bad.
+    prefix, found, room = parts.path.partition(protocol.CHAT_PATH_PREFIX)
+    if found and room.strip("/"):
+        server = urlunsplit((parts.scheme, parts.netloc, prefix, "", ""))
+        return (
+            f"invalid server URL {url!r}: that is the address of the room {room.strip('/')!r}; "
+            f"give the server and the room apart: --server {server} {room.strip('/')}"
+        )
     return None
 
 

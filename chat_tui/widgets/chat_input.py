@@ -57,6 +57,9 @@ class ChatInput(Input):
             return self.chat_input
 
     def __init__(self, **kwargs: object) -> None:
+        # Input selects its whole value when it gets the focus back, and the next key typed
+        # then replaces it: coming back from the search bar would wipe the draft.
+        kwargs.setdefault("select_on_focus", False)
         super().__init__(**kwargs)  # type: ignore[arg-type]
         # The app swaps these per room; the widget only reads them.
         self.history: list[str] = []

@@ -22,7 +22,9 @@ def members_text(names: list[str], own: str | None, source: MemberSource) -> Tex
         note = "(no list from server)"
     else:
         heading = f"members ({len(names)})"
-        note = "asking the server…" if source is MemberSource.UNKNOWN else ""
+        # Unknown: asked for once we are in the room (our name known), not before.
+        waiting = "asking the server…" if own is not None else "not in the room yet"
+        note = waiting if source is MemberSource.UNKNOWN else ""
     text = Text(heading, style="bold")
     if note:
         text.append(f"\n{note}", style="dim italic")

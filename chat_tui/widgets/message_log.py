@@ -185,9 +185,16 @@ class MessageLog(ScrollView, can_focus=True):
         return self._sync_due
 
     def show(self, scrollback: Scrollback) -> None:
-        """Display ``scrollback``, where its view was when it was last shown."""
+        """Display ``scrollback``, where its view was when it was last shown.
+
+        With a "new messages" marker (what arrived since) the view goes to the marker instead.
+        Showing the scrollback already shown changes nothing: where the view is now is where
+        it belongs (what was saved when it was last left is out of date).
+        """
+        if scrollback is self._scrollback:
+            return
         old = self._layout
-        if old is not None and self._scrollback is not scrollback:
+        if old is not None:
             self.sync()
             old.anchor = self._top_anchor(old)
             old.following, old.unseen = self.following, self.unseen
@@ -199,6 +206,9 @@ class MessageLog(ScrollView, can_focus=True):
         layout = self._layouts.get(scrollback)
         if layout is None:
             layout = self._layouts[scrollback] = _Layout()
+        if scrollback.marker is not None:
+            # Unread entries to show: from the end, the marker is revealed (see _sync).
+            layout.following, layout.unseen, layout.anchor = True, 0, None
         self._layout = layout
         self.following, self.unseen = layout.following, layout.unseen
         self._sync(restore=True)

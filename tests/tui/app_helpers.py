@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -24,6 +25,13 @@ FIXED_NOW = datetime(2024, 5, 17, 12, 34)
 
 def fixed_clock() -> datetime:
     return FIXED_NOW
+
+
+class MaxRandom(random.Random):
+    """Backoff without jitter: every wait is the full step."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
 
 
 def room_name(prefix: str = "t") -> str:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from chat_server import protocol
+from chat_tui.app import ChatApp
+from chat_tui.config import Config
+from chat_tui.connection import RoomConnection
 from chat_tui.scrollback import SendState
 from chat_tui.widgets.message_log import MessageLog
 from tests.server.wsclients import join
@@ -12,6 +16,8 @@ from tests.servers import RunningServer, free_port, start_server
 from tests.tui.app_helpers import (
     SIZE,
     GateProxy,
+    MaxRandom,
+    fixed_clock,
     in_log,
     joined,
     log_lines,
@@ -229,10 +235,17 @@ async def test_a_refused_message_is_marked_between_sent_ones(server_factory) -> 
 async def test_unreachable_server_is_shown_and_retried() -> None:
     port = free_port()
     room = room_name()
-    app = make_app(f"ws://127.0.0.1:{port}", room)
+
+    def steady(url: str, name: str, wake: Callable[[], object]) -> RoomConnection:
+        # Two seconds offline between attempts: with the default jitter a wait can be ~0 s,
+        # and the offline state gone before the screen is read.
+        return RoomConnection(url, name, wake, backoff_base=2, backoff_cap=2, rng=MaxRandom())
+
+    config = Config(server=f"ws://127.0.0.1:{port}", rooms=[room], autostart=False)
+    app = ChatApp(config, clock=fixed_clock, connection_factory=steady)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: in_log(app, "cannot connect: server unreachable"), "offline")
-        assert "offline, retrying in " in status_line(app)
+        await until(pilot, lambda: "offline, retrying in " in status_line(app), "the countdown")
         # Everything, as a wide terminal shows it; at 100 columns the server URL gives way.
         assert "offline, retrying in " in app.status_text()
         assert "│ server unreachable (nothing answers at" in app.status_text()

@@ -112,6 +112,20 @@ async def test_autostart_starts_a_server_that_answers(port: int, state_dir: Path
     assert await server_reachable(url) is False
 
 
+async def test_the_installed_server_starts_whatever_the_working_directory(
+    port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """chat-tui run from a directory holding another chat_server (a checkout) starts ours."""
+    impostor = tmp_path / "checkout" / "chat_server"
+    impostor.mkdir(parents=True)
+    (impostor / "__init__.py").write_text("")
+    (impostor / "__main__.py").write_text("raise SystemExit('the chat_server of the cwd')\n")
+    monkeypatch.chdir(impostor.parent)
+    result = await asyncio.to_thread(start_local_server, f"ws://127.0.0.1:{port}")
+    assert result.started, result.message
+    assert await server_reachable(f"ws://127.0.0.1:{port}") is True
+
+
 async def test_localhost_is_started_on_ipv4_loopback(port: int) -> None:
     result = await asyncio.to_thread(start_local_server, f"ws://localhost:{port}")
     assert result.started

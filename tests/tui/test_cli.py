@@ -15,6 +15,7 @@ from chat_server import protocol
 from chat_tui import cli
 from chat_tui.cli import build_config
 from chat_tui.config import Config, ConfigError
+from tests.servers import free_port
 
 CHAT_TUI = Path(sys.executable).parent / "chat-tui"
 
@@ -75,6 +76,15 @@ def test_invalid_server_url_exits_2(url: str, config_home: Path) -> None:
     result = run_cli("--server", url)
     assert result.returncode == 2
     assert "invalid server URL" in result.stderr and repr(url) in result.stderr
+
+
+def test_a_rooms_address_as_the_server_says_how_to_give_it(config_home: Path) -> None:
+    """The README's plain-client URL pasted as --server: told apart, not "invalid room"."""
+    port = free_port()  # nothing there: were the screen to open, no server gets started
+    result = run_cli("--no-autostart", "--server", f"ws://127.0.0.1:{port}/chat/slytherin")
+    assert result.returncode == 2
+    assert "the address of the room 'slytherin'" in result.stderr
+    assert f"--server ws://127.0.0.1:{port} slytherin" in result.stderr
 
 
 def test_invalid_server_url_in_environment_exits_2(config_home: Path) -> None:

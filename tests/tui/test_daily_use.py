@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -22,9 +21,10 @@ from chat_tui.config import Config
 from chat_tui.connection import RoomConnection
 from chat_tui.screens.help import HelpScreen
 from tests.server.wsclients import join
-from tests.servers import RunningServer
+from tests.servers import RunningServer, free_port
 from tests.tui.app_helpers import (
     SIZE,
+    MaxRandom,
     fixed_clock,
     in_log,
     input_line,
@@ -47,11 +47,6 @@ from tests.tui.app_helpers import (
 )
 
 WIDE = (140, 30)
-
-
-class MaxRandom(random.Random):
-    def uniform(self, a: float, b: float) -> float:
-        return b
 
 
 def slow_backoff(*rooms: str, seconds: float = 3600) -> Callable[..., RoomConnection]:
@@ -355,6 +350,14 @@ async def test_members_panel_without_the_endpoint_says_so() -> None:
                     await until(pilot, lambda: other in members_lines(app), "the newcomer")
 
 
+async def test_members_panel_before_joining_does_not_claim_to_ask() -> None:
+    """Nothing answers: nobody is asking the server for its list yet, and the panel says so."""
+    app = app_with(f"ws://127.0.0.1:{free_port()}", "general")
+    async with app.run_test(size=WIDE) as pilot:
+        await until(pilot, lambda: in_log(app, "cannot connect"), "offline")
+        assert members_lines(app) == ["members (0)", "not in the room yet"]
+
+
 async def test_search_the_log_with_ctrl_f(shared_server: RunningServer) -> None:
     room = room_name()
     app = make_app(shared_server, room)
@@ -469,3 +472,18 @@ async def test_the_help_screen_closes_with_q(shared_server: RunningServer) -> No
         await pilot.press("q")
         await until(pilot, lambda: not isinstance(app.screen, HelpScreen), "closed with q")
         assert app.focused is app.input_box
+
+
+async def test_the_draft_survives_a_visit_to_the_search(shared_server: RunningServer) -> None:
+    """The input gets the focus back after a search: what you type goes after your draft."""
+    room = room_name()
+    app = make_app(shared_server, room)
+    async with app.run_test(size=SIZE) as pilot:
+        await joined(pilot, app, room)
+        await type_text(pilot, "half a thought")
+        await pilot.press("ctrl+f")
+        await type_text(pilot, "joined")
+        await pilot.press("escape")
+        await until(pilot, lambda: app.focused is app.input_box, "the input focused again")
+        await type_text(pilot, ", finished")
+        await until(pilot, lambda: input_line(app) == "half a thought, finished", "the draft kept")

@@ -483,6 +483,55 @@ async def test_each_scrollback_keeps_its_position_when_switching() -> None:
         assert log.unseen == 1  # general 40 arrived while we were away, scrolled up
 
 
+async def test_entering_with_new_messages_goes_to_the_divider_wherever_the_view_was() -> None:
+    """Left scrolled up (e.g. at the last visit's divider), a room shows its new divider."""
+    app = LogHost()
+    other = Scrollback()
+    async with app.run_test(size=(60, 8)) as pilot:
+        log = app.message_log
+        for n in range(40):
+            app.say(f"old {n}")
+        await synced(pilot, log)
+        log.page(-1)
+        await synced(pilot, log)
+        log.show(other)
+        first_new = app.say("new 0")
+        for n in range(1, 20):
+            app.say(f"new {n}")
+        app.scrollback.marker = first_new  # what Room.look() does on entering
+        log.show(app.scrollback)
+        await synced(pilot, log)
+        shown = rows(app)
+        assert shown[0] == "09:07 user_aaaaaa11 old 39"
+        assert shown[1].strip("─") == " new messages "
+        assert shown[2] == "09:07 user_aaaaaa11 new 0"
+        assert log.unseen == 20 - (len(shown) - 2)  # the rest of them, below
+
+
+async def test_showing_the_shown_scrollback_again_leaves_the_view_alone() -> None:
+    """/join of the active room (or picking it in the switcher) must not move the view."""
+    app = LogHost()
+    other = Scrollback()
+    async with app.run_test(size=(60, 8)) as pilot:
+        log = app.message_log
+        for n in range(40):
+            app.say(f"line {n}")
+        await synced(pilot, log)
+        log.page(-1)
+        await synced(pilot, log)
+        log.show(other)
+        log.show(app.scrollback)  # back where it was, scrolled up
+        await synced(pilot, log)
+        log.scroll_to_bottom()
+        await synced(pilot, log)
+        assert rows(app)[-1] == "09:07 user_aaaaaa11 line 39"
+        log.show(app.scrollback)
+        app.say("line 40")
+        await synced(pilot, log)
+        assert rows(app)[-1] == "09:07 user_aaaaaa11 line 40"
+        assert log.following
+
+
 async def test_restyle_and_clear_are_shown() -> None:
     names = {"me": ALICE}
 
