@@ -311,6 +311,9 @@ def start(settings: Settings, child_argv: Sequence[str], wait: float = 15.0) -> 
         with open(log, "ab") as log_file, open(os.devnull, "rb") as devnull:
             process = subprocess.Popen(
                 list(child_argv),
+                # `python -m` would put the working directory first on sys.path: run from a
+                # checkout of another version, it would start that one instead of ours.
+                env={**os.environ, "PYTHONSAFEPATH": "1"},
                 stdin=devnull,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

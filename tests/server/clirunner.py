@@ -26,12 +26,17 @@ class Cli:
         self.env["CHAT_SERVER_STATE_DIR"] = str(state_dir)
 
     def __call__(
-        self, *args: str, script: bool = False, env: dict[str, str] | None = None
+        self,
+        *args: str,
+        script: bool = False,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
         program = [str(BIN / "chat-server")] if script else [sys.executable, "-m", "chat_server"]
         return subprocess.run(
             [*program, *args],
             env={**self.env, **(env or {})},
+            cwd=cwd,
             capture_output=True,
             text=True,
             timeout=60,

@@ -421,3 +421,18 @@ def test_start_and_status_with_redis_down_say_so_and_it_serves_once_redis_is_up(
         assert cli.on_port("stop").returncode == 0
     finally:
         redis.stop()
+
+
+def test_start_runs_the_installed_server_whatever_the_working_directory(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """`chat-server start` run inside a checkout of another chat_server starts this one."""
+    impostor = tmp_path / "checkout" / "chat_server"
+    impostor.mkdir(parents=True)
+    (impostor / "__init__.py").write_text("")
+    (impostor / "__main__.py").write_text("raise SystemExit('the chat_server of the cwd')\n")
+    started = cli("start", "--port", str(cli.port), script=True, cwd=impostor.parent)
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "the chat_server of the cwd" not in cli.log_file.read_text()
+    assert (cli.health() or {}).get("status") == "ok"
+    assert cli.on_port("stop").returncode == 0
