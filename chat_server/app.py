@@ -8,13 +8,14 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 
-from chat_server import protocol
+from chat_server import logs, protocol, tokens
 from chat_server.backends import Backend, BrokerStatus, BrokerUnavailable, open_backend
 from chat_server.connection import Member
 from chat_server.hub import HubMember, RoomHub
@@ -28,6 +29,20 @@ log = logging.getLogger("chat_server")
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class NameLease:
+    """A connection's name: with chat.v2 also its token, and whether it was resumed."""
+
+    name: str
+    token: tokens.Token | None = None
+    resumed: bool = False
+
+    @property
+    def token_id(self) -> str:
+        assert self.token is not None
+        return tokens.token_id(self.token.digest)
 
 
 class ChatServer:
@@ -45,11 +60,26 @@ class ChatServer:
         self._background: set[asyncio.Task[None]] = set()
         backend.on_status(self._broker_status)
 
-    async def claim_unique_name(self) -> str:
+    async def claim_name(self, resume: str | None = None, tokened: bool = False) -> NameLease:
+        """The name of a new connection: the one ``resume`` was issued with if that token is
+        still its own, else a fresh one (with a token of its own if ``tokened``)."""
+        registry = self.registry
+        if resume is not None:
+            token = tokens.parse_token(resume)
+            if token is not None:
+                stored = await registry.name_digest(token.name)
+                if tokens.matches(stored, token) and await registry.resume_name(
+                    token.name, token.digest
+                ):
+                    return NameLease(token.name, token, resumed=True)
         while True:
             name = protocol.random_name()
-            if await self.registry.claim_name(name):
-                return name
+            token = tokens.new_token(name) if tokened else None
+            if await registry.claim_name(name, None if token is None else token.digest):
+                return NameLease(name, token)
+
+    async def claim_unique_name(self) -> str:
+        return (await self.claim_name()).name
 
     def spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -108,6 +138,13 @@ class ChatEndpoint:
             )
             return
 
+        v2 = protocol.SUBPROTOCOL_V2 in (scope.get("subprotocols") or ())
+        try:
+            request = protocol.parse_join_query(scope.get("query_string", b""), v2)
+        except protocol.QueryError as exc:
+            await _refuse(send, CloseCode.POLICY_VIOLATION, str(exc))
+            return
+
         if server.connections >= settings.max_connections:
             await _refuse(
                 send,
@@ -124,7 +161,7 @@ class ChatEndpoint:
             log.info("refused room=%s reason=broker unavailable", room)
             return
 
-        session = ChatSession(server, scope, receive, send, room)
+        session = ChatSession(server, scope, receive, send, room, request, v2)
         try:
             await session.run()
         finally:
@@ -201,6 +238,7 @@ def create_app(settings: Settings | None = None) -> ChatApplication:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # The input budgets and /metrics need to know when the whole loop stood still.
         monitor.start()
+        logs.mask_uvicorn_tokens()
         await server.backend.start()
         try:
             yield

@@ -104,6 +104,38 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
         help=f"seconds to wait for a pong (default {d.ping_timeout:g})",
     )
     add(
+        "--history-size",
+        type=int,
+        help=f"messages kept per room for history and recovery; 0 keeps none "
+        f"(default {d.history_size})",
+    )
+    add(
+        "--history-ttl",
+        type=float,
+        metavar="SECONDS",
+        help=f"how long a room's history is kept after its last event "
+        f"(default {d.history_ttl:g}: 7 days)",
+    )
+    add(
+        "--history-rooms",
+        type=int,
+        help=f"with memory://, rooms without members whose history is kept, oldest dropped "
+        f"first (default {d.history_rooms})",
+    )
+    add(
+        "--recovery-limit",
+        type=int,
+        help=f"most messages replayed to a connection on joining, as history or recovery "
+        f"(default {d.recovery_limit})",
+    )
+    add(
+        "--name-reservation",
+        type=float,
+        metavar="SECONDS",
+        help=f"how long a chat.v2 client's name stays reserved for its resume token after "
+        f"its last connection ends (default {d.name_reservation:g})",
+    )
+    add(
         "--broker-url",
         metavar="URL",
         help=f"where rooms live: memory:// (one process) or redis://[:PASSWORD@]HOST:PORT/DB "
@@ -170,6 +202,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             "ping_timeout",
             "broker_url",
             "workers",
+            "history_size",
+            "history_ttl",
+            "history_rooms",
+            "recovery_limit",
+            "name_reservation",
         )
     }
     return Settings.from_env(**overrides)

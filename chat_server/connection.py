@@ -13,6 +13,14 @@ Two ways to drain a queue:
   frames arrived.
 * :class:`AsgiMember` (under plain ``uvicorn chat_server:app``): one writer task per member
   awaits ASGI ``send`` for each frame.
+
+A member is *gated* until its own join notice comes through the room's stream: what the room
+published before it is not the member's to see. A member that replays history on joining
+(``?history=N``, chat.v2's welcome and recovery) stays gated after its join, holding the live
+events, until the session has read what came before the join and calls :meth:`Member.go_live`:
+welcome and history first, then what it held. The join's offset divides the two, so nothing
+is missed or sent twice. chat.v2 members get each event as JSON (encoded once per event for
+all of them), and their own messages' acks right before the messages themselves.
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from chat_server.events import EventKind, RoomEvent
+from chat_server import protocol
+from chat_server.events import REPLACED, EventKind, RoomEvent
 from chat_server.metrics import stats
 from chat_server.protocol import CloseCode
 
@@ -79,45 +88,130 @@ class TokenBucket:
 OnDrop = Callable[["Member", int, str], None]
 
 
+_MESSAGE, _JOIN = EventKind.MESSAGE, EventKind.JOIN
+
+
 class Member:
-    """A connection in a room, as the hub and the fan-out see it."""
+    """A connection in a room, as the hub and the fan-out see it.
+
+    ``v2``: it speaks chat.v2. ``hold``: it replays history on joining (see the module's
+    docstring). ``ack_prefix``: the start of the de-duplication key of its own sends
+    (``{token id}:``), by which it knows its own messages to acknowledge.
+    """
 
     __slots__ = (
         "_awaiting_join",
+        "_gated",
+        "_held",
+        "_joined",
         "_queued_bytes",
+        "ack_prefix",
         "closed",
         "limit_bytes",
         "name",
         "on_drop",
         "room",
+        "v2",
     )
 
-    def __init__(self, name: str, room: str, limit_bytes: int, on_drop: OnDrop) -> None:
+    def __init__(
+        self,
+        name: str,
+        room: str,
+        limit_bytes: int,
+        on_drop: OnDrop,
+        *,
+        v2: bool = False,
+        hold: bool = False,
+        ack_prefix: str | None = None,
+    ) -> None:
         self.name = name
         self.room = room
         self.limit_bytes = limit_bytes
         self.on_drop = on_drop
         self.closed = False
+        self.v2 = v2
+        self.ack_prefix = ack_prefix
         self._queued_bytes = 0
         # Events published before our own join notice reached us are not ours to see: the
         # join notice must be the first frame, whatever the broker's delivery timing.
         self._awaiting_join = True
+        self._gated = True  # awaiting the join, or holding: deliver() asks _gate
+        self._held: list[RoomEvent] | None = [] if hold or v2 else None
+        self._joined: asyncio.Future[None] | None = None
 
     def deliver(self, event: RoomEvent) -> None:
-        if self.closed or (self._awaiting_join and not self._is_own_join(event)):
+        if self.closed or (self._gated and not self._gate(event)):
             return
-        self._enqueue(event.frame)
+        if self.v2:
+            self._deliver_v2(event)
+        else:
+            self._enqueue(event.frame)
 
-    def _is_own_join(self, event: RoomEvent) -> bool:
-        if event.kind is EventKind.JOIN and event.name == self.name:
+    def _deliver_v2(self, event: RoomEvent) -> None:
+        prefix = self.ack_prefix
+        nonce = event.nonce
+        if nonce is not None and prefix is not None and nonce.startswith(prefix):
+            # Our own message: its ack first, so that the client knows it before it sees it.
+            self._enqueue(protocol.v2_ack(nonce[len(prefix) :], event.offset, event.time))
+        self._enqueue(event.v2_frame())
+
+    def _gate(self, event: RoomEvent) -> bool:
+        """Whether a gated member is to get ``event`` now (it may have been held)."""
+        held = self._held
+        if self._awaiting_join:
+            if event.kind is not _JOIN or event.name != self.name:
+                return False
             self._awaiting_join = False
-            return True
+            if self._joined is not None and not self._joined.done():
+                self._joined.set_result(None)
+            if held is None:
+                self._gated = False
+                return True
+            if not self.v2:
+                self._enqueue(event.frame)  # the join notice first, then the history
+            return False
+        assert held is not None
+        held.append(event)
+        # Held events count against the bound as if queued (a room busy during the replay).
+        self._overflowed(len(event.frame))
         return False
+
+    async def joined(self) -> None:
+        """Until this member's own join has come through the room's stream."""
+        if not self._awaiting_join:
+            return
+        if self._joined is None:
+            self._joined = asyncio.get_running_loop().create_future()
+        await self._joined
+
+    def go_live(self, frames: list[str]) -> None:
+        """Send ``frames`` (welcome, history), then the events held since the join, then live.
+        Only after :meth:`joined`."""
+        held, self._held = self._held, None
+        self._gated = False
+        if self.closed:
+            return
+        if held:
+            self._queued_bytes -= sum(len(event.frame) for event in held)
+        for frame in frames:
+            self._enqueue(frame)
+        for event in held or ():
+            self.deliver(event)
+
+    def removed(self, event: RoomEvent) -> None:
+        """The room published this member's own leave: the broker has it no longer."""
+        if self._awaiting_join or self.closed:
+            return  # a newer connection of ours, replacing an older one
+        if event.text == REPLACED:
+            self.drop(CloseCode.POLICY_VIOLATION, protocol.REPLACED_REASON)
+        else:
+            self.drop(CloseCode.SERVICE_RESTART, protocol.NOT_IN_ROOM_REASON)
 
     def deliver_private(self, frame: str) -> None:
         """Queue a notice for this member only (``error:``), under the same bound."""
         # Only ever sent in answer to the member's own frames, so after its join notice.
-        if not self._awaiting_join and not self.closed:
+        if not self._gated and not self.closed:
             self._enqueue(frame)
 
     def drop(self, code: int, reason: str) -> None:
@@ -183,9 +277,15 @@ class TransportMember(Member):
     __slots__ = ("_marked", "_queue", "_sink")
 
     def __init__(
-        self, name: str, room: str, limit_bytes: int, on_drop: OnDrop, sink: FrameSink
+        self,
+        name: str,
+        room: str,
+        limit_bytes: int,
+        on_drop: OnDrop,
+        sink: FrameSink,
+        **options: Any,
     ) -> None:
-        super().__init__(name, room, limit_bytes, on_drop)
+        super().__init__(name, room, limit_bytes, on_drop, **options)
         self._sink = sink
         self._queue: deque[bytes] = deque()
         self._marked = False
@@ -194,11 +294,24 @@ class TransportMember(Member):
     def deliver(self, event: RoomEvent) -> None:
         # Fan-out's hot path, one call per member and event: Member.deliver's checks, then the
         # frame's bytes, encoded once per event for all members, under the byte bound.
-        if self.closed or (self._awaiting_join and not self._is_own_join(event)):
+        if self.closed or (self._gated and not self._gate(event)):
+            return
+        if self.v2:
+            self._deliver_v2(event)
             return
         data = event.data
         if data is None:
             data = event.data = encode_text_frame(event.frame)
+        self._append(data)
+
+    def _deliver_v2(self, event: RoomEvent) -> None:
+        prefix = self.ack_prefix
+        nonce = event.nonce
+        if nonce is not None and prefix is not None and nonce.startswith(prefix):
+            self._enqueue(protocol.v2_ack(nonce[len(prefix) :], event.offset, event.time))
+        data = event.v2_data
+        if data is None:
+            data = event.v2_data = encode_text_frame(event.v2_frame())
         self._append(data)
 
     def _enqueue(self, frame: str) -> None:
@@ -254,8 +367,10 @@ class TransportMember(Member):
 class AsgiMember(Member):
     __slots__ = ("_queue", "_send", "_waiter", "_writer")
 
-    def __init__(self, name: str, room: str, limit_bytes: int, on_drop: OnDrop, send: Send) -> None:
-        super().__init__(name, room, limit_bytes, on_drop)
+    def __init__(
+        self, name: str, room: str, limit_bytes: int, on_drop: OnDrop, send: Send, **options: Any
+    ) -> None:
+        super().__init__(name, room, limit_bytes, on_drop, **options)
         self._send = send
         self._queue: deque[str] = deque()
         self._waiter: asyncio.Future[None] | None = None

@@ -15,7 +15,11 @@ with the publish:
 * ``origin``: the node that published it; ``nonce``: the sender's idempotency key, if any.
 
 ``frame`` is the event in the original text protocol, computed once per event for all members;
-``data`` caches it encoded as a WebSocket frame, also once for all (``connection.py``).
+``data`` caches it encoded as a WebSocket frame, also once for all (``connection.py``). ``v2``
+and ``v2_data`` are the same for chat.v2 members, computed the first time one needs them.
+
+A leave whose ``text`` is :data:`REPLACED` was published by the join of a newer connection under
+the same name (a client that came back before its old connection was noticed gone).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class EventKind(StrEnum):
 
 
 _MESSAGE, _JOIN = EventKind.MESSAGE, EventKind.JOIN
+REPLACED = "replaced"
 
 
 class RoomEvent:
@@ -48,7 +53,12 @@ class RoomEvent:
         "serial",
         "text",
         "time",
+        "v2",
+        "v2_data",
     )
+
+    # A publish's result may be its own event (the memory broker): it is never a duplicate.
+    duplicate = False
 
     def __init__(
         self,
@@ -78,6 +88,19 @@ class RoomEvent:
         else:
             self.frame = protocol.format_leave(name)
         self.data: bytes | None = None
+        self.v2: str | None = None
+        self.v2_data: bytes | None = None
+
+    def v2_frame(self) -> str:
+        """The event as a chat.v2 frame (computed once)."""
+        frame = self.v2
+        if frame is None:
+            if self.kind is _MESSAGE:
+                frame = protocol.v2_message(self.name, self.text, self.offset, self.time)
+            else:
+                frame = protocol.v2_presence(self.kind is _JOIN, self.name, self.time)
+            self.v2 = frame
+        return frame
 
     def __repr__(self) -> str:
         return (
@@ -87,13 +110,52 @@ class RoomEvent:
 
 
 class Published(Protocol):
-    """Where a publish landed in its room's sequence (what an acknowledgement would carry)."""
+    """Where a publish landed in its room's sequence (what an acknowledgement carries).
+
+    ``duplicate``: a message whose nonce the room had already published; nothing was published
+    now, and ``offset`` and ``time`` are the original's (``serial`` is then 0).
+    """
+
+    @property
+    def serial(self) -> int: ...
 
     @property
     def offset(self) -> int: ...
+
+    @property
+    def duplicate(self) -> bool: ...
 
     @property
     def epoch(self) -> str: ...
 
     @property
     def time(self) -> float: ...
+
+
+class StoredMessage:
+    """A message as history keeps it: no more than what replaying it needs."""
+
+    __slots__ = ("name", "offset", "text", "time")
+
+    def __init__(self, offset: int, name: str, text: str, time: float) -> None:
+        self.offset = offset
+        self.name = name
+        self.text = text
+        self.time = time
+
+    def __repr__(self) -> str:
+        return f"StoredMessage({self.offset} {self.name!r})"
+
+
+class Duplicate:
+    """The result of a publish refused as a duplicate (see :class:`Published`), settled."""
+
+    __slots__ = ("epoch", "offset", "time")
+
+    serial = 0
+    duplicate = True
+
+    def __init__(self, offset: int, epoch: str, time: float) -> None:
+        self.offset = offset
+        self.epoch = epoch
+        self.time = time

@@ -6,6 +6,10 @@ node that has members, then goes to each local member through its own bounded bu
 (``connection.Member``). :meth:`RoomHub.deliver` never awaits: the backend's reader never
 waits on a member.
 
+A leave of a member that is still here means the broker no longer has it in the room (a newer
+connection took its name there, or a reaper took it for dead): the member is told
+(``removed``) and lets go.
+
 Each room's events arrive numbered (``RoomEvent.serial``). A gap or a new epoch on the live
 path means this node missed events that its members would never see: the hub never skips
 them silently but hands the room's members to ``on_lost``, which drops them so that they
@@ -19,7 +23,9 @@ from collections.abc import Callable
 from typing import Protocol
 
 from chat_server.backends.base import ChannelBackend
-from chat_server.events import RoomEvent
+from chat_server.events import EventKind, RoomEvent
+
+_LEAVE = EventKind.LEAVE
 
 
 class HubMember(Protocol):
@@ -27,6 +33,9 @@ class HubMember(Protocol):
 
     def deliver(self, event: RoomEvent) -> None:
         """Queue the event for this member; never blocks."""
+
+    def removed(self, event: RoomEvent) -> None:
+        """The room announced this member's own leave (it was replaced, or reaped)."""
 
 
 # (room, its local members, why): called when a room's local stream broke.
@@ -85,7 +94,14 @@ class RoomHub:
         elif not self._in_line(room, local, event):
             return
         # A copy: delivering may evict a member, which takes it out of the room.
-        for member in tuple(local.members):
+        members = tuple(local.members)
+        if event.kind is _LEAVE:
+            # A member leaves the hub before its leave is announced: one that is still here
+            # was replaced by a newer connection under its name, or reaped.
+            for member in members:
+                if member.name == event.name:
+                    member.removed(event)
+        for member in members:
             member.deliver(event)
 
     def _in_line(self, room: str, local: _LocalRoom, event: RoomEvent) -> bool:

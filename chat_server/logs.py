@@ -42,6 +42,35 @@ def structured(fmt: str, args: tuple[Any, ...]) -> dict[str, Any] | None:
     return fields if not remaining else None
 
 
+_TOKEN_IN_QUERY = re.compile(r"(resume=)[^&\s\"']*")
+
+
+def mask_tokens(text: str) -> str:
+    """``text`` with any ``resume=`` query parameter's value replaced by ``***``."""
+    return _TOKEN_IN_QUERY.sub(r"\1***", text) if "resume=" in text else text
+
+
+class MaskTokens(logging.Filter):
+    """Resume tokens never reach the log: uvicorn's lines show a WebSocket's path with its
+    query string (``"WebSocket /chat/general?resume=..." [accepted]``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = mask_tokens(record.msg)
+        if isinstance(record.args, tuple) and any(isinstance(a, str) for a in record.args):
+            record.args = tuple(mask_tokens(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def mask_uvicorn_tokens() -> None:
+    """Install :class:`MaskTokens` on uvicorn's loggers (idempotent); chat-server and plain
+    uvicorn alike."""
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, MaskTokens) for f in logger.filters):
+            logger.addFilter(MaskTokens())
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {

@@ -4,6 +4,13 @@ The handshake checks (origin, room name, connection limit) are the endpoint's
 (``app.ChatEndpoint``); a :class:`ChatSession` starts with an accepted room name. It is the
 same for every backend: it talks to the room hub and the broker's interfaces only.
 
+A session joins in this order: it enters the hub (its member receives from now on, gated until
+its own join comes through), publishes its join, and, when it replays history (``?history=N``,
+chat.v2), reads the room's messages up to the join's offset while its member holds whatever is
+published after the join; then the welcome and the history go out, then the held events, then
+live. The join's offset is the boundary: every message at or below it was published before the
+join, every one above it after, so nothing is missed or sent twice, on any broker.
+
 Every way out goes through :meth:`ChatSession._leave`, exactly once: the member stops
 receiving, leaves the hub, and its leave is announced and its name released. A session is
 let go from outside its receive loop with :meth:`ChatSession.drop` (slow consumer, a room
@@ -24,12 +31,12 @@ from typing import TYPE_CHECKING, Any
 from chat_server import protocol
 from chat_server.backends.base import BrokerUnavailable, Publishing
 from chat_server.connection import AsgiMember, Member, TokenBucket, TransportMember
-from chat_server.events import EventKind
-from chat_server.protocol import CloseCode
+from chat_server.events import EventKind, Published, StoredMessage
+from chat_server.protocol import CloseCode, JoinRequest
 from chat_server.uvicorn_ws import ABORT_EXTENSION, FRAMES_EXTENSION, WITHIN_RATE_KEY
 
 if TYPE_CHECKING:
-    from chat_server.app import ChatServer
+    from chat_server.app import ChatServer, NameLease
 
 log = logging.getLogger("chat_server")
 
@@ -39,7 +46,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 # Minimum time between two "you are sending too fast" notices to one connection.
 FLOOD_NOTICE_INTERVAL = 1.0
-NOT_IN_ROOM = "the broker no longer has you in the room; reconnect"
+NOT_IN_ROOM = protocol.NOT_IN_ROOM_REASON
 # Messages of one connection on their way through the broker at once (in order).
 PUBLISH_WINDOW = 16
 _MESSAGE = EventKind.MESSAGE
@@ -53,8 +60,8 @@ def _failure(pending: Publishing) -> tuple[str, tuple[int, str]] | None:
     except BrokerUnavailable as exc:
         return "broker unavailable", (CloseCode.TRY_AGAIN_LATER, unavailable_reason(exc))
     if published is None:
-        # The broker no longer has this member in the room (it lost its data, or the
-        # cluster took this node for dead).
+        # The broker no longer has this member in the room (it lost its data, the cluster
+        # took this node for dead, or a newer connection took the name).
         return _NOT_IN_ROOM
     return None
 
@@ -66,16 +73,27 @@ def unavailable_reason(exc: BrokerUnavailable) -> str:
 
 class ChatSession:
     def __init__(
-        self, server: ChatServer, scope: Scope, receive: Receive, send: Send, room: str
+        self,
+        server: ChatServer,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        room: str,
+        request: JoinRequest | None = None,
+        v2: bool = False,
     ) -> None:
         self.server = server
         self.room = room
+        self.request = request or JoinRequest()
+        self.v2 = v2
         self._receive = receive
         self._send = send
         extensions = scope.get("extensions") or {}
         self._abort = extensions.get(ABORT_EXTENSION)
         self._sink = extensions.get(FRAMES_EXTENSION)
         self.name = ""
+        self.lease: NameLease | None = None
+        self._join_serial: int | None = None  # our join's: what our messages and leave carry
         # Counted against the connection limit from here until it has left its room.
         server.connections += 1
         self._counted = True
@@ -86,21 +104,31 @@ class ChatSession:
 
     async def run(self) -> None:
         server = self.server
-        await self._send({"type": "websocket.accept"})
+        accept: dict[str, Any] = {"type": "websocket.accept"}
+        if self.v2:
+            accept["subprotocol"] = protocol.SUBPROTOCOL_V2
+        await self._send(accept)
         try:
-            self.name = await server.claim_unique_name()
+            lease = await server.claim_name(self.request.resume, tokened=self.v2)
         except BrokerUnavailable as exc:
             await self._close_now(CloseCode.TRY_AGAIN_LATER, unavailable_reason(exc))
             return
+        self.lease = lease
+        self.name = lease.name
         settings = server.settings
+        options: dict[str, Any] = {
+            "v2": self.v2,
+            "hold": self.v2 or self.request.history > 0,
+            "ack_prefix": None if lease.token is None else lease.token_id + ":",
+        }
         member: Member
         if self._sink is not None:
             member = TransportMember(
-                self.name, self.room, settings.send_buffer, self._dropped, self._sink
+                self.name, self.room, settings.send_buffer, self._dropped, self._sink, **options
             )
         else:
             member = AsgiMember(
-                self.name, self.room, settings.send_buffer, self._dropped, self._send
+                self.name, self.room, settings.send_buffer, self._dropped, self._send, **options
             )
         self.member = member
         server.sessions.add(self)
@@ -108,10 +136,12 @@ class ChatSession:
         code: int | str = CloseCode.NORMAL
         try:
             joined = await self._join(member)
+            if joined is not None and not isinstance(joined, BrokerUnavailable):
+                joined = await self._replay(member, joined)
             if isinstance(joined, BrokerUnavailable):
                 code = "broker unavailable"
                 close = (CloseCode.TRY_AGAIN_LATER, unavailable_reason(joined))
-            elif joined:
+            elif joined is not None and not self.left:
                 log.info("joined room=%s name=%s", self.room, self.name)
                 code, close = await self._receive_frames(member)
         finally:
@@ -122,20 +152,76 @@ class ChatSession:
             if close is not None:
                 await self._close_now(*close)
 
-    async def _join(self, member: Member) -> bool | BrokerUnavailable:
-        """Enter the room and announce it; ``False`` if dropped meanwhile."""
+    async def _join(self, member: Member) -> Published | BrokerUnavailable | None:
+        """Enter the room and announce it; ``None`` if dropped meanwhile."""
         try:
             await self.server.hub.enter(self.room, member)
             if self.left:
-                return False
+                return None
             joined = await self.server.channels.publish(self.room, EventKind.JOIN, self.name)
             if joined is None:
                 return BrokerUnavailable("it refused the join")
-            return not self.left
+            self._join_serial = joined.serial
+            return None if self.left else joined
         except BrokerUnavailable as exc:
             return exc
         finally:
             self._join_settled.set()
+
+    async def _replay(
+        self, member: Member, joined: Published
+    ) -> Published | BrokerUnavailable | None:
+        """Welcome (chat.v2), history or recovery, then live (see the module's docstring)."""
+        request, settings = self.request, self.server.settings
+        if not (self.v2 or request.history):
+            return joined
+        try:
+            async with asyncio.timeout(settings.broker_timeout):
+                await member.joined()
+                backlog, recovered = await self._backlog(joined)
+        except TimeoutError:
+            return BrokerUnavailable("the room's history did not come in time")
+        except BrokerUnavailable as exc:
+            return exc
+        if self.left:
+            return None
+        frames: list[str] = []
+        if self.v2:
+            lease = self.lease
+            assert lease is not None and lease.token is not None
+            frames.append(
+                protocol.v2_welcome(
+                    self.room, self.name, joined.epoch, joined.offset, str(lease.token),
+                    recovered, lease.resumed, len(backlog),
+                )
+            )  # fmt: skip
+            frames += [protocol.v2_message(m.name, m.text, m.offset, m.time) for m in backlog]
+        else:
+            frames += [protocol.format_message(m.name, m.text) for m in backlog]
+        member.go_live(frames)
+        return joined
+
+    async def _backlog(self, joined: Published) -> tuple[list[StoredMessage], bool | None]:
+        """What precedes live: (messages up to the join's offset, recovered)."""
+        request, settings = self.request, self.server.settings
+        history = self.server.backend.history
+        limit = settings.recovery_limit
+        recovered: bool | None = None
+        if request.since is not None:
+            recovered = False
+            since = request.since
+            if (
+                request.epoch == joined.epoch
+                and since <= joined.offset
+                and joined.offset - since <= limit
+            ):
+                missed = await history.since(self.room, since, joined.offset)
+                if missed is not None:
+                    return missed, True
+        count = min(request.history, limit, settings.history_size)
+        if count <= 0:
+            return [], recovered
+        return await history.latest(self.room, joined.offset, count), recovered
 
     async def _receive_frames(self, member: Member) -> tuple[int | str, tuple[int, str] | None]:
         """Read and publish the member's frames until it goes; returns (log code, close)."""
@@ -148,6 +234,11 @@ class ChatSession:
         max_chars = settings.max_message_chars
         max_bytes = settings.max_frame_bytes
         inflight: deque[Publishing] = deque()
+        v2 = self.v2
+        refuse = self._refuse
+        ref = self._join_serial
+        lease = self.lease
+        key_prefix = None if lease is None or lease.token is None else lease.token_id + ":"
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
@@ -162,39 +253,55 @@ class ChatSession:
                 )
             if len(text) > max_bytes // 4 and len(text.encode()) > max_bytes:
                 return "frame too big", (CloseCode.MESSAGE_TOO_BIG, f"frame over {max_bytes} bytes")
+            nonce: str | None = None
+            if v2:
+                try:
+                    send = protocol.parse_v2_send(text)
+                except protocol.FrameError as exc:
+                    refuse(str(exc), exc.nonce)
+                    continue
+                text, nonce = send.text, send.nonce
             # chat-server judges the rate when the frame arrives; plain uvicorn cannot.
             within_rate = message.get(WITHIN_RATE_KEY)
             if not (bucket.take() if within_rate is None else within_rate):
                 now = time.monotonic()
-                if now - last_flood_notice >= FLOOD_NOTICE_INTERVAL:
-                    last_flood_notice = now
-                    member.deliver_private(
-                        protocol.format_error(
-                            f"you are sending too fast (limit {settings.rate_limit:g} "
-                            f"messages per second); messages were dropped"
-                        )
+                # A send with a nonce is answered, always: its client must know it was not sent.
+                if nonce is not None or now - last_flood_notice >= FLOOD_NOTICE_INTERVAL:
+                    if nonce is None:
+                        last_flood_notice = now
+                    refuse(
+                        f"you are sending too fast (limit {settings.rate_limit:g} "
+                        f"messages per second); messages were dropped",
+                        nonce,
                     )
                 continue
             if len(text) > max_chars:
-                member.deliver_private(
-                    protocol.format_error(
-                        f"message too long ({len(text)} characters; the limit is "
-                        f"{max_chars}); it was not sent"
-                    )
+                refuse(
+                    f"message too long ({len(text)} characters; the limit is "
+                    f"{max_chars}); it was not sent",
+                    nonce,
                 )
                 continue
             clean = protocol.sanitize(text)
             if clean is None:
+                if nonce is not None:
+                    refuse("empty message (nothing left after sanitising); it was not sent", nonce)
                 continue
+            key = None if nonce is None or key_prefix is None else key_prefix + nonce
             # Issued now, in order; the member's next frames are read while it is under way.
-            pending = publish(room, _MESSAGE, name, clean)
+            pending = publish(room, _MESSAGE, name, clean, key, ref)
             if pending.done():  # the memory broker: published already
                 try:
-                    if pending.result() is not None:
+                    published = pending.result()
+                    if published is not None:
+                        if published.duplicate and nonce is not None:
+                            self._ack(nonce, published)
                         continue
                 except BrokerUnavailable:
                     pass
                 return _failure(pending) or _NOT_IN_ROOM
+            if nonce is not None:
+                pending.add_done_callback(lambda done, nonce=nonce: self._acked(done, nonce))
             pending.add_done_callback(self._publish_settled)
             inflight.append(pending)
             while inflight and inflight[0].done():
@@ -203,6 +310,31 @@ class ChatSession:
                 # Bounded: no more frames are read until the oldest is through.
                 with contextlib.suppress(Exception):
                     await inflight[0]
+
+    def _refuse(self, description: str, nonce: str | None = None) -> None:
+        """Tell the member that what it sent is not published (and which send, in chat.v2)."""
+        member = self.member
+        if member is None:
+            return
+        if self.v2:
+            member.deliver_private(protocol.v2_error(description, nonce))
+        else:
+            member.deliver_private(protocol.format_error(description))
+
+    def _ack(self, nonce: str, published: Published) -> None:
+        # A duplicate: nothing was published now, so no event brings its ack; it is sent here.
+        if self.member is not None:
+            self.member.deliver_private(protocol.v2_ack(nonce, published.offset, published.time))
+
+    def _acked(self, pending: Publishing, nonce: str) -> None:
+        if pending.cancelled():
+            return
+        try:
+            published = pending.result()
+        except BrokerUnavailable:
+            return
+        if published is not None and published.duplicate:
+            self._ack(nonce, published)
 
     def _publish_settled(self, pending: Publishing) -> None:
         if not pending.cancelled() and (failed := _failure(pending)) is not None:
@@ -243,7 +375,8 @@ class ChatSession:
         await self._join_settled.wait()  # a leave never overtakes its own join
         # Without the broker neither can be done now; the broker's reaper does them later.
         with contextlib.suppress(BrokerUnavailable):
-            await channels.publish(self.room, EventKind.LEAVE, self.name)
+            # Only our own join's presence: not a newer connection's under the same name.
+            await channels.publish(self.room, EventKind.LEAVE, self.name, ref=self._join_serial)
             await registry.release_name(self.name)
 
     def _close_later(self, code: int, reason: str) -> Awaitable[None] | None:

@@ -54,6 +54,16 @@ class Settings:
     probe_interval: float = 1.0
     # How long an evicted connection may take to take its close frame before it is aborted.
     close_grace: float = 2.0
+    # What the server keeps (see the README's "What the server keeps"): the last messages of
+    # each room (0 = no history), for this long after the room's last event; with memory://
+    # also the rooms that emptied, this many of them (oldest dropped first).
+    history_size: int = protocol.DEFAULT_HISTORY_SIZE
+    history_ttl: float = 7 * 24 * 3600.0
+    history_rooms: int = 1000
+    # Most messages replayed to one connection on joining (?history=N, or a recovery).
+    recovery_limit: int = protocol.DEFAULT_RECOVERY_LIMIT
+    # Seconds a resumable name stays its token's after its last connection ended.
+    name_reservation: float = protocol.DEFAULT_NAME_RESERVATION
     log_format: str = "text"  # or "json": one object per line
     # GET /metrics; None = only when listening on a loopback address.
     metrics: bool | None = None
@@ -90,6 +100,11 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name.replace('_', '-')} must be positive")
+        for name in ("history_size", "history_rooms", "recovery_limit", "name_reservation"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name.replace('_', '-')} must be 0 or more")
+        if self.history_ttl <= 0:
+            problems.append("history-ttl must be positive")
         for name in ("rate_limit", "max_frame_rate", "max_byte_rate"):
             if getattr(self, name) < 0:
                 problems.append(f"{name.replace('_', '-')} must be 0 (off) or positive")

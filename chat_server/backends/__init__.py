@@ -67,7 +67,7 @@ def open_backend(settings: Settings, node_id: str | None = None) -> Backend:
     if scheme in MEMORY_SCHEMES:
         from chat_server.backends.memory import MemoryBackend
 
-        return MemoryBackend(node_id)
+        return MemoryBackend(node_id, settings)
     from chat_server.backends.redis import RedisBackend
 
     return RedisBackend(settings, node_id)

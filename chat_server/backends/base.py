@@ -17,7 +17,17 @@ Contract every backend keeps:
   and what members were told never disagree. A leave of a member who is no longer present
   (already announced, for example by a reaper) publishes nothing and returns ``None``: every
   leave is announced once.
-* **Names are unique** among all live connections of every node sharing the backend.
+* **Names are unique** among all live connections of every node sharing the backend, except
+  that a name issued with a resume token may be held by several connections of that token (a
+  client in several rooms). Such a name stays reserved for its token for the reservation
+  window after its last connection ends.
+* **A message is in history if and only if it was published**, in the same atomic step:
+  history is what was delivered live, with the same offsets. A message whose nonce the room
+  already published (within its de-duplication window) is not published again.
+* **A name joins a room once.** A join of a name already present in the room (the same token
+  from a newer connection) first publishes the old connection's leave, with the text
+  ``events.REPLACED``; that connection's later messages and leave publish nothing (they carry
+  the serial of their own join as ``ref``).
 * **It never pretends.** When the backend cannot reach its store it raises
   :class:`BrokerUnavailable` at once and reports ``status.available == False`` to the
   ``on_status`` callback, rather than accepting publishes that nobody will hear.
@@ -30,9 +40,17 @@ from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from chat_server.events import EventKind, Published, RoomEvent
+from chat_server.events import EventKind, Published, RoomEvent, StoredMessage
 
 Deliver = Callable[[str, RoomEvent], None]
+
+# Nonces remembered per room for exactly-once: those of its last messages, at least this many
+# (and at least as many as its history holds).
+MIN_DEDUP_WINDOW = 1000
+
+
+def dedup_window(history_size: int) -> int:
+    return max(history_size, MIN_DEDUP_WINDOW)
 
 
 class Publishing(Protocol):
@@ -114,27 +132,63 @@ class ChannelBackend(ABC):
 
     @abstractmethod
     def publish(
-        self, room: str, kind: EventKind, name: str, text: str = "", nonce: str | None = None
+        self,
+        room: str,
+        kind: EventKind,
+        name: str,
+        text: str = "",
+        nonce: str | None = None,
+        ref: int | None = None,
     ) -> Publishing:
         """Publish one event to every subscriber of ``room`` on every node.
 
         The publish is issued when this is called, so publishes keep the order of the calls;
         the result is where it landed (a join's offset is the room's last message offset when
-        the member joined), or ``None`` if the member is not (for a join: already) present in
-        the room, in which case nothing was published. Awaiting it raises
-        :class:`BrokerUnavailable` if it could not be published.
+        the member joined), a :class:`~chat_server.events.Duplicate` for a message whose
+        ``nonce`` (the sender's de-duplication key) the room already published, or ``None`` if
+        the member is not present in the room (for a message or leave with ``ref``: not with
+        the join whose serial ``ref`` is), in which case nothing was published. Awaiting it
+        raises :class:`BrokerUnavailable` if it could not be published.
         """
+
+
+class History(ABC):
+    """The messages each room retains (its current epoch's), for history and recovery."""
+
+    @abstractmethod
+    async def latest(self, room: str, upto: int, count: int) -> list[StoredMessage]:
+        """The last ``count`` retained messages with offset <= ``upto``, oldest first."""
+
+    @abstractmethod
+    async def since(self, room: str, after: int, upto: int) -> list[StoredMessage] | None:
+        """Every message with offset in (``after``, ``upto``], in order, if all of them are
+        retained; ``None`` if any is not (never a partial range)."""
 
 
 class Registry(ABC):
     """Names and presence shared by every node, with expiry for nodes that die."""
 
     @abstractmethod
-    async def claim_name(self, name: str) -> bool:
-        """Reserve ``name`` for one connection of this node; ``False`` if it is taken."""
+    async def claim_name(self, name: str, digest: str | None = None) -> bool:
+        """Take ``name`` for one connection of this node; ``False`` if it is held or reserved.
+
+        With ``digest`` (of a resume token, see ``chat_server.tokens``) the name is the
+        token's: :meth:`resume_name` takes it again, also after its last connection ended,
+        for the reservation window.
+        """
 
     @abstractmethod
-    async def release_name(self, name: str) -> None: ...
+    async def name_digest(self, name: str) -> str | None:
+        """The digest of the token that ``name`` is held or reserved for, if any."""
+
+    @abstractmethod
+    async def resume_name(self, name: str, digest: str) -> bool:
+        """One more connection of the token whose digest is ``digest`` takes ``name``;
+        ``False`` if the name is no longer that token's (it expired, or never was)."""
+
+    @abstractmethod
+    async def release_name(self, name: str) -> None:
+        """One connection of this node lets go of ``name``."""
 
     @abstractmethod
     async def rooms(self) -> dict[str, int]:
@@ -155,6 +209,7 @@ class Backend(ABC):
     kind: str
     channels: ChannelBackend
     registry: Registry
+    history: History
 
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id

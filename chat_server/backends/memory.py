@@ -1,14 +1,21 @@
 """``memory://``: one process, no I/O. Rooms are dicts and a publish is a synchronous delivery.
 
-Each room's sequence lives while the room has members; a room that empties is forgotten, and
-its next sequence starts over under a new epoch.
+Each room keeps its sequence, its last ``history_size`` messages (a ring) and the nonces of its
+recent messages while the process lives. A room that empties is kept, idle, so that its history
+and sequence survive until it is used again, unless more than ``history_rooms`` rooms are idle
+(the room idle longest is forgotten first) or it has been idle for ``history_ttl``; a forgotten
+room's next sequence starts over under a new epoch. With history off (``history_size`` 0) a
+room is forgotten as soon as it empties.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import itertools
 import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
@@ -17,11 +24,14 @@ from chat_server.backends.base import (
     ChannelBackend,
     ClusterInfo,
     Deliver,
+    History,
     Publishing,
     Registry,
     Settled,
+    dedup_window,
 )
-from chat_server.events import EventKind, RoomEvent
+from chat_server.events import REPLACED, Duplicate, EventKind, RoomEvent, StoredMessage
+from chat_server.settings import Settings
 
 _MESSAGE, _JOIN, _LEAVE = EventKind.MESSAGE, EventKind.JOIN, EventKind.LEAVE
 _now = time.time
@@ -55,22 +65,72 @@ class _Published(RoomEvent):
 
 
 class _Room:
-    __slots__ = ("epoch", "members", "offset", "serial")
+    __slots__ = ("epoch", "members", "nonces", "offset", "ring", "serial", "touched")
 
-    def __init__(self) -> None:
+    def __init__(self, history_size: int) -> None:
         self.epoch = new_epoch()
         self.offset = 0
         self.serial = 0
-        # dict keeps insertion order: member listings read in join order.
-        self.members: dict[str, None] = {}
+        # name -> serial of its join; dict keeps insertion order: listings read in join order.
+        self.members: dict[str, int] = {}
+        self.ring: deque[StoredMessage] | None = (
+            deque(maxlen=history_size) if history_size else None
+        )
+        self.nonces: dict[str, tuple[int, float]] = {}  # de-duplication key -> (offset, time)
+        self.touched = _now()
+
+
+class _Name:
+    __slots__ = ("digest", "expires", "holds")
+
+    def __init__(self, digest: str | None) -> None:
+        self.digest = digest
+        self.holds = 1  # connections that hold it
+        self.expires = 0.0  # with no holds: reserved for its token until then
 
 
 class _State:
-    """What the channels and the registry of one memory backend share."""
+    """What the channels, the history and the registry of one memory backend share."""
 
-    def __init__(self) -> None:
-        self.names: set[str] = set()
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.names: dict[str, _Name] = {}
+        # Reserved names by expiry (expiry, name), to forget them in time order.
+        self.reserved: deque[tuple[float, str]] = deque()
         self.rooms: dict[str, _Room] = {}
+        self.idle: dict[str, None] = {}  # rooms without members, the longest idle first
+
+    def keeps_idle(self) -> bool:
+        return self.settings.history_size > 0 and self.settings.history_rooms > 0
+
+    def room_emptied(self, room: str, state: _Room) -> None:
+        if not self.keeps_idle():
+            del self.rooms[room]
+            return
+        self.idle[room] = None
+        self.forget_idle()
+
+    def forget_idle(self) -> None:
+        """Idle rooms past the bound or the ttl are forgotten, the longest idle first."""
+        idle, rooms = self.idle, self.rooms
+        limit = self.settings.history_rooms
+        expired = _now() - self.settings.history_ttl
+        while idle:
+            room = next(iter(idle))
+            if len(idle) <= limit and rooms[room].touched >= expired:
+                break
+            del idle[room]
+            del rooms[room]
+
+    def live_room(self, room: str) -> _Room | None:
+        """The room's state, unless it is idle past the ttl (it is then forgotten)."""
+        state = self.rooms.get(room)
+        expired = _now() - self.settings.history_ttl
+        if state is not None and room in self.idle and state.touched < expired:
+            del self.idle[room]
+            del self.rooms[room]
+            return None
+        return state
 
 
 class MemoryChannels(ChannelBackend):
@@ -78,6 +138,7 @@ class MemoryChannels(ChannelBackend):
         self._state = state
         self._node_id = node_id
         self._deliver: Deliver | None = None
+        self._window = dedup_window(state.settings.history_size)
 
     def bind(self, deliver: Deliver) -> None:
         self._deliver = deliver
@@ -92,70 +153,184 @@ class MemoryChannels(ChannelBackend):
         pass
 
     def publish(
-        self, room: str, kind: EventKind, name: str, text: str = "", nonce: str | None = None
+        self,
+        room: str,
+        kind: EventKind,
+        name: str,
+        text: str = "",
+        nonce: str | None = None,
+        ref: int | None = None,
     ) -> Publishing:
-        rooms = self._state.rooms
-        state = rooms.get(room)
+        state = self._state.rooms.get(room)
         if kind is _MESSAGE:
-            if state is None:
-                return _NOT_PRESENT  # nobody is in the room: there is nobody to hear it
+            joined = state.members.get(name) if state is not None else None
+            if joined is None or (ref is not None and joined != ref):
+                return _NOT_PRESENT  # not (or no longer) in the room: nobody is to hear it
+            assert state is not None
+            if nonce is not None:
+                seen = state.nonces.get(nonce)
+                if seen is not None:
+                    return Settled(Duplicate(seen[0], state.epoch, seen[1]))
             state.offset += 1
         elif kind is _JOIN:
-            if state is None:
-                state = rooms[room] = _Room()
-            state.members[name] = None
+            state = self._joining(room, state, name)
+        elif (
+            state is None
+            or (joined := state.members.get(name)) is None
+            or (ref is not None and joined != ref)
+        ):
+            return _NOT_PRESENT
         else:
-            if state is None or name not in state.members:
-                return _NOT_PRESENT
             del state.members[name]
+        now = _now()
+        state.touched = now
         state.serial += 1
         event = _Published(
-            kind, name, text, state.serial, state.offset, state.epoch, _now(),
-            self._node_id, nonce,
-        )  # fmt: skip
-        if kind is _LEAVE and not state.members:
-            del rooms[room]
+            kind, name, text, state.serial, state.offset, state.epoch, now, self._node_id, nonce
+        )
+        if kind is _MESSAGE:
+            if state.ring is not None:
+                state.ring.append(StoredMessage(state.offset, name, text, now))
+            if nonce is not None:
+                nonces = state.nonces
+                nonces[nonce] = (state.offset, now)
+                if len(nonces) > self._window:
+                    del nonces[next(iter(nonces))]
+        elif kind is _JOIN:
+            state.members[name] = state.serial
+        elif not state.members:
+            self._state.room_emptied(room, state)
         if self._deliver is not None:
             self._deliver(room, event)
         return event
+
+    def _joining(self, room: str, state: _Room | None, name: str) -> _Room:
+        shared = self._state
+        if state is not None and room in shared.idle:
+            state = shared.live_room(room)
+            shared.idle.pop(room, None)
+        if state is None:
+            state = shared.rooms[room] = _Room(shared.settings.history_size)
+        if name in state.members:
+            # The same token's newer connection: the old one leaves first, as others see it.
+            del state.members[name]
+            state.serial += 1
+            leave = _Published(
+                _LEAVE, name, REPLACED, state.serial, state.offset, state.epoch, _now(),
+                self._node_id,
+            )  # fmt: skip
+            if self._deliver is not None:
+                self._deliver(room, leave)
+        return state
+
+
+class MemoryHistory(History):
+    def __init__(self, state: _State) -> None:
+        self._state = state
+
+    async def latest(self, room: str, upto: int, count: int) -> list[StoredMessage]:
+        state = self._state.rooms.get(room)
+        if state is None or state.ring is None or count <= 0 or not state.ring:
+            return []
+        ring = state.ring
+        end = min(len(ring), upto - ring[0].offset + 1)
+        if end <= 0:
+            return []
+        return list(itertools.islice(ring, max(0, end - count), end))
+
+    async def since(self, room: str, after: int, upto: int) -> list[StoredMessage] | None:
+        if upto <= after:
+            return [] if upto == after else None
+        state = self._state.rooms.get(room)
+        if state is None or state.ring is None or not state.ring:
+            return None
+        ring = state.ring
+        first = ring[0].offset
+        if first > after + 1 or ring[-1].offset < upto:
+            return None
+        return list(itertools.islice(ring, after + 1 - first, upto - first + 1))
 
 
 class MemoryRegistry(Registry):
     def __init__(self, state: _State) -> None:
         self._state = state
 
-    async def claim_name(self, name: str) -> bool:
+    def _current(self, name: str) -> _Name | None:
+        """The name's record, unless it is a reservation that has run out (then forgotten)."""
         names = self._state.names
-        if name in names:
+        record = names.get(name)
+        if record is not None and record.holds == 0 and record.expires <= _now():
+            del names[name]
+            return None
+        return record
+
+    def _forget_expired(self) -> None:
+        reserved, now = self._state.reserved, _now()
+        while reserved and reserved[0][0] <= now:
+            _, name = reserved.popleft()
+            self._current(name)
+
+    async def claim_name(self, name: str, digest: str | None = None) -> bool:
+        self._forget_expired()
+        if self._current(name) is not None:
             return False
-        names.add(name)
+        self._state.names[name] = _Name(digest)
+        return True
+
+    async def name_digest(self, name: str) -> str | None:
+        record = self._current(name)
+        return record.digest if record is not None else None
+
+    async def resume_name(self, name: str, digest: str) -> bool:
+        record = self._current(name)
+        if (
+            record is None
+            or record.digest is None
+            or not hmac.compare_digest(record.digest, digest)
+        ):
+            return False
+        record.holds += 1
         return True
 
     async def release_name(self, name: str) -> None:
-        self._state.names.discard(name)
+        names = self._state.names
+        record = names.get(name)
+        if record is None:
+            return
+        record.holds -= 1
+        if record.holds > 0:
+            return
+        reservation = self._state.settings.name_reservation
+        if record.digest is None or reservation <= 0:
+            del names[name]
+            return
+        record.expires = _now() + reservation
+        self._state.reserved.append((record.expires, name))
+        self._forget_expired()
 
     async def rooms(self) -> dict[str, int]:
-        return {room: len(state.members) for room, state in self._state.rooms.items()}
+        return {room: len(s.members) for room, s in self._state.rooms.items() if s.members}
 
     async def members(self, room: str) -> list[str]:
         state = self._state.rooms.get(room)
         return list(state.members) if state is not None else []
 
     async def cluster(self) -> ClusterInfo:
-        rooms = self._state.rooms
+        rooms = [r for r in self._state.rooms.values() if r.members]
         return ClusterInfo(
-            nodes=1, rooms=len(rooms), connections=sum(len(r.members) for r in rooms.values())
+            nodes=1, rooms=len(rooms), connections=sum(len(r.members) for r in rooms)
         )
 
 
 class MemoryBackend(Backend):
     kind = "memory"
 
-    def __init__(self, node_id: str) -> None:
+    def __init__(self, node_id: str, settings: Settings | None = None) -> None:
         super().__init__(node_id)
-        self._state = _State()
+        self._state = _State(settings or Settings())
         self.channels = MemoryChannels(self._state, node_id)
         self.registry = MemoryRegistry(self._state)
+        self.history = MemoryHistory(self._state)
 
     @property
     def url(self) -> str:
@@ -166,4 +341,5 @@ class MemoryBackend(Backend):
 
     async def close(self) -> None:
         self._state.rooms.clear()
+        self._state.idle.clear()
         self._state.names.clear()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -102,3 +104,71 @@ def raw_handshake(port: int, path: str, rcvbuf: int | None = None) -> socket.soc
         response += chunk
     assert response.startswith(b"HTTP/1.1 101"), response
     return sock
+
+
+# --- chat.v2 ------------------------------------------------------------------------------------
+
+
+@dataclass
+class V2Member:
+    """A chat.v2 connection: its welcome, then JSON frames."""
+
+    ws: ClientConnection
+    welcome: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.welcome["name"])
+
+    @property
+    def token(self) -> str:
+        return str(self.welcome["resume"])
+
+    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        frame = await asyncio.wait_for(self.ws.recv(), timeout)
+        assert isinstance(frame, str)
+        body = json.loads(frame)
+        assert isinstance(body, dict)
+        return body
+
+    async def recv_many(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        return [await self.recv(timeout) for _ in range(count)]
+
+    async def recv_until(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+    ) -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.recv(timeout)
+                seen.append(frame)
+                if predicate(frame):
+                    return seen
+
+    async def backlog(self) -> list[dict[str, Any]]:
+        """The history or recovery the welcome announced."""
+        return await self.recv_many(int(self.welcome["history"]))
+
+    async def send(self, text: str, nonce: str | None = None) -> None:
+        await self.ws.send(protocol.v2_send(text, nonce))
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+async def join_v2(url: str, query: str = "", **kwargs: Any) -> V2Member:
+    """Connect with chat.v2 (``query`` without its ``?``) and read the welcome."""
+    target = f"{url}?{query}" if query else url
+    ws = await websockets.connect(target, subprotocols=[protocol.SUBPROTOCOL_V2], **kwargs)
+    assert ws.subprotocol == protocol.SUBPROTOCOL_V2
+    first = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    assert first["type"] == "welcome", first
+    return V2Member(ws, first)
+
+
+def resume_query(member: V2Member, since: int | None = None, history: int = 0) -> str:
+    """The query that takes ``member``'s name back (and recovers after ``since``)."""
+    epoch = str(member.welcome["epoch"]) if since is not None else None
+    return protocol.join_query(
+        protocol.JoinRequest(history=history, since=since, epoch=epoch, resume=member.token)
+    )

@@ -32,9 +32,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import NoScriptError, RedisError
 
-from chat_server.backends.base import Backend, BrokerStatus, BrokerUnavailable
+from chat_server.backends.base import Backend, BrokerStatus, BrokerUnavailable, dedup_window
 from chat_server.backends.redis import codec, keys
 from chat_server.backends.redis.channels import RedisChannels
+from chat_server.backends.redis.history import RedisHistory
 from chat_server.backends.redis.links import (
     CommandLink,
     PubSubLink,
@@ -44,7 +45,7 @@ from chat_server.backends.redis.links import (
 )
 from chat_server.backends.redis.registry import RedisRegistry
 from chat_server.backends.redis.scripts import SCRIPTS
-from chat_server.events import EventKind
+from chat_server.events import Duplicate, EventKind
 from chat_server.settings import Settings
 
 log = logging.getLogger("chat_server.redis")
@@ -54,8 +55,6 @@ WATCH_INTERVAL = 0.1
 # A room event is refused by Redis after its deadline; the node gives up a little later, so
 # that "gave up" means "never published".
 GIVE_UP_MARGIN = 0.25
-# Keys of a room's sequence live this long after its last event (history will want the same).
-SEQUENCE_TTL_SECONDS = 7 * 24 * 3600
 REAP_BATCH = 16  # dead nodes handled per reaper round
 ROOM_CACHE_SIZE = 4096
 
@@ -65,11 +64,16 @@ def room_event_keys(room: str) -> tuple[str, ...]:
     return (keys.room_sequence(room), keys.room_presence(room), keys.room_nodes(room), keys.ROOMS)
 
 
+def room_history_keys(room: str) -> tuple[str, ...]:
+    """The event script's keys after the member node's set (KEYS 6-8)."""
+    return (keys.room_history(room), keys.room_nonces(room), keys.room_nonce_order(room))
+
+
 _KIND_BULKS = {kind: encode_bulk(code) for kind, code in codec.KIND_CODES.items()}
 _NO_NONCE = encode_bulk(codec.NO_NONCE)
-# EVALSHA {sha} 5 KEYS[1-5] ARGV[1-11]: 19 parts in all.
-_ROOM_EVENT_HEAD = b"*19\r\n" + b"".join(
-    map(encode_bulk, ("EVALSHA", SCRIPTS["room_event"].sha, "5"))
+# EVALSHA {sha} 8 KEYS[1-8] ARGV[1-15]: 26 parts in all.
+_ROOM_EVENT_HEAD = b"*26\r\n" + b"".join(
+    map(encode_bulk, ("EVALSHA", SCRIPTS["room_event"].sha, "8"))
 )
 
 
@@ -77,6 +81,7 @@ class Published(tuple[int, int, str, float]):
     """(serial, offset, epoch, time) of a room event, as the event script returned it."""
 
     __slots__ = ()
+    duplicate = False
 
     @property
     def serial(self) -> int:
@@ -119,6 +124,7 @@ class RedisBackend(Backend):
         self.pubsub = PubSubLink(make, self._on_message, self._link_failed)
         self.channels = RedisChannels(self)
         self.registry = RedisRegistry(self)
+        self.history = RedisHistory(self)
         self._become(node_id)
         self._registered = False
         self._clock_offset_ms = 0.0  # Redis's clock minus ours
@@ -127,7 +133,14 @@ class RedisBackend(Backend):
         self._failure: asyncio.Future[str] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._reaping: set[asyncio.Task[None]] = set()
-        self._room_cache: dict[str, tuple[bytes, bytes]] = {}
+        self._room_cache: dict[str, tuple[bytes, bytes, bytes]] = {}
+        # ARGV 13-15 of the event script: the same for every event of this node.
+        self._retention_tail = b"".join(
+            map(
+                encode_bulk,
+                (settings.history_size, dedup_window(settings.history_size), keys.NODE_KEY_PREFIX),
+            )
+        )
 
     @property
     def url(self) -> str:
@@ -163,6 +176,10 @@ class RedisBackend(Backend):
         except NoScriptError:  # Redis lost its script cache (a restart, SCRIPT FLUSH)
             return await self.link.call("EVAL", script.source, len(keys_), *keys_, *args)
 
+    @property
+    def reservation_ms(self) -> int:
+        return round(self.settings.name_reservation * 1000)
+
     def redis_now_ms(self) -> float:
         return time.time() * 1000 + self._clock_offset_ms
 
@@ -175,7 +192,8 @@ class RedisBackend(Backend):
         epoch_token = secrets.token_hex(2)
         # The parts of the event script's command that are this node's, encoded once.
         self._own_member_parts = (encode_bulk(keys.node_members(node_id)), encode_bulk(node_id))
-        self._own_tail = b"".join(map(encode_bulk, (node_id, epoch_token, SEQUENCE_TTL_SECONDS)))
+        ttl = max(1, round(self.settings.history_ttl))
+        self._own_tail = b"".join(map(encode_bulk, (node_id, epoch_token, ttl)))
 
     def room_event(
         self,
@@ -185,10 +203,11 @@ class RedisBackend(Backend):
         name: str,
         text: str = "",
         nonce: str | None = None,
-    ) -> asyncio.Future[Published | None]:
-        """Issue the room event script (sequence, presence and publish in one step) now; the
-        future gets where it landed, ``None`` if the member was not present."""
-        room_keys, room_args = self._room_parts(room)
+        ref: int | None = None,
+    ) -> asyncio.Future[Published | Duplicate | None]:
+        """Issue the room event script (sequence, presence, history and publish in one step)
+        now; the future gets where it landed, ``None`` if the member was not present."""
+        room_keys, history_keys, room_args = self._room_parts(room)
         if member_node == self.node_id:
             members_key, member = self._own_member_parts
         else:  # a reaper announcing another node's member
@@ -197,24 +216,27 @@ class RedisBackend(Backend):
         name_b, text_b = name.encode(), text.encode()
         nonce_b = _NO_NONCE if nonce is None else encode_bulk(codec.encode_nonce(nonce))
         deadline = b"%d" % (self.redis_now_ms() + self.timeout * 1000)
-        # The hot path of a publish: KEYS 1-5, then ARGV 1-11 in the script's order.
+        ref_b = b"-" if ref is None else b"%d" % ref
+        # The hot path of a publish: KEYS 1-8, then ARGV 1-15 in the script's order.
         command = b"".join(
             (
                 _ROOM_EVENT_HEAD,
                 room_keys,
                 members_key,
+                history_keys,
                 room_args,
                 _KIND_BULKS[kind],
                 member,
                 b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(name_b), name_b, len(text_b), text_b),
                 nonce_b,
                 self._own_tail,
-                b"$%d\r\n%b\r\n" % (len(deadline), deadline),
+                b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(deadline), deadline, len(ref_b), ref_b),
+                self._retention_tail,
             )
         )
         return self.link.call_packed(command, self._room_event_reply)
 
-    def _room_event_reply(self, reply: Any) -> Published | None:
+    def _room_event_reply(self, reply: Any) -> Published | Duplicate | None:
         if isinstance(reply, NoScriptError):
             # Loaded on every connect: someone flushed Redis's scripts. Connect again.
             asyncio.get_running_loop().call_soon(
@@ -228,9 +250,11 @@ class RedisBackend(Backend):
                 raise BrokerUnavailable(f"redis took over {self.timeout:g} s to publish")
             return None
         serial, offset, epoch, time_ms = reply
+        if serial == -2:
+            return Duplicate(offset, epoch.decode(), time_ms / 1000)
         return Published((serial, offset, epoch.decode(), time_ms / 1000))
 
-    def _room_parts(self, room: str) -> tuple[bytes, bytes]:
+    def _room_parts(self, room: str) -> tuple[bytes, bytes, bytes]:
         """The room's keys and arguments of the event script, encoded once (a hot path)."""
         parts = self._room_cache.get(room)
         if parts is None:
@@ -238,6 +262,7 @@ class RedisBackend(Backend):
                 self._room_cache.clear()
             parts = self._room_cache[room] = (
                 b"".join(map(encode_bulk, room_event_keys(room))),
+                b"".join(map(encode_bulk, room_history_keys(room))),
                 encode_bulk(keys.room_channel(room)) + encode_bulk(room),
             )
         return parts
@@ -407,7 +432,7 @@ class RedisBackend(Backend):
         forgotten = await self.script(
             "forget_node",
             [keys.NODES, keys.node_members(node), keys.node_names(node)],
-            [node, keys.name("")],
+            [node, keys.NAME_KEY_PREFIX, self.reservation_ms],
         )
         if announced:
             log.warning("reaped node=%s left=%d", node, announced)

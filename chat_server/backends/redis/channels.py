@@ -36,7 +36,13 @@ class RedisChannels(ChannelBackend):
         self._backend.pubsub.unsubscribe(keys.room_channel(room))
 
     def publish(
-        self, room: str, kind: EventKind, name: str, text: str = "", nonce: str | None = None
+        self,
+        room: str,
+        kind: EventKind,
+        name: str,
+        text: str = "",
+        nonce: str | None = None,
+        ref: int | None = None,
     ) -> Publishing:
         backend = self._backend
-        return backend.room_event(room, kind, backend.node_id, name, text, nonce)
+        return backend.room_event(room, kind, backend.node_id, name, text, nonce, ref)

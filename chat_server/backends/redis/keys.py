@@ -27,6 +27,22 @@ def room_sequence(room: str) -> str:
     return f"{PREFIX}room:{room}:seq"
 
 
+def room_history(room: str) -> str:
+    """Stream: the room's last messages, entry id "{offset}-0", fields n (name), t (text),
+    m (time, ms)."""
+    return f"{PREFIX}room:{room}:history"
+
+
+def room_nonces(room: str) -> str:
+    """Hash: de-duplication key of a recent message ("{token id}:{nonce}") -> "offset time"."""
+    return f"{PREFIX}room:{room}:nonces"
+
+
+def room_nonce_order(room: str) -> str:
+    """List: the same keys, oldest first (the oldest is forgotten past the window)."""
+    return f"{PREFIX}room:{room}:nonce-order"
+
+
 def room_presence(room: str) -> str:
     """Hash: name -> "{node} {serial of its join}"."""
     return f"{PREFIX}room:{room}:presence"
@@ -48,8 +64,12 @@ def node_names(node: str) -> str:
 
 
 def name(name: str) -> str:
-    """String: the node that holds the name."""
+    """Hash: node -> how many of its connections hold the name; ``d``: the digest of the name's
+    resume token. A token's name that nobody holds expires after the reservation window."""
     return f"{PREFIX}name:{name}"
 
+
+NODE_KEY_PREFIX = PREFIX + "node:"
+NAME_KEY_PREFIX = PREFIX + "name:"
 
 ROOM_CHANNEL_PREFIX_BYTES = ROOM_CHANNEL_PREFIX.encode()

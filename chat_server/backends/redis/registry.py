@@ -18,17 +18,33 @@ class RedisRegistry(Registry):
     def __init__(self, backend: RedisBackend) -> None:
         self._backend = backend
 
-    async def claim_name(self, name: str) -> bool:
+    async def claim_name(self, name: str, digest: str | None = None) -> bool:
         node = self._backend.node_id
         claimed = await self._backend.script(
-            "claim_name", [keys.name(name), keys.NODES, keys.node_names(node)], [node, name]
+            "claim_name",
+            [keys.name(name), keys.NODES, keys.node_names(node)],
+            [node, name, digest or "-"],
         )
         return bool(claimed)
 
-    async def release_name(self, name: str) -> None:
+    async def name_digest(self, name: str) -> str | None:
+        stored = await self._backend.link.call("HGET", keys.name(name), "d")
+        return None if stored is None else stored.decode("ascii", "replace")
+
+    async def resume_name(self, name: str, digest: str) -> bool:
         node = self._backend.node_id
-        await self._backend.script(
-            "release_name", [keys.name(name), keys.node_names(node)], [node, name]
+        resumed = await self._backend.script(
+            "resume_name", [keys.name(name), keys.node_names(node)], [node, name, digest]
+        )
+        return bool(resumed)
+
+    async def release_name(self, name: str) -> None:
+        backend = self._backend
+        node = backend.node_id
+        await backend.script(
+            "release_name",
+            [keys.name(name), keys.node_names(node)],
+            [node, name, backend.reservation_ms],
         )
 
     async def rooms(self) -> dict[str, int]:

@@ -6,7 +6,7 @@ A node is alive while its score in ``chat:nodes`` is at least Redis's now.
 The room event script is the one place where a room's sequence advances, in the same step as
 the publish, so that every subscriber sees one numbered order (Centrifugo's model of a
 per-channel offset + epoch). History (a stream per room, ``XADD`` beside the ``PUBLISH``) and
-de-duplication by nonce belong in this same script.
+de-duplication by nonce are in this same script.
 """
 
 from __future__ import annotations
@@ -29,16 +29,26 @@ local function alive(nodes_key, node)
 end
 """
 
-# KEYS: 1 sequence, 2 presence, 3 room's node counts, 4 rooms, 5 member's node's members
+# KEYS: 1 sequence, 2 presence, 3 room's node counts, 4 rooms, 5 member's node's members,
+#       6 history (a stream), 7 nonces (hash: key -> "offset time"), 8 nonces in order (a list)
 # ARGV: 1 channel, 2 room, 3 kind (m/j/l), 4 the member's node, 5 name, 6 text,
-#       7 nonce ('-' for none), 8 origin (the publishing node: a reaper announces for another),
+#       7 nonce ('-' for none): the sender's de-duplication key (codec-encoded),
+#       8 origin (the publishing node: a reaper announces for another),
 #       9 the publisher's epoch token: a room whose sequence starts now gets the epoch
 #       "{token}{Redis's clock in ms, hex}", different from any epoch before it,
-#       10 sequence ttl (s),
+#       10 ttl of the room's keys (s), from its last event,
 #       11 deadline (ms, Redis clock; 0 = none): a publish that arrives after it is refused,
-#       so a node that gave up waiting can tell its member "not sent" and be right.
-# Returns {serial, offset, epoch, time} once published; {0} if the member is not (or, for a
-# join, already) present: nothing was published; {-1} if past the deadline.
+#       so a node that gave up waiting can tell its member "not sent" and be right,
+#       12 ref: the serial of the member's own join ('-': any join by the member's node),
+#       13 history size (0 = no history), 14 nonces kept, 15 the node key prefix.
+# Returns {serial, offset, epoch, time} once published; {0} if the member is not (for a
+# message or leave with a ref: not with that join) present: nothing was published; {-1} if
+# past the deadline; {-2, offset, epoch, time} for a message whose nonce the room already
+# published (the original's offset and time; nothing published now).
+#
+# History is written here, beside the PUBLISH: a message is in the stream (entry id
+# "{offset}-0") if and only if it was delivered live. A join of a name already present (the
+# same token's newer connection) first publishes the old connection's leave ("replaced").
 ROOM_EVENT = (
     _PRELUDE
     + """
@@ -47,16 +57,30 @@ local kind, node, name = ARGV[3], ARGV[4], ARGV[5]
 local entry = ARGV[2] .. ' ' .. name
 local present = redis.call('HGET', KEYS[2], name)
 local owner = present and string.match(present, '^(%S+)')
-if kind == 'j' then
-  if present then return {0} end
-elseif owner ~= node then
-  if kind == 'l' then redis.call('SREM', KEYS[5], entry) end
+if kind ~= 'j' and (owner ~= node or (ARGV[12] ~= '-' and present ~= node .. ' ' .. ARGV[12])) then
+  if kind == 'l' and owner ~= node then redis.call('SREM', KEYS[5], entry) end
   return {0}
 end
+local ttl = ARGV[10]
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
   epoch = ARGV[9] .. string.format('%x', now)
   redis.call('HSET', KEYS[1], 'e', epoch)
+  -- A sequence starting over: what is left of an older one is nobody's history.
+  redis.call('DEL', KEYS[6], KEYS[7], KEYS[8])
+end
+local nonce = ARGV[7]
+if kind == 'm' and nonce ~= '-' then
+  local seen = redis.call('HGET', KEYS[7], nonce)
+  if seen then
+    local o, t = string.match(seen, '^(%d+) (%d+)$')
+    return {-2, tonumber(o), epoch, tonumber(t)}
+  end
+end
+local function publish(serial, offset, k, who, text)
+  redis.call('PUBLISH', ARGV[1], table.concat(
+    {'v1', serial, offset, epoch, now, k, ARGV[8], who, k == 'm' and nonce or '-'}, ' ')
+    .. '\\n' .. text)
 end
 local offset
 if kind == 'm' then
@@ -64,14 +88,32 @@ if kind == 'm' then
 else
   offset = tonumber(redis.call('HGET', KEYS[1], 'o') or '0')
 end
+if kind == 'j' and present then
+  -- The old connection leaves first, as every member sees it.
+  redis.call('HDEL', KEYS[2], name)
+  if owner ~= node then redis.call('SREM', ARGV[15] .. owner .. ':members', entry) end
+  if redis.call('HINCRBY', KEYS[3], owner, -1) <= 0 then redis.call('HDEL', KEYS[3], owner) end
+  publish(redis.call('HINCRBY', KEYS[1], 'n', 1), offset, 'l', name, 'replaced')
+end
 local serial = redis.call('HINCRBY', KEYS[1], 'n', 1)
-redis.call('EXPIRE', KEYS[1], ARGV[10])
-if kind == 'j' then
+if kind == 'm' then
+  local size = tonumber(ARGV[13])
+  if size > 0 then
+    redis.call('XADD', KEYS[6], 'MAXLEN', '~', size, offset .. '-0',
+      'n', name, 't', ARGV[6], 'm', now)
+  end
+  if nonce ~= '-' then
+    redis.call('HSET', KEYS[7], nonce, offset .. ' ' .. now)
+    if redis.call('RPUSH', KEYS[8], nonce) > tonumber(ARGV[14]) then
+      redis.call('HDEL', KEYS[7], redis.call('LPOP', KEYS[8]))
+    end
+  end
+elseif kind == 'j' then
   redis.call('HSET', KEYS[2], name, node .. ' ' .. serial)
   redis.call('SADD', KEYS[5], entry)
   redis.call('HINCRBY', KEYS[3], node, 1)
   redis.call('SADD', KEYS[4], ARGV[2])
-elseif kind == 'l' then
+else
   redis.call('HDEL', KEYS[2], name)
   redis.call('SREM', KEYS[5], entry)
   if redis.call('HINCRBY', KEYS[3], node, -1) <= 0 then redis.call('HDEL', KEYS[3], node) end
@@ -80,29 +122,76 @@ elseif kind == 'l' then
     redis.call('SREM', KEYS[4], ARGV[2])
   end
 end
-redis.call('PUBLISH', ARGV[1], table.concat(
-  {'v1', serial, offset, epoch, now, kind, ARGV[8], name, ARGV[7]}, ' ') .. '\\n' .. ARGV[6])
+-- The room's keys live ttl seconds after its last event.
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[6], ttl)
+redis.call('EXPIRE', KEYS[7], ttl)
+redis.call('EXPIRE', KEYS[8], ttl)
+publish(serial, offset, kind, name, ARGV[6])
 return {serial, offset, epoch, now}
 """
 )
 
-# KEYS: 1 name, 2 nodes, 3 the node's names. ARGV: 1 node, 2 name.
-# A dead node's names stay taken until a reaper has announced its members' leaves and forgets
-# the node (FORGET_NODE); a name of a node that is not known at all is free.
+# A name's record (KEYS[1], a hash): one field per node with how many of its connections hold
+# the name, and ``d``, the digest of the name's resume token, if it has one. A token's name
+# that nobody holds any more stays, with an expiry: the reservation window.
+_NAME_RECORD = """
+local function settle(key, reservation)
+  local token = false
+  for _, f in ipairs(redis.call('HKEYS', key)) do
+    if f == 'd' then token = true else return end
+  end
+  if token and tonumber(reservation) > 0 then
+    redis.call('PEXPIRE', key, reservation)
+  else
+    redis.call('DEL', key)
+  end
+end
+"""
+
+# KEYS: 1 name, 2 nodes, 3 the node's names. ARGV: 1 node, 2 name, 3 token digest ('-': none).
+# A name is taken while a registered node holds it (a dead one until a reaper has announced
+# its members' leaves and forgets it: FORGET_NODE) and while its token's reservation lasts.
 CLAIM_NAME = """
-local owner = redis.call('GET', KEYS[1])
-if owner and redis.call('ZSCORE', KEYS[2], owner) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1])
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  local f = fields[i]
+  if f == 'd' then
+    if redis.call('PTTL', KEYS[1]) > 0 then return 0 end
+  elseif redis.call('ZSCORE', KEYS[2], f) then
+    return 0
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], ARGV[1], 1)
+if ARGV[3] ~= '-' then redis.call('HSET', KEYS[1], 'd', ARGV[3]) end
 redis.call('SADD', KEYS[3], ARGV[2])
 return 1
 """
 
-# KEYS: 1 name, 2 the node's names. ARGV: 1 node, 2 name. Compare-and-delete.
-RELEASE_NAME = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-redis.call('SREM', KEYS[2], ARGV[2])
+# KEYS: 1 name, 2 the node's names. ARGV: 1 node, 2 name, 3 token digest.
+# One more connection of the token takes its name (checked again here, atomically: the node
+# compared the digests first, in constant time).
+RESUME_NAME = """
+if redis.call('HGET', KEYS[1], 'd') ~= ARGV[3] then return 0 end
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('PERSIST', KEYS[1])
+redis.call('SADD', KEYS[2], ARGV[2])
 return 1
 """
+
+# KEYS: 1 name, 2 the node's names. ARGV: 1 node, 2 name, 3 reservation (ms).
+RELEASE_NAME = (
+    _NAME_RECORD
+    + """
+if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('SREM', KEYS[2], ARGV[2])
+end
+settle(KEYS[1], ARGV[3])
+return 1
+"""
+)
 
 # KEYS: 1 nodes. ARGV: 1 node, 2 ttl (ms), 3 '1' to register a new node.
 # Returns {1, now}, or {0, now} if the node had already expired: the cluster has declared it
@@ -124,16 +213,19 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, tonu
 """
 )
 
-# KEYS: 1 nodes, 2 the node's members, 3 the node's names. ARGV: 1 node, 2 name key prefix.
-# Once a dead node's members are all announced: free its names and forget it. Returns 1 when
-# done, 0 if it is alive or still has members to announce.
+# KEYS: 1 nodes, 2 the node's members, 3 the node's names.
+# ARGV: 1 node, 2 name key prefix, 3 reservation (ms).
+# Once a dead node's members are all announced: let go of its names (a token's name stays
+# reserved for the reservation window) and forget it. Returns 1 when done, 0 if it is alive
+# or still has members to announce.
 FORGET_NODE = (
     _PRELUDE
+    + _NAME_RECORD
     + """
 if alive(KEYS[1], ARGV[1]) or redis.call('SCARD', KEYS[2]) > 0 then return 0 end
 for _, name in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   local key = ARGV[2] .. name
-  if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
+  if redis.call('HDEL', key, ARGV[1]) > 0 then settle(key, ARGV[3]) end
 end
 redis.call('DEL', KEYS[3])
 redis.call('ZREM', KEYS[1], ARGV[1])
@@ -222,6 +314,7 @@ SCRIPTS = {
     for name, source in {
         "room_event": ROOM_EVENT,
         "claim_name": CLAIM_NAME,
+        "resume_name": RESUME_NAME,
         "release_name": RELEASE_NAME,
         "heartbeat": HEARTBEAT,
         "dead_nodes": DEAD_NODES,
