@@ -135,7 +135,11 @@ class Terminal:
             (config / "config.toml").write_text(f"scrollback = {scrollback}\n")
         skip = {"COLUMNS", "LINES", "TMUX", "TMUX_PANE", "CHAT_SERVER_URL"}
         self.env = {k: v for k, v in os.environ.items() if k not in skip}
-        self.env.update(TERM="xterm-256color", XDG_CONFIG_HOME=str(self.dir / "config"))
+        self.env.update(
+            TERM="xterm-256color",
+            XDG_CONFIG_HOME=str(self.dir / "config"),
+            XDG_STATE_HOME=str(self.dir / "state"),
+        )
         command = [
             "env",
             "TERM=xterm-256color",

@@ -11,6 +11,7 @@ members panel, terminal title) is redrawn once after each burst of changes to an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
 from collections.abc import Callable
@@ -34,13 +35,16 @@ from chat_server.protocol import Frame
 from chat_tui import autostart, commands
 from chat_tui.config import Config
 from chat_tui.connection import (
+    Acked,
     ConnectionState,
     Echo,
     NameAssigned,
     Refused,
     RoomConnection,
     StateChanged,
+    Welcomed,
 )
+from chat_tui.identity import Identity, TokenStore
 from chat_tui.rooms import Room, countdown
 from chat_tui.screens.help import HelpScreen
 from chat_tui.screens.switcher import SwitcherScreen
@@ -64,6 +68,8 @@ MEMBERS_HIDE_BELOW = 120
 # wait in the same queue) are handled between two slices.
 DRAIN_LIMIT = 500
 APP_NAME = "chat"
+# ctrl+q with messages not yet acknowledged by a connected room: how long to wait for them.
+QUIT_WAIT = 3.0
 
 
 def route_alt_digits() -> None:
@@ -192,17 +198,23 @@ class ChatApp(App[None]):
         monotonic: Callable[[], float] | None = None,
         connection_factory: ConnectionFactory | None = None,
         http_transport: httpx.AsyncBaseTransport | None = None,
+        token_store: TokenStore | None = None,
     ) -> None:
         super().__init__()
         route_alt_digits()
         self.config = config
+        # One name in every room and across reconnects (and restarts, with keep_name).
+        self.identity = Identity.kept(config.server, token_store if config.keep_name else None)
         # The wall clock for times shown, and the monotonic one for countdowns (tests fix both).
         self.clock: Callable[[], datetime] = clock or datetime.now
         self.monotonic: Callable[[], float] = monotonic or time.monotonic
         self._http_transport = http_transport  # for the HTTP look-ups; tests may pass their own
         self._connection_factory = connection_factory or (
-            lambda url, room, wake: RoomConnection(url, room, wake)
+            lambda url, room, wake: RoomConnection(
+                url, room, wake, history=config.history, identity=self.identity
+            )
         )
+        self._quit_asked = False  # ctrl+q once with messages not sent: the next one quits
         self.rooms: dict[str, Room] = {}
         self._links: dict[str, _Link] = {}
         self.active: str | None = None
@@ -480,6 +492,13 @@ class ChatApp(App[None]):
             if isinstance(item, Frame):
                 if room.frame(item, now) and (room.room != self.active or not self.app_focus):
                     ring = True
+            elif isinstance(item, Acked):
+                room.acked(item.send_id, item.text, item.offset, item.time)
+            elif isinstance(item, Welcomed):
+                mention = room.welcomed(item.welcome, item.backlog, item.since, now)
+                if mention and (room.room != self.active or not self.app_focus):
+                    ring = True
+                self._fetch_members(room.room, room.presence_version)
             elif isinstance(item, Echo):
                 room.echo(item.send_id, item.frame)
             elif isinstance(item, Refused):
@@ -830,6 +849,30 @@ class ChatApp(App[None]):
         else:
             self._local(EntryKind.STATUS, "every room is connected")
 
+    def _unsent(self, connected: bool = False) -> list[int]:
+        return [
+            len(room.pending)
+            for room in self.rooms.values()
+            if room.pending and (not connected or room.state is ConnectionState.CONNECTED)
+        ]
+
+    async def _wait_for_acks(self, timeout: float) -> None:
+        """Until no connected room has messages waiting for their ack, or ``timeout``."""
+        settled = asyncio.Event()
+
+        def check() -> None:
+            if not any(self._unsent(connected=True)):
+                settled.set()
+
+        stops = [room.subscribe(check) for room in self.rooms.values()]
+        try:
+            check()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(settled.wait(), timeout)
+        finally:
+            for stop in stops:
+                stop()
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
@@ -843,9 +886,27 @@ class ChatApp(App[None]):
         self.push_screen(SwitcherScreen(self._room_order(), self.active), chosen)
 
     async def action_quit(self) -> None:
-        """Close every connection (code 1000), then exit."""
+        """Close every connection (code 1000), then exit.
+
+        Messages not yet acknowledged are not dropped silently: quitting waits a little for
+        the connected rooms' acks, and if some are still not sent, says how many and quits
+        only when asked again.
+        """
         if self._quitting:
             return
+        if not self._quit_asked and self._unsent():
+            self._quit_asked = True
+            if any(self._unsent(connected=True)):
+                await self._wait_for_acks(QUIT_WAIT)
+            unsent = sum(self._unsent())
+            if unsent:
+                plural = "message is" if unsent == 1 else "messages are"
+                self._local(
+                    EntryKind.ERROR,
+                    f"{unsent} {plural} not sent yet (shown pending); "
+                    "ctrl+q again quits without them",
+                )
+                return
         self._quitting = True
         await asyncio.gather(
             *(link.connection.close() for link in self._links.values()), return_exceptions=True

@@ -84,8 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Imported here so that argument errors never pay for (or depend on) loading Textual.
     from chat_tui.app import ChatApp
+    from chat_tui.identity import TOKENS_FILE, TokenStore, default_state_dir
 
-    app = ChatApp(config)
+    app = ChatApp(config, token_store=TokenStore(default_state_dir() / TOKENS_FILE))
     app.run()
     return app.return_code or 0
 

@@ -13,6 +13,8 @@ optional::
     bell = true
     title = true
     members = true
+    history = 50
+    keep_name = true
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class Config:
     bell: bool = True  # ring the terminal bell when a message mentions us out of sight
     title: bool = True  # unread count in the terminal's title: "(3) chat"
     members: bool = True  # the members panel, where the terminal is wide enough (f2 toggles)
+    history: int = 50  # messages of history shown on joining a room (chat.v2 servers; 0: none)
+    keep_name: bool = True  # keep the name's resume token in the state directory (0600)
 
 
 def default_config_path() -> Path:
@@ -169,7 +173,11 @@ def _check(key: str, value: Any) -> Any:
         if not isinstance(value, str) or not value:
             raise wrong("a theme name such as 'textual-dark'")
         return value
-    if key in ("autostart", "bell", "title", "members"):
+    if key == "history":
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 10_000:
+            raise wrong("a whole number of messages from 0 (none) to 10000")
+        return value
+    if key in ("autostart", "bell", "title", "members", "keep_name"):
         if not isinstance(value, bool):
             raise wrong("true or false")
         return value

@@ -16,6 +16,14 @@ decides anything; the order of events is the order they happened, whatever the s
 
 The connection reads continuously, because httpx-ws answers the server's keepalive pings only
 while someone reads.
+
+It offers the ``chat.v2`` subprotocol. A server that selects it welcomes us first (our name, the
+room's epoch and offset, the app's resume token) and numbers every message: the connection then
+asks, on every reconnect, for its name back (the shared :class:`~chat_tui.identity.Identity`)
+and for every message after the last offset it saw (recovery), and it sends each message with
+its send id as the nonce, so that the server's ack says which one was published (and a message
+re-sent after a reconnect is acknowledged, never published twice). A server that does not select
+it gets the original text protocol, unchanged.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from urllib.parse import quote, urlsplit
 
@@ -44,8 +53,9 @@ from httpx_ws import (
 from wsproto.utilities import LocalProtocolError
 
 from chat_server import protocol
-from chat_server.protocol import CloseCode, Frame, FrameKind
+from chat_server.protocol import Ack, CloseCode, Frame, FrameKind, JoinRequest, Welcome
 from chat_tui.autostart import is_loopback
+from chat_tui.identity import Identity
 
 CONNECT_TIMEOUT = 10.0
 # How long close() waits for the connection to finish its closing handshake.
@@ -63,7 +73,8 @@ QUIET_TURNS = 4
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 
-_LOST = "connection lost (1006 connection dropped)"
+# The room's log puts "connection lost: " in front of the detail: the detail says only how.
+_LOST = "dropped (1006, no close frame)"
 
 _CLOSE_NAMES = {
     1000: "normal closure",
@@ -88,8 +99,8 @@ class ConnectionState(StrEnum):
 
 
 # --- what the queue carries ---------------------------------------------------------------------
-# A plain Frame is a frame from the server that is not the echo of one of ours. New protocol
-# versions add their own event types here (a welcome with the room's position, acks by nonce).
+# A plain Frame is a frame from the server that is not the echo of one of ours (live: on
+# chat.v2 it has its offset and the server's time).
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +133,29 @@ class Refused:
     send_id: str
 
 
-Event = Frame | Echo | Refused | StateChanged | NameAssigned
+@dataclass(frozen=True, slots=True)
+class Welcomed:
+    """chat.v2: we are in the room. ``backlog``: the history or recovered messages that came
+    with the welcome, oldest first (all before any live frame); ``since``: the offset recovery
+    was asked from (None: not asked, a first join)."""
+
+    welcome: Welcome
+    backlog: tuple[Frame, ...]
+    since: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Acked:
+    """chat.v2: our message ``send_id`` is published as message ``offset`` at the server's
+    ``time`` (its own frame, which follows, is not passed on)."""
+
+    send_id: str
+    text: str
+    offset: int
+    time: datetime
+
+
+Event = Frame | Echo | Acked | Refused | StateChanged | NameAssigned | Welcomed
 
 
 @dataclass(slots=True)
@@ -139,6 +172,11 @@ class _Ending:
     detail: str
     retry_in: float | None  # None: never retry
     unreachable: bool = False
+    quiet: bool = False  # not a state the user needs to see (connecting again at once)
+
+
+class _Rejoin(Exception):
+    """The welcome gave this connection a name other than the app's: connect again with it."""
 
 
 def backoff_ceiling(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
@@ -151,15 +189,18 @@ class RoomConnection:
 
     Delivery is *at least once*: a message written to the socket but not yet echoed back when
     the connection drops is sent again after reconnecting, because there is no way to know
-    whether the server broadcast it before the drop. Nothing typed is lost; in the rare case
-    of a drop between broadcast and echo, the room sees that message twice.
+    whether the server broadcast it before the drop. Nothing typed is lost; on the text
+    protocol, in the rare case of a drop between broadcast and echo, the room sees that message
+    twice. On chat.v2 the send id is the nonce: the server publishes it once and acknowledges
+    every copy with the original offset (exactly once).
 
     Each message has a send id (a string unique to this client, fit to be a protocol nonce).
     Echo matching: the server echoes our messages as ``{our name} :: {text}`` in the order it
     received them. Outstanding messages are matched first in, first out; an outstanding message
     that a later echo overtook was dropped by the server and is REFUSED, and an ``error:``
     notice refuses the oldest outstanding message. Without a name (a server that does not send
-    our join notice first) an echo is recognised by its text alone.
+    our join notice first) an echo is recognised by its text alone. On chat.v2 nothing is
+    matched by text: acks and errors name the nonce.
     """
 
     def __init__(
@@ -173,10 +214,18 @@ class RoomConnection:
         send_rate: float = SEND_RATE,
         send_burst: int = SEND_BURST,
         rng: random.Random | None = None,
+        history: int = 0,
+        identity: Identity | None = None,
     ) -> None:
         self.server_url = server_url
         self.room = room
         self.url = server_url.rstrip("/") + protocol.CHAT_PATH_PREFIX + quote(room, safe="")
+        self.history = history  # messages of history asked for on joining (chat.v2 only)
+        self.identity = identity or Identity(server_url)
+        # chat.v2: where we are in the room's numbering (recovery asks from here).
+        self.epoch: str | None = None
+        self.offset: int | None = None
+        self.v2 = False  # the current (or last) connection speaks chat.v2
         self._wake = wake
         self.backoff_cap = backoff_cap
         self.backoff_base = backoff_base
@@ -192,6 +241,8 @@ class RoomConnection:
         self._outbox: deque[_Outgoing] = deque()  # not yet written on the current connection
         self._inflight: deque[_Outgoing] = deque()  # written, echo not yet seen
         self._writable = asyncio.Event()  # the writer has something to send
+        # chat.v2: nothing is sent before the welcome says whose name (and token) this is.
+        self._welcomed = asyncio.Event()
         self._stop = asyncio.Event()  # close() was called
         self._retry = asyncio.Event()  # retry_now() was called
         self._closing = False
@@ -201,6 +252,7 @@ class RoomConnection:
         self._run_done = asyncio.Event()
         self._rng = rng or random.Random()
         self._got_frame = False
+        self._own_offsets: set[int] = set()  # acked: our own frame at that offset is not news
 
     # --- public API -------------------------------------------------------------------------
 
@@ -270,11 +322,12 @@ class RoomConnection:
                         break
                     ending = task.result()
                     self._requeue_inflight()
-                    self._set_state(
-                        StateChanged(
-                            ending.state, ending.detail, ending.retry_in, ending.unreachable
+                    if not ending.quiet:
+                        self._set_state(
+                            StateChanged(
+                                ending.state, ending.detail, ending.retry_in, ending.unreachable
+                            )
                         )
-                    )
                     if ending.retry_in is None:
                         return
                     await self._pause(ending.retry_in)
@@ -359,20 +412,50 @@ class RoomConnection:
         if self._outbox:
             self._writable.set()
 
+    def join_request(self, token: str | None) -> JoinRequest:
+        """What this attempt asks for: all of it only from a server that may speak chat.v2
+        (history would come as frames that look live, the rest is refused without it)."""
+        if self.identity.v2 is False:
+            return JoinRequest()
+        since = self.offset if self.epoch is not None else None
+        return JoinRequest(self.history, since, self.epoch if since is not None else None, token)
+
+    def _address(self, request: JoinRequest) -> str:
+        query = protocol.join_query(request)
+        return f"{self.url}?{query}" if query else self.url
+
     async def _session(self, client: httpx.AsyncClient) -> _Ending:
         """One connection attempt, from the handshake to its end."""
         started = time.monotonic()
         self._got_frame = False
+        self._own_offsets.clear()
+        self._welcomed.clear()
+        identity = self.identity
+        token = await identity.claim()
+        asking = token is None  # we ask for the app's token; the other rooms wait for it
+        request = self.join_request(token)
         try:
-            async with aconnect_ws(self.url, client) as ws:
+            async with aconnect_ws(
+                self._address(request), client, subprotocols=[protocol.SUBPROTOCOL_V2]
+            ) as ws:
+                self.v2 = ws.subprotocol == protocol.SUBPROTOCOL_V2
+                identity.v2 = self.v2
+                if not self.v2 and asking:
+                    asking = False
+                    identity.release()  # no token will come from this server
                 self._set_state(StateChanged(ConnectionState.CONNECTED, f"connected to {self.url}"))
                 writer = asyncio.create_task(self._write(ws))
                 try:
-                    await self._read(ws)
+                    if self.v2:
+                        await self._read_v2(ws, request)
+                    else:
+                        await self._read(ws)
                 except WebSocketDisconnect as exc:
                     ending = self._on_close(exc.code, exc.reason)
                 except WebSocketNetworkError:
                     ending = _Ending(ConnectionState.OFFLINE, _LOST, None)
+                except _Rejoin:
+                    ending = _Ending(ConnectionState.OFFLINE, "", 0.0, quiet=True)
                 finally:
                     writer.cancel()
                     await asyncio.wait({writer})
@@ -380,9 +463,12 @@ class RoomConnection:
             # Handshake failures arrive bare; failures inside httpx-ws's task group arrive
             # wrapped in an exception group. Anything else is a bug and propagates.
             ending = self._on_error(exc)
+        finally:
+            if asking:
+                identity.release()
         if self._got_frame or time.monotonic() - started >= HEALTHY_AFTER:
             self._attempt = 0
-        if ending.state is ConnectionState.OFFLINE:
+        if ending.state is ConnectionState.OFFLINE and ending.retry_in is None:
             ending.retry_in = self._backoff()
         return ending
 
@@ -414,6 +500,16 @@ class RoomConnection:
     def _on_close(self, code: int, reason: str) -> _Ending:
         what = f"{code} {_CLOSE_NAMES.get(code, '')}".strip()
         detail = f"closed by the server ({what}{': ' + reason if reason else ''})"
+        if (
+            code == CloseCode.POLICY_VIOLATION
+            and protocol.SUBPROTOCOL_V2 in reason
+            and not self.v2
+            and self.identity.v2 is not False
+        ):
+            # A server that knows the chat.v2 query but did not select chat.v2 (a proxy in
+            # between dropped the header): ask again at once with nothing of chat.v2's.
+            self.identity.v2 = False
+            return _Ending(ConnectionState.OFFLINE, detail, 0.0)
         if code == CloseCode.POLICY_VIOLATION:
             if "slow consumer" in reason:
                 return _Ending(ConnectionState.FAILED, detail, self.backoff_cap)
@@ -434,6 +530,8 @@ class RoomConnection:
         tokens = float(self.send_burst)
         last = time.monotonic()
         try:
+            if self.v2:
+                await self._welcomed.wait()
             while True:
                 while self._outbox:
                     if self.send_rate > 0:
@@ -447,7 +545,9 @@ class RoomConnection:
                     item = self._outbox.popleft()
                     # In flight before the write: the echo may be read before write() returns.
                     self._inflight.append(item)
-                    await ws.send_text(item.wire)
+                    await ws.send_text(
+                        protocol.v2_send(item.wire, item.send_id) if self.v2 else item.wire
+                    )
                 self._writable.clear()
                 await self._writable.wait()
         except (HTTPXWSException, LocalProtocolError, OSError):
@@ -472,6 +572,83 @@ class RoomConnection:
                 if name is not None:
                     self._emit(NameAssigned(name))
             self._handle(frame)
+
+    async def _read_v2(self, ws: AsyncWebSocketSession, request: JoinRequest) -> None:
+        """Read chat.v2 frames until the connection ends, which raises.
+
+        The welcome comes first, then ``welcome.history`` messages of history or recovery:
+        they are passed on together, as one :class:`Welcomed`, once the last has arrived.
+        """
+        welcome: Welcome | None = None
+        backlog: list[Frame] = []
+        waiting = 0  # backlog messages still to come
+        later: list[Frame] = []  # anything else that came meanwhile (nothing, from our server)
+        while True:
+            try:
+                text = await ws.receive_text()
+            except WebSocketInvalidTypeReceived:
+                continue
+            item = protocol.parse_v2_frame(text)
+            if isinstance(item, Welcome):
+                if not self.identity.issued(request.resume, item.resume):
+                    raise _Rejoin
+                welcome, waiting = item, max(item.history, 0)
+                self.name = item.name
+                self._got_frame = True
+                self._welcomed.set()
+                if item.epoch != self.epoch:
+                    self.epoch, self.offset = item.epoch, None
+                self.offset = max(self.offset or 0, item.offset)
+                backlog, later = [], []
+            elif isinstance(item, Ack):
+                self._acked(item)
+                continue
+            elif waiting and item.kind is FrameKind.MESSAGE and item.offset is not None:
+                backlog.append(item)
+                waiting -= 1
+                self.offset = max(self.offset or 0, item.offset)
+            elif waiting:
+                later.append(item)
+                continue
+            else:
+                self._handle_v2(item)
+                continue
+            if welcome is not None and not waiting:
+                self._emit(Welcomed(welcome, tuple(backlog), request.since))
+                welcome = None
+                for frame in later:
+                    self._handle_v2(frame)
+
+    def _acked(self, ack: Ack) -> None:
+        inflight = self._inflight
+        for index, item in enumerate(inflight):
+            if item.send_id == ack.nonce:
+                del inflight[index]
+                self._own_offsets.add(ack.offset)
+                self._emit(Acked(item.send_id, item.wire, ack.offset, ack.time))
+                return
+        # Not ours (any more): an ack for a message already acknowledged. Nothing to do.
+
+    def _handle_v2(self, frame: Frame) -> None:
+        if frame.kind is FrameKind.MESSAGE and frame.offset is not None:
+            offset = frame.offset
+            self.offset = max(self.offset or 0, offset)
+            if self._own_offsets:
+                if offset in self._own_offsets:
+                    # Our own message: its ack said so already.
+                    self._own_offsets = {o for o in self._own_offsets if o > offset}
+                    return
+                if min(self._own_offsets) < offset:
+                    # Frames come in offset order: an acked offset below this one will not come
+                    # (a repeated ack of a message published before).
+                    self._own_offsets = {o for o in self._own_offsets if o > offset}
+        elif frame.kind is FrameKind.ERROR and frame.nonce is not None:
+            for item in self._inflight:
+                if item.send_id == frame.nonce:
+                    self._inflight.remove(item)
+                    self._emit(Refused(item.send_id))
+                    break
+        self._emit(frame)
 
     def _handle(self, frame: Frame) -> None:
         inflight = self._inflight

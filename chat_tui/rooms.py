@@ -13,11 +13,12 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from chat_server.protocol import Frame, FrameKind
+from chat_server.protocol import Frame, FrameKind, Welcome
 from chat_tui.connection import ConnectionState
 from chat_tui.scrollback import Entry, EntryKind, Observable, Scrollback, SendState
 
@@ -36,6 +37,11 @@ def _mention_pattern(name: str) -> re.Pattern[str]:
 
 def format_delay(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 1 else f"{round(seconds)} s"
+
+
+def local_time(moment: datetime) -> datetime:
+    """A server time (aware, UTC) as the log shows times: naive, in the local zone."""
+    return moment.astimezone().replace(tzinfo=None) if moment.tzinfo is not None else moment
 
 
 def countdown(seconds: float) -> str:
@@ -80,6 +86,8 @@ class Room(Observable):
     pending: dict[str, Entry] = field(default_factory=dict)  # send id -> our entry
     ever_connected: bool = False
     lost: bool = False  # a "connection lost" marker is in the log; cleared on reconnect
+    lost_at: datetime | None = None  # when the connection was lost (for the gap marker)
+    epoch: str | None = None  # chat.v2: the numbering the entries' offsets belong to
     viewed: bool = False  # in the log, and the terminal has focus
 
     def __post_init__(self) -> None:
@@ -120,10 +128,13 @@ class Room(Observable):
             if not self.lost:
                 # The first failure is the gap marker; later retries only update the status.
                 self.lost = True
+                self.lost_at = now
                 what = "connection lost" if self.ever_connected else "cannot connect"
                 retry = f", retrying in {format_delay(retry_in)}" if retry_in else ""
                 self._add(Entry(EntryKind.STATUS, f"{what}: {detail}{retry}", now))
         elif state is ConnectionState.FAILED:
+            if not self.lost:
+                self.lost_at = now
             self.lost = True
             retry = (
                 f"; trying again in {format_delay(retry_in)}"
@@ -146,6 +157,98 @@ class Room(Observable):
         self.scrollback.restyle()  # what the log picks out as ours depends on the name
         self.changed()
 
+    def welcomed(
+        self, welcome: Welcome, backlog: Iterable[Frame], since: int | None, now: datetime
+    ) -> bool:
+        """chat.v2: in the room as ``welcome.name``, with the history or recovered messages
+        that came with it; True if one of them is unread and mentions us.
+
+        A first join (``since`` None): the history, dimmed, then the "joined" line. A
+        reconnect that recovered everything: the missed messages in place, then only
+        "reconnected". One that did not: a marker saying which time may be missing, the
+        history (what we do not have of it), then "reconnected".
+        """
+        name = welcome.name
+        renamed = name != self.name
+        self.name = name
+        self._own_names.add(name)
+        self._saw(name, present=True)
+        self._announce_reconnect = False
+        same_epoch = welcome.epoch == self.epoch
+        if not same_epoch:
+            if self.epoch is not None:
+                self.scrollback.forget_offsets()
+            self.epoch = welcome.epoch
+        mention = False
+        if since is None or not welcome.recovered:
+            if since is not None:
+                start = self.lost_at or now
+                self._add(
+                    Entry(
+                        EntryKind.ERROR,
+                        f"messages from {start.strftime('%H:%M')} to {now.strftime('%H:%M')} "
+                        "may be missing",
+                        now,
+                    )
+                )
+            for frame in backlog:
+                if same_epoch and frame.offset is not None and self.has_offset(frame.offset):
+                    continue  # we have it: only what we missed is added
+                entry = self._message(frame, now, history=True)
+                if same_epoch and entry.offset is not None:
+                    self.scrollback.insert(entry)  # around what we have of the same numbering
+                else:
+                    self._add(entry)
+                if frame.name is not None:
+                    self._saw(frame.name, present=False, spoke=True)
+            if since is None:
+                text = f"joined {self.room} as {name}"
+            else:
+                text = f"reconnected as {name}" if renamed else "reconnected"
+        else:
+            for frame in backlog:
+                if frame.offset is not None and self.has_offset(frame.offset):
+                    continue
+                entry = self._message(frame, now)
+                self.scrollback.insert(entry)
+                mention = self._unread(entry) or mention
+                if frame.name is not None:
+                    self._saw(frame.name, present=True, spoke=True)
+            text = f"reconnected as {name}" if renamed else "reconnected"
+        self._add(Entry(EntryKind.STATUS, text, now))
+        if renamed:
+            self.scrollback.restyle()
+        self.changed()
+        return mention
+
+    def has_offset(self, offset: int) -> bool:
+        return self.scrollback.find_offset(offset) is not None
+
+    def acked(self, send_id: str, text: str, offset: int, time: datetime) -> None:
+        """chat.v2: our message ``send_id`` is message ``offset`` of the room."""
+        entry = self.pending.pop(send_id, None)
+        if entry is None:
+            return
+        scrollback = self.scrollback
+        known = scrollback.find_offset(offset)
+        if known is not None:
+            # Published before a reconnect, and already in the log from the recovery: one copy.
+            known.own = True
+            scrollback.remove(entry)
+            scrollback.touch(known)
+            self.changed()
+            return
+        entry.text = text
+        entry.sender = self.name
+        entry.state = SendState.SENT
+        entry.offset = offset
+        entry.time = local_time(time)
+        if scrollback.out_of_order(entry):
+            scrollback.reorder(entry)  # others' messages were published before it
+        else:
+            scrollback.touch(entry)
+        self.changed()
+
     def frame(self, frame: Frame, now: datetime) -> bool:
         """A frame that is not our echo; True if it is a message that mentions us."""
         if self._announce_reconnect:
@@ -154,27 +257,47 @@ class Room(Observable):
             self._add(Entry(EntryKind.STATUS, "reconnected", now))
         kind = frame.kind
         mention = False
+        when = local_time(frame.time) if frame.time is not None else now
         if kind is FrameKind.MESSAGE:
-            name = frame.name
-            own = name is not None and name == self.name
-            mention = not own and self.name is not None and mentions(self.name, frame.text)
-            entry = Entry(EntryKind.MESSAGE, frame.text, now, name, own=own, mention=mention)
+            entry = self._message(frame, now)
             self._add(entry)
-            if name is not None:
-                self._saw(name, present=True, spoke=True)
-            if not self.viewed and not own:
-                self.unread += 1
-                self.mentions += mention
-                if self._first_unread is None:
-                    self._first_unread = entry
+            if frame.name is not None:
+                self._saw(frame.name, present=True, spoke=True)
+            mention = self._unread(entry)
         elif kind is FrameKind.ERROR:
-            self._add(Entry(EntryKind.ERROR, f"error: {frame.text}", now))
+            self._add(Entry(EntryKind.ERROR, f"error: {frame.text}", when))
         else:
             if frame.name is not None:  # joins and leaves
                 self._saw(frame.name, present=kind is FrameKind.JOIN, presence=True)
-            self._add(Entry(EntryKind.NOTICE, frame.text, now))
+            self._add(Entry(EntryKind.NOTICE, frame.text, when))
         self.changed()
         return mention
+
+    def _message(self, frame: Frame, now: datetime, *, history: bool = False) -> Entry:
+        name = frame.name
+        own = name is not None and name == self.name
+        mention = not own and self.name is not None and mentions(self.name, frame.text)
+        when = local_time(frame.time) if frame.time is not None else now
+        return Entry(
+            EntryKind.MESSAGE,
+            frame.text,
+            when,
+            name,
+            own=own,
+            mention=mention,
+            offset=frame.offset,
+            history=history,
+        )
+
+    def _unread(self, entry: Entry) -> bool:
+        """Count ``entry`` as unread if it is; True if it is and mentions us."""
+        if self.viewed or entry.own:
+            return False
+        self.unread += 1
+        self.mentions += entry.mention
+        if self._first_unread is None:
+            self._first_unread = entry
+        return entry.mention
 
     def echo(self, send_id: str, frame: Frame) -> None:
         """Our message came back: its pending entry shows what the room saw, as sent."""

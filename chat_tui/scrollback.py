@@ -50,6 +50,7 @@ class Entry:
     # The room's message number, for servers that number them (history, recovery): entries
     # with an offset are kept in offset order (see Scrollback.insert).
     offset: int | None = None
+    history: bool = False  # said before we joined (shown dimmed, above the "joined" line)
 
 
 Observer = Callable[[], None]
@@ -107,6 +108,14 @@ class Scrollback(Observable):
         Entries without an offset stay where they are; the new one goes after the last entry
         whose offset is lower. Rare (once per reconnect), so the views measure everything again.
         """
+        if len(self._entries) == self.limit:
+            self._entries.popleft()  # the oldest goes, as for an append
+        self._entries.insert(self._position(entry), entry)
+        self.total_appended += 1
+        self.generation += 1
+        self.changed()
+
+    def _position(self, entry: Entry) -> int:
         assert entry.offset is not None
         position = len(self._entries)
         for index in range(len(self._entries) - 1, -1, -1):
@@ -115,13 +124,57 @@ class Scrollback(Observable):
                 break
             if offset is not None:
                 position = index
-        if len(self._entries) == self.limit:
-            self._entries.popleft()  # the oldest goes, as for an append
-            position = max(position - 1, 0)
-        self._entries.insert(position, entry)
-        self.total_appended += 1
+        return position
+
+    def out_of_order(self, entry: Entry) -> bool:
+        """Whether an entry after ``entry`` has a lower offset (it was numbered after them)."""
+        assert entry.offset is not None
+        for candidate in reversed(self._entries):
+            if candidate is entry:
+                return False
+            if candidate.offset is not None and candidate.offset < entry.offset:
+                return True
+        return False
+
+    def reorder(self, entry: Entry) -> None:
+        """``entry`` got its offset: move it where that offset belongs."""
+        try:
+            self._entries.remove(entry)
+        except ValueError:
+            return
+        self._entries.insert(self._position(entry), entry)
         self.generation += 1
         self.changed()
+
+    def remove(self, entry: Entry) -> None:
+        """Take ``entry`` out (a pending message that turned out to be in the log already)."""
+        try:
+            self._entries.remove(entry)
+        except ValueError:
+            return
+        self.total_appended -= 1  # as if it had never been appended: later indexes stay put
+        self._changes.pop(entry, None)
+        if self._marker is entry:
+            self._marker = None
+        self.generation += 1
+        self.changed()
+
+    def find_offset(self, offset: int) -> Entry | None:
+        """The entry numbered ``offset``, looking back from the newest (where it nearly always
+        is) until entries are numbered below it."""
+        for candidate in reversed(self._entries):
+            if candidate.offset is None:
+                continue
+            if candidate.offset == offset:
+                return candidate
+            if candidate.offset < offset:
+                return None
+        return None
+
+    def forget_offsets(self) -> None:
+        """The room's numbering started over (a new epoch): old numbers mean nothing now."""
+        for entry in self._entries:
+            entry.offset = None
 
     def touch(self, entry: Entry) -> None:
         """``entry`` changed in place (its send state, its text): views show it again."""

@@ -114,6 +114,7 @@ class MessageLog(ScrollView, can_focus=True):
         "message-log--pending",
         "message-log--refused",
         "message-log--divider",
+        "message-log--history",
         "message-log--match",
         "message-log--match-current",
     }
@@ -135,6 +136,7 @@ class MessageLog(ScrollView, can_focus=True):
         & > .message-log--pending { color: $foreground 50%; text-style: italic; }
         & > .message-log--refused { color: $text-error; text-style: strike; }
         & > .message-log--divider { color: $text-error; text-style: bold; }
+        & > .message-log--history { text-style: dim; }
         & > .message-log--match { background: $warning 45%; }
         & > .message-log--match-current { background: $warning; text-style: bold; }
     }
@@ -625,6 +627,11 @@ class MessageLog(ScrollView, can_focus=True):
             sender_style = self._style(sender_colour(entry.sender or "?"))
             if own:
                 sender_style += self._style("own", overlay=True)
+            if entry.history:
+                # Said before we joined: the whole row dimmed, above the "joined" line.
+                history = self._style("history", overlay=True)
+                text_style += history
+                sender_style += history
         else:
             text_style = self._style(entry.kind.value)
             sender_style = base

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -145,6 +146,16 @@ def input_line(app: ChatApp) -> str:
     return widget_lines(app, app.query_one("#input"))[1].strip(" ▊▎")
 
 
+_TIME = re.compile(r"\[?\d\d:\d\d(:\d\d)?\]? ")
+
+
+def untimed(line: str) -> str:
+    """A log row without its leading time (messages show the server's time on chat.v2)."""
+    match = _TIME.match(line)
+    assert match is not None, f"no time at the start of {line!r}"
+    return line[match.end() :]
+
+
 def in_log(app: ChatApp, text: str) -> bool:
     return any(text in line for line in log_lines(app))
 
@@ -199,6 +210,7 @@ class GateProxy:
         self.open.set()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sockets: set[asyncio.StreamWriter] = set()
 
     @property
     def ws_url(self) -> str:
@@ -219,10 +231,20 @@ class GateProxy:
                 )
             except OSError:
                 return
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            self._sockets.update((writer, up_writer))
+            try:
+                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            finally:
+                self._sockets.difference_update((writer, up_writer))
         finally:
             writer.close()
             self._tasks.discard(task)
+
+    def cut(self) -> None:
+        """Drop every connection through the gate, both sides, without a close frame (what a
+        dead network does); the server behind stays up."""
+        for sock in list(self._sockets):
+            sock.transport.abort()
 
     async def stop(self) -> None:
         if self._server is not None:

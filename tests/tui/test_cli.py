@@ -15,6 +15,7 @@ from chat_server import protocol
 from chat_tui import cli
 from chat_tui.cli import build_config
 from chat_tui.config import Config, ConfigError
+from chat_tui.identity import TOKENS_FILE, TokenStore
 from tests.servers import free_port
 
 CHAT_TUI = Path(sys.executable).parent / "chat-tui"
@@ -202,14 +203,18 @@ def test_bad_room_raises_before_anything_else(config_home: Path) -> None:
 def test_main_runs_the_app_with_the_config(
     config_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """main() hands the finished Config to ChatApp and returns the app's exit code."""
+    """main() hands the finished Config to ChatApp and returns the app's exit code; the name's
+    token is kept in the user's state directory."""
     seen: list[Config] = []
+    stores: list[Path] = []
+    monkeypatch.setenv("XDG_STATE_HOME", str(config_home / "state"))
 
     class FakeApp:
         return_code = 7
 
-        def __init__(self, config: Config) -> None:
+        def __init__(self, config: Config, token_store: TokenStore) -> None:
             seen.append(config)
+            stores.append(token_store.path)
 
         def run(self) -> None:
             pass
@@ -219,3 +224,4 @@ def test_main_runs_the_app_with_the_config(
     assert seen == [
         Config(server="ws://127.0.0.1:9", rooms=["potions"], autostart=False),
     ]
+    assert stores == [config_home / "state" / "chat-tui" / TOKENS_FILE]

@@ -27,7 +27,7 @@ pytestmark = [
 ]
 
 JOINED = re.compile(r"joined (\S+) as (user_[a-z]{6}[0-9]{2})")
-RECONNECTED = re.compile(r"reconnected as (user_[a-z]{6}[0-9]{2})")
+RECONNECTED = re.compile(r"── reconnected( as (user_[a-z]{6}[0-9]{2}))? ──")
 
 
 @pytest.fixture
@@ -90,7 +90,9 @@ def test_two_tuis_on_two_processes_chat_and_survive_a_killed_process(
         screen = tui_a.wait_for(RECONNECTED.search, "a reconnecting to process b")
         match = RECONNECTED.search(screen)
         assert match is not None
-        new_name = match.group(1)
+        # chat.v2: the name is taken back (the token is the cluster's, in Redis).
+        assert match.group(2) is None
+        new_name = name_a
         assert node_b.get_json("/health")["node"]["connections"] == 2
 
         tui_b.wait_for(
@@ -98,7 +100,8 @@ def test_two_tuis_on_two_processes_chat_and_survive_a_killed_process(
             "the pending message, delivered after the reconnect",
             timeout=STEP,
         )
-        # The old name is announced as gone (by process b's reaper), the new one as joined.
+        # The old connection is announced as gone (by process b's reaper), the new one as
+        # joined, under the same name.
         tui_b.wait_for(
             lambda s: f"{name_a} left the chat" in s and f"{new_name} joined the chat" in s,
             "a's old name leaving and its new name joining",

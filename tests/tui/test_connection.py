@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +16,7 @@ from chat_server import protocol
 from chat_server.protocol import Frame, FrameKind
 from chat_tui.connection import (
     WAKE_AT,
+    Acked,
     ConnectionState,
     Echo,
     Event,
@@ -23,10 +24,12 @@ from chat_tui.connection import (
     Refused,
     RoomConnection,
     StateChanged,
+    Welcomed,
     backoff_ceiling,
 )
 from chat_tui.scrollback import SendState
 from tests.servers import RunningServer, free_port, start_server
+from tests.tcp_proxy import TcpProxy
 
 BASE = 0.05
 CAP = 0.5
@@ -63,13 +66,18 @@ class Recorder:
         return [e.state for e in self.of(StateChanged)]
 
     def names(self) -> list[str]:
-        return [e.name for e in self.of(NameAssigned)]
+        """Our names, in order: from the join notice, or chat.v2's welcome."""
+        return [
+            e.name if isinstance(e, NameAssigned) else e.welcome.name
+            for e in self.events
+            if isinstance(e, NameAssigned | Welcomed)
+        ]
 
     def send_states(self) -> dict[str, SendState]:
-        """What became of each message: sent (echoed) or refused."""
+        """What became of each message: sent (echoed, or acknowledged) or refused."""
         outcome: dict[str, SendState] = {}
         for e in self.events:
-            if isinstance(e, Echo):
+            if isinstance(e, Echo | Acked):
                 outcome[e.send_id] = SendState.SENT
             elif isinstance(e, Refused):
                 outcome[e.send_id] = SendState.REFUSED
@@ -138,10 +146,31 @@ def members(server: RunningServer, room: str) -> list[str]:
 
 
 # --- against the real server ---------------------------------------------------------------
+# The text protocol's tests see the server through a proxy that drops the Sec-WebSocket-Protocol
+# header: it never selects chat.v2 and speaks the original protocol, as a server from before
+# chat.v2 does. chat.v2's own are further down.
 
 
-async def test_learns_name_and_echoes_mark_messages_sent(shared_server: RunningServer) -> None:
-    async with running(shared_server.ws_url, "conn-echo") as (conn, rec, _):
+@pytest.fixture
+def text_protocol() -> Iterator[Callable[[RunningServer], str]]:
+    """The URL of ``server`` as a server without chat.v2 (see above)."""
+    proxies: list[TcpProxy] = []
+
+    def url(server: RunningServer) -> str:
+        proxy = TcpProxy([server.port], strip_subprotocols=True)
+        proxy.__enter__()
+        proxies.append(proxy)
+        return f"ws://127.0.0.1:{proxy.port}"
+
+    yield url
+    for proxy in proxies:
+        proxy.__exit__()
+
+
+async def test_learns_name_and_echoes_mark_messages_sent(
+    shared_server: RunningServer, text_protocol: Callable[[RunningServer], str]
+) -> None:
+    async with running(text_protocol(shared_server), "conn-echo") as (conn, rec, _):
         name = await rec.wait_for(lambda: conn.name, "own name")
         assert protocol.is_valid_name(name)
         await rec.wait_for(lambda: rec.names() == [name], "our name, in the queue")
@@ -181,9 +210,11 @@ async def test_other_members_receive_messages_in_order(shared_server: RunningSer
         assert await asyncio.wait_for(peer.recv(), TIMEOUT) == protocol.format_leave(name)
 
 
-async def test_too_long_message_is_refused(server_factory: Callable[..., RunningServer]) -> None:
+async def test_too_long_message_is_refused(
+    server_factory: Callable[..., RunningServer], text_protocol: Callable[[RunningServer], str]
+) -> None:
     server = server_factory(max_message_chars=10, rate_limit=0)
-    async with running(server.ws_url, "conn-long") as (conn, rec, _):
+    async with running(text_protocol(server), "conn-long") as (conn, rec, _):
         await rec.wait_for(lambda: conn.name, "own name")
         short, long, after = conn.send("short"), conn.send("x" * 11), conn.send("after")
         await rec.wait_for(lambda: len(rec.send_states()) == 3, "three outcomes")
@@ -212,8 +243,10 @@ async def test_a_burst_is_paced_under_the_servers_flood_limit(
         assert rec.frames(FrameKind.ERROR) == []
 
 
-async def test_nothing_worth_sending_is_refused_locally(shared_server: RunningServer) -> None:
-    async with running(shared_server.ws_url, "conn-empty") as (conn, rec, _):
+async def test_nothing_worth_sending_is_refused_locally(
+    shared_server: RunningServer, text_protocol: Callable[[RunningServer], str]
+) -> None:
+    async with running(text_protocol(shared_server), "conn-empty") as (conn, rec, _):
         await rec.wait_for(lambda: conn.name, "own name")
         blank = conn.send(" \x07\u200e ")
         big = conn.send("x" * (protocol.MAX_FRAME_BYTES + 1))
@@ -230,12 +263,12 @@ async def test_nothing_worth_sending_is_refused_locally(shared_server: RunningSe
 
 
 async def test_messages_sent_offline_are_delivered_after_restart_in_order(
-    server_factory: Callable[..., RunningServer],
+    server_factory: Callable[..., RunningServer], text_protocol: Callable[[RunningServer], str]
 ) -> None:
     server = server_factory(rate_limit=0)
     restarted: RunningServer | None = None
     try:
-        async with running(server.ws_url, "conn-restart") as (conn, rec, _):
+        async with running(text_protocol(server), "conn-restart") as (conn, rec, _):
             first_name = await rec.wait_for(lambda: conn.name, "own name")
             online = conn.send("before the restart")
             await rec.wait_for(lambda: rec.send_states().get(online) is SendState.SENT, "SENT")

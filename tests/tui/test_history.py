@@ -1,0 +1,327 @@
+"""History, recovery and one stable name in chat-tui (issue 7), read from the screen.
+
+Real servers and connections. A gate (GateProxy) between the app and the server drops the app's
+connection while the server stays up, and holds its reconnect until the test lets it through,
+so that what the app missed is known exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import stat
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from chat_server import protocol
+from chat_tui.app import ChatApp
+from chat_tui.config import Config
+from chat_tui.connection import ConnectionState
+from chat_tui.identity import TOKENS_FILE, TokenStore
+from chat_tui.rooms import local_time
+from chat_tui.text_layout import PENDING_MARK, REFUSED_MARK
+from chat_tui.widgets.message_log import MessageLog
+from tests.server.wsclients import V2Member, join, join_v2
+from tests.servers import RunningServer
+from tests.tcp_proxy import TcpProxy
+from tests.tui.app_helpers import (
+    FIXED_NOW,
+    SIZE,
+    GateProxy,
+    in_log,
+    joined,
+    log_lines,
+    room_name,
+    send,
+    style_at,
+    until,
+)
+
+_nonces = itertools.count()
+
+
+class Clock:
+    """The app's wall clock, moved by the test (the gap marker names two times)."""
+
+    def __init__(self) -> None:
+        self.now = FIXED_NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def make_app(
+    url: str,
+    *rooms: str,
+    clock: Callable[[], datetime] | None = None,
+    token_store: TokenStore | None = None,
+    **options: Any,
+) -> ChatApp:
+    options.setdefault("autostart", False)
+    config = Config(server=url, rooms=list(rooms), **options)
+    return ChatApp(config, clock=clock or Clock(), token_store=token_store)
+
+
+@asynccontextmanager
+async def gate_to(server: RunningServer) -> AsyncIterator[GateProxy]:
+    gate = GateProxy(server.port)
+    await gate.start()
+    try:
+        yield gate
+    finally:
+        await gate.stop()
+
+
+def row_of(app: ChatApp, text: str) -> int:
+    """The one row of the log showing ``text``; fails if none or several do."""
+    rows = [i for i, line in enumerate(log_lines(app)) if text in line]
+    assert len(rows) == 1, (text, rows, log_lines(app))
+    return rows[0]
+
+
+def brightness(app: ChatApp, row: int, text: str) -> int:
+    """How bright ``text`` on ``row`` of the log is drawn (Textual renders dim by blending the
+    colour towards the background, so dimmed text is darker)."""
+    style = style_at(app, app.query_one(MessageLog), row, text)
+    assert style.color is not None and style.color.triplet is not None
+    return sum(style.color.triplet)
+
+
+def shown_time(frame: dict[str, Any]) -> str:
+    """A chat.v2 frame's server time as the log shows it (local, "%H:%M")."""
+    return local_time(protocol.parse_time(frame["time"])).strftime("%H:%M")
+
+
+async def say(member: V2Member, *texts: str) -> list[dict[str, Any]]:
+    """Send ``texts`` and return their message frames as the room got them."""
+    frames = []
+    for text in texts:
+        nonce = f"t{next(_nonces)}"
+        await member.send(text, nonce)
+        seen = await member.recv_until(lambda f, t=text: f["type"] == "message" and f["text"] == t)
+        frames.append(seen[-1])
+    return frames
+
+
+async def peer_says_live(server: RunningServer, room: str, text: str) -> None:
+    peer = await join_v2(server.chat_url(room))
+    try:
+        await say(peer, text)
+    finally:
+        await peer.close()
+
+
+async def drop_and_hold(pilot: Any, app: ChatApp, gate: GateProxy, room: str) -> None:
+    """Cut the app's connection and hold its reconnect at the gate."""
+    gate.open.clear()
+    gate.cut()
+    await until(pilot, lambda: app.rooms[room].lost, "the app to notice the drop")
+
+
+async def test_history_is_dimmed_above_the_joined_line_with_the_servers_times(
+    shared_server: RunningServer,
+) -> None:
+    room = room_name("hist")
+    peer = await join_v2(shared_server.chat_url(room))
+    try:
+        said = await say(peer, "said first", "said second")
+        app = make_app(shared_server.ws_url, room)
+        async with app.run_test(size=SIZE) as pilot:
+            name = await joined(pilot, app, room)
+            joined_row = row_of(app, f"joined {room} as {name}")
+            rows = [row_of(app, frame["text"]) for frame in said]
+            assert rows == sorted(rows) and rows[-1] < joined_row
+            for row, frame in zip(rows, said, strict=True):
+                line = log_lines(app)[row]
+                assert line.startswith(f"{shown_time(frame)} {peer.name} {frame['text']}")
+            # What is said after the join is live: below the line, not dimmed.
+            live = (await say(peer, "said after"))[0]
+            await until(pilot, lambda: in_log(app, "said after"), "the live message")
+            row = row_of(app, "said after")
+            assert row > joined_row
+            assert log_lines(app)[row].startswith(shown_time(live))
+            for history_row, frame in zip(rows, said, strict=True):
+                assert brightness(app, history_row, frame["text"]) < brightness(
+                    app, row, "said after"
+                )
+        # history = 0: none of it.
+        bare = make_app(shared_server.ws_url, room, history=0)
+        async with bare.run_test(size=SIZE) as pilot:
+            await joined(pilot, bare, room)
+            assert not in_log(bare, "said first") and not in_log(bare, "said after")
+    finally:
+        await peer.close()
+
+
+async def test_a_dropped_connection_recovers_the_gap_in_place_under_the_same_name(
+    shared_server: RunningServer,
+) -> None:
+    room, other = room_name("gap"), room_name("gap")
+    peer = await join_v2(shared_server.chat_url(room))
+    try:
+        async with gate_to(shared_server) as gate:
+            app = make_app(gate.ws_url, room, other)
+            async with app.run_test(size=SIZE) as pilot:
+                name = await joined(pilot, app, room)
+                assert await joined(pilot, app, other) == name  # one name in every room
+                await say(peer, "before the drop")
+                await until(pilot, lambda: in_log(app, "before the drop"), "the first message")
+                await drop_and_hold(pilot, app, gate, room)
+                missed = ["missed one", "missed two", "missed three"]
+                await say(peer, *missed)
+                gate.open.set()
+                app.action_reconnect()
+                await until(pilot, lambda: in_log(app, "reconnected"), "the reconnect")
+                assert app.rooms[room].name == name and app.rooms[other].name == name
+                rows = [row_of(app, text) for text in ["before the drop", *missed]]
+                assert rows == sorted(rows)
+                assert row_of(app, "connection lost") < rows[1]
+                assert rows[-1] < row_of(app, "reconnected")
+                text = "\n".join(log_lines(app))
+                assert "reconnected as" not in text and "may be missing" not in text
+                for line in (log_lines(app)[row] for row in rows[1:]):
+                    assert f" {peer.name} " in line  # as said, not dimmed history
+    finally:
+        await peer.close()
+
+
+async def test_a_restarted_server_gap_is_marked_then_its_history_shown(server_factory) -> None:
+    server: RunningServer = server_factory(rate_limit=0)
+    room = room_name("restart")
+    clock = Clock()
+    async with gate_to(server) as gate:
+        app = make_app(gate.ws_url, room, clock=clock)
+        async with app.run_test(size=SIZE) as pilot:
+            await joined(pilot, app, room)
+            peer = await join_v2(server.chat_url(room))
+            await say(peer, "before the restart")
+            await until(pilot, lambda: in_log(app, "before the restart"), "the first message")
+            gate.open.clear()
+            await peer.close()
+            await asyncio.to_thread(server.restart)  # memory broker: a new epoch, no history
+            await until(pilot, lambda: app.rooms[room].lost, "the app to notice")
+            clock.now = FIXED_NOW + timedelta(minutes=7)
+            peer = await join_v2(server.chat_url(room))
+            await say(peer, "after the restart")
+            await peer.close()
+            gate.open.set()
+            app.action_reconnect()
+            await until(pilot, lambda: in_log(app, "reconnected"), "the reconnect")
+            marker = row_of(app, "messages from 12:34 to 12:41 may be missing")
+            after = row_of(app, "after the restart")
+            assert row_of(app, "before the restart") < marker < after
+            assert after < row_of(app, "reconnected")
+            await peer_says_live(server, room, "live again")
+            await until(pilot, lambda: in_log(app, "live again"), "a live message")
+            live = brightness(app, row_of(app, "live again"), "live again")
+            assert brightness(app, after, "after the restart") < live
+
+
+async def test_messages_typed_offline_are_pending_until_acked_and_reach_the_room_once(
+    shared_server: RunningServer,
+) -> None:
+    room = room_name("pending")
+    async with gate_to(shared_server) as gate:
+        app = make_app(gate.ws_url, room)
+        async with app.run_test(size=SIZE) as pilot:
+            name = await joined(pilot, app, room)
+            listener = await join(shared_server.chat_url(room))
+            await drop_and_hold(pilot, app, gate, room)
+            typed = ["typed offline 1", "typed offline 2", "typed offline 3"]
+            for text in typed:
+                await send(pilot, text)
+            await until(
+                pilot,
+                lambda: all(
+                    any(PENDING_MARK + t in line for line in log_lines(app)) for t in typed
+                ),
+                "three pending messages",
+            )
+            gate.open.set()
+            app.action_reconnect()
+            await until(pilot, lambda: not app.rooms[room].pending, "the acks")
+            await until(pilot, lambda: not in_log(app, PENDING_MARK), "no message shown pending")
+            assert [row_of(app, f"{name} {text}") for text in typed] == sorted(
+                row_of(app, f"{name} {text}") for text in typed
+            )
+            frames = await listener.recv_until(lambda f: f.endswith(typed[-1]))
+            got = [f.partition(protocol.SEPARATOR)[2] for f in frames if f.startswith(name + " ::")]
+            assert got == typed
+            # And a message the server refuses (too long) is shown refused, by its nonce.
+            app.send_text(app.rooms[room], "x" * (protocol.MAX_MESSAGE_CHARS + 1))
+            await until(pilot, lambda: in_log(app, "was not sent"), "the server's error")
+            for _ in range(10):  # the message is longer than the screen: up to its first row
+                if in_log(app, REFUSED_MARK):
+                    break
+                await pilot.press("pageup")
+            assert in_log(app, f"{name} {REFUSED_MARK}xxx")
+            await listener.close()
+
+
+async def test_keep_name_brings_the_name_back_after_a_restart_of_the_app(
+    shared_server: RunningServer, tmp_path: Path
+) -> None:
+    room = room_name("keep")
+    store = TokenStore(tmp_path / "state" / TOKENS_FILE)
+    first = make_app(shared_server.ws_url, room, token_store=store)
+    async with first.run_test(size=SIZE) as pilot:
+        name = await joined(pilot, first, room)
+        await pilot.press("ctrl+q")
+        await until(pilot, lambda: not first.is_running, "the app to exit")
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    again = make_app(shared_server.ws_url, room, token_store=store)
+    async with again.run_test(size=SIZE) as pilot:
+        assert await joined(pilot, again, room) == name
+        assert in_log(again, f"joined {room} as {name}")
+    forgetful = make_app(shared_server.ws_url, room, token_store=store, keep_name=False)
+    async with forgetful.run_test(size=SIZE) as pilot:
+        assert await joined(pilot, forgetful, room) != name
+
+
+async def test_quit_with_unsent_messages_says_how_many_then_quits_when_asked_again(
+    shared_server: RunningServer,
+) -> None:
+    room = room_name("quit")
+    async with gate_to(shared_server) as gate:
+        app = make_app(gate.ws_url, room)
+        async with app.run_test(size=SIZE) as pilot:
+            await joined(pilot, app, room)
+            await drop_and_hold(pilot, app, gate, room)
+            await send(pilot, "never sent one")
+            await send(pilot, "never sent two")
+            await pilot.press("ctrl+q")
+            await until(pilot, lambda: in_log(app, "2 messages are not sent yet"), "the warning")
+            assert app.is_running
+            await pilot.press("ctrl+q")
+            await until(pilot, lambda: not app.is_running, "the app to exit")
+
+
+async def test_a_server_without_chat_v2_gets_the_text_protocol_and_everything_works(
+    shared_server: RunningServer,
+) -> None:
+    """The server behind a proxy that drops Sec-WebSocket-Protocol: it never selects chat.v2,
+    so it speaks the original protocol, as a server from before chat.v2 does."""
+    room = room_name("text")
+    with TcpProxy([shared_server.port], strip_subprotocols=True) as proxy:
+        app = make_app(f"ws://127.0.0.1:{proxy.port}", room)
+        async with app.run_test(size=SIZE) as pilot:
+            name = await joined(pilot, app, room)
+            assert not app.connections[room].v2
+            assert in_log(app, f"joined {room} as {name}")
+            peer = await join(shared_server.chat_url(room))
+            await peer.ws.send("hello from a text client")
+            await until(pilot, lambda: in_log(app, f"{peer.name} hello from a text client"), "it")
+            await send(pilot, "hello back")
+            await until(pilot, lambda: in_log(app, f"{name} hello back"), "our message")
+            await until(pilot, lambda: not app.rooms[room].pending, "its echo")
+            assert (await peer.recv_until(lambda f: f.endswith("hello back")))[-1] == (
+                f"{name} :: hello back"
+            )
+            # A drop: the text protocol reconnects under a new name, and says so.
+            proxy.cut()
+            await until(pilot, lambda: in_log(app, "reconnected as"), "the reconnect")
+            assert app.rooms[room].state is ConnectionState.CONNECTED
+            await peer.close()
