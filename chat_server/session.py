@@ -205,7 +205,9 @@ class ChatSession:
         """What precedes live: (messages up to the join's offset, recovered)."""
         request, settings = self.request, self.server.settings
         history = self.server.backend.history
-        limit = settings.recovery_limit
+        # What is promised retained is the last history_size messages: Redis's trimming
+        # (MAXLEN ~) may keep a few more, which must not make recovery depend on the broker.
+        limit = min(settings.recovery_limit, settings.history_size)
         recovered: bool | None = None
         if request.since is not None:
             recovered = False
@@ -218,7 +220,7 @@ class ChatSession:
                 missed = await history.since(self.room, since, joined.offset)
                 if missed is not None:
                     return missed, True
-        count = min(request.history, limit, settings.history_size)
+        count = min(request.history, limit)
         if count <= 0:
             return [], recovered
         return await history.latest(self.room, joined.offset, count), recovered
