@@ -21,7 +21,8 @@ is on screen, and the time until it shows in the input box is measured; the same
 nothing happens gives the idle figure. Memory: chat-tui joins ``--memory-rooms`` rooms, each gets
 10,000 messages, every room is shown once, then its RSS is read.
 
-``--write`` replaces the "## Client" section of docs/performance.md (keeping its "### History").
+``--write`` replaces the "## Client" section of docs/performance.md (keeping its subsections,
+"### Recovery" from bench/recovery_bench.py and "### History").
 """
 
 from __future__ import annotations
@@ -459,7 +460,8 @@ def write_section(text: str, command: str) -> None:
     else:
         end = old.find("\n## ", start + 1)
         section = old[start:] if end == -1 else old[start : end + 1]
-        history = section.find("\n### History")
+        # Its own text has no subsections: those that follow (recovery, history) are kept.
+        history = section.find("\n### ")
         if history != -1:
             body += section[history:].rstrip("\n") + "\n"
         new = old[:start] + body + ("" if end == -1 else "\n" + old[end + 1 :])

@@ -325,3 +325,37 @@ async def test_a_server_without_chat_v2_gets_the_text_protocol_and_everything_wo
             await until(pilot, lambda: in_log(app, "reconnected as"), "the reconnect")
             assert app.rooms[room].state is ConnectionState.CONNECTED
             await peer.close()
+
+
+async def test_a_message_published_before_a_drop_but_not_acked_is_shown_and_sent_once(
+    shared_server: RunningServer,
+) -> None:
+    """The ack is lost with the connection: the message comes back in the recovery, and its
+    re-send (same nonce) is acknowledged with the same offset, never published again."""
+    room = room_name("once")
+    listener = await join(shared_server.chat_url(room))
+    with TcpProxy([shared_server.port]) as relay:
+        app = make_app(f"ws://127.0.0.1:{relay.port}", room)
+        async with app.run_test(size=SIZE) as pilot:
+            name = await joined(pilot, app, room)
+            await listener.recv_until(lambda f: f == protocol.format_join(name))
+            relay.blackhole(lambda hello: True)  # nothing more reaches the app ...
+            await send(pilot, "said exactly once")
+            # ... but the server published it.
+            assert (await listener.recv()) == protocol.format_message(name, "said exactly once")
+            assert in_log(app, f"{PENDING_MARK}said exactly once")
+            relay.cut()
+            await until(pilot, lambda: in_log(app, "reconnected"), "the reconnect")
+            await until(pilot, lambda: not app.rooms[room].pending, "the repeated ack")
+            await send(pilot, "and the next one")
+            await until(pilot, lambda: in_log(app, f"{name} and the next one"), "the next one")
+            assert [line for line in log_lines(app) if "said exactly once" in line] == [
+                line for line in log_lines(app) if f"{name} said exactly once" in line
+            ]
+            assert sum("said exactly once" in line for line in log_lines(app)) == 1
+            assert not in_log(app, PENDING_MARK)
+            frames = await listener.recv_until(lambda f: f.endswith("and the next one"))
+            assert [f for f in frames if protocol.SEPARATOR in f] == [
+                protocol.format_message(name, "and the next one")
+            ]
+    await listener.close()
