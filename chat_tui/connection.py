@@ -596,9 +596,6 @@ class RoomConnection:
                 self.name = item.name
                 self._got_frame = True
                 self._welcomed.set()
-                if item.epoch != self.epoch:
-                    self.epoch, self.offset = item.epoch, None
-                self.offset = max(self.offset or 0, item.offset)
                 backlog, later = [], []
             elif isinstance(item, Ack):
                 self._acked(item)
@@ -606,7 +603,6 @@ class RoomConnection:
             elif waiting and item.kind is FrameKind.MESSAGE and item.offset is not None:
                 backlog.append(item)
                 waiting -= 1
-                self.offset = max(self.offset or 0, item.offset)
             elif waiting:
                 later.append(item)
                 continue
@@ -614,6 +610,12 @@ class RoomConnection:
                 self._handle_v2(item)
                 continue
             if welcome is not None and not waiting:
+                # Where we are in the room counts from here: a connection lost before the
+                # backlog was all in asks again from where the app's log really is.
+                if welcome.epoch != self.epoch:
+                    self.epoch, self.offset = welcome.epoch, None
+                last = backlog[-1].offset if backlog else None
+                self.offset = max(self.offset or 0, welcome.offset, last or 0)
                 self._emit(Welcomed(welcome, tuple(backlog), request.since))
                 welcome = None
                 for frame in later:

@@ -199,8 +199,9 @@ class Room(Observable):
                     self.scrollback.insert(entry)  # around what we have of the same numbering
                 else:
                     self._add(entry)
-                if frame.name is not None:
-                    self._saw(frame.name, present=False, spoke=True)
+                if frame.name is not None and frame.name not in self.people:
+                    # Known for completion; whether they are here is not history's to say.
+                    self.people[frame.name] = Person(frame.name, present=False)
             if since is None:
                 text = f"joined {self.room} as {name}"
             else:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 
 from chat_server import protocol
 from chat_tui.connection import ConnectionState
-from chat_tui.rooms import MemberSource, Room, mentions
+from chat_tui.rooms import MemberSource, Room, local_time, mentions
 from chat_tui.scrollback import Entry, EntryKind, Scrollback, SendState
 from chat_tui.search import Search
 
@@ -230,3 +230,90 @@ def test_search_matches_senders_too() -> None:
     search = Search("AAAAAA")
     search.update(scrollback)
     assert search.matches == [0]
+
+
+# --- chat.v2: history, recovery, acks ------------------------------------------------------------
+
+EPOCH = "e1"
+UTC_T = datetime(2024, 5, 1, 9, 7, tzinfo=UTC)
+
+
+def v2_message(name: str, text: str, offset: int) -> protocol.Frame:
+    return protocol.parse_v2_frame(protocol.v2_message(name, text, offset, UTC_T.timestamp()))  # type: ignore[return-value]
+
+
+def welcome(offset: int, recovered: bool | None, epoch: str = EPOCH) -> protocol.Welcome:
+    return protocol.Welcome("general", ME, epoch, offset, "token", recovered, True, 0)
+
+
+def v2_room(*history: protocol.Frame) -> Room:
+    room = Room("general", 100)
+    room.connection_changed(ConnectionState.CONNECTED, "connected", None, T, 0.0)
+    room.welcomed(welcome(len(history), None), history, None, T)
+    return room
+
+
+def lose(room: Room, at: datetime = T) -> None:
+    room.connection_changed(ConnectionState.OFFLINE, "dropped", 1.0, at, 0.0)
+    room.connection_changed(ConnectionState.CONNECTED, "connected", None, at, 0.0)
+
+
+def texts(room: Room) -> list[str]:
+    return [entry.text for entry in room.scrollback]
+
+
+def test_history_comes_before_the_joined_line_marked_as_history() -> None:
+    room = v2_room(v2_message(ALICE, "old 1", 1), v2_message(BOB, "old 2", 2))
+    assert texts(room) == ["old 1", "old 2", f"joined general as {ME}"]
+    assert [entry.history for entry in room.scrollback] == [True, True, False]
+    assert room.scrollback[0].time == local_time(UTC_T)  # the server's time, shown locally
+    assert room.unread == 0  # said before we came: not unread
+
+
+def test_a_recovered_gap_is_filled_in_place_and_only_reconnected_said() -> None:
+    room = v2_room(v2_message(ALICE, "m1", 1))
+    lose(room)
+    room.welcomed(welcome(3, True), [v2_message(ALICE, "m2", 2), v2_message(BOB, "m3", 3)], 1, T)
+    assert texts(room)[-3:] == ["m2", "m3", "reconnected"]
+    assert not any(entry.history for entry in room.scrollback if entry.text in ("m2", "m3"))
+    assert not any("missing" in text for text in texts(room))
+
+
+def test_not_recovered_marks_the_gap_then_shows_only_what_we_lack() -> None:
+    room = v2_room(v2_message(ALICE, "m1", 1), v2_message(ALICE, "m2", 2))
+    lose(room, datetime(2024, 5, 1, 9, 30))
+    backlog = [v2_message(ALICE, "m2", 2), v2_message(BOB, "m9", 9)]
+    room.welcomed(welcome(9, False), backlog, 2, datetime(2024, 5, 1, 9, 42))
+    assert texts(room)[-3:] == ["messages from 09:30 to 09:42 may be missing", "m9", "reconnected"]
+    assert texts(room).count("m2") == 1
+
+
+def test_a_new_epoch_forgets_the_old_numbers() -> None:
+    room = v2_room(v2_message(ALICE, "before", 5))
+    lose(room)
+    room.welcomed(welcome(1, False, "e2"), [v2_message(BOB, "after", 1)], 5, T)
+    # Numbered 1 in the new epoch, but said after "before": it goes after it, not above.
+    assert texts(room).index("after") > texts(room).index("before")
+    assert room.scrollback[0].offset is None
+
+
+def test_an_ack_makes_a_pending_message_sent_in_the_rooms_order() -> None:
+    room = v2_room()
+    entry = room.sending("s-1", "mine", T)
+    room.frame(v2_message(ALICE, "published first", 7), T)
+    room.acked("s-1", "mine", 8, UTC_T)
+    assert entry.state is SendState.SENT and entry.offset == 8 and entry.sender == ME
+    assert texts(room)[-2:] == ["published first", "mine"]
+    assert not room.pending
+
+
+def test_an_ack_for_a_message_already_recovered_leaves_one_copy() -> None:
+    room = v2_room()
+    room.sending("s-1", "hello", T)
+    lose(room)
+    # Published before the drop, its ack lost: it comes back in the recovery, then is acked.
+    room.welcomed(welcome(1, True), [v2_message(ME, "hello", 1)], 0, T)
+    room.acked("s-1", "hello", 1, UTC_T)
+    assert texts(room).count("hello") == 1
+    (kept,) = [entry for entry in room.scrollback if entry.text == "hello"]
+    assert kept.own and kept.state is SendState.SENT and not room.pending
