@@ -697,6 +697,7 @@ class ChatApp(App[None]):
             return
         send_id = self._links[room.room].connection.send(text)
         room.sending(send_id, text, self.clock())
+        self._quit_asked = False  # a new message not sent yet: ctrl+q warns again
         self.log_view.scroll_to_bottom()  # sending means you are back in the conversation
 
     def join(self, name: str) -> bool:
@@ -896,17 +897,27 @@ class ChatApp(App[None]):
             return
         if not self._quit_asked and self._unsent():
             self._quit_asked = True
-            if any(self._unsent(connected=True)):
-                await self._wait_for_acks(QUIT_WAIT)
-            unsent = sum(self._unsent())
-            if unsent:
-                plural = "message is" if unsent == 1 else "messages are"
-                self._local(
-                    EntryKind.ERROR,
-                    f"{unsent} {plural} not sent yet (shown pending); "
-                    "ctrl+q again quits without them",
-                )
-                return
+            # In a worker: the acks are handled by the app's message loop meanwhile.
+            self.run_worker(self._quit_once_sent(), group="quit", exit_on_error=False)
+            return
+        await self._close_and_exit()
+
+    async def _quit_once_sent(self) -> None:
+        if any(self._unsent(connected=True)):
+            await self._wait_for_acks(QUIT_WAIT)
+        unsent = sum(self._unsent())
+        if unsent:
+            plural = "message is" if unsent == 1 else "messages are"
+            self._local(
+                EntryKind.ERROR,
+                f"{unsent} {plural} not sent yet (shown pending); ctrl+q again quits without them",
+            )
+            return
+        await self._close_and_exit()
+
+    async def _close_and_exit(self) -> None:
+        if self._quitting:
+            return
         self._quitting = True
         await asyncio.gather(
             *(link.connection.close() for link in self._links.values()), return_exceptions=True

@@ -252,7 +252,9 @@ class RoomConnection:
         self._run_done = asyncio.Event()
         self._rng = rng or random.Random()
         self._got_frame = False
-        self._own_offsets: set[int] = set()  # acked: our own frame at that offset is not news
+        # Offsets acked to us whose frames have not come yet (ascending): our own frame is not
+        # news, its ack said it all.
+        self._own_offsets: deque[int] = deque()
 
     # --- public API -------------------------------------------------------------------------
 
@@ -626,7 +628,10 @@ class RoomConnection:
         for index, item in enumerate(inflight):
             if item.send_id == ack.nonce:
                 del inflight[index]
-                self._own_offsets.add(ack.offset)
+                if ack.offset > (self.offset or 0):
+                    # Published now: its frame follows. (A repeated ack of a message published
+                    # before has no frame to come.)
+                    self._own_offsets.append(ack.offset)
                 self._emit(Acked(item.send_id, item.wire, ack.offset, ack.time))
                 return
         # Not ours (any more): an ack for a message already acknowledged. Nothing to do.
@@ -635,15 +640,12 @@ class RoomConnection:
         if frame.kind is FrameKind.MESSAGE and frame.offset is not None:
             offset = frame.offset
             self.offset = max(self.offset or 0, offset)
-            if self._own_offsets:
-                if offset in self._own_offsets:
-                    # Our own message: its ack said so already.
-                    self._own_offsets = {o for o in self._own_offsets if o > offset}
-                    return
-                if min(self._own_offsets) < offset:
-                    # Frames come in offset order: an acked offset below this one will not come
-                    # (a repeated ack of a message published before).
-                    self._own_offsets = {o for o in self._own_offsets if o > offset}
+            own = self._own_offsets
+            while own and own[0] < offset:
+                own.popleft()  # frames come in offset order: that one will not come now
+            if own and own[0] == offset:
+                own.popleft()
+                return
         elif frame.kind is FrameKind.ERROR and frame.nonce is not None:
             for item in self._inflight:
                 if item.send_id == frame.nonce:

@@ -106,7 +106,7 @@ async def say(member: V2Member, *texts: str) -> list[dict[str, Any]]:
     return frames
 
 
-async def peer_says_live(server: RunningServer, room: str, text: str) -> None:
+async def peer_says(server: RunningServer, room: str, text: str) -> None:
     peer = await join_v2(server.chat_url(room))
     try:
         await say(peer, text)
@@ -192,32 +192,36 @@ async def test_a_restarted_server_gap_is_marked_then_its_history_shown(server_fa
     server: RunningServer = server_factory(rate_limit=0)
     room = room_name("restart")
     clock = Clock()
-    async with gate_to(server) as gate:
-        app = make_app(gate.ws_url, room, clock=clock)
-        async with app.run_test(size=SIZE) as pilot:
-            await joined(pilot, app, room)
-            peer = await join_v2(server.chat_url(room))
-            await say(peer, "before the restart")
-            await until(pilot, lambda: in_log(app, "before the restart"), "the first message")
-            gate.open.clear()
-            await peer.close()
-            await asyncio.to_thread(server.restart)  # memory broker: a new epoch, no history
-            await until(pilot, lambda: app.rooms[room].lost, "the app to notice")
-            clock.now = FIXED_NOW + timedelta(minutes=7)
-            peer = await join_v2(server.chat_url(room))
-            await say(peer, "after the restart")
-            await peer.close()
-            gate.open.set()
-            app.action_reconnect()
-            await until(pilot, lambda: in_log(app, "reconnected"), "the reconnect")
-            marker = row_of(app, "messages from 12:34 to 12:41 may be missing")
-            after = row_of(app, "after the restart")
-            assert row_of(app, "before the restart") < marker < after
-            assert after < row_of(app, "reconnected")
-            await peer_says_live(server, room, "live again")
-            await until(pilot, lambda: in_log(app, "live again"), "a live message")
-            live = brightness(app, row_of(app, "live again"), "live again")
-            assert brightness(app, after, "after the restart") < live
+    restarted: RunningServer | None = None
+    try:
+        async with gate_to(server) as gate:
+            app = make_app(gate.ws_url, room, clock=clock)
+            async with app.run_test(size=SIZE) as pilot:
+                await joined(pilot, app, room)
+                peer = await join_v2(server.chat_url(room))
+                await say(peer, "before the restart")
+                await until(pilot, lambda: in_log(app, "before the restart"), "the first one")
+                gate.open.clear()
+                await peer.close()
+                # Memory broker: a new epoch, no history.
+                restarted = await asyncio.to_thread(server.restart)
+                await until(pilot, lambda: app.rooms[room].lost, "the app to notice")
+                clock.now = FIXED_NOW + timedelta(minutes=7)
+                await peer_says(restarted, room, "after the restart")
+                gate.open.set()
+                app.action_reconnect()
+                await until(pilot, lambda: in_log(app, "reconnected"), "the reconnect")
+                marker = row_of(app, "messages from 12:34 to 12:41 may be missing")
+                after = row_of(app, "after the restart")
+                assert row_of(app, "before the restart") < marker < after
+                assert after < row_of(app, "reconnected")
+                await peer_says(restarted, room, "live again")
+                await until(pilot, lambda: in_log(app, "live again"), "a live message")
+                live = brightness(app, row_of(app, "live again"), "live again")
+                assert brightness(app, after, "after the restart") < live
+    finally:
+        if restarted is not None:
+            restarted.stop()
 
 
 async def test_messages_typed_offline_are_pending_until_acked_and_reach_the_room_once(
@@ -297,6 +301,21 @@ async def test_quit_with_unsent_messages_says_how_many_then_quits_when_asked_aga
             assert app.is_running
             await pilot.press("ctrl+q")
             await until(pilot, lambda: not app.is_running, "the app to exit")
+
+
+async def test_quit_right_after_sending_waits_for_the_ack(shared_server: RunningServer) -> None:
+    room = room_name("quit")
+    listener = await join(shared_server.chat_url(room))
+    app = make_app(shared_server.ws_url, room)
+    async with app.run_test(size=SIZE) as pilot:
+        name = await joined(pilot, app, room)
+        await send(pilot, "the last word")
+        await pilot.press("ctrl+q")
+        await until(pilot, lambda: not app.is_running, "the app to exit")
+        assert not in_log(app, "not sent yet")
+    frames = await listener.recv_until(lambda f: f.endswith("the last word"))
+    assert frames[-1] == protocol.format_message(name, "the last word")
+    await listener.close()
 
 
 async def test_a_server_without_chat_v2_gets_the_text_protocol_and_everything_works(
