@@ -587,7 +587,9 @@ def free_port() -> int:
 # measurements of the code before a change, side by side in one script.
 MAIN_CHECKOUT: Path | None = None
 # Servers that need a redis-server, and how many chat-server processes each runs.
-REDIS_SERVERS = {"ours-redis": 1, "cluster2": 2}
+REDIS_SERVERS = {"ours-redis": 1, "ours-redis-nohist": 1, "cluster2": 2}
+# A server name ending so runs that server with history off (--history-size 0): history's cost.
+NO_HISTORY = "-nohist"
 
 
 def server_command(
@@ -596,6 +598,9 @@ def server_command(
     """(argv, environment, working directory) of one server process."""
     py = sys.executable
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_SERVER_")}
+    if server.endswith(NO_HISTORY):
+        args, env, cwd = server_command(server.removesuffix(NO_HISTORY), port, broker_url)
+        return [*args, "--history-size", "0"], env, cwd
     # Same log level everywhere: per-connection info lines are not what is measured.
     common = ["--port", str(port), "--log-level", "warning"]
     ours = [py, "-m", "chat_server", "run", "--rate-limit", "0", *common]
@@ -947,7 +952,8 @@ def main() -> None:
         help="comma-separated servers to run (default: each scenario's own); also: main "
         "(with --main-checkout), ours-aa (ours again, for A/A noise), ours-redis (one "
         "process on a fresh redis-server), cluster2 (two processes on one redis-server, each "
-        "room's members split between them)",
+        "room's members split between them); any of ours with -nohist appended (ours-nohist, "
+        "ours-redis-nohist): the same with history off",
     )
     parser.add_argument(
         "--main-checkout",

@@ -1,0 +1,216 @@
+"""What history costs the server, side by side (issue 7).
+
+    python bench/history_bench.py [--repeats 5] [--rooms 20]
+
+For each broker (``memory://``, and ``redis://`` on a fresh ``redis-server`` when it is
+installed):
+
+* **recover 1,000**: a chat.v2 client that missed 1,000 messages reconnects with
+  ``?since=...&epoch=...``; the time from its connect to the last recovered message, median
+  of ``--repeats``, beside the time to a plain join with nothing to replay (the baseline: the
+  handshake and the welcome), so that the difference is what the recovery itself costs.
+* **memory per retained message**: ``--rooms`` rooms get 1,000 messages of 100 characters
+  each on a server with history on and on one with it off (``--history-size 0``); the
+  difference in the server's RSS (memory) or in Redis's ``used_memory`` (redis), divided by
+  the messages retained.
+
+Fan-out CPU per delivered frame with history on vs off is measured by
+``bench/server_bench.py --servers ours,ours-nohist,ours-redis,ours-redis-nohist``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from chat_server import protocol  # noqa: E402
+
+MISSED = 1000
+TEXT = "x" * 100
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), 0.5) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return sock.recv(12).endswith(b"200")
+    except OSError:
+        return False
+
+
+def _wait(predicate: object, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[tuple[str, int]]:
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        import redis
+
+        client = redis.Redis(port=port)
+
+        def ping() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
+        _wait(ping, "redis-server answering")
+        yield f"redis://127.0.0.1:{port}/0", port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextlib.contextmanager
+def chat_server(*options: str, broker_url: str | None = None) -> Iterator[tuple[int, int]]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_SERVER_")}
+    args = [sys.executable, "-m", "chat_server", "run", "--port", str(port), "--rate-limit", "0",
+            "--log-level", "warning", *options]  # fmt: skip
+    if broker_url:
+        args += ["--broker-url", broker_url]
+    proc = subprocess.Popen(args, cwd=ROOT, env=env)
+    try:
+        _wait(lambda: _answers(port), "chat-server answering")
+        yield port, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def fill(url: str, count: int) -> tuple[str, int]:
+    """Send ``count`` messages into a room; (epoch, offset) of the room afterwards."""
+    async with websockets.connect(url, subprotocols=[protocol.SUBPROTOCOL_V2]) as ws:
+        welcome = json.loads(await ws.recv())
+        window = 200
+        acked = 0
+        sent = 0
+        offset = 0
+        while acked < count:
+            while sent < count and sent - acked < window:
+                await ws.send(protocol.v2_send(TEXT, f"n{sent}"))
+                sent += 1
+            frame = json.loads(await ws.recv())
+            if frame["type"] == "ack":
+                acked += 1
+                offset = frame["offset"]
+        return welcome["epoch"], offset
+
+
+async def timed_join(url: str) -> float:
+    started = time.perf_counter()
+    async with websockets.connect(url, subprotocols=[protocol.SUBPROTOCOL_V2]) as ws:
+        welcome = json.loads(await ws.recv())
+        for _ in range(welcome["history"]):
+            await ws.recv()
+        elapsed = time.perf_counter() - started
+    return elapsed
+
+
+async def recovery(port: int, repeats: int) -> dict[str, float]:
+    joins, recoveries = [], []
+    for i in range(repeats):
+        room = f"recover-{i}"
+        url = f"ws://127.0.0.1:{port}/chat/{room}"
+        epoch, offset = await fill(url, MISSED)
+        joins.append(await timed_join(url))
+        since = offset - MISSED
+        recoveries.append(await timed_join(f"{url}?since={since}&epoch={epoch}"))
+    return {"join_ms": statistics.median(joins) * 1000,
+            "recover_ms": statistics.median(recoveries) * 1000}  # fmt: skip
+
+
+async def fill_rooms(port: int, rooms: int) -> None:
+    for r in range(rooms):
+        await fill(f"ws://127.0.0.1:{port}/chat/keep-{r}", MISSED)
+
+
+def rss(pid: int) -> int:
+    return psutil.Process(pid).memory_info().rss
+
+
+def measure_memory_broker(rooms: int, repeats: int) -> dict[str, float]:
+    results: dict[str, float] = {}
+    with chat_server() as (port, _):
+        results.update(asyncio.run(recovery(port, repeats)))
+    grown = {}
+    for label, options in (("on", ()), ("off", ("--history-size", "0"))):
+        with chat_server(*options) as (port, pid):
+            asyncio.run(fill_rooms(port, 1))  # warm up the process's allocator
+            before = rss(pid)
+            asyncio.run(fill_rooms(port, rooms))
+            grown[label] = rss(pid) - before
+    results["bytes_per_message"] = (grown["on"] - grown["off"]) / (rooms * MISSED)
+    return results
+
+
+def measure_redis_broker(rooms: int, repeats: int) -> dict[str, float]:
+    import redis
+
+    results: dict[str, float] = {}
+    with redis_server() as (url, _), chat_server(broker_url=url) as (port, _):
+        results.update(asyncio.run(recovery(port, repeats)))
+    grown = {}
+    for label, options in (("on", ()), ("off", ("--history-size", "0"))):
+        with redis_server() as (url, rport), chat_server(*options, broker_url=url) as (port, _):
+            client = redis.Redis(port=rport)
+            before = int(client.info("memory")["used_memory"])
+            asyncio.run(fill_rooms(port, rooms))
+            grown[label] = int(client.info("memory")["used_memory"]) - before
+    results["bytes_per_message"] = (grown["on"] - grown["off"]) / (rooms * MISSED)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rooms", type=int, default=20)
+    args = parser.parse_args()
+    rows = [("memory://", measure_memory_broker(args.rooms, args.repeats))]
+    if shutil.which("redis-server"):
+        rows.append(("redis://", measure_redis_broker(args.rooms, args.repeats)))
+    print(f"python bench/history_bench.py --repeats {args.repeats} --rooms {args.rooms}\n")
+    print("| broker | join, nothing to replay (median ms) | recover 1,000 missed (median ms) "
+          "| memory per retained message (bytes) |")  # fmt: skip
+    print("| --- | --- | --- | --- |")
+    for broker, r in rows:
+        print(f"| `{broker}` | {r['join_ms']:.1f} | {r['recover_ms']:.1f} "
+              f"| {r['bytes_per_message']:.0f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
