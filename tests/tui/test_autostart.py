@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -76,6 +77,8 @@ def port(state_dir: Path) -> Iterator[int]:
         capture_output=True,
         timeout=30,
         check=False,
+        # Not the chat_server of the working directory (a test may be in a checkout's).
+        env={**os.environ, "PYTHONSAFEPATH": "1"},
     )
 
 
