@@ -1,8 +1,9 @@
 """How late the event loop runs: a tick every :data:`TICK_SECONDS` that measures its own delay.
 
-Two users: ``/metrics`` (the lag histogram) and the input budgets (``budget.py``), which must
+Three users: ``/metrics`` (the lag histogram), the input budgets (``budget.py``), which must
 not hold against a member the frames that piled up in the kernel while the whole server stood
-still: :meth:`LoopMonitor.stalled_seconds` says how long that was.
+still (:meth:`LoopMonitor.stalled_seconds` says how long that was), and the Redis backend's
+deadlines (:func:`running_time`), which must not take our own stall for Redis's silence.
 """
 
 from __future__ import annotations
@@ -60,3 +61,11 @@ class LoopMonitor:
 
 
 monitor = LoopMonitor()
+
+
+def running_time() -> float:
+    """The running loop's clock without the time the loop stood still: for deadlines that
+    judge someone else (a broker's answer), so that a stall of our own is never taken for
+    theirs. Without a running monitor it is the loop's clock."""
+    now = asyncio.get_running_loop().time()
+    return now - monitor.stalled_seconds(now)

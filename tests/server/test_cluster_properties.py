@@ -27,7 +27,14 @@ _rooms = itertools.count()
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    with running_cluster(NODES, rate_limit=0) as c:
+    # The default failure timings, not the fault tests' short ones: this test is about order,
+    # and a loaded machine must not pass for a broker outage here.
+    defaults = {
+        "CHAT_SERVER_BROKER_TIMEOUT": "2",
+        "CHAT_SERVER_NODE_TTL": "15",
+        "CHAT_SERVER_PROBE_INTERVAL": "1",
+    }
+    with running_cluster(NODES, env=defaults, rate_limit=0) as c:
         yield c
 
 
@@ -41,12 +48,13 @@ class Client:
     frames: list[str] = field(default_factory=list)
     sent: list[str] = field(default_factory=list)
     left: bool = False
+    refused: str = ""  # why no join notice ever came, if it did not
     joined: asyncio.Event = field(default_factory=asyncio.Event)
     reader: asyncio.Task[None] | None = None
 
     async def run(self, url: str) -> None:
-        self.ws = await websockets.connect(url, max_queue=None)
         try:
+            self.ws = await websockets.connect(url, max_queue=None)
             async for frame in self.ws:
                 assert isinstance(frame, str)
                 if not self.frames:
@@ -55,8 +63,16 @@ class Client:
                     self.name = parsed.name
                     self.joined.set()
                 self.frames.append(frame)
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as exc:
+            self.refused = f"closed before its join notice: {exc}"
+        except OSError as exc:
+            self.refused = f"could not connect: {exc}"
+        finally:
+            self.joined.set()  # wake whoever waits for the join: it came, or never will
+
+    async def wait_joined(self) -> None:
+        await self.joined.wait()
+        assert self.name, f"node {self.node}: {self.refused}"
 
     def until(self, frame: str) -> list[str]:
         return self.frames[: self.frames.index(frame) + 1]
@@ -91,7 +107,7 @@ async def _play(cluster: Cluster, actions: list[tuple]) -> None:
     observers = [Client(node) for node in range(NODES)]
     for observer in observers:
         observer.reader = asyncio.create_task(observer.run(cluster.url(observer.node, room)))
-        await observer.joined.wait()
+        await observer.wait_joined()
     clients: list[Client] = []
     counter = itertools.count()
     for action in actions:
@@ -103,7 +119,7 @@ async def _play(cluster: Cluster, actions: list[tuple]) -> None:
             client = clients[action[1] % len(clients)]
             if client.left:
                 continue
-            await client.joined.wait()
+            await client.wait_joined()
             assert client.ws is not None
             if action[0] == "leave":
                 client.left = True
@@ -115,7 +131,7 @@ async def _play(cluster: Cluster, actions: list[tuple]) -> None:
         await asyncio.sleep(0)  # let the others' frames interleave
 
     for client in clients:
-        await client.joined.wait()
+        await client.wait_joined()
     # Leaves and messages still on their way (from any node) are through before the end:
     # every one of them must then be in everyone's view.
     due = {protocol.format_leave(c.name) for c in clients if c.left}

@@ -205,6 +205,41 @@ async def test_a_short_redis_stall_is_ridden_out_with_nothing_lost(cluster: Clus
     await b.close()
 
 
+async def test_a_stall_of_the_node_itself_is_not_taken_for_a_broker_outage(
+    cluster: Cluster,
+) -> None:
+    """The node's own process stands still (SIGSTOP: as a starved machine or a long GC pause
+    would) while a publish of its is waiting for Redis. Redis answered in time; the node must
+    not declare it unavailable and close everyone because it read the answer late."""
+    room = "node-stall"
+    a = await join(cluster.url(0, room))
+    b = await join(cluster.url(1, room))
+    assert await a.recv() == protocol.format_join(b.name)
+    redis_stall = FAST_BROKER_TIMEOUT / 2
+    sleeper = threading.Thread(
+        target=lambda: cluster.redis.client().execute_command("DEBUG", "SLEEP", redis_stall)
+    )
+    sleeper.start()
+    await asyncio.sleep(0.05)  # Redis is asleep: node 0's publish will wait for it
+    await a.ws.send("sent as the node stopped")
+    await asyncio.sleep(0.2)  # node 0 read it and sent the publish (Redis still asleep)
+    node = cluster.nodes[0]
+    node.process.send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(DETECTION + 1.0)  # well past the timeout, short of the node ttl
+    finally:
+        node.process.send_signal(signal.SIGCONT)
+    sleeper.join()
+    echo = f"{a.name} :: sent as the node stopped"
+    for member in (a, b):
+        assert await member.recv(timeout=5 + SLACK) == echo
+    await b.ws.send("and after it")
+    assert await a.recv(timeout=5) == f"{b.name} :: and after it"
+    assert "broker unavailable" not in node.log()
+    await a.close()
+    await b.close()
+
+
 async def test_a_subscription_that_silently_stops_is_detected_by_the_probe() -> None:
     redis = start_redis()
     try:

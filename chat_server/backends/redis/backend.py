@@ -46,6 +46,7 @@ from chat_server.backends.redis.links import (
 from chat_server.backends.redis.registry import RedisRegistry
 from chat_server.backends.redis.scripts import SCRIPTS
 from chat_server.events import Duplicate, EventKind
+from chat_server.loop_lag import running_time
 from chat_server.settings import Settings
 
 log = logging.getLogger("chat_server.redis")
@@ -386,7 +387,7 @@ class RedisBackend(Backend):
 
     async def _probe(self) -> None:
         token = str(next(self._probe_tokens)).encode()
-        self._probes[token] = asyncio.get_running_loop().time()
+        self._probes[token] = running_time()
         await self.link.call("PUBLISH", self._node_channel, token)
 
     async def _check_timeouts(self) -> None:
@@ -395,7 +396,7 @@ class RedisBackend(Backend):
         if waited > limit:
             raise BrokerUnavailable(f"redis did not answer for {waited:.1f} s")
         if self._probes:
-            age = asyncio.get_running_loop().time() - min(self._probes.values())
+            age = running_time() - min(self._probes.values())
             if age > limit:
                 raise BrokerUnavailable(
                     f"the subscription stopped delivering (no probe echo for {age:.1f} s)"

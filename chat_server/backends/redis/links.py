@@ -36,6 +36,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from chat_server.backends.base import BrokerUnavailable
+from chat_server.loop_lag import running_time
 
 log = logging.getLogger("chat_server.redis")
 
@@ -250,7 +251,7 @@ class CommandLink(_Link):
         return future
 
     def _sending(self, count: int) -> None:
-        now = asyncio.get_running_loop().time()
+        now = running_time()
         waiting, inflight = self._waiting, self._inflight
         for _ in range(count):
             future, convert = waiting.popleft()
@@ -259,7 +260,7 @@ class CommandLink(_Link):
     def oldest_wait(self) -> float:
         """Seconds the oldest unanswered command has waited (0 if none)."""
         if self._inflight:
-            return asyncio.get_running_loop().time() - self._inflight[0][2]
+            return running_time() - self._inflight[0][2]
         return 0.0
 
     async def _read_loop(self, wire: _Wire) -> None:
