@@ -199,6 +199,9 @@ class Room(Observable):
                     self.scrollback.insert(entry)  # around what we have of the same numbering
                 else:
                     self._add(entry)
+                if since is not None:
+                    # After a gap, newer than all we saw: unread, though not recovered.
+                    mention = self._unread(entry) or mention
                 if frame.name is not None and frame.name not in self.people:
                     # Known for completion; whether they are here is not history's to say.
                     self.people[frame.name] = Person(frame.name, present=False)

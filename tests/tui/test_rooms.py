@@ -288,6 +288,16 @@ def test_not_recovered_marks_the_gap_then_shows_only_what_we_lack() -> None:
     assert texts(room).count("m2") == 1
 
 
+def test_messages_after_an_unrecovered_gap_are_unread() -> None:
+    # A restarted server (new epoch) or a gap too long to recover: what the backlog brings is
+    # newer than anything we saw, so a room we are not looking at counts it, mentions included.
+    room = v2_room(v2_message(ALICE, "seen", 1))
+    lose(room)
+    backlog = [v2_message(BOB, "new 1", 1), v2_message(BOB, f"{ME}: new 2", 2)]
+    assert room.welcomed(welcome(2, False, "e2"), backlog, 1, T)
+    assert (room.unread, room.mentions) == (2, 1)
+
+
 def test_a_new_epoch_forgets_the_old_numbers() -> None:
     room = v2_room(v2_message(ALICE, "before", 5))
     lose(room)
