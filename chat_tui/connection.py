@@ -441,7 +441,10 @@ class RoomConnection:
                 self._address(request), client, subprotocols=[protocol.SUBPROTOCOL_V2]
             ) as ws:
                 self.v2 = ws.subprotocol == protocol.SUBPROTOCOL_V2
-                identity.v2 = self.v2
+                if self.v2:
+                    identity.v2 = True
+                # Else only a first frame says the server speaks the text protocol: chat-server
+                # refuses (1013, 1008) by accepting without the subprotocol and closing at once.
                 if not self.v2 and asking:
                     asking = False
                     identity.release()  # no token will come from this server
@@ -568,6 +571,7 @@ class RoomConnection:
             frame = protocol.parse_frame(text)
             if first:
                 first = False
+                self.identity.v2 = False
                 name = frame.name if frame.kind is FrameKind.JOIN else None
                 self.name = name
                 self._got_frame = True

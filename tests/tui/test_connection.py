@@ -8,6 +8,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
@@ -711,3 +712,65 @@ async def test_a_refused_handshake_fails_and_is_retried_after_the_cap() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_refusal_without_chat_v2_does_not_make_the_next_attempt_a_stranger() -> None:
+    # chat-server refuses (1013 broker unavailable, server full, ...) by accepting without the
+    # subprotocol and closing at once. The attempt after that must still resume the name and
+    # recover: one that asked for nothing got a fresh name, which the room saw join and leave.
+    token = "user_aaaaaa11.tokentokentokentokentok"
+    paths: list[str] = []
+
+    def select(ws: ServerConnection, offered: Any) -> Any:
+        paths.append(ws.request.path if ws.request is not None else "")
+        return None if len(paths) == 2 else protocol.SUBPROTOCOL_V2
+
+    async def handler(ws: ServerConnection) -> None:
+        if len(paths) == 2:
+            await ws.close(1013, "broker unavailable")
+            return
+        welcome = protocol.v2_welcome("lobby", "user_aaaaaa11", "e1", 0, token, None, False, 0)
+        await ws.send(welcome)
+        if len(paths) == 1:
+            await ws.close(1013, "broker unavailable")
+            return
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0, select_subprotocol=select) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with running(f"ws://127.0.0.1:{port}", "lobby", history=5) as (_, rec, _):
+            await rec.wait_for(lambda: len(rec.of(Welcomed)) == 2, "the second welcome")
+    assert "resume=" not in paths[0]
+    for path in paths[1:3]:
+        assert f"resume={quote(token, safe='')}" in path and "since=0&epoch=e1" in path, path
+
+
+async def test_chat_v2_lost_on_the_way_is_asked_again_without_it() -> None:
+    # A proxy that drops Sec-WebSocket-Protocol: the server refuses chat.v2's query (1008
+    # naming chat.v2) and the client asks again at once with nothing of chat.v2's.
+    paths: list[str] = []
+
+    def select(ws: ServerConnection, offered: Any) -> Any:
+        paths.append(ws.request.path if ws.request is not None else "")
+        return protocol.SUBPROTOCOL_V2 if len(paths) == 1 else None
+
+    async def handler(ws: ServerConnection) -> None:
+        if len(paths) == 1:
+            token = "user_aaaaaa11.tokentokentokentokentok"
+            await ws.send(
+                protocol.v2_welcome("lobby", "user_aaaaaa11", "e1", 0, token, None, False, 0)
+            )
+            await ws.close(1001, "going away")
+        elif "since=" in ws.request.path:  # type: ignore[union-attr]
+            await ws.close(1008, "invalid query: since needs the chat.v2 subprotocol")
+        else:
+            await ws.send(protocol.format_join("user_bbbbbb22"))
+            await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0, select_subprotocol=select) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with running(f"ws://127.0.0.1:{port}", "lobby") as (conn, rec, _):
+            await rec.wait_for(lambda: "user_bbbbbb22" in rec.names(), "the text protocol's name")
+            assert ConnectionState.FAILED not in rec.states()
+            assert conn.state is ConnectionState.CONNECTED
+    assert "since=" in paths[1] and "since=" not in paths[2] and "resume=" not in paths[2]
