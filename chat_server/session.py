@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -66,9 +67,18 @@ def _failure(pending: Publishing) -> tuple[str, tuple[int, str]] | None:
     return None
 
 
+# Where the broker is (its URL, host and port) is the operator's to know, not every client's:
+# /health and the log say it; a close reason says only what went wrong.
+_BROKER_ADDRESS = re.compile(
+    r" at (?:rediss?|unix)://\S+?(?=:? |$)|(?:rediss?|unix)://\S+|"
+    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}\b"
+)
+
+
 def unavailable_reason(exc: BrokerUnavailable) -> str:
     """The close reason for a broker outage (a close reason is at most 123 bytes)."""
-    return f"broker unavailable: {exc}"[:120]
+    detail = _BROKER_ADDRESS.sub(lambda m: "" if m[0].startswith(" at ") else "(address)", str(exc))
+    return f"broker unavailable: {detail}"[:120]
 
 
 class ChatSession:

@@ -129,6 +129,8 @@ async def test_redis_gone_closes_everyone_1013_refuses_and_recovers_with_a_new_e
         assert body["broker"]["state"] == "unavailable" and body["reason"]
         code, reason = await refused_with(node.chat_url(room))
         assert code == CloseCode.TRY_AGAIN_LATER and "broker unavailable" in reason
+        # Clients are told what is wrong, not where the broker is.
+        assert str(cluster.redis.port) not in reason and "redis://" not in reason, reason
 
     cluster.redis.start()  # the same port, empty: no persistence
     back = wait_back(cluster, time.monotonic())
