@@ -448,7 +448,9 @@ class RoomConnection:
                 if not self.v2 and asking:
                     asking = False
                     identity.release()  # no token will come from this server
-                self._set_state(StateChanged(ConnectionState.CONNECTED, f"connected to {self.url}"))
+                # Connected is said on the first frame (the join notice, the welcome): a server
+                # that refuses by accepting and closing at once (1013 while its broker is down)
+                # is one long outage to the user, not a reconnect and a loss per attempt.
                 writer = asyncio.create_task(self._write(ws))
                 try:
                     if self.v2:
@@ -575,6 +577,7 @@ class RoomConnection:
                 name = frame.name if frame.kind is FrameKind.JOIN else None
                 self.name = name
                 self._got_frame = True
+                self._set_state(StateChanged(ConnectionState.CONNECTED, f"connected to {self.url}"))
                 if name is not None:
                     self._emit(NameAssigned(name))
             self._handle(frame)
@@ -600,7 +603,11 @@ class RoomConnection:
                     raise _Rejoin
                 welcome, waiting = item, max(item.history, 0)
                 self.name = item.name
-                self._got_frame = True
+                if not self._got_frame:
+                    self._got_frame = True
+                    self._set_state(
+                        StateChanged(ConnectionState.CONNECTED, f"connected to {self.url}")
+                    )
                 self._welcomed.set()
                 backlog, later = [], []
             elif isinstance(item, Ack):

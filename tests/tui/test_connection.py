@@ -329,7 +329,8 @@ async def test_invalid_room_fails_and_is_not_retried(shared_server: RunningServe
     # run() gives up by itself: it returns instead of retrying.
     await asyncio.wait_for(conn.run(), TIMEOUT)
     await rec.wait_for(lambda: "failed" in rec.states(), "the refusal")
-    assert rec.states() == [ConnectionState.CONNECTING, ConnectionState.CONNECTED, "failed"]
+    # Accepted and closed before any frame: it never was in the room.
+    assert rec.states() == [ConnectionState.CONNECTING, "failed"]
     failed = rec.of(StateChanged)[-1]
     assert "1008" in failed.detail and protocol.ROOM_RULE in failed.detail
     assert failed.retry_in is None
@@ -774,3 +775,33 @@ async def test_chat_v2_lost_on_the_way_is_asked_again_without_it() -> None:
             assert ConnectionState.FAILED not in rec.states()
             assert conn.state is ConnectionState.CONNECTED
     assert "since=" in paths[1] and "since=" not in paths[2] and "resume=" not in paths[2]
+
+
+async def test_refusals_before_any_frame_are_one_outage_not_a_reconnect_each() -> None:
+    # While its broker is down chat-server accepts and closes at once (1013). Each attempt
+    # must not count as connected: the room's log would gain a "connection lost" per retry.
+    attempts = 0
+
+    async def handler(ws: ServerConnection) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1 or attempts > 4:
+            await ws.send(protocol.format_join(f"user_aaaaaa{attempts:02d}"))
+            if attempts == 1:
+                await ws.close(1013, "broker unavailable: cannot reach redis")
+            else:
+                await ws.wait_closed()
+            return
+        await ws.close(1013, "broker unavailable: cannot reach redis")
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with running(f"ws://127.0.0.1:{port}", "lobby") as (_, rec, _):
+            await rec.wait_for(lambda: len(rec.names()) == 2, "the name after the outage")
+            states = [s for s in rec.states() if s is not ConnectionState.CONNECTING]
+    assert attempts == 5
+    assert states == [
+        ConnectionState.CONNECTED,
+        *[ConnectionState.OFFLINE] * 4,
+        ConnectionState.CONNECTED,
+    ]
