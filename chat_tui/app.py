@@ -204,7 +204,14 @@ class ChatApp(App[None]):
         route_alt_digits()
         self.config = config
         # One name in every room and across reconnects (and restarts, with keep_name).
-        self.identity = Identity.kept(config.server, token_store if config.keep_name else None)
+        store = token_store
+        # Another chat-tui of this user runs already: the kept name is its (see acquire).
+        self.name_in_use = store is not None and config.keep_name and not store.acquire()
+        if store is not None and not config.keep_name:
+            store.forget(config.server)
+        if not config.keep_name or self.name_in_use:
+            store = None
+        self.identity = Identity.kept(config.server, store)
         # The wall clock for times shown, and the monotonic one for countdowns (tests fix both).
         self.clock: Callable[[], datetime] = clock or datetime.now
         self.monotonic: Callable[[], float] = monotonic or time.monotonic
@@ -282,6 +289,12 @@ class ChatApp(App[None]):
             self.theme = self.config.theme
         else:
             self._local(EntryKind.ERROR, f"unknown theme {self.config.theme!r}; using the default")
+        if self.name_in_use:
+            self._local(
+                EntryKind.STATUS,
+                "another chat-tui of yours is running and keeps your name; this one gets a "
+                "name of its own",
+            )
         self._fit_layout(self.size.width)
         self.input_box.focus()
         # The countdown to the next attempt is shown live; it decides nothing.
@@ -907,10 +920,12 @@ class ChatApp(App[None]):
             await self._wait_for_acks(QUIT_WAIT)
         unsent = sum(self._unsent())
         if unsent:
-            plural = "message is" if unsent == 1 else "messages are"
+            rooms = ", ".join(room.room for room in self.rooms.values() if room.pending)
+            plural, them = ("message is", "it") if unsent == 1 else ("messages are", "them")
             self._local(
                 EntryKind.ERROR,
-                f"{unsent} {plural} not sent yet (shown pending); ctrl+q again quits without them",
+                f"{unsent} {plural} not sent yet (pending in {rooms}); "
+                f"ctrl+q again quits without {them}",
             )
             return
         await self._close_and_exit()

@@ -16,6 +16,12 @@ import contextlib
 import json
 import os
 from pathlib import Path
+from typing import IO
+
+try:
+    import fcntl
+except ImportError:  # not on this platform: every instance may use the kept name
+    fcntl = None  # type: ignore[assignment]
 
 from platformdirs import user_state_dir
 
@@ -31,6 +37,35 @@ class TokenStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock: IO[bytes] | None = None
+
+    def acquire(self) -> bool:
+        """Whether this process may use the kept names: only one chat-tui at a time does (the
+        lock lasts as long as the process). A second one running beside it would take the
+        same name in the same rooms, and each would close the other (replaced by a newer
+        connection); it gets a name of its own instead."""
+        if self._lock is not None or fcntl is None:
+            return True
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            lock = self.path.with_name(self.path.name + ".lock").open("ab")
+        except OSError:
+            return True  # no lock to be had: no state directory, so no kept name either
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            return False
+        self._lock = lock
+        return True
+
+    def forget(self, server: str) -> None:
+        """Drop the token kept for ``server`` (keep_name turned off)."""
+        if self.load(server) is None:
+            return
+        data = json.loads(self.path.read_text("utf-8"))
+        del data[server]
+        self._write(data)
 
     def load(self, server: str) -> str | None:
         try:
@@ -49,6 +84,9 @@ class TokenStore:
         except (OSError, ValueError):
             data = {}
         data[server] = token
+        self._write(data)
+
+    def _write(self, data: dict[str, str]) -> None:
         with contextlib.suppress(OSError):
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             partial = self.path.with_name(self.path.name + ".new")

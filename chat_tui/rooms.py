@@ -23,6 +23,7 @@ from chat_tui.connection import ConnectionState
 from chat_tui.scrollback import Entry, EntryKind, Observable, Scrollback, SendState
 
 NAME_PREFIX = "user_"  # every name the reference server gives starts with it
+DATED = "%b %d %H:%M"  # a time on another day than today
 
 
 def mentions(name: str, text: str) -> bool:
@@ -183,11 +184,12 @@ class Room(Observable):
         if since is None or not welcome.recovered:
             if since is not None:
                 start = self.lost_at or now
+                # A gap that spans midnight says which day it began.
+                since_when = start.strftime("%H:%M" if start.date() == now.date() else DATED)
                 self._add(
                     Entry(
                         EntryKind.ERROR,
-                        f"messages from {start.strftime('%H:%M')} to {now.strftime('%H:%M')} "
-                        "may be missing",
+                        f"messages from {since_when} to {now.strftime('%H:%M')} may be missing",
                         now,
                     )
                 )
@@ -291,6 +293,7 @@ class Room(Observable):
             mention=mention,
             offset=frame.offset,
             history=history,
+            dated=when.date() != now.date(),
         )
 
     def _unread(self, entry: Entry) -> bool:

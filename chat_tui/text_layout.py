@@ -133,7 +133,7 @@ def stamp(moment: datetime, time_format: str) -> str:
 
 
 def plan_entry(entry: Entry, width: int, time_format: str) -> Plan:
-    time_text = stamp(entry.time, time_format)
+    time_text = stamp(entry.time, f"%b %d {time_format}" if entry.dated else time_format)
     text = entry.text
     if entry.kind is EntryKind.MESSAGE:
         sender = display_line((entry.sender or "?").replace("\n", " "))

@@ -90,9 +90,11 @@ def brightness(app: ChatApp, row: int, text: str) -> int:
     return sum(style.color.triplet)
 
 
-def shown_time(frame: dict[str, Any]) -> str:
-    """A chat.v2 frame's server time as the log shows it (local, "%H:%M")."""
-    return local_time(protocol.parse_time(frame["time"])).strftime("%H:%M")
+def shown_time(frame: dict[str, Any], today: datetime = FIXED_NOW) -> str:
+    """A chat.v2 frame's server time as the log shows it: local, "%H:%M", with the date when
+    it is not ``today`` by the app's clock (the tests' clock is years before the server's)."""
+    moment = local_time(protocol.parse_time(frame["time"]))
+    return moment.strftime("%H:%M" if moment.date() == today.date() else "%b %d %H:%M")
 
 
 async def say(member: V2Member, *texts: str) -> list[dict[str, Any]]:
@@ -152,6 +154,13 @@ async def test_history_is_dimmed_above_the_joined_line_with_the_servers_times(
         async with bare.run_test(size=SIZE) as pilot:
             await joined(pilot, bare, room)
             assert not in_log(bare, "said first") and not in_log(bare, "said after")
+        # On the day it was said, the time alone; the date only for other days (above).
+        today = make_app(shared_server.ws_url, room, clock=datetime.now)
+        async with today.run_test(size=SIZE) as pilot:
+            await joined(pilot, today, room)
+            row = row_of(today, said[0]["text"])
+            stamp = shown_time(said[0], datetime.now())
+            assert len(stamp) == 5 and log_lines(today)[row].startswith(f"{stamp} {peer.name}")
     finally:
         await peer.close()
 
@@ -283,6 +292,25 @@ async def test_keep_name_brings_the_name_back_after_a_restart_of_the_app(
     forgetful = make_app(shared_server.ws_url, room, token_store=store, keep_name=False)
     async with forgetful.run_test(size=SIZE) as pilot:
         assert await joined(pilot, forgetful, room) != name
+    assert store.load(shared_server.ws_url) is None  # keep_name off forgets the kept token
+
+
+async def test_a_second_chat_tui_beside_the_first_gets_a_name_of_its_own(
+    shared_server: RunningServer, tmp_path: Path
+) -> None:
+    # Same user, same state directory, both running: sharing the kept name in one room would
+    # make each close the other ("replaced by a newer connection") for as long as both run.
+    room = room_name("twice")
+    path = tmp_path / "state" / TOKENS_FILE
+    first = make_app(shared_server.ws_url, room, token_store=TokenStore(path))
+    async with first.run_test(size=SIZE) as pilot:
+        name = await joined(pilot, first, room)
+        second = make_app(shared_server.ws_url, room, token_store=TokenStore(path))
+        async with second.run_test(size=SIZE) as other:
+            assert await joined(other, second, room) != name
+            assert in_log(second, "another chat-tui of yours is running")
+        assert first.rooms[room].state is ConnectionState.CONNECTED
+        assert not in_log(first, "replaced")
 
 
 async def test_quit_with_unsent_messages_says_how_many_then_quits_when_asked_again(
@@ -297,7 +325,11 @@ async def test_quit_with_unsent_messages_says_how_many_then_quits_when_asked_aga
             await send(pilot, "never sent one")
             await send(pilot, "never sent two")
             await pilot.press("ctrl+q")
-            await until(pilot, lambda: in_log(app, "2 messages are not sent yet"), "the warning")
+            await until(
+                pilot,
+                lambda: in_log(app, f"2 messages are not sent yet (pending in {room})"),
+                "the warning",
+            )
             assert app.is_running
             await pilot.press("ctrl+q")
             await until(pilot, lambda: not app.is_running, "the app to exit")
