@@ -196,7 +196,7 @@ class Room(Observable):
             for frame in backlog:
                 if same_epoch and frame.offset is not None and self.has_offset(frame.offset):
                     continue  # we have it: only what we missed is added
-                entry = self._message(frame, now, history=True)
+                entry = self._message(frame, now, history=True, backlog=True)
                 if same_epoch and entry.offset is not None:
                     self.scrollback.insert(entry)  # around what we have of the same numbering
                 else:
@@ -215,7 +215,7 @@ class Room(Observable):
             for frame in backlog:
                 if frame.offset is not None and self.has_offset(frame.offset):
                     continue
-                entry = self._message(frame, now)
+                entry = self._message(frame, now, backlog=True)
                 self.scrollback.insert(entry)
                 mention = self._unread(entry) or mention
                 if frame.name is not None:
@@ -279,7 +279,11 @@ class Room(Observable):
         self.changed()
         return mention
 
-    def _message(self, frame: Frame, now: datetime, *, history: bool = False) -> Entry:
+    def _message(
+        self, frame: Frame, now: datetime, *, history: bool = False, backlog: bool = False
+    ) -> Entry:
+        """``backlog``: it came with a welcome (history or recovery), so it may be from
+        another day and then shows the date; a live message is said now."""
         name = frame.name
         own = name is not None and name == self.name
         mention = not own and self.name is not None and mentions(self.name, frame.text)
@@ -293,7 +297,7 @@ class Room(Observable):
             mention=mention,
             offset=frame.offset,
             history=history,
-            dated=when.date() != now.date(),
+            dated=backlog and when.date() != now.date(),
         )
 
     def _unread(self, entry: Entry) -> bool:

@@ -90,11 +90,13 @@ def brightness(app: ChatApp, row: int, text: str) -> int:
     return sum(style.color.triplet)
 
 
-def shown_time(frame: dict[str, Any], today: datetime = FIXED_NOW) -> str:
-    """A chat.v2 frame's server time as the log shows it: local, "%H:%M", with the date when
-    it is not ``today`` by the app's clock (the tests' clock is years before the server's)."""
+def shown_time(frame: dict[str, Any], today: datetime | None = FIXED_NOW) -> str:
+    """A chat.v2 frame's server time as the log shows it: local, "%H:%M", for history with
+    the date when it is not ``today`` by the app's clock (the tests' clock is years before the
+    server's); ``today`` None: a live message, never dated."""
     moment = local_time(protocol.parse_time(frame["time"]))
-    return moment.strftime("%H:%M" if moment.date() == today.date() else "%b %d %H:%M")
+    dated = today is not None and moment.date() != today.date()
+    return moment.strftime("%b %d %H:%M" if dated else "%H:%M")
 
 
 async def say(member: V2Member, *texts: str) -> list[dict[str, Any]]:
@@ -144,7 +146,7 @@ async def test_history_is_dimmed_above_the_joined_line_with_the_servers_times(
             await until(pilot, lambda: in_log(app, "said after"), "the live message")
             row = row_of(app, "said after")
             assert row > joined_row
-            assert log_lines(app)[row].startswith(shown_time(live))
+            assert log_lines(app)[row].startswith(shown_time(live, today=None) + " ")
             for history_row, frame in zip(rows, said, strict=True):
                 assert brightness(app, history_row, frame["text"]) < brightness(
                     app, row, "said after"
