@@ -157,7 +157,7 @@ def read_pid_file(port: int) -> PidFile | None:
     stale = why_not_ours(record)
     if stale is not None:
         print(f"removing stale pid file {path} ({stale})")
-        _unlink(path)
+        _forget(port, record.pid)
         return None
     return record
 
@@ -187,6 +187,21 @@ def write_pid_file(record: PidFile) -> None:
 def _unlink(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def _forget(port: int, pid: int) -> None:
+    """Remove the pid file only if it still names ``pid``: a ``start`` that ran meanwhile (a
+    client's autostart, the moment the old server's port came free) wrote its own, and losing
+    it would leave that server running where ``stop`` and ``status`` cannot see it."""
+    path = pid_path(port)
+    try:
+        if int(json.loads(path.read_text())["pid"]) != pid:
+            return
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # unreadable: nobody's
+    _unlink(path)
 
 
 def process_command_line(pid: int) -> list[str] | None:
@@ -338,7 +353,7 @@ def start(settings: Settings, child_argv: Sequence[str], wait: float = 15.0) -> 
             problem = f"did not answer at {url}/health within {wait:g} s and was stopped"
         else:
             problem = f"exited with code {code}"
-        _unlink(pid_path(port))
+        _forget(port, process.pid)
         print(f"error: chat-server {problem}; last lines of {log}:", file=sys.stderr)
         print(_tail(log), file=sys.stderr)
         return 1
@@ -366,7 +381,7 @@ def stop(settings: Settings, wait: float = 10.0) -> int:
         if not _wait_for_exit(pid, 5.0):
             print(f"error: chat-server (pid {pid}) survived SIGKILL", file=sys.stderr)
             return 1
-    _unlink(pid_path(port))
+    _forget(port, pid)
     print(f"chat-server stopped (pid {pid}, port {port})")
     return 0
 

@@ -127,6 +127,38 @@ def test_stop_kills_a_server_that_does_not_exit(cli: Cli) -> None:
     assert not cli.pid_file.exists()
 
 
+def test_stop_keeps_the_pid_file_of_a_server_started_while_it_waited(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # chat-tui's autostart starts a server the moment the old one's port comes free, which may
+    # be while `stop` still waits for the old one to exit. Removing the pid file then (it names
+    # the newcomer by now) left that server running, unseen by `stop` and `status`.
+    from chat_server import daemon
+    from chat_server.settings import Settings
+
+    assert cli.on_port("start").returncode == 0
+    old = cli.pid()
+    newer: list[int] = []
+    wait_for_exit = daemon._wait_for_exit
+
+    def exit_then_a_start_meanwhile(pid: int, wait: float) -> bool:
+        gone = wait_for_exit(pid, wait)
+        started = cli.on_port("start")  # between the old server's exit and stop's clean-up
+        assert started.returncode == 0, started.stderr
+        newer.append(cli.pid())
+        return gone
+
+    monkeypatch.setenv("CHAT_SERVER_STATE_DIR", str(cli.state_dir))
+    monkeypatch.setattr(daemon, "_wait_for_exit", exit_then_a_start_meanwhile)
+    assert daemon.stop(Settings(port=cli.port)) == 0
+    monkeypatch.undo()
+    assert not alive(old) and alive(newer[0])
+    assert cli.pid_file.exists() and cli.pid() == newer[0]
+    assert cli.on_port("status").returncode == 0
+    assert cli.on_port("stop").returncode == 0
+    assert not alive(newer[0])
+
+
 def test_start_recognises_a_chat_server_it_did_not_start(
     cli: Cli, server_factory: Callable[..., RunningServer]
 ) -> None:
