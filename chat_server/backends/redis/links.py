@@ -34,6 +34,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from chat_server.backends.base import BrokerUnavailable
 from chat_server.loop_lag import running_time
@@ -58,6 +59,9 @@ def connection_factory(url: str, connect_timeout: float) -> MakeConnection:
     )
     # RESP2 whatever the URL says: pub/sub messages are then plain replies on their connection.
     pool.connection_kwargs["protocol"] = 2
+    # No maintenance push notifications (Redis Enterprise's): with RESP2 and without hiredis
+    # redis-py 8 refuses every connection over them rather than going without.
+    pool.connection_kwargs["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
     return pool.make_connection
 
 
