@@ -19,14 +19,13 @@ import pytest
 from tests.clusters import Cluster, running_cluster
 from tests.redis_servers import requires_redis
 from tests.tcp_proxy import TcpProxy
-from tests.tui.test_e2e_tmux import CHAT_TUI, STARTUP, STEP, Tmux
+from tests.tui.test_e2e_tmux import CHAT_TUI, JOINED, STARTUP, STEP, Tmux, two_terminals
 
 pytestmark = [
     requires_redis,
     pytest.mark.skipif(not CHAT_TUI.exists(), reason="chat-tui is not installed"),
 ]
 
-JOINED = re.compile(r"joined (\S+) as (user_[a-z]{6}[0-9]{2})")
 RECONNECTED = re.compile(r"── reconnected( as (user_[a-z]{6}[0-9]{2}))? ──")
 
 
@@ -38,14 +37,8 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.fixture
 def terminals(tmp_path: Path) -> Iterator[tuple[Tmux, Tmux]]:
-    for directory in ("a", "b"):
-        (tmp_path / directory).mkdir()
-    first, second = Tmux(tmp_path / "a"), Tmux(tmp_path / "b")
-    try:
-        yield first, second
-    finally:
-        first.kill()
-        second.kill()
+    with two_terminals(tmp_path) as pair:
+        yield pair
 
 
 def start_tui(tmux: Tmux, port: int, room: str) -> str:

@@ -174,6 +174,23 @@ def recv_until(ws: ClientConnection, wanted: str, timeout: float = STEP) -> None
             raise AssertionError(f"{wanted!r} never arrived; got {seen}") from None
 
 
+# The "joined ROOM as NAME" line: the room and our name.
+JOINED = re.compile(rf"joined (\S+) as ({protocol.NAME_PATTERN.pattern})")
+
+
+@contextmanager
+def two_terminals(directory: Path) -> Iterator[tuple[Tmux, Tmux]]:
+    """Two private tmux servers (two users), each with a home of its own under ``directory``."""
+    for name in ("a", "b"):
+        (directory / name).mkdir()
+    first, second = Tmux(directory / "a"), Tmux(directory / "b")
+    try:
+        yield first, second
+    finally:
+        first.kill()
+        second.kill()
+
+
 def status_row(screen: str) -> str:
     return screen.splitlines()[0]
 

@@ -11,7 +11,6 @@ one recovers the gap in place.
 
 from __future__ import annotations
 
-import re
 import signal
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,24 +21,17 @@ import pytest
 from tests.redis_servers import requires_redis, start_redis
 from tests.servers import RunningServer, start_server
 from tests.tcp_proxy import TcpProxy
-from tests.tui.test_e2e_tmux import CHAT_TUI, STARTUP, Tmux, status_row
+from tests.tui.test_e2e_tmux import CHAT_TUI, JOINED, STARTUP, Tmux, status_row, two_terminals
 
 pytestmark = pytest.mark.skipif(not CHAT_TUI.exists(), reason="chat-tui is not installed")
 
-JOINED = re.compile(r"joined (\S+) as (user_[a-z]{6}[0-9]{2})")
 TYPED = 4  # messages typed per outage
 
 
 @pytest.fixture
 def terminals(tmp_path: Path) -> Iterator[tuple[Tmux, Tmux]]:
-    for directory in ("a", "b"):
-        (tmp_path / directory).mkdir()
-    first, second = Tmux(tmp_path / "a"), Tmux(tmp_path / "b")
-    try:
-        yield first, second
-    finally:
-        first.kill()
-        second.kill()
+    with two_terminals(tmp_path) as pair:
+        yield pair
 
 
 def start_tui(tmux: Tmux, port: int, room: str) -> None:
