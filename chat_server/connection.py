@@ -154,6 +154,9 @@ class Member:
         if nonce is not None and prefix is not None and nonce.startswith(prefix):
             # Our own message: its ack first, so that the client knows it before it sees it.
             self._enqueue(protocol.v2_ack(nonce[len(prefix) :], event.offset, event.time))
+        self._enqueue_v2(event)
+
+    def _enqueue_v2(self, event: RoomEvent) -> None:
         self._enqueue(event.v2_frame())
 
     def _gate(self, event: RoomEvent) -> bool:
@@ -304,11 +307,8 @@ class TransportMember(Member):
             data = event.data = encode_text_frame(event.frame)
         self._append(data)
 
-    def _deliver_v2(self, event: RoomEvent) -> None:
-        prefix = self.ack_prefix
-        nonce = event.nonce
-        if nonce is not None and prefix is not None and nonce.startswith(prefix):
-            self._enqueue(protocol.v2_ack(nonce[len(prefix) :], event.offset, event.time))
+    def _enqueue_v2(self, event: RoomEvent) -> None:
+        # The JSON frame's bytes, encoded once per event for all chat.v2 members.
         data = event.v2_data
         if data is None:
             data = event.v2_data = encode_text_frame(event.v2_frame())
