@@ -24,92 +24,44 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import redis
 import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from chat_server import protocol  # noqa: E402
+from tests.redis_servers import RedisServer, start_redis  # noqa: E402
+from tests.servers import RunningServer, start_server  # noqa: E402
 
 MISSED = 1000
 TEXT = "x" * 100
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _answers(port: int) -> bool:
+@contextlib.contextmanager
+def chat_server(**options: object) -> Iterator[RunningServer]:
+    server = start_server(rate_limit=0, log_level="warning", **options)
     try:
-        with socket.create_connection(("127.0.0.1", port), 0.5) as sock:
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            return sock.recv(12).endswith(b"200")
-    except OSError:
-        return False
-
-
-def _wait(predicate: object, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not happen within {timeout} s")
-        time.sleep(0.05)
+        yield server
+    finally:
+        server.stop()
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[tuple[str, int]]:
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+def redis_server() -> Iterator[RedisServer]:
+    server = start_redis()
     try:
-        import redis
-
-        client = redis.Redis(port=port)
-
-        def ping() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.ConnectionError:
-                return False
-
-        _wait(ping, "redis-server answering")
-        yield f"redis://127.0.0.1:{port}/0", port
+        yield server
     finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-@contextlib.contextmanager
-def chat_server(*options: str, broker_url: str | None = None) -> Iterator[tuple[int, int]]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_SERVER_")}
-    args = [sys.executable, "-m", "chat_server", "run", "--port", str(port), "--rate-limit", "0",
-            "--log-level", "warning", *options]  # fmt: skip
-    if broker_url:
-        args += ["--broker-url", broker_url]
-    proc = subprocess.Popen(args, cwd=ROOT, env=env)
-    try:
-        _wait(lambda: _answers(port), "chat-server answering")
-        yield port, proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(10)
+        server.stop()
 
 
 async def fill(url: str, count: int) -> tuple[str, int]:
@@ -165,31 +117,32 @@ def rss(pid: int) -> int:
 
 def measure_memory_broker(rooms: int, repeats: int) -> dict[str, float]:
     results: dict[str, float] = {}
-    with chat_server() as (port, _):
-        results.update(asyncio.run(recovery(port, repeats)))
+    with chat_server() as server:
+        results.update(asyncio.run(recovery(server.port, repeats)))
     grown = {}
-    for label, options in (("on", ()), ("off", ("--history-size", "0"))):
-        with chat_server(*options) as (port, pid):
-            asyncio.run(fill_rooms(port, 1))  # warm up the process's allocator
-            before = rss(pid)
-            asyncio.run(fill_rooms(port, rooms))
-            grown[label] = rss(pid) - before
+    for label, size in (("on", protocol.DEFAULT_HISTORY_SIZE), ("off", 0)):
+        with chat_server(history_size=size) as server:
+            asyncio.run(fill_rooms(server.port, 1))  # warm up the process's allocator
+            before = rss(server.process.pid)
+            asyncio.run(fill_rooms(server.port, rooms))
+            grown[label] = rss(server.process.pid) - before
     results["bytes_per_message"] = (grown["on"] - grown["off"]) / (rooms * MISSED)
     return results
 
 
 def measure_redis_broker(rooms: int, repeats: int) -> dict[str, float]:
-    import redis
-
     results: dict[str, float] = {}
-    with redis_server() as (url, _), chat_server(broker_url=url) as (port, _):
-        results.update(asyncio.run(recovery(port, repeats)))
+    with redis_server() as store, chat_server(broker_url=store.url) as server:
+        results.update(asyncio.run(recovery(server.port, repeats)))
     grown = {}
-    for label, options in (("on", ()), ("off", ("--history-size", "0"))):
-        with redis_server() as (url, rport), chat_server(*options, broker_url=url) as (port, _):
-            client = redis.Redis(port=rport)
+    for label, size in (("on", protocol.DEFAULT_HISTORY_SIZE), ("off", 0)):
+        with (
+            redis_server() as store,
+            chat_server(history_size=size, broker_url=store.url) as server,
+        ):
+            client = redis.Redis(port=store.port)
             before = int(client.info("memory")["used_memory"])
-            asyncio.run(fill_rooms(port, rooms))
+            asyncio.run(fill_rooms(server.port, rooms))
             grown[label] = int(client.info("memory")["used_memory"]) - before
     results["bytes_per_message"] = (grown["on"] - grown["off"]) / (rooms * MISSED)
     return results
