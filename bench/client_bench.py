@@ -53,7 +53,8 @@ from httpx_ws import aconnect_ws
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from chat_server import protocol  # noqa: E402
+from chat_protocol.frames import FrameKind  # noqa: E402
+from chat_protocol.v1 import parse_frame  # noqa: E402
 from tests.servers import RunningServer, start_server  # noqa: E402
 
 WIDTH, HEIGHT = 160, 48
@@ -301,13 +302,13 @@ async def run_bare(server: RunningServer, room: str, count: int) -> Run:
     sender = Sender(server.ws_url, [room], count)
     last = final_text(count)
     async with httpx.AsyncClient() as client, aconnect_ws(server.chat_url(room), client) as ws:
-        protocol.parse_frame(await ws.receive_text())  # our join notice
+        parse_frame(await ws.receive_text())  # our join notice
         cpu = time.process_time()
         start = sender.go()
         received = 0
         while True:
-            frame = protocol.parse_frame(await ws.receive_text())
-            if frame.kind is protocol.FrameKind.MESSAGE:
+            frame = parse_frame(await ws.receive_text())
+            if frame.kind is FrameKind.MESSAGE:
                 received += 1
                 if frame.text == last:
                     break

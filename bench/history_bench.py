@@ -38,7 +38,9 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from chat_server import protocol  # noqa: E402
+from chat_protocol.limits import HISTORY_SIZE  # noqa: E402
+from chat_protocol.v2 import SUBPROTOCOL as SUBPROTOCOL_V2  # noqa: E402
+from chat_protocol.v2 import send as v2_send  # noqa: E402
 from tests.redis_servers import RedisServer, start_redis  # noqa: E402
 from tests.servers import RunningServer, start_server  # noqa: E402
 
@@ -66,7 +68,7 @@ def redis_server() -> Iterator[RedisServer]:
 
 async def fill(url: str, count: int) -> tuple[str, int]:
     """Send ``count`` messages into a room; (epoch, offset) of the room afterwards."""
-    async with websockets.connect(url, subprotocols=[protocol.SUBPROTOCOL_V2]) as ws:
+    async with websockets.connect(url, subprotocols=[SUBPROTOCOL_V2]) as ws:
         welcome = json.loads(await ws.recv())
         window = 200
         acked = 0
@@ -74,7 +76,7 @@ async def fill(url: str, count: int) -> tuple[str, int]:
         offset = 0
         while acked < count:
             while sent < count and sent - acked < window:
-                await ws.send(protocol.v2_send(TEXT, f"n{sent}"))
+                await ws.send(v2_send(TEXT, f"n{sent}"))
                 sent += 1
             frame = json.loads(await ws.recv())
             if frame["type"] == "ack":
@@ -85,7 +87,7 @@ async def fill(url: str, count: int) -> tuple[str, int]:
 
 async def timed_join(url: str) -> float:
     started = time.perf_counter()
-    async with websockets.connect(url, subprotocols=[protocol.SUBPROTOCOL_V2]) as ws:
+    async with websockets.connect(url, subprotocols=[SUBPROTOCOL_V2]) as ws:
         welcome = json.loads(await ws.recv())
         for _ in range(welcome["history"]):
             await ws.recv()
@@ -120,7 +122,7 @@ def measure_memory_broker(rooms: int, repeats: int) -> dict[str, float]:
     with chat_server() as server:
         results.update(asyncio.run(recovery(server.port, repeats)))
     grown = {}
-    for label, size in (("on", protocol.DEFAULT_HISTORY_SIZE), ("off", 0)):
+    for label, size in (("on", HISTORY_SIZE), ("off", 0)):
         with chat_server(history_size=size) as server:
             asyncio.run(fill_rooms(server.port, 1))  # warm up the process's allocator
             before = rss(server.process.pid)
@@ -135,7 +137,7 @@ def measure_redis_broker(rooms: int, repeats: int) -> dict[str, float]:
     with redis_server() as store, chat_server(broker_url=store.url) as server:
         results.update(asyncio.run(recovery(server.port, repeats)))
     grown = {}
-    for label, size in (("on", protocol.DEFAULT_HISTORY_SIZE), ("off", 0)):
+    for label, size in (("on", HISTORY_SIZE), ("off", 0)):
         with (
             redis_server() as store,
             chat_server(history_size=size, broker_url=store.url) as server,

@@ -43,7 +43,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from client_bench import BODY, Terminal, shows  # noqa: E402
 
-from chat_server import protocol  # noqa: E402
+from chat_protocol.frames import Frame, Welcome  # noqa: E402
+from chat_protocol.query import JoinRequest, join_query  # noqa: E402
+from chat_protocol.v2 import SUBPROTOCOL as SUBPROTOCOL_V2  # noqa: E402
+from chat_protocol.v2 import parse_frame as parse_v2_frame  # noqa: E402
 from tests.servers import RunningServer, start_server  # noqa: E402
 from tests.tcp_proxy import TcpProxy  # noqa: E402
 
@@ -69,26 +72,22 @@ async def send_missed(server: RunningServer, room: str, count: int) -> None:
 
 async def run_bare(server: RunningServer, room: str, count: int) -> float:
     async with httpx.AsyncClient() as client:
-        async with aconnect_ws(
-            server.chat_url(room), client, subprotocols=[protocol.SUBPROTOCOL_V2]
-        ) as ws:
-            welcome = protocol.parse_v2_frame(await ws.receive_text())
-            assert isinstance(welcome, protocol.Welcome)
+        async with aconnect_ws(server.chat_url(room), client, subprotocols=[SUBPROTOCOL_V2]) as ws:
+            welcome = parse_v2_frame(await ws.receive_text())
+            assert isinstance(welcome, Welcome)
         await send_missed(server, room, count)
-        query = protocol.join_query(
-            protocol.JoinRequest(0, welcome.offset, welcome.epoch, welcome.resume)
-        )
+        query = join_query(JoinRequest(0, welcome.offset, welcome.epoch, welcome.resume))
         start = time.perf_counter()
         async with aconnect_ws(
-            f"{server.chat_url(room)}?{query}", client, subprotocols=[protocol.SUBPROTOCOL_V2]
+            f"{server.chat_url(room)}?{query}", client, subprotocols=[SUBPROTOCOL_V2]
         ) as ws:
-            again = protocol.parse_v2_frame(await ws.receive_text())
-            assert isinstance(again, protocol.Welcome) and again.recovered, again
+            again = parse_v2_frame(await ws.receive_text())
+            assert isinstance(again, Welcome) and again.recovered, again
             last = None
             for _ in range(again.history):
-                last = protocol.parse_v2_frame(await ws.receive_text())
+                last = parse_v2_frame(await ws.receive_text())
             seconds = time.perf_counter() - start
-    assert again.history == count and isinstance(last, protocol.Frame), again
+    assert again.history == count and isinstance(last, Frame), again
     assert last.text == missed_text(count - 1)
     return seconds
 

@@ -1,3 +1,3 @@
-from chat_server.cli import main
+from chat_server.ops.cli import main
 
 raise SystemExit(main())

@@ -1,7 +1,7 @@
 """Per-connection input budgets, measured when the bytes arrive (not when the app reads them).
 
-A :class:`Budget` is a token bucket: ``rate`` units per second, at most ``burst`` saved up. It
-is charged where frames are parsed (``uvicorn_ws.py``), so frames that never reach the app
+A :class:`Budget` is the protocol's token bucket (``chat_protocol.rates``), charged where
+frames are parsed (``transport/uvicorn_ws.py``), so frames that never reach the app
 (continuations, pings, pongs) count, and a member's messages are judged by when it sent them.
 When the whole event loop stood still (measured by ``loop_lag.monitor``), a member's frames
 waited in the kernel and then arrive at once: the bucket's cap is lifted by what it would have
@@ -10,32 +10,22 @@ earned meanwhile, so a compliant sender loses nothing to the server's own stall.
 
 from __future__ import annotations
 
+from chat_protocol.rates import TokenBucket
 from chat_server.loop_lag import monitor
 
 
-class Budget:
-    __slots__ = ("_last", "_stalled", "_tokens", "burst", "rate")
+class Budget(TokenBucket):
+    __slots__ = ("_stalled",)
 
     def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self._tokens = float(burst)
-        self._last = now
+        super().__init__(rate, burst, now)
         self._stalled = monitor.stalled_seconds(now)
 
-    def spend(self, amount: float, now: float) -> bool:
-        """Take ``amount`` units arrived at ``now`` (``loop.time()``); False if over budget."""
-        elapsed = now - self._last
-        if elapsed > 0:
-            stalled = monitor.stalled_seconds(now)
-            cap = self.burst + self.rate * max(0.0, stalled - self._stalled)
-            self._stalled = stalled
-            self._tokens = min(cap, self._tokens + elapsed * self.rate)
-            self._last = now
-        if self._tokens >= amount:
-            self._tokens -= amount
-            return True
-        return False
+    def _cap(self, now: float) -> float:
+        stalled = monitor.stalled_seconds(now)
+        cap = self.burst + self.rate * max(0.0, stalled - self._stalled)
+        self._stalled = stalled
+        return cap
 
 
 def budget(rate: float, burst: float, now: float) -> Budget | None:

@@ -14,9 +14,9 @@ with the publish:
 * ``time``: server time of the publish, seconds since the Unix epoch.
 * ``origin``: the node that published it; ``nonce``: the sender's idempotency key, if any.
 
-``frame`` is the event in the original text protocol, computed once per event for all members;
-``data`` caches it encoded as a WebSocket frame, also once for all (``connection.py``). ``v2``
-and ``v2_data`` are the same for chat.v2 members, computed the first time one needs them.
+Each connection speaks one dialect (``chat_protocol.codec``). An event is encoded once per
+dialect for all the members that speak it: :meth:`RoomEvent.frame` keeps the text of each, and
+``wire`` its WebSocket frame (filled by ``member.py``).
 
 A leave whose ``text`` is :data:`REPLACED` was published by the join of a newer connection under
 the same name (a client that came back before its old connection was noticed gone).
@@ -27,7 +27,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Protocol
 
-from chat_server import protocol
+from chat_protocol.codec import CODECS, Codec
 
 
 class EventKind(StrEnum):
@@ -37,14 +37,14 @@ class EventKind(StrEnum):
 
 
 _MESSAGE, _JOIN = EventKind.MESSAGE, EventKind.JOIN
+_DIALECTS = len(CODECS)
 REPLACED = "replaced"
 
 
 class RoomEvent:
     __slots__ = (
-        "data",
         "epoch",
-        "frame",
+        "frames",
         "kind",
         "name",
         "nonce",
@@ -53,8 +53,7 @@ class RoomEvent:
         "serial",
         "text",
         "time",
-        "v2",
-        "v2_data",
+        "wire",
     )
 
     # A publish's result may be its own event (the memory broker): it is never a duplicate.
@@ -81,25 +80,19 @@ class RoomEvent:
         self.time = time
         self.origin = origin
         self.nonce = nonce
-        if kind is _MESSAGE:
-            self.frame = protocol.format_message(name, text)
-        elif kind is _JOIN:
-            self.frame = protocol.format_join(name)
-        else:
-            self.frame = protocol.format_leave(name)
-        self.data: bytes | None = None
-        self.v2: str | None = None
-        self.v2_data: bytes | None = None
+        # Per codec slot: the event as a frame of that dialect, and as a WebSocket frame.
+        self.frames: list[str | None] = [None] * _DIALECTS
+        self.wire: list[bytes | None] = [None] * _DIALECTS
 
-    def v2_frame(self) -> str:
-        """The event as a chat.v2 frame (computed once)."""
-        frame = self.v2
+    def frame(self, codec: Codec) -> str:
+        """The event as a frame of ``codec``'s dialect (computed once per dialect)."""
+        frame = self.frames[codec.slot]
         if frame is None:
             if self.kind is _MESSAGE:
-                frame = protocol.v2_message(self.name, self.text, self.offset, self.time)
+                frame = codec.message(self.name, self.text, self.offset, self.time)
             else:
-                frame = protocol.v2_presence(self.kind is _JOIN, self.name, self.time)
-            self.v2 = frame
+                frame = codec.presence(self.kind is _JOIN, self.name, self.time)
+            self.frames[codec.slot] = frame
         return frame
 
     def __repr__(self) -> str:

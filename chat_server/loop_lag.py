@@ -22,7 +22,6 @@ class LoopMonitor:
         self._handle: asyncio.TimerHandle | None = None
         self._expected = 0.0
         self._stalled = 0.0
-        self.last_lag = 0.0
         self.on_lag: Callable[[float], None] | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -45,7 +44,6 @@ class LoopMonitor:
         assert self._loop is not None
         now = self._loop.time()
         lag = max(0.0, now - self._expected)
-        self.last_lag = lag
         if lag > STALL_TOLERANCE:
             self._stalled += lag - STALL_TOLERANCE
         if self.on_lag is not None:

@@ -4,7 +4,7 @@ A token is ``{name}.{secret}``: the name it was issued with and 128 random bits 
 base64). The registry stores only the SHA-256 digest of the secret, with the name, and an
 offered token is checked by comparing digests in constant time (``hmac.compare_digest``): a
 token cannot be guessed or forged, and a copy of the broker's data gives none away. Tokens are
-never logged (the handshake's query string is masked in uvicorn's lines, see ``app.py``).
+never logged (the handshake's query string is masked in uvicorn's lines, see ``ops/logs.py``).
 
 ``token_id`` is the public short form of a token (the first 64 bits of its digest) that keys
 the exactly-once de-duplication of its sends.
@@ -17,7 +17,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from chat_server import protocol
+from chat_protocol import names
 
 SECRET_BYTES = 16  # 128 bits
 
@@ -42,7 +42,7 @@ def new_token(name: str) -> Token:
 def parse_token(text: str) -> Token | None:
     """The token a client offered, or None if it cannot be one (it is then unknown)."""
     name, dot, secret = text.partition(".")
-    if not dot or not protocol.is_valid_name(name) or not 16 <= len(secret) <= 64:
+    if not dot or not names.is_valid_name(name) or not 16 <= len(secret) <= 64:
         return None
     return Token(name, secret)
 

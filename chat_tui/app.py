@@ -30,8 +30,8 @@ from textual.message import Message
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
-from chat_server import protocol
-from chat_server.protocol import Frame
+from chat_protocol import names, text
+from chat_protocol.frames import Frame
 from chat_tui import autostart, commands
 from chat_tui.config import Config
 from chat_tui.connection import (
@@ -331,7 +331,7 @@ class ChatApp(App[None]):
         result: autostart.StartResult | None = None
         if (
             self.config.autostart
-            and autostart.is_loopback(server)
+            and autostart.is_local(server)
             and not await autostart.server_reachable(server)
         ):
             self.post_message(
@@ -383,7 +383,7 @@ class ChatApp(App[None]):
         if (
             self._autostarted
             and self.config.autostart
-            and autostart.is_loopback(self.config.server)
+            and autostart.is_local(self.config.server)
             and not self._restarting
             and not self._quitting
         ):
@@ -705,18 +705,19 @@ class ChatApp(App[None]):
                 return False
         return True
 
-    def send_text(self, room: Room, text: str) -> None:
-        if protocol.sanitize(text) is None:
+    def send_text(self, room: Room, line: str) -> None:
+        if text.sanitize(line) is None:
             return
-        send_id = self._links[room.room].connection.send(text)
-        room.sending(send_id, text, self.clock())
+        send_id = self._links[room.room].connection.send(line)
+        room.sending(send_id, line, self.clock())
         self._quit_asked = False  # a new message not sent yet: ctrl+q warns again
         self.log_view.scroll_to_bottom()  # sending means you are back in the conversation
 
     def join(self, name: str) -> bool:
         """Join ``name`` (or switch to it); a failed room is connected again."""
-        if not protocol.is_valid_room(name):
-            self._local(EntryKind.ERROR, f"invalid room name {name!r}: {protocol.ROOM_RULE}")
+        problem = names.room_problem(name)
+        if problem is not None:
+            self._local(EntryKind.ERROR, problem)
             return False
         room = self.rooms.get(name)
         if room is None:

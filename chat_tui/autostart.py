@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from chat_protocol import hosts
+from chat_protocol.local import Outcome, State
 
 START_TIMEOUT = 30.0  # `chat-server start` itself waits up to 15 s for /health
 REACHABLE_TIMEOUT = 1.0
@@ -26,21 +28,14 @@ def _host_port(url: str) -> tuple[str, int]:
     return host, port
 
 
-def is_loopback(url: str) -> bool:
-    """True for ``localhost``, 127.0.0.0/8 and ::1 (also IPv4-mapped); never resolves DNS."""
+def is_local(url: str) -> bool:
+    """Whether the server of ``url`` is on this machine (a loopback address); never resolves
+    DNS."""
     try:
         host = urlsplit(url).hostname or ""
     except ValueError:
         return False
-    if host.rstrip(".").lower() == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
+    return hosts.is_loopback(host)
 
 
 async def server_reachable(url: str, timeout: float = REACHABLE_TIMEOUT) -> bool:
@@ -79,7 +74,7 @@ def start_local_server(url: str) -> StartResult:
     ``await asyncio.to_thread(start_local_server, url)``. A non-loopback URL is never
     started; the message says so.
     """
-    if not is_loopback(url):
+    if not is_local(url):
         return StartResult(
             f"not starting a server for {url}: only a local (loopback) server is started",
             failed=True,
@@ -88,7 +83,10 @@ def start_local_server(url: str) -> StartResult:
     if host.lower().rstrip(".") == "localhost":
         host = "127.0.0.1"
     # The module, not the console script: this works from a virtualenv that is not on PATH.
-    command = [sys.executable, "-m", "chat_server", "start", "--host", host, "--port", str(port)]
+    command = [
+        *(sys.executable, "-m", "chat_server", "start", "--json"),
+        *("--host", host, "--port", str(port)),
+    ]
     # "-m" puts the working directory first on sys.path: run from a directory holding another
     # chat_server (a checkout), it would start that code. PYTHONSAFEPATH (Python 3.11) keeps it
     # off, also for the server process that `start` spawns (it inherits the environment).
@@ -107,13 +105,19 @@ def start_local_server(url: str) -> StartResult:
         return _failed(port, f"no answer in {START_TIMEOUT:g} s")
     except OSError as exc:
         return _failed(port, str(exc))
-    if result.returncode != 0:
-        # The first line on stderr says what went wrong; a log tail may follow it.
+    try:
+        outcome = Outcome.read(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        # Not even an answer (the command itself failed): its first line says why.
         lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
-        reason = lines[0].removeprefix("error: ") if lines else f"exit code {result.returncode}"
-        return _failed(port, reason)
-    if "already running" in result.stdout:
+        return _failed(port, lines[0] if lines else f"exit code {result.returncode}")
+    if outcome.state is State.RUNNING:
         return StartResult(f"a local server is already running on port {port}")
+    if outcome.state is not State.STARTED:
+        # The first line says what went wrong; a log tail may follow it.
+        lines = (result.stderr.strip() or outcome.message).splitlines()
+        reason = lines[0].removeprefix("error: ") if lines else outcome.state.value
+        return _failed(port, reason)
     return StartResult(
         f"started a local chat server on port {port} (chat-server stop --port {port} stops it)",
         started=True,

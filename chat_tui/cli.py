@@ -12,6 +12,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from chat_protocol import names
 from chat_tui.config import (
     DEFAULT_ROOM,
     SERVER_ENV,
@@ -19,7 +20,6 @@ from chat_tui.config import (
     ConfigError,
     default_config_path,
     load_config,
-    room_problem,
     server_url_problem,
 )
 
@@ -63,7 +63,7 @@ def build_config(
         config.server = args.server
     rooms = [*args.rooms, *args.room_options]
     for room in rooms:
-        problem = room_problem(room)
+        problem = names.room_problem(room)
         if problem:
             raise ConfigError(problem)
     if rooms:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 
-from chat_server import protocol
+from chat_protocol import http, names
 
 PREFIX: Final = "/"
 
@@ -149,8 +149,9 @@ def parse(line: str) -> Action:
 
 
 def _checked_room(room: str, make: Any) -> Action:
-    if not protocol.is_valid_room(room):
-        return CommandError(f"invalid room name {room!r}: {protocol.ROOM_RULE}")
+    problem = names.room_problem(room)
+    if problem is not None:
+        return CommandError(problem)
     result: Action = make(room)
     return result
 
@@ -158,13 +159,6 @@ def _checked_room(room: str, make: Any) -> Action:
 # --- HTTP look-ups ------------------------------------------------------------------------
 
 HTTP_TIMEOUT: Final = 5.0
-
-
-def http_base(server_url: str) -> str:
-    """The HTTP origin of a WebSocket server URL: ws -> http, wss -> https, path dropped."""
-    parts = urlsplit(server_url)
-    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    return urlunsplit((scheme, parts.netloc, "", "", ""))
 
 
 class EndpointMissing(Exception):
@@ -178,11 +172,10 @@ async def _get_json(url: str, *, transport: httpx.AsyncBaseTransport | None = No
     except httpx.HTTPError as exc:
         raise EndpointMissing(f"no answer from {url} ({type(exc).__name__})") from exc
     if response.status_code == 404:
-        detail = _detail(response)
-        # FastAPI's own "Not Found" means no such route; anything else is the server's reason.
-        if detail is None or detail == "Not Found":
+        body = _json_or_none(response)
+        if http.read_not_found(body) is http.NotFound.ROUTE:
             raise EndpointMissing(f"the server has no {urlsplit(url).path} endpoint")
-        raise LookupError(detail)
+        raise LookupError(http.read_detail(body))
     if response.status_code != 200:
         raise EndpointMissing(f"{urlsplit(url).path} answered HTTP {response.status_code}")
     try:
@@ -191,18 +184,16 @@ async def _get_json(url: str, *, transport: httpx.AsyncBaseTransport | None = No
         raise EndpointMissing(f"{urlsplit(url).path} did not answer JSON") from exc
 
 
-def _detail(response: httpx.Response) -> str | None:
+def _json_or_none(response: httpx.Response) -> Any:
     try:
-        body = response.json()
+        return response.json()
     except ValueError:
         return None
-    detail = body.get("detail") if isinstance(body, dict) else None
-    return detail if isinstance(detail, str) else None
 
 
 async def fetch_rooms(server_url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> str:
     """One line describing the server's rooms; a line saying why when there is no answer."""
-    url = http_base(server_url) + "/rooms"
+    url = http.http_base(server_url) + http.ROOMS_PATH
     try:
         body = await _get_json(url, transport=transport)
     except EndpointMissing as exc:
@@ -210,12 +201,12 @@ async def fetch_rooms(server_url: str, *, transport: httpx.AsyncBaseTransport | 
     except LookupError as exc:
         return f"/rooms: {exc}"
     try:
-        rooms = [(str(item["room"]), int(item["members"])) for item in body]
-    except (TypeError, KeyError, ValueError):
+        rooms = http.read_rooms(body)
+    except http.ShapeError:
         return "/rooms is not available: the server's answer has an unexpected shape"
     if not rooms:
         return "no rooms on the server"
-    listed = ", ".join(f"{room} ({members})" for room, members in rooms)
+    listed = ", ".join(f"{r.room} ({r.members})" for r in rooms)
     return f"rooms on the server ({len(rooms)}): {listed}"
 
 
@@ -223,15 +214,16 @@ async def fetch_members(
     server_url: str, room: str, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> tuple[str, list[str] | None]:
     """A line listing the members of ``room``, and the names (None when the server has no list)."""
-    url = http_base(server_url) + "/rooms/" + quote(room, safe="")
+    url = http.http_base(server_url) + http.room_path(room)
     try:
         body = await _get_json(url, transport=transport)
     except EndpointMissing as exc:
         return f"/who is not available: {exc}", None
     except LookupError as exc:
         return f"/who: {exc}", []
-    members = body.get("members") if isinstance(body, dict) else None
-    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+    try:
+        members = http.read_members(body)
+    except http.ShapeError:
         return "/who is not available: the server's answer has an unexpected shape", None
     names = sorted(members)
     return f"members of {room} ({len(names)}): {', '.join(names)}", names

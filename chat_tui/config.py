@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from platformdirs import user_config_dir
 
-from chat_server import protocol
+from chat_protocol import http, names
 
 DEFAULT_SERVER = "ws://127.0.0.1:8000"
 DEFAULT_ROOM = "general"
@@ -74,7 +74,7 @@ def server_url_problem(url: str) -> str | None:
         return f"invalid server URL {url!r}: it must not have a query or fragment"
     # A room's own address (as a plain WebSocket client is given it) is a likely paste here;
     # the client would then ask for ".../chat/ROOM/chat/general" and be told the name is bad.
-    prefix, found, room = parts.path.partition(protocol.CHAT_PATH_PREFIX)
+    prefix, found, room = parts.path.partition(http.CHAT_PATH_PREFIX)
     if found and room.strip("/"):
         server = urlunsplit((parts.scheme, parts.netloc, prefix, "", ""))
         return (
@@ -82,13 +82,6 @@ def server_url_problem(url: str) -> str | None:
             f"give the server and the room apart: --server {server} {room.strip('/')}"
         )
     return None
-
-
-def room_problem(room: str) -> str | None:
-    """Why ``room`` is not a valid room name, or None if it is."""
-    if protocol.is_valid_room(room):
-        return None
-    return f"invalid room name {room!r}: {protocol.ROOM_RULE}"
 
 
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -155,7 +148,7 @@ def _check(key: str, value: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
             raise wrong("a list of room names")
         for room in value:
-            problem = room_problem(room)
+            problem = names.room_problem(room)
             if problem:
                 raise ConfigError(f"rooms: {problem}")
         # An empty list means "the default room", as on the command line.

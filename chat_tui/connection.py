@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 from httpx_ws import (
@@ -52,9 +52,11 @@ from httpx_ws import (
 )
 from wsproto.utilities import LocalProtocolError
 
-from chat_server import protocol
-from chat_server.protocol import Ack, CloseCode, Frame, FrameKind, JoinRequest, Welcome
-from chat_tui.autostart import is_loopback
+from chat_protocol import close, http, limits, query, text, v1, v2
+from chat_protocol.close import CloseCode, Then
+from chat_protocol.frames import Ack, Frame, FrameKind, Welcome
+from chat_protocol.query import JoinRequest
+from chat_tui.autostart import is_local
 from chat_tui.identity import Identity
 
 CONNECT_TIMEOUT = 10.0
@@ -75,19 +77,6 @@ BACKOFF_CAP = 30.0
 
 # The room's log puts "connection lost: " in front of the detail: the detail says only how.
 _LOST = "dropped (1006, no close frame)"
-
-_CLOSE_NAMES = {
-    1000: "normal closure",
-    1001: "server going away",
-    1003: "unsupported data",
-    1005: "no status",
-    1006: "connection dropped",
-    1008: "policy violation",
-    1009: "message too big",
-    1011: "internal error",
-    1012: "server restarting",
-    1013: "try again later",
-}
 
 
 class ConnectionState(StrEnum):
@@ -219,7 +208,7 @@ class RoomConnection:
     ) -> None:
         self.server_url = server_url
         self.room = room
-        self.url = server_url.rstrip("/") + protocol.CHAT_PATH_PREFIX + quote(room, safe="")
+        self.url = server_url.rstrip("/") + http.chat_path(room)
         self.history = history  # messages of history asked for on joining (chat.v2 only)
         self.identity = identity or Identity(server_url)
         # chat.v2: where we are in the room's numbering (recovery asks from here).
@@ -273,7 +262,7 @@ class RoomConnection:
             return taken
         return [events.popleft() for _ in range(limit)]
 
-    def send(self, text: str) -> str:
+    def send(self, line: str) -> str:
         """Queue ``text`` for sending and return its send id; never blocks.
 
         What becomes of it arrives later as an Echo (sent) or a Refused. Text that is empty
@@ -281,8 +270,8 @@ class RoomConnection:
         """
         self._next_id += 1
         send_id = f"{self._id_prefix}{self._next_id}"
-        wire = protocol.sanitize(text)
-        if wire is None or len(wire.encode()) > protocol.MAX_FRAME_BYTES:
+        wire = text.sanitize(line)
+        if wire is None or len(wire.encode()) > limits.MAX_FRAME_BYTES:
             self._emit(Refused(send_id))
             return send_id
         self._outbox.append(_Outgoing(send_id, wire))
@@ -302,7 +291,7 @@ class RoomConnection:
         self._run_done.clear()
         try:
             # Proxy variables are for the outside world; they must not capture a local server.
-            trust_env = not is_loopback(self.url)
+            trust_env = not is_local(self.url)
             async with httpx.AsyncClient(timeout=CONNECT_TIMEOUT, trust_env=trust_env) as client:
                 while not self._closing:
                     self._retry.clear()
@@ -423,8 +412,8 @@ class RoomConnection:
         return JoinRequest(self.history, since, self.epoch if since is not None else None, token)
 
     def _address(self, request: JoinRequest) -> str:
-        query = protocol.join_query(request)
-        return f"{self.url}?{query}" if query else self.url
+        asked = query.join_query(request)
+        return f"{self.url}?{asked}" if asked else self.url
 
     async def _session(self, client: httpx.AsyncClient) -> _Ending:
         """One connection attempt, from the handshake to its end."""
@@ -438,9 +427,9 @@ class RoomConnection:
         request = self.join_request(token)
         try:
             async with aconnect_ws(
-                self._address(request), client, subprotocols=[protocol.SUBPROTOCOL_V2]
+                self._address(request), client, subprotocols=[v2.SUBPROTOCOL]
             ) as ws:
-                self.v2 = ws.subprotocol == protocol.SUBPROTOCOL_V2
+                self.v2 = ws.subprotocol == v2.SUBPROTOCOL
                 if self.v2:
                     identity.v2 = True
                 # Else only a first frame says the server speaks the text protocol: chat-server
@@ -505,23 +494,20 @@ class RoomConnection:
         raise exc
 
     def _on_close(self, code: int, reason: str) -> _Ending:
-        what = f"{code} {_CLOSE_NAMES.get(code, '')}".strip()
+        got = close.received(code, reason)
+        what = f"{code} {close.code_name(code)}".strip()
         detail = f"closed by the server ({what}{': ' + reason if reason else ''})"
-        if (
-            code == CloseCode.POLICY_VIOLATION
-            and protocol.SUBPROTOCOL_V2 in reason
-            and not self.v2
-            and self.identity.v2 is not False
-        ):
-            # A server that knows the chat.v2 query but did not select chat.v2 (a proxy in
-            # between dropped the header): ask again at once with nothing of chat.v2's.
-            self.identity.v2 = False
-            return _Ending(ConnectionState.OFFLINE, detail, 0.0)
-        if code == CloseCode.POLICY_VIOLATION:
-            if "slow consumer" in reason:
-                return _Ending(ConnectionState.FAILED, detail, self.backoff_cap)
+        then = got.then
+        if then is Then.FALL_BACK:
+            if not self.v2 and self.identity.v2 is not False:
+                # A server that knows the chat.v2 query but did not select chat.v2 (a proxy
+                # in between dropped the header): ask again at once with nothing of chat.v2's.
+                self.identity.v2 = False
+                return _Ending(ConnectionState.OFFLINE, detail, 0.0)
+            then = Then.GIVE_UP
+        if then is Then.GIVE_UP:
             return _Ending(ConnectionState.FAILED, detail, None)
-        if code in (CloseCode.UNSUPPORTED_DATA, CloseCode.MESSAGE_TOO_BIG):
+        if then is Then.BACK_OFF:
             # Resending the same messages could be refused the same way: drop the culprit
             # (the biggest outstanding message) and come back only after a long pause.
             if code == CloseCode.MESSAGE_TOO_BIG and self._inflight:
@@ -552,9 +538,7 @@ class RoomConnection:
                     item = self._outbox.popleft()
                     # In flight before the write: the echo may be read before write() returns.
                     self._inflight.append(item)
-                    await ws.send_text(
-                        protocol.v2_send(item.wire, item.send_id) if self.v2 else item.wire
-                    )
+                    await ws.send_text(v2.send(item.wire, item.send_id) if self.v2 else item.wire)
                 self._writable.clear()
                 await self._writable.wait()
         except (HTTPXWSException, LocalProtocolError, OSError):
@@ -567,10 +551,10 @@ class RoomConnection:
         first = True
         while True:
             try:
-                text = await ws.receive_text()
+                received = await ws.receive_text()
             except WebSocketInvalidTypeReceived:
                 continue  # binary frames are not part of the protocol: ignore them
-            frame = protocol.parse_frame(text)
+            frame = v1.parse_frame(received)
             if first:
                 first = False
                 self.identity.v2 = False
@@ -594,10 +578,10 @@ class RoomConnection:
         later: list[Frame] = []  # anything else that came meanwhile (nothing, from our server)
         while True:
             try:
-                text = await ws.receive_text()
+                received = await ws.receive_text()
             except WebSocketInvalidTypeReceived:
                 continue
-            item = protocol.parse_v2_frame(text)
+            item = v2.parse_frame(received)
             if isinstance(item, Welcome):
                 if not self.identity.issued(request.resume, item.resume):
                     raise _Rejoin

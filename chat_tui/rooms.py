@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from chat_server.protocol import Frame, FrameKind, Welcome
+from chat_protocol.frames import Frame, FrameKind, Welcome
+from chat_protocol.names import GENERATED_PREFIX
 from chat_tui.connection import ConnectionState
 from chat_tui.scrollback import Entry, EntryKind, Observable, Scrollback, SendState
 
-NAME_PREFIX = "user_"  # every name the reference server gives starts with it
 DATED = "%b %d %H:%M"  # a time on another day than today
 
 
@@ -421,7 +421,7 @@ class Room(Observable):
             if person.name not in self._own_names
             and (
                 person.name.lower().startswith(wanted)
-                or person.name.lower().removeprefix(NAME_PREFIX).startswith(wanted)
+                or person.name.lower().removeprefix(GENERATED_PREFIX).startswith(wanted)
             )
         ]
         found.sort(key=lambda p: (not p.present, -p.active, p.name))

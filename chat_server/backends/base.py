@@ -35,6 +35,7 @@ Contract every backend keeps:
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
@@ -94,7 +95,21 @@ class Settled:
 
 
 class BrokerUnavailable(Exception):
-    """The broker cannot be reached; ``str(exc)`` says why, for the log and for clients."""
+    """The broker cannot be reached; ``str(exc)`` says why, for the operator (the log,
+    ``/health``); :func:`public_reason` is what a client may be told."""
+
+
+# Where the broker is (its URL, host and port) is the operator's to know, not every client's:
+# /health and the log say it; a close reason says only what went wrong.
+_BROKER_ADDRESS = re.compile(
+    r" at (?:rediss?|unix)://\S+?(?=:? |$)|(?:rediss?|unix)://\S+|"
+    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}\b"
+)
+
+
+def public_reason(exc: BrokerUnavailable) -> str:
+    """What went wrong, without where the broker is: the detail of a 1013 close."""
+    return _BROKER_ADDRESS.sub(lambda m: "" if m[0].startswith(" at ") else "(address)", str(exc))
 
 
 @dataclass(frozen=True, slots=True)

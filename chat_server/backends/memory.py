@@ -31,7 +31,7 @@ from chat_server.backends.base import (
     dedup_window,
 )
 from chat_server.events import REPLACED, Duplicate, EventKind, RoomEvent, StoredMessage
-from chat_server.settings import Settings
+from chat_server.ops.settings import Settings
 
 _MESSAGE, _JOIN, _LEAVE = EventKind.MESSAGE, EventKind.JOIN, EventKind.LEAVE
 _now = time.time
@@ -325,9 +325,9 @@ class MemoryRegistry(Registry):
 class MemoryBackend(Backend):
     kind = "memory"
 
-    def __init__(self, node_id: str, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings, node_id: str) -> None:
         super().__init__(node_id)
-        self._state = _State(settings or Settings())
+        self._state = _State(settings)
         self.channels = MemoryChannels(self._state, node_id)
         self.registry = MemoryRegistry(self._state)
         self.history = MemoryHistory(self._state)

@@ -13,7 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from chat_server import protocol
+from chat_protocol import names
 
 JOIN_PREFIX = "join:"
 ROOM_PREFIX = "room:"
@@ -72,10 +72,10 @@ class SwitcherScreen(ModalScreen[str | None]):
             items.append(Option(label, id=ROOM_PREFIX + room))
         problem = ""
         if name and name not in self.rooms:
-            if protocol.is_valid_room(name):
+            if names.is_valid_room(name):
                 items.append(Option(Text(f"join {name}", style="bold"), id=JOIN_PREFIX + name))
             else:
-                problem = f"{name!r} cannot be joined: {protocol.ROOM_RULE}"
+                problem = f"{name!r} cannot be joined: {names.ROOM_RULE}"
         options.set_options(items)
         if items:
             options.highlighted = 0

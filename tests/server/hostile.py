@@ -23,7 +23,7 @@ from typing import Any
 
 import psutil
 
-from chat_server import protocol
+from chat_protocol.v1 import SEPARATOR
 from tests.server.wsclients import Member, join_many
 from tests.servers import RunningServer
 
@@ -241,7 +241,7 @@ class Observer:
                     await asyncio.wait_for(stop.wait(), OBSERVER_INTERVAL)
 
         async def listen(member: Member, into: list[str], timed: bool) -> None:
-            prefix = self.sender.name + protocol.SEPARATOR
+            prefix = self.sender.name + SEPARATOR
             quiet_since: float | None = None
             while not (stop.is_set() and len(into) >= len(self.sent)):
                 try:

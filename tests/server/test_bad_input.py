@@ -11,8 +11,9 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from chat_server import protocol
-from chat_server.protocol import CloseCode, FrameKind
+from chat_protocol.close import CloseCode
+from chat_protocol.frames import FrameKind
+from chat_protocol.v1 import parse_frame
 from tests.server.wsclients import Member, join, join_many, raw_handshake
 from tests.servers import RunningServer, wait_until
 
@@ -112,7 +113,7 @@ async def test_control_and_bidi_characters_are_stripped(shared_server: RunningSe
     clean = f"{sender.name} :: [2Jpayload ok\n  \tnext"
     assert await sender.recv() == clean
     assert await other.recv() == clean
-    assert protocol.parse_frame(clean).text == "[2Jpayload ok\n\tnext"
+    assert parse_frame(clean).text == "[2Jpayload ok\n\tnext"
 
 
 @pytest.mark.parametrize("text", ["   ", "\n\t ", "\x1b\x07", "\u200e\u202e", ""])
@@ -208,7 +209,7 @@ async def test_silent_peer_is_dropped_within_ping_interval_plus_timeout(
     server = server_factory(ping_interval=0.5, ping_timeout=0.5)
     alice = await join(server.chat_url("dead"))
     silent = raw_handshake(server.port, "/chat/dead")  # never answers pings
-    joined = protocol.parse_frame(await alice.recv())
+    joined = parse_frame(await alice.recv())
     started = time.monotonic()
     assert await alice.recv(timeout=5) == f"{joined.name} left the chat"
     # Within interval + timeout, plus scheduling slack on a busy machine.

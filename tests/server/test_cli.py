@@ -133,8 +133,8 @@ def test_stop_keeps_the_pid_file_of_a_server_started_while_it_waited(
     # chat-tui's autostart starts a server the moment the old one's port comes free, which may
     # be while `stop` still waits for the old one to exit. Removing the pid file then (it names
     # the newcomer by now) left that server running, unseen by `stop` and `status`.
-    from chat_server import daemon
-    from chat_server.settings import Settings
+    from chat_server.ops import daemon
+    from chat_server.ops.settings import Settings
 
     assert cli.on_port("start").returncode == 0
     old = cli.pid()

@@ -15,9 +15,10 @@ from collections.abc import Iterator
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from chat_server import protocol
-from chat_server.protocol import FrameKind
-from chat_server.settings import Settings
+from chat_protocol.frames import FrameKind
+from chat_protocol.names import is_valid_name
+from chat_protocol.v1 import format_join, format_leave, parse_frame
+from chat_server.ops.settings import Settings
 from tests.clusters import FAST, FAST_NODE_TTL, Cluster, running_cluster
 from tests.redis_servers import requires_redis, start_redis
 from tests.server.wsclients import (
@@ -50,7 +51,7 @@ async def join_spread(cluster: Cluster, room: str, count: int) -> list[Member]:
     for i in range(count):
         member = await join(cluster.url(i % len(cluster.nodes), room))
         for earlier in members:
-            assert await earlier.recv() == protocol.format_join(member.name)
+            assert await earlier.recv() == format_join(member.name)
         members.append(member)
     return members
 
@@ -68,7 +69,7 @@ async def test_500_names_over_three_processes_are_unique(cluster: Cluster) -> No
         )
     names = [m.name for m in members]
     assert len(set(names)) == 500
-    assert all(protocol.is_valid_name(n) for n in names)
+    assert all(is_valid_name(n) for n in names)
     for node in cluster.nodes:
         assert sorted(node.get_json(f"/rooms/{room}")["members"]) == sorted(names)
     await close_all(members)
@@ -108,16 +109,16 @@ async def test_a_late_joiner_on_another_process_starts_with_its_join_and_misses_
     alice_saw, bob_saw, carol_saw = await asyncio.gather(
         until_done(alice), until_done(bob), until_done(carol)
     )
-    assert alice_saw.count(protocol.format_join(bob.name)) == 1
-    assert alice_saw.count(protocol.format_join(carol.name)) == 1
+    assert alice_saw.count(format_join(bob.name)) == 1
+    assert alice_saw.count(format_join(carol.name)) == 1
     # Each late joiner's view is exactly alice's view after its own join notice (which
     # join() read as the member's first frame).
     for member, seen in ((bob, bob_saw), (carol, carol_saw)):
-        start = alice_saw.index(protocol.format_join(member.name))
+        start = alice_saw.index(format_join(member.name))
         assert seen == alice_saw[start + 1 :], member.name
     await carol.close()
     for member in (alice, bob):
-        assert await member.recv() == protocol.format_leave(carol.name)
+        assert await member.recv() == format_leave(carol.name)
     await close_all([alice, bob])
 
 
@@ -130,7 +131,7 @@ async def test_a_new_process_hears_what_is_said_right_after_its_first_join(
         room = fresh_room("live")
         alice = await join(cluster.url(attempt % 3, room))
         bob = await join(cluster.url((attempt + 1) % 3, room))
-        assert await alice.recv() == protocol.format_join(bob.name)
+        assert await alice.recv() == format_join(bob.name)
         await alice.ws.send(f"hello {attempt}")
         assert await bob.recv() == f"{alice.name} :: hello {attempt}"
         await close_all([alice, bob])
@@ -233,10 +234,10 @@ async def test_a_member_that_stops_reading_never_makes_redis_buffer_for_its_proc
     ) as c:
         alice = await join(c.url(0, "stall"))
         bob = await join(c.url(1, "stall"))
-        assert await alice.recv() == protocol.format_join(bob.name)
+        assert await alice.recv() == format_join(bob.name)
         stalled = raw_handshake(c.nodes[1].port, "/chat/stall", rcvbuf=4096)
-        stalled_name = protocol.parse_frame(await alice.recv()).name
-        assert await bob.recv() == protocol.format_join(stalled_name)
+        stalled_name = parse_frame(await alice.recv()).name
+        assert await bob.recv() == format_join(stalled_name)
 
         peaks: list[int] = []
         sampling = True
@@ -259,7 +260,7 @@ async def test_a_member_that_stops_reading_never_makes_redis_buffer_for_its_proc
                     await alice.ws.send(f"{i} {payload}")
 
             async def receive_all(member: Member) -> list[str]:
-                left = protocol.format_leave(stalled_name)
+                left = format_leave(stalled_name)
                 return [
                     f
                     for f in await member.recv_until(
@@ -295,13 +296,13 @@ async def test_a_killed_process_s_members_leave_once_and_its_names_come_free() -
 
         killed_at = time.monotonic()
         c.nodes[2].stop(signal.SIGKILL)
-        expected = {protocol.format_leave(m.name) for m in victims}
+        expected = {format_leave(m.name) for m in victims}
 
         async def leaves_seen(member: Member) -> list[str]:
             seen: list[str] = []
             while set(seen) != expected:
                 frame = await member.recv(timeout=FAST_NODE_TTL * 3)
-                assert protocol.parse_frame(frame).kind is FrameKind.LEAVE, frame
+                assert parse_frame(frame).kind is FrameKind.LEAVE, frame
                 seen.append(frame)
             return seen
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
-from chat_server import protocol
+from chat_protocol.v1 import SEPARATOR, format_join, format_leave, format_message, parse_frame
 from tests.clusters import Cluster, running_cluster
 from tests.redis_servers import requires_redis
 
@@ -58,8 +58,8 @@ class Client:
             async for frame in self.ws:
                 assert isinstance(frame, str)
                 if not self.frames:
-                    parsed = protocol.parse_frame(frame)
-                    assert parsed.name is not None and frame == protocol.format_join(parsed.name)
+                    parsed = parse_frame(frame)
+                    assert parsed.name is not None and frame == format_join(parsed.name)
                     self.name = parsed.name
                     self.joined.set()
                 self.frames.append(frame)
@@ -134,15 +134,15 @@ async def _play(cluster: Cluster, actions: list[tuple]) -> None:
         await client.wait_joined()
     # Leaves and messages still on their way (from any node) are through before the end:
     # every one of them must then be in everyone's view.
-    due = {protocol.format_leave(c.name) for c in clients if c.left}
-    due |= {protocol.format_message(c.name, t) for c in clients for t in c.sent}
+    due = {format_leave(c.name) for c in clients if c.left}
+    due |= {format_message(c.name, t) for c in clients for t in c.sent}
     async with asyncio.timeout(20):
         while not due <= set(observers[0].frames):
             await asyncio.sleep(0.01)
     end = f"end of {room}"
     assert observers[0].ws is not None
     await observers[0].ws.send(end)
-    end_frame = protocol.format_message(observers[0].name, end)
+    end_frame = format_message(observers[0].name, end)
     present = [c for c in [*observers, *clients] if not c.left]
     async with asyncio.timeout(20):
         while not all(end_frame in c.frames for c in present):
@@ -158,7 +158,7 @@ async def _play(cluster: Cluster, actions: list[tuple]) -> None:
     assert len(set(reference)) == len(reference), "a frame delivered twice"
     for client in [*observers, *clients]:
         seen = client.until(end_frame) if not client.left else client.frames
-        start = reference.index(protocol.format_join(client.name))
+        start = reference.index(format_join(client.name))
         if client.left:
             # A prefix of the room's order from its join on, ending before its own leave.
             assert seen == reference[start : start + len(seen)], client.name
@@ -166,15 +166,13 @@ async def _play(cluster: Cluster, actions: list[tuple]) -> None:
             assert seen == reference[start:], client.name
         # Everything it sent was published, in its order, before it left.
         own = [
-            f.partition(protocol.SEPARATOR)[2]
-            for f in reference
-            if f.startswith(client.name + protocol.SEPARATOR)
+            f.partition(SEPARATOR)[2] for f in reference if f.startswith(client.name + SEPARATOR)
         ]
         assert own == client.sent + ([end] if client is observers[0] else [])
         if client.left:
-            leave = protocol.format_leave(client.name)
+            leave = format_leave(client.name)
             assert reference.count(leave) == 1
             assert reference.index(leave) > max(
-                [reference.index(protocol.format_message(client.name, t)) for t in client.sent],
+                [reference.index(format_message(client.name, t)) for t in client.sent],
                 default=start,
             )

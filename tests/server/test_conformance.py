@@ -10,8 +10,9 @@ import struct
 import pytest
 import websocket  # websocket-client, the original design's client library
 
-from chat_server import protocol
-from chat_server.protocol import FrameKind
+from chat_protocol.frames import FrameKind
+from chat_protocol.names import is_valid_name
+from chat_protocol.v1 import parse_frame
 from tests.server.wsclients import (
     assert_one_order_under_concurrent_senders,
     join,
@@ -32,7 +33,7 @@ async def test_first_frame_is_own_join_notice_and_others_see_it(
 ) -> None:
     url = shared_server.chat_url(fresh_room())
     alice = await join(url)
-    assert protocol.is_valid_name(alice.name)
+    assert is_valid_name(alice.name)
     bob = await join(url)
     assert await alice.recv() == f"{bob.name} joined the chat"
     assert bob.name != alice.name
@@ -85,7 +86,7 @@ async def test_leave_is_announced_when_tcp_drops_without_close_frame(
     room = fresh_room()
     alice = await join(shared_server.chat_url(room))
     sock = raw_handshake(shared_server.port, f"/chat/{room}")
-    joined = protocol.parse_frame(await alice.recv())
+    joined = parse_frame(await alice.recv())
     assert joined.kind is FrameKind.JOIN
     # RST instead of a close frame: the peer vanishes.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -102,7 +103,7 @@ async def test_500_names_are_unique_and_well_formed(shared_server: RunningServer
         del batch
     names = [m.name for m in members]
     assert len(set(names)) == 500
-    assert all(protocol.is_valid_name(n) for n in names)
+    assert all(is_valid_name(n) for n in names)
     await asyncio.gather(*(m.close() for m in members))
 
 
@@ -130,10 +131,10 @@ def test_original_client_library_websocket_client(shared_server: RunningServer) 
     first = websocket.create_connection(shared_server.chat_url(room), timeout=5)
     # Joined (its own notice read) before the second connects: the room's order is then
     # first, second, whatever the broker's timing.
-    name = protocol.parse_frame(first.recv()).name
+    name = parse_frame(first.recv()).name
     second = websocket.create_connection(shared_server.chat_url(room), timeout=5)
     try:
-        other = protocol.parse_frame(second.recv()).name
+        other = parse_frame(second.recv()).name
         assert first.recv() == f"{other} joined the chat"
         second.send("from the original client")
         assert first.recv() == f"{other} :: from the original client"

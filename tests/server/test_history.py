@@ -17,7 +17,13 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from chat_server import protocol
+from chat_protocol.close import REPLACED, CloseCode
+from chat_protocol.frames import FrameKind
+from chat_protocol.limits import MAX_MESSAGE_CHARS
+from chat_protocol.names import is_valid_name
+from chat_protocol.query import JoinRequest, join_query
+from chat_protocol.v1 import format_join, format_leave, parse_frame
+from chat_protocol.v2 import SUBPROTOCOL as SUBPROTOCOL_V2
 from tests.redis_servers import RedisServer
 from tests.server.wsclients import V2Member, join, join_v2, resume_query
 from tests.servers import RunningServer, start_server
@@ -78,12 +84,12 @@ async def test_a_text_client_gets_history_right_after_its_join_notice(
         await alice.ws.send(text)
         await alice.recv()
     late = await websockets.connect(url + "?history=2")
-    own = protocol.parse_frame(await asyncio.wait_for(late.recv(), 5))
-    assert own.kind is protocol.FrameKind.JOIN
+    own = parse_frame(await asyncio.wait_for(late.recv(), 5))
+    assert own.kind is FrameKind.JOIN
     # Ordinary frames, the continuation indent included, oldest first.
     assert await asyncio.wait_for(late.recv(), 5) == f"{alice.name} :: second\n  line"
     assert await asyncio.wait_for(late.recv(), 5) == f"{alice.name} :: third"
-    assert await alice.recv() == protocol.format_join(own.name or "")
+    assert await alice.recv() == format_join(own.name or "")
     await alice.ws.send("live")
     assert await asyncio.wait_for(late.recv(), 5) == f"{alice.name} :: live"
     await late.close()
@@ -120,9 +126,9 @@ async def test_a_malformed_query_is_closed_1008_with_its_reason(
     shared_server: RunningServer, v2: bool, query: str, reason: str
 ) -> None:
     url = shared_server.chat_url(fresh_room()) + "?" + query
-    ws = await websockets.connect(url, subprotocols=[protocol.SUBPROTOCOL_V2] if v2 else None)
+    ws = await websockets.connect(url, subprotocols=[SUBPROTOCOL_V2] if v2 else None)
     code, text = await closed_with(ws)
-    assert code == protocol.CloseCode.POLICY_VIOLATION
+    assert code == CloseCode.POLICY_VIOLATION
     assert text is not None and reason in text
 
 
@@ -137,7 +143,7 @@ async def test_v2_welcome_messages_notices_and_acks(shared_server: RunningServer
     assert list(welcome) == [
         "type", "room", "name", "epoch", "offset", "resume", "recovered", "resumed", "history",
     ]  # fmt: skip
-    assert welcome["room"] == room and protocol.is_valid_name(alice.name)
+    assert welcome["room"] == room and is_valid_name(alice.name)
     assert welcome["offset"] == 0 and welcome["history"] == 0
     assert welcome["recovered"] is None and welcome["resumed"] is False
     assert re.fullmatch(r"[A-Za-z0-9]{1,32}", welcome["epoch"])
@@ -188,7 +194,7 @@ async def test_v2_client_frames_and_their_refusals(shared_server: RunningServer)
     assert error["type"] == "error" and "invalid nonce" in error["text"] and "nonce" not in error
     await alice.ws.send('{"type": "send", "nonce": "n-3"}')
     assert await alice.recv() == {"type": "error", "text": "a send needs a text", "nonce": "n-3"}
-    await alice.send("x" * (protocol.MAX_MESSAGE_CHARS + 1), "n-4")
+    await alice.send("x" * (MAX_MESSAGE_CHARS + 1), "n-4")
     error = await alice.recv()
     assert error["nonce"] == "n-4" and error["text"].startswith("message too long")
     await alice.send("\x1b\x07", "n-5")
@@ -323,14 +329,14 @@ async def test_a_newer_connection_replaces_the_old_one_under_the_same_name(
     url = shared_server.chat_url(fresh_room())
     watcher = await join(url)
     old = await join_v2(url)
-    assert await watcher.recv() == protocol.format_join(old.name)
+    assert await watcher.recv() == format_join(old.name)
     new = await join_v2(url, resume_query(old))
     assert new.name == old.name
     # Others see an ordinary leave, then a join, under the same name.
-    assert await watcher.recv() == protocol.format_leave(old.name)
-    assert await watcher.recv() == protocol.format_join(old.name)
+    assert await watcher.recv() == format_leave(old.name)
+    assert await watcher.recv() == format_join(old.name)
     code, reason = await closed_with(old.ws)
-    assert (code, reason) == (protocol.CloseCode.POLICY_VIOLATION, protocol.REPLACED_REASON)
+    assert (code, reason) == (CloseCode.POLICY_VIOLATION, REPLACED.reason)
     # The old connection's end does not take the new one out of the room.
     await new.send("still here", "n")
     assert (await new.recv_many(2))[1]["text"] == "still here"
@@ -340,7 +346,7 @@ async def test_a_newer_connection_replaces_the_old_one_under_the_same_name(
         old.name,
     ]
     await new.close()
-    assert await watcher.recv() == protocol.format_leave(old.name)
+    assert await watcher.recv() == format_leave(old.name)
     await watcher.close()
 
 
@@ -361,7 +367,7 @@ async def test_a_token_that_is_not_a_names_own_gets_a_fresh_name(
         await owner.close()
         # What is tested is a timeout: the name's reservation (0.5 s here) runs out.
         await asyncio.sleep(SMALL["name_reservation"] + 0.3)
-    other = await join_v2(url, protocol.join_query(protocol.JoinRequest(resume=offered)))
+    other = await join_v2(url, join_query(JoinRequest(resume=offered)))
     assert other.name != owner.name and other.welcome["resumed"] is False
     assert other.token != offered and other.token.startswith(other.name + ".")
     await other.close()

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chat_server import protocol
+from chat_protocol.query import JoinRequest, join_query
 from tests.clusters import Cluster, running_cluster
 from tests.redis_servers import requires_redis
 from tests.server.wsclients import V2Member, join_v2, resume_query
@@ -170,8 +170,8 @@ async def test_a_name_resumed_on_another_process_recovers_and_never_duplicates(
 
     # Someone else's token, made up on a third process: a fresh name.
     forged = f"{alice.name}.{secrets.token_urlsafe(16)}"
-    stranger = await join_v2(cluster.url(2, room), protocol.join_query(
-        protocol.JoinRequest(resume=forged)
+    stranger = await join_v2(cluster.url(2, room), join_query(
+        JoinRequest(resume=forged)
     ))  # fmt: skip
     assert stranger.name != alice.name and stranger.welcome["resumed"] is False
     for member in (stranger, back, watcher):

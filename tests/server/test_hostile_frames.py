@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
-from chat_server import protocol
+from chat_protocol.text import sanitize
+from chat_protocol.v1 import CONTINUATION_INDENT, ERROR_PREFIX, SEPARATOR, parse_frame
 from tests.server.hostile import (
     Usage,
     after_handshake,
@@ -173,7 +174,7 @@ async def test_compliant_sender_keeps_every_message_through_a_server_stall(
     await asyncio.sleep(1.5)
     stop.set()
     await task
-    prefix = sender.name + protocol.SEPARATOR
+    prefix = sender.name + SEPARATOR
     heard: list[str] = []
     errors: list[str] = []
     while len(heard) < len(sent):
@@ -183,7 +184,7 @@ async def test_compliant_sender_keeps_every_message_through_a_server_stall(
             break
         if frame.startswith(prefix):
             heard.append(frame[len(prefix) :])
-        elif frame.startswith(protocol.ERROR_PREFIX):
+        elif frame.startswith(ERROR_PREFIX):
             errors.append(frame)
     record(
         "compliant sender (4 msg/s) through a 7 s server stall",
@@ -357,10 +358,10 @@ async def test_line_based_clients_cannot_be_shown_forged_lines(
     assert lines[0].startswith(f"{sender.name} :: "), lines
     for line in lines[1:]:
         # A continuation line starts with the indent: never with a name or "error: ".
-        assert line.startswith(protocol.CONTINUATION_INDENT), (line, frame)
+        assert line.startswith(CONTINUATION_INDENT), (line, frame)
     # parse_frame (which the TUI uses) gives back exactly the sanitised text.
-    parsed = protocol.parse_frame(frame)
-    assert parsed.name == sender.name and parsed.text == protocol.sanitize(text)
+    parsed = parse_frame(frame)
+    assert parsed.name == sender.name and parsed.text == sanitize(text)
     assert await sender.recv() == frame
     await sender.close()
     await other.close()

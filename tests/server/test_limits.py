@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from chat_server import cli
 from chat_server.budget import Budget
-from chat_server.logs import structured
 from chat_server.loop_lag import LoopMonitor, monitor
-from chat_server.settings import Settings
+from chat_server.ops import cli
+from chat_server.ops.logs import structured
+from chat_server.ops.settings import Settings
 
 
 def test_budget_allows_the_burst_then_the_rate() -> None:

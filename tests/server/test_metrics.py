@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from chat_server.metrics import metrics_enabled
+from chat_server.http.metrics import metrics_enabled
 from tests.server.hostile import (
     client_frame,
     close_frame_of,

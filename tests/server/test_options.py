@@ -17,7 +17,8 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from chat_server import protocol
+from chat_protocol.frames import FrameKind
+from chat_protocol.v1 import parse_frame
 from tests.server.clirunner import Cli
 from tests.server.wsclients import raw_handshake
 from tests.servers import RunningServer, free_port, wait_until
@@ -29,16 +30,16 @@ TEXT, CLOSE, PING = 0x1, 0x8, 0x9
 
 def joined(ws: ClientConnection) -> str:
     """Read our own join notice; return our name."""
-    frame = protocol.parse_frame(str(ws.recv(timeout=5)))
-    assert frame.kind is protocol.FrameKind.JOIN and frame.name is not None
+    frame = parse_frame(str(ws.recv(timeout=5)))
+    assert frame.kind is FrameKind.JOIN and frame.name is not None
     return frame.name
 
 
 def next_join(ws: ClientConnection, known: list[str]) -> str:
     """The name in the next join notice of someone not in ``known``."""
     while True:
-        frame = protocol.parse_frame(str(ws.recv(timeout=5)))
-        if frame.kind is protocol.FrameKind.JOIN and frame.name not in known:
+        frame = parse_frame(str(ws.recv(timeout=5)))
+        if frame.kind is FrameKind.JOIN and frame.name not in known:
             assert frame.name is not None
             return frame.name
 
@@ -235,7 +236,7 @@ def test_ping_interval_0_sends_no_pings(cli: Cli) -> None:
     assert cli.on_port("start", env=env).returncode == 0
     with connect(url) as observer, silent_member(cli.port, "quiet") as silent:
         joined(observer)
-        silent_name = protocol.parse_frame(str(observer.recv(timeout=5))).name
+        silent_name = parse_frame(str(observer.recv(timeout=5))).name
         assert observer.recv(timeout=10) == f"{silent_name} left the chat"
         opcodes = [op for op, _ in silent.during(10)]  # up to the server's EOF
         assert silent.closed and PING in opcodes and CLOSE in opcodes

@@ -12,7 +12,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from chat_server.protocol import CloseCode
+from chat_protocol.close import CloseCode
 from tests.server.wsclients import join_many
 from tests.servers import RunningServer
 

@@ -24,8 +24,8 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from chat_server import protocol
-from chat_server.protocol import CloseCode
+from chat_protocol.close import CloseCode
+from chat_protocol.v1 import format_join
 from tests.clusters import (
     FAST_BROKER_TIMEOUT,
     FAST_NODE_TTL,
@@ -86,7 +86,7 @@ async def assert_cluster_chats(cluster: Cluster, room: str) -> None:
     """Members on two nodes hear each other."""
     a = await join(cluster.url(0, room))
     b = await join(cluster.url(1, room))
-    assert await a.recv() == protocol.format_join(b.name)
+    assert await a.recv() == format_join(b.name)
     await b.ws.send("across nodes again")
     for member in (a, b):
         assert await member.recv() == f"{b.name} :: across nodes again"
@@ -148,7 +148,7 @@ async def test_redis_paused_past_the_timeout_drops_the_unsent_message_for_good(
     room = "paused"
     a = await join(cluster.url(0, room))
     b = await join(cluster.url(1, room))
-    assert await a.recv() == protocol.format_join(b.name)
+    assert await a.recv() == format_join(b.name)
 
     cluster.redis.pause()  # SIGSTOP: sockets open, nothing answers
     try:
@@ -170,7 +170,7 @@ async def test_redis_paused_past_the_timeout_drops_the_unsent_message_for_good(
     print(f"redis resumed: every node answering after {back:.2f} s")
     late = await join(cluster.url(1, room))
     other = await join(cluster.url(0, room))
-    assert await late.recv() == protocol.format_join(other.name)
+    assert await late.recv() == format_join(other.name)
     await other.ws.send("after the pause")
     assert await late.recv() == f"{other.name} :: after the pause"
     assert cluster.redis.client().hget(f"chat:room:{room}:seq", "o") in {None, b"1"}
@@ -182,7 +182,7 @@ async def test_a_short_redis_stall_is_ridden_out_with_nothing_lost(cluster: Clus
     room = "stall"
     a = await join(cluster.url(0, room))
     b = await join(cluster.url(1, room))
-    assert await a.recv() == protocol.format_join(b.name)
+    assert await a.recv() == format_join(b.name)
     stall = FAST_BROKER_TIMEOUT / 3
 
     replies: list[object] = []
@@ -216,7 +216,7 @@ async def test_a_stall_of_the_node_itself_is_not_taken_for_a_broker_outage(
     room = "node-stall"
     a = await join(cluster.url(0, room))
     b = await join(cluster.url(1, room))
-    assert await a.recv() == protocol.format_join(b.name)
+    assert await a.recv() == format_join(b.name)
     redis_stall = FAST_BROKER_TIMEOUT / 2
     sleeper = threading.Thread(
         target=lambda: cluster.redis.client().execute_command("DEBUG", "SLEEP", redis_stall)
@@ -287,7 +287,7 @@ async def test_redis_losing_its_data_sends_everyone_round_again(cluster: Cluster
     room = "flushed"
     a = await join(cluster.url(0, room))
     b = await join(cluster.url(1, room))
-    assert await a.recv() == protocol.format_join(b.name)
+    assert await a.recv() == format_join(b.name)
     await a.ws.send("one")
     for member in (a, b):
         assert await member.recv() == f"{a.name} :: one"
@@ -322,7 +322,7 @@ async def test_an_event_out_of_sequence_sends_the_room_s_members_to_reconnect(
     a = await join(cluster.url(0, room))
     b = await join(cluster.url(1, room))
     c = await join(cluster.url(1, calm))
-    assert await a.recv() == protocol.format_join(b.name)
+    assert await a.recv() == format_join(b.name)
     redis = cluster.redis.client()
     seq = redis.hgetall(f"chat:room:{room}:seq")
     serial, offset, epoch = int(seq[b"n"]), int(seq.get(b"o", 0)), seq[b"e"].decode()

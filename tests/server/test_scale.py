@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from chat_server import protocol
+from chat_protocol.frames import FrameKind
+from chat_protocol.v1 import SEPARATOR, parse_frame
 from tests.server.hostile import (
     OBSERVER_P99_LIMIT,
     Usage,
@@ -66,8 +67,8 @@ async def raw_open(port: int, room: str) -> tuple[asyncio.StreamReader, asyncio.
 async def raw_join(port: int, room: str) -> RawMember:
     reader, writer = await raw_open(port, room)
     opcode, payload = await read_frame(reader)
-    joined = protocol.parse_frame(payload.decode())
-    assert opcode == 0x1 and joined.kind is protocol.FrameKind.JOIN, payload
+    joined = parse_frame(payload.decode())
+    assert opcode == 0x1 and joined.kind is FrameKind.JOIN, payload
     assert joined.name is not None
     return RawMember(reader, writer, joined.name)
 
@@ -185,7 +186,7 @@ async def test_soak_50_rooms_500_messages_per_second_with_churn(
 
     async def listen(room: str, index: int, member: Member) -> None:
         got = received.setdefault((room, index), [])
-        prefix = stable[room][0].name + protocol.SEPARATOR
+        prefix = stable[room][0].name + SEPARATOR
         while True:
             try:
                 frame = await member.recv(timeout=1)

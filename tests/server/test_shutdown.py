@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from chat_server import protocol
+from chat_protocol.v1 import format_join, format_message, parse_frame
 from tests.server.wsclients import Member, join, join_many, raw_handshake
 from tests.servers import RunningServer
 
@@ -81,14 +81,14 @@ async def test_signal_with_a_client_that_stopped_reading(
     server = server_factory(rate_limit=0, send_buffer=512 * 1024 * 1024)
     alice, bob = await join_many(server.chat_url("stall"), 2)
     stalled = raw_handshake(server.port, "/chat/stall", rcvbuf=4096)  # never reads again
-    stalled_name = protocol.parse_frame(await alice.recv()).name
-    assert await bob.recv() == protocol.format_join(stalled_name)
+    stalled_name = parse_frame(await alice.recv()).name
+    assert await bob.recv() == format_join(stalled_name)
 
     # Enough to fill the stalled peer's receive buffer and the server's kernel send buffer
     # (which grows up to tcp_wmem's maximum) with a margin, so its writes are really stuck.
     payload = "s" * 4000
     count = (kernel_send_buffer_max() + 2 * 1024 * 1024) // len(payload) + 1
-    expected = [protocol.format_message(alice.name, f"{i} {payload}") for i in range(count)]
+    expected = [format_message(alice.name, f"{i} {payload}") for i in range(count)]
 
     async def send_all() -> None:
         for i in range(count):

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import psutil
 import pytest
 
-from chat_server import protocol
+from chat_protocol.v1 import parse_frame
 from tests.server.hostile import server_frames
 from tests.server.wsclients import join_many, raw_handshake
 from tests.servers import RunningServer, wait_until
@@ -50,7 +50,7 @@ async def test_stalled_member_is_evicted_and_others_get_everything_promptly(
     # keep up with an unthrottled flood in this test process: they decline it.
     alice, bob = await join_many(server.chat_url("stall"), 2, compression=None)
     stalled = raw_handshake(server.port, "/chat/stall", rcvbuf=4096)  # reads nothing, ever
-    stalled_name = protocol.parse_frame(await alice.recv()).name
+    stalled_name = parse_frame(await alice.recv()).name
     assert await bob.recv() == f"{stalled_name} joined the chat"
     rss_before = rss.memory_info().rss
 
@@ -108,7 +108,7 @@ async def test_slow_member_finds_close_1008_slow_consumer_after_its_backlog(
     server = server_factory(rate_limit=0)
     alice = (await join_many(server.chat_url("slow"), 1))[0]
     slow = raw_handshake(server.port, "/chat/slow", rcvbuf=4096)
-    slow_name = protocol.parse_frame(await alice.recv()).name
+    slow_name = parse_frame(await alice.recv()).name
     left = f"{slow_name} left the chat"
 
     window = Window(1)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from chat_server import protocol
+from chat_protocol.v1 import format_join, format_leave, parse_frame
 from tests.clusters import FAST
 from tests.redis_servers import RedisServer, requires_redis, start_redis
 from tests.server.wsclients import Member, join, raw_handshake
@@ -41,7 +41,7 @@ async def join_all(url: str, count: int) -> list[Member]:
     for _ in range(count):
         member = await join(url)
         for earlier in members:
-            assert await earlier.recv() == protocol.format_join(member.name)
+            assert await earlier.recv() == format_join(member.name)
         members.append(member)
     return members
 
@@ -62,9 +62,9 @@ async def test_workers_are_one_chat_with_chat_server_s_protocol(redis: RedisServ
         # protocol can do that (plain uvicorn keeps it open), so it runs in the workers.
         (alice,) = await join_all(server.chat_url("w-stall"), 1)
         stalled = raw_handshake(server.port, "/chat/w-stall", rcvbuf=4096)
-        stalled_name = protocol.parse_frame(await alice.recv()).name
+        stalled_name = parse_frame(await alice.recv()).name
         payload = "p" * 4000
-        left = protocol.format_leave(stalled_name)
+        left = format_leave(stalled_name)
 
         async def flood() -> None:
             for i in range(1500):  # ~6 MB: past the kernel's buffers and the 1 MiB bound

@@ -14,8 +14,11 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from chat_server import protocol
-from chat_server.protocol import Frame, FrameKind
+from chat_protocol.frames import Frame, FrameKind
+from chat_protocol.query import JoinRequest, join_query
+from chat_protocol.v1 import format_join, parse_frame
+from chat_protocol.v2 import SUBPROTOCOL as SUBPROTOCOL_V2
+from chat_protocol.v2 import send as v2_send
 
 
 @dataclass
@@ -39,7 +42,7 @@ class Member:
                     return seen
 
     async def recv_parsed(self, timeout: float = 5.0) -> Frame:
-        return protocol.parse_frame(await self.recv(timeout))
+        return parse_frame(await self.recv(timeout))
 
     async def close(self) -> None:
         await self.ws.close()
@@ -48,7 +51,7 @@ class Member:
 async def join(url: str, **kwargs: object) -> Member:
     """Connect and read the first frame, which must be our own join notice."""
     ws = await websockets.connect(url, **kwargs)  # type: ignore[arg-type]
-    first = protocol.parse_frame(await asyncio.wait_for(ws.recv(), 5))
+    first = parse_frame(await asyncio.wait_for(ws.recv(), 5))
     assert first.kind is FrameKind.JOIN, first
     assert first.name is not None
     return Member(ws, first.name)
@@ -60,7 +63,7 @@ async def join_many(url: str, count: int, **kwargs: object) -> list[Member]:
     for _ in range(count):
         member = await join(url, **kwargs)
         for earlier in members:
-            assert await earlier.recv() == protocol.format_join(member.name)
+            assert await earlier.recv() == format_join(member.name)
         members.append(member)
     return members
 
@@ -150,7 +153,7 @@ class V2Member:
         return await self.recv_many(int(self.welcome["history"]))
 
     async def send(self, text: str, nonce: str | None = None) -> None:
-        await self.ws.send(protocol.v2_send(text, nonce))
+        await self.ws.send(v2_send(text, nonce))
 
     async def close(self) -> None:
         await self.ws.close()
@@ -159,8 +162,8 @@ class V2Member:
 async def join_v2(url: str, query: str = "", **kwargs: Any) -> V2Member:
     """Connect with chat.v2 (``query`` without its ``?``) and read the welcome."""
     target = f"{url}?{query}" if query else url
-    ws = await websockets.connect(target, subprotocols=[protocol.SUBPROTOCOL_V2], **kwargs)
-    assert ws.subprotocol == protocol.SUBPROTOCOL_V2
+    ws = await websockets.connect(target, subprotocols=[SUBPROTOCOL_V2], **kwargs)
+    assert ws.subprotocol == SUBPROTOCOL_V2
     first = json.loads(await asyncio.wait_for(ws.recv(), 5))
     assert first["type"] == "welcome", first
     return V2Member(ws, first)
@@ -169,6 +172,4 @@ async def join_v2(url: str, query: str = "", **kwargs: Any) -> V2Member:
 def resume_query(member: V2Member, since: int | None = None, history: int = 0) -> str:
     """The query that takes ``member``'s name back (and recovers after ``since``)."""
     epoch = str(member.welcome["epoch"]) if since is not None else None
-    return protocol.join_query(
-        protocol.JoinRequest(history=history, since=since, epoch=epoch, resume=member.token)
-    )
+    return join_query(JoinRequest(history=history, since=since, epoch=epoch, resume=member.token))

@@ -6,7 +6,7 @@ import asyncio
 import re
 from collections.abc import Callable
 
-from chat_server import protocol
+from chat_protocol.v1 import SEPARATOR, format_message
 from chat_tui.app import ChatApp
 from chat_tui.config import Config
 from chat_tui.connection import RoomConnection
@@ -299,8 +299,8 @@ async def test_reconnect_delivers_pending_messages_in_order(server_factory) -> N
                     "a new name",
                 )
                 frames = await listener.recv_until(lambda f: f.endswith(typed[-1]), timeout=20)
-                messages = [f for f in frames if protocol.SEPARATOR in f]
-                assert messages == [protocol.format_message(second_name, t) for t in typed]
+                messages = [f for f in frames if SEPARATOR in f]
+                assert messages == [format_message(second_name, t) for t in typed]
                 await until(pilot, lambda: in_log(app, f"reconnected as {second_name}"), "notice")
                 await until(pilot, lambda: not app.rooms[room].pending, "the echoes")
                 states = [e.state for e in app.rooms[room].scrollback if e.own]

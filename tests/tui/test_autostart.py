@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from chat_server import protocol
-from chat_tui.autostart import is_loopback, server_reachable, start_local_server
+from chat_protocol.frames import FrameKind
+from chat_protocol.v1 import parse_frame
+from chat_tui.autostart import is_local, server_reachable, start_local_server
 from tests.servers import RunningServer, free_port
 
 
@@ -40,7 +41,7 @@ from tests.servers import RunningServer, free_port
     ],
 )
 def test_is_loopback(url: str, expected: bool) -> None:
-    assert is_loopback(url) is expected
+    assert is_local(url) is expected
 
 
 async def test_reachable_when_a_chat_server_listens(shared_server: RunningServer) -> None:
@@ -97,8 +98,8 @@ async def test_autostart_starts_a_server_that_answers(port: int, state_dir: Path
     from websockets.asyncio.client import connect
 
     async with connect(f"{url}/chat/autostart") as ws:
-        join = protocol.parse_frame(str(await ws.recv()))
-        assert join.kind is protocol.FrameKind.JOIN
+        join = parse_frame(str(await ws.recv()))
+        assert join.kind is FrameKind.JOIN
 
     again = await asyncio.to_thread(start_local_server, url)
     assert again.message == f"a local server is already running on port {port}"

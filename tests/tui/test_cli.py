@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from chat_server import protocol
+from chat_protocol.names import ROOM_RULE
 from chat_tui import cli
 from chat_tui.cli import build_config
 from chat_tui.config import Config, ConfigError
@@ -62,14 +62,14 @@ def test_invalid_room_exits_2_naming_the_rule(args: list[str], bad: str, config_
     result = run_cli(*args)
     assert result.returncode == 2
     assert repr(bad) in result.stderr
-    assert protocol.ROOM_RULE in result.stderr
+    assert ROOM_RULE in result.stderr
     assert result.stdout == ""  # nothing drawn: the screen never opened
 
 
 def test_python_dash_m_gives_the_same_error(config_home: Path) -> None:
     result = run_cli("no spaces allowed", module=True)
     assert result.returncode == 2
-    assert protocol.ROOM_RULE in result.stderr
+    assert ROOM_RULE in result.stderr
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "127.0.0.1:8000", "ws://", "ws://h:port"])

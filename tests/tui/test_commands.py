@@ -11,7 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from chat_server import protocol
+from chat_protocol.http import http_base
+from chat_protocol.names import ROOM_RULE
+from chat_protocol.v1 import SEPARATOR, format_join, format_message
 from chat_tui import commands
 from chat_tui.commands import (
     Clear,
@@ -77,10 +79,10 @@ def test_parse(line: str, expected: commands.Action) -> None:
     [
         ("/join", "usage: /join ROOM"),
         ("/join a b", "usage: /join ROOM"),
-        ("/join no/slash", f"invalid room name 'no/slash': {protocol.ROOM_RULE}"),
-        ("/join " + "x" * 65, protocol.ROOM_RULE),
+        ("/join no/slash", f"invalid room name 'no/slash': {ROOM_RULE}"),
+        ("/join " + "x" * 65, ROOM_RULE),
         ("/join a\nb", "usage: /join ROOM"),
-        ("/leave bad!", protocol.ROOM_RULE),
+        ("/leave bad!", ROOM_RULE),
         ("/leave a b", "usage: /leave [ROOM]"),
         ("/who else", "usage: /who (it takes no arguments)"),
         ("/quit now", "usage: /quit (it takes no arguments)"),
@@ -111,7 +113,7 @@ def test_unknown_command_explains_the_escape() -> None:
     ],
 )
 def test_http_base(url: str, base: str) -> None:
-    assert commands.http_base(url) == base
+    assert http_base(url) == base
 
 
 # --- HTTP look-ups ------------------------------------------------------------------------
@@ -239,7 +241,7 @@ async def test_invalid_room_names_are_refused_and_kept(shared_server: RunningSer
     async with app.run_test(size=SIZE) as pilot:
         await joined(pilot, app, room)
         await send(pilot, "/join bad/room")
-        refusal = f"invalid room name 'bad/room': {protocol.ROOM_RULE}"[:60]
+        refusal = f"invalid room name 'bad/room': {ROOM_RULE}"[:60]
         await until(pilot, lambda: in_log(app, refusal), "the refusal")
         assert input_line(app) == "Message, or /help"  # emptied for what comes next
         assert len(sidebar_lines(app)) == 1
@@ -262,10 +264,10 @@ async def test_unknown_command_is_not_sent(shared_server: RunningServer) -> None
             await send(pilot, "//frobnicate literally")
             await send(pilot, "marker")
             frames = await peer.recv_until(lambda f: f.endswith("marker"))
-            messages = [f for f in frames if protocol.SEPARATOR in f]
+            messages = [f for f in frames if SEPARATOR in f]
             assert messages == [
-                protocol.format_message(name, "/frobnicate literally"),
-                protocol.format_message(name, "marker"),
+                format_message(name, "/frobnicate literally"),
+                format_message(name, "marker"),
             ]
             await until(pilot, lambda: in_log(app, f"{name} /frobnicate literally"), "literal")
         finally:
@@ -305,9 +307,9 @@ async def minimal_server() -> AsyncIterator[int]:
 
     async def handler(ws: ServerConnection) -> None:
         name = "user_minima00"
-        await ws.send(protocol.format_join(name))
+        await ws.send(format_join(name))
         async for text in ws:
-            await ws.send(protocol.format_message(name, str(text)))
+            await ws.send(format_message(name, str(text)))
 
     async with serve(handler, "127.0.0.1", 0) as server:
         yield next(iter(server.sockets)).getsockname()[1]

@@ -13,8 +13,12 @@ from urllib.parse import quote
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from chat_server import protocol
-from chat_server.protocol import Frame, FrameKind
+from chat_protocol.frames import Frame, FrameKind
+from chat_protocol.limits import MAX_FRAME_BYTES
+from chat_protocol.names import ROOM_RULE, is_valid_name
+from chat_protocol.v1 import format_join, format_leave, format_message
+from chat_protocol.v2 import SUBPROTOCOL as SUBPROTOCOL_V2
+from chat_protocol.v2 import welcome as v2_welcome
 from chat_tui.connection import (
     WAKE_AT,
     Acked,
@@ -173,7 +177,7 @@ async def test_learns_name_and_echoes_mark_messages_sent(
 ) -> None:
     async with running(text_protocol(shared_server), "conn-echo") as (conn, rec, _):
         name = await rec.wait_for(lambda: conn.name, "own name")
-        assert protocol.is_valid_name(name)
+        assert is_valid_name(name)
         await rec.wait_for(lambda: rec.names() == [name], "our name, in the queue")
         await poll(lambda: members(shared_server, "conn-echo") == [name], "the server's list")
 
@@ -202,13 +206,13 @@ async def test_other_members_receive_messages_in_order(shared_server: RunningSer
         await peer.recv()  # the peer's own join notice
         async with running(shared_server.ws_url, "conn-peer") as (conn, rec, _):
             name = await rec.wait_for(lambda: conn.name, "own name")
-            assert await peer.recv() == protocol.format_join(name)
+            assert await peer.recv() == format_join(name)
             for i in range(20):
                 conn.send(f"message {i}")
             received = [await asyncio.wait_for(peer.recv(), TIMEOUT) for _ in range(20)]
-            assert received == [protocol.format_message(name, f"message {i}") for i in range(20)]
+            assert received == [format_message(name, f"message {i}") for i in range(20)]
         # close() leaves the room: the peer sees it.
-        assert await asyncio.wait_for(peer.recv(), TIMEOUT) == protocol.format_leave(name)
+        assert await asyncio.wait_for(peer.recv(), TIMEOUT) == format_leave(name)
 
 
 async def test_too_long_message_is_refused(
@@ -250,7 +254,7 @@ async def test_nothing_worth_sending_is_refused_locally(
     async with running(text_protocol(shared_server), "conn-empty") as (conn, rec, _):
         await rec.wait_for(lambda: conn.name, "own name")
         blank = conn.send(" \x07\u200e ")
-        big = conn.send("x" * (protocol.MAX_FRAME_BYTES + 1))
+        big = conn.send("x" * (MAX_FRAME_BYTES + 1))
         ok = conn.send("ok")
         await rec.wait_for(lambda: rec.send_states().get(ok) is SendState.SENT, "ok SENT")
         assert rec.send_states() == {
@@ -332,7 +336,7 @@ async def test_invalid_room_fails_and_is_not_retried(shared_server: RunningServe
     # Accepted and closed before any frame: it never was in the room.
     assert rec.states() == [ConnectionState.CONNECTING, "failed"]
     failed = rec.of(StateChanged)[-1]
-    assert "1008" in failed.detail and protocol.ROOM_RULE in failed.detail
+    assert "1008" in failed.detail and ROOM_RULE in failed.detail
     assert failed.retry_in is None
     assert conn.state is ConnectionState.FAILED
     await conn.close()
@@ -724,13 +728,13 @@ async def test_a_refusal_without_chat_v2_does_not_make_the_next_attempt_a_strang
 
     def select(ws: ServerConnection, offered: Any) -> Any:
         paths.append(ws.request.path if ws.request is not None else "")
-        return None if len(paths) == 2 else protocol.SUBPROTOCOL_V2
+        return None if len(paths) == 2 else SUBPROTOCOL_V2
 
     async def handler(ws: ServerConnection) -> None:
         if len(paths) == 2:
             await ws.close(1013, "broker unavailable")
             return
-        welcome = protocol.v2_welcome("lobby", "user_aaaaaa11", "e1", 0, token, None, False, 0)
+        welcome = v2_welcome("lobby", "user_aaaaaa11", "e1", 0, token, None, False, 0)
         await ws.send(welcome)
         if len(paths) == 1:
             await ws.close(1013, "broker unavailable")
@@ -753,19 +757,17 @@ async def test_chat_v2_lost_on_the_way_is_asked_again_without_it() -> None:
 
     def select(ws: ServerConnection, offered: Any) -> Any:
         paths.append(ws.request.path if ws.request is not None else "")
-        return protocol.SUBPROTOCOL_V2 if len(paths) == 1 else None
+        return SUBPROTOCOL_V2 if len(paths) == 1 else None
 
     async def handler(ws: ServerConnection) -> None:
         if len(paths) == 1:
             token = "user_aaaaaa11.tokentokentokentokentok"
-            await ws.send(
-                protocol.v2_welcome("lobby", "user_aaaaaa11", "e1", 0, token, None, False, 0)
-            )
+            await ws.send(v2_welcome("lobby", "user_aaaaaa11", "e1", 0, token, None, False, 0))
             await ws.close(1001, "going away")
         elif "since=" in ws.request.path:  # type: ignore[union-attr]
             await ws.close(1008, "invalid query: since needs the chat.v2 subprotocol")
         else:
-            await ws.send(protocol.format_join("user_bbbbbb22"))
+            await ws.send(format_join("user_bbbbbb22"))
             await ws.wait_closed()
 
     async with serve(handler, "127.0.0.1", 0, select_subprotocol=select) as server:
@@ -786,7 +788,7 @@ async def test_refusals_before_any_frame_are_one_outage_not_a_reconnect_each() -
         nonlocal attempts
         attempts += 1
         if attempts == 1 or attempts > 4:
-            await ws.send(protocol.format_join(f"user_aaaaaa{attempts:02d}"))
+            await ws.send(format_join(f"user_aaaaaa{attempts:02d}"))
             if attempts == 1:
                 await ws.close(1013, "broker unavailable: cannot reach redis")
             else:

@@ -16,7 +16,7 @@ from typing import Any
 from textual import events
 from websockets.asyncio.server import ServerConnection, serve
 
-from chat_server import protocol
+from chat_protocol.v1 import format_join, format_message, parse_frame
 from chat_tui.app import ChatApp
 from chat_tui.config import Config
 from chat_tui.connection import RoomConnection
@@ -107,12 +107,12 @@ async def test_keys_that_arrive_in_one_read_become_one_message_each(
         try:
             terminal_keys(app, "one\rtwo\rthree\r")
             got = [await peer.recv(timeout=10) for _ in range(3)]
-            assert got == [protocol.format_message(name, t) for t in ("one", "two", "three")]
+            assert got == [format_message(name, t) for t in ("one", "two", "three")]
             await until(pilot, lambda: not app.rooms[room].pending, "the echoes")
             assert input_line(app) == "Message, or /help"
             # Keys typed after an enter in the same read stay for the next message.
             terminal_keys(app, "four\rfi")
-            assert await peer.recv(timeout=10) == protocol.format_message(name, "four")
+            assert await peer.recv(timeout=10) == format_message(name, "four")
             await until(pilot, lambda: input_line(app) == "fi", "the rest in the box")
             with contextlib.suppress(TimeoutError):  # nothing else was sent
                 extra = await peer.recv(timeout=0.5)
@@ -158,9 +158,7 @@ async def test_a_pasted_trailing_newline_is_not_sent(shared_server: RunningServe
             app.post_message(events.Paste("two lines\nof text\n\n"))
             await until(pilot, lambda: "⏎" in input_line(app), "the paste")
             await pilot.press("enter")
-            assert await peer.recv(timeout=10) == protocol.format_message(
-                name, "two lines\nof text"
-            )
+            assert await peer.recv(timeout=10) == format_message(name, "two lines\nof text")
         finally:
             await peer.close()
 
@@ -321,14 +319,14 @@ async def server_without_http() -> AsyncIterator[str]:
         nonlocal count
         count += 1
         name = f"user_noends{count:02d}"
-        await ws.send(protocol.format_join(name))
+        await ws.send(format_join(name))
         for other in list(members):
-            await other.send(protocol.format_join(name))
+            await other.send(format_join(name))
         members.add(ws)
         try:
             async for text in ws:
                 for member in list(members):
-                    await member.send(protocol.format_message(name, str(text)))
+                    await member.send(format_message(name, str(text)))
         finally:
             members.discard(ws)
 
@@ -347,7 +345,7 @@ async def test_members_panel_without_the_endpoint_says_so() -> None:
                 from websockets.asyncio.client import connect
 
                 async with connect(f"{url}/chat/general") as peer:
-                    other = protocol.parse_frame(str(await peer.recv())).name
+                    other = parse_frame(str(await peer.recv())).name
                     await until(pilot, lambda: other in members_lines(app), "the newcomer")
 
 

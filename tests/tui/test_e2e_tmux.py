@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from chat_server import protocol
-from chat_server.protocol import FrameKind
+from chat_protocol.frames import FrameKind
+from chat_protocol.names import NAME_PATTERN
+from chat_protocol.v1 import format_message, parse_frame
 from tests.servers import RunningServer, wait_until
 
 # Headless apps write nothing to a terminal, so only this test sees what reaches one: on CI a
@@ -158,7 +159,7 @@ def tmux(tmp_path: Path) -> Iterator[Tmux]:
 def join_peer(server: RunningServer, room: str) -> Iterator[tuple[ClientConnection, str]]:
     """A second member of ``room`` (a plain WebSocket client) and its name."""
     with connect(server.chat_url(room), proxy=None, open_timeout=STEP) as ws:
-        first = protocol.parse_frame(str(ws.recv(timeout=STEP)))
+        first = parse_frame(str(ws.recv(timeout=STEP)))
         assert first.kind is FrameKind.JOIN and first.name is not None, first
         yield ws, first.name
 
@@ -175,7 +176,7 @@ def recv_until(ws: ClientConnection, wanted: str, timeout: float = STEP) -> None
 
 
 # The "joined ROOM as NAME" line: the room and our name.
-JOINED = re.compile(rf"joined (\S+) as ({protocol.NAME_PATTERN.pattern})")
+JOINED = re.compile(rf"joined (\S+) as ({NAME_PATTERN.pattern})")
 
 
 @contextmanager
@@ -238,12 +239,12 @@ def test_chat_tui_in_a_real_terminal(
         # Typed in the terminal, received by another client as the protocol says.
         tmux.keys("hello from tmux", literal=True)
         tmux.keys("Enter")
-        recv_until(peer, protocol.format_message(name, "hello from tmux"))
+        recv_until(peer, format_message(name, "hello from tmux"))
 
         # Keys that arrive in one read: three messages, each sent once, the input empty.
         tmux.keys("one", "Enter", "two", "Enter", "three", "Enter")
         for text in ("one", "two", "three"):
-            recv_until(peer, protocol.format_message(name, text))
+            recv_until(peer, format_message(name, text))
         tmux.wait_for(lambda s: "Message, or /help" in input_row(s), "an empty input")
 
         # A failed command: said in the log, and the input is empty again.

@@ -16,7 +16,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from chat_server import protocol
+from chat_protocol.limits import MAX_MESSAGE_CHARS
+from chat_protocol.v1 import SEPARATOR, format_join, format_message
+from chat_protocol.v2 import parse_time
 from chat_tui.app import ChatApp
 from chat_tui.config import Config
 from chat_tui.connection import ConnectionState
@@ -94,7 +96,7 @@ def shown_time(frame: dict[str, Any], today: datetime | None = FIXED_NOW) -> str
     """A chat.v2 frame's server time as the log shows it: local, "%H:%M", for history with
     the date when it is not ``today`` by the app's clock (the tests' clock is years before the
     server's); ``today`` None: a live message, never dated."""
-    moment = local_time(protocol.parse_time(frame["time"]))
+    moment = local_time(parse_time(frame["time"]))
     dated = today is not None and moment.date() != today.date()
     return moment.strftime("%b %d %H:%M" if dated else "%H:%M")
 
@@ -263,10 +265,10 @@ async def test_messages_typed_offline_are_pending_until_acked_and_reach_the_room
                 row_of(app, f"{name} {text}") for text in typed
             )
             frames = await listener.recv_until(lambda f: f.endswith(typed[-1]))
-            got = [f.partition(protocol.SEPARATOR)[2] for f in frames if f.startswith(name + " ::")]
+            got = [f.partition(SEPARATOR)[2] for f in frames if f.startswith(name + " ::")]
             assert got == typed
             # And a message the server refuses (too long) is shown refused, by its nonce.
-            app.send_text(app.rooms[room], "x" * (protocol.MAX_MESSAGE_CHARS + 1))
+            app.send_text(app.rooms[room], "x" * (MAX_MESSAGE_CHARS + 1))
             await until(pilot, lambda: in_log(app, "was not sent"), "the server's error")
             for _ in range(10):  # the message is longer than the screen: up to its first row
                 if in_log(app, REFUSED_MARK):
@@ -348,7 +350,7 @@ async def test_quit_right_after_sending_waits_for_the_ack(shared_server: Running
         await until(pilot, lambda: not app.is_running, "the app to exit")
         assert not in_log(app, "not sent yet")
     frames = await listener.recv_until(lambda f: f.endswith("the last word"))
-    assert frames[-1] == protocol.format_message(name, "the last word")
+    assert frames[-1] == format_message(name, "the last word")
     await listener.close()
 
 
@@ -391,11 +393,11 @@ async def test_a_message_published_before_a_drop_but_not_acked_is_shown_and_sent
         app = make_app(f"ws://127.0.0.1:{relay.port}", room)
         async with app.run_test(size=SIZE) as pilot:
             name = await joined(pilot, app, room)
-            await listener.recv_until(lambda f: f == protocol.format_join(name))
+            await listener.recv_until(lambda f: f == format_join(name))
             relay.blackhole(lambda hello: True)  # nothing more reaches the app ...
             await send(pilot, "said exactly once")
             # ... but the server published it.
-            assert (await listener.recv()) == protocol.format_message(name, "said exactly once")
+            assert (await listener.recv()) == format_message(name, "said exactly once")
             assert in_log(app, f"{PENDING_MARK}said exactly once")
             relay.cut()
             await until(pilot, lambda: in_log(app, "reconnected"), "the reconnect")
@@ -408,7 +410,7 @@ async def test_a_message_published_before_a_drop_but_not_acked_is_shown_and_sent
             assert sum("said exactly once" in line for line in log_lines(app)) == 1
             assert not in_log(app, PENDING_MARK)
             frames = await listener.recv_until(lambda f: f.endswith("and the next one"))
-            assert [f for f in frames if protocol.SEPARATOR in f] == [
-                protocol.format_message(name, "and the next one")
+            assert [f for f in frames if SEPARATOR in f] == [
+                format_message(name, "and the next one")
             ]
     await listener.close()

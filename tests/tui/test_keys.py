@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from textual import events
 
-from chat_server import protocol
+from chat_protocol.names import ROOM_RULE
+from chat_protocol.v1 import format_message
 from chat_tui.app import ChatApp
 from chat_tui.screens.help import KEYS, HelpScreen
 from chat_tui.screens.switcher import SwitcherScreen
@@ -96,7 +97,7 @@ async def test_quick_switcher(shared_server: RunningServer) -> None:
         await type_text(pilot, "no/such")
         error = widget_lines(app, app.screen.query_one("#switcher-error"), content=True)
         assert " ".join(line.strip() for line in error) == (
-            f"'no/such' cannot be joined: {protocol.ROOM_RULE}"
+            f"'no/such' cannot be joined: {ROOM_RULE}"
         )
         await pilot.press("enter")
         assert isinstance(app.screen, SwitcherScreen)
@@ -223,7 +224,7 @@ async def test_multi_line_paste_is_one_message(shared_server: RunningServer) -> 
             assert input_line(app) == "look: line one⏎line two⏎line three"
             await pilot.press("enter")
             frame = await peer.recv()
-            assert frame == protocol.format_message(name, "look: line one\nline two\nline three")
+            assert frame == format_message(name, "look: line one\nline two\nline three")
             await until(pilot, lambda: in_log(app, "line three"), "the message")
             lines = log_lines(app)
             start = next(i for i, line in enumerate(lines) if f"{name} look: line one" in line)
@@ -305,9 +306,9 @@ async def test_keys_typed_right_after_enter_stay_for_the_next_message(
             for key in burst:  # posted at once, as the driver does for one read
                 app.post_message(events.Key(key, "\r" if key == "enter" else key))
             frame = await peer.recv()
-            assert frame == protocol.format_message(name, "first")
+            assert frame == format_message(name, "first")
             await until(pilot, lambda: input_line(app) == "second", "the next message")
             await pilot.press("enter")
-            assert await peer.recv() == protocol.format_message(name, "second")
+            assert await peer.recv() == format_message(name, "second")
         finally:
             await peer.close()

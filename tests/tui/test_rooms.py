@@ -6,7 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from chat_server import protocol
+from chat_protocol.frames import Frame, Welcome
+from chat_protocol.v1 import format_join, format_leave, format_message, parse_frame
+from chat_protocol.v2 import message as v2_message_frame
+from chat_protocol.v2 import parse_frame as parse_v2_frame
 from chat_tui.connection import ConnectionState
 from chat_tui.rooms import MemberSource, Room, local_time, mentions
 from chat_tui.scrollback import Entry, EntryKind, Scrollback, SendState
@@ -18,16 +21,16 @@ ALICE = "user_aaaaaa11"
 BOB = "user_bbbbbb22"
 
 
-def message(name: str, text: str) -> protocol.Frame:
-    return protocol.parse_frame(protocol.format_message(name, text))
+def message(name: str, text: str) -> Frame:
+    return parse_frame(format_message(name, text))
 
 
-def joined(name: str) -> protocol.Frame:
-    return protocol.parse_frame(protocol.format_join(name))
+def joined(name: str) -> Frame:
+    return parse_frame(format_join(name))
 
 
-def left(name: str) -> protocol.Frame:
-    return protocol.parse_frame(protocol.format_leave(name))
+def left(name: str) -> Frame:
+    return parse_frame(format_leave(name))
 
 
 def room_with_me() -> Room:
@@ -238,15 +241,15 @@ EPOCH = "e1"
 UTC_T = datetime(2024, 5, 1, 9, 7, tzinfo=UTC)
 
 
-def v2_message(name: str, text: str, offset: int) -> protocol.Frame:
-    return protocol.parse_v2_frame(protocol.v2_message(name, text, offset, UTC_T.timestamp()))  # type: ignore[return-value]
+def v2_message(name: str, text: str, offset: int) -> Frame:
+    return parse_v2_frame(v2_message_frame(name, text, offset, UTC_T.timestamp()))  # type: ignore[return-value]
 
 
-def welcome(offset: int, recovered: bool | None, epoch: str = EPOCH) -> protocol.Welcome:
-    return protocol.Welcome("general", ME, epoch, offset, "token", recovered, True, 0)
+def welcome(offset: int, recovered: bool | None, epoch: str = EPOCH) -> Welcome:
+    return Welcome("general", ME, epoch, offset, "token", recovered, True, 0)
 
 
-def v2_room(*history: protocol.Frame) -> Room:
+def v2_room(*history: Frame) -> Room:
     room = Room("general", 100)
     room.connection_changed(ConnectionState.CONNECTED, "connected", None, T, 0.0)
     room.welcomed(welcome(len(history), None), history, None, T)

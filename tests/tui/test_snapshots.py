@@ -5,7 +5,7 @@ in ``tests/tui/__snapshots__/`` before accepting them.
 
 Why a scripted connection here, when every other test uses a real server: a snapshot must be
 the same on every run, and a real server gives every member a random name. The connection
-below speaks the real wire format (frames are parsed with ``protocol.parse_frame``) and posts
+below speaks the real wire format (frames are parsed with ``parse_frame``) and posts
 the same messages, in the same order, as ``RoomConnection`` does; only the socket is gone.
 Everything else (app, widgets, screens, keys) is the real thing.
 """
@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 from textual.pilot import Pilot
 
-from chat_server import protocol
+from chat_protocol.v1 import format_error, format_join, format_leave, format_message, parse_frame
 from chat_tui.app import ChatApp
 from chat_tui.config import Config
 from chat_tui.connection import (
@@ -88,8 +88,8 @@ class ScriptedConnection(RoomConnection):
         self._set_state(StateChanged(ConnectionState.CONNECTED, f"connected to {self.url}"))
         self.name = script.name
         self._emit(NameAssigned(script.name))
-        for wire in [protocol.format_join(script.name), *script.frames]:
-            self._emit(protocol.parse_frame(wire))
+        for wire in [format_join(script.name), *script.frames]:
+            self._emit(parse_frame(wire))
         if script.lost:
             self._set_state(StateChanged(ConnectionState.OFFLINE, LOST, 2.0))
         await self._scripted_closed.wait()
@@ -97,16 +97,16 @@ class ScriptedConnection(RoomConnection):
     def deliver(self, *wires: str) -> None:
         """More frames from the "server", now."""
         for wire in wires:
-            self._emit(protocol.parse_frame(wire))
+            self._emit(parse_frame(wire))
 
     def send(self, text: str) -> str:
         self._scripted_ids += 1
         send_id = f"scripted-{self._scripted_ids}"
         if text in self.script.refuse:
             self._emit(Refused(send_id))
-            self._emit(protocol.parse_frame(protocol.format_error(FLOOD)))
+            self._emit(parse_frame(format_error(FLOOD)))
         elif text not in self.script.hold:
-            echo = protocol.parse_frame(protocol.format_message(self.script.name, text))
+            echo = parse_frame(format_message(self.script.name, text))
             self._emit(Echo(echo, send_id))
         return send_id
 
@@ -170,19 +170,19 @@ MAIN_SCRIPTS = {
     "general": RoomScript(
         ME,
         frames=[
-            protocol.format_join(HERMIONE),
-            protocol.format_message(HERMIONE, "has anyone seen the potions essay?"),
-            protocol.format_join(RON),
-            protocol.format_message(RON, f"ask {ME}, he always knows"),
-            protocol.format_message(
+            format_join(HERMIONE),
+            format_message(HERMIONE, "has anyone seen the potions essay?"),
+            format_join(RON),
+            format_message(RON, f"ask {ME}, he always knows"),
+            format_message(
                 HERMIONE,
                 "It is due on Monday, and it has to be two rolls of parchment long, "
                 "which is far longer than anything we have written this term.",
             ),
-            protocol.format_message(
+            format_message(
                 DRACO, "roses are red\nviolets are blue\n  [bold red]this is not markup[/]"
             ),
-            protocol.format_leave(DRACO),
+            format_leave(DRACO),
         ],
         refuse=frozenset({"spam spam spam"}),
         hold=frozenset({"anyone still there?"}),
@@ -191,17 +191,17 @@ MAIN_SCRIPTS = {
     "slytherin": RoomScript(
         "user_harryp08",
         frames=[
-            protocol.format_message(DRACO, "who let him in here"),
-            protocol.format_message(DRACO, "user_harryp08, out"),
-            protocol.format_message("user_gregor11", "yeah"),
+            format_message(DRACO, "who let him in here"),
+            format_message(DRACO, "user_harryp08, out"),
+            format_message("user_gregor11", "yeah"),
         ],
     ),
     "ravenclaw": RoomScript(
-        "user_harryp09", frames=[protocol.format_message("user_lunalo33", "nargles again")]
+        "user_harryp09", frames=[format_message("user_lunalo33", "nargles again")]
     ),
     "hufflepuff": RoomScript(
         "user_harryp10",
-        frames=[protocol.format_message("user_cedric20", "practice at six")],
+        frames=[format_message("user_cedric20", "practice at six")],
         lost=True,
     ),
 }
@@ -259,7 +259,7 @@ def test_quick_switcher(snap_compare: Any) -> None:
 
 def flood_frames(count: int, start: int = 0) -> list[str]:
     return [
-        protocol.format_message(HERMIONE if n % 3 else RON, f"flood line {n}")
+        format_message(HERMIONE if n % 3 else RON, f"flood line {n}")
         for n in range(start, start + count)
     ]
 
@@ -332,8 +332,8 @@ def test_new_messages_divider_and_search(snap_compare: Any) -> None:
         connection = app.connections["slytherin"]
         assert isinstance(connection, ScriptedConnection)
         connection.deliver(
-            protocol.format_message(DRACO, "the potion needs Moonstone"),
-            protocol.format_message(RON, "what is moonstone"),
+            format_message(DRACO, "the potion needs Moonstone"),
+            format_message(RON, "what is moonstone"),
         )
         await until(pilot, lambda: "2" in sidebar_line(app, "slytherin"), "two unread")
         await pilot.press("alt+2")

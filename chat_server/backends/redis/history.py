@@ -6,14 +6,12 @@ exactly when it holds one entry per offset.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chat_server.backends.base import History
 from chat_server.backends.redis import keys
+from chat_server.backends.redis.context import RedisContext
 from chat_server.events import StoredMessage
-
-if TYPE_CHECKING:
-    from chat_server.backends.redis.backend import RedisBackend
 
 
 def _stored(entry: Any) -> StoredMessage:
@@ -28,13 +26,13 @@ def _stored(entry: Any) -> StoredMessage:
 
 
 class RedisHistory(History):
-    def __init__(self, backend: RedisBackend) -> None:
-        self._backend = backend
+    def __init__(self, redis: RedisContext) -> None:
+        self._redis = redis
 
     async def latest(self, room: str, upto: int, count: int) -> list[StoredMessage]:
         if count <= 0 or upto <= 0:
             return []
-        entries = await self._backend.link.call(
+        entries = await self._redis.link.call(
             "XREVRANGE", keys.room_history(room), f"{upto}-0", "-", "COUNT", count
         )
         return [_stored(entry) for entry in reversed(entries)]
@@ -43,7 +41,7 @@ class RedisHistory(History):
         if upto <= after:
             return [] if upto == after else None
         wanted = upto - after
-        entries = await self._backend.link.call(
+        entries = await self._redis.link.call(
             "XRANGE", keys.room_history(room), f"{after + 1}-0", f"{upto}-0", "COUNT", wanted
         )
         if len(entries) != wanted:

@@ -69,6 +69,7 @@ def name(name: str) -> str:
     return f"{PREFIX}name:{name}"
 
 
+ROOM_KEY_PREFIX = PREFIX + "room:"
 NODE_KEY_PREFIX = PREFIX + "node:"
 NAME_KEY_PREFIX = PREFIX + "name:"
 

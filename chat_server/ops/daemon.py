@@ -12,12 +12,15 @@ Exit codes: ``start`` 0 when a chat server answers on the port (also one already
 port (including "it was not running", so scripts can stop unconditionally), 1 when a process
 could not be stopped. ``status`` follows LSB: 0 running, 3 not running, 4 unknown (a process
 holds the pid file but does not answer).
+
+With ``--json`` each command prints, instead of its lines, one JSON object for programs (such
+as chat-tui's autostart): ``chat_protocol.local``'s :class:`~chat_protocol.local.Outcome`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
+import http.client as httplib
 import itertools
 import json
 import os
@@ -28,14 +31,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from platformdirs import user_state_dir
 
-from chat_server.settings import Settings
+from chat_protocol import http
+from chat_protocol.local import Outcome, State
+from chat_server.ops.settings import Settings
 
 STATE_DIR_ENV = "CHAT_SERVER_STATE_DIR"
 LOG_TAIL_LINES = 30
@@ -69,6 +73,29 @@ def base_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
+class Report:
+    """What a command tells its user: lines as it goes, or (``json``) one object at the end."""
+
+    def __init__(self, json: bool = False) -> None:
+        self.json = json
+        self._lines: list[str] = []
+
+    def line(self, text: str) -> None:
+        if self.json:
+            self._lines.append(text)
+        else:
+            print(text)
+
+    def error(self, text: str) -> None:
+        self._lines.append(text)
+        print(text, file=sys.stderr)
+
+    def done(self, state: State, url: str, pid: int | None = None, log: str | None = None) -> None:
+        if self.json:
+            outcome = Outcome(state, url, "\n".join(self._lines), pid, log)
+            print(json.dumps(outcome.to_json()))
+
+
 # ---------------------------------------------------------------------------- probing the port
 
 
@@ -76,47 +103,34 @@ def base_url(host: str, port: int) -> str:
 class Probe:
     """What answers on a port: a chat server (``health`` set), something else, or nothing."""
 
-    health: dict[str, Any] | None = None
+    health: http.Health | None = None
     other: str | None = None  # what answered instead, in words
 
 
 def probe(host: str, port: int, timeout: float = 2.0) -> Probe:
-    url = base_url(host, port) + "/health"
+    url = base_url(host, port) + http.HEALTH_PATH
     not_http = Probe(other="something that does not speak HTTP")
     try:
         with _HTTP.open(url, timeout=timeout) as response:
-            body = response.read(65536)
+            status, body = response.status, response.read(65536)
     except urllib.error.HTTPError as exc:
-        unavailable = _unavailable_chat_server(exc)
-        if unavailable is not None:
-            return Probe(health=unavailable)
-        return Probe(other=f"an HTTP server that answers /health with {exc.code} {exc.reason}")
+        try:
+            status, body = exc.code, exc.read(65536)
+        except OSError:
+            status, body = exc.code, b""
+        what = f"an HTTP server that answers /health with {exc.code} {exc.reason}"
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, TimeoutError | ConnectionResetError | ConnectionAbortedError):
             return not_http  # accepted the connection, then no HTTP answer
         return Probe()  # refused (nothing listens), or the address is unreachable
-    except (OSError, http.client.HTTPException):
+    except (OSError, httplib.HTTPException):
         return not_http  # timed out or garbled while reading the answer
+    else:
+        what = "an HTTP server that is not a chat server"
     try:
-        health = json.loads(body)
-    except ValueError:
-        health = None
-    if isinstance(health, dict) and health.get("status") == "ok" and "rooms" in health:
-        return Probe(health=health)
-    return Probe(other="an HTTP server that is not a chat server")
-
-
-def _unavailable_chat_server(exc: urllib.error.HTTPError) -> dict[str, Any] | None:
-    """The /health of a chat server that runs but cannot reach its broker (503), if it is."""
-    if exc.code != 503:
-        return None
-    try:
-        health = json.loads(exc.read(65536))
-    except (OSError, ValueError):
-        return None
-    if isinstance(health, dict) and health.get("status") == "unavailable" and "node" in health:
-        return health
-    return None
+        return Probe(health=http.read_health(status, json.loads(body)))
+    except (ValueError, http.ShapeError):
+        return Probe(other=what)
 
 
 # ----------------------------------------------------------------------------- pid files
@@ -134,8 +148,9 @@ class PidFile:
     start_ticks: int | None = None
 
 
-def read_pid_file(port: int) -> PidFile | None:
-    """The pid file for ``port`` if it names our live chat server; a stale one is removed."""
+def read_pid_file(port: int, say: Callable[[str], None] = print) -> PidFile | None:
+    """The pid file for ``port`` if it names our live chat server; a stale one is removed
+    (and ``say`` says so)."""
     path = pid_path(port)
     try:
         data = json.loads(path.read_text())
@@ -151,12 +166,12 @@ def read_pid_file(port: int) -> PidFile | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        print(f"removing unreadable pid file {path}")
+        say(f"removing unreadable pid file {path}")
         _unlink(path)
         return None
     stale = why_not_ours(record)
     if stale is not None:
-        print(f"removing stale pid file {path} ({stale})")
+        say(f"removing stale pid file {path} ({stale})")
         _forget(port, record.pid)
         return None
     return record
@@ -290,35 +305,42 @@ def _start_lock(port: int) -> Iterator[None]:
 # ----------------------------------------------------------------------------- commands
 
 
-def start(settings: Settings, child_argv: Sequence[str], wait: float = 15.0) -> int:
+def start(
+    settings: Settings, child_argv: Sequence[str], wait: float = 15.0, report: Report | None = None
+) -> int:
+    say = report or Report()
     host, port = settings.host, settings.port
     url = base_url(host, port)
     directory = state_dir()
     directory.mkdir(parents=True, exist_ok=True)
     with _start_lock(port):
-        record = read_pid_file(port)
+        record = read_pid_file(port, say.line)
         if record is not None:
             health = _wait_for_health(record.host, port, wait, lambda: why_not_ours(record))
             if health is not None:
-                print(f"chat-server is already running at {url} (pid {record.pid})")
+                say.line(f"chat-server is already running at {url} (pid {record.pid})")
+                say.done(State.RUNNING, url, record.pid, record.log)
                 return 0
-            if read_pid_file(port) is not None:
-                print(
+            if read_pid_file(port, say.line) is not None:
+                say.line(
                     f"chat-server is already running on port {port} (pid {record.pid}) "
                     f"but does not answer at {url}/health; see {record.log}"
                 )
+                say.done(State.FAILED, url, record.pid, record.log)
                 return 1
             # It exited while we waited (its pid file is removed now): start a new one.
 
         found = probe(host, port)
         if found.health is not None:
-            print(
+            say.line(
                 f"a chat server is already running at {url} "
                 "(not started by 'chat-server start', so 'stop' will not stop it)"
             )
+            say.done(State.RUNNING, url)
             return 0
         if found.other is not None:
-            print(f"error: port {port} is in use by {found.other}", file=sys.stderr)
+            say.error(f"error: port {port} is in use by {found.other}")
+            say.done(State.FAILED, url)
             return 1
 
         log = log_path(port)
@@ -340,8 +362,9 @@ def start(settings: Settings, child_argv: Sequence[str], wait: float = 15.0) -> 
 
         health = _wait_for_health(host, port, wait, process.poll)
         if health is not None:
-            print(f"chat-server is running at {url} (pid {process.pid})")
-            print(f"log: {log}")
+            say.line(f"chat-server is running at {url} (pid {process.pid})")
+            say.line(f"log: {log}")
+            say.done(State.STARTED, url, process.pid, str(log))
             # It outlives us on purpose; tell Popen not to warn that it is still running.
             process.returncode = 0
             return 0
@@ -354,64 +377,77 @@ def start(settings: Settings, child_argv: Sequence[str], wait: float = 15.0) -> 
         else:
             problem = f"exited with code {code}"
         _forget(port, process.pid)
-        print(f"error: chat-server {problem}; last lines of {log}:", file=sys.stderr)
-        print(_tail(log), file=sys.stderr)
+        say.error(f"error: chat-server {problem}; last lines of {log}:")
+        say.error(_tail(log))
+        say.done(State.FAILED, url, log=str(log))
         return 1
 
 
-def stop(settings: Settings, wait: float = 10.0) -> int:
+def stop(settings: Settings, wait: float = 10.0, report: Report | None = None) -> int:
+    say = report or Report()
     port = settings.port
-    record = read_pid_file(port)
+    url = base_url(settings.host, port)
+    record = read_pid_file(port, say.line)
     if record is None:
         found = probe(settings.host, port)
         if found.health is not None:
-            print(
-                f"a chat server answers at {base_url(settings.host, port)} but was not started "
+            say.line(
+                f"a chat server answers at {url} but was not started "
                 "by 'chat-server start' (no pid file); not stopping it"
             )
+            say.done(State.NOT_OURS, url)
             return 1
-        print(f"chat-server is not running on port {port}")
+        say.line(f"chat-server is not running on port {port}")
+        say.done(State.NOT_RUNNING, url)
         return 0
 
     pid = record.pid
     _signal(pid, signal.SIGTERM)
     if not _wait_for_exit(pid, wait):
-        print(f"chat-server (pid {pid}) did not exit within {wait:g} s; killing it")
+        say.line(f"chat-server (pid {pid}) did not exit within {wait:g} s; killing it")
         _signal(pid, signal.SIGKILL)
         if not _wait_for_exit(pid, 5.0):
-            print(f"error: chat-server (pid {pid}) survived SIGKILL", file=sys.stderr)
+            say.error(f"error: chat-server (pid {pid}) survived SIGKILL")
+            say.done(State.FAILED, url, pid)
             return 1
     _forget(port, pid)
-    print(f"chat-server stopped (pid {pid}, port {port})")
+    say.line(f"chat-server stopped (pid {pid}, port {port})")
+    say.done(State.STOPPED, url, pid)
     return 0
 
 
-def status(settings: Settings) -> int:
+def status(settings: Settings, report: Report | None = None) -> int:
+    say = report or Report()
     port = settings.port
-    record = read_pid_file(port)
+    record = read_pid_file(port, say.line)
     host = record.host if record is not None else settings.host
     url = base_url(host, port)
     found = probe(host, port)
     if record is None:
         if found.health is not None:
-            print(f"a chat server is running at {url} (not started by 'chat-server start')")
-            print(_counts(found.health))
+            say.line(f"a chat server is running at {url} (not started by 'chat-server start')")
+            say.line(_counts(found.health))
+            say.done(State.RUNNING, url)
             return 0
-        print(f"chat-server is not running on port {port}")
+        say.line(f"chat-server is not running on port {port}")
         if found.other is not None:
-            print(f"port {port} is in use by {found.other}")
+            say.line(f"port {port} is in use by {found.other}")
+        say.done(State.NOT_RUNNING, url)
         return STATUS_NOT_RUNNING
-    if found.health is None and read_pid_file(port) is None:
+    if found.health is None and read_pid_file(port, say.line) is None:
         # It exited while we probed: the pid file was just removed as stale.
-        print(f"chat-server is not running on port {port}")
+        say.line(f"chat-server is not running on port {port}")
+        say.done(State.NOT_RUNNING, url)
         return STATUS_NOT_RUNNING
     if found.health is None:
-        print(f"chat-server (pid {record.pid}) is running but does not answer at {url}/health")
-        print(f"log: {record.log}")
+        say.line(f"chat-server (pid {record.pid}) is running but does not answer at {url}/health")
+        say.line(f"log: {record.log}")
+        say.done(State.UNKNOWN, url, record.pid, record.log)
         return STATUS_UNKNOWN
-    print(f"chat-server is running at {url} (pid {record.pid})")
-    print(_counts(found.health))
-    print(f"log: {record.log}")
+    say.line(f"chat-server is running at {url} (pid {record.pid})")
+    say.line(_counts(found.health))
+    say.line(f"log: {record.log}")
+    say.done(State.RUNNING, url, record.pid, record.log)
     return 0
 
 
@@ -419,8 +455,8 @@ def status(settings: Settings) -> int:
 
 
 def _wait_for_health(
-    host: str, port: int, wait: float, exited: Any, interval: float = 0.05
-) -> dict[str, Any] | None:
+    host: str, port: int, wait: float, exited: Callable[[], object], interval: float = 0.05
+) -> http.Health | None:
     """Poll ``/health`` until it answers; give up after ``wait`` or once ``exited()`` is set."""
     deadline = time.monotonic() + wait
     while True:
@@ -460,16 +496,14 @@ def _tail(log: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(the log is empty)"
 
 
-def _counts(health: dict[str, Any]) -> str:
-    rooms = int(health.get("rooms", 0))
-    connections = int(health.get("connections", 0))
-    uptime = _duration(float(health.get("uptime_seconds", 0)))
+def _counts(health: http.Health) -> str:
+    rooms, connections = health.rooms, health.connections
     counts = (
-        f"up {uptime}, {rooms} room{'' if rooms == 1 else 's'}, "
+        f"up {_duration(health.uptime_seconds)}, {rooms} room{'' if rooms == 1 else 's'}, "
         f"{connections} connection{'' if connections == 1 else 's'}"
     )
-    if health.get("status") == "unavailable":
-        counts += f"; {health.get('reason', 'broker unavailable')} (retrying)"
+    if not health.available:
+        counts += f"; {health.reason or 'broker unavailable'} (retrying)"
     return counts
 
 

@@ -1,10 +1,11 @@
-"""One member's side of a room: a bounded outgoing buffer, how it drains, and a flood limit.
+"""One member's side of a room: its bounded outgoing buffer, and how that drains.
 
 Fan-out never awaits a member's socket: the room hub calls :meth:`Member.deliver`, which only
 appends to the member's queue. A member whose queue grows past its byte bound cannot keep up
 and is evicted; the others never wait for it.
 
-Two ways to drain a queue:
+Two ways to drain a queue (delivery itself, the dialect's frames and the byte bound are
+written once, in :class:`Member`):
 
 * :class:`TransportMember` (under ``chat-server``): frames are encoded once per event (the
   bytes are cached on the event, shared by every member) and written straight into the
@@ -19,8 +20,9 @@ published before it is not the member's to see. A member that replays history on
 (``?history=N``, chat.v2's welcome and recovery) stays gated after its join, holding the live
 events, until the session has read what came before the join and calls :meth:`Member.go_live`:
 welcome and history first, then what it held. The join's offset divides the two, so nothing
-is missed or sent twice. chat.v2 members get each event as JSON (encoded once per event for
-all of them), and their own messages' acks right before the messages themselves.
+is missed or sent twice. Each member gets every event in its dialect (encoded once per event
+for all members of that dialect), and in a numbered dialect its own messages' acks right
+before the messages themselves.
 """
 
 from __future__ import annotations
@@ -28,15 +30,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
-from chat_server import protocol
+from chat_protocol import close
+from chat_protocol.close import Close
+from chat_protocol.codec import Codec
+from chat_server import asgi
 from chat_server.events import REPLACED, EventKind, RoomEvent
-from chat_server.metrics import stats
-from chat_server.protocol import CloseCode
-
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+from chat_server.stats import stats
 
 # Most bytes handed to a transport in one write: what sits in the transport's own buffer
 # stays bounded by its high-water mark plus this.
@@ -61,42 +63,19 @@ def encode_text_frame(text: str) -> bytes:
     return header + payload
 
 
-class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` saved up. ``rate == 0`` never limits."""
-
-    __slots__ = ("_last", "_tokens", "burst", "rate")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self._tokens = float(burst)
-        self._last = time.monotonic()
-
-    def take(self) -> bool:
-        if self.rate <= 0:
-            return True
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
+# (member, close, detail): the server lets go of the member.
+OnDrop = Callable[["Member", Close, object], None]
 
 
-# (member, close code, reason): the server lets go of the member.
-OnDrop = Callable[["Member", int, str], None]
-
-
-_MESSAGE, _JOIN = EventKind.MESSAGE, EventKind.JOIN
+_JOIN = EventKind.JOIN
 
 
 class Member:
     """A connection in a room, as the hub and the fan-out see it.
 
-    ``v2``: it speaks chat.v2. ``hold``: it replays history on joining (see the module's
-    docstring). ``ack_prefix``: the start of the de-duplication key of its own sends
-    (``{token id}:``), by which it knows its own messages to acknowledge.
+    ``codec``: the dialect it speaks. ``hold``: it replays history on joining (see the
+    module's docstring). ``ack_prefix``: the start of the de-duplication key of its own sends
+    (``{token id}:``), by which it knows its own messages to acknowledge (numbered dialects).
     """
 
     __slots__ = (
@@ -107,57 +86,50 @@ class Member:
         "_queued_bytes",
         "ack_prefix",
         "closed",
+        "codec",
         "limit_bytes",
         "name",
         "on_drop",
         "room",
-        "v2",
     )
 
     def __init__(
         self,
         name: str,
         room: str,
+        codec: Codec,
         limit_bytes: int,
         on_drop: OnDrop,
         *,
-        v2: bool = False,
         hold: bool = False,
         ack_prefix: str | None = None,
     ) -> None:
         self.name = name
         self.room = room
+        self.codec = codec
         self.limit_bytes = limit_bytes
         self.on_drop = on_drop
         self.closed = False
-        self.v2 = v2
         self.ack_prefix = ack_prefix
         self._queued_bytes = 0
         # Events published before our own join notice reached us are not ours to see: the
         # join notice must be the first frame, whatever the broker's delivery timing.
         self._awaiting_join = True
         self._gated = True  # awaiting the join, or holding: deliver() asks _gate
-        self._held: list[RoomEvent] | None = [] if hold or v2 else None
+        # A numbered dialect always holds: its welcome comes first.
+        self._held: list[RoomEvent] | None = [] if hold or codec.numbered else None
         self._joined: asyncio.Future[None] | None = None
 
     def deliver(self, event: RoomEvent) -> None:
+        """Fan-out's hot path, one call per member and event: never blocks."""
         if self.closed or (self._gated and not self._gate(event)):
             return
-        if self.v2:
-            self._deliver_v2(event)
-        else:
-            self._enqueue(event.frame)
-
-    def _deliver_v2(self, event: RoomEvent) -> None:
         prefix = self.ack_prefix
         nonce = event.nonce
-        if nonce is not None and prefix is not None and nonce.startswith(prefix):
+        if prefix is not None and nonce is not None and nonce.startswith(prefix):
             # Our own message: its ack first, so that the client knows it before it sees it.
-            self._enqueue(protocol.v2_ack(nonce[len(prefix) :], event.offset, event.time))
-        self._enqueue_v2(event)
-
-    def _enqueue_v2(self, event: RoomEvent) -> None:
-        self._enqueue(event.v2_frame())
+            self._enqueue(self.codec.ack(nonce[len(prefix) :], event.offset, event.time))
+        self._enqueue_event(event)
 
     def _gate(self, event: RoomEvent) -> bool:
         """Whether a gated member is to get ``event`` now (it may have been held)."""
@@ -171,13 +143,14 @@ class Member:
             if held is None:
                 self._gated = False
                 return True
-            if not self.v2:
-                self._enqueue(event.frame)  # the join notice first, then the history
+            if not self.codec.numbered:
+                # The join notice first, then the history (a welcome takes its place).
+                self._enqueue_event(event)
             return False
         assert held is not None
         held.append(event)
         # Held events count against the bound as if queued (a room busy during the replay).
-        self._overflowed(len(event.frame))
+        self._overflowed(text_size(event.frame(self.codec)))
         return False
 
     async def joined(self) -> None:
@@ -196,7 +169,7 @@ class Member:
         if self.closed:
             return
         if held:
-            self._queued_bytes -= sum(len(event.frame) for event in held)
+            self._queued_bytes -= sum(text_size(event.frame(self.codec)) for event in held)
         for frame in frames:
             self._enqueue(frame)
         for event in held or ():
@@ -206,32 +179,35 @@ class Member:
         """The room published this member's own leave: the broker has it no longer."""
         if self._awaiting_join or self.closed:
             return  # a newer connection of ours, replacing an older one
-        if event.text == REPLACED:
-            self.drop(CloseCode.POLICY_VIOLATION, protocol.REPLACED_REASON)
-        else:
-            self.drop(CloseCode.SERVICE_RESTART, protocol.NOT_IN_ROOM_REASON)
+        self.drop(close.REPLACED if event.text == REPLACED else close.NOT_IN_ROOM)
 
     def deliver_private(self, frame: str) -> None:
-        """Queue a notice for this member only (``error:``), under the same bound."""
+        """Queue a frame for this member only (an error, an ack), under the same bound."""
         # Only ever sent in answer to the member's own frames, so after its join notice.
         if not self._gated and not self.closed:
             self._enqueue(frame)
 
-    def drop(self, code: int, reason: str) -> None:
+    def drop(self, why: Close, detail: object = None) -> None:
         """Stop sending and have the server let go of the connection (once)."""
         if self.closed:
             return
         self.close()
-        self.on_drop(self, code, reason)
+        self.on_drop(self, why, detail)
 
     def _enqueue(self, frame: str) -> None:
+        """Queue one frame of this member's own."""
+        raise NotImplementedError
+
+    def _enqueue_event(self, event: RoomEvent) -> None:
+        """Queue a room's event, encoded once for every member of its dialect."""
         raise NotImplementedError
 
     def _overflowed(self, size: int) -> bool:
+        """Count ``size`` more bytes queued; past the bound the member is dropped."""
         self._queued_bytes += size
         if self._queued_bytes <= self.limit_bytes:
             return False
-        self.drop(CloseCode.POLICY_VIOLATION, "slow consumer")
+        self.drop(close.SLOW_CONSUMER)
         return True
 
     def close(self) -> None:
@@ -239,9 +215,12 @@ class Member:
         self.closed = True
         self._queued_bytes = 0
 
+    async def drain(self) -> None:
+        """Until nothing of this member's is being written any more (after :meth:`close`)."""
+
 
 class FrameSink(Protocol):
-    """Raw access to a connection's transport, offered by ``uvicorn_ws``."""
+    """Raw access to a connection's transport, offered by ``transport/uvicorn_ws.py``."""
 
     def writable(self) -> bool:
         """Open, not paused by flow control, and with no extension that rewrites frames."""
@@ -277,50 +256,37 @@ _flusher = _Flusher()
 
 
 class TransportMember(Member):
-    __slots__ = ("_marked", "_queue", "_sink")
+    __slots__ = ("_marked", "_queue", "_sink", "_slot")
 
     def __init__(
         self,
         name: str,
         room: str,
+        codec: Codec,
         limit_bytes: int,
         on_drop: OnDrop,
         sink: FrameSink,
-        **options: Any,
+        **options: object,
     ) -> None:
-        super().__init__(name, room, limit_bytes, on_drop, **options)
+        super().__init__(name, room, codec, limit_bytes, on_drop, **options)  # type: ignore[arg-type]
         self._sink = sink
+        self._slot = codec.slot
         self._queue: deque[bytes] = deque()
         self._marked = False
         sink.on_writable(self._resumed)
 
-    def deliver(self, event: RoomEvent) -> None:
-        # Fan-out's hot path, one call per member and event: Member.deliver's checks, then the
-        # frame's bytes, encoded once per event for all members, under the byte bound.
-        if self.closed or (self._gated and not self._gate(event)):
-            return
-        if self.v2:
-            self._deliver_v2(event)
-            return
-        data = event.data
+    def _enqueue_event(self, event: RoomEvent) -> None:
+        # The frame's bytes, encoded once per event and dialect for all members.
+        data = event.wire[self._slot]
         if data is None:
-            data = event.data = encode_text_frame(event.frame)
-        self._append(data)
-
-    def _enqueue_v2(self, event: RoomEvent) -> None:
-        # The JSON frame's bytes, encoded once per event for all chat.v2 members.
-        data = event.v2_data
-        if data is None:
-            data = event.v2_data = encode_text_frame(event.v2_frame())
+            data = event.wire[self._slot] = encode_text_frame(event.frame(self.codec))
         self._append(data)
 
     def _enqueue(self, frame: str) -> None:
         self._append(encode_text_frame(frame))
 
     def _append(self, data: bytes) -> None:
-        self._queued_bytes += len(data)
-        if self._queued_bytes > self.limit_bytes:
-            self.drop(CloseCode.POLICY_VIOLATION, "slow consumer")
+        if self._overflowed(len(data)):
             return
         self._queue.append(data)
         if not self._marked:
@@ -360,29 +326,33 @@ class TransportMember(Member):
         self._queue.clear()
         self._sink.on_writable(None)
 
-    async def drain(self) -> None:
-        """Nothing to wait for: flushing needs no task of its own."""
-
 
 class AsgiMember(Member):
     __slots__ = ("_queue", "_send", "_waiter", "_writer")
 
     def __init__(
-        self, name: str, room: str, limit_bytes: int, on_drop: OnDrop, send: Send, **options: Any
+        self,
+        name: str,
+        room: str,
+        codec: Codec,
+        limit_bytes: int,
+        on_drop: OnDrop,
+        send: asgi.Send,
+        **options: object,
     ) -> None:
-        super().__init__(name, room, limit_bytes, on_drop, **options)
+        super().__init__(name, room, codec, limit_bytes, on_drop, **options)  # type: ignore[arg-type]
         self._send = send
         self._queue: deque[str] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._writer = asyncio.create_task(self._run_writer())
 
+    def _enqueue_event(self, event: RoomEvent) -> None:
+        self._enqueue(event.frame(self.codec))
+
     def _enqueue(self, frame: str) -> None:
         if self._overflowed(text_size(frame)):
             return
         self._queue.append(frame)
-        self._wake()
-
-    def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

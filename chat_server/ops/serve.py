@@ -17,12 +17,13 @@ import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.supervisors import Multiprocess
 
-from chat_server import logs
-from chat_server.app import create_app
-from chat_server.http_guard import GuardedHttpProtocol, HttpLimits
-from chat_server.metrics import MetricsApp, metrics_enabled
-from chat_server.settings import FLOOD_BURST_SECONDS, Settings
-from chat_server.uvicorn_ws import ChatWebSocketProtocol, InputLimits
+from chat_server.http.app import create_app
+from chat_server.http.metrics import MetricsApp, metrics_enabled
+from chat_server.ops import logs
+from chat_server.ops.settings import Settings
+from chat_server.transport.config import ChatConfig, Limits
+from chat_server.transport.http_guard import GuardedHttpProtocol
+from chat_server.transport.uvicorn_ws import ChatWebSocketProtocol
 
 log = logging.getLogger("chat_server")
 
@@ -33,40 +34,15 @@ GRACEFUL_SHUTDOWN_SECONDS = 3
 SPARE_FDS = 64
 
 
-def input_limits(settings: Settings) -> InputLimits:
-    # --rate-limit 0 is the benchmarks' "no input limits": frames and bytes go unlimited too.
-    off = settings.rate_limit == 0
-    frames = 0.0 if off else settings.max_frame_rate
-    nbytes = 0.0 if off else settings.max_byte_rate
-    return InputLimits(
-        message_rate=settings.rate_limit,
-        message_burst=settings.rate_burst,
-        frame_rate=frames,
-        frame_burst=frames * FLOOD_BURST_SECONDS,
-        byte_rate=nbytes,
-        byte_burst=nbytes * FLOOD_BURST_SECONDS,
-        send_buffer=settings.send_buffer,
-    )
-
-
-def http_limits(settings: Settings) -> HttpLimits:
-    return HttpLimits(
-        max_head_bytes=settings.max_head_bytes,
-        max_headers=settings.max_headers,
-        handshake_timeout=settings.handshake_timeout,
-        max_pending=settings.max_pending,
-    )
-
-
-def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
+def uvicorn_config(settings: Settings, **overrides: Any) -> ChatConfig:
     options: dict[str, Any] = dict(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         # JSON: uvicorn's loggers propagate to the root logger that logs.configure set up.
         log_config=None if settings.log_format == "json" else LOGGING_CONFIG,
-        http=GuardedHttpProtocol.configured(http_limits(settings)),
-        ws=ChatWebSocketProtocol.configured(input_limits(settings)),
+        http=GuardedHttpProtocol,
+        ws=ChatWebSocketProtocol,
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ping_interval or None,
         ws_ping_timeout=settings.ping_timeout or None,
@@ -77,7 +53,7 @@ def uvicorn_config(settings: Settings, **overrides: Any) -> uvicorn.Config:
     )
     options.update(overrides)
     app = options.pop("app", None) or chat_app(settings)
-    return uvicorn.Config(app, **options)
+    return ChatConfig(app, limits=Limits.of(settings), **options)
 
 
 def chat_app(settings: Settings) -> MetricsApp:
@@ -87,13 +63,9 @@ def chat_app(settings: Settings) -> MetricsApp:
 
 def worker_app() -> MetricsApp:
     """The app of one ``--workers`` process, a fresh interpreter: built from the
-    ``CHAT_SERVER_*`` variables that :func:`serve_workers` set."""
-    settings = Settings.from_env()
-    # uvicorn hands its config to the workers pickled, so the protocol classes arrive by
-    # reference, without the limits of ``configured()``: set them here, in the worker.
-    GuardedHttpProtocol.limits = http_limits(settings)
-    ChatWebSocketProtocol.limits = input_limits(settings)
-    return chat_app(settings)
+    ``CHAT_SERVER_*`` variables that :func:`serve_workers` set (the protocols' limits come
+    with the pickled ``ChatConfig``)."""
+    return chat_app(Settings.from_env())
 
 
 def raise_fd_limit(settings: Settings) -> None:
@@ -159,12 +131,10 @@ def serve_workers(settings: Settings) -> int:
     os.environ.update(settings.to_env())
     config = uvicorn_config(
         settings,
-        app="chat_server.serve:worker_app",
+        app="chat_server.ops.serve:worker_app",
         factory=True,
         workers=settings.workers,
         log_config=log_config,
-        http=GuardedHttpProtocol,
-        ws=ChatWebSocketProtocol,
     )
     # Multiprocess restarts a worker that dies and stops them all on SIGTERM/SIGINT.
     Multiprocess(config, sockets=[config.bind_socket()]).run()

@@ -18,22 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import Any, ClassVar
+import weakref
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
 
-from chat_server.metrics import stats
+from chat_server.stats import stats
+from chat_server.transport.config import HttpLimits, limits_of
 
 log = logging.getLogger("chat_server")
 
-
-@dataclass(frozen=True, slots=True)
-class HttpLimits:
-    max_head_bytes: int = 16 * 1024
-    max_headers: int = 100
-    handshake_timeout: float = 10.0
-    max_pending: int = 1000
+# Per server: its connections that have not finished a request or a handshake, oldest first.
+_PENDING: weakref.WeakKeyDictionary[ServerState, dict[GuardedHttpProtocol, None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class _Refused(Exception):
@@ -41,17 +40,10 @@ class _Refused(Exception):
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
-    limits: ClassVar[HttpLimits] = HttpLimits()
-    # Connections of this server that have not finished a request or a handshake, oldest first.
-    pending: ClassVar[dict[GuardedHttpProtocol, None]] = {}
-
-    @classmethod
-    def configured(cls, limits: HttpLimits) -> type[GuardedHttpProtocol]:
-        """This protocol with the server's limits, for ``uvicorn.Config(http=...)``."""
-        return type(cls.__name__, (cls,), {"limits": limits, "pending": {}})
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.limits: HttpLimits = limits_of(self.config).http
+        self.pending = _PENDING.setdefault(self.server_state, {})
         self._deadline: asyncio.TimerHandle | None = None
         self._head_bytes = 0  # bytes received since the current request began, head unfinished
         self._in_head = True

@@ -4,11 +4,11 @@ Measured with each of uvicorn's WebSocket implementations: once a peer stops rea
 kernel buffers fill, an awaited send blocks for good, and neither closing (which waits for the
 write buffer to drain) nor the keepalive timeout frees the connection. ASGI has no way to abort
 a transport, so this subclass offers one to the app as the ASGI scope extension
-``"chat.abort"``: ``abort(code, reason)`` queues a close frame behind whatever is pending and
+``"chat.abort"``: ``abort(close, detail)`` queues a close frame behind whatever is pending and
 aborts the TCP connection shortly after unless it closed by itself. Keepalive timeouts and
 server shutdown are bounded the same way.
 
-It also offers ``"chat.frames"``, a sink for pre-encoded frames (see ``connection.py``): a
+It also offers ``"chat.frames"``, a sink for pre-encoded frames (see ``member.py``): a
 room's frame is encoded once and the same bytes are written to every member's transport.
 
 And it guards the input where it is parsed, since much of it never reaches the app:
@@ -25,17 +25,19 @@ And it guards the input where it is parsed, since much of it never reaches the a
 * websockets' debug log, which shows frame contents, is replaced by one that shows only frame
   types and sizes.
 
-``chat-server`` runs uvicorn with :class:`ChatWebSocketProtocol` (configured by
-:meth:`ChatWebSocketProtocol.configured`). Under plain ``uvicorn chat_server:app`` the
+``chat-server`` runs uvicorn with :class:`ChatWebSocketProtocol`, its limits given by the
+server's settings through ``config.ChatConfig``. Under plain ``uvicorn chat_server:app`` the
 extensions are absent and the app falls back to an ordinary close and its own rate limit (see
-``app.py``).
+``session.py`` and ``checks.py``).
+
+Every close it sends is counted by its value (``chat_protocol.close``): the app's come with
+theirs (``asgi.CLOSE_KEY``), the parser's and keepalive's are known by their code.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -43,14 +45,12 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
 
-from chat_server import protocol
+from chat_protocol import close, http
+from chat_protocol.close import Close
+from chat_server import asgi
 from chat_server.budget import Budget, budget
-from chat_server.metrics import CLOSE_OUTCOMES, classify_close, stats
-
-ABORT_EXTENSION = "chat.abort"
-FRAMES_EXTENSION = "chat.frames"
-# Key of a ``websocket.receive`` event: whether the message arrived within the rate limit.
-WITHIN_RATE_KEY = "chat.within_rate"
+from chat_server.stats import CLOSE_OUTCOMES, stats
+from chat_server.transport.config import InputLimits, limits_of
 
 # How long a close frame may wait in the write buffer before the connection is aborted.
 ABORT_GRACE_SECONDS = 2.0
@@ -77,21 +77,8 @@ _FRAME_TYPES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class InputLimits:
-    """Per-connection limits; 0 turns a rate off. Defaults are ``Settings``' defaults."""
-
-    message_rate: float = 10.0
-    message_burst: int = 20
-    frame_rate: float = 100.0
-    frame_burst: float = 500.0
-    byte_rate: float = 1024 * 1024
-    byte_burst: float = 5 * 1024 * 1024
-    send_buffer: int = 1024 * 1024
-
-
 class _FrameSink:
-    """chat_server.connection.FrameSink over one connection: pre-encoded frames go straight
+    """chat_server.member.FrameSink over one connection: pre-encoded frames go straight
     into the transport, skipping per-frame encoding and ASGI send for every member."""
 
     __slots__ = ("_protocol", "callback")
@@ -119,13 +106,7 @@ class _FrameSink:
 
 
 class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
-    limits = InputLimits()
     frame_sink: _FrameSink | None = None
-
-    @classmethod
-    def configured(cls, limits: InputLimits) -> type[ChatWebSocketProtocol]:
-        """This protocol with the server's limits, for ``uvicorn.Config(ws=...)``."""
-        return type(cls.__name__, (cls,), {"limits": limits})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -133,6 +114,7 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
         # text, so frames are logged here by type and size only.
         self.conn.debug = False
         self._debug = self.logger.isEnabledFor(logging.DEBUG)
+        self.limits: InputLimits = limits_of(self.config).input
         limits = self.limits
         now = self.loop.time()
         self._now = now
@@ -155,8 +137,8 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         self.frame_sink = _FrameSink(self)
         extensions = self.scope["extensions"]
-        extensions[ABORT_EXTENSION] = self.abort_with_close
-        extensions[FRAMES_EXTENSION] = self.frame_sink
+        extensions[asgi.ABORT_EXTENSION] = self.abort_with_close
+        extensions[asgi.FRAMES_EXTENSION] = self.frame_sink
 
     def _handshake_failed(self) -> None:
         """websockets' parser refused the request (line too long, too many headers, a body):
@@ -179,7 +161,9 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
             if not self.handshake_complete:
                 stats.refuse("origin")  # the only refusal the app makes before accepting
             else:
-                self._server_closes(message.get("code", 1000), message.get("reason") or "")
+                self._server_closes(
+                    message.get(asgi.CLOSE_KEY) or close.by_code(message.get("code", 1000))
+                )
         await super().send(message)
 
     # --- input --------------------------------------------------------------------------------
@@ -247,14 +231,14 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
             try:
                 text = data.decode()
             except UnicodeDecodeError:
-                self.conn.send_close(1007, "invalid UTF-8")
+                self.conn.send_close(close.INVALID_UTF8.code, close.INVALID_UTF8.text())
                 self.handle_parser_exception()
                 return
             within = self._messages is None or self._messages.spend(1, self._now)
             if not within:
                 stats.rate_limited += 1
             self.queue.put_nowait(
-                {"type": "websocket.receive", "text": text, WITHIN_RATE_KEY: within}
+                {"type": "websocket.receive", "text": text, asgi.WITHIN_RATE_KEY: within}
             )
         if not self.read_paused:
             self.read_paused = True
@@ -264,15 +248,16 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
         pong = b"".join(self.conn.data_to_send())
         if self.transport.get_write_buffer_size() + len(pong) > self.limits.send_buffer:
             # Replies pile up for a peer that does not read: they count against its bound.
-            self._evict(protocol.CloseCode.POLICY_VIOLATION, "slow consumer")
+            self._evict(close.SLOW_CONSUMER)
             return
         stats.control_frames_out += 1
         self.transport.write(pong)
 
     def handle_parser_exception(self) -> None:
-        close = self.conn.close_sent
-        if close is not None and not self.close_sent:
-            self._server_closes(close.code, close.reason)
+        sent = self.conn.close_sent
+        if sent is not None and not self.close_sent:
+            # websockets' own close (or ours for invalid UTF-8): known by its code.
+            self._server_closes(close.by_code(sent.code))
         self._input_closed = True
         super().handle_parser_exception()
         # uvicorn closes, which waits for a peer that may never read: bound it.
@@ -282,38 +267,37 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def _flood(self, what: str) -> None:
         if self.handshake_complete and not self.close_sent:
-            self._evict(protocol.CloseCode.POLICY_VIOLATION, f"flood: {what}")
+            self._evict(close.FLOOD, what)
         else:
             self._input_closed = True
             self.transport.abort()
 
-    def _evict(self, code: int, reason: str) -> None:
+    def _evict(self, why: Close, detail: object = None) -> None:
         """Close for what the peer did and tell the app. Its input is read but no longer
         parsed (closing with unread input would reset the connection and could lose the
         close frame), until it closes or the abort grace runs out."""
-        room = self.scope["path"][len(protocol.CHAT_PATH_PREFIX) :]
+        room = self.scope["path"][len(http.CHAT_PATH_PREFIX) :]
+        reason = why.text(detail)
         log.warning("evicted room=%s reason=%s", room, reason)
         self._input_closed = True
-        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
-        self.abort_with_close(code, reason)
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": why.code, "reason": reason})
+        self.abort_with_close(why, detail)
 
-    def _server_closes(self, code: int, reason: str) -> None:
-        kind, label = classify_close(code, reason)
-        if kind == "refusal":
-            stats.refuse(label)
-        elif kind == "eviction":
-            stats.evict(label)
+    def _server_closes(self, why: Close) -> None:
+        outcome = stats.closed(why)
         if self._close_outcome is None:
-            self._close_outcome = "refused" if kind == "refusal" else label
+            self._close_outcome = outcome
 
-    def abort_with_close(self, code: int, reason: str, grace: float = ABORT_GRACE_SECONDS) -> None:
+    def abort_with_close(
+        self, why: Close, detail: object = None, grace: float = ABORT_GRACE_SECONDS
+    ) -> None:
         """Queue a close frame without waiting for the buffer; abort if not closed in ``grace``."""
         if self.disconnected:
             return
         if not self.close_sent and not self.transport.is_closing():
-            self._server_closes(code, reason)
+            self._server_closes(why)
             try:
-                self.conn.send_close(code, reason)
+                self.conn.send_close(why.code, why.text(detail))
                 self.transport.write(b"".join(self.conn.data_to_send()))
             except Exception:  # the protocol may already be closing; abort regardless
                 pass
@@ -335,13 +319,13 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
     def keepalive_timeout(self) -> None:
         # uvicorn closes politely, which never completes if the peer stopped reading.
         if not self.close_sent:
-            self._server_closes(1011, "keepalive ping timeout")
+            self._server_closes(close.PING_TIMEOUT)
         super().keepalive_timeout()
         self._abort_later(1.0)
 
     def shutdown(self) -> None:
         if self.handshake_complete and not self.close_sent:
-            self._server_closes(1012, "")
+            self._server_closes(close.SHUTDOWN)
         super().shutdown()
         self._abort_later(ABORT_GRACE_SECONDS)
 

@@ -1,0 +1,75 @@
+"""What a client reads from a server, whatever the dialect (``v1`` text or ``v2`` JSON)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class FrameKind(StrEnum):
+    MESSAGE = "message"
+    JOIN = "join"
+    LEAVE = "leave"
+    ERROR = "error"
+    NOTICE = "notice"
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A parsed server frame. ``name`` is set for messages, joins and leaves.
+
+    chat.v2 frames also carry the message's ``offset`` and the server's ``time`` (aware, UTC);
+    an error may name the ``nonce`` of the send it refuses. Text-protocol frames have none.
+    """
+
+    kind: FrameKind
+    text: str
+    name: str | None = None
+    offset: int | None = None
+    time: datetime | None = None
+    nonce: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """The first frame of a chat.v2 connection."""
+
+    room: str
+    name: str
+    epoch: str
+    offset: int
+    resume: str
+    recovered: bool | None
+    resumed: bool
+    history: int  # message frames of history or recovery that follow, before the live ones
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """chat.v2: the send with ``nonce`` is published as message ``offset`` at ``time``."""
+
+    nonce: str
+    offset: int
+    time: datetime
+
+
+# Anything a client reads: a frame of the room, or (chat.v2) a welcome or an ack.
+ServerFrame = Frame | Welcome | Ack
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """What a client sends: a chat message, with its nonce (chat.v2) if it has one."""
+
+    text: str
+    nonce: str | None = None
+
+
+class FrameError(ValueError):
+    """A client frame that cannot be read as anything the dialect knows; ``str(exc)`` is the
+    error to tell the client, ``nonce`` the one it had, if any."""
+
+    def __init__(self, description: str, nonce: str | None = None) -> None:
+        super().__init__(description)
+        self.nonce = nonce

@@ -1,0 +1,157 @@
+"""The server's HTTP side as both ends see it: the paths, and the JSON shapes of the answers.
+
+The WebSocket path is ``/chat/{room}``. The HTTP endpoints are optional additions (a client
+works without them): ``/health``, ``/rooms``, ``/rooms/{room}``, ``/metrics``. A server builds
+its answers with the ``*_body`` functions and a client reads them with the ``read_*``
+functions, which raise :class:`ShapeError` for anything else. Errors are ``{"detail": text}``;
+:func:`read_not_found` tells this server's own 404s (a room without members) from a path the
+server does not serve at all.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from chat_protocol.names import ROOM_RULE
+
+CHAT_PATH_PREFIX: Final = "/chat/"
+HEALTH_PATH: Final = "/health"
+ROOMS_PATH: Final = "/rooms"
+METRICS_PATH: Final = "/metrics"
+
+
+def chat_path(room: str) -> str:
+    return CHAT_PATH_PREFIX + quote(room, safe="")
+
+
+def room_path(room: str) -> str:
+    return f"{ROOMS_PATH}/{quote(room, safe='')}"
+
+
+def http_base(server_url: str) -> str:
+    """The HTTP origin of a WebSocket server URL: ws -> http, wss -> https, path dropped."""
+    parts = urlsplit(server_url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, "", "", ""))
+
+
+class ShapeError(ValueError):
+    """An answer that does not have the shape this protocol gives it."""
+
+
+# --- /rooms and /rooms/{room} ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RoomCount:
+    room: str
+    members: int
+
+
+def rooms_body(rooms: Mapping[str, int]) -> list[dict[str, Any]]:
+    """``GET /rooms``: every room with members, sorted by name."""
+    return [{"room": room, "members": rooms[room]} for room in sorted(rooms)]
+
+
+def read_rooms(body: Any) -> list[RoomCount]:
+    try:
+        return [RoomCount(str(item["room"]), int(item["members"])) for item in body]
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ShapeError("not a list of rooms") from exc
+
+
+def members_body(room: str, names: Sequence[str]) -> dict[str, Any]:
+    """``GET /rooms/{room}``: its members in join order."""
+    return {"room": room, "members": list(names)}
+
+
+def read_members(body: Any) -> list[str]:
+    members = body.get("members") if isinstance(body, dict) else None
+    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        raise ShapeError("not a room's members")
+    return members
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+# What a server answers for a path it does not serve (Starlette's and FastAPI's 404).
+NO_ROUTE_DETAIL: Final = "Not Found"
+INVALID_ROOM_DETAIL: Final = f"invalid room name: {ROOM_RULE}"
+_NO_ROOM: Final = "no room {!r}: rooms exist while they have members"
+_NO_ROOM_PATTERN: Final = re.compile(r"no room '.*': rooms exist while they have members", re.S)
+
+
+def error_body(detail: str) -> dict[str, str]:
+    return {"detail": detail}
+
+
+def no_room_detail(room: str) -> str:
+    return _NO_ROOM.format(room)
+
+
+def read_detail(body: Any) -> str | None:
+    """The ``detail`` of an error body, if it is one."""
+    detail = body.get("detail") if isinstance(body, dict) else None
+    return detail if isinstance(detail, str) else None
+
+
+class NotFound(StrEnum):
+    ROOM = "room"  # the room has no members (or its name is invalid)
+    ROUTE = "route"  # the server has no such endpoint
+
+
+def read_not_found(body: Any) -> NotFound:
+    """What a 404 from ``/rooms/{room}`` means: the answers of this protocol's server, or a
+    server without the endpoint (any other body)."""
+    detail = read_detail(body)
+    if detail is not None and (
+        detail == INVALID_ROOM_DETAIL or _NO_ROOM_PATTERN.fullmatch(detail) is not None
+    ):
+        return NotFound.ROOM
+    return NotFound.ROUTE
+
+
+# --- /health ---------------------------------------------------------------------------------
+
+STATUS_OK: Final = "ok"
+STATUS_UNAVAILABLE: Final = "unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What a client of ``/health`` reads: whether it is this protocol's server and how it
+    is (``available`` False: it runs, but cannot reach its broker)."""
+
+    available: bool
+    uptime_seconds: float
+    connections: int
+    rooms: int
+    reason: str = ""
+
+
+def read_health(status: int, body: Any) -> Health:
+    """A ``/health`` answer (200 or 503); raises :class:`ShapeError` if it is not this
+    protocol's server's."""
+    if not isinstance(body, dict):
+        raise ShapeError("not a health object")
+    try:
+        if status == 200 and body.get("status") == STATUS_OK and "rooms" in body:
+            return Health(
+                True, float(body["uptime_seconds"]), int(body["connections"]), int(body["rooms"])
+            )
+        if status == 503 and body.get("status") == STATUS_UNAVAILABLE and "node" in body:
+            return Health(
+                False,
+                float(body.get("uptime_seconds", 0)),
+                int(body.get("connections", 0)),
+                0,
+                str(body.get("reason", "")),
+            )
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ShapeError("not a health object") from exc
+    raise ShapeError("not a chat server's health")

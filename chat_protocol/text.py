@@ -1,0 +1,38 @@
+"""Chat text: what sanitising removes, and the sets of characters both sides must know.
+
+The server sanitises every message before it is numbered, kept or published; the client uses
+the same sets to show text from the network safely (``chat_tui.text_layout``).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Bidirectional controls: they could reorder the rest of a line on screen.
+BIDI_CONTROLS: Final = (
+    "\u200e\u200f\u061c"
+    + "".join(map(chr, range(0x202A, 0x202F)))
+    + "".join(map(chr, range(0x2066, 0x206A)))
+)
+# Line and paragraph separators other than "\n": a line-based client would break a line at
+# each of them (VT, FF, FS-RS and NEL are C0/C1 controls, stripped with those).
+LINE_SEPARATORS: Final = "\u2028\u2029"
+_STRIPPED: Final = (
+    [chr(c) for c in range(0x00, 0x20) if chr(c) not in "\n\t"]
+    + ["\x7f"]
+    + [chr(c) for c in range(0x80, 0xA0)]
+    + list(BIDI_CONTROLS)
+    + list(LINE_SEPARATORS)
+)
+_STRIP_TABLE: Final = dict.fromkeys(map(ord, _STRIPPED))
+STRIPPED_CHARACTERS: Final = frozenset(_STRIPPED)
+
+
+def sanitize(text: str) -> str | None:
+    """Strip control, bidi and line-separator characters (``\\n`` and ``\\t`` stay); ``None``
+    if nothing worth sending remains."""
+    if not text.isascii() or not text.isprintable():
+        text = text.translate(_STRIP_TABLE)
+    if not text or text.isspace():
+        return None
+    return text

@@ -1,0 +1,277 @@
+"""``chat.v2``: the JSON subprotocol. One JSON object per text frame, in both directions.
+
+A client that offers the WebSocket subprotocol :data:`SUBPROTOCOL` and gets it speaks this
+instead of the text protocol (``v1``): the server welcomes it first (its name, the room's epoch
+and offset, a resume token), numbers every message, and acknowledges every send that carried a
+nonce. Each frame type is one builder and one entry of a reader table below.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final
+
+from chat_protocol import v1
+from chat_protocol.frames import Ack, Frame, FrameError, FrameKind, Send, ServerFrame, Welcome
+
+SUBPROTOCOL: Final = "chat.v2"
+
+# A nonce: 1-64 printable ASCII characters, no spaces.
+NONCE_PATTERN: Final = re.compile(r"[!-~]{1,64}")
+MAX_NONCE_CHARS: Final = 64
+
+
+class Type(StrEnum):
+    """The ``type`` of a chat.v2 frame."""
+
+    WELCOME = "welcome"
+    MESSAGE = "message"
+    JOIN = "join"
+    LEAVE = "leave"
+    ERROR = "error"
+    ACK = "ack"
+    SEND = "send"  # the only type a client sends
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+# --- time -----------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=256)
+def _second(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def format_time(seconds: float) -> str:
+    """Server time as chat.v2 carries it: RFC 3339, UTC, milliseconds (``...T12:34:56.789Z``)."""
+    ms = round(seconds * 1000)
+    return f"{_second(ms // 1000)}.{ms % 1000:03d}Z"
+
+
+def parse_time(text: str) -> datetime:
+    """A chat.v2 time as an aware datetime (UTC); raises ValueError if it is not one."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"time without a zone: {text!r}")
+    return moment
+
+
+# --- frames from the server -----------------------------------------------------------------
+
+
+def welcome(
+    room: str,
+    name: str,
+    epoch: str,
+    offset: int,
+    resume: str,
+    recovered: bool | None,
+    resumed: bool,
+    history: int,
+) -> str:
+    return _dumps(
+        {
+            "type": Type.WELCOME,
+            "room": room,
+            "name": name,
+            "epoch": epoch,
+            "offset": offset,
+            "resume": resume,
+            "recovered": recovered,
+            "resumed": resumed,
+            "history": history,
+        }
+    )
+
+
+def message(name: str, text: str, offset: int, time: float) -> str:
+    # The text as the sender's sanitised text: no continuation indent in JSON.
+    return _dumps(
+        {
+            "type": Type.MESSAGE,
+            "name": name,
+            "text": text,
+            "offset": offset,
+            "time": format_time(time),
+        }
+    )
+
+
+def presence(joined: bool, name: str, time: float) -> str:
+    return _dumps(
+        {"type": Type.JOIN if joined else Type.LEAVE, "name": name, "time": format_time(time)}
+    )
+
+
+def error(description: str, nonce: str | None = None) -> str:
+    body: dict[str, Any] = {"type": Type.ERROR, "text": description}
+    if nonce is not None:
+        body["nonce"] = nonce
+    return _dumps(body)
+
+
+def ack(nonce: str, offset: int, time: float) -> str:
+    return _dumps({"type": Type.ACK, "nonce": nonce, "offset": offset, "time": format_time(time)})
+
+
+def _read_message(body: dict[str, Any]) -> ServerFrame:
+    return Frame(
+        FrameKind.MESSAGE,
+        str(body["text"]),
+        str(body["name"]),
+        offset=int(body["offset"]),
+        time=parse_time(body["time"]),
+    )
+
+
+def _read_presence(body: dict[str, Any]) -> ServerFrame:
+    name = str(body["name"])
+    if body["type"] == Type.JOIN:
+        return Frame(FrameKind.JOIN, v1.format_join(name), name, time=parse_time(body["time"]))
+    return Frame(FrameKind.LEAVE, v1.format_leave(name), name, time=parse_time(body["time"]))
+
+
+def _read_error(body: dict[str, Any]) -> ServerFrame:
+    nonce = body.get("nonce")
+    return Frame(FrameKind.ERROR, str(body["text"]), nonce=None if nonce is None else str(nonce))
+
+
+def _read_ack(body: dict[str, Any]) -> ServerFrame:
+    return Ack(str(body["nonce"]), int(body["offset"]), parse_time(body["time"]))
+
+
+def _read_welcome(body: dict[str, Any]) -> ServerFrame:
+    recovered = body["recovered"]
+    return Welcome(
+        str(body["room"]),
+        str(body["name"]),
+        str(body["epoch"]),
+        int(body["offset"]),
+        str(body["resume"]),
+        None if recovered is None else bool(recovered),
+        bool(body.get("resumed", False)),
+        int(body.get("history", 0)),
+    )
+
+
+_SERVER_FRAMES: Final[dict[str, Callable[[dict[str, Any]], ServerFrame]]] = {
+    Type.MESSAGE: _read_message,
+    Type.JOIN: _read_presence,
+    Type.LEAVE: _read_presence,
+    Type.ERROR: _read_error,
+    Type.ACK: _read_ack,
+    Type.WELCOME: _read_welcome,
+}
+
+
+def parse_frame(frame: str) -> ServerFrame:
+    """Classify a frame received from a server. Never raises: a frame that cannot be read is a
+    notice with the frame as its text."""
+    try:
+        body = json.loads(frame)
+        return _SERVER_FRAMES[body["type"]](body)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return Frame(FrameKind.NOTICE, frame)
+
+
+# --- frames from the client -----------------------------------------------------------------
+
+
+def send(text: str, nonce: str | None = None) -> str:
+    body: dict[str, Any] = {"type": Type.SEND, "text": text}
+    if nonce is not None:
+        body["nonce"] = nonce
+    return _dumps(body)
+
+
+def _read_send(body: dict[str, Any], nonce: str | None) -> Send:
+    text = body.get("text")
+    if not isinstance(text, str):
+        raise FrameError("a send needs a text", nonce)
+    return Send(text, nonce)
+
+
+_CLIENT_FRAMES: Final[dict[str, Callable[[dict[str, Any], str | None], Send]]] = {
+    Type.SEND: _read_send,
+}
+
+
+def parse_send(frame: str) -> Send:
+    """A client frame. A frame that is not a JSON object is plain text: a send without nonce.
+    Raises :class:`FrameError` for a JSON object that is not a valid client frame."""
+    if not frame.startswith("{"):
+        return Send(frame)
+    try:
+        body = json.loads(frame)
+    except ValueError:
+        return Send(frame)
+    if not isinstance(body, dict):
+        return Send(frame)
+    nonce = body.get("nonce")
+    if nonce is not None and not (isinstance(nonce, str) and NONCE_PATTERN.fullmatch(nonce)):
+        raise FrameError(
+            f"invalid nonce: 1-{MAX_NONCE_CHARS} printable ASCII characters, no spaces"
+        )
+    reader = _CLIENT_FRAMES.get(body.get("type"))  # type: ignore[arg-type]
+    if reader is None:
+        raise FrameError(f"unknown frame type {str(body.get('type'))[:40]!r}", nonce)
+    return reader(body, nonce)
+
+
+class JsonCodec:
+    """chat.v2 as a codec (see ``chat_protocol.codec``)."""
+
+    name: Final = SUBPROTOCOL
+    subprotocol: Final = SUBPROTOCOL
+    slot: Final = 1
+    # A welcome instead of the own join notice, resume tokens, acks, numbered messages.
+    numbered: Final = True
+
+    # --- server to client ---
+
+    def message(self, name: str, text: str, offset: int, time: float) -> str:
+        return message(name, text, offset, time)
+
+    def presence(self, joined: bool, name: str, time: float) -> str:
+        return presence(joined, name, time)
+
+    def error(self, description: str, nonce: str | None = None) -> str:
+        return error(description, nonce)
+
+    def ack(self, nonce: str, offset: int, time: float) -> str:
+        return ack(nonce, offset, time)
+
+    def welcome(
+        self,
+        room: str,
+        name: str,
+        epoch: str,
+        offset: int,
+        resume: str,
+        recovered: bool | None,
+        resumed: bool,
+        history: int,
+    ) -> str:
+        return welcome(room, name, epoch, offset, resume, recovered, resumed, history)
+
+    def parse(self, frame: str) -> ServerFrame:
+        return parse_frame(frame)
+
+    # --- client to server ---
+
+    def send(self, text: str, nonce: str | None = None) -> str:
+        return send(text, nonce)
+
+    def read(self, frame: str) -> Send:
+        return parse_send(frame)
+
+
+CODEC: Final = JsonCodec()

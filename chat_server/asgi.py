@@ -1,0 +1,21 @@
+"""The ASGI types the server's raw endpoints use (the WebSocket path skips Starlette)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Extensions chat-server's WebSocket protocol (``transport/uvicorn_ws.py``) offers in the scope,
+# and the key of a received message that carries the rate verdict: absent under plain uvicorn.
+ABORT_EXTENSION = "chat.abort"
+FRAMES_EXTENSION = "chat.frames"
+WITHIN_RATE_KEY = "chat.within_rate"
+# Key of a ``websocket.close`` message sent by the app: the ``chat_protocol.close.Close`` it
+# is, so that the transport counts it without reading its reason.
+CLOSE_KEY = "chat.close"

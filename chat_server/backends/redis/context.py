@@ -1,0 +1,51 @@
+"""What every part of the Redis backend shares: the settings, the two links (``links.py``),
+this node's id (a new one for each incarnation, after an outage), Redis's clock as this node
+estimates it, and running the Lua scripts (``scripts.py``).
+
+The backend (``backend.py``) owns it and keeps it current; the channels, the registry and the
+history read it, and never call back into the backend.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+from chat_server.backends.redis import keys
+from chat_server.backends.redis.links import CommandLink, PubSubLink
+from chat_server.backends.redis.scripts import SCRIPTS
+from chat_server.ops.settings import Settings
+
+
+class RedisContext:
+    def __init__(
+        self, settings: Settings, node_id: str, link: CommandLink, pubsub: PubSubLink
+    ) -> None:
+        self.settings = settings
+        self.timeout = settings.broker_timeout
+        self.link = link
+        self.pubsub = pubsub
+        self.node_id = node_id
+        self.node_channel = keys.node_channel(node_id).encode()
+        self.clock_offset_ms = 0.0  # Redis's clock minus ours
+
+    def become(self, node_id: str) -> None:
+        """This node is ``node_id`` from now on (a new incarnation)."""
+        self.node_id = node_id
+        self.node_channel = keys.node_channel(node_id).encode()
+
+    @property
+    def reservation_ms(self) -> int:
+        return round(self.settings.name_reservation * 1000)
+
+    def redis_now_ms(self) -> float:
+        return time.time() * 1000 + self.clock_offset_ms
+
+    async def script(self, name: str, keys_: list[str], args: list[Any]) -> Any:
+        script = SCRIPTS[name]
+        try:
+            return await self.link.call("EVALSHA", script.sha, len(keys_), *keys_, *args)
+        except NoScriptError:  # Redis lost its script cache (a restart, SCRIPT FLUSH)
+            return await self.link.call("EVAL", script.source, len(keys_), *keys_, *args)

@@ -1,0 +1,102 @@
+"""What a member's frame must pass before it is published: its type, size, dialect, rate,
+length and content. One :class:`FrameChecks` per connection turns each received ASGI message
+into a verdict; the session acts on it and decides nothing itself.
+
+Under ``chat-server`` the message rate was judged when the frame arrived (the transport's
+verdict travels with the message, ``asgi.WITHIN_RATE_KEY``); under plain uvicorn, when the
+app reads it, with a bucket of its own.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from chat_protocol import close, text
+from chat_protocol.close import Close
+from chat_protocol.codec import Codec
+from chat_protocol.frames import FrameError, Send
+from chat_protocol.rates import TokenBucket
+from chat_server import asgi
+from chat_server.ops.settings import Settings
+
+# Minimum time between two "you are sending too fast" notices to one connection (a send with a
+# nonce is always answered: its client must know it was not sent).
+FLOOD_NOTICE_INTERVAL = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Not published; the sender is told why (``nonce``: which send, in chat.v2)."""
+
+    description: str
+    nonce: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """The connection ends: closed with ``close`` (and its detail)."""
+
+    close: Close
+    detail: object = None
+
+
+# A send to publish (sanitised), a refusal to answer, the end, or None: dropped without a word.
+Verdict = Send | Refusal | Ending | None
+
+
+class FrameChecks:
+    def __init__(self, settings: Settings, codec: Codec) -> None:
+        self._codec = codec
+        self._max_chars = settings.max_message_chars
+        self._max_bytes = settings.max_frame_bytes
+        self._rate_limit = settings.rate_limit
+        self._bucket = (
+            TokenBucket(settings.rate_limit, settings.rate_burst, time.monotonic())
+            if settings.rate_limit > 0
+            else None
+        )
+        self._last_flood_notice = -FLOOD_NOTICE_INTERVAL
+
+    def check(self, message: asgi.Message) -> Verdict:
+        """The verdict on one ``websocket.receive`` message."""
+        frame = message.get("text")
+        if frame is None:
+            return Ending(close.BINARY)
+        if len(frame) > self._max_bytes // 4 and len(frame.encode()) > self._max_bytes:
+            return Ending(close.TOO_BIG, self._max_bytes)
+        try:
+            send = self._codec.read(frame)
+        except FrameError as exc:
+            return Refusal(str(exc), exc.nonce)
+        within = message.get(asgi.WITHIN_RATE_KEY)
+        if within is None:
+            within = self._bucket is None or self._bucket.spend(1, time.monotonic())
+        if not within:
+            return self._too_fast(send.nonce)
+        if len(send.text) > self._max_chars:
+            return Refusal(
+                f"message too long ({len(send.text)} characters; the limit is "
+                f"{self._max_chars}); it was not sent",
+                send.nonce,
+            )
+        clean = text.sanitize(send.text)
+        if clean is None:
+            if send.nonce is None:
+                return None
+            return Refusal(
+                "empty message (nothing left after sanitising); it was not sent", send.nonce
+            )
+        return Send(clean, send.nonce)
+
+    def _too_fast(self, nonce: str | None) -> Refusal | None:
+        now = time.monotonic()
+        if nonce is None:
+            if now - self._last_flood_notice < FLOOD_NOTICE_INTERVAL:
+                return None
+            self._last_flood_notice = now
+        return Refusal(
+            f"you are sending too fast (limit {self._rate_limit:g} messages per second); "
+            f"messages were dropped",
+            nonce,
+        )

@@ -1,0 +1,106 @@
+"""This server process as a node of the chat: its settings, its broker, its room hub, the
+connections it holds and the names they have. One per process, shared by every connection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from chat_protocol import close, names
+from chat_server import tokens
+from chat_server.backends.base import Backend, BrokerStatus, BrokerUnavailable, public_reason
+from chat_server.hub import HubMember, RoomHub
+from chat_server.member import Member
+from chat_server.ops.settings import Settings
+
+if TYPE_CHECKING:
+    from chat_server.session import ChatSession
+
+log = logging.getLogger("chat_server")
+
+
+@dataclass(frozen=True, slots=True)
+class NameLease:
+    """A connection's name: in a numbered dialect also its token, and whether it was resumed."""
+
+    name: str
+    token: tokens.Token | None = None
+    resumed: bool = False
+
+    @property
+    def token_id(self) -> str:
+        assert self.token is not None
+        return tokens.token_id(self.token.digest)
+
+
+class Node:
+    def __init__(self, settings: Settings, backend: Backend) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.hub = RoomHub(backend.channels, self._room_lost)
+        self.started = time.time()
+        self.connections = 0  # admitted: from the handshake's checks until they left
+        self.sessions: set[ChatSession] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        backend.on_status(self._broker_status)
+
+    def admit(self) -> bool:
+        """Count one more connection, unless the node is full; each admitted connection is
+        :meth:`release`\\ d once."""
+        if self.connections >= self.settings.max_connections:
+            return False
+        self.connections += 1
+        return True
+
+    def release(self) -> None:
+        self.connections -= 1
+
+    async def claim_name(self, resume: str | None = None, tokened: bool = False) -> NameLease:
+        """The name of a new connection: the one ``resume`` was issued with if that token is
+        still its own, else a fresh one (with a token of its own if ``tokened``)."""
+        registry = self.backend.registry
+        if resume is not None:
+            token = tokens.parse_token(resume)
+            if token is not None:
+                stored = await registry.name_digest(token.name)
+                if tokens.matches(stored, token) and await registry.resume_name(
+                    token.name, token.digest
+                ):
+                    return NameLease(token.name, token, resumed=True)
+        while True:
+            name = names.random_name()
+            token = tokens.new_token(name) if tokened else None
+            if await registry.claim_name(name, None if token is None else token.digest):
+                return NameLease(name, token)
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        """Run ``coro`` in the background, kept until it is done."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _room_lost(self, room: str, members: list[HubMember], why: str) -> None:
+        log.warning("lost events room=%s members=%d reason=%s", room, len(members), why)
+        for member in members:
+            if isinstance(member, Member):
+                member.drop(close.MISSED_EVENTS)
+
+    def _broker_status(self, status: BrokerStatus) -> None:
+        if status.available:
+            log.warning("broker available url=%s", self.backend.url)
+            return
+        log.warning(
+            "broker unavailable url=%s reason=%s; closing %d connection(s)",
+            self.backend.url,
+            status.reason,
+            len(self.sessions),
+        )
+        # A chat where the others silently stop hearing you is worse than a clear outage:
+        # everyone is told, and reconnects once the broker answers again.
+        detail = public_reason(BrokerUnavailable(status.reason))
+        for session in list(self.sessions):
+            session.drop(close.BROKER_UNAVAILABLE, detail)

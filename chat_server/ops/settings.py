@@ -1,0 +1,335 @@
+"""Server settings, each declared once: a field with its default, its help text and its checks.
+
+From that one declaration come the ``CHAT_SERVER_<NAME>`` environment variable of every
+setting, the ``--flag`` of every setting that has one (``cli.py`` builds its parser from
+:func:`options`), the limits the transport enforces (``transport/config.py``), and the
+README's option table, which a test compares with it. Precedence: defaults, then the
+environment, then the command line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import Field, dataclass, field, fields
+from typing import Any
+
+from chat_protocol import limits
+from chat_server.backends.urls import is_shared
+
+ENV_PREFIX = "CHAT_SERVER_"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+LOG_FORMATS = ("text", "json")
+
+# A check of one value: what is wrong with it (the setting's flag name is put in front), or None.
+Check = Callable[[Any], str | None]
+
+
+def positive(value: float) -> str | None:
+    return None if value > 0 else "must be positive"
+
+
+def not_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+def off_or_positive(value: float) -> str | None:
+    return None if value >= 0 else "must be 0 (off) or positive"
+
+
+def at_least_one(value: int) -> str | None:
+    return None if value >= 1 else "must be at least 1"
+
+
+def a_port(value: int) -> str | None:
+    return None if 0 < value < 65536 else f"must be 1-65535, not {value}"
+
+
+def one_of(*choices: str) -> Check:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def a_broker_url(value: str) -> str | None:
+    try:
+        is_shared(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """How a setting is given and explained (a field's metadata)."""
+
+    help: str
+    check: Check | None = None
+    cli: bool = True  # a --flag; False: only the environment variable
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    default_text: str | None = None  # the default as the help and the README say it
+
+
+def option(default: Any, help: str, **how: Any) -> Any:
+    """A setting: a dataclass field whose metadata is its :class:`Option`."""
+    return field(default=default, metadata={"option": Option(help, **how)})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = option("127.0.0.1", "address to listen on")
+    port: int = option(8000, "port to listen on", check=a_port)
+    log_level: str = option("info", "log level", check=one_of(*LOG_LEVELS), choices=LOG_LEVELS)
+    log_format: str = option(
+        "text",
+        "log lines as text, or json: one object per line",
+        check=one_of(*LOG_FORMATS),
+        choices=LOG_FORMATS,
+    )
+    # Browser origins allowed to open a WebSocket; clients that send no Origin always may.
+    allow_origin: tuple[str, ...] = option(
+        (),
+        "a browser origin allowed to connect (repeatable; * for any)",
+        metavar="ORIGIN",
+        default_text="none",
+    )
+    max_message_chars: int = option(
+        limits.MAX_MESSAGE_CHARS, "longest chat message in characters", check=positive
+    )
+    rate_limit: float = option(
+        limits.RATE_LIMIT,
+        "messages per second per connection; 0 turns off every per-connection input limit "
+        "(messages, frames, bytes), for benchmarks",
+        check=off_or_positive,
+    )
+    rate_burst: int = option(
+        limits.RATE_BURST, "messages a connection may send in a burst", check=at_least_one
+    )
+    max_frame_rate: float = option(
+        100.0,
+        "frames per second a connection may send, of any type (5 s worth in a burst), before "
+        "it is closed 1008; 0 = off",
+        check=off_or_positive,
+    )
+    max_byte_rate: float = option(
+        1024 * 1024,
+        "bytes per second a connection may send (5 s worth in a burst) before it is closed "
+        "1008; 0 = off",
+        check=off_or_positive,
+    )
+    send_buffer: int = option(
+        1024 * 1024,
+        "bytes queued for one connection before it is dropped as a slow consumer",
+        check=positive,
+    )
+    max_connections: int = option(
+        10_000, "connections beyond this are closed with 1013", check=positive
+    )
+    max_pending: int = option(
+        1000,
+        "connections at once that have not finished their request or handshake",
+        check=positive,
+    )
+    handshake_timeout: float = option(
+        10.0, "seconds from accept to a complete request or WebSocket handshake", check=positive
+    )
+    max_head_bytes: int = option(
+        16 * 1024, "largest HTTP request head (request line and headers)", check=positive
+    )
+    max_headers: int = option(100, "most headers in an HTTP request", check=positive)
+    # GET /metrics; None = only when listening on a loopback address.
+    metrics: bool | None = option(
+        None, "serve GET /metrics", default_text="on for loopback addresses"
+    )
+    ping_interval: float = option(
+        20.0, "seconds between keepalive pings (0 = off)", check=off_or_positive
+    )
+    ping_timeout: float = option(
+        20.0, "seconds a client has to answer a ping before it is dropped", check=off_or_positive
+    )
+    broker_url: str = option(
+        "memory://",
+        "where rooms live: memory:// (this process) or redis://[[user]:password@]host:port/db "
+        "(also rediss://, unix://) shared by every process of the chat",
+        check=a_broker_url,
+        metavar="URL",
+    )
+    # Processes serving the port (uvicorn's --workers); more than one needs a shared broker.
+    workers: int = option(
+        1,
+        "processes serving the port; more than one needs a redis:// broker",
+        check=at_least_one,
+    )
+    # What the server keeps (see the README's "What the server keeps").
+    history_size: int = option(
+        limits.HISTORY_SIZE,
+        "chat messages kept per room for history and recovery; 0 keeps none",
+        check=not_negative,
+    )
+    history_ttl: float = option(
+        7 * 24 * 3600.0,
+        "seconds a room's history is kept after its last event",
+        check=positive,
+        metavar="SECONDS",
+    )
+    history_rooms: int = option(
+        1000,
+        "with memory://: rooms without members whose history is kept (the one idle longest "
+        "is forgotten first)",
+        check=not_negative,
+    )
+    recovery_limit: int = option(
+        limits.RECOVERY_LIMIT,
+        "most messages sent to one connection on joining, as history or recovery",
+        check=not_negative,
+    )
+    name_reservation: float = option(
+        limits.NAME_RESERVATION,
+        "seconds a chat.v2 client's name stays reserved for its token after its last "
+        "connection ends",
+        check=not_negative,
+        metavar="SECONDS",
+    )
+    # Settings that exist only as environment variables.
+    max_frame_bytes: int = option(
+        limits.MAX_FRAME_BYTES,
+        "largest frame or fragmented message in bytes (closed 1009 beyond it)",
+        check=positive,
+        cli=False,
+    )
+    close_grace: float = option(
+        2.0,
+        "seconds a dropped slow consumer is given to take its close frame before the TCP "
+        "connection is aborted",
+        check=positive,
+        cli=False,
+    )
+    broker_timeout: float = option(
+        2.0,
+        "seconds Redis may take to answer before the process declares it unavailable and "
+        "closes its connections with 1013",
+        check=positive,
+        cli=False,
+    )
+    node_ttl: float = option(
+        15.0,
+        "seconds after which a process that stopped renewing its heartbeat is taken for dead, "
+        "its members announced as left and its names freed",
+        check=positive,
+        cli=False,
+    )
+    probe_interval: float = option(
+        1.0,
+        "seconds between the probes a process sends itself through Redis to check its subscription",
+        check=positive,
+        cli=False,
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``CHAT_SERVER_*`` variables, then ``overrides`` (None = not given)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(env_name(f))
+            if raw is not None and raw != "":
+                values[f.name] = from_text(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if isinstance(values.get("allow_origin"), list | str):
+            values["allow_origin"] = _origins(values["allow_origin"])
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise ValueError with every problem (each setting's checks, then how they combine)."""
+        problems = []
+        for f in fields(self):
+            check = how(f).check
+            problem = check(getattr(self, f.name)) if check is not None else None
+            if problem is not None:
+                problems.append(problem if f.name == "broker_url" else f"{flag(f)} {problem}")
+        shared = a_broker_url(self.broker_url) is None and is_shared(self.broker_url)
+        if self.workers > 1 and a_broker_url(self.broker_url) is None and not shared:
+            problems.append(
+                f"--workers {self.workers} needs a broker that the processes share: with "
+                f"{self.broker_url} each worker would be a chat of its own; use "
+                f"--broker-url redis://HOST:PORT/DB"
+            )
+        if self.node_ttl < 3 * self.broker_timeout:
+            problems.append("node-ttl must be at least 3 times broker-timeout")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``CHAT_SERVER_*`` variables (what worker processes read)."""
+        return {env_name(f): to_text(getattr(self, f.name)) for f in fields(self)}
+
+
+# --- the declarations, read --------------------------------------------------------------------
+
+
+def options() -> list[Field[Any]]:
+    """Every setting's field, in declaration order."""
+    return list(fields(Settings))
+
+
+def how(f: Field[Any]) -> Option:
+    option_: Option = f.metadata["option"]
+    return option_
+
+
+def flag(f: Field[Any]) -> str:
+    """The setting's name as a flag, without dashes in front: ``max-frame-rate``."""
+    return f.name.replace("_", "-")
+
+
+def env_name(f: Field[Any]) -> str:
+    return ENV_PREFIX + f.name.upper()
+
+
+def default_text(f: Field[Any]) -> str:
+    """The default as people read it (help text, README)."""
+    text = how(f).default_text
+    if text is not None:
+        return text
+    value = f.default
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def to_text(value: Any) -> str:
+    if value is None:
+        return "auto"  # metrics: decided by the host, as when not given
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return ",".join(value) if isinstance(value, tuple) else str(value)
+
+
+def from_text(f: Field[Any], raw: str) -> Any:
+    """A setting's value from its environment variable."""
+    name = env_name(f)
+    if f.name == "allow_origin":
+        return _origins(raw)
+    if f.name == "metrics":
+        answer = {"1": True, "true": True, "yes": True, "on": True, "auto": None}
+        answer |= {"0": False, "false": False, "no": False, "off": False}
+        if raw.lower() not in answer:
+            raise ValueError(f"{name}={raw!r} is not one of on, off, auto")
+        return answer[raw.lower()]
+    kind = value_type(f)
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+
+
+def value_type(f: Field[Any]) -> type:
+    """What a setting's text is converted to (``int``, ``float`` or ``str``)."""
+    return {"int": int, "float": float}.get(str(f.type), str)
+
+
+def _origins(value: str | list[str]) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(o.strip().rstrip("/") for o in items if o.strip())
