@@ -1,11 +1,12 @@
 """One room's WebSocket connection: connect, read, send, reconnect. No Textual here.
 
-The app runs :meth:`RoomConnection.run` in an async worker, one per joined room. Everything
-that happens (state changes, our name, frames, what became of our messages) is appended, in
-the order it happened, to the connection's queue (:attr:`RoomConnection.events`). Once the
-queue has something, the connection calls ``wake()`` once, when arrivals pause or the queue
-holds ``WAKE_AT`` events, whichever comes first; the app then takes everything waiting
-(:meth:`RoomConnection.take`) in one go, and the next arrival starts the same again.
+The controller runs :meth:`RoomConnection.run` in a background job, one per joined room.
+Everything that happens (state changes, our name, frames, what became of our messages) is
+appended, in the order it happened, to the connection's queue (:attr:`RoomConnection.events`;
+the event types are ``events.py``'s). Once the queue has something, the connection calls
+``wake()`` once, when arrivals pause or the queue holds ``WAKE_AT`` events, whichever comes
+first; the controller then takes everything waiting (:meth:`RoomConnection.take`) in one go,
+and the next arrival starts the same again.
 
 "Arrivals pause" is counted in turns of the event loop, not measured by a clock: a frame
 takes two or three turns to come through httpx-ws (its reader hands each frame over
@@ -17,13 +18,14 @@ decides anything; the order of events is the order they happened, whatever the s
 The connection reads continuously, because httpx-ws answers the server's keepalive pings only
 while someone reads.
 
-It offers the ``chat.v2`` subprotocol. A server that selects it welcomes us first (our name, the
-room's epoch and offset, the app's resume token) and numbers every message: the connection then
-asks, on every reconnect, for its name back (the shared :class:`~chat_tui.identity.Identity`)
-and for every message after the last offset it saw (recovery), and it sends each message with
-its send id as the nonce, so that the server's ack says which one was published (and a message
-re-sent after a reconnect is acknowledged, never published twice). A server that does not select
-it gets the original text protocol, unchanged.
+It offers the ``chat.v2`` subprotocol; what the server selects decides the dialogue of that
+connection (:class:`TextDialogue` or :class:`NumberedDialogue`, below): how frames are read,
+how our messages are sent and matched with what the server says of them. Everything else
+(reconnecting, pacing, the queue) is the same for both. With chat.v2 the connection asks, on
+every reconnect, for its name back (the shared :class:`~chat_tui.identity.Identity`) and for
+every message after the last offset it saw (recovery), and sends each message with its send id
+as the nonce, so that the server's ack says which one was published (and a message re-sent
+after a reconnect is acknowledged, never published twice).
 """
 
 from __future__ import annotations
@@ -36,8 +38,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from enum import StrEnum
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -52,21 +53,33 @@ from httpx_ws import (
 )
 from wsproto.utilities import LocalProtocolError
 
-from chat_protocol import close, http, limits, query, text, v1, v2
+from chat_protocol import close, codec, http, limits, query, text, v1, v2
 from chat_protocol.close import CloseCode, Then
+from chat_protocol.codec import Codec
 from chat_protocol.frames import Ack, Frame, FrameKind, Welcome
 from chat_protocol.query import JoinRequest
+from chat_protocol.rates import TokenBucket
 from chat_tui.autostart import is_local
+from chat_tui.events import (
+    Acked,
+    ConnectionState,
+    Echo,
+    Event,
+    NameAssigned,
+    Refused,
+    StateChanged,
+    Welcomed,
+)
 from chat_tui.identity import Identity
 
 CONNECT_TIMEOUT = 10.0
 # How long close() waits for the connection to finish its closing handshake.
 CLOSE_TIMEOUT = 5.0
-# Client-side pacing, below the reference server's default flood limit (10 messages/s, burst
-# 20), so that a flush of messages queued while offline, or a quick series of pastes, is not
-# dropped by the server as flooding. 0 turns pacing off.
-SEND_RATE = 8.0
-SEND_BURST = 16
+# Client-side pacing, below the reference server's default message rate, so that a flush of
+# messages queued while offline, or a quick series of pastes, is not dropped by the server as
+# flooding. 0 turns pacing off.
+SEND_RATE = limits.RATE_LIMIT * 0.8
+SEND_BURST = int(limits.RATE_BURST * 0.8)
 # A connection that stayed up this long counts as healthy: the next loss backs off from scratch.
 HEALTHY_AFTER = 5.0
 # When to wake the app (see the module's docstring).
@@ -79,76 +92,37 @@ BACKOFF_CAP = 30.0
 _LOST = "dropped (1006, no close frame)"
 
 
-class ConnectionState(StrEnum):
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    OFFLINE = "offline"  # lost; will retry with backoff
-    FAILED = "failed"  # refused by the server (1008 etc.); not retried in a tight loop
-    CLOSED = "closed"  # we left
+class Connection(Protocol):
+    """What the controller needs of a room's connection (tests and snapshots play their own).
+
+    ``name`` is ours in the room once known; ``pending`` counts the messages sent and not yet
+    answered for; ``events`` holds what happened and was not taken yet.
+    """
+
+    room: str
+    name: str | None
+    events: deque[Event]
+
+    @property
+    def pending(self) -> int: ...
+
+    def take(self, limit: int | None = None) -> list[Event]: ...
+
+    def send(self, line: str) -> str: ...
+
+    def retry_now(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
-# --- what the queue carries ---------------------------------------------------------------------
-# A plain Frame is a frame from the server that is not the echo of one of ours (live: on
-# chat.v2 it has its offset and the server's time).
-
-
-@dataclass(frozen=True, slots=True)
-class StateChanged:
-    state: ConnectionState
-    detail: str
-    retry_in: float | None = None  # seconds until the next attempt; None: none planned
-    unreachable: bool = False  # nothing accepted the TCP connection (no server there)
-
-
-@dataclass(frozen=True, slots=True)
-class NameAssigned:
-    """Our name in the room, from our own join notice (the first frame)."""
-
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class Echo:
-    """The server echoed our message ``send_id`` as ``frame``: it is sent."""
-
-    frame: Frame
-    send_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """The server dropped or refused our message ``send_id`` (or it could never be sent)."""
-
-    send_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Welcomed:
-    """chat.v2: we are in the room. ``backlog``: the history or recovered messages that came
-    with the welcome, oldest first (all before any live frame); ``since``: the offset recovery
-    was asked from (None: not asked, a first join)."""
-
-    welcome: Welcome
-    backlog: tuple[Frame, ...]
-    since: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Acked:
-    """chat.v2: our message ``send_id`` is published as message ``offset`` at the server's
-    ``time`` (its own frame, which follows, is not passed on)."""
-
-    send_id: str
-    text: str
-    offset: int
-    time: datetime
-
-
-Event = Frame | Echo | Acked | Refused | StateChanged | NameAssigned | Welcomed
+# (server URL, room, wake) -> the room's connection: what the controller builds rooms with.
+ConnectionFactory = Callable[[str, str, Callable[[], object]], Connection]
 
 
 @dataclass(slots=True)
-class _Outgoing:
+class Outgoing:
     send_id: str
     wire: str  # the text as sent, already sanitised, so the server echoes it unchanged
 
@@ -176,20 +150,14 @@ def backoff_ceiling(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKO
 class RoomConnection:
     """The connection to one room, kept alive until :meth:`close`.
 
-    Delivery is *at least once*: a message written to the socket but not yet echoed back when
-    the connection drops is sent again after reconnecting, because there is no way to know
-    whether the server broadcast it before the drop. Nothing typed is lost; on the text
-    protocol, in the rare case of a drop between broadcast and echo, the room sees that message
-    twice. On chat.v2 the send id is the nonce: the server publishes it once and acknowledges
-    every copy with the original offset (exactly once).
+    Delivery is *at least once* on the text protocol: a message written to the socket but not
+    yet echoed back when the connection drops is sent again after reconnecting, because there
+    is no way to know whether the server broadcast it before the drop. Nothing typed is lost;
+    in the rare case of a drop between broadcast and echo, the room sees that message twice. On
+    chat.v2 the send id is the nonce: the server publishes it once and acknowledges every copy
+    with the original offset (exactly once).
 
     Each message has a send id (a string unique to this client, fit to be a protocol nonce).
-    Echo matching: the server echoes our messages as ``{our name} :: {text}`` in the order it
-    received them. Outstanding messages are matched first in, first out; an outstanding message
-    that a later echo overtook was dropped by the server and is REFUSED, and an ``error:``
-    notice refuses the oldest outstanding message. Without a name (a server that does not send
-    our join notice first) an echo is recognised by its text alone. On chat.v2 nothing is
-    matched by text: acks and errors name the nonce.
     """
 
     def __init__(
@@ -222,16 +190,14 @@ class RoomConnection:
         self.send_burst = send_burst
         self.state = ConnectionState.CONNECTING
         self.name: str | None = None
-        self.events: deque[Event] = deque()  # oldest first; the app takes them
-        self._woken = False  # wake() was called and the app has not taken the queue since
+        self.events: deque[Event] = deque()  # oldest first; the controller takes them
+        self._woken = False  # wake() was called and the queue was not taken since
         self._settling = False  # waiting for arrivals to pause before waking the app
         self._id_prefix = secrets.token_hex(4) + "-"
         self._next_id = 0
-        self._outbox: deque[_Outgoing] = deque()  # not yet written on the current connection
-        self._inflight: deque[_Outgoing] = deque()  # written, echo not yet seen
+        self.outbox: deque[Outgoing] = deque()  # not yet written on the current connection
+        self.inflight: deque[Outgoing] = deque()  # written, not yet answered for
         self._writable = asyncio.Event()  # the writer has something to send
-        # chat.v2: nothing is sent before the welcome says whose name (and token) this is.
-        self._welcomed = asyncio.Event()
         self._stop = asyncio.Event()  # close() was called
         self._retry = asyncio.Event()  # retry_now() was called
         self._closing = False
@@ -240,17 +206,13 @@ class RoomConnection:
         self._running = False
         self._run_done = asyncio.Event()
         self._rng = rng or random.Random()
-        self._got_frame = False
-        # Offsets acked to us whose frames have not come yet (ascending): our own frame is not
-        # news, its ack said it all.
-        self._own_offsets: deque[int] = deque()
 
     # --- public API -------------------------------------------------------------------------
 
     @property
     def pending(self) -> int:
-        """Messages sent by the user and not yet echoed (queued or on the wire)."""
-        return len(self._outbox) + len(self._inflight)
+        """Messages sent by the user and not yet answered for (queued or on the wire)."""
+        return len(self.outbox) + len(self.inflight)
 
     def take(self, limit: int | None = None) -> list[Event]:
         """What happened since the last call, oldest first (at most ``limit`` events)."""
@@ -263,18 +225,18 @@ class RoomConnection:
         return [events.popleft() for _ in range(limit)]
 
     def send(self, line: str) -> str:
-        """Queue ``text`` for sending and return its send id; never blocks.
+        """Queue ``line`` for sending and return its send id; never blocks.
 
-        What becomes of it arrives later as an Echo (sent) or a Refused. Text that is empty
-        after sanitising, or too big for one frame, is refused at once and never sent.
+        What becomes of it arrives later as an Echo or Acked (sent) or a Refused. Text that is
+        empty after sanitising, or too big for one frame, is refused at once and never sent.
         """
         self._next_id += 1
         send_id = f"{self._id_prefix}{self._next_id}"
         wire = text.sanitize(line)
         if wire is None or len(wire.encode()) > limits.MAX_FRAME_BYTES:
-            self._emit(Refused(send_id))
+            self.emit(Refused(send_id))
             return send_id
-        self._outbox.append(_Outgoing(send_id, wire))
+        self.outbox.append(Outgoing(send_id, wire))
         self._writable.set()
         return send_id
 
@@ -295,7 +257,7 @@ class RoomConnection:
             async with httpx.AsyncClient(timeout=CONNECT_TIMEOUT, trust_env=trust_env) as client:
                 while not self._closing:
                     self._retry.clear()
-                    self._set_state(
+                    self.set_state(
                         StateChanged(ConnectionState.CONNECTING, f"connecting to {self.url}")
                     )
                     task = asyncio.create_task(self._session(client))
@@ -314,7 +276,7 @@ class RoomConnection:
                     ending = task.result()
                     self._requeue_inflight()
                     if not ending.quiet:
-                        self._set_state(
+                        self.set_state(
                             StateChanged(
                                 ending.state, ending.detail, ending.retry_in, ending.unreachable
                             )
@@ -326,7 +288,7 @@ class RoomConnection:
             self._running = False
             self._run_done.set()
             if self._closing:
-                self._set_state(StateChanged(ConnectionState.CLOSED, "left the room"))
+                self.set_state(StateChanged(ConnectionState.CLOSED, "left the room"))
 
     async def close(self) -> None:
         """Leave the room: close code 1000, stop the loop (idempotent)."""
@@ -338,11 +300,19 @@ class RoomConnection:
         if self._running:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._run_done.wait(), CLOSE_TIMEOUT)
-        self._set_state(StateChanged(ConnectionState.CLOSED, "left the room"))
+        self.set_state(StateChanged(ConnectionState.CLOSED, "left the room"))
 
-    # --- internals --------------------------------------------------------------------------
+    def join_request(self, token: str | None) -> JoinRequest:
+        """What this attempt asks for: all of it only from a server that may speak chat.v2
+        (history would come as frames that look live, the rest is refused without it)."""
+        if self.identity.v2 is False:
+            return JoinRequest()
+        since = self.offset if self.epoch is not None else None
+        return JoinRequest(self.history, since, self.epoch if since is not None else None, token)
 
-    def _emit(self, event: Event) -> None:
+    # --- what the dialogues use ---------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
         events = self.events
         events.append(event)
         if self._woken:
@@ -351,7 +321,19 @@ class RoomConnection:
             self._wake_app()
         elif not self._settling:
             self._settling = True
-            self._loop().call_soon(self._settle, len(events), 0)
+            asyncio.get_running_loop().call_soon(self._settle, len(events), 0)
+
+    def set_state(self, event: StateChanged) -> None:
+        if event.state is ConnectionState.CLOSED and self.state is ConnectionState.CLOSED:
+            return
+        self.state = event.state
+        self.emit(event)
+
+    def connected(self) -> None:
+        """The first frame of this connection arrived: it is up."""
+        self.set_state(StateChanged(ConnectionState.CONNECTED, f"connected to {self.url}"))
+
+    # --- internals --------------------------------------------------------------------------
 
     def _settle(self, seen: int, quiet: int) -> None:
         """Once per turn of the event loop until arrivals pause: then wake the app."""
@@ -363,22 +345,12 @@ class RoomConnection:
         if quiet >= QUIET_TURNS:
             self._wake_app()
         else:
-            self._loop().call_soon(self._settle, count, quiet)
+            asyncio.get_running_loop().call_soon(self._settle, count, quiet)
 
     def _wake_app(self) -> None:
         self._woken = True
         self._settling = False
         self._wake()
-
-    @staticmethod
-    def _loop() -> asyncio.AbstractEventLoop:
-        return asyncio.get_running_loop()
-
-    def _set_state(self, event: StateChanged) -> None:
-        if event.state is ConnectionState.CLOSED and self.state is ConnectionState.CLOSED:
-            return
-        self.state = event.state
-        self._emit(event)
 
     async def _pause(self, seconds: float) -> None:
         """Wait before the next attempt; close() and retry_now() end the wait early."""
@@ -396,20 +368,12 @@ class RoomConnection:
         return self._rng.uniform(0, ceiling)
 
     def _requeue_inflight(self) -> None:
-        # Written but never echoed: send again first, in the original order (at least once).
-        if self._inflight:
-            self._outbox.extendleft(reversed(self._inflight))
-            self._inflight.clear()
-        if self._outbox:
+        # Written but never answered for: send again first, in the original order.
+        if self.inflight:
+            self.outbox.extendleft(reversed(self.inflight))
+            self.inflight.clear()
+        if self.outbox:
             self._writable.set()
-
-    def join_request(self, token: str | None) -> JoinRequest:
-        """What this attempt asks for: all of it only from a server that may speak chat.v2
-        (history would come as frames that look live, the rest is refused without it)."""
-        if self.identity.v2 is False:
-            return JoinRequest()
-        since = self.offset if self.epoch is not None else None
-        return JoinRequest(self.history, since, self.epoch if since is not None else None, token)
 
     def _address(self, request: JoinRequest) -> str:
         asked = query.join_query(request)
@@ -418,34 +382,33 @@ class RoomConnection:
     async def _session(self, client: httpx.AsyncClient) -> _Ending:
         """One connection attempt, from the handshake to its end."""
         started = time.monotonic()
-        self._got_frame = False
-        self._own_offsets.clear()
-        self._welcomed.clear()
         identity = self.identity
         token = await identity.claim()
         asking = token is None  # we ask for the app's token; the other rooms wait for it
         request = self.join_request(token)
+        dialogue: Dialogue | None = None
         try:
             async with aconnect_ws(
                 self._address(request), client, subprotocols=[v2.SUBPROTOCOL]
             ) as ws:
-                self.v2 = ws.subprotocol == v2.SUBPROTOCOL
-                if self.v2:
+                chosen = codec.selected(ws.subprotocol)
+                self.v2 = chosen.numbered
+                if chosen.numbered:
                     identity.v2 = True
-                # Else only a first frame says the server speaks the text protocol: chat-server
-                # refuses (1013, 1008) by accepting without the subprotocol and closing at once.
-                if not self.v2 and asking:
-                    asking = False
-                    identity.release()  # no token will come from this server
+                    dialogue = NumberedDialogue(self, request)
+                else:
+                    # Only a first frame says the server speaks the text protocol: chat-server
+                    # refuses (1013, 1008) by accepting without the subprotocol and closing.
+                    if asking:
+                        asking = False
+                        identity.release()  # no token will come from this server
+                    dialogue = TextDialogue(self)
                 # Connected is said on the first frame (the join notice, the welcome): a server
                 # that refuses by accepting and closing at once (1013 while its broker is down)
                 # is one long outage to the user, not a reconnect and a loss per attempt.
-                writer = asyncio.create_task(self._write(ws))
+                writer = asyncio.create_task(self._write(ws, dialogue))
                 try:
-                    if self.v2:
-                        await self._read_v2(ws, request)
-                    else:
-                        await self._read(ws)
+                    await self._read(ws, dialogue)
                 except WebSocketDisconnect as exc:
                     ending = self._on_close(exc.code, exc.reason)
                 except WebSocketNetworkError:
@@ -462,7 +425,8 @@ class RoomConnection:
         finally:
             if asking:
                 identity.release()
-        if self._got_frame or time.monotonic() - started >= HEALTHY_AFTER:
+        got_frame = dialogue is not None and dialogue.got_frame
+        if got_frame or time.monotonic() - started >= HEALTHY_AFTER:
             self._attempt = 0
         if ending.state is ConnectionState.OFFLINE and ending.retry_in is None:
             ending.retry_in = self._backoff()
@@ -494,10 +458,10 @@ class RoomConnection:
         raise exc
 
     def _on_close(self, code: int, reason: str) -> _Ending:
-        got = close.received(code, reason)
+        """What a close means for this room (``chat_protocol.close`` says what to do)."""
+        then = close.received(code, reason).then
         what = f"{code} {close.code_name(code)}".strip()
         detail = f"closed by the server ({what}{': ' + reason if reason else ''})"
-        then = got.then
         if then is Then.FALL_BACK:
             if not self.v2 and self.identity.v2 is not False:
                 # A server that knows the chat.v2 query but did not select chat.v2 (a proxy
@@ -510,159 +474,112 @@ class RoomConnection:
         if then is Then.BACK_OFF:
             # Resending the same messages could be refused the same way: drop the culprit
             # (the biggest outstanding message) and come back only after a long pause.
-            if code == CloseCode.MESSAGE_TOO_BIG and self._inflight:
-                culprit = max(self._inflight, key=lambda item: len(item.wire.encode()))
-                self._inflight.remove(culprit)
-                self._emit(Refused(culprit.send_id))
+            if code == CloseCode.MESSAGE_TOO_BIG and self.inflight:
+                culprit = max(self.inflight, key=lambda item: len(item.wire.encode()))
+                self.inflight.remove(culprit)
+                self.emit(Refused(culprit.send_id))
             return _Ending(ConnectionState.FAILED, detail, self.backoff_cap)
         return _Ending(ConnectionState.OFFLINE, detail, None)
 
-    async def _write(self, ws: AsyncWebSocketSession) -> None:
+    async def _write(self, ws: AsyncWebSocketSession, dialogue: Dialogue) -> None:
         """Send queued messages in order while the connection lasts, paced."""
-        # The server's flood bucket is per connection and starts full: so does ours.
-        tokens = float(self.send_burst)
-        last = time.monotonic()
+        # The server's message bucket is per connection and starts full: so does ours.
+        pacing = TokenBucket(self.send_rate, self.send_burst, time.monotonic())
         try:
-            if self.v2:
-                await self._welcomed.wait()
+            await dialogue.ready.wait()
             while True:
-                while self._outbox:
+                while self.outbox:
                     if self.send_rate > 0:
-                        now = time.monotonic()
-                        tokens = min(self.send_burst, tokens + (now - last) * self.send_rate)
-                        last = now
-                        if tokens < 1:
-                            await asyncio.sleep((1 - tokens) / self.send_rate)
+                        wait = pacing.wait(1, time.monotonic())
+                        if wait > 0:
+                            await asyncio.sleep(wait)
                             continue
-                        tokens -= 1
-                    item = self._outbox.popleft()
-                    # In flight before the write: the echo may be read before write() returns.
-                    self._inflight.append(item)
-                    await ws.send_text(v2.send(item.wire, item.send_id) if self.v2 else item.wire)
+                        pacing.spend(1, time.monotonic())
+                    item = self.outbox.popleft()
+                    # In flight before the write: the answer may be read before send returns.
+                    self.inflight.append(item)
+                    await ws.send_text(dialogue.codec.send(item.wire, dialogue.nonce(item)))
                 self._writable.clear()
                 await self._writable.wait()
         except (HTTPXWSException, LocalProtocolError, OSError):
-            # The reader sees the same failure and ends the session; the unacknowledged
-            # messages are re-queued then.
+            # The reader sees the same failure and ends the session; the unanswered messages
+            # are re-queued then.
             return
 
-    async def _read(self, ws: AsyncWebSocketSession) -> None:
+    async def _read(self, ws: AsyncWebSocketSession, dialogue: Dialogue) -> None:
         """Read frames until the connection ends, which raises."""
-        first = True
         while True:
             try:
                 received = await ws.receive_text()
             except WebSocketInvalidTypeReceived:
                 continue  # binary frames are not part of the protocol: ignore them
-            frame = v1.parse_frame(received)
-            if first:
-                first = False
-                self.identity.v2 = False
-                name = frame.name if frame.kind is FrameKind.JOIN else None
-                self.name = name
-                self._got_frame = True
-                self._set_state(StateChanged(ConnectionState.CONNECTED, f"connected to {self.url}"))
-                if name is not None:
-                    self._emit(NameAssigned(name))
-            self._handle(frame)
+            dialogue.received(received)
 
-    async def _read_v2(self, ws: AsyncWebSocketSession, request: JoinRequest) -> None:
-        """Read chat.v2 frames until the connection ends, which raises.
 
-        The welcome comes first, then ``welcome.history`` messages of history or recovery:
-        they are passed on together, as one :class:`Welcomed`, once the last has arrived.
-        """
-        welcome: Welcome | None = None
-        backlog: list[Frame] = []
-        waiting = 0  # backlog messages still to come
-        later: list[Frame] = []  # anything else that came meanwhile (nothing, from our server)
-        while True:
-            try:
-                received = await ws.receive_text()
-            except WebSocketInvalidTypeReceived:
-                continue
-            item = v2.parse_frame(received)
-            if isinstance(item, Welcome):
-                if not self.identity.issued(request.resume, item.resume):
-                    raise _Rejoin
-                welcome, waiting = item, max(item.history, 0)
-                self.name = item.name
-                if not self._got_frame:
-                    self._got_frame = True
-                    self._set_state(
-                        StateChanged(ConnectionState.CONNECTED, f"connected to {self.url}")
-                    )
-                self._welcomed.set()
-                backlog, later = [], []
-            elif isinstance(item, Ack):
-                self._acked(item)
-                continue
-            elif waiting and item.kind is FrameKind.MESSAGE and item.offset is not None:
-                backlog.append(item)
-                waiting -= 1
-            elif waiting:
-                later.append(item)
-                continue
-            else:
-                self._handle_v2(item)
-                continue
-            if welcome is not None and not waiting:
-                # Where we are in the room counts from here: a connection lost before the
-                # backlog was all in asks again from where the app's log really is.
-                if welcome.epoch != self.epoch:
-                    self.epoch, self.offset = welcome.epoch, None
-                last = backlog[-1].offset if backlog else None
-                self.offset = max(self.offset or 0, welcome.offset, last or 0)
-                self._emit(Welcomed(welcome, tuple(backlog), request.since))
-                welcome = None
-                for frame in later:
-                    self._handle_v2(frame)
+class Dialogue(Protocol):
+    """One connection's conversation in its dialect: how frames are read and how our own
+    messages are sent and answered for."""
 
-    def _acked(self, ack: Ack) -> None:
-        inflight = self._inflight
-        for index, item in enumerate(inflight):
-            if item.send_id == ack.nonce:
-                del inflight[index]
-                if ack.offset > (self.offset or 0):
-                    # Published now: its frame follows. (A repeated ack of a message published
-                    # before has no frame to come.)
-                    self._own_offsets.append(ack.offset)
-                self._emit(Acked(item.send_id, item.wire, ack.offset, ack.time))
-                return
-        # Not ours (any more): an ack for a message already acknowledged. Nothing to do.
+    codec: Codec
+    ready: asyncio.Event  # set once our messages may be written
+    got_frame: bool  # a frame arrived on this connection
 
-    def _handle_v2(self, frame: Frame) -> None:
-        if frame.kind is FrameKind.MESSAGE and frame.offset is not None:
-            offset = frame.offset
-            self.offset = max(self.offset or 0, offset)
-            own = self._own_offsets
-            while own and own[0] < offset:
-                own.popleft()  # frames come in offset order: that one will not come now
-            if own and own[0] == offset:
-                own.popleft()
-                return
-        elif frame.kind is FrameKind.ERROR and frame.nonce is not None:
-            for item in self._inflight:
-                if item.send_id == frame.nonce:
-                    self._inflight.remove(item)
-                    self._emit(Refused(item.send_id))
-                    break
-        self._emit(frame)
+    def nonce(self, item: Outgoing) -> str | None: ...
 
-    def _handle(self, frame: Frame) -> None:
-        inflight = self._inflight
+    def received(self, frame: str) -> None: ...
+
+
+class TextDialogue:
+    """The text protocol: the first frame is our join notice (our name); our messages come
+    back as ``{our name} :: {text}`` in the order we sent them, in their place in the room's
+    order.
+
+    Outstanding messages are matched first in, first out; an outstanding message that a later
+    echo overtook was dropped by the server and is refused, and an ``error:`` notice refuses
+    the oldest outstanding message. Without a name (a server that does not send our join
+    notice first) an echo is recognised by its text alone.
+    """
+
+    codec = v1.CODEC
+
+    def __init__(self, link: RoomConnection) -> None:
+        self._link = link
+        self.ready = asyncio.Event()
+        self.ready.set()  # nothing to wait for
+        self.got_frame = False
+
+    def nonce(self, item: Outgoing) -> str | None:
+        return None
+
+    def received(self, frame: str) -> None:
+        link = self._link
+        parsed = self.codec.parse(frame)
+        assert isinstance(parsed, Frame)
+        if not self.got_frame:
+            self.got_frame = True
+            link.identity.v2 = False
+            name = parsed.name if parsed.kind is FrameKind.JOIN else None
+            link.name = name
+            link.connected()
+            if name is not None:
+                link.emit(NameAssigned(name))
+        self._answer(parsed)
+
+    def _answer(self, frame: Frame) -> None:
+        link = self._link
+        inflight = link.inflight
         if not inflight:
-            self._emit(frame)
+            link.emit(frame)
             return
         send_id: str | None = None
         if frame.kind is FrameKind.MESSAGE:
-            if self.name is not None:
-                if frame.name == self.name:
+            if link.name is not None:
+                if frame.name == link.name:
                     for index, item in enumerate(inflight):
                         if item.wire == frame.text:
                             # The server keeps our order, so everything before it was dropped.
                             for _ in range(index):
-                                self._emit(Refused(inflight.popleft().send_id))
+                                link.emit(Refused(inflight.popleft().send_id))
                             send_id = inflight.popleft().send_id
                             break
             else:
@@ -672,8 +589,110 @@ class RoomConnection:
                         send_id = item.send_id
                         break
         elif frame.kind is FrameKind.ERROR:
-            self._emit(Refused(inflight.popleft().send_id))
-        self._emit(frame if send_id is None else Echo(frame, send_id))
+            link.emit(Refused(inflight.popleft().send_id))
+        link.emit(frame if send_id is None else Echo(frame, send_id))
+
+
+class NumberedDialogue:
+    """chat.v2: the welcome comes first (our name and token, where the room is), then
+    ``welcome.history`` messages of history or recovery, passed on together as one
+    :class:`Welcomed` once the last has arrived; then live frames. Our messages go out with
+    their send id as the nonce, and acks and errors name it: nothing is matched by text."""
+
+    codec = v2.CODEC
+
+    def __init__(self, link: RoomConnection, request: JoinRequest) -> None:
+        self._link = link
+        self._request = request
+        self.ready = asyncio.Event()  # nothing is sent before the welcome says whose name
+        self.got_frame = False
+        self._welcome: Welcome | None = None
+        self._backlog: list[Frame] = []
+        self._waiting = 0  # backlog messages still to come
+        self._later: list[Frame] = []  # anything else that came meanwhile (nothing, from ours)
+        # Offsets acked to us whose frames have not come yet (ascending): our own frame is
+        # not news, its ack said it all.
+        self._own_offsets: deque[int] = deque()
+
+    def nonce(self, item: Outgoing) -> str | None:
+        return item.send_id
+
+    def received(self, frame: str) -> None:
+        item = self.codec.parse(frame)
+        if isinstance(item, Welcome):
+            self._welcomed(item)
+        elif isinstance(item, Ack):
+            self._acked(item)
+            return
+        elif self._waiting and item.kind is FrameKind.MESSAGE and item.offset is not None:
+            self._backlog.append(item)
+            self._waiting -= 1
+        elif self._waiting:
+            self._later.append(item)
+            return
+        else:
+            self._live(item)
+            return
+        if self._welcome is not None and not self._waiting:
+            self._backlog_complete(self._welcome)
+
+    def _welcomed(self, welcome: Welcome) -> None:
+        link = self._link
+        if not link.identity.issued(self._request.resume, welcome.resume):
+            raise _Rejoin
+        self._welcome, self._waiting = welcome, max(welcome.history, 0)
+        link.name = welcome.name
+        if not self.got_frame:
+            self.got_frame = True
+            link.connected()
+        self.ready.set()
+        self._backlog, self._later = [], []
+
+    def _backlog_complete(self, welcome: Welcome) -> None:
+        link = self._link
+        # Where we are in the room counts from here: a connection lost before the backlog was
+        # all in asks again from where the app's log really is.
+        if welcome.epoch != link.epoch:
+            link.epoch, link.offset = welcome.epoch, None
+        last = self._backlog[-1].offset if self._backlog else None
+        link.offset = max(link.offset or 0, welcome.offset, last or 0)
+        link.emit(Welcomed(welcome, tuple(self._backlog), self._request.since))
+        self._welcome = None
+        for frame in self._later:
+            self._live(frame)
+
+    def _acked(self, ack: Ack) -> None:
+        link = self._link
+        inflight = link.inflight
+        for index, item in enumerate(inflight):
+            if item.send_id == ack.nonce:
+                del inflight[index]
+                if ack.offset > (link.offset or 0):
+                    # Published now: its frame follows. (A repeated ack of a message published
+                    # before has no frame to come.)
+                    self._own_offsets.append(ack.offset)
+                link.emit(Acked(item.send_id, item.wire, ack.offset, ack.time))
+                return
+        # Not ours (any more): an ack for a message already acknowledged. Nothing to do.
+
+    def _live(self, frame: Frame) -> None:
+        link = self._link
+        if frame.kind is FrameKind.MESSAGE and frame.offset is not None:
+            offset = frame.offset
+            link.offset = max(link.offset or 0, offset)
+            own = self._own_offsets
+            while own and own[0] < offset:
+                own.popleft()  # frames come in offset order: that one will not come now
+            if own and own[0] == offset:
+                own.popleft()
+                return
+        elif frame.kind is FrameKind.ERROR and frame.nonce is not None:
+            for item in link.inflight:
+                if item.send_id == frame.nonce:
+                    link.inflight.remove(item)
+                    link.emit(Refused(item.send_id))
+                    break
+        link.emit(frame)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -2,10 +2,11 @@
 
 A :class:`Room` holds everything the client knows about one room: its scrollback, the state of
 its connection, our name there, unread messages and mentions, who is in it, the messages we
-sent that are not confirmed yet, the input's history and draft. Every change goes through a
-method here and ends with :meth:`Room.changed`, which calls the room's observers; the app
+sent that are not confirmed yet, the lines sent and the draft. Every change goes through a
+method here and ends with :meth:`Room.changed`, which calls the room's observers; the screen
 observes rooms to redraw the sidebar, the status line and the members panel, and the message
-log observes the shown room's scrollback.
+log observes the shown room's scrollback. What the log says in the client's own words is
+recorded as notes (``notes.py``), worded there.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from enum import StrEnum
 
 from chat_protocol.frames import Frame, FrameKind, Welcome
 from chat_protocol.names import GENERATED_PREFIX
-from chat_tui.connection import ConnectionState
+from chat_tui import notes
+from chat_tui.notes import Note
 from chat_tui.scrollback import Entry, EntryKind, Observable, Scrollback, SendState
-
-DATED = "%b %d %H:%M"  # a time on another day than today
 
 
 def mentions(name: str, text: str) -> bool:
@@ -36,10 +36,6 @@ def _mention_pattern(name: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![\w]){re.escape(name)}(?![\w])", re.IGNORECASE)
 
 
-def format_delay(seconds: float) -> str:
-    return f"{seconds:.1f} s" if seconds < 1 else f"{round(seconds)} s"
-
-
 def local_time(moment: datetime) -> datetime:
     """A server time (aware, UTC) as the log shows times: naive, in the local zone."""
     return moment.astimezone().replace(tzinfo=None) if moment.tzinfo is not None else moment
@@ -48,6 +44,19 @@ def local_time(moment: datetime) -> datetime:
 def countdown(seconds: float) -> str:
     """A wait as a live countdown shows it: whole seconds, rounded up ("retrying in 7 s")."""
     return f"{max(math.ceil(seconds), 0)} s"
+
+
+class RoomState(StrEnum):
+    """Where the room's connection is, as the user sees it."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    OFFLINE = "offline"  # lost; retried with backoff
+    FAILED = "failed"  # refused by the server; retried after a long pause, or when asked
+    CLOSED = "closed"  # we left
+
+
+DOWN = (RoomState.OFFLINE, RoomState.FAILED)
 
 
 class MemberSource(StrEnum):
@@ -70,16 +79,16 @@ class Person:
 class Room(Observable):
     """One joined room."""
 
-    room: str
+    name: str  # the room's
     scrollback_limit: int
     scrollback: Scrollback = field(init=False)
-    state: ConnectionState = ConnectionState.CONNECTING
+    state: RoomState = RoomState.CONNECTING
     detail: str = ""
     retry_at: float | None = None  # time.monotonic() of the next attempt, while waiting
-    name: str | None = None  # ours here
+    me: str | None = None  # our name here
     unread: int = 0  # messages not looked at
     mentions: int = 0  # of those, the ones that mention us
-    history: list[str] = field(default_factory=list)  # sent lines, oldest first
+    sent_lines: list[str] = field(default_factory=list)  # lines sent, oldest first
     draft: str = ""
     cursor: int = 0
     people: dict[str, Person] = field(default_factory=dict)
@@ -104,19 +113,16 @@ class Room(Observable):
 
     def connection_changed(
         self,
-        state: ConnectionState,
+        state: RoomState,
         detail: str,
         retry_in: float | None,
         now: datetime,
         monotonic: float,
     ) -> None:
         self.state, self.detail = state, detail
-        waiting = retry_in is not None and state in (
-            ConnectionState.OFFLINE,
-            ConnectionState.FAILED,
-        )
+        waiting = retry_in is not None and state in DOWN
         self.retry_at = monotonic + retry_in if waiting and retry_in is not None else None
-        if state is ConnectionState.CONNECTED:
+        if state is RoomState.CONNECTED:
             if self.lost:
                 self.lost = False
                 self._announce_reconnect = True
@@ -125,36 +131,28 @@ class Room(Observable):
                 for person in self.people.values():
                     person.present = False
             self.ever_connected = True
-        elif state is ConnectionState.OFFLINE:
+        elif state is RoomState.OFFLINE:
             if not self.lost:
                 # The first failure is the gap marker; later retries only update the status.
                 self.lost = True
                 self.lost_at = now
-                what = "connection lost" if self.ever_connected else "cannot connect"
-                retry = f", retrying in {format_delay(retry_in)}" if retry_in else ""
-                self._add(Entry(EntryKind.STATUS, f"{what}: {detail}{retry}", now))
-        elif state is ConnectionState.FAILED:
+                self._note(notes.Lost(detail, retry_in, self.ever_connected), now)
+        elif state is RoomState.FAILED:
             if not self.lost:
                 self.lost_at = now
             self.lost = True
-            retry = (
-                f"; trying again in {format_delay(retry_in)}"
-                if retry_in
-                else f"; not retrying (/join {self.room} or ctrl+r tries again)"
-            )
-            self._add(Entry(EntryKind.ERROR, f"{detail}{retry}", now))
+            self._note(notes.Refused(self.name, detail, retry_in), now, EntryKind.ERROR)
         self.changed()
 
     def name_assigned(self, name: str, now: datetime) -> None:
-        self.name = name
+        self.me = name
         self._own_names.add(name)
         self._saw(name, present=True)
         if self._announce_reconnect:
             self._announce_reconnect = False
-            text = f"reconnected as {name}"
+            self._note(notes.Reconnected(name), now)
         else:
-            text = f"joined {self.room} as {name}"
-        self._add(Entry(EntryKind.STATUS, text, now))
+            self._note(notes.Joined(self.name, name), now)
         self.scrollback.restyle()  # what the log picks out as ours depends on the name
         self.changed()
 
@@ -170,8 +168,8 @@ class Room(Observable):
         history (what we do not have of it), then "reconnected".
         """
         name = welcome.name
-        renamed = name != self.name
-        self.name = name
+        renamed = name != self.me
+        self.me = name
         self._own_names.add(name)
         self._saw(name, present=True)
         self._announce_reconnect = False
@@ -183,20 +181,11 @@ class Room(Observable):
         mention = False
         if since is None or not welcome.recovered:
             if since is not None:
-                start = self.lost_at or now
-                # A gap that spans midnight says which day it began.
-                since_when = start.strftime("%H:%M" if start.date() == now.date() else DATED)
-                self._add(
-                    Entry(
-                        EntryKind.ERROR,
-                        f"messages from {since_when} to {now.strftime('%H:%M')} may be missing",
-                        now,
-                    )
-                )
+                self._note(notes.Gap(self.lost_at or now, now), now, EntryKind.ERROR)
             for frame in backlog:
                 if same_epoch and frame.offset is not None and self.has_offset(frame.offset):
                     continue  # we have it: only what we missed is added
-                entry = self._message(frame, now, history=True, backlog=True)
+                entry = self._message(frame, now, from_history=True, backlog=True)
                 if same_epoch and entry.offset is not None:
                     self.scrollback.insert(entry)  # around what we have of the same numbering
                 else:
@@ -208,9 +197,9 @@ class Room(Observable):
                     # Known for completion; whether they are here is not history's to say.
                     self.people[frame.name] = Person(frame.name, present=False)
             if since is None:
-                text = f"joined {self.room} as {name}"
+                note: Note = notes.Joined(self.name, name)
             else:
-                text = f"reconnected as {name}" if renamed else "reconnected"
+                note = notes.Reconnected(name if renamed else None)
         else:
             for frame in backlog:
                 if frame.offset is not None and self.has_offset(frame.offset):
@@ -220,8 +209,8 @@ class Room(Observable):
                 mention = self._unread(entry) or mention
                 if frame.name is not None:
                     self._saw(frame.name, present=True, spoke=True)
-            text = f"reconnected as {name}" if renamed else "reconnected"
-        self._add(Entry(EntryKind.STATUS, text, now))
+            note = notes.Reconnected(name if renamed else None)
+        self._note(note, now)
         if renamed:
             self.scrollback.restyle()
         self.changed()
@@ -245,7 +234,7 @@ class Room(Observable):
             self.changed()
             return
         entry.text = text
-        entry.sender = self.name
+        entry.sender = self.me
         entry.state = SendState.SENT
         entry.offset = offset
         entry.time = local_time(time)
@@ -260,7 +249,7 @@ class Room(Observable):
         if self._announce_reconnect:
             # A server that does not send our join notice first: no name to show.
             self._announce_reconnect = False
-            self._add(Entry(EntryKind.STATUS, "reconnected", now))
+            self._note(notes.Reconnected(), now)
         kind = frame.kind
         mention = False
         when = local_time(frame.time) if frame.time is not None else now
@@ -271,7 +260,7 @@ class Room(Observable):
                 self._saw(frame.name, present=True, spoke=True)
             mention = self._unread(entry)
         elif kind is FrameKind.ERROR:
-            self._add(Entry(EntryKind.ERROR, f"error: {frame.text}", when))
+            self._note(notes.ServerError(frame.text), when, EntryKind.ERROR)
         else:
             if frame.name is not None:  # joins and leaves
                 self._saw(frame.name, present=kind is FrameKind.JOIN, presence=True)
@@ -280,13 +269,13 @@ class Room(Observable):
         return mention
 
     def _message(
-        self, frame: Frame, now: datetime, *, history: bool = False, backlog: bool = False
+        self, frame: Frame, now: datetime, *, from_history: bool = False, backlog: bool = False
     ) -> Entry:
         """``backlog``: it came with a welcome (history or recovery), so it may be from
         another day and then shows the date; a live message is said now."""
         name = frame.name
-        own = name is not None and name == self.name
-        mention = not own and self.name is not None and mentions(self.name, frame.text)
+        own = name is not None and name == self.me
+        mention = not own and self.me is not None and mentions(self.me, frame.text)
         when = local_time(frame.time) if frame.time is not None else now
         return Entry(
             EntryKind.MESSAGE,
@@ -296,7 +285,7 @@ class Room(Observable):
             own=own,
             mention=mention,
             offset=frame.offset,
-            history=history,
+            from_history=from_history,
             dated=backlog and when.date() != now.date(),
         )
 
@@ -334,15 +323,15 @@ class Room(Observable):
 
     def sending(self, send_id: str, text: str, now: datetime) -> Entry:
         """We sent ``text`` as ``send_id``: a pending entry until the server answers."""
-        entry = Entry(EntryKind.MESSAGE, text, now, self.name, own=True, state=SendState.PENDING)
+        entry = Entry(EntryKind.MESSAGE, text, now, self.me, own=True, state=SendState.PENDING)
         self.pending[send_id] = entry
         self._add(entry)
         self.changed()
         return entry
 
     def local(self, kind: EntryKind, text: str, now: datetime) -> None:
-        """A line for the user (command output, local errors)."""
-        self._add(Entry(kind, text, now))
+        """A line for the user (command output, local errors), worded where it arose."""
+        self._note(notes.Said(text), now, kind)
         self.changed()
 
     def clear(self) -> None:
@@ -404,7 +393,7 @@ class Room(Observable):
         others = sorted(
             p.name for p in self.people.values() if p.present and p.name not in self._own_names
         )
-        return ([self.name] if self.name is not None else []) + others
+        return ([self.me] if self.me is not None else []) + others
 
     def completions(self, prefix: str) -> list[str]:
         """Names that ``prefix`` may be the start of, best first; never our own.
@@ -431,6 +420,9 @@ class Room(Observable):
 
     def _add(self, entry: Entry) -> None:
         self.scrollback.append(entry)
+
+    def _note(self, note: Note, now: datetime, kind: EntryKind = EntryKind.STATUS) -> None:
+        self._add(Entry(kind, note.text, now))
 
     def _saw(
         self, name: str, *, present: bool, presence: bool = False, spoke: bool = False

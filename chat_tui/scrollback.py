@@ -50,7 +50,7 @@ class Entry:
     # The room's message number, for servers that number them (history, recovery): entries
     # with an offset are kept in offset order (see Scrollback.insert).
     offset: int | None = None
-    history: bool = False  # said before we joined (shown dimmed, above the "joined" line)
+    from_history: bool = False  # said before we joined (shown dimmed, above the "joined" line)
     # Said on another day than the one it came in on (history, recovery): its stamp has the date.
     dated: bool = False
 

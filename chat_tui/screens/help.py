@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widgets import Footer, Static
 
 from chat_tui import commands
 
@@ -74,6 +74,8 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help"):
             yield Static(help_text(), id="help-text")
+        # Its own keys at the bottom: the main screen's do not work while it is open.
+        yield Footer()
 
     def on_mount(self) -> None:
         # Focused so that the arrow keys and page keys scroll it on a small terminal.

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, OptionList, Static
+from textual.widgets import Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from chat_protocol import names
@@ -49,6 +49,8 @@ class SwitcherScreen(ModalScreen[str | None]):
             yield Input(placeholder="room name", id="switcher-input")
             yield OptionList(id="switcher-options")
             yield Static("", id="switcher-error", markup=False)
+        # Its own keys at the bottom: the main screen's do not work while it is open.
+        yield Footer()
 
     def on_mount(self) -> None:
         self._refresh_options("")

@@ -19,8 +19,9 @@ from typing import ClassVar, Final
 
 from textual import events
 from textual.binding import Binding, BindingType
-from textual.message import Message
 from textual.widgets import Input
+
+from chat_tui.messages import LineSubmitted
 
 NEWLINE_MARK: Final = "⏎"
 HISTORY_LIMIT: Final = 500
@@ -44,25 +45,13 @@ class ChatInput(Input):
         Binding("tab", "complete", "Complete a name", show=False),
     ]
 
-    class Submitted(Message):
-        """Enter: ``line`` is what was in the box, with pasted line breaks as "\\n"."""
-
-        def __init__(self, chat_input: ChatInput, line: str) -> None:
-            super().__init__()
-            self.chat_input = chat_input
-            self.line = line
-
-        @property
-        def control(self) -> ChatInput:
-            return self.chat_input
-
     def __init__(self, **kwargs: object) -> None:
         # Input selects its whole value when it gets the focus back, and the next key typed
         # then replaces it: coming back from the search bar would wipe the draft.
         kwargs.setdefault("select_on_focus", False)
         super().__init__(**kwargs)  # type: ignore[arg-type]
         # The app swaps these per room; the widget only reads them.
-        self.history: list[str] = []
+        self.sent_lines: list[str] = []
         self.completions: Callable[[str], Iterable[str]] = lambda prefix: ()
         self._history_index: int | None = None  # None: editing a fresh draft
         self._stash = ""  # the draft put aside while browsing the history
@@ -75,9 +64,9 @@ class ChatInput(Input):
         """The value as the text to send, with pasted line breaks restored."""
         return from_display(self.value)
 
-    def load(self, history: list[str], draft: str, cursor: int | None = None) -> None:
-        """Show another room: its history list (shared, appended by the app) and its draft."""
-        self.history = history
+    def load(self, sent_lines: list[str], draft: str, cursor: int | None = None) -> None:
+        """Show another room: its lines sent (shared, appended here) and its draft."""
+        self.sent_lines = sent_lines
         self._history_index = None
         self._stash = ""
         self._completion = None
@@ -86,9 +75,9 @@ class ChatInput(Input):
 
     def remember(self, text: str) -> None:
         """Add a sent message to this room's history (shown again with up)."""
-        if not self.history or self.history[-1] != text:
-            self.history.append(text)
-            del self.history[:-HISTORY_LIMIT]
+        if not self.sent_lines or self.sent_lines[-1] != text:
+            self.sent_lines.append(text)
+            del self.sent_lines[:-HISTORY_LIMIT]
         self._history_index = None
         self._stash = ""
 
@@ -99,7 +88,7 @@ class ChatInput(Input):
             return
         self.value = ""
         self.remember(line)
-        self.post_message(self.Submitted(self, line))
+        self.post_message(LineSubmitted(line))
 
     # --- keys ------------------------------------------------------------------------------
 
@@ -130,23 +119,23 @@ class ChatInput(Input):
     # --- history -----------------------------------------------------------------------------
 
     def action_history(self, step: int) -> None:
-        if not self.history:
+        if not self.sent_lines:
             return
         index = self._history_index
         if index is None:
             if step > 0:
                 return
             self._stash = self.value
-            index = len(self.history)
+            index = len(self.sent_lines)
         index += step
         if index < 0:
             index = 0
-        if index >= len(self.history):
+        if index >= len(self.sent_lines):
             self._history_index = None
             self._set_value(self._stash)
             return
         self._history_index = index
-        self._set_value(to_display(self.history[index]))
+        self._set_value(to_display(self.sent_lines[index]))
 
     def _set_value(self, value: str) -> None:
         self.value = value

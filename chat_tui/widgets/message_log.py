@@ -627,7 +627,7 @@ class MessageLog(ScrollView, can_focus=True):
             sender_style = self._style(sender_colour(entry.sender or "?"))
             if own:
                 sender_style += self._style("own", overlay=True)
-            if entry.history:
+            if entry.from_history:
                 # Said before we joined: the whole row dimmed, above the "joined" line.
                 history = self._style("history", overlay=True)
                 text_style += history

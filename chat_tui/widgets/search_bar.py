@@ -3,7 +3,7 @@
 Typing searches as you go. Enter goes to the next older match and leaves the field, so that
 ``n`` / ``N`` (next older / newer) and enter / shift+enter step through the matches; ctrl+f
 goes back to the field; escape leaves the search. The bar only says what the user asked for
-(:class:`Changed`, :class:`Step`, :class:`Closed`); the app searches the log.
+(``messages.SearchChanged``, ``SearchStep``, ``SearchClosed``); the screen searches the log.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.message import Message
 from textual.widgets import Input, Static
+
+from chat_tui.messages import SearchChanged, SearchClosed, SearchStep
 
 
 def result_text(query: str, position: int, count: int) -> str:
@@ -35,19 +36,6 @@ class SearchBar(Horizontal, can_focus=True):
         Binding("N,shift+enter", "step(False)", "Newer match", show=False),
         Binding("ctrl+f,slash", "edit", "Edit the search", show=False),
     ]
-
-    class Changed(Message):
-        def __init__(self, query: str) -> None:
-            super().__init__()
-            self.query = query
-
-    class Step(Message):
-        def __init__(self, older: bool) -> None:
-            super().__init__()
-            self.older = older
-
-    class Closed(Message):
-        pass
 
     def compose(self) -> ComposeResult:
         yield Static("search:", id="search-label")
@@ -72,12 +60,12 @@ class SearchBar(Horizontal, can_focus=True):
     @on(Input.Changed, "#search-input")
     def _changed(self, event: Input.Changed) -> None:
         event.stop()
-        self.post_message(self.Changed(event.value))
+        self.post_message(SearchChanged(event.value))
 
     @on(Input.Submitted, "#search-input")
     def _submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        self.post_message(self.Step(older=True))
+        self.post_message(SearchStep(older=True))
         self.focus()  # n / N step from here
 
     def on_key(self, event: events.Key) -> None:
@@ -85,14 +73,14 @@ class SearchBar(Horizontal, can_focus=True):
         # apart from enter; there it steps to a newer match.
         if event.key == "shift+enter" and self.field.has_focus:
             event.stop()
-            self.post_message(self.Step(older=False))
+            self.post_message(SearchStep(older=False))
 
     def action_step(self, older: bool) -> None:
-        self.post_message(self.Step(older))
+        self.post_message(SearchStep(older))
 
     def action_edit(self) -> None:
         self.field.focus()
 
     def action_close(self) -> None:
         self.display = False
-        self.post_message(self.Closed())
+        self.post_message(SearchClosed())

@@ -11,9 +11,9 @@ from typing import Final
 from rich.text import Text
 from textual import events
 from textual.containers import VerticalScroll
-from textual.message import Message
 from textual.widget import Widget
 
+from chat_tui.messages import RoomSelected
 from chat_tui.text_layout import truncate
 
 # One glyph per connection state (ConnectionState values), so the state reads at a glance.
@@ -117,19 +117,12 @@ class RoomItem(Widget):
 
     def on_click(self, event: events.Click) -> None:
         event.stop()
-        self.post_message(RoomList.Selected(self.room))
+        self.post_message(RoomSelected(self.room))
 
 
 class RoomList(VerticalScroll, can_focus=False):
     """The joined rooms. The app calls :meth:`set_rooms`; a click on a room posts
-    :class:`Selected` (from the room's line, so it bubbles through here to the app)."""
-
-    class Selected(Message):
-        """The user clicked a room."""
-
-        def __init__(self, room: str) -> None:
-            super().__init__()
-            self.room = room
+    ``messages.RoomSelected`` (from the room's line, so it bubbles through here to the app)."""
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from textual.widget import Widget
 
 from chat_tui.app import ChatApp
 from chat_tui.config import Config
+from chat_tui.widgets.status_line import StatusLine
 from tests.servers import RunningServer, free_port
 
 SIZE = (100, 30)
@@ -102,8 +103,9 @@ def widget_lines(app: Any, widget: Widget, *, content: bool = False) -> list[str
 
 
 def log_lines(app: ChatApp) -> list[str]:
-    """The rows of the log as shown, without the scrollbar."""
-    return widget_lines(app, app.query_one("#log"), content=True)
+    """The rows of the log as shown, without the scrollbar (none before the screen is up)."""
+    log = app.query("#log")
+    return widget_lines(app, log.first(), content=True) if log else []
 
 
 def log_text(app: ChatApp) -> str:
@@ -121,6 +123,25 @@ def sidebar_line(app: ChatApp, room: str) -> str:
         if len(words) >= 3 and words[2] == room:
             return line
     raise AssertionError(f"{room} not in the sidebar: {sidebar_lines(app)}")
+
+
+def status_full_text(app: ChatApp) -> str:
+    """The whole status line, as a terminal wide enough would show it."""
+    return app.main_screen.query_one(StatusLine).full_text
+
+
+def bells_rung(app: ChatApp) -> list[float]:
+    """Record every bell the app rings from now on (Textual's ``App.bell``, which a headless
+    app does not write to any terminal); the list grows with each."""
+    rung: list[float] = []
+    ring = app.bell
+
+    def bell() -> None:
+        rung.append(asyncio.get_running_loop().time())
+        ring()
+
+    app.bell = bell  # type: ignore[method-assign]
+    return rung
 
 
 def status_line(app: ChatApp) -> str:
@@ -164,8 +185,8 @@ async def joined(pilot: Pilot[Any], app: ChatApp, room: str, timeout: float = TI
     """Wait until ``room`` is connected and our name there is known; returns the name."""
 
     def name() -> str | None:
-        rs = app.rooms.get(room)
-        return rs.name if rs is not None and rs.state.value == "connected" else None
+        rs = app.controller.rooms.get(room)
+        return rs.me if rs is not None and rs.state.value == "connected" else None
 
     result: str = await until(pilot, name, f"joining {room}", timeout)
     return result

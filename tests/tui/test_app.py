@@ -27,6 +27,7 @@ from tests.tui.app_helpers import (
     room_name,
     send,
     sidebar_line,
+    status_full_text,
     status_line,
     unseen_line,
     until,
@@ -49,7 +50,7 @@ async def test_two_apps_exchange_messages(shared_server: RunningServer) -> None:
         await until(pa, lambda: in_log(alice, f"{bob_name} hi alice"), "bob's answer")
 
         # Our own message is shown once: the echo updates the pending line, adds no other.
-        await until(pa, lambda: not alice.rooms[room].pending, "the echo")
+        await until(pa, lambda: not alice.controller.rooms[room].pending, "the echo")
         own = [line for line in log_lines(alice) if "hello from alice" in line]
         assert [untimed(line) for line in own] == [f"{alice_name} hello from alice"]
         assert "pending" not in log_text(alice)
@@ -136,15 +137,15 @@ async def test_unread_counts_and_mentions(shared_server: RunningServer) -> None:
 
             # alt+a: the room with the mention; entering a room clears its marks.
             await pilot.press("alt+a")
-            assert app.active == second
+            assert app.controller.active == second
             assert sidebar_line(app, second).endswith(second)
             mention = next(line for line in log_lines(app) if "look" in line)
             assert mention.endswith(f"{peer_b.name} hey {name}, look")
 
             await pilot.press("alt+a")
-            assert app.active == third
+            assert app.controller.active == third
             await pilot.press("alt+a")  # nothing unread any more: stays
-            assert app.active == third
+            assert app.controller.active == third
         finally:
             await peer_b.close()
             await peer_c.close()
@@ -163,9 +164,9 @@ async def test_alt_a_prefers_mentions(shared_server: RunningServer) -> None:
             await until(pilot, lambda: sidebar_line(app, rooms[2]).endswith("1 @"), "mention")
             await until(pilot, lambda: sidebar_line(app, rooms[1]).endswith("1"), "unread")
             await pilot.press("alt+a")
-            assert app.active == rooms[2]
+            assert app.controller.active == rooms[2]
             await pilot.press("alt+a")
-            assert app.active == rooms[1]
+            assert app.controller.active == rooms[1]
         finally:
             await peer_b.close()
             await peer_c.close()
@@ -188,8 +189,8 @@ async def test_a_flood_in_another_room_is_counted_and_kept_in_order(
             for text in texts:
                 await peer.ws.send(text)
             await until(pilot, lambda: sidebar_line(app, there).endswith(f"{there} 300 @"), "300")
-            assert app.rooms[there].mentions == 5
-            kept = [e.text for e in app.rooms[there].scrollback if e.sender == peer.name]
+            assert app.controller.rooms[there].mentions == 5
+            kept = [e.text for e in app.controller.rooms[there].scrollback if e.sender == peer.name]
             assert kept == texts
 
             # Entering the room: the "new messages" divider above the first unread one, at
@@ -221,8 +222,8 @@ async def test_a_refused_message_is_marked_between_sent_ones(server_factory) -> 
         long = "x" * 11
         for text in ("short", long, "after"):
             await send(pilot, text)
-        await until(pilot, lambda: not app.rooms[room].pending, "all three answered")
-        states = [(e.text, e.state) for e in app.rooms[room].scrollback if e.own]
+        await until(pilot, lambda: not app.controller.rooms[room].pending, "all three answered")
+        states = [(e.text, e.state) for e in app.controller.rooms[room].scrollback if e.own]
         assert states == [
             ("short", SendState.SENT),
             (long, SendState.REFUSED),
@@ -250,8 +251,8 @@ async def test_unreachable_server_is_shown_and_retried() -> None:
         await until(pilot, lambda: in_log(app, "cannot connect: server unreachable"), "offline")
         await until(pilot, lambda: "offline, retrying in " in status_line(app), "the countdown")
         # Everything, as a wide terminal shows it; at 100 columns the server URL gives way.
-        assert "offline, retrying in " in app.status_text()
-        assert "│ server unreachable (nothing answers at" in app.status_text()
+        assert "offline, retrying in " in status_full_text(app)
+        assert "│ server unreachable (nothing answers at" in status_full_text(app)
         assert sidebar_line(app, room).startswith(f"1 ○ {room} ↻")  # the countdown
         await send(pilot, "typed while offline")
         await until(pilot, lambda: in_log(app, "(pending) typed while offline"), "pending")
@@ -276,7 +277,7 @@ async def test_reconnect_delivers_pending_messages_in_order(server_factory) -> N
         async with app.run_test(size=SIZE) as pilot:
             first_name = await joined(pilot, app, room)
             await send(pilot, "before the restart")
-            await until(pilot, lambda: not app.rooms[room].pending, "the first echo")
+            await until(pilot, lambda: not app.controller.rooms[room].pending, "the first echo")
 
             proxy.open.clear()  # hold the client's reconnection until the listener is in
             server.stop()
@@ -295,15 +296,18 @@ async def test_reconnect_delivers_pending_messages_in_order(server_factory) -> N
                 proxy.open.set()
                 second_name = await until(
                     pilot,
-                    lambda: app.rooms[room].name != first_name and app.rooms[room].name,
+                    lambda: (
+                        app.controller.rooms[room].me != first_name
+                        and app.controller.rooms[room].me
+                    ),
                     "a new name",
                 )
                 frames = await listener.recv_until(lambda f: f.endswith(typed[-1]), timeout=20)
                 messages = [f for f in frames if SEPARATOR in f]
                 assert messages == [format_message(second_name, t) for t in typed]
                 await until(pilot, lambda: in_log(app, f"reconnected as {second_name}"), "notice")
-                await until(pilot, lambda: not app.rooms[room].pending, "the echoes")
-                states = [e.state for e in app.rooms[room].scrollback if e.own]
+                await until(pilot, lambda: not app.controller.rooms[room].pending, "the echoes")
+                states = [e.state for e in app.controller.rooms[room].scrollback if e.own]
                 assert states == [SendState.SENT] * 4
                 assert not in_log(app, "(pending)")
                 lines = [line for line in log_lines(app) if "pending " in line]
@@ -410,12 +414,14 @@ async def test_autostart_starts_a_local_server_and_again_when_it_dies(
             again = f"the chat server at ws://127.0.0.1:{port} is gone; starting it again"
 
             def said() -> list[str]:
-                return [entry.text for entry in app.rooms[room].scrollback]
+                return [entry.text for entry in app.controller.rooms[room].scrollback]
 
             await until(pilot, lambda: again in said(), "the restart", timeout=40)
             await until(
                 pilot,
-                lambda: app.rooms[room].name not in (None, name) and in_log(app, "reconnected"),
+                lambda: (
+                    app.controller.rooms[room].me not in (None, name) and in_log(app, "reconnected")
+                ),
                 "rejoining the restarted server",
                 timeout=40,
             )

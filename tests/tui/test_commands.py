@@ -195,13 +195,13 @@ async def test_join_and_leave(shared_server: RunningServer) -> None:
         await joined(pilot, app, home)
         await send(pilot, f"/join {other}")
         other_name = await joined(pilot, app, other)
-        assert app.active == other
+        assert app.controller.active == other
         assert [line.split()[2] for line in sidebar_lines(app)] == [home, other]
         assert in_log(app, f"joined {other} as {other_name}")
         assert shared_server.get_json(f"/rooms/{other}")["members"] == [other_name]
 
         await send(pilot, "/leave")
-        await until(pilot, lambda: app.active == home, "back home")
+        await until(pilot, lambda: app.controller.active == home, "back home")
         assert [line.split()[2] for line in sidebar_lines(app)] == [home]
         assert in_log(app, f"left {other}")
         await asyncio.to_thread(
@@ -227,7 +227,7 @@ async def test_leave_another_room_and_rejoin(shared_server: RunningServer) -> No
         await joined(pilot, app, second)
         await send(pilot, f"/part {second}")
         await until(pilot, lambda: len(sidebar_lines(app)) == 1, "the sidebar")
-        assert app.active == first
+        assert app.controller.active == first
         await send(pilot, f"/leave {second}")
         await until(pilot, lambda: in_log(app, f"/leave: you are not in {second}"), "refusal")
         await send(pilot, f"/join {second}")
@@ -284,7 +284,9 @@ async def test_rooms_and_who(server_factory) -> None:
             name = await joined(pilot, app, room)
             # In the room before us: only the server's member list (asked for on joining)
             # names it; tab completes it on the part after "user_".
-            await until(pilot, lambda: peer.name in app.rooms[room].members(), "the list")
+            await until(
+                pilot, lambda: peer.name in app.controller.rooms[room].members(), "the list"
+            )
             await type_text(pilot, peer.name[5:9])
             await pilot.press("tab")
             assert input_line(app) == f"{peer.name}:"

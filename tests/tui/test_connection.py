@@ -19,18 +19,16 @@ from chat_protocol.names import ROOM_RULE, is_valid_name
 from chat_protocol.v1 import format_join, format_leave, format_message
 from chat_protocol.v2 import SUBPROTOCOL as SUBPROTOCOL_V2
 from chat_protocol.v2 import welcome as v2_welcome
-from chat_tui.connection import (
-    WAKE_AT,
+from chat_tui.connection import WAKE_AT, RoomConnection, backoff_ceiling
+from chat_tui.events import (
     Acked,
     ConnectionState,
     Echo,
     Event,
     NameAssigned,
     Refused,
-    RoomConnection,
     StateChanged,
     Welcomed,
-    backoff_ceiling,
 )
 from chat_tui.scrollback import SendState
 from tests.servers import RunningServer, free_port, start_server

@@ -26,6 +26,7 @@ from tests.servers import RunningServer, free_port
 from tests.tui.app_helpers import (
     SIZE,
     MaxRandom,
+    bells_rung,
     fixed_clock,
     in_log,
     input_line,
@@ -88,7 +89,7 @@ async def test_a_flood_past_the_scrollback_bound_reaches_the_screen(
             for n in range(500):  # and later floods are shown too
                 await peer.ws.send(f"again {n}")
             await until(pilot, lambda: in_log(app, f"{peer.name} again 499"), "the second flood")
-            assert len(app.rooms[room].scrollback) == 100
+            assert len(app.controller.rooms[room].scrollback) == 100
             assert log_lines(app)[-1].endswith(f"{peer.name} again 499")
         finally:
             await peer.close()
@@ -108,7 +109,7 @@ async def test_keys_that_arrive_in_one_read_become_one_message_each(
             terminal_keys(app, "one\rtwo\rthree\r")
             got = [await peer.recv(timeout=10) for _ in range(3)]
             assert got == [format_message(name, t) for t in ("one", "two", "three")]
-            await until(pilot, lambda: not app.rooms[room].pending, "the echoes")
+            await until(pilot, lambda: not app.controller.rooms[room].pending, "the echoes")
             assert input_line(app) == "Message, or /help"
             # Keys typed after an enter in the same read stay for the next message.
             terminal_keys(app, "four\rfi")
@@ -129,7 +130,7 @@ async def test_selected_text_in_the_log_is_readable(shared_server: RunningServer
         await joined(pilot, app, room)
         await send(pilot, "copy this sentence please")
         await until(pilot, lambda: in_log(app, "copy this sentence please"), "the echo")
-        log = app.log_view
+        log = app.main_screen.log_view
         row = next(i for i, line in enumerate(log_lines(app)) if "copy this" in line)
         column = log_lines(app)[row].index("copy this")
         await pilot.mouse_down(log, offset=(column, row))
@@ -178,7 +179,10 @@ async def test_ctrl_r_reconnects_every_offline_room_now(server_factory) -> None:
             await until(pilot, lambda: in_log(app, f"reconnecting now: {room}"), "feedback")
             second = await until(
                 pilot,
-                lambda: app.rooms[room].name not in (None, first) and app.rooms[room].name,
+                lambda: (
+                    app.controller.rooms[room].me not in (None, first)
+                    and app.controller.rooms[room].me
+                ),
                 "reconnected long before the hour",
             )
             await until(pilot, lambda: in_log(app, f"reconnected as {second}"), "the notice")
@@ -197,12 +201,14 @@ async def test_a_room_back_online_brings_the_others_back(server_factory) -> None
         await joined(pilot, app, quick)
         slow_name = await joined(pilot, app, slow)
         server.stop()
-        await until(pilot, lambda: app.rooms[slow].retry_at is not None, "slow waiting an hour")
+        await until(
+            pilot, lambda: app.controller.rooms[slow].retry_at is not None, "slow waiting an hour"
+        )
         restarted = await asyncio.to_thread(server.restart)
         try:
             await until(
                 pilot,
-                lambda: app.rooms[slow].name not in (None, slow_name),
+                lambda: app.controller.rooms[slow].me not in (None, slow_name),
                 "the slow room back with the quick one",
             )
         finally:
@@ -238,6 +244,7 @@ async def test_mentions_ring_and_the_title_counts_unread(shared_server: RunningS
     here, there = room_name("a"), room_name("b")
     app = make_app(shared_server, here, there)
     async with app.run_test(size=SIZE) as pilot:
+        bells = bells_rung(app)
         name_here = await joined(pilot, app, here)
         name_there = await joined(pilot, app, there)
         peer_there = await join(shared_server.chat_url(there))
@@ -245,17 +252,17 @@ async def test_mentions_ring_and_the_title_counts_unread(shared_server: RunningS
         try:
             await peer_there.ws.send("just chat")
             await until(pilot, lambda: app.terminal_title == "(1) chat", "one unread")
-            assert app.bells == 0
+            assert len(bells) == 0
             await peer_there.ws.send(f"{name_there}: look")  # elsewhere: rings
             await until(pilot, lambda: app.terminal_title == "(2) chat", "two unread")
-            assert app.bells == 1
+            assert len(bells) == 1
             await peer_here.ws.send(f"{name_here}: here")  # in view: no bell, not unread
             await until(pilot, lambda: in_log(app, "here"), "the mention in view")
-            assert (app.bells, app.terminal_title) == (1, "(2) chat")
+            assert (len(bells), app.terminal_title) == (1, "(2) chat")
 
             app.post_message(events.AppBlur())  # the terminal window lost focus
             await peer_here.ws.send(f"still {name_here}?")
-            await until(pilot, lambda: app.bells == 2, "a bell while away")
+            await until(pilot, lambda: len(bells) == 2, "a bell while away")
             assert app.terminal_title == "(3) chat"
             app.post_message(events.AppFocus())
             await until(pilot, lambda: app.terminal_title == "(2) chat", "back")
@@ -272,13 +279,14 @@ async def test_no_bell_when_the_config_says_so(shared_server: RunningServer) -> 
     here, there = room_name("a"), room_name("b")
     app = make_app(shared_server, here, there, bell=False)
     async with app.run_test(size=SIZE) as pilot:
+        bells = bells_rung(app)
         await joined(pilot, app, here)
         name = await joined(pilot, app, there)
         peer = await join(shared_server.chat_url(there))
         try:
             await peer.ws.send(f"{name}: look")
-            await until(pilot, lambda: app.rooms[there].mentions == 1, "the mention")
-            assert app.bells == 0
+            await until(pilot, lambda: app.controller.rooms[there].mentions == 1, "the mention")
+            assert len(bells) == 0
         finally:
             await peer.close()
 
@@ -380,7 +388,7 @@ async def test_search_the_log_with_ctrl_f(shared_server: RunningServer) -> None:
             await until(pilot, lambda: "2 of 3" in widget_lines(app, bar)[0], "back up")
             await pilot.press("escape")
             await until(pilot, lambda: not bar.display, "the search closed")
-            assert app.focused is app.input_box
+            assert app.focused is app.main_screen.input_box
             await pilot.press("end")
             await until(pilot, lambda: in_log(app, "line 59"), "back at the newest")
         finally:
@@ -421,7 +429,9 @@ async def test_a_message_the_server_refuses_as_too_fast_is_marked(server_factory
         # the server lets 2 through and drops the third, saying so.
         terminal_keys(app, "".join(f"quick {n}\r" for n in range(3)))
         await until(pilot, lambda: in_log(app, "quick 2"), "all three typed")
-        await until(pilot, lambda: not app.rooms[room].pending, "every answer", timeout=30)
+        await until(
+            pilot, lambda: not app.controller.rooms[room].pending, "every answer", timeout=30
+        )
         assert in_log(app, f"{name} quick 0") and in_log(app, f"{name} quick 1")
         assert in_log(app, f"{name} (refused) quick 2")
         assert in_log(app, "error: you are sending too fast")
@@ -434,10 +444,10 @@ async def test_join_of_a_joined_room_switches_to_it(shared_server: RunningServer
         await joined(pilot, app, home)
         other_name = await joined(pilot, app, other)
         await send(pilot, f"/join {other}")
-        await until(pilot, lambda: app.active == other, "switched")
+        await until(pilot, lambda: app.controller.active == other, "switched")
         await send(pilot, f"/join {home}")
-        await until(pilot, lambda: app.active == home, "and back")
-        assert app.rooms[other].name == other_name  # the same connection, not a new one
+        await until(pilot, lambda: app.controller.active == home, "and back")
+        assert app.controller.rooms[other].me == other_name  # the same connection, not a new one
         assert shared_server.get_json(f"/rooms/{other}")["members"] == [other_name]
         assert len(sidebar_lines(app)) == 2
 
@@ -473,7 +483,7 @@ async def test_the_help_screen_closes_with_q(shared_server: RunningServer) -> No
         assert "ctrl+f" in "\n".join(screen_lines(app))
         await pilot.press("q")
         await until(pilot, lambda: not isinstance(app.screen, HelpScreen), "closed with q")
-        assert app.focused is app.input_box
+        assert app.focused is app.main_screen.input_box
 
 
 async def test_the_draft_survives_a_visit_to_the_search(shared_server: RunningServer) -> None:
@@ -486,6 +496,8 @@ async def test_the_draft_survives_a_visit_to_the_search(shared_server: RunningSe
         await pilot.press("ctrl+f")
         await type_text(pilot, "joined")
         await pilot.press("escape")
-        await until(pilot, lambda: app.focused is app.input_box, "the input focused again")
+        await until(
+            pilot, lambda: app.focused is app.main_screen.input_box, "the input focused again"
+        )
         await type_text(pilot, ", finished")
         await until(pilot, lambda: input_line(app) == "half a thought, finished", "the draft kept")

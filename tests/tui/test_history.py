@@ -21,9 +21,8 @@ from chat_protocol.v1 import SEPARATOR, format_join, format_message
 from chat_protocol.v2 import parse_time
 from chat_tui.app import ChatApp
 from chat_tui.config import Config
-from chat_tui.connection import ConnectionState
 from chat_tui.identity import TOKENS_FILE, TokenStore
-from chat_tui.rooms import local_time
+from chat_tui.rooms import RoomState, local_time
 from chat_tui.text_layout import PENDING_MARK, REFUSED_MARK
 from chat_tui.widgets.message_log import MessageLog
 from tests.server.wsclients import V2Member, join, join_v2
@@ -124,7 +123,7 @@ async def drop_and_hold(pilot: Any, app: ChatApp, gate: GateProxy, room: str) ->
     """Cut the app's connection and hold its reconnect at the gate."""
     gate.open.clear()
     gate.cut()
-    await until(pilot, lambda: app.rooms[room].lost, "the app to notice the drop")
+    await until(pilot, lambda: app.controller.rooms[room].lost, "the app to notice the drop")
 
 
 async def test_history_is_dimmed_above_the_joined_line_with_the_servers_times(
@@ -186,9 +185,11 @@ async def test_a_dropped_connection_recovers_the_gap_in_place_under_the_same_nam
                 missed = ["missed one", "missed two", "missed three"]
                 await say(peer, *missed)
                 gate.open.set()
-                app.action_reconnect()
+                app.controller.reconnect()
                 await until(pilot, lambda: in_log(app, "reconnected"), "the reconnect")
-                assert app.rooms[room].name == name and app.rooms[other].name == name
+                assert (
+                    app.controller.rooms[room].me == name and app.controller.rooms[other].me == name
+                )
                 rows = [row_of(app, text) for text in ["before the drop", *missed]]
                 assert rows == sorted(rows)
                 assert row_of(app, "connection lost") < rows[1]
@@ -218,11 +219,11 @@ async def test_a_restarted_server_gap_is_marked_then_its_history_shown(server_fa
                 await peer.close()
                 # Memory broker: a new epoch, no history.
                 restarted = await asyncio.to_thread(server.restart)
-                await until(pilot, lambda: app.rooms[room].lost, "the app to notice")
+                await until(pilot, lambda: app.controller.rooms[room].lost, "the app to notice")
                 clock.now = FIXED_NOW + timedelta(minutes=7)
                 await peer_says(restarted, room, "after the restart")
                 gate.open.set()
-                app.action_reconnect()
+                app.controller.reconnect()
                 await until(pilot, lambda: in_log(app, "reconnected"), "the reconnect")
                 marker = row_of(app, "messages from 12:34 to 12:41 may be missing")
                 after = row_of(app, "after the restart")
@@ -258,8 +259,8 @@ async def test_messages_typed_offline_are_pending_until_acked_and_reach_the_room
                 "three pending messages",
             )
             gate.open.set()
-            app.action_reconnect()
-            await until(pilot, lambda: not app.rooms[room].pending, "the acks")
+            app.controller.reconnect()
+            await until(pilot, lambda: not app.controller.rooms[room].pending, "the acks")
             await until(pilot, lambda: not in_log(app, PENDING_MARK), "no message shown pending")
             assert [row_of(app, f"{name} {text}") for text in typed] == sorted(
                 row_of(app, f"{name} {text}") for text in typed
@@ -268,7 +269,7 @@ async def test_messages_typed_offline_are_pending_until_acked_and_reach_the_room
             got = [f.partition(SEPARATOR)[2] for f in frames if f.startswith(name + " ::")]
             assert got == typed
             # And a message the server refuses (too long) is shown refused, by its nonce.
-            app.send_text(app.rooms[room], "x" * (MAX_MESSAGE_CHARS + 1))
+            app.controller.send(app.controller.rooms[room], "x" * (MAX_MESSAGE_CHARS + 1))
             await until(pilot, lambda: in_log(app, "was not sent"), "the server's error")
             for _ in range(10):  # the message is longer than the screen: up to its first row
                 if in_log(app, REFUSED_MARK):
@@ -313,7 +314,7 @@ async def test_a_second_chat_tui_beside_the_first_gets_a_name_of_its_own(
         async with second.run_test(size=SIZE) as other:
             assert await joined(other, second, room) != name
             assert in_log(second, "another chat-tui of yours is running")
-        assert first.rooms[room].state is ConnectionState.CONNECTED
+        assert first.controller.rooms[room].state is RoomState.CONNECTED
         assert not in_log(first, "replaced")
 
 
@@ -364,21 +365,21 @@ async def test_a_server_without_chat_v2_gets_the_text_protocol_and_everything_wo
         app = make_app(f"ws://127.0.0.1:{proxy.port}", room)
         async with app.run_test(size=SIZE) as pilot:
             name = await joined(pilot, app, room)
-            assert not app.connections[room].v2
+            assert not app.controller.links[room].connection.v2
             assert in_log(app, f"joined {room} as {name}")
             peer = await join(shared_server.chat_url(room))
             await peer.ws.send("hello from a text client")
             await until(pilot, lambda: in_log(app, f"{peer.name} hello from a text client"), "it")
             await send(pilot, "hello back")
             await until(pilot, lambda: in_log(app, f"{name} hello back"), "our message")
-            await until(pilot, lambda: not app.rooms[room].pending, "its echo")
+            await until(pilot, lambda: not app.controller.rooms[room].pending, "its echo")
             assert (await peer.recv_until(lambda f: f.endswith("hello back")))[-1] == (
                 f"{name} :: hello back"
             )
             # A drop: the text protocol reconnects under a new name, and says so.
             proxy.cut()
             await until(pilot, lambda: in_log(app, "reconnected as"), "the reconnect")
-            assert app.rooms[room].state is ConnectionState.CONNECTED
+            assert app.controller.rooms[room].state is RoomState.CONNECTED
             await peer.close()
 
 
@@ -401,7 +402,7 @@ async def test_a_message_published_before_a_drop_but_not_acked_is_shown_and_sent
             assert in_log(app, f"{PENDING_MARK}said exactly once")
             relay.cut()
             await until(pilot, lambda: in_log(app, "reconnected"), "the reconnect")
-            await until(pilot, lambda: not app.rooms[room].pending, "the repeated ack")
+            await until(pilot, lambda: not app.controller.rooms[room].pending, "the repeated ack")
             await send(pilot, "and the next one")
             await until(pilot, lambda: in_log(app, f"{name} and the next one"), "the next one")
             assert [line for line in log_lines(app) if "said exactly once" in line] == [

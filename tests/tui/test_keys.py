@@ -46,7 +46,7 @@ async def test_room_switching_keys(shared_server: RunningServer) -> None:
     async with app.run_test(size=SIZE) as pilot:
         for room in rooms:
             await joined(pilot, app, room)
-        assert app.focused is app.input_box
+        assert app.focused is app.main_screen.input_box
         assert active_marker(app) == rooms[0]
         await pilot.press("alt+down")
         assert active_marker(app) == rooms[1]
@@ -62,7 +62,7 @@ async def test_room_switching_keys(shared_server: RunningServer) -> None:
         assert active_marker(app) == rooms[2]
         # The log follows: the join line of the active room is shown.
         assert in_log(app, f"joined {rooms[2]} as")
-        assert app.focused is app.input_box
+        assert app.focused is app.main_screen.input_box
 
 
 async def test_clicking_a_room_switches(shared_server: RunningServer) -> None:
@@ -72,7 +72,7 @@ async def test_clicking_a_room_switches(shared_server: RunningServer) -> None:
         await joined(pilot, app, rooms[1])
         await pilot.click("#sidebar", offset=(4, 1))  # the second row: the second room
         assert active_marker(app) == rooms[1]
-        assert app.focused is app.input_box
+        assert app.focused is app.main_screen.input_box
 
 
 async def test_quick_switcher(shared_server: RunningServer) -> None:
@@ -130,7 +130,7 @@ async def test_keys_of_the_main_screen_do_not_act_behind_a_modal(
         await pilot.press("f1")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen), "help")
         await pilot.press("alt+2")
-        assert app.active == rooms[0]
+        assert app.controller.active == rooms[0]
         await pilot.press("f1")
         await until(pilot, lambda: not isinstance(app.screen, HelpScreen), "help closed")
 
@@ -204,7 +204,7 @@ async def test_tab_completes_names_seen_in_the_room(shared_server: RunningServer
             await type_text(pilot, "zzz")
             await pilot.press("tab")  # nothing to complete: nothing changes, focus stays
             assert input_line(app) == "zzz"
-            assert app.focused is app.input_box
+            assert app.focused is app.main_screen.input_box
         finally:
             for peer in (first, second):
                 await peer.close()
@@ -240,7 +240,7 @@ async def test_multi_line_paste_is_one_message(shared_server: RunningServer) -> 
 async def test_paste_replaces_the_selection() -> None:
     app = make_app(f"ws://127.0.0.1:{free_port()}", "general")  # no server needed
     async with app.run_test(size=SIZE) as pilot:
-        box = app.input_box
+        box = app.main_screen.input_box
         await type_text(pilot, "abcdef")
         await pilot.press("shift+left", "shift+left")
         app.post_message(events.Paste("X\nY"))
@@ -267,7 +267,7 @@ async def test_help_lists_every_key(shared_server: RunningServer) -> None:
             assert keys in text and what in text
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, HelpScreen), "closed")
-        assert app.focused is app.input_box
+        assert app.focused is app.main_screen.input_box
 
 
 def test_terminal_alt_digits_arrive_as_alt_keys() -> None:

@@ -10,8 +10,7 @@ from chat_protocol.frames import Frame, Welcome
 from chat_protocol.v1 import format_join, format_leave, format_message, parse_frame
 from chat_protocol.v2 import message as v2_message_frame
 from chat_protocol.v2 import parse_frame as parse_v2_frame
-from chat_tui.connection import ConnectionState
-from chat_tui.rooms import MemberSource, Room, local_time, mentions
+from chat_tui.rooms import MemberSource, Room, RoomState, local_time, mentions
 from chat_tui.scrollback import Entry, EntryKind, Scrollback, SendState
 from chat_tui.search import Search
 
@@ -35,7 +34,7 @@ def left(name: str) -> Frame:
 
 def room_with_me() -> Room:
     room = Room("general", 100)
-    room.connection_changed(ConnectionState.CONNECTED, "connected", None, T, 0.0)
+    room.connection_changed(RoomState.CONNECTED, "connected", None, T, 0.0)
     room.name_assigned(ME, T)
     return room
 
@@ -135,11 +134,11 @@ def test_our_messages_go_pending_then_sent_or_refused() -> None:
 def test_losing_and_regaining_the_connection_is_said_once() -> None:
     room = room_with_me()
     for _ in range(3):
-        room.connection_changed(ConnectionState.OFFLINE, "server unreachable", 2.0, T, 10.0)
+        room.connection_changed(RoomState.OFFLINE, "server unreachable", 2.0, T, 10.0)
     assert room.retry_at == 12.0
-    room.connection_changed(ConnectionState.CONNECTING, "connecting", None, T, 12.0)
+    room.connection_changed(RoomState.CONNECTING, "connecting", None, T, 12.0)
     assert room.retry_at is None
-    room.connection_changed(ConnectionState.CONNECTED, "connected", None, T, 12.0)
+    room.connection_changed(RoomState.CONNECTED, "connected", None, T, 12.0)
     room.name_assigned("user_meeeee02", T)
     texts = [e.text for e in room.scrollback if e.kind is EntryKind.STATUS]
     assert texts == [
@@ -147,7 +146,7 @@ def test_losing_and_regaining_the_connection_is_said_once() -> None:
         "connection lost: server unreachable, retrying in 2 s",
         "reconnected as user_meeeee02",
     ]
-    room.connection_changed(ConnectionState.FAILED, "closed (1008)", None, T, 20.0)
+    room.connection_changed(RoomState.FAILED, "closed (1008)", None, T, 20.0)
     assert room.scrollback[-1].text == (
         "closed (1008); not retrying (/join general or ctrl+r tries again)"
     )
@@ -186,8 +185,8 @@ def test_without_a_member_list_the_room_shows_who_was_seen() -> None:
     room.frame(joined(BOB), T)
     assert room.member_source is MemberSource.SEEN
     assert room.members() == [ME, ALICE, BOB]
-    room.connection_changed(ConnectionState.OFFLINE, "lost", 1.0, T, 0.0)
-    room.connection_changed(ConnectionState.CONNECTED, "connected", None, T, 1.0)
+    room.connection_changed(RoomState.OFFLINE, "lost", 1.0, T, 0.0)
+    room.connection_changed(RoomState.CONNECTED, "connected", None, T, 1.0)
     room.name_assigned("user_meeeee02", T)
     assert room.members() == ["user_meeeee02"]  # who is here again is not known yet
 
@@ -251,14 +250,14 @@ def welcome(offset: int, recovered: bool | None, epoch: str = EPOCH) -> Welcome:
 
 def v2_room(*history: Frame) -> Room:
     room = Room("general", 100)
-    room.connection_changed(ConnectionState.CONNECTED, "connected", None, T, 0.0)
+    room.connection_changed(RoomState.CONNECTED, "connected", None, T, 0.0)
     room.welcomed(welcome(len(history), None), history, None, T)
     return room
 
 
 def lose(room: Room, at: datetime = T) -> None:
-    room.connection_changed(ConnectionState.OFFLINE, "dropped", 1.0, at, 0.0)
-    room.connection_changed(ConnectionState.CONNECTED, "connected", None, at, 0.0)
+    room.connection_changed(RoomState.OFFLINE, "dropped", 1.0, at, 0.0)
+    room.connection_changed(RoomState.CONNECTED, "connected", None, at, 0.0)
 
 
 def texts(room: Room) -> list[str]:
@@ -268,7 +267,7 @@ def texts(room: Room) -> list[str]:
 def test_history_comes_before_the_joined_line_marked_as_history() -> None:
     room = v2_room(v2_message(ALICE, "old 1", 1), v2_message(BOB, "old 2", 2))
     assert texts(room) == ["old 1", "old 2", f"joined general as {ME}"]
-    assert [entry.history for entry in room.scrollback] == [True, True, False]
+    assert [entry.from_history for entry in room.scrollback] == [True, True, False]
     assert room.scrollback[0].time == local_time(UTC_T)  # the server's time, shown locally
     assert room.unread == 0  # said before we came: not unread
 
@@ -278,7 +277,7 @@ def test_a_recovered_gap_is_filled_in_place_and_only_reconnected_said() -> None:
     lose(room)
     room.welcomed(welcome(3, True), [v2_message(ALICE, "m2", 2), v2_message(BOB, "m3", 3)], 1, T)
     assert texts(room)[-3:] == ["m2", "m3", "reconnected"]
-    assert not any(entry.history for entry in room.scrollback if entry.text in ("m2", "m3"))
+    assert not any(entry.from_history for entry in room.scrollback if entry.text in ("m2", "m3"))
     assert not any("missing" in text for text in texts(room))
 
 

@@ -13,6 +13,7 @@ Everything else (app, widgets, screens, keys) is the real thing.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,14 +24,7 @@ from textual.pilot import Pilot
 from chat_protocol.v1 import format_error, format_join, format_leave, format_message, parse_frame
 from chat_tui.app import ChatApp
 from chat_tui.config import Config
-from chat_tui.connection import (
-    ConnectionState,
-    Echo,
-    NameAssigned,
-    Refused,
-    RoomConnection,
-    StateChanged,
-)
+from chat_tui.events import ConnectionState, Echo, Event, NameAssigned, Refused, StateChanged
 from chat_tui.screens.help import HelpScreen
 from chat_tui.screens.switcher import SwitcherScreen
 from tests.tui.app_helpers import (
@@ -65,61 +59,80 @@ class RoomScript:
     members: list[str] | None = None  # GET /rooms/{room}; None: the server has no such endpoint
 
 
-class ScriptedConnection(RoomConnection):
-    """A RoomConnection that plays a RoomScript instead of opening a socket.
+class ScriptedConnection:
+    """A room's connection (the controller's ``Connection`` seam) that plays a RoomScript
+    instead of opening a socket.
 
-    It queues what RoomConnection queues, in the same order, through the same queue and
-    wake-up: state changes, our name from the first frame, then the frames (an Echo for ours,
-    a Refused before the error notice that refuses one).
+    It reports what RoomConnection reports, in the same order: state changes, our name from
+    the first frame, then the frames (an Echo for ours, a Refused before the error notice that
+    refuses one), and wakes the app once each time its queue stops being empty.
     """
 
     def __init__(
         self, server_url: str, room: str, wake: Callable[[], object], script: RoomScript
     ) -> None:
-        super().__init__(server_url, room, wake)
+        self.room = room
+        self.url = f"{server_url}/chat/{room}"
         self.script = script
-        self._scripted_ids = 0
-        self._scripted_closed: asyncio.Event | None = None
+        self.name: str | None = None
+        self.events: deque[Event] = deque()
+        self.pending = 0
+        self._wake = wake
+        self._woken = False
+        self._ids = 0
+        self._closed = asyncio.Event()
+
+    def take(self, limit: int | None = None) -> list[Event]:
+        self._woken = False
+        taken = list(self.events)[:limit]
+        for _ in taken:
+            self.events.popleft()
+        return taken
+
+    def _report(self, *events: Event) -> None:
+        self.events.extend(events)
+        if not self._woken:
+            self._woken = True
+            self._wake()
 
     async def run(self) -> None:
-        self._scripted_closed = asyncio.Event()
         script = self.script
-        self._set_state(StateChanged(ConnectionState.CONNECTING, f"connecting to {self.url}"))
-        self._set_state(StateChanged(ConnectionState.CONNECTED, f"connected to {self.url}"))
+        self._report(
+            StateChanged(ConnectionState.CONNECTING, f"connecting to {self.url}"),
+            StateChanged(ConnectionState.CONNECTED, f"connected to {self.url}"),
+        )
         self.name = script.name
-        self._emit(NameAssigned(script.name))
-        for wire in [format_join(script.name), *script.frames]:
-            self._emit(parse_frame(wire))
+        self._report(NameAssigned(script.name))
+        self.deliver(format_join(script.name), *script.frames)
         if script.lost:
-            self._set_state(StateChanged(ConnectionState.OFFLINE, LOST, 2.0))
-        await self._scripted_closed.wait()
+            self._report(StateChanged(ConnectionState.OFFLINE, LOST, 2.0))
+        await self._closed.wait()
 
     def deliver(self, *wires: str) -> None:
         """More frames from the "server", now."""
-        for wire in wires:
-            self._emit(parse_frame(wire))
+        self._report(*(parse_frame(wire) for wire in wires))
 
-    def send(self, text: str) -> str:
-        self._scripted_ids += 1
-        send_id = f"scripted-{self._scripted_ids}"
-        if text in self.script.refuse:
-            self._emit(Refused(send_id))
-            self._emit(parse_frame(format_error(FLOOD)))
-        elif text not in self.script.hold:
-            echo = parse_frame(format_message(self.script.name, text))
-            self._emit(Echo(echo, send_id))
+    def send(self, line: str) -> str:
+        self._ids += 1
+        send_id = f"scripted-{self._ids}"
+        if line in self.script.refuse:
+            self._report(Refused(send_id), parse_frame(format_error(FLOOD)))
+        elif line not in self.script.hold:
+            self._report(Echo(parse_frame(format_message(self.script.name, line)), send_id))
         return send_id
 
+    def retry_now(self) -> None:
+        pass
+
     async def close(self) -> None:
-        if self._scripted_closed is not None:
-            self._scripted_closed.set()
-        self._set_state(StateChanged(ConnectionState.CLOSED, "left the room"))
+        self._closed.set()
+        self._report(StateChanged(ConnectionState.CLOSED, "left the room"))
 
 
 def scripted_app(scripts: dict[str, RoomScript], **options: Any) -> ChatApp:
     """A ChatApp whose rooms (in this order) play ``scripts``, with fixed clocks."""
 
-    def connect(url: str, room: str, wake: Callable[[], object]) -> RoomConnection:
+    def connect(url: str, room: str, wake: Callable[[], object]) -> ScriptedConnection:
         return ScriptedConnection(url, room, wake, scripts[room])
 
     def http(request: httpx.Request) -> httpx.Response:
@@ -144,8 +157,8 @@ async def played(pilot: Pilot[Any], app: ChatApp) -> None:
     """Wait until the app has taken in every room's script."""
 
     def done() -> bool:
-        for name, room in app.rooms.items():
-            connection = app.connections[name]
+        for name, room in app.controller.rooms.items():
+            connection = app.controller.links[name].connection
             assert isinstance(connection, ScriptedConnection)
             script = connection.script
             # "joined ROOM as NAME", our join notice, the frames, "connection lost".
@@ -162,7 +175,9 @@ async def settled(pilot: Pilot[Any], app: ChatApp) -> None:
     for widget in app.screen.query("Input"):
         widget.cursor_blink = False  # type: ignore[attr-defined]
     await pilot.pause()
-    await until(pilot, lambda: not app.log_view.sync_due, "the log to take in every entry")
+    await until(
+        pilot, lambda: not app.main_screen.log_view.sync_due, "the log to take in every entry"
+    )
     await pilot.pause()
 
 
@@ -307,9 +322,9 @@ def test_log_scrolled_to_the_top_at_the_scrollback_bound(snap_compare: Any) -> N
     async def run_before(pilot: Pilot[Any]) -> None:
         await until(pilot, lambda: in_log(app, "flood line 59"), "the flood")
         await settled(pilot, app)
-        while round(app.log_view.scroll_y) > 0:
+        while round(app.main_screen.log_view.scroll_y) > 0:
             await pilot.press("pageup")
-        connection = app.connections["general"]
+        connection = app.controller.links["general"].connection
         assert isinstance(connection, ScriptedConnection)
         connection.deliver(*flood_frames(5, start=60))
         await until(pilot, lambda: "5 new messages" in "".join(screen_lines(app)), "five more")
@@ -329,7 +344,7 @@ def test_new_messages_divider_and_search(snap_compare: Any) -> None:
 
     async def run_before(pilot: Pilot[Any]) -> None:
         await played(pilot, app)
-        connection = app.connections["slytherin"]
+        connection = app.controller.links["slytherin"].connection
         assert isinstance(connection, ScriptedConnection)
         connection.deliver(
             format_message(DRACO, "the potion needs Moonstone"),

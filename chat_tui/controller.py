@@ -1,0 +1,551 @@
+"""The client's rooms and what happens to them: joins and leaves, what the connections report,
+the commands, and the policies that span rooms. No Textual here.
+
+The controller owns the room models (``rooms.py``) and one connection per room
+(``connection.py``), each run as a background job. It runs in a :class:`Host`: the Textual
+app, or a test. The host gives it jobs (``spawn``), wakes it when a connection has events
+waiting (``wake``, so that they are applied in the host's own loop, between keys), and rings
+for mentions out of sight. The screen observes the controller (rooms joined or left, the active
+room) and the rooms (everything else); it never changes a room itself.
+
+Policies kept here, where they are tested without a screen:
+
+* a room's connection coming back retries every other offline room of the server at once;
+* the local server we started, found gone, is started again (once at a time);
+* quitting with messages not yet acknowledged waits for the connected rooms' acks, then says
+  how many are still not sent, and quits only when asked again;
+* a mention in a room out of sight (or while the terminal is unfocused) rings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import httpx
+
+from chat_protocol import names, text
+from chat_protocol.frames import Frame
+from chat_tui import autostart, commands
+from chat_tui.config import Config
+from chat_tui.connection import Connection, ConnectionFactory, RoomConnection
+from chat_tui.events import (
+    Acked,
+    ConnectionState,
+    Echo,
+    NameAssigned,
+    Refused,
+    StateChanged,
+    Welcomed,
+)
+from chat_tui.identity import Identity
+from chat_tui.rooms import Room, RoomState
+from chat_tui.scrollback import EntryKind, Observable
+
+# Events applied per turn: a flood is taken in slices, so that keys typed meanwhile (which
+# wait in the same queue) are handled between two slices.
+DRAIN_LIMIT = 500
+# Quitting with messages not yet acknowledged by a connected room: how long to wait for them.
+QUIT_WAIT = 3.0
+
+
+class Job(Protocol):
+    """A background job the host runs for the controller (a Textual worker, an asyncio task)."""
+
+    @property
+    def is_finished(self) -> bool: ...
+
+    def cancel(self) -> None: ...
+
+
+class Host(Protocol):
+    def spawn(self, work: Coroutine[Any, Any, None], *, group: str, exclusive: bool = False) -> Job:
+        """Run ``work`` in the background (``exclusive``: replacing the group's running job)."""
+
+    def wake(self, room: str) -> None:
+        """Events wait in ``room``'s connection: call :meth:`ChatController.drain` soon."""
+
+    def ring(self) -> None:
+        """A mention the user is not looking at."""
+
+
+@dataclass(eq=False)
+class RoomLink:
+    """A room's connection and the job running it."""
+
+    connection: Connection
+    job: Job | None = None
+
+
+class ChatController(Observable):
+    """Observers are called when rooms are joined or left, or another room becomes active;
+    ``on_activate(old, new)`` is called first when the active room changes."""
+
+    def __init__(
+        self,
+        config: Config,
+        host: Host,
+        *,
+        identity: Identity | None = None,
+        connection_factory: ConnectionFactory | None = None,
+        clock: Callable[[], datetime] = datetime.now,
+        monotonic: Callable[[], float] | None = None,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.host = host
+        self.identity = identity or Identity(config.server)
+        self.clock = clock
+        self.monotonic: Callable[[], float] = monotonic or time.monotonic
+        self._http_transport = http_transport
+        self._connection_factory = connection_factory or (
+            lambda url, room, wake: RoomConnection(
+                url, room, wake, history=config.history, identity=self.identity
+            )
+        )
+        self.rooms: dict[str, Room] = {}
+        self.links: dict[str, RoomLink] = {}
+        self.active: str | None = None
+        self.focused = True  # the terminal window has the focus (as far as it says)
+        self.on_activate: Callable[[Room | None, Room], None] | None = None
+        self.connecting = False  # True once startup is done: new rooms connect at once
+        self._quitting = False
+        self._quit_asked = False  # asked once with messages not sent: the next one quits
+        self._autostarted = False  # we started the local server (so we start it again)
+        self._restarting = False
+        self._apply: dict[type, Callable[[Room, Any, datetime], bool]] = {
+            Frame: self._frame,
+            Echo: self._echo,
+            Acked: self._acked,
+            Refused: self._refused,
+            Welcomed: self._welcomed,
+            NameAssigned: self._name_assigned,
+            StateChanged: self._state_changed,
+        }
+
+    @property
+    def current(self) -> Room | None:
+        return self.rooms.get(self.active) if self.active is not None else None
+
+    def order(self) -> list[str]:
+        """The joined rooms in sidebar order."""
+        return list(self.rooms)
+
+    # --- startup and the local server -------------------------------------------------------
+
+    def start(self, rooms: list[str]) -> None:
+        """Join ``rooms`` (the first is active), then look for the server (starting a local
+        one if need be) and connect them."""
+        for name in rooms:
+            self.add_room(name)
+        if rooms:
+            self.activate(rooms[0])
+        self.host.spawn(self._startup(), group="startup")
+
+    async def _startup(self) -> None:
+        server = self.config.server
+        result: autostart.StartResult | None = None
+        try:
+            if (
+                self.config.autostart
+                and autostart.is_local(server)
+                and not await autostart.server_reachable(server)
+            ):
+                self._server_starting(f"no chat server answers at {server}; starting one")
+                result = await asyncio.to_thread(autostart.start_local_server, server)
+        except Exception as exc:
+            # Autostart failing must not keep the rooms from connecting (and retrying).
+            self.say(EntryKind.ERROR, f"could not start a local server: {exc}")
+            result = None
+        self._startup_done(result)
+
+    def _server_starting(self, line: str) -> None:
+        for room in self.rooms.values():
+            room.detail = "starting a local server"
+            room.changed()
+        self.say(EntryKind.STATUS, line)
+
+    def _startup_done(self, result: autostart.StartResult | None) -> None:
+        if self.connecting:
+            return
+        if result is not None:
+            self._autostarted = result.started
+            self.say(EntryKind.ERROR if result.failed else EntryKind.STATUS, result.message)
+        self.connecting = True
+        for room in self.rooms.values():
+            self._connect(room)
+
+    def _server_gone(self) -> None:
+        """Nothing answers where the server we started was: start it again, once at a time."""
+        if (
+            self._autostarted
+            and self.config.autostart
+            and autostart.is_local(self.config.server)
+            and not self._restarting
+            and not self._quitting
+        ):
+            self._restarting = True
+            self.host.spawn(self._start_server_again(), group="autostart", exclusive=True)
+
+    async def _start_server_again(self) -> None:
+        server = self.config.server
+        try:
+            if await autostart.server_reachable(server):
+                return  # someone else started one meanwhile; the rooms find it themselves
+            self._server_starting(f"the chat server at {server} is gone; starting it again")
+            result = await asyncio.to_thread(autostart.start_local_server, server)
+        except Exception as exc:
+            self.say(EntryKind.ERROR, f"could not start the server again: {exc}")
+            return
+        finally:
+            self._restarting = False
+        self.say(EntryKind.ERROR if result.failed else EntryKind.STATUS, result.message)
+        self.reconnect(quiet=True)
+
+    # --- rooms ------------------------------------------------------------------------------
+
+    def add_room(self, name: str) -> Room:
+        room = self.rooms.get(name)
+        if room is not None:
+            return room
+        room = Room(name, self.config.scrollback)
+        connection = self._connection_factory(
+            self.config.server, name, lambda: self.host.wake(name)
+        )
+        self.rooms[name] = room
+        self.links[name] = RoomLink(connection)
+        if self.connecting:
+            self._connect(room)
+        self.changed()
+        return room
+
+    def _connect(self, room: Room) -> None:
+        link = self.links[room.name]
+        # One job per room, exclusive within the room's own group: a restart replaces it.
+        link.job = self.host.spawn(
+            self._run(room, link.connection), group=f"rooms/{room.name}", exclusive=True
+        )
+
+    async def _run(self, room: Room, connection: Connection) -> None:
+        try:
+            await connection.run()
+        except Exception as exc:  # a bug: the room says so, and ctrl+r starts it again
+            room.connection_changed(
+                RoomState.FAILED, f"connection stopped: {exc!r}", None, self.clock(), 0.0
+            )
+
+    def _stopped(self, name: str) -> bool:
+        job = self.links[name].job
+        return job is None or job.is_finished
+
+    def activate(self, name: str, *, old: Room | None = None) -> None:
+        """Show ``name`` (``old``: the room shown until now, if it is no longer joined)."""
+        room = self.rooms.get(name)
+        if room is None:
+            return
+        old = old or self.current
+        if old is not None and old is not room:
+            old.look_away(leaving=True)
+        self.active = name
+        if self.focused:
+            room.look()
+        if self.on_activate is not None:
+            self.on_activate(old, room)
+        self.changed()
+
+    def join(self, name: str) -> bool:
+        """Join ``name`` (or switch to it); a room whose connection gave up connects again."""
+        problem = names.room_problem(name)
+        if problem is not None:
+            self.say(EntryKind.ERROR, problem)
+            return False
+        room = self.rooms.get(name)
+        if room is None:
+            room = self.add_room(name)
+        elif self.connecting and self._stopped(name):
+            self._connect(room)  # it gave up (e.g. closed with 1008): try again now
+        self.activate(name)
+        return True
+
+    def leave(self, name: str | None) -> bool:
+        target = name or self.active
+        if target is None or target not in self.rooms:
+            self.say(EntryKind.ERROR, f"/leave: you are not in {target}")
+            return False
+        if len(self.rooms) == 1:
+            self.say(
+                EntryKind.ERROR,
+                f"/leave: {target} is your only room; /join another first, or /quit",
+            )
+            return False
+        order = self.order()
+        index = order.index(target)
+        left = self.rooms.pop(target)
+        link = self.links.pop(target)
+        if self.active == target:
+            self.active = None
+            neighbour = order[index + 1] if index + 1 < len(order) else order[index - 1]
+            self.activate(neighbour, old=left)
+        self.host.spawn(link.connection.close(), group="closing")
+        self.say(EntryKind.STATUS, f"left {target}")
+        self.changed()
+        return True
+
+    def cycle(self, step: int) -> None:
+        order = self.order()
+        if order:
+            index = order.index(self.active) if self.active in order else 0
+            self.activate(order[(index + step) % len(order)])
+
+    def goto(self, number: int) -> bool:
+        """Room ``number`` of the sidebar (1 first); False if there is none."""
+        order = self.order()
+        if not 1 <= number <= len(order):
+            return False
+        self.activate(order[number - 1])
+        return True
+
+    def next_unread(self) -> bool:
+        """The next room with unread messages, mentions first; False if there is none."""
+        order = self.order()
+        start = order.index(self.active) + 1 if self.active in order else 0
+        ring = order[start:] + order[:start]
+        for wanted in (lambda r: r.mentions > 0, lambda r: r.unread > 0):
+            for name in ring:
+                if wanted(self.rooms[name]):
+                    self.activate(name)
+                    return True
+        return False
+
+    def focus(self, focused: bool) -> None:
+        """The terminal window got (or lost) the focus."""
+        self.focused = focused
+        room = self.current
+        if room is not None:
+            if focused:
+                room.look()
+            else:
+                room.look_away(leaving=False)
+
+    # --- commands ---------------------------------------------------------------------------
+
+    def run(self, action: commands.Action) -> bool:
+        """Carry out one parsed input line; False if it could not (the log says why). Help and
+        Quit are the screen's."""
+        room = self.current
+        match action:
+            case commands.SendText(line):
+                if room is not None:
+                    self.send(room, line)
+            case commands.Join(name):
+                return self.join(name)
+            case commands.Leave(name):
+                return self.leave(name)
+            case commands.ListRooms():
+                if room is not None:
+                    self.host.spawn(self._list_rooms(room.name), group="http")
+            case commands.Who():
+                if room is not None:
+                    self.host.spawn(self._who(room.name), group="http")
+            case commands.Clear():
+                if room is not None:
+                    room.clear()
+            case commands.Reconnect():
+                self.reconnect()
+            case commands.CommandError(message):
+                self.say(EntryKind.ERROR, message)
+                return False
+        return True
+
+    def send(self, room: Room, line: str) -> None:
+        if text.sanitize(line) is None:
+            return
+        send_id = self.links[room.name].connection.send(line)
+        room.sending(send_id, line, self.clock())
+        self._quit_asked = False  # a new message not sent yet: quitting warns again
+
+    def reconnect(self, quiet: bool = False) -> None:
+        """Retry every offline room now (ctrl+r, /reconnect)."""
+        retried = []
+        for name, link in self.links.items():
+            room = self.rooms[name]
+            if room.state not in (RoomState.OFFLINE, RoomState.FAILED):
+                continue
+            if self.connecting and self._stopped(name):
+                self._connect(room)
+            else:
+                link.connection.retry_now()
+            retried.append(name)
+        if quiet:
+            return
+        if retried:
+            self.say(EntryKind.STATUS, f"reconnecting now: {', '.join(retried)}")
+        else:
+            self.say(EntryKind.STATUS, "every room is connected")
+
+    async def _list_rooms(self, room: str) -> None:
+        line = await commands.fetch_rooms(self.config.server, transport=self._http_transport)
+        self._output(room, line)
+
+    async def _who(self, room: str) -> None:
+        asked_at = self.rooms[room].presence_version if room in self.rooms else 0
+        line, listed = await commands.fetch_members(
+            self.config.server, room, transport=self._http_transport
+        )
+        self._members_listed(room, listed, asked_at)
+        self._output(room, line)
+
+    def _output(self, room: str, line: str) -> None:
+        target = self.rooms.get(room)
+        if target is not None:
+            target.local(EntryKind.STATUS, line, self.clock())
+
+    def say(self, kind: EntryKind, line: str) -> None:
+        """A line for the user in the active room's log (command output, local errors)."""
+        room = self.current
+        if room is not None:
+            room.local(kind, line, self.clock())
+
+    # --- what the connections report ----------------------------------------------------------
+
+    def drain(self, name: str) -> None:
+        """Apply what ``name``'s connection has queued (at most :data:`DRAIN_LIMIT` events;
+        the rest after whatever else waits)."""
+        room = self.rooms.get(name)
+        link = self.links.get(name)
+        if room is None or link is None:
+            return  # a room left meanwhile: what its connection still says is dropped
+        connection = link.connection
+        # One time for the burst: it arrived within a few milliseconds.
+        now = self.clock()
+        ring = False
+        apply = self._apply
+        for event in connection.take(DRAIN_LIMIT):
+            ring = apply[type(event)](room, event, now) or ring
+        if connection.events:  # more than one slice
+            self.host.wake(name)
+        if ring and self.config.bell:
+            self.host.ring()
+
+    def _out_of_sight(self, room: Room) -> bool:
+        return room.name != self.active or not self.focused
+
+    def _frame(self, room: Room, frame: Frame, now: datetime) -> bool:
+        return room.frame(frame, now) and self._out_of_sight(room)
+
+    def _echo(self, room: Room, echo: Echo, now: datetime) -> bool:
+        room.echo(echo.send_id, echo.frame)
+        return False
+
+    def _acked(self, room: Room, acked: Acked, now: datetime) -> bool:
+        room.acked(acked.send_id, acked.text, acked.offset, acked.time)
+        return False
+
+    def _refused(self, room: Room, refused: Refused, now: datetime) -> bool:
+        room.refused(refused.send_id)
+        return False
+
+    def _welcomed(self, room: Room, welcomed: Welcomed, now: datetime) -> bool:
+        mention = room.welcomed(welcomed.welcome, welcomed.backlog, welcomed.since, now)
+        self._fetch_members(room)
+        return mention and self._out_of_sight(room)
+
+    def _name_assigned(self, room: Room, assigned: NameAssigned, now: datetime) -> bool:
+        room.name_assigned(assigned.name, now)
+        self._fetch_members(room)
+        return False
+
+    def _state_changed(self, room: Room, event: StateChanged, now: datetime) -> bool:
+        state = RoomState(event.state.value)
+        room.connection_changed(state, event.detail, event.retry_in, now, self.monotonic())
+        if event.state is ConnectionState.CONNECTED:
+            # The server is back: no other room of it should wait for its own next attempt.
+            for other, link in self.links.items():
+                if other != room.name and self.rooms[other].state is RoomState.OFFLINE:
+                    link.connection.retry_now()
+        elif event.state is ConnectionState.OFFLINE and event.unreachable:
+            self._server_gone()
+        return False
+
+    def _fetch_members(self, room: Room) -> None:
+        self.host.spawn(self._members(room.name, room.presence_version), group="members")
+
+    async def _members(self, room: str, asked_at: int) -> None:
+        _, listed = await commands.fetch_members(
+            self.config.server, room, transport=self._http_transport
+        )
+        self._members_listed(room, listed, asked_at)
+
+    def _members_listed(self, name: str, listed: list[str] | None, asked_at: int) -> None:
+        room = self.rooms.get(name)
+        if room is None:
+            return
+        if listed is None:
+            room.members_unavailable()
+        else:
+            room.members_listed(listed, asked_at)
+
+    # --- quitting ---------------------------------------------------------------------------
+
+    def unsent(self, connected: bool = False) -> list[Room]:
+        """Rooms with messages not yet sent (``connected``: of those, the connected ones)."""
+        return [
+            room
+            for room in self.rooms.values()
+            if room.pending and (not connected or room.state is RoomState.CONNECTED)
+        ]
+
+    async def quit(self, wait: float = QUIT_WAIT) -> bool:
+        """Whether to quit now. Messages not yet acknowledged are not dropped silently: the
+        first time, quitting waits up to ``wait`` seconds for the connected rooms' acks, and if
+        some are still not sent, says how many and does not quit; asked again, it does."""
+        if self._quitting:
+            return False
+        if not self._quit_asked and self.unsent():
+            self._quit_asked = True
+            if self.unsent(connected=True):
+                await self._wait_for_acks(wait)
+            unsent = sum(len(room.pending) for room in self.unsent())
+            if unsent:
+                rooms = ", ".join(room.name for room in self.unsent())
+                plural, them = ("message is", "it") if unsent == 1 else ("messages are", "them")
+                self.say(
+                    EntryKind.ERROR,
+                    f"{unsent} {plural} not sent yet (pending in {rooms}); "
+                    f"ctrl+q again quits without {them}",
+                )
+                return False
+        await self.close()
+        return True
+
+    async def _wait_for_acks(self, timeout: float) -> None:
+        """Until no connected room has messages waiting for their ack, or ``timeout``."""
+        settled = asyncio.Event()
+
+        def check() -> None:
+            if not self.unsent(connected=True):
+                settled.set()
+
+        stops = [room.subscribe(check) for room in self.rooms.values()]
+        try:
+            check()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(settled.wait(), timeout)
+        finally:
+            for stop in stops:
+                stop()
+
+    async def close(self) -> None:
+        """Close every connection (code 1000), once."""
+        if self._quitting:
+            return
+        self._quitting = True
+        await asyncio.gather(
+            *(link.connection.close() for link in self.links.values()), return_exceptions=True
+        )

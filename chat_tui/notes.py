@@ -1,0 +1,100 @@
+"""What the client says in a room's log in its own words, as values: each kind of note is a
+class whose ``text`` is the sentence. The model (``rooms.py``) records notes; only this module
+words them. No Textual here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+TIME = "%H:%M"
+DATED = "%b %d %H:%M"  # a time on another day than the one it is compared with
+
+
+def format_delay(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 1 else f"{round(seconds)} s"
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    room: str
+    name: str
+
+    @property
+    def text(self) -> str:
+        return f"joined {self.room} as {self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnected:
+    name: str | None = None  # said when it is not the name we had
+
+    @property
+    def text(self) -> str:
+        return "reconnected" if self.name is None else f"reconnected as {self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """The connection went down (or never came up); ``retry_in``: when it tries again."""
+
+    detail: str
+    retry_in: float | None
+    ever_connected: bool
+
+    @property
+    def text(self) -> str:
+        what = "connection lost" if self.ever_connected else "cannot connect"
+        retry = f", retrying in {format_delay(self.retry_in)}" if self.retry_in else ""
+        return f"{what}: {self.detail}{retry}"
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The server refused the room; it is tried again after ``retry_in``, or only when asked."""
+
+    room: str
+    detail: str
+    retry_in: float | None
+
+    @property
+    def text(self) -> str:
+        if self.retry_in:
+            return f"{self.detail}; trying again in {format_delay(self.retry_in)}"
+        return f"{self.detail}; not retrying (/join {self.room} or ctrl+r tries again)"
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Messages between ``since`` and ``until`` may be missing (recovery was not possible)."""
+
+    since: datetime
+    until: datetime
+
+    @property
+    def text(self) -> str:
+        # A gap that spans midnight says which day it began.
+        start = self.since.strftime(TIME if self.since.date() == self.until.date() else DATED)
+        return f"messages from {start} to {self.until.strftime(TIME)} may be missing"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerError:
+    """An error the server sent (``error:`` notice, or chat.v2's error frame)."""
+
+    description: str
+
+    @property
+    def text(self) -> str:
+        return f"error: {self.description}"
+
+
+@dataclass(frozen=True, slots=True)
+class Said:
+    """Words that are someone else's, shown as they are: a server's notice, a command's
+    output, a local error already worded where it arose."""
+
+    text: str
+
+
+Note = Joined | Reconnected | Lost | Refused | Gap | ServerError | Said

@@ -1,0 +1,359 @@
+"""The main screen: the sidebar, the active room's log, the input, the members panel and the
+status line; the keys that work while you type; and the chrome, redrawn from the models.
+
+The screen shows what the controller (``controller.py``) and its rooms hold and hands it what
+the user does; it decides nothing about rooms itself. Data flows one way: each room's
+connection wakes the app with one ``EventsWaiting`` when its queue stops being empty, the
+controller applies the queue to the room's model, and the widgets observe the models: the
+message log syncs once with the shown scrollback after each burst of changes, and the chrome
+(sidebar, status line, members panel, terminal title) is redrawn once after each burst of
+changes to any room.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
+
+from textual import events, on
+from textual.actions import SkipAction
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from chat_tui import commands
+from chat_tui.messages import (
+    EventsWaiting,
+    LineSubmitted,
+    RoomSelected,
+    SearchChanged,
+    SearchClosed,
+    SearchStep,
+)
+from chat_tui.rooms import DOWN, Room, RoomState, countdown
+from chat_tui.screens.help import HelpScreen
+from chat_tui.screens.switcher import SwitcherScreen
+from chat_tui.widgets import status_line as status
+from chat_tui.widgets.chat_input import ChatInput
+from chat_tui.widgets.members import MembersPanel
+from chat_tui.widgets.message_log import MessageLog
+from chat_tui.widgets.search_bar import SearchBar
+from chat_tui.widgets.sidebar import RoomInfo, RoomList
+from chat_tui.widgets.status_line import StatusLine
+
+if TYPE_CHECKING:
+    from chat_tui.app import ChatApp
+    from chat_tui.controller import ChatController
+
+# Below this many columns the sidebar shows only room numbers and marks (ctrl+b toggles).
+SIDEBAR_COLLAPSE_BELOW = 100
+# Below this many columns the members panel is hidden (f2 toggles).
+MEMBERS_HIDE_BELOW = 120
+
+
+class ChatScreen(Screen[None]):
+    # priority=True: these must work while the input box has focus (it would eat some of them).
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f1", "help", "Help"),
+        Binding("ctrl+k", "switcher", "Switch room", priority=True),
+        Binding("alt+a", "next_unread", "Next unread", priority=True),
+        Binding("ctrl+f", "search", "Search", priority=True),
+        Binding("f2", "toggle_members", "Members"),
+        Binding("ctrl+b", "toggle_sidebar", "Sidebar", show=False, priority=True),
+        Binding("ctrl+r", "reconnect", "Reconnect", show=False, priority=True),
+        Binding("alt+down", "cycle_room(1)", "Next room", show=False, priority=True),
+        Binding("alt+up", "cycle_room(-1)", "Previous room", show=False, priority=True),
+        *[
+            Binding(f"alt+{n}", f"goto_room({n})", f"Room {n}", show=False, priority=True)
+            for n in range(1, 10)
+        ],
+        Binding("pageup", "scroll_log(-1)", "Scroll up", show=False, priority=True),
+        Binding("pagedown", "scroll_log(1)", "Scroll down", show=False, priority=True),
+        # end: only while scrolled up, otherwise it moves the input's cursor as usual.
+        Binding("end", "log_bottom(True)", "Newest", show=False, priority=True),
+        Binding("escape", "log_bottom(False)", "Newest", show=False),
+    ]
+
+    def __init__(self, controller: ChatController) -> None:
+        super().__init__()
+        self.controller = controller
+        config = controller.config
+        self._chrome_due = False
+        self._sidebar_choice: bool | None = None  # collapsed, as the user chose with ctrl+b
+        self._members_choice: bool | None = None  # shown, as the user chose with f2
+        self._watched: dict[Room, Callable[[], None]] = {}  # room -> stop observing it
+        self._status = StatusLine(id="status")
+        self._sidebar = RoomList(id="sidebar")
+        self._members = MembersPanel(id="members")
+        self.log_view = MessageLog(time_format=config.time_format, own_name=self._me, id="log")
+        # The input keeps the focus: keys scroll the log, clicks must not steal focus.
+        self.log_view.can_focus = False
+        self._unseen = Static("", id="unseen", markup=False)
+        self.search_bar = SearchBar(id="search")
+        self.input_box = ChatInput(placeholder="Message, or /help", id="input")
+
+    @property
+    def chat_app(self) -> ChatApp:
+        from chat_tui.app import ChatApp
+
+        assert isinstance(self.app, ChatApp)
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        yield self._status
+        with Horizontal(id="main"):
+            yield self._sidebar
+            with Vertical(id="chat"):
+                yield self.log_view
+                yield self._unseen
+                yield self.search_bar
+                yield self.input_box
+            yield self._members
+        yield Footer()
+
+    def _me(self) -> str | None:
+        current = self.controller.current
+        return current.me if current is not None else None
+
+    def on_mount(self) -> None:
+        self.search_bar.display = False
+        self.watch(self.log_view, "unseen", self._show_unseen, init=False)
+        controller = self.controller
+        controller.on_activate = self._activated
+        controller.subscribe(self._rooms_changed)
+        self._rooms_changed()
+        if controller.current is not None:
+            self._activated(None, controller.current)
+        self._fit_layout(self.app.size.width)
+        self._refresh_chrome()  # the rooms' lines mount with the screen, before any news
+        self.input_box.focus()
+        # The countdown to the next attempt is shown live; it decides nothing.
+        self.set_interval(1.0, self._tick, name="countdown")
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit_layout(event.size.width)
+
+    def _fit_layout(self, width: int) -> None:
+        """Narrow terminals: the sidebar collapses and the members panel hides."""
+        collapsed = self._sidebar_choice
+        if collapsed is None:
+            collapsed = width < SIDEBAR_COLLAPSE_BELOW
+        self._sidebar.set_class(collapsed, "-collapsed")
+        members = self._members_choice
+        if members is None:
+            members = self.controller.config.members and width >= MEMBERS_HIDE_BELOW
+        self._members.display = members
+        self._schedule_chrome()
+
+    # --- following the controller --------------------------------------------------------------
+
+    def _rooms_changed(self) -> None:
+        """Rooms joined or left: observe exactly the joined ones."""
+        rooms = set(self.controller.rooms.values())
+        for room in list(self._watched):
+            if room not in rooms:
+                self._watched.pop(room)()
+        for room in rooms:
+            if room not in self._watched:
+                self._watched[room] = room.subscribe(self._schedule_chrome)
+        self._schedule_chrome()
+
+    def _activated(self, old: Room | None, room: Room) -> None:
+        """Another room is shown: its log, its draft and its lines sent."""
+        chat_input = self.input_box
+        if old is not None and old is not room:
+            if self.controller.rooms.get(old.name) is old:
+                old.draft = chat_input.value
+                old.cursor = chat_input.cursor_position
+            else:
+                # A room left: its draft must not follow us into the next one.
+                chat_input.value = ""
+        if self.search_bar.display:
+            self._close_search()
+        self.log_view.show(room.scrollback)
+        if old is not room:
+            chat_input.load(room.sent_lines, room.draft, room.cursor)
+        chat_input.completions = room.completions
+        self._show_unseen(self.log_view.unseen)
+        self._schedule_chrome()
+
+    @on(EventsWaiting)
+    def _events_waiting(self, event: EventsWaiting) -> None:
+        self.controller.drain(event.room)
+
+    # --- chrome: status line, sidebar, members panel, title -----------------------------------
+
+    def _schedule_chrome(self) -> None:
+        """A room changed: redraw the chrome once, after whatever is changing it now."""
+        if not self._chrome_due:
+            self._chrome_due = True
+            self.call_later(self._refresh_chrome)
+
+    def _tick(self) -> None:
+        if any(room.retry_at is not None for room in self.controller.rooms.values()):
+            self._refresh_chrome()
+
+    def _refresh_chrome(self) -> None:
+        self._chrome_due = False
+        if not self._sidebar.is_attached:
+            return  # before compose, or while exiting
+        controller = self.controller
+        now = controller.monotonic()
+        self._sidebar.set_rooms(
+            [
+                RoomInfo(
+                    room.name,
+                    room.state.value,
+                    room.unread,
+                    room.mentions,
+                    countdown(room.retry_at - now) if room.retry_at is not None else "",
+                    room.detail,
+                )
+                for room in controller.rooms.values()
+            ],
+            controller.active,
+        )
+        self._status.set_parts(self.status_parts(now))
+        current = controller.current
+        if current is not None and self._members.display:
+            self._members.show_members(current.members(), current.me, current.member_source)
+        self.chat_app.show_unread(sum(room.unread for room in controller.rooms.values()))
+
+    def status_parts(self, now: float | None = None) -> list[tuple[str, int]]:
+        """The status line's parts, in order, with their priorities."""
+        controller = self.controller
+        room = controller.current
+        parts = [(controller.config.server, status.SERVER)]
+        if room is None:
+            return [*parts, ("no room", status.STATE)]
+        parts.append((f"#{room.name}", status.ROOM))
+        parts.append((f"you are {room.me}" if room.me else "name not known yet", status.NAME))
+        state = room.state.value
+        if room.retry_at is not None:
+            left = room.retry_at - (controller.monotonic() if now is None else now)
+            state += f", retrying in {countdown(left)}"
+        parts.append((state, status.STATE))
+        starting = room.state is RoomState.CONNECTING and not controller.connecting
+        if room.detail and (room.state in DOWN or starting):
+            parts.append((room.detail, status.DETAIL))
+        if room.pending:
+            parts.append((f"{len(room.pending)} pending", status.PENDING))
+        return parts
+
+    def _show_unseen(self, count: int) -> None:
+        unseen = self._unseen
+        if count:
+            plural = "" if count == 1 else "s"
+            unseen.update(f"↓ {count} new message{plural} (end or escape: jump to the newest)")
+        unseen.set_class(count > 0, "-visible")
+
+    def on_click(self, event: events.Click) -> None:
+        if event.widget is not None and event.widget.id == "unseen":
+            self.log_view.scroll_to_bottom()
+
+    # --- input ------------------------------------------------------------------------------
+
+    @on(LineSubmitted)
+    def _submitted(self, event: LineSubmitted) -> None:
+        event.stop()
+        chat_input = self.input_box
+        # The box was emptied on enter; what is in it now was typed after enter and belongs to
+        # the next message (in the room /join goes to, if that is what enter sent).
+        after = chat_input.value
+        chat_input.value = ""
+        self.run_command(commands.parse(event.line))
+        if after:
+            chat_input.value += after
+            chat_input.cursor_position = len(chat_input.value)
+
+    def run_command(self, action: commands.Action) -> bool:
+        """Carry out one parsed input line; False if it could not (the log says why)."""
+        match action:
+            case commands.Help():
+                self.action_help()
+            case commands.Quit():
+                self.chat_app.action_quit()
+            case commands.SendText():
+                self.controller.run(action)
+                self.log_view.scroll_to_bottom()  # sending means you are back in the talk
+            case _:
+                return self.controller.run(action)
+        return True
+
+    @on(RoomSelected)
+    def _room_clicked(self, event: RoomSelected) -> None:
+        self.controller.activate(event.room)
+        self.input_box.focus()
+
+    # --- search -----------------------------------------------------------------------------
+
+    @on(SearchChanged)
+    def _search_changed(self, event: SearchChanged) -> None:
+        self.search_bar.show_result(*self.log_view.search(event.query))
+
+    @on(SearchStep)
+    def _search_step(self, event: SearchStep) -> None:
+        self.search_bar.show_result(*self.log_view.search_step(event.older))
+
+    @on(SearchClosed)
+    def _search_closed(self, event: SearchClosed) -> None:
+        self._close_search()
+
+    def _close_search(self) -> None:
+        self.search_bar.display = False
+        self.search_bar.field.value = ""
+        self.log_view.end_search()
+        self.input_box.focus()
+
+    # --- actions (keys) ---------------------------------------------------------------------
+
+    def action_cycle_room(self, step: int) -> None:
+        self.controller.cycle(step)
+
+    def action_goto_room(self, number: int) -> None:
+        if not self.controller.goto(number):
+            self.app.bell()
+
+    def action_next_unread(self) -> None:
+        if not self.controller.next_unread():
+            self.app.bell()
+
+    def action_scroll_log(self, direction: int) -> None:
+        self.log_view.page(direction)
+
+    def action_log_bottom(self, only_if_scrolled: bool) -> None:
+        log = self.log_view
+        if only_if_scrolled and log.following:
+            raise SkipAction()  # let the input have its "end" key
+        log.scroll_to_bottom()
+
+    def action_search(self) -> None:
+        self.search_bar.open()
+        if self.search_bar.query:
+            self.search_bar.show_result(*self.log_view.search(self.search_bar.query))
+
+    def action_toggle_members(self) -> None:
+        self._members_choice = not self._members.display
+        self._fit_layout(self.app.size.width)
+
+    def action_toggle_sidebar(self) -> None:
+        self._sidebar_choice = not self._sidebar.compact
+        self._fit_layout(self.app.size.width)
+
+    def action_reconnect(self) -> None:
+        self.controller.reconnect()
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen())
+
+    def action_switcher(self) -> None:
+        def chosen(room: str | None) -> None:
+            if room:
+                self.controller.join(room)
+            self.input_box.focus()
+
+        self.app.push_screen(
+            SwitcherScreen(self.controller.order(), self.controller.active), chosen
+        )
