@@ -7,9 +7,9 @@ from typing import Any
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
+ReceiveFn = Callable[[], Awaitable[Message]]
+SendFn = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, ReceiveFn, SendFn], Awaitable[None]]
 
 # Extensions chat-server's WebSocket protocol (``transport/uvicorn_ws.py``) offers in the scope,
 # and the key of a received message that carries the rate verdict: absent under plain uvicorn.

@@ -337,7 +337,7 @@ class AsgiMember(Member):
         codec: Codec,
         limit_bytes: int,
         on_drop: OnDrop,
-        send: asgi.Send,
+        send: asgi.SendFn,
         **options: object,
     ) -> None:
         super().__init__(name, room, codec, limit_bytes, on_drop, **options)  # type: ignore[arg-type]

@@ -8,17 +8,15 @@ import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from chat_protocol import close, names
+from chat_protocol.close import Close
 from chat_server import tokens
 from chat_server.backends.base import Backend, BrokerStatus, BrokerUnavailable, public_reason
 from chat_server.hub import HubMember, RoomHub
 from chat_server.member import Member
 from chat_server.ops.settings import Settings
-
-if TYPE_CHECKING:
-    from chat_server.session import ChatSession
 
 log = logging.getLogger("chat_server")
 
@@ -37,6 +35,12 @@ class NameLease:
         return tokens.token_id(self.token.digest)
 
 
+class Session(Protocol):
+    """A connection in a room, as the node lets go of it (``session.ChatSession``)."""
+
+    def drop(self, why: Close, detail: object = None) -> None: ...
+
+
 class Node:
     def __init__(self, settings: Settings, backend: Backend) -> None:
         self.settings = settings
@@ -44,7 +48,7 @@ class Node:
         self.hub = RoomHub(backend.channels, self._room_lost)
         self.started = time.time()
         self.connections = 0  # admitted: from the handshake's checks until they left
-        self.sessions: set[ChatSession] = set()
+        self.sessions: set[Session] = set()  # in their rooms
         self._background: set[asyncio.Task[None]] = set()
         backend.on_status(self._broker_status)
 

@@ -60,8 +60,8 @@ class ChatSession:
         self,
         node: Node,
         scope: asgi.Scope,
-        receive: asgi.Receive,
-        send: asgi.Send,
+        receive: asgi.ReceiveFn,
+        send: asgi.SendFn,
         room: str,
         request: JoinRequest,
         codec: Codec,
@@ -357,7 +357,7 @@ class PublishWindow:
             self._session.drop(failed.close, failed.detail)
 
 
-async def close_politely(send: asgi.Send, why: Close, detail: object, timeout: float) -> None:
+async def close_politely(send: asgi.SendFn, why: Close, detail: object, timeout: float) -> None:
     """An ordinary ASGI close (plain uvicorn), given up after ``timeout``."""
     message = {"type": "websocket.close", "code": why.code, "reason": why.text(detail)}
     message[asgi.CLOSE_KEY] = why

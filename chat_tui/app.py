@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import httpx
-from textual import events
+from textual import events, on
 from textual._ansi_sequences import ANSI_SEQUENCES_KEYS
 from textual.app import App
 from textual.binding import Binding, BindingType
@@ -26,7 +26,7 @@ from chat_tui.config import Config
 from chat_tui.connection import ConnectionFactory
 from chat_tui.controller import ChatController
 from chat_tui.identity import Identity, TokenStore
-from chat_tui.messages import EventsWaiting
+from chat_tui.messages import EventsWaiting, QuitAsked, UnreadChanged
 from chat_tui.screens.chat import ChatScreen
 from chat_tui.scrollback import EntryKind
 
@@ -152,9 +152,10 @@ class ChatApp(App[None]):
         if not self.is_headless and self._driver is not None:
             self._driver.write(sequence)
 
-    def show_unread(self, unread: int) -> None:
+    @on(UnreadChanged)
+    def _unread_changed(self, event: UnreadChanged) -> None:
         """The unread count, in the terminal's title."""
-        self.terminal_title = title_text(unread)
+        self.terminal_title = title_text(event.count)
         if self.config.title and self._title_written != self.terminal_title:
             if self._title_written is None:
                 self._write_terminal("\x1b[22;0t")  # keep the terminal's own title to restore
@@ -163,6 +164,10 @@ class ChatApp(App[None]):
             self._write_terminal(f"\x1b]2;{self.terminal_title}\x07")
 
     # --- quitting ---------------------------------------------------------------------------
+
+    @on(QuitAsked)
+    def _quit_asked(self, event: QuitAsked) -> None:
+        self.action_quit()
 
     def action_quit(self) -> None:  # type: ignore[override]
         """Close every connection (code 1000), then exit; with messages not yet sent, the

@@ -1,28 +1,18 @@
-"""Client settings: defaults, then the TOML config file, then ``CHAT_SERVER_URL``, then the CLI.
+"""Client settings, each declared once: a field of :class:`Config` with its default, what it
+means (the README's config block says the same, and a test compares them) and its check.
 
-The config file lives at ``platformdirs.user_config_dir("chat-tui")/config.toml`` (on Linux
-``~/.config/chat-tui/config.toml``) unless ``--config PATH`` names another one. Every key is
-optional::
-
-    server = "ws://127.0.0.1:8000"
-    rooms = ["general", "slytherin"]
-    time_format = "%H:%M"
-    scrollback = 10000
-    theme = "textual-dark"
-    autostart = true
-    bell = true
-    title = true
-    members = true
-    history = 50
-    keep_name = true
+Precedence: defaults, then the TOML config file, then ``CHAT_SERVER_URL``, then the command
+line. The config file lives at ``platformdirs.user_config_dir("chat-tui")/config.toml`` (on
+Linux ``~/.config/chat-tui/config.toml``) unless ``--config PATH`` names another one. Every key
+is optional.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -40,19 +30,116 @@ class ConfigError(ValueError):
     """A config file or setting that cannot be used; the message says what and where."""
 
 
+def _wrong(key: str, value: Any, expected: str) -> ConfigError:
+    return ConfigError(f"{key} must be {expected}, not {value!r}")
+
+
+def _flag(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _wrong(key, value, "true or false")
+    return value
+
+
+def _text(example: str) -> Callable[[str, Any], str]:
+    def check(key: str, value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise _wrong(key, value, example)
+        return value
+
+    return check
+
+
+def _whole(low: int, high: int | None, expected: str) -> Callable[[str, Any], int]:
+    def check(key: str, value: Any) -> int:
+        # bool is an int in Python; `scrollback = true` is a mistake, not 1.
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or value < low
+            or (high is not None and value > high)
+        ):
+            raise _wrong(key, value, expected)
+        return value
+
+    return check
+
+
+def _server(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _wrong(key, value, "a string such as 'ws://127.0.0.1:8000'")
+    problem = server_url_problem(value)
+    if problem:
+        raise ConfigError(f"server: {problem}")
+    return value
+
+
+def _rooms(key: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
+        raise _wrong(key, value, "a list of room names")
+    for room in value:
+        problem = names.room_problem(room)
+        if problem:
+            raise ConfigError(f"rooms: {problem}")
+    # An empty list means "the default room", as on the command line.
+    return list(dict.fromkeys(value)) or [DEFAULT_ROOM]
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """A config key's explanation (the README's comment on it) and its check."""
+
+    doc: str
+    check: Callable[[str, Any], Any]
+
+
+def key(default: Any, doc: str, check: Callable[[str, Any], Any]) -> Any:
+    """A config key: a dataclass field whose metadata is its :class:`Key` (a tuple default
+    is a list, new for each Config)."""
+    metadata = {"key": Key(doc, check)}
+    if isinstance(default, tuple):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(slots=True)
 class Config:
-    server: str = DEFAULT_SERVER
-    rooms: list[str] = field(default_factory=lambda: [DEFAULT_ROOM])
-    time_format: str = "%H:%M"
-    scrollback: int = 10_000  # messages kept per room
-    theme: str = "textual-dark"
-    autostart: bool = True  # start a local server when a loopback server does not answer
-    bell: bool = True  # ring the terminal bell when a message mentions us out of sight
-    title: bool = True  # unread count in the terminal's title: "(3) chat"
-    members: bool = True  # the members panel, where the terminal is wide enough (f2 toggles)
-    history: int = 50  # messages of history shown on joining a room (chat.v2 servers; 0: none)
-    keep_name: bool = True  # keep the name's resume token in the state directory (0600)
+    server: str = key(
+        DEFAULT_SERVER, "CHAT_SERVER_URL overrides it, --server overrides both", _server
+    )
+    rooms: list[str] = key(
+        (DEFAULT_ROOM,), "joined at start when no room is given on the command line", _rooms
+    )
+    time_format: str = key(
+        "%H:%M", "strftime format of the time column", _text("a strftime format such as '%H:%M'")
+    )
+    scrollback: int = key(
+        10_000, "messages kept per room", _whole(1, None, "a positive whole number of messages")
+    )
+    theme: str = key(
+        "textual-dark", "any Textual theme name", _text("a theme name such as 'textual-dark'")
+    )
+    autostart: bool = key(
+        True, "start a local server when a loopback server does not answer", _flag
+    )
+    bell: bool = key(True, "ring the terminal bell for a mention out of sight", _flag)
+    title: bool = key(True, 'unread count in the terminal\'s title: "(3) chat"', _flag)
+    members: bool = key(True, "the members panel where the terminal is wide enough (f2)", _flag)
+    history: int = key(
+        50,
+        "messages of history shown on joining a room (chat.v2); 0: none",
+        _whole(0, 10_000, "a whole number of messages from 0 (none) to 10000"),
+    )
+    keep_name: bool = key(True, "keep your name's token in the state directory (0600)", _flag)
+
+
+def config_keys() -> list[Field[Any]]:
+    """Every config key's field, in declaration order (the README lists them in it)."""
+    return list(fields(Config))
+
+
+def explain(f: Field[Any]) -> Key:
+    described: Key = f.metadata["key"]
+    return described
 
 
 def default_config_path() -> Path:
@@ -124,54 +211,10 @@ def _apply_file(config: Config, path: Path, *, required: bool) -> Config:
 
 
 def _validated(data: dict[str, Any]) -> dict[str, Any]:
-    known = [f.name for f in fields(Config)]
+    known = {f.name: explain(f).check for f in config_keys()}
     values: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in known:
-            raise ConfigError(f"unknown setting {key!r} (known settings: {', '.join(known)})")
-        values[key] = _check(key, value)
+    for name, value in data.items():
+        if name not in known:
+            raise ConfigError(f"unknown setting {name!r} (known settings: {', '.join(known)})")
+        values[name] = known[name](name, value)
     return values
-
-
-def _check(key: str, value: Any) -> Any:
-    def wrong(expected: str) -> ConfigError:
-        return ConfigError(f"{key} must be {expected}, not {value!r}")
-
-    if key == "server":
-        if not isinstance(value, str):
-            raise wrong("a string such as 'ws://127.0.0.1:8000'")
-        problem = server_url_problem(value)
-        if problem:
-            raise ConfigError(f"server: {problem}")
-        return value
-    if key == "rooms":
-        if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
-            raise wrong("a list of room names")
-        for room in value:
-            problem = names.room_problem(room)
-            if problem:
-                raise ConfigError(f"rooms: {problem}")
-        # An empty list means "the default room", as on the command line.
-        return list(dict.fromkeys(value)) or [DEFAULT_ROOM]
-    if key == "time_format":
-        if not isinstance(value, str) or not value:
-            raise wrong("a strftime format such as '%H:%M'")
-        return value
-    if key == "scrollback":
-        # bool is an int in Python; `scrollback = true` is a mistake, not 1.
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise wrong("a positive whole number of messages")
-        return value
-    if key == "theme":
-        if not isinstance(value, str) or not value:
-            raise wrong("a theme name such as 'textual-dark'")
-        return value
-    if key == "history":
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 10_000:
-            raise wrong("a whole number of messages from 0 (none) to 10000")
-        return value
-    if key in ("autostart", "bell", "title", "members", "keep_name"):
-        if not isinstance(value, bool):
-            raise wrong("true or false")
-        return value
-    raise AssertionError(key)  # pragma: no cover -- _validated only passes known keys

@@ -46,3 +46,15 @@ class SearchStep(Message):
 @dataclass
 class SearchClosed(Message):
     """The user left the search."""
+
+
+@dataclass
+class UnreadChanged(Message):
+    """Messages not looked at, in every room: ``count`` (the terminal's title says it)."""
+
+    count: int
+
+
+@dataclass
+class QuitAsked(Message):
+    """The user asked to quit (``/quit``)."""

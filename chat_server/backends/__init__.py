@@ -4,36 +4,7 @@
 * ``redis://``, ``rediss://``, ``unix://``: any number of processes and machines sharing one
   Redis (or Valkey); see the ``redis`` package.
 
-The interface every backend implements, and the promises it keeps, are in ``base.py``. Both
-backends are built the same way: ``Backend(settings, node_id)``.
+The interface every backend implements, and the promises it keeps, are in ``base.py``; which
+one a URL names, ``urls.py``; ``factory.py`` opens it. Both backends are built the same way:
+``Backend(settings, node_id)``.
 """
-
-from __future__ import annotations
-
-import os
-import secrets
-import socket
-from typing import TYPE_CHECKING
-
-from chat_server.backends.base import Backend
-from chat_server.backends.urls import MEMORY_SCHEMES, scheme_of
-
-if TYPE_CHECKING:
-    from chat_server.ops.settings import Settings
-
-
-def new_node_id() -> str:
-    """A name for this process among the nodes: host, pid and a random part (a restarted
-    container has the same host name and pid as the one before it)."""
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-def open_backend(settings: Settings, node_id: str | None = None) -> Backend:
-    node_id = node_id or new_node_id()
-    if scheme_of(settings.broker_url) in MEMORY_SCHEMES:
-        from chat_server.backends.memory import MemoryBackend
-
-        return MemoryBackend(settings, node_id)
-    from chat_server.backends.redis import RedisBackend
-
-    return RedisBackend(settings, node_id)

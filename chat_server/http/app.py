@@ -14,8 +14,8 @@ from fastapi.responses import JSONResponse
 
 from chat_protocol import close, http, names
 from chat_server import asgi
-from chat_server.backends import open_backend
 from chat_server.backends.base import BrokerUnavailable, public_reason
+from chat_server.backends.factory import open_backend
 from chat_server.http.endpoint import ChatEndpoint
 from chat_server.loop_lag import monitor
 from chat_server.node import Node
@@ -35,7 +35,7 @@ class ChatApplication:
         self.api = api
         self.endpoint = ChatEndpoint(node)
 
-    async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+    async def __call__(self, scope: asgi.Scope, receive: asgi.ReceiveFn, send: asgi.SendFn) -> None:
         if scope["type"] == "websocket" and scope["path"].startswith(http.CHAT_PATH_PREFIX):
             # Everything after the prefix, '/' included, so that a bad name gets a clear 1008.
             scope["path_params"] = {"room": scope["path"][len(http.CHAT_PATH_PREFIX) :]}

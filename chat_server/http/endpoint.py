@@ -27,7 +27,7 @@ class ChatEndpoint:
     def __init__(self, node: Node) -> None:
         self.node = node
 
-    async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+    async def __call__(self, scope: asgi.Scope, receive: asgi.ReceiveFn, send: asgi.SendFn) -> None:
         node = self.node
         settings = node.settings
         connect = await receive()
@@ -74,7 +74,7 @@ class ChatEndpoint:
             session.release()
 
 
-async def _refuse(send: asgi.Send, why: Close, detail: object = None) -> None:
+async def _refuse(send: asgi.SendFn, why: Close, detail: object = None) -> None:
     """Accept, then close at once: the client reads the code and reason."""
     await send({"type": "websocket.accept"})
     await send(

@@ -121,7 +121,7 @@ class MetricsApp:
         # The chat application's attributes (``node``, ``api``) stay reachable.
         return getattr(self.app, name)
 
-    async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+    async def __call__(self, scope: asgi.Scope, receive: asgi.ReceiveFn, send: asgi.SendFn) -> None:
         if not (self.enabled and scope["type"] == "http" and scope["path"] == http.METRICS_PATH):
             await self.app(scope, receive, send)
             return
@@ -131,7 +131,7 @@ class MetricsApp:
         await _respond(send, 200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
 
 
-async def _respond(send: asgi.Send, status: int, body: bytes, content_type: str) -> None:
+async def _respond(send: asgi.SendFn, status: int, body: bytes, content_type: str) -> None:
     await send(
         {
             "type": "http.response.start",

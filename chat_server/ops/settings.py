@@ -81,26 +81,34 @@ def option(default: Any, help: str, **how: Any) -> Any:
 class Settings:
     host: str = option("127.0.0.1", "address to listen on")
     port: int = option(8000, "port to listen on", check=a_port)
-    log_level: str = option("info", "log level", check=one_of(*LOG_LEVELS), choices=LOG_LEVELS)
+    log_level: str = option(
+        "info",
+        "`critical`, `error`, `warning`, `info`, `debug`",
+        check=one_of(*LOG_LEVELS),
+        choices=LOG_LEVELS,
+    )
     log_format: str = option(
         "text",
-        "log lines as text, or json: one object per line",
+        "`text`, or `json`: one object per line (`time`, `level`, `event`, and `room`, "
+        "`name`, `code`, `reason` where they apply)",
         check=one_of(*LOG_FORMATS),
         choices=LOG_FORMATS,
     )
     # Browser origins allowed to open a WebSocket; clients that send no Origin always may.
     allow_origin: tuple[str, ...] = option(
         (),
-        "a browser origin allowed to connect (repeatable; * for any)",
+        "a browser origin allowed to connect (repeatable; `*` for any)",
         metavar="ORIGIN",
         default_text="none",
     )
     max_message_chars: int = option(
-        limits.MAX_MESSAGE_CHARS, "longest chat message in characters", check=positive
+        limits.MAX_MESSAGE_CHARS,
+        "longest chat message; longer ones are refused with an `error:` notice",
+        check=positive,
     )
     rate_limit: float = option(
         limits.RATE_LIMIT,
-        "messages per second per connection; 0 turns off every per-connection input limit "
+        "messages per second per connection; `0` turns off every per-connection input limit "
         "(messages, frames, bytes), for benchmarks",
         check=off_or_positive,
     )
@@ -109,14 +117,12 @@ class Settings:
     )
     max_frame_rate: float = option(
         100.0,
-        "frames per second a connection may send, of any type (5 s worth in a burst), before "
-        "it is closed 1008; 0 = off",
+        "frames per second a connection may send, of any type (5 s worth in a burst); `0` = off",
         check=off_or_positive,
     )
     max_byte_rate: float = option(
         1024 * 1024,
-        "bytes per second a connection may send (5 s worth in a burst) before it is closed "
-        "1008; 0 = off",
+        "bytes per second a connection may send (5 s worth in a burst); `0` = off",
         check=off_or_positive,
     )
     send_buffer: int = option(
@@ -141,42 +147,43 @@ class Settings:
     max_headers: int = option(100, "most headers in an HTTP request", check=positive)
     # GET /metrics; None = only when listening on a loopback address.
     metrics: bool | None = option(
-        None, "serve GET /metrics", default_text="on for loopback addresses"
+        None, "serve `GET /metrics`", default_text="on for loopback addresses"
     )
     ping_interval: float = option(
-        20.0, "seconds between keepalive pings (0 = off)", check=off_or_positive
+        20.0, "seconds between keepalive pings (`0` = off)", check=off_or_positive
     )
     ping_timeout: float = option(
         20.0, "seconds a client has to answer a ping before it is dropped", check=off_or_positive
     )
     broker_url: str = option(
         "memory://",
-        "where rooms live: memory:// (this process) or redis://[[user]:password@]host:port/db "
-        "(also rediss://, unix://) shared by every process of the chat",
+        "where rooms live: `memory://` (this process) or `redis://[[user]:password@]host:port/db`"
+        " (also `rediss://`, `unix://`) shared by every process of the chat",
         check=a_broker_url,
         metavar="URL",
     )
     # Processes serving the port (uvicorn's --workers); more than one needs a shared broker.
     workers: int = option(
         1,
-        "processes serving the port; more than one needs a redis:// broker",
+        "processes serving the port; more than one needs a `redis://` broker (with `memory://` "
+        "it refuses to start)",
         check=at_least_one,
     )
     # What the server keeps (see the README's "What the server keeps").
     history_size: int = option(
         limits.HISTORY_SIZE,
-        "chat messages kept per room for history and recovery; 0 keeps none",
+        "chat messages kept per room for history and recovery; `0` keeps none",
         check=not_negative,
     )
     history_ttl: float = option(
         7 * 24 * 3600.0,
-        "seconds a room's history is kept after its last event",
+        "seconds a room's history is kept after its last event (7 days)",
         check=positive,
         metavar="SECONDS",
     )
     history_rooms: int = option(
         1000,
-        "with memory://: rooms without members whose history is kept (the one idle longest "
+        "with `memory://`: rooms without members whose history is kept (the one idle longest "
         "is forgotten first)",
         check=not_negative,
     )
@@ -187,7 +194,7 @@ class Settings:
     )
     name_reservation: float = option(
         limits.NAME_RESERVATION,
-        "seconds a chat.v2 client's name stays reserved for its token after its last "
+        "seconds a `chat.v2` client's name stays reserved for its token after its last "
         "connection ends",
         check=not_negative,
         metavar="SECONDS",

@@ -13,7 +13,7 @@ changes to any room.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from textual import events, on
 from textual.actions import SkipAction
@@ -24,13 +24,16 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from chat_tui import commands
+from chat_tui.controller import ChatController
 from chat_tui.messages import (
     EventsWaiting,
     LineSubmitted,
+    QuitAsked,
     RoomSelected,
     SearchChanged,
     SearchClosed,
     SearchStep,
+    UnreadChanged,
 )
 from chat_tui.rooms import DOWN, Room, RoomState, countdown
 from chat_tui.screens.help import HelpScreen
@@ -42,10 +45,6 @@ from chat_tui.widgets.message_log import MessageLog
 from chat_tui.widgets.search_bar import SearchBar
 from chat_tui.widgets.sidebar import RoomInfo, RoomList
 from chat_tui.widgets.status_line import StatusLine
-
-if TYPE_CHECKING:
-    from chat_tui.app import ChatApp
-    from chat_tui.controller import ChatController
 
 # Below this many columns the sidebar shows only room numbers and marks (ctrl+b toggles).
 SIDEBAR_COLLAPSE_BELOW = 100
@@ -81,6 +80,7 @@ class ChatScreen(Screen[None]):
         self.controller = controller
         config = controller.config
         self._chrome_due = False
+        self._unread = 0  # last said to the app
         self._sidebar_choice: bool | None = None  # collapsed, as the user chose with ctrl+b
         self._members_choice: bool | None = None  # shown, as the user chose with f2
         self._watched: dict[Room, Callable[[], None]] = {}  # room -> stop observing it
@@ -93,13 +93,6 @@ class ChatScreen(Screen[None]):
         self._unseen = Static("", id="unseen", markup=False)
         self.search_bar = SearchBar(id="search")
         self.input_box = ChatInput(placeholder="Message, or /help", id="input")
-
-    @property
-    def chat_app(self) -> ChatApp:
-        from chat_tui.app import ChatApp
-
-        assert isinstance(self.app, ChatApp)
-        return self.app
 
     def compose(self) -> ComposeResult:
         yield self._status
@@ -219,7 +212,10 @@ class ChatScreen(Screen[None]):
         current = controller.current
         if current is not None and self._members.display:
             self._members.show_members(current.members(), current.me, current.member_source)
-        self.chat_app.show_unread(sum(room.unread for room in controller.rooms.values()))
+        unread = sum(room.unread for room in controller.rooms.values())
+        if unread != self._unread:
+            self._unread = unread
+            self.post_message(UnreadChanged(unread))
 
     def status_parts(self, now: float | None = None) -> list[tuple[str, int]]:
         """The status line's parts, in order, with their priorities."""
@@ -274,7 +270,7 @@ class ChatScreen(Screen[None]):
             case commands.Help():
                 self.action_help()
             case commands.Quit():
-                self.chat_app.action_quit()
+                self.post_message(QuitAsked())
             case commands.SendText():
                 self.controller.run(action)
                 self.log_view.scroll_to_bottom()  # sending means you are back in the talk

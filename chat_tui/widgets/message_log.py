@@ -24,7 +24,6 @@ Why the screen is right:
 from __future__ import annotations
 
 import re
-import time
 import weakref
 from bisect import bisect_right
 from collections.abc import Callable
@@ -173,7 +172,6 @@ class MessageLog(ScrollView, can_focus=True):
         self._sync_due = False
         self._search: Search | None = None
         self.syncs = 0  # how many syncs took something in (one per burst of changes)
-        self.last_relayout: tuple[int, float] = (0, 0.0)  # (entries, seconds) of the last one
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -396,7 +394,6 @@ class MessageLog(ScrollView, can_focus=True):
         return extra
 
     def _relayout(self, layout: _Layout, scrollback: Scrollback, width: int) -> None:
-        began = time.perf_counter()
         time_format, marker = self.time_format, scrollback.marker
         starts = [0]
         row = 0
@@ -411,7 +408,6 @@ class MessageLog(ScrollView, can_focus=True):
         layout.generation = scrollback.generation
         layout.style_generation = scrollback.style_generation
         self._rows.clear()
-        self.last_relayout = (len(scrollback), time.perf_counter() - began)
 
     def _top_anchor(self, layout: _Layout) -> tuple[int, int] | None:
         """(absolute entry index, row within it) at the top of the view, to keep it there."""

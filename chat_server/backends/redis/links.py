@@ -121,7 +121,7 @@ class _Wire:
         self.tasks: list[asyncio.Task[None]] = []
 
 
-class _Link:
+class Link:
     """What both links share: one connection, a writer task and a reader task."""
 
     def __init__(self, make_connection: MakeConnection, on_failure: OnFailure) -> None:
@@ -224,7 +224,7 @@ async def _disconnect(conn: AbstractConnection) -> None:
         await conn.disconnect(nowait=True)
 
 
-class CommandLink(_Link):
+class CommandLink(Link):
     def __init__(self, make_connection: MakeConnection, on_failure: OnFailure) -> None:
         super().__init__(make_connection, on_failure)
         # In the outbox, then written (with when), in order: a future and its reply's converter.
@@ -300,7 +300,7 @@ class CommandLink(_Link):
                 future.exception()
 
 
-class PubSubLink(_Link):
+class PubSubLink(Link):
     def __init__(
         self,
         make_connection: MakeConnection,

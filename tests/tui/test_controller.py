@@ -1,0 +1,291 @@
+"""The controller's policies without a screen: what spans rooms, decided where it is testable.
+
+The connections here play the controller's ``Connection`` seam (a real one needs a server and
+is tested in test_connection.py; the app with real servers in test_app.py and the rest); the
+host runs jobs as asyncio tasks and counts the bells.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from chat_protocol.v1 import format_message, parse_frame
+from chat_tui.config import Config
+from chat_tui.controller import ChatController
+from chat_tui.events import (
+    Acked,
+    ConnectionState,
+    Event,
+    NameAssigned,
+    StateChanged,
+)
+from chat_tui.rooms import RoomState
+
+ME = "user_meeeee01"
+PEER = "user_peeeer02"
+T = datetime(2024, 5, 1, 9, 7)
+
+
+class FakeConnection:
+    """What a room's connection reports, played by the test."""
+
+    def __init__(self, room: str, wake: Callable[[], object]) -> None:
+        self.room = room
+        self.name: str | None = None
+        self.events: deque[Event] = deque()
+        self.sent: list[tuple[str, str]] = []  # (send id, line)
+        self.retried = 0
+        self.runs = 0
+        self.fail_with: Exception | None = None
+        self.closed = False
+        self._wake = wake
+        self._woken = False
+        self._stop = asyncio.Event()
+
+    @property
+    def pending(self) -> int:
+        return len(self.sent)
+
+    def report(self, *events: Event) -> None:
+        self.events.extend(events)
+        if not self._woken:
+            self._woken = True
+            self._wake()
+
+    def take(self, limit: int | None = None) -> list[Event]:
+        self._woken = False
+        taken = list(self.events)[:limit]
+        for _ in taken:
+            self.events.popleft()
+        return taken
+
+    def send(self, line: str) -> str:
+        send_id = f"{self.room}-{len(self.sent) + 1}"
+        self.sent.append((send_id, line))
+        return send_id
+
+    def retry_now(self) -> None:
+        self.retried += 1
+
+    async def run(self) -> None:
+        self.runs += 1
+        await self._stop.wait()
+        if self.fail_with is not None:
+            raise self.fail_with
+
+    async def close(self) -> None:
+        self.closed = True
+        self._stop.set()
+
+    def state(self, state: ConnectionState, **more: Any) -> None:
+        self.report(StateChanged(state, state.value, **more))
+
+    def joined(self, name: str = ME) -> None:
+        self.state(ConnectionState.CONNECTED)
+        self.name = name
+        self.report(NameAssigned(name))
+
+
+class Job:
+    def __init__(self, task: asyncio.Task[None]) -> None:
+        self.task = task
+
+    @property
+    def is_finished(self) -> bool:
+        return self.task.done()
+
+    def cancel(self) -> None:
+        self.task.cancel()
+
+
+class Host:
+    """Runs the controller's jobs as tasks, drains woken rooms on the next turn, counts bells."""
+
+    def __init__(self) -> None:
+        self.controller: ChatController | None = None
+        self.bells = 0
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def spawn(self, work: Coroutine[Any, Any, None], *, group: str, exclusive: bool = False) -> Job:
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.append(task)
+        return Job(task)
+
+    def wake(self, room: str) -> None:
+        assert self.controller is not None
+        asyncio.get_running_loop().call_soon(self.controller.drain, room)
+
+    def ring(self) -> None:
+        self.bells += 1
+
+
+async def settle() -> None:
+    """Let the queued wake-ups and the jobs' first steps run (no I/O is involved)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def world() -> Any:
+    host = Host()
+    connections: dict[str, FakeConnection] = {}
+
+    def connect(url: str, room: str, wake: Callable[[], object]) -> FakeConnection:
+        connections[room] = FakeConnection(room, wake)
+        return connections[room]
+
+    def make(*rooms: str, **options: Any) -> ChatController:
+        config = Config(server="ws://127.0.0.1:9", rooms=list(rooms), autostart=False, **options)
+        controller = ChatController(
+            config, host, connection_factory=connect, clock=lambda: T, monotonic=lambda: 100.0
+        )
+        host.controller = controller
+        controller.start(list(rooms))
+        return controller
+
+    yield make, host, connections
+    for task in host.tasks:
+        task.cancel()
+    await asyncio.gather(*host.tasks, return_exceptions=True)
+
+
+async def test_a_room_back_retries_the_other_offline_rooms_at_once(world: Any) -> None:
+    make, _, connections = world
+    controller = make("a", "b", "c", "d")
+    await settle()
+    for room in "abc":
+        connections[room].state(ConnectionState.OFFLINE, retry_in=30.0)
+    connections["d"].state(ConnectionState.FAILED, retry_in=None)  # given up: not retried
+    await settle()
+    assert [controller.rooms[r].state for r in "abcd"] == [RoomState.OFFLINE] * 3 + [
+        RoomState.FAILED
+    ]
+
+    connections["a"].joined()
+    await settle()
+    assert [connections[r].retried for r in "abcd"] == [0, 1, 1, 0]
+
+
+async def test_quitting_waits_for_acks_then_quits(world: Any) -> None:
+    make, _, connections = world
+    controller = make("a")
+    await settle()
+    connections["a"].joined()
+    await settle()
+    controller.send(controller.rooms["a"], "last words")
+    await settle()
+    send_id, line = connections["a"].sent[0]
+
+    quitting = asyncio.ensure_future(controller.quit(wait=5.0))
+    await settle()
+    assert not quitting.done()  # waiting for the ack
+    connections["a"].sent.clear()
+    connections["a"].report(Acked(send_id, line, 1, datetime(2024, 5, 1, 9, 7, tzinfo=UTC)))
+    assert await asyncio.wait_for(quitting, 5.0) is True
+    assert connections["a"].closed
+
+
+async def test_quitting_with_messages_not_sent_asks_again(world: Any) -> None:
+    make, _, connections = world
+    controller = make("a", "b")
+    await settle()
+    connections["a"].joined()
+    connections["b"].state(ConnectionState.OFFLINE, retry_in=30.0)
+    await settle()
+    controller.send(controller.rooms["a"], "no ack will come")
+    controller.activate("b")
+    controller.send(controller.rooms["b"], "offline")
+    await settle()
+
+    assert await controller.quit(wait=0.2) is False
+    said = [entry.text for entry in controller.rooms["b"].scrollback]
+    assert (
+        said[-1] == "2 messages are not sent yet (pending in a, b); ctrl+q again quits without them"
+    )
+    assert not connections["a"].closed
+    assert await controller.quit(wait=0.2) is True  # asked again: it quits
+    assert connections["a"].closed and connections["b"].closed
+
+
+async def test_a_new_message_makes_quitting_warn_again(world: Any) -> None:
+    make, _, connections = world
+    controller = make("a")
+    await settle()
+    connections["a"].state(ConnectionState.OFFLINE, retry_in=30.0)
+    await settle()
+    controller.send(controller.rooms["a"], "one")
+    assert await controller.quit(wait=0.1) is False
+    controller.send(controller.rooms["a"], "two")
+    assert await controller.quit(wait=0.1) is False
+    assert not connections["a"].closed
+
+
+@pytest.mark.parametrize("bell", [True, False])
+async def test_a_mention_out_of_sight_rings_once_per_burst(world: Any, bell: bool) -> None:
+    make, host, connections = world
+    controller = make("here", "there", bell=bell)
+    await settle()
+    for room in ("here", "there"):
+        connections[room].joined()
+    await settle()
+
+    def say(room: str, text: str) -> None:
+        connections[room].report(parse_frame(format_message(PEER, text)))
+
+    say("there", "no mention")
+    await settle()
+    assert host.bells == 0
+    say("there", f"{ME}: look")
+    say("there", f"{ME}: and here")  # the same burst: one bell
+    await settle()
+    assert host.bells == (1 if bell else 0)
+    say("here", f"{ME}: in view")  # the active room, the terminal focused: no bell
+    await settle()
+    assert host.bells == (1 if bell else 0)
+    controller.focus(False)  # the terminal window lost the focus
+    say("here", f"still {ME}?")
+    await settle()
+    assert host.bells == (2 if bell else 0)
+    assert controller.rooms["here"].unread == 1 and controller.rooms["there"].mentions == 2
+
+
+async def test_a_flood_is_applied_in_slices_with_the_rest_after(world: Any) -> None:
+    make, _, connections = world
+    controller = make("a")
+    await settle()
+    connections["a"].joined()
+    await settle()
+    frames = [parse_frame(format_message(PEER, f"line {n}")) for n in range(1200)]
+    connections["a"].report(*frames)
+    await asyncio.sleep(0)  # the first wake-up's drain: one slice
+    texts = [entry.text for entry in controller.rooms["a"].scrollback]
+    assert "line 499" in texts and "line 500" not in texts
+    await settle()
+    texts = [entry.text for entry in controller.rooms["a"].scrollback]
+    assert texts[-1] == "line 1199" and len([t for t in texts if t.startswith("line")]) == 1200
+
+
+async def test_a_connection_that_dies_says_so_and_ctrl_r_starts_it_again(world: Any) -> None:
+    make, _, connections = world
+    controller = make("a")
+    await settle()
+    connection = connections["a"]
+    connection.fail_with = OverflowError("cannot convert float infinity to integer")
+    connection._stop.set()  # its run ends: with a crash
+    await settle()
+    room = controller.rooms["a"]
+    assert room.state is RoomState.FAILED
+    assert "connection stopped: OverflowError" in room.scrollback[-1].text
+
+    connection.fail_with = None
+    connection._stop.clear()
+    controller.reconnect()  # ctrl+r: its job is over, so a new one runs it again
+    await settle()
+    assert connection.runs == 2
+    assert "reconnecting now: a" in room.scrollback[-1].text
