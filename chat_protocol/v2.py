@@ -56,12 +56,29 @@ def format_time(seconds: float) -> str:
     return f"{_second(ms // 1000)}.{ms % 1000:03d}Z"
 
 
+# Times a client can show in any local zone: a server's claim outside them is clamped.
+EARLIEST: Final = datetime(1970, 1, 2, tzinfo=UTC)
+LATEST: Final = datetime(9999, 12, 30, tzinfo=UTC)
+
+
 def parse_time(text: str) -> datetime:
-    """A chat.v2 time as an aware datetime (UTC); raises ValueError if it is not one."""
+    """A chat.v2 time as an aware datetime in UTC, clamped to [EARLIEST, LATEST]; raises
+    ValueError if it is not a time with a zone."""
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         raise ValueError(f"time without a zone: {text!r}")
-    return moment
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:  # year 1 east of UTC, year 9999 west of it
+        return EARLIEST if moment.year < 5000 else LATEST
+    return min(max(moment, EARLIEST), LATEST)
+
+
+def _offset(value: Any) -> int:
+    """A message offset as a server may send it: a whole number, 0 or more, below 2**63."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+        raise ValueError(f"not an offset: {value!r:.40}")
+    return value
 
 
 # --- frames from the server -----------------------------------------------------------------
@@ -127,7 +144,7 @@ def _read_message(body: dict[str, Any]) -> ServerFrame:
         FrameKind.MESSAGE,
         str(body["text"]),
         str(body["name"]),
-        offset=int(body["offset"]),
+        offset=_offset(body["offset"]),
         time=parse_time(body["time"]),
     )
 
@@ -145,7 +162,7 @@ def _read_error(body: dict[str, Any]) -> ServerFrame:
 
 
 def _read_ack(body: dict[str, Any]) -> ServerFrame:
-    return Ack(str(body["nonce"]), int(body["offset"]), parse_time(body["time"]))
+    return Ack(str(body["nonce"]), _offset(body["offset"]), parse_time(body["time"]))
 
 
 def _read_welcome(body: dict[str, Any]) -> ServerFrame:
@@ -154,11 +171,11 @@ def _read_welcome(body: dict[str, Any]) -> ServerFrame:
         str(body["room"]),
         str(body["name"]),
         str(body["epoch"]),
-        int(body["offset"]),
+        _offset(body["offset"]),
         str(body["resume"]),
         None if recovered is None else bool(recovered),
         bool(body.get("resumed", False)),
-        int(body.get("history", 0)),
+        _offset(body.get("history", 0)),
     )
 
 
@@ -173,12 +190,12 @@ _SERVER_FRAMES: Final[dict[str, Callable[[dict[str, Any]], ServerFrame]]] = {
 
 
 def parse_frame(frame: str) -> ServerFrame:
-    """Classify a frame received from a server. Never raises: a frame that cannot be read is a
-    notice with the frame as its text."""
+    """Classify a frame received from a server. Never raises: a frame that cannot be read
+    (not JSON, nested too deep, a value out of range) is a notice with the frame as its text."""
     try:
         body = json.loads(frame)
         return _SERVER_FRAMES[body["type"]](body)
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
         return Frame(FrameKind.NOTICE, frame)
 
 

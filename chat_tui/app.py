@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import httpx
+from rich.segment import Segments
 from textual import events, on
 from textual._ansi_sequences import ANSI_SEQUENCES_KEYS
 from textual.app import App
@@ -126,6 +127,18 @@ class ChatApp(App[None]):
         gc.unfreeze()
         if self._title_written is not None:
             self._write_terminal("\x1b[23;0t")  # the title the terminal had before
+
+    def _fatal_error(self) -> None:
+        """A crash: the traceback, without the local variables Textual would print with it
+        (room state, names, message text). Textual has no public way to choose this."""
+        from rich.traceback import Traceback
+
+        self.bell()
+        traceback = Traceback(show_locals=False, width=None)
+        self._exit_renderables.append(
+            Segments(self.console.render(traceback, self.console.options))
+        )
+        self._close_messages_no_wait()
 
     # --- the controller's host ----------------------------------------------------------------
 

@@ -7,6 +7,7 @@ screen, so every rule here is unit-testable. The app runs the actions; the two H
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Final
@@ -14,7 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from chat_protocol import http, names
+from chat_protocol import hosts, http, names
 
 PREFIX: Final = "/"
 
@@ -159,6 +160,8 @@ def _checked_room(room: str, make: Any) -> Action:
 # --- HTTP look-ups ------------------------------------------------------------------------
 
 HTTP_TIMEOUT: Final = 5.0
+# The most of an answer that is read: a member list of thousands of names fits many times.
+MAX_ANSWER_BYTES: Final = 1024 * 1024
 
 
 class EndpointMissing(Exception):
@@ -166,28 +169,48 @@ class EndpointMissing(Exception):
 
 
 async def _get_json(url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> Any:
+    # Proxy variables are for the outside world; they must not capture a local server.
+    trust_env = not hosts.is_loopback(urlsplit(url).hostname or "")
     try:
-        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, transport=transport) as client:
-            response = await client.get(url)
+        async with (
+            httpx.AsyncClient(
+                timeout=HTTP_TIMEOUT, transport=transport, trust_env=trust_env
+            ) as client,
+            client.stream("GET", url) as response,
+        ):
+            body = await _read_at_most(response, MAX_ANSWER_BYTES)
     except httpx.HTTPError as exc:
         raise EndpointMissing(f"no answer from {url} ({type(exc).__name__})") from exc
+    path = urlsplit(url).path
+    if body is None:
+        raise EndpointMissing(f"{path} answered more than {MAX_ANSWER_BYTES // 1024} KiB")
     if response.status_code == 404:
-        body = _json_or_none(response)
-        if http.read_not_found(body) is http.NotFound.ROUTE:
-            raise EndpointMissing(f"the server has no {urlsplit(url).path} endpoint")
-        raise LookupError(http.read_detail(body))
+        found = _json_or_none(body)
+        if http.read_not_found(found) is http.NotFound.ROUTE:
+            raise EndpointMissing(f"the server has no {path} endpoint")
+        raise LookupError(http.read_detail(found))
     if response.status_code != 200:
-        raise EndpointMissing(f"{urlsplit(url).path} answered HTTP {response.status_code}")
+        raise EndpointMissing(f"{path} answered HTTP {response.status_code}")
     try:
-        return response.json()
-    except ValueError as exc:
-        raise EndpointMissing(f"{urlsplit(url).path} did not answer JSON") from exc
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise EndpointMissing(f"{path} did not answer JSON") from exc
 
 
-def _json_or_none(response: httpx.Response) -> Any:
+async def _read_at_most(response: httpx.Response, limit: int) -> bytes | None:
+    """The body, or None if it is longer than ``limit`` bytes (the rest is not read)."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def _json_or_none(body: bytes) -> Any:
     try:
-        return response.json()
-    except ValueError:
+        return json.loads(body)
+    except (ValueError, RecursionError):
         return None
 
 

@@ -71,6 +71,7 @@ from chat_tui.events import (
     Welcomed,
 )
 from chat_tui.identity import Identity
+from chat_tui.websocket import TOO_BIG_CODE, BoundedSession
 
 CONNECT_TIMEOUT = 10.0
 # How long close() waits for the connection to finish its closing handshake.
@@ -173,6 +174,7 @@ class RoomConnection:
         rng: random.Random | None = None,
         history: int = 0,
         identity: Identity | None = None,
+        healthy_after: float = HEALTHY_AFTER,
     ) -> None:
         self.server_url = server_url
         self.room = room
@@ -188,6 +190,7 @@ class RoomConnection:
         self.backoff_base = backoff_base
         self.send_rate = send_rate
         self.send_burst = send_burst
+        self.healthy_after = healthy_after
         self.state = ConnectionState.CONNECTING
         self.name: str | None = None
         self.events: deque[Event] = deque()  # oldest first; the controller takes them
@@ -381,7 +384,6 @@ class RoomConnection:
 
     async def _session(self, client: httpx.AsyncClient) -> _Ending:
         """One connection attempt, from the handshake to its end."""
-        started = time.monotonic()
         identity = self.identity
         token = await identity.claim()
         asking = token is None  # we ask for the app's token; the other rooms wait for it
@@ -389,7 +391,10 @@ class RoomConnection:
         dialogue: Dialogue | None = None
         try:
             async with aconnect_ws(
-                self._address(request), client, subprotocols=[v2.SUBPROTOCOL]
+                self._address(request),
+                client,
+                subprotocols=[v2.SUBPROTOCOL],
+                session_class=BoundedSession,
             ) as ws:
                 chosen = codec.selected(ws.subprotocol)
                 self.v2 = chosen.numbered
@@ -410,7 +415,10 @@ class RoomConnection:
                 try:
                     await self._read(ws, dialogue)
                 except WebSocketDisconnect as exc:
-                    ending = self._on_close(exc.code, exc.reason)
+                    if exc.code == TOO_BIG_CODE:  # our own bound, not the server's close
+                        ending = _Ending(ConnectionState.OFFLINE, exc.reason or "", None)
+                    else:
+                        ending = self._on_close(exc.code, exc.reason)
                 except WebSocketNetworkError:
                     ending = _Ending(ConnectionState.OFFLINE, _LOST, None)
                 except _Rejoin:
@@ -425,8 +433,10 @@ class RoomConnection:
         finally:
             if asking:
                 identity.release()
-        got_frame = dialogue is not None and dialogue.got_frame
-        if got_frame or time.monotonic() - started >= HEALTHY_AFTER:
+        # Backing off starts from scratch only after a connection that stayed up: a server
+        # that sends a frame and then fails is a failing server, not a healthy one.
+        up_since = dialogue.connected_at if dialogue is not None else None
+        if up_since is not None and time.monotonic() - up_since >= self.healthy_after:
             self._attempt = 0
         if ending.state is ConnectionState.OFFLINE and ending.retry_in is None:
             ending.retry_in = self._backoff()
@@ -522,7 +532,7 @@ class Dialogue(Protocol):
 
     codec: Codec
     ready: asyncio.Event  # set once our messages may be written
-    got_frame: bool  # a frame arrived on this connection
+    connected_at: float | None  # time.monotonic() of the connection's first frame
 
     def nonce(self, item: Outgoing) -> str | None: ...
 
@@ -546,7 +556,7 @@ class TextDialogue:
         self._link = link
         self.ready = asyncio.Event()
         self.ready.set()  # nothing to wait for
-        self.got_frame = False
+        self.connected_at: float | None = None
 
     def nonce(self, item: Outgoing) -> str | None:
         return None
@@ -555,8 +565,8 @@ class TextDialogue:
         link = self._link
         parsed = self.codec.parse(frame)
         assert isinstance(parsed, Frame)
-        if not self.got_frame:
-            self.got_frame = True
+        if self.connected_at is None:
+            self.connected_at = time.monotonic()
             link.identity.v2 = False
             name = parsed.name if parsed.kind is FrameKind.JOIN else None
             link.name = name
@@ -605,7 +615,7 @@ class NumberedDialogue:
         self._link = link
         self._request = request
         self.ready = asyncio.Event()  # nothing is sent before the welcome says whose name
-        self.got_frame = False
+        self.connected_at: float | None = None
         self._welcome: Welcome | None = None
         self._backlog: list[Frame] = []
         self._waiting = 0  # backlog messages still to come
@@ -640,10 +650,16 @@ class NumberedDialogue:
         link = self._link
         if not link.identity.issued(self._request.resume, welcome.resume):
             raise _Rejoin
-        self._welcome, self._waiting = welcome, max(welcome.history, 0)
+        # Taken as backlog: at most what was asked for (the history asked, or the range missed
+        # when recovering); a server that announces more sends the rest as live frames.
+        asked = self._request.history
+        since = self._request.since
+        if since is not None and welcome.recovered:
+            asked = max(asked, welcome.offset - since)
+        self._welcome, self._waiting = welcome, min(welcome.history, asked)
         link.name = welcome.name
-        if not self.got_frame:
-            self.got_frame = True
+        if self.connected_at is None:
+            self.connected_at = time.monotonic()
             link.connected()
         self.ready.set()
         self._backlog, self._later = [], []

@@ -79,6 +79,21 @@ class Gap:
 
 
 @dataclass(frozen=True, slots=True)
+class MorePresence:
+    """The rest of a run of joins and leaves, folded into one line."""
+
+    joined: int
+    left: int
+
+    @property
+    def text(self) -> str:
+        parts = [f"{self.joined} more joined"] if self.joined else []
+        if self.left:
+            parts.append(f"{self.left} left" if parts else f"{self.left} more left")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
 class ServerError:
     """An error the server sent (``error:`` notice, or chat.v2's error frame)."""
 
@@ -97,4 +112,4 @@ class Said:
     text: str
 
 
-Note = Joined | Reconnected | Lost | Refused | Gap | ServerError | Said
+Note = Joined | Reconnected | Lost | Refused | Gap | MorePresence | ServerError | Said

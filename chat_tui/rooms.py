@@ -25,6 +25,27 @@ from chat_tui import notes
 from chat_tui.notes import Note
 from chat_tui.scrollback import Entry, EntryKind, Observable, Scrollback, SendState
 
+# Of a run of joins and leaves with nothing said between them, this many are shown one by one;
+# the rest is one line counting them ("12 more joined, 11 left").
+PRESENCE_SHOWN = 3
+# Who a room remembers: those present and, of those who left, the most recently active, up to
+# this many in all (a server could announce any number of names).
+PEOPLE_LIMIT = 5000
+# Text kept and shown per entry, and of a sender's name: what is beyond is not kept.
+TEXT_LIMIT = 16_384
+NAME_LIMIT = 64
+
+
+def clip(text: str, limit: int = TEXT_LIMIT) -> str:
+    """``text``, or its start and how much of it is not kept."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]} … ({len(text) - limit} more characters not shown)"
+
+
+def clip_name(name: str) -> str:
+    return name if len(name) <= NAME_LIMIT else name[: NAME_LIMIT - 1] + "…"
+
 
 def mentions(name: str, text: str) -> bool:
     """Whether ``text`` names ``name`` as a word of its own (case-insensitive)."""
@@ -108,6 +129,10 @@ class Room(Observable):
         self._first_unread: Entry | None = None
         self._tick = 0
         self._presence_version = 0
+        # The run of joins and leaves at the end of the log (see PRESENCE_SHOWN).
+        self._run_tail: Entry | None = None
+        self._run_shown = 0
+        self._run_more: tuple[int, int] = (0, 0)
 
     # --- the connection ---------------------------------------------------------------------
 
@@ -260,26 +285,52 @@ class Room(Observable):
                 self._saw(frame.name, present=True, spoke=True)
             mention = self._unread(entry)
         elif kind is FrameKind.ERROR:
-            self._note(notes.ServerError(frame.text), when, EntryKind.ERROR)
+            self._note(notes.ServerError(clip(frame.text)), when, EntryKind.ERROR)
+        elif frame.name is not None:  # joins and leaves
+            self._presence(frame, when)
         else:
-            if frame.name is not None:  # joins and leaves
-                self._saw(frame.name, present=kind is FrameKind.JOIN, presence=True)
-            self._add(Entry(EntryKind.NOTICE, frame.text, when))
+            self._add(Entry(EntryKind.NOTICE, clip(frame.text), when))
         self.changed()
         return mention
+
+    def _presence(self, frame: Frame, when: datetime) -> None:
+        """A join or leave: in the log one by one, unless it is part of a long run of them
+        (a churning member must not push what was said out of the scrollback)."""
+        assert frame.name is not None
+        joined = frame.kind is FrameKind.JOIN
+        self._saw(frame.name, present=joined, presence=True)
+        scrollback = self.scrollback
+        tail = self._run_tail
+        if tail is None or not len(scrollback) or scrollback[-1] is not tail:
+            self._run_shown, self._run_more = 0, (0, 0)  # something else came between
+        if self._run_shown < PRESENCE_SHOWN:
+            self._run_shown += 1
+            self._run_tail = Entry(EntryKind.NOTICE, clip(frame.text), when)
+            self._add(self._run_tail)
+            return
+        more_joined, more_left = self._run_more
+        self._run_more = (more_joined + joined, more_left + (not joined))
+        text = notes.MorePresence(*self._run_more).text
+        if self._run_more in ((1, 0), (0, 1)):
+            self._run_tail = Entry(EntryKind.NOTICE, text, when)
+            self._add(self._run_tail)
+        else:
+            assert self._run_tail is not None
+            self._run_tail.text, self._run_tail.time = text, when
+            scrollback.touch(self._run_tail)
 
     def _message(
         self, frame: Frame, now: datetime, *, from_history: bool = False, backlog: bool = False
     ) -> Entry:
         """``backlog``: it came with a welcome (history or recovery), so it may be from
         another day and then shows the date; a live message is said now."""
-        name = frame.name
+        name = None if frame.name is None else clip_name(frame.name)
         own = name is not None and name == self.me
         mention = not own and self.me is not None and mentions(self.me, frame.text)
         when = local_time(frame.time) if frame.time is not None else now
         return Entry(
             EntryKind.MESSAGE,
-            frame.text,
+            clip(frame.text),
             when,
             name,
             own=own,
@@ -331,7 +382,7 @@ class Room(Observable):
 
     def local(self, kind: EntryKind, text: str, now: datetime) -> None:
         """A line for the user (command output, local errors), worded where it arose."""
-        self._note(notes.Said(text), now, kind)
+        self._note(notes.Said(clip(text)), now, kind)
         self.changed()
 
     def clear(self) -> None:
@@ -372,12 +423,15 @@ class Room(Observable):
 
         Joins and leaves seen since then are newer than the list and win over it.
         """
+        names = [clip_name(name) for name in names[:PEOPLE_LIMIT]]
         listed = set(names)
         for person in self.people.values():
             if person.changed <= asked_at:
                 person.present = person.name in listed
         for name in names:
             if name not in self.people:
+                if len(self.people) >= PEOPLE_LIMIT:
+                    self._forget_someone()
                 self.people[name] = Person(name, present=True, changed=asked_at)
         self.member_source = MemberSource.SERVER
         self.changed()
@@ -421,6 +475,14 @@ class Room(Observable):
     def _add(self, entry: Entry) -> None:
         self.scrollback.append(entry)
 
+    def _forget_someone(self) -> None:
+        """Make room for one more person: the least recently active who left, else of all."""
+        people = self.people.values()
+        gone = [p for p in people if not p.present and p.name not in self._own_names]
+        candidates = gone or [p for p in people if p.name not in self._own_names]
+        if candidates:
+            del self.people[min(candidates, key=lambda p: (p.active, p.changed)).name]
+
     def _note(self, note: Note, now: datetime, kind: EntryKind = EntryKind.STATUS) -> None:
         self._add(Entry(kind, note.text, now))
 
@@ -431,6 +493,8 @@ class Room(Observable):
         self._tick += 1
         person = self.people.get(name)
         if person is None:
+            if len(self.people) >= PEOPLE_LIMIT:
+                self._forget_someone()
             person = self.people[name] = Person(name, present)
         if presence:
             self._presence_version += 1

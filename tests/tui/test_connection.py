@@ -602,12 +602,18 @@ def test_backoff_doubles_up_to_its_cap() -> None:
 
 
 async def test_backoff_grows_caps_and_starts_over_after_a_healthy_connection() -> None:
+    healthy = 0.2  # the connection's healthy_after, for this test
+
     async def handler(ws: ServerConnection, number: int) -> None:
-        if number <= 5 or number == 7:
+        if number <= 5 or number == 8:
             await ws.close(1001, "going away")  # a loss before any frame: backs off further
             return
-        await ws.send(f"user_abcdef{number:02d} joined the chat")  # healthy: the next loss
-        if number == 6:  # starts from scratch
+        await ws.send(f"user_abcdef{number:02d} joined the chat")
+        if number == 6:  # a frame, then a failure: a failing server, not a healthy one
+            await ws.close(1011, "internal error")
+            return
+        if number == 7:  # stayed up long enough to count as healthy (the time is the point)
+            await asyncio.sleep(healthy * 2)
             await ws.close(1012, "restarting")
             return
         await ws.wait_closed()
@@ -615,15 +621,18 @@ async def test_backoff_grows_caps_and_starts_over_after_a_healthy_connection() -
     base, cap = 0.02, 0.1
     async with (
         scripted(handler) as (url, _),
-        running(url, "backoff", backoff_base=base, backoff_cap=cap, rng=MaxRandom()) as (
-            conn,
-            rec,
-            _,
-        ),
+        running(
+            url,
+            "backoff",
+            backoff_base=base,
+            backoff_cap=cap,
+            rng=MaxRandom(),
+            healthy_after=healthy,
+        ) as (conn, rec, _),
     ):
-        await rec.wait_for(lambda: conn.name == "user_abcdef08", "the eighth connection")
+        await rec.wait_for(lambda: conn.name == "user_abcdef09", "the ninth connection")
         waits = [e.retry_in for e in rec.of(StateChanged) if e.state is ConnectionState.OFFLINE]
-        assert waits == pytest.approx([0.02, 0.04, 0.08, 0.1, 0.1, 0.02, 0.04])
+        assert waits == pytest.approx([0.02, 0.04, 0.08, 0.1, 0.1, 0.1, 0.02, 0.04])
 
 
 async def test_retry_now_ends_a_long_wait() -> None:
