@@ -142,6 +142,10 @@ INVALID_UTF8: Final = Close(C.INVALID_DATA, "invalid UTF-8", "invalid_utf8", _E,
 PING_TIMEOUT: Final = Close(
     C.INTERNAL_ERROR, "keepalive ping timeout", "ping_timeout", _E, Then.RECONNECT
 )
+# Something the server did not expect went wrong with this connection alone.
+SERVER_ERROR: Final = Close(
+    C.INTERNAL_ERROR, "server error", "other", Counted.OTHER, Then.RECONNECT
+)
 
 # Closes whose reason is someone else's (websockets' parser, another server): by code alone.
 PROTOCOL_ERROR: Final = Close(C.PROTOCOL_ERROR, "{}", "protocol_error", _E, Then.RECONNECT)
@@ -174,6 +178,7 @@ TABLE: Final[tuple[Close, ...]] = (
     TOO_BIG,
     INVALID_UTF8,
     PING_TIMEOUT,
+    SERVER_ERROR,
 )
 _BY_CODE_IN_TABLE: Final[dict[int, tuple[Close, ...]]] = {
     code: tuple(c for c in TABLE if c.code == code) for code in {c.code for c in TABLE}

@@ -17,12 +17,16 @@ BIDI_CONTROLS: Final = (
 # Line and paragraph separators other than "\n": a line-based client would break a line at
 # each of them (VT, FF, FS-RS and NEL are C0/C1 controls, stripped with those).
 LINE_SEPARATORS: Final = "\u2028\u2029"
+# Surrogate code points alone (JSON can carry "\ud800"): no UTF-8 can encode them, so text
+# holding one could be numbered and kept but never delivered.
+SURROGATES: Final = "".join(map(chr, range(0xD800, 0xE000)))
 _STRIPPED: Final = (
     [chr(c) for c in range(0x00, 0x20) if chr(c) not in "\n\t"]
     + ["\x7f"]
     + [chr(c) for c in range(0x80, 0xA0)]
     + list(BIDI_CONTROLS)
     + list(LINE_SEPARATORS)
+    + list(SURROGATES)
 )
 _STRIP_TABLE: Final = dict.fromkeys(map(ord, _STRIPPED))
 STRIPPED_CHARACTERS: Final = frozenset(_STRIPPED)

@@ -230,6 +230,8 @@ def parse_send(frame: str) -> Send:
         body = json.loads(frame)
     except ValueError:
         return Send(frame)
+    except RecursionError:  # valid JSON, nested deeper than any frame of this protocol
+        raise FrameError("malformed frame: nested too deeply") from None
     if not isinstance(body, dict):
         return Send(frame)
     nonce = body.get("nonce")

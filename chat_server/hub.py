@@ -40,6 +40,8 @@ class HubMember(Protocol):
 
 # (room, its local members, why): called when a room's local stream broke.
 OnLost = Callable[[str, list[HubMember], str], None]
+# (room, member, what went wrong): a member's delivery raised; the others still get the event.
+OnFailed = Callable[[str, HubMember, Exception], None]
 
 
 class _LocalRoom:
@@ -54,9 +56,12 @@ class _LocalRoom:
 
 
 class RoomHub:
-    def __init__(self, channels: ChannelBackend, on_lost: OnLost) -> None:
+    def __init__(
+        self, channels: ChannelBackend, on_lost: OnLost, on_failed: OnFailed | None = None
+    ) -> None:
         self._channels = channels
         self._on_lost = on_lost
+        self._on_failed = on_failed
         self._rooms: dict[str, _LocalRoom] = {}
         channels.bind(self.deliver)
 
@@ -102,7 +107,12 @@ class RoomHub:
                 if member.name == event.name:
                     member.removed(event)
         for member in members:
-            member.deliver(event)
+            try:
+                member.deliver(event)
+            except Exception as exc:  # a bug: that member goes, the room carries on
+                if self._on_failed is None:
+                    raise
+                self._on_failed(room, member, exc)
 
     def _in_line(self, room: str, local: _LocalRoom, event: RoomEvent) -> bool:
         """Whether an event that is not the next one expected is to be delivered."""

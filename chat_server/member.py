@@ -80,6 +80,8 @@ class Member:
 
     __slots__ = (
         "_awaiting_join",
+        "_credit",
+        "_crediting",
         "_gated",
         "_held",
         "_joined",
@@ -112,6 +114,10 @@ class Member:
         self.closed = False
         self.ack_prefix = ack_prefix
         self._queued_bytes = 0
+        # Bytes of the member's own backlog (history, recovery) still queued: they are the
+        # session's to bound, never a sign of a slow consumer.
+        self._credit = 0
+        self._crediting = False  # what is queued now is backlog
         # Events published before our own join notice reached us are not ours to see: the
         # join notice must be the first frame, whatever the broker's delivery timing.
         self._awaiting_join = True
@@ -170,8 +176,10 @@ class Member:
             return
         if held:
             self._queued_bytes -= sum(text_size(event.frame(self.codec)) for event in held)
+        self._crediting = True
         for frame in frames:
             self._enqueue(frame)
+        self._crediting = False
         for event in held or ():
             self.deliver(event)
 
@@ -205,7 +213,9 @@ class Member:
     def _overflowed(self, size: int) -> bool:
         """Count ``size`` more bytes queued; past the bound the member is dropped."""
         self._queued_bytes += size
-        if self._queued_bytes <= self.limit_bytes:
+        if self._crediting:
+            self._credit += size
+        if self._queued_bytes <= self.limit_bytes + self._credit:
             return False
         self.drop(close.SLOW_CONSUMER)
         return True
@@ -213,7 +223,13 @@ class Member:
     def close(self) -> None:
         """Stop sending: drop whatever is queued."""
         self.closed = True
-        self._queued_bytes = 0
+        self._queued_bytes = self._credit = 0
+
+    def _written(self, size: int) -> None:
+        """``size`` bytes left the queue for the socket (the backlog first)."""
+        self._queued_bytes -= size
+        if self._credit:
+            self._credit = max(0, self._credit - size)
 
     async def drain(self) -> None:
         """Until nothing of this member's is being written any more (after :meth:`close`)."""
@@ -312,7 +328,7 @@ class TransportMember(Member):
                 data = b"".join(parts)
                 frames = len(parts)
             stats.frames_out += frames
-            self._queued_bytes -= len(data)
+            self._written(len(data))
             sink.write(data)
             stats.bytes_out += len(data)
 
@@ -391,4 +407,4 @@ class AsgiMember(Member):
             stats.frames_out += 1
             # The frame now sits in the transport: it no longer counts against our bound.
             if not self.closed:
-                self._queued_bytes -= text_size(frame)
+                self._written(text_size(frame))

@@ -45,7 +45,7 @@ class Node:
     def __init__(self, settings: Settings, backend: Backend) -> None:
         self.settings = settings
         self.backend = backend
-        self.hub = RoomHub(backend.channels, self._room_lost)
+        self.hub = RoomHub(backend.channels, self._room_lost, self._delivery_failed)
         self.started = time.time()
         self.connections = 0  # admitted: from the handshake's checks until they left
         self.sessions: set[Session] = set()  # in their rooms
@@ -92,6 +92,11 @@ class Node:
         for member in members:
             if isinstance(member, Member):
                 member.drop(close.MISSED_EVENTS)
+
+    def _delivery_failed(self, room: str, member: HubMember, exc: Exception) -> None:
+        log.error("delivery failed room=%s name=%s error=%s", room, member.name, type(exc).__name__)
+        if isinstance(member, Member):
+            member.drop(close.SERVER_ERROR)
 
     def _broker_status(self, status: BrokerStatus) -> None:
         if status.available:

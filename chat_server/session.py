@@ -41,7 +41,7 @@ from chat_server import asgi
 from chat_server.backends.base import BrokerUnavailable, Publishing, public_reason
 from chat_server.checks import Ending, FrameChecks, Refusal
 from chat_server.events import EventKind, Published, StoredMessage
-from chat_server.member import AsgiMember, Member, TransportMember
+from chat_server.member import AsgiMember, Member, TransportMember, text_size
 from chat_server.node import NameLease, Node
 
 log = logging.getLogger("chat_server")
@@ -170,6 +170,12 @@ class ChatSession:
             return exc
         if self.left:
             return None
+        messages = _newest_within(
+            [codec.message(m.name, m.text, m.offset, m.time) for m in backlog],
+            settings.max_backlog_bytes,
+        )
+        if len(messages) < len(backlog) and recovered:
+            recovered = False  # not all of what was missed: the client must know
         frames: list[str] = []
         if codec.numbered:
             lease = self.lease
@@ -177,11 +183,10 @@ class ChatSession:
             frames.append(
                 codec.welcome(
                     self.room, self.name, joined.epoch, joined.offset, str(lease.token),
-                    recovered, lease.resumed, len(backlog),
+                    recovered, lease.resumed, len(messages),
                 )
             )  # fmt: skip
-        frames += [codec.message(m.name, m.text, m.offset, m.time) for m in backlog]
-        member.go_live(frames)
+        member.go_live(frames + messages)
         return joined
 
     async def _backlog(self, joined: Published) -> tuple[list[StoredMessage], bool | None]:
@@ -293,6 +298,16 @@ class ChatSession:
         closing = self._close_later(ending)
         if closing is not None:
             await closing
+
+
+def _newest_within(frames: list[str], limit: int) -> list[str]:
+    """The newest of ``frames`` (oldest first) whose bytes add up to at most ``limit``."""
+    total = 0
+    for index in range(len(frames) - 1, -1, -1):
+        total += text_size(frames[index])
+        if total > limit:
+            return frames[index + 1 :]
+    return frames
 
 
 class PublishWindow:

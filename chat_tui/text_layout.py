@@ -23,17 +23,19 @@ from datetime import datetime
 
 from rich.cells import cell_len, get_character_cell_size
 
+from chat_protocol.text import BIDI_CONTROLS, LINE_SEPARATORS, SURROGATES
 from chat_tui.scrollback import Entry, EntryKind, SendState
 
 # --- text made safe for display -------------------------------------------------------------
 
-_BIDI = "\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 _DISPLAY_TABLE: dict[int, str] = {c: chr(0x2400 + c) for c in range(0x20)}  # ␀ ... ␟
 _DISPLAY_TABLE[0x7F] = "\u2421"  # ␡
 _DISPLAY_TABLE.update({c: "\ufffd" for c in range(0x80, 0xA0)})  # C1 controls (CSI = 0x9b)
 # Bidi overrides could reorder the rest of the row on screen; line/paragraph separators could
 # be taken as line breaks by some terminals.
-_DISPLAY_TABLE.update({ord(c): "\ufffd" for c in _BIDI + "\u2028\u2029"})
+_DISPLAY_TABLE.update({ord(c): "\ufffd" for c in BIDI_CONTROLS + LINE_SEPARATORS})
+# A lone surrogate (JSON can carry one) cannot be written to a terminal at all.
+_DISPLAY_TABLE.update({ord(c): "\ufffd" for c in SURROGATES})
 TAB_SIZE = 4
 
 

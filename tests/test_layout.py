@@ -35,7 +35,7 @@ def _table_after(header: str) -> list[str]:
 def _option_cell(f: Field[Any]) -> str:
     if f.name == "metrics":
         return "`--metrics` / `--no-metrics`"
-    metavar = how(f).metavar if f.name == "allow_origin" else None
+    metavar = how(f).metavar
     return f"`--{flag(f)}{' ' + metavar if metavar else ''}`"
 
 

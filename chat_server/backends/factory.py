@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import secrets
-import socket
 from typing import TYPE_CHECKING
 
 from chat_server.backends.base import Backend
@@ -14,14 +12,14 @@ if TYPE_CHECKING:
     from chat_server.ops.settings import Settings
 
 
-def new_node_id() -> str:
-    """A name for this process among the nodes: host, pid and a random part (a restarted
-    container has the same host name and pid as the one before it)."""
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+def new_node_id(name: str = "") -> str:
+    """A name for this process among the nodes: the operator's ``--node-name`` (nothing of the
+    host by default: /health shows it to anyone who can reach it) and a random part."""
+    return f"{name or 'node'}-{secrets.token_hex(4)}"
 
 
 def open_backend(settings: Settings, node_id: str | None = None) -> Backend:
-    node_id = node_id or new_node_id()
+    node_id = node_id or new_node_id(settings.node_name)
     if scheme_of(settings.broker_url) in MEMORY_SCHEMES:
         from chat_server.backends.memory import MemoryBackend
 

@@ -60,7 +60,10 @@ def create_app(settings: Settings | None = None) -> ChatApplication:
             await node.backend.close()
             monitor.stop()
 
-    api = FastAPI(title="chat_server", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # No OpenAPI schema: it would only tell a stranger behind the proxy what is here.
+    api = FastAPI(
+        title="chat_server", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
 
     @api.exception_handler(BrokerUnavailable)
     async def broker_unavailable(_: Any, exc: BrokerUnavailable) -> JSONResponse:

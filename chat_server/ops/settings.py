@@ -10,6 +10,7 @@ environment, then the command line.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields
 from typing import Any
@@ -50,6 +51,12 @@ def one_of(*choices: str) -> Check:
         return None if value in choices else f"must be one of {', '.join(choices)}"
 
     return check
+
+
+def a_node_name(value: str) -> str | None:
+    if value == "" or re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", value):
+        return None
+    return "must be 1-32 letters, digits, '.', '_' or '-'"
 
 
 def a_broker_url(value: str) -> str | None:
@@ -192,12 +199,27 @@ class Settings:
         "most messages sent to one connection on joining, as history or recovery",
         check=not_negative,
     )
+    max_backlog_bytes: int = option(
+        4 * 1024 * 1024,
+        "bytes of history or recovery sent to one connection on joining (the newest messages "
+        "that fit; a recovery cut short says `recovered: false`); never counted as a slow "
+        "consumer",
+        check=positive,
+    )
     name_reservation: float = option(
         limits.NAME_RESERVATION,
         "seconds a `chat.v2` client's name stays reserved for its token after its last "
         "connection ends",
         check=not_negative,
         metavar="SECONDS",
+    )
+    node_name: str = option(
+        "",
+        "a name for this process in `/health` and among the processes of a shared broker "
+        "(letters, digits, `.`, `_`, `-`); a random part is added",
+        check=a_node_name,
+        metavar="NAME",
+        default_text="none",
     )
     # Settings that exist only as environment variables.
     max_frame_bytes: int = option(

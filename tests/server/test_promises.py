@@ -1,0 +1,204 @@
+"""The protocol's promises under attack: each probe of the red-team issue, reproduced.
+
+"A member that stays connected receives every frame of its room", "exactly the missed range or
+recovered: false", "each sent once", and one client never takes the chat down. The server
+probes run on both brokers where both apply.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+import pytest
+
+from tests.server.wsclients import join, join_v2, resume_query
+from tests.servers import RunningServer
+
+pytestmark = pytest.mark.fault
+
+
+def _no_traceback(server: RunningServer) -> None:
+    assert "Traceback" not in server.log(), server.log()[-3000:]
+
+
+async def test_a_lone_surrogate_is_removed_before_anything_is_numbered(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    """A chat.v2 send holding "\\ud800" (valid JSON, no valid UTF-8) was published, kept and
+    then failed every delivery: members silently skipped its offset, and every later join
+    that asked for history was dropped before its first frame."""
+    server = server_factory()
+    url = server.chat_url("poison")
+    sender = await join_v2(url)
+    watcher = await join_v2(url)
+    await sender.recv()  # the watcher's join
+    text_member = await join(url)
+    try:
+        await sender.ws.send(json.dumps({"type": "send", "text": "be\ud800fore", "nonce": "p1"}))
+        await sender.ws.send(json.dumps({"type": "send", "text": "\ud800", "nonce": "p2"}))
+        await sender.send("after", "p3")
+
+        frames = await watcher.recv_until(lambda f: f.get("text") == "after")
+        messages = [f for f in frames if f["type"] == "message"]
+        assert [(m["text"], m["offset"]) for m in messages] == [("before", 1), ("after", 2)]
+        answers = await sender.recv_until(lambda f: f.get("nonce") == "p3")
+        refused = [f for f in answers if f["type"] == "error"]
+        assert [f["nonce"] for f in refused] == ["p2"]  # nothing left after sanitising
+        text_frames = await text_member.recv_until(lambda f: f.endswith(":: after"))
+        assert text_frames[-2:] == [f"{sender.name} :: before", f"{sender.name} :: after"]
+
+        # Later joins that ask for history get it, in both dialects.
+        late = await join_v2(url, "history=10")
+        assert [m["text"] for m in await late.backlog()] == ["before", "after"]
+        late_text = await join(url + "?history=10")
+        assert [await late_text.recv() for _ in range(2)] == [
+            f"{sender.name} :: before",
+            f"{sender.name} :: after",
+        ]
+        await late.close()
+        await late_text.close()
+    finally:
+        for member in (sender, watcher, text_member):
+            await member.close()
+    _no_traceback(server)
+
+
+@pytest.mark.memory_only
+async def test_deeply_nested_json_gets_an_error_frame_not_a_traceback(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    server = server_factory(rate_limit=0)
+    member = await join_v2(server.chat_url("nested"))
+    try:
+        nested = '{"a":' + "[" * 1000 + "]" * 1000 + "}"
+        for _ in range(200):
+            await member.ws.send(nested)
+        errors = [await member.recv() for _ in range(200)]
+        assert {(e["type"], e["text"]) for e in errors} == {
+            ("error", "malformed frame: nested too deeply")
+        }
+        await member.send("still here", "n1")
+        assert (await member.recv())["type"] == "ack"
+    finally:
+        await member.close()
+    _no_traceback(server)
+
+
+@pytest.mark.memory_only
+def test_no_openapi_schema_and_no_host_in_the_node_id(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    import socket
+
+    server = server_factory()
+    for path in ("/openapi.json", "/docs", "/redoc"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(server.http_url + path, timeout=5)
+        assert refused.value.code == 404
+    node = server.get_json("/health")["node"]["id"]
+    assert node.startswith("node-") and socket.gethostname() not in node
+    named = server_factory(node_name="chat-east")
+    assert named.get_json("/health")["node"]["id"].startswith("chat-east-")
+
+
+async def test_one_members_failed_delivery_skips_no_one(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    """Every member gets every frame, in both dialects, around a poisoned send."""
+    server = server_factory()
+    url = server.chat_url("everyone")
+    members = [await join_v2(url) for _ in range(3)]
+    texts = [await join(url) for _ in range(3)]
+    try:
+        sender = members[0]
+        await sender.ws.send(json.dumps({"type": "send", "text": "x\udfffy"}))
+        await sender.send("z")
+        for member in members:
+            got = await member.recv_until(lambda f: f.get("text") == "z")
+            assert [f["text"] for f in got if f["type"] == "message"] == ["xy", "z"]
+        for member in texts:
+            got = await member.recv_until(lambda f: f.endswith(":: z"))
+            assert [f.split(" :: ")[1] for f in got if " :: " in f] == ["xy", "z"]
+    finally:
+        for member in [*members, *texts]:
+            await member.close()
+    _no_traceback(server)
+
+
+BIG = "😀" * 4096  # the longest message: 4,096 characters, 16 KiB
+
+
+async def _post_big(url: str, count: int) -> str:
+    """``count`` messages of 16 KiB from a member that then leaves; returns its name."""
+    sender = await join_v2(url)
+    try:
+        for n in range(count):
+            await sender.send(f"{n:03d}{BIG[3:]}", f"b{n}")
+        await sender.recv_until(lambda f: f.get("nonce") == f"b{count - 1}", timeout=30)
+        return sender.name
+    finally:
+        await sender.close()
+
+
+async def test_a_large_history_is_sent_not_taken_for_a_slow_consumer(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    """200 stored messages of 16 KiB: asking for 64 or more (3.2 MiB, over the 1 MiB bound
+    on what waits for a member) was closed 1008 "slow consumer" before its first frame."""
+    server = server_factory(rate_limit=0)
+    url = server.chat_url("big")
+    await _post_big(url, 200)
+
+    late = await join_v2(url, "history=200")
+    try:
+        assert late.welcome["history"] == 200
+        offsets = [m["offset"] for m in await late.backlog()]
+        assert offsets == list(range(1, 201))
+    finally:
+        await late.close()
+    late_text = await join(url + "?history=200")
+    try:
+        frames = [await late_text.recv() for _ in range(200)]
+        assert [f.split(" :: ", 1)[1][:3] for f in frames] == [f"{n:03d}" for n in range(200)]
+    finally:
+        await late_text.close()
+
+
+async def test_a_large_recovery_is_sent_in_full(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    server = server_factory(rate_limit=0)
+    url = server.chat_url("recover")
+    member = await join_v2(url)
+    query = resume_query(member, since=int(member.welcome["offset"]))
+    await member.close()
+    await _post_big(url, 200)
+    back = await join_v2(url, query)
+    try:
+        assert (back.welcome["recovered"], back.welcome["history"]) == (True, 200)
+        assert [m["offset"] for m in await back.backlog()] == list(range(1, 201))
+    finally:
+        await back.close()
+
+
+@pytest.mark.memory_only
+async def test_a_backlog_over_its_byte_bound_is_cut_and_says_so(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    server = server_factory(rate_limit=0, max_backlog_bytes=1024 * 1024)
+    url = server.chat_url("cut")
+    member = await join_v2(url)
+    query = resume_query(member, since=int(member.welcome["offset"]))
+    await member.close()
+    await _post_big(url, 100)  # about 1.6 MiB
+    back = await join_v2(url, query + "&history=100")
+    try:
+        kept = int(back.welcome["history"])
+        assert back.welcome["recovered"] is False and 50 <= kept < 100
+        offsets = [m["offset"] for m in await back.backlog()]
+        assert offsets == list(range(101 - kept, 101))  # the newest that fit
+    finally:
+        await back.close()
