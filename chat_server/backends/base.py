@@ -23,7 +23,8 @@ Contract every backend keeps:
   window after its last connection ends.
 * **A message is in history if and only if it was published**, in the same atomic step:
   history is what was delivered live, with the same offsets. A message whose nonce the room
-  already published (within its de-duplication window) is not published again.
+  already published for the same token (among that token's last ``DEDUP_PER_TOKEN`` nonces
+  in the room, and the room's last ``DEDUP_PER_ROOM``) is not published again.
 * **A name joins a room once.** A join of a name already present in the room (the same token
   from a newer connection) first publishes the old connection's leave, with the text
   ``events.REPLACED``; that connection's later messages and leave publish nothing (they carry
@@ -45,13 +46,16 @@ from chat_server.events import EventKind, Published, RoomEvent, StoredMessage
 
 Deliver = Callable[[str, RoomEvent], None]
 
-# Nonces remembered per room for exactly-once: those of its last messages, at least this many
-# (and at least as many as its history holds).
-MIN_DEDUP_WINDOW = 1000
+# Nonces remembered per room for exactly-once: each token's last DEDUP_PER_TOKEN sends with a
+# nonce (so that others' sends cannot age them out), and at most DEDUP_PER_ROOM in all (the
+# oldest go first).
+DEDUP_PER_TOKEN = 1000
+DEDUP_PER_ROOM = 20_000
 
 
-def dedup_window(history_size: int) -> int:
-    return max(history_size, MIN_DEDUP_WINDOW)
+def dedup_token(key: str) -> str:
+    """The token part of a de-duplication key ("{token id}:{nonce}")."""
+    return key.partition(":")[0]
 
 
 class Publishing(Protocol):

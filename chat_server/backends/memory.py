@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from chat_server.backends.base import (
+    DEDUP_PER_ROOM,
+    DEDUP_PER_TOKEN,
     Backend,
     ChannelBackend,
     ClusterInfo,
@@ -28,7 +30,7 @@ from chat_server.backends.base import (
     Publishing,
     Registry,
     Settled,
-    dedup_window,
+    dedup_token,
 )
 from chat_server.events import REPLACED, Duplicate, EventKind, RoomEvent, StoredMessage
 from chat_server.ops.settings import Settings
@@ -65,7 +67,16 @@ class _Published(RoomEvent):
 
 
 class _Room:
-    __slots__ = ("epoch", "members", "nonces", "offset", "ring", "serial", "touched")
+    __slots__ = (
+        "epoch",
+        "members",
+        "nonces",
+        "offset",
+        "ring",
+        "serial",
+        "token_nonces",
+        "touched",
+    )
 
     def __init__(self, history_size: int) -> None:
         self.epoch = new_epoch()
@@ -77,6 +88,7 @@ class _Room:
             deque(maxlen=history_size) if history_size else None
         )
         self.nonces: dict[str, tuple[int, float]] = {}  # de-duplication key -> (offset, time)
+        self.token_nonces: dict[str, deque[str]] = {}  # token -> its keys, oldest first
         self.touched = _now()
 
 
@@ -138,7 +150,6 @@ class MemoryChannels(ChannelBackend):
         self._state = state
         self._node_id = node_id
         self._deliver: Deliver | None = None
-        self._window = dedup_window(state.settings.history_size)
 
     def bind(self, deliver: Deliver) -> None:
         self._deliver = deliver
@@ -192,10 +203,7 @@ class MemoryChannels(ChannelBackend):
             if state.ring is not None:
                 state.ring.append(StoredMessage(state.offset, name, text, now))
             if nonce is not None:
-                nonces = state.nonces
-                nonces[nonce] = (state.offset, now)
-                if len(nonces) > self._window:
-                    del nonces[next(iter(nonces))]
+                _remember(state, nonce, (state.offset, now))
         elif kind is _JOIN:
             state.members[name] = state.serial
         elif not state.members:
@@ -222,6 +230,27 @@ class MemoryChannels(ChannelBackend):
             if self._deliver is not None:
                 self._deliver(room, leave)
         return state
+
+
+def _remember(state: _Room, key: str, landed: tuple[int, float]) -> None:
+    """Keep a published nonce: its token keeps its last DEDUP_PER_TOKEN, the room its last
+    DEDUP_PER_ROOM (the oldest go first)."""
+    nonces = state.nonces
+    nonces[key] = landed
+    token = dedup_token(key)
+    own = state.token_nonces.get(token)
+    if own is None:
+        own = state.token_nonces[token] = deque()
+    own.append(key)
+    if len(own) > DEDUP_PER_TOKEN:
+        nonces.pop(own.popleft(), None)
+    if len(nonces) > DEDUP_PER_ROOM:
+        oldest = next(iter(nonces))
+        del nonces[oldest]
+        theirs = state.token_nonces[dedup_token(oldest)]
+        theirs.popleft()  # a token's keys are in the room's order: the oldest is its first
+        if not theirs:
+            del state.token_nonces[dedup_token(oldest)]
 
 
 class MemoryHistory(History):

@@ -8,14 +8,18 @@ probes run on both brokers where both apply.
 from __future__ import annotations
 
 import json
+import signal
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from tests.clusters import FAST
+from tests.redis_servers import requires_redis, start_redis
 from tests.server.wsclients import join, join_v2, resume_query
-from tests.servers import RunningServer
+from tests.servers import RunningServer, start_server, wait_ready
 
 pytestmark = pytest.mark.fault
 
@@ -200,5 +204,89 @@ async def test_a_backlog_over_its_byte_bound_is_cut_and_says_so(
         assert back.welcome["recovered"] is False and 50 <= kept < 100
         offsets = [m["offset"] for m in await back.backlog()]
         assert offsets == list(range(101 - kept, 101))  # the newest that fit
+    finally:
+        await back.close()
+
+
+@requires_redis
+async def test_redis_restarted_from_an_older_snapshot_starts_a_new_epoch(tmp_path: Path) -> None:
+    """5 messages, SAVE, 5 more, Redis killed and started again from its snapshot: the room
+    came back at offset 5 under the same epoch, new messages took offsets 6-12 again, and a
+    recovery from offset 10 said "recovered" with the last two only."""
+    redis = start_redis("--dir", str(tmp_path), "--dbfilename", "dump.rdb")
+    server = start_server(rate_limit=0, broker_url=redis.url, env=FAST)
+    try:
+        url = server.chat_url("rollback")
+        sender = await join_v2(url)
+        epoch = sender.welcome["epoch"]
+        for n in range(10):
+            if n == 5:
+                assert redis.client().save()
+            await sender.send(f"m{n}", f"r{n}")
+        acks = [
+            f
+            for f in await sender.recv_until(lambda f: f.get("nonce") == "r9")
+            if f["type"] == "ack"
+        ]
+        assert [a["offset"] for a in acks] == list(range(1, 11))
+        query = resume_query(sender, since=10)
+        await sender.close()
+
+        redis.stop(signal.SIGKILL)
+        redis.start()  # from the snapshot: the room at offset 5
+        wait_ready(server)
+        writer = await join_v2(url)
+        for n in range(7):
+            await writer.send(f"new {n}", f"w{n}")
+        acks = [
+            f
+            for f in await writer.recv_until(lambda f: f.get("nonce") == "w6")
+            if f["type"] == "ack"
+        ]
+        assert writer.welcome["epoch"] != epoch
+        assert [a["offset"] for a in acks] == list(range(1, 8))  # numbered anew
+        back = await join_v2(url, query + "&history=10")
+        try:
+            assert back.welcome["recovered"] is False  # not "recovered" with two of them
+            assert back.welcome["epoch"] == writer.welcome["epoch"]
+            assert [m["text"] for m in await back.backlog()] == [f"new {n}" for n in range(7)]
+        finally:
+            await back.close()
+            await writer.close()
+    finally:
+        server.stop()
+        redis.stop()
+
+
+async def test_others_cannot_flush_a_senders_exactly_once_window(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    """A member sends nonce n1; 51 others post 1,020 messages with nonces; the member comes
+    back with its token and sends n1 again: it was published twice (the window was the room's,
+    and the others' sends had aged n1 out)."""
+    server = server_factory(rate_limit=0)
+    url = server.chat_url("window")
+    member = await join_v2(url)
+    await member.send("only once", "n1")
+    (ack,) = [f for f in await member.recv_until(lambda f: f["type"] == "ack")]
+    query = resume_query(member)
+    await member.close()
+
+    for _ in range(51):
+        other = await join_v2(url)
+        for n in range(20):
+            await other.send(f"noise {n}", f"x{n}")
+        await other.recv_until(lambda f: f.get("nonce") == "x19")
+        await other.close()
+
+    back = await join_v2(url, query + "&history=5")
+    try:
+        await back.backlog()
+        await back.send("only once", "n1")
+        again = await back.recv()
+        assert (again["type"], again["offset"]) == ("ack", ack["offset"])  # the original
+        await back.send("a new one", "n2")
+        published = await back.recv_until(lambda f: f["type"] == "message")
+        assert [f["text"] for f in published if f["type"] == "message"] == ["a new one"]
     finally:
         await back.close()

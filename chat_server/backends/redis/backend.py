@@ -183,6 +183,7 @@ class RedisBackend(Backend):
             self._spawn_reap(old, expire_first=True)
             self._registered = False
         await self.link.connect(f"chat:{self.node_id}:commands")
+        self.channels.connected(await self._run_id())
         await self.pubsub.connect(f"chat:{self.node_id}:pubsub")
         await asyncio.gather(
             *(self.link.call("SCRIPT", "LOAD", s.source) for s in SCRIPTS.values())
@@ -196,6 +197,15 @@ class RedisBackend(Backend):
         while self._probes:
             await asyncio.sleep(0.005)
         self._registered = True
+
+    async def _run_id(self) -> str:
+        """The Redis process's run_id: a restart, even from a snapshot, has a new one."""
+        info = await self.link.call("INFO", "server")
+        for line in info.decode(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key == "run_id":
+                return value.strip()
+        raise BrokerUnavailable("redis did not say its run_id")
 
     async def _watch(self, failure: asyncio.Future[str]) -> str:
         loops = [

@@ -15,7 +15,14 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from chat_server.backends.base import BrokerUnavailable, ChannelBackend, Deliver, dedup_window
+from chat_server.backends.base import (
+    DEDUP_PER_ROOM,
+    DEDUP_PER_TOKEN,
+    BrokerUnavailable,
+    ChannelBackend,
+    Deliver,
+    dedup_token,
+)
 from chat_server.backends.redis import codec, keys
 from chat_server.backends.redis.context import RedisContext
 from chat_server.backends.redis.links import encode_bulk
@@ -39,9 +46,9 @@ def room_history_keys(room: str) -> tuple[str, ...]:
 
 _KIND_BULKS = {kind: encode_bulk(code) for kind, code in codec.KIND_CODES.items()}
 _NO_NONCE = encode_bulk(codec.NO_NONCE)
-# EVALSHA {sha} 8 KEYS[1-8] ARGV[1-15]: 26 parts in all.
-_ROOM_EVENT_HEAD = b"*26\r\n" + b"".join(
-    map(encode_bulk, ("EVALSHA", SCRIPTS["room_event"].sha, "8"))
+# EVALSHA {sha} 9 KEYS[1-9] ARGV[1-17]: 29 parts in all.
+_ROOM_EVENT_HEAD = b"*29\r\n" + b"".join(
+    map(encode_bulk, ("EVALSHA", SCRIPTS["room_event"].sha, "9"))
 )
 
 
@@ -75,16 +82,26 @@ class RedisChannels(ChannelBackend):
         self._deliver: Deliver | None = None
         # The rooms the hub wants: resubscribed whenever the subscriber connects again.
         self.subscribed: set[str] = set()
-        self._room_cache: dict[str, tuple[bytes, bytes, bytes]] = {}
-        settings = redis.settings
-        # ARGV 13-15 of the event script: the same for every event of every node.
+        self._room_cache: dict[str, tuple[bytes, bytes, bytes, bytes]] = {}
+        self._retention_tail = b""
+        self.incarnated()
+
+    def connected(self, run_id: str) -> None:
+        """Connected to the Redis process ``run_id`` (whose rooms' epochs are its own)."""
+        settings = self._redis.settings
+        # ARGV 13-17 of the event script: the same for every event while this Redis runs.
         self._retention_tail = b"".join(
             map(
                 encode_bulk,
-                (settings.history_size, dedup_window(settings.history_size), keys.NODE_KEY_PREFIX),
+                (
+                    settings.history_size,
+                    DEDUP_PER_TOKEN,
+                    keys.NODE_KEY_PREFIX,
+                    DEDUP_PER_ROOM,
+                    run_id,
+                ),
             )
         )
-        self.incarnated()
 
     def incarnated(self) -> None:
         """This node has a new id (``redis.node_id``, at start and after an outage)."""
@@ -150,23 +167,28 @@ class RedisChannels(ChannelBackend):
         dead node's that a reaper announces); the future gets where it landed, ``None`` if the
         member was not present."""
         redis = self._redis
-        room_keys, history_keys, room_args = self._room_parts(room)
+        room_keys, history_keys, room_args, no_token = self._room_parts(room)
         if member_node == redis.node_id:
             members_key, member = self._own_member_parts
         else:
             members_key = encode_bulk(keys.node_members(member_node))
             member = encode_bulk(member_node)
         name_b, text_b = name.encode(), text.encode()
-        nonce_b = _NO_NONCE if nonce is None else encode_bulk(codec.encode_nonce(nonce))
+        if nonce is None:
+            nonce_b, token_key = _NO_NONCE, no_token
+        else:
+            nonce_b = encode_bulk(codec.encode_nonce(nonce))
+            token_key = encode_bulk(keys.room_token_nonces(room, dedup_token(nonce)))
         deadline = b"%d" % (redis.redis_now_ms() + redis.timeout * 1000)
         ref_b = b"-" if ref is None else b"%d" % ref
-        # The hot path of a publish: KEYS 1-8, then ARGV 1-15 in the script's order.
+        # The hot path of a publish: KEYS 1-9, then ARGV 1-17 in the script's order.
         command = b"".join(
             (
                 _ROOM_EVENT_HEAD,
                 room_keys,
                 members_key,
                 history_keys,
+                token_key,
                 room_args,
                 _KIND_BULKS[kind],
                 member,
@@ -198,8 +220,9 @@ class RedisChannels(ChannelBackend):
             return Duplicate(offset, epoch.decode(), time_ms / 1000)
         return Landed((serial, offset, epoch.decode(), time_ms / 1000))
 
-    def _room_parts(self, room: str) -> tuple[bytes, bytes, bytes]:
-        """The room's keys and arguments of the event script, encoded once (a hot path)."""
+    def _room_parts(self, room: str) -> tuple[bytes, bytes, bytes, bytes]:
+        """The room's keys and arguments of the event script, encoded once (a hot path), and
+        the KEYS[9] of a message without nonce (never written: any of the room's keys)."""
         parts = self._room_cache.get(room)
         if parts is None:
             if len(self._room_cache) >= ROOM_CACHE_SIZE:
@@ -208,5 +231,6 @@ class RedisChannels(ChannelBackend):
                 b"".join(map(encode_bulk, room_event_keys(room))),
                 b"".join(map(encode_bulk, room_history_keys(room))),
                 encode_bulk(keys.room_channel(room)) + encode_bulk(room),
+                encode_bulk(keys.room_nonce_order(room)),
             )
         return parts

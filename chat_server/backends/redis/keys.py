@@ -39,8 +39,13 @@ def room_nonces(room: str) -> str:
 
 
 def room_nonce_order(room: str) -> str:
-    """List: the same keys, oldest first (the oldest is forgotten past the window)."""
+    """List: the same keys, oldest first (the oldest is forgotten past the room's window)."""
     return f"{PREFIX}room:{room}:nonce-order"
+
+
+def room_token_nonces(room: str, token: str) -> str:
+    """List: one token's keys in the room, oldest first (forgotten past its own window)."""
+    return f"{PREFIX}room:{room}:nonce-order:{token}"
 
 
 def room_presence(room: str) -> str:

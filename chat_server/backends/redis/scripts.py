@@ -30,7 +30,8 @@ end
 """
 
 # KEYS: 1 sequence, 2 presence, 3 room's node counts, 4 rooms, 5 member's node's members,
-#       6 history (a stream), 7 nonces (hash: key -> "offset time"), 8 nonces in order (a list)
+#       6 history (a stream), 7 nonces (hash: key -> "offset time"), 8 nonces in order (a list),
+#       9 the sender's token's nonces in order (a list; for a message with a nonce)
 # ARGV: 1 channel, 2 room, 3 kind (m/j/l), 4 the member's node, 5 name, 6 text,
 #       7 nonce ('-' for none): the sender's de-duplication key (codec-encoded),
 #       8 origin (the publishing node: a reaper announces for another),
@@ -40,7 +41,8 @@ end
 #       11 deadline (ms, Redis clock; 0 = none): a publish that arrives after it is refused,
 #       so a node that gave up waiting can tell its member "not sent" and be right,
 #       12 ref: the serial of the member's own join ('-': any join by the member's node),
-#       13 history size (0 = no history), 14 nonces kept, 15 the node key prefix.
+#       13 history size (0 = no history), 14 nonces kept per token, 15 the node key prefix,
+#       16 nonces kept per room, 17 Redis's run_id as the node read it when it connected.
 # Returns {serial, offset, epoch, time} once published; {0} if the member is not (for a
 # message or leave with a ref: not with that join) present: nothing was published; {-1} if
 # past the deadline; {-2, offset, epoch, time} for a message whose nonce the room already
@@ -49,6 +51,11 @@ end
 # History is written here, beside the PUBLISH: a message is in the stream (entry id
 # "{offset}-0") if and only if it was delivered live. A join of a name already present (the
 # same token's newer connection) first publishes the old connection's leave ("replaced").
+#
+# A room's epoch belongs to the Redis process (its run_id) that numbered it: after Redis
+# restarted, whatever it had kept may be older than what was said (a snapshot taken before the
+# last messages), so the room's numbering starts over under a new epoch rather than giving
+# the same offsets to new messages.
 ROOM_EVENT = (
     _PRELUDE
     + """
@@ -63,9 +70,13 @@ if kind ~= 'j' and (owner ~= node or (ARGV[12] ~= '-' and present ~= node .. ' '
 end
 local ttl = ARGV[10]
 local epoch = redis.call('HGET', KEYS[1], 'e')
+if epoch and redis.call('HGET', KEYS[1], 'r') ~= ARGV[17] then
+  redis.call('DEL', KEYS[1])
+  epoch = false
+end
 if not epoch then
   epoch = ARGV[9] .. string.format('%x', now)
-  redis.call('HSET', KEYS[1], 'e', epoch)
+  redis.call('HSET', KEYS[1], 'e', epoch, 'r', ARGV[17])
   -- A sequence starting over: what is left of an older one is nobody's history.
   redis.call('DEL', KEYS[6], KEYS[7], KEYS[8])
 end
@@ -103,10 +114,16 @@ if kind == 'm' then
       'n', name, 't', ARGV[6], 'm', now)
   end
   if nonce ~= '-' then
+    -- Each token keeps its own last nonces (others' sends cannot age them out), the room
+    -- its last ARGV[16] in all.
     redis.call('HSET', KEYS[7], nonce, offset .. ' ' .. now)
-    if redis.call('RPUSH', KEYS[8], nonce) > tonumber(ARGV[14]) then
+    if redis.call('RPUSH', KEYS[9], nonce) > tonumber(ARGV[14]) then
+      redis.call('HDEL', KEYS[7], redis.call('LPOP', KEYS[9]))
+    end
+    if redis.call('RPUSH', KEYS[8], nonce) > tonumber(ARGV[16]) then
       redis.call('HDEL', KEYS[7], redis.call('LPOP', KEYS[8]))
     end
+    redis.call('EXPIRE', KEYS[9], ttl)
   end
 elseif kind == 'j' then
   redis.call('HSET', KEYS[2], name, node .. ' ' .. serial)
