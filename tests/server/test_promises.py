@@ -7,6 +7,7 @@ probes run on both brokers where both apply.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import urllib.error
@@ -15,7 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis.exceptions as redis_errors
+from websockets.exceptions import ConnectionClosed
 
+from chat_protocol.close import CloseCode
 from tests.clusters import FAST
 from tests.redis_servers import requires_redis, start_redis
 from tests.server.wsclients import join, join_v2, resume_query
@@ -290,3 +294,35 @@ async def test_others_cannot_flush_a_senders_exactly_once_window(
         assert [f["text"] for f in published if f["type"] == "message"] == ["a new one"]
     finally:
         await back.close()
+
+
+@requires_redis
+async def test_a_full_redis_is_an_outage_like_any_other_without_tracebacks() -> None:
+    """Redis at maxmemory with noeviction refuses writes: every member is closed 1013, as
+    for any outage, and the log has no traceback (there were nine)."""
+    redis = start_redis("--maxmemory", "4mb", "--maxmemory-policy", "noeviction")
+    server = start_server(rate_limit=0, broker_url=redis.url, env=FAST)
+    try:
+        url = server.chat_url("full")
+        member = await join_v2(url)
+        filler = redis.client()
+        with pytest.raises(redis_errors.OutOfMemoryError):
+            for n in range(10_000):
+                filler.set(f"filler:{n}", "x" * 65536)
+        with contextlib.suppress(ConnectionClosed):
+            for n in range(1000):  # until a write of the chat's is refused
+                await member.send("y" * 4000, f"f{n}")
+                await member.recv()
+        assert member.ws.close_code == CloseCode.TRY_AGAIN_LATER
+        assert (member.ws.close_reason or "").startswith("broker unavailable: redis refused")
+
+        filler.flushdb()  # room again: the chat comes back
+        wait_ready(server)
+        again = await join_v2(url)
+        await again.send("back", "b1")
+        assert (await again.recv())["type"] == "ack"
+        await again.close()
+    finally:
+        server.stop()
+        redis.stop()
+    _no_traceback(server)

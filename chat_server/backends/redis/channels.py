@@ -13,7 +13,7 @@ import logging
 import secrets
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from chat_server.backends.base import (
     DEDUP_PER_ROOM,
@@ -209,6 +209,8 @@ class RedisChannels(ChannelBackend):
                 redis.link.fail, "redis lost its scripts (SCRIPT FLUSH?)"
             )
             raise BrokerUnavailable("redis lost its scripts")
+        if isinstance(reply, ResponseError):
+            raise redis.refused(reply)
         if isinstance(reply, Exception):
             raise reply
         if len(reply) == 1:

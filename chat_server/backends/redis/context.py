@@ -8,13 +8,15 @@ history read it, and never call back into the backend.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
+from chat_server.backends.base import BrokerUnavailable
 from chat_server.backends.redis import keys
-from chat_server.backends.redis.links import CommandLink, PubSubLink
+from chat_server.backends.redis.links import CommandLink, PubSubLink, describe
 from chat_server.backends.redis.scripts import SCRIPTS
 from chat_server.ops.settings import Settings
 
@@ -43,9 +45,26 @@ class RedisContext:
     def redis_now_ms(self) -> float:
         return time.time() * 1000 + self.clock_offset_ms
 
+    async def call(self, *args: Any) -> Any:
+        """One command; an error reply is the broker failing (see :meth:`refused`)."""
+        try:
+            return await self.link.call(*args)
+        except ResponseError as exc:
+            raise self.refused(exc) from None
+
     async def script(self, name: str, keys_: list[str], args: list[Any]) -> Any:
         script = SCRIPTS[name]
         try:
             return await self.link.call("EVALSHA", script.sha, len(keys_), *keys_, *args)
         except NoScriptError:  # Redis lost its script cache (a restart, SCRIPT FLUSH)
-            return await self.link.call("EVAL", script.source, len(keys_), *keys_, *args)
+            return await self.call("EVAL", script.source, len(keys_), *keys_, *args)
+        except ResponseError as exc:
+            raise self.refused(exc) from None
+
+    def refused(self, error: ResponseError) -> BrokerUnavailable:
+        """Redis answered with an error (out of memory at ``maxmemory``, read-only replica,
+        ...): the node cannot do its work, like any other broker failure; its links are
+        dropped and connected again, and everyone is told."""
+        reason = f"redis refused a command: {describe(error)}"
+        asyncio.get_running_loop().call_soon(self.link.fail, reason)
+        return BrokerUnavailable(reason)

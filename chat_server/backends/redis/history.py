@@ -32,7 +32,7 @@ class RedisHistory(History):
     async def latest(self, room: str, upto: int, count: int) -> list[StoredMessage]:
         if count <= 0 or upto <= 0:
             return []
-        entries = await self._redis.link.call(
+        entries = await self._redis.call(
             "XREVRANGE", keys.room_history(room), f"{upto}-0", "-", "COUNT", count
         )
         return [_stored(entry) for entry in reversed(entries)]
@@ -41,7 +41,7 @@ class RedisHistory(History):
         if upto <= after:
             return [] if upto == after else None
         wanted = upto - after
-        entries = await self._redis.link.call(
+        entries = await self._redis.call(
             "XRANGE", keys.room_history(room), f"{after + 1}-0", f"{upto}-0", "COUNT", wanted
         )
         if len(entries) != wanted:

@@ -21,7 +21,7 @@ class RedisRegistry(Registry):
         return bool(claimed)
 
     async def name_digest(self, name: str) -> str | None:
-        stored = await self._redis.link.call("HGET", keys.name(name), "d")
+        stored = await self._redis.call("HGET", keys.name(name), "d")
         return None if stored is None else stored.decode("ascii", "replace")
 
     async def resume_name(self, name: str, digest: str) -> bool:
