@@ -53,8 +53,13 @@ class RoomCount:
     members: int
 
 
+# ``GET /rooms?after=ROOM&limit=N``: at most ROOMS_PAGE rooms an answer, in name order.
+ROOMS_PAGE: Final = 1000
+PAGE_RULE: Final = f"after must be a room name and limit a number from 1 to {ROOMS_PAGE}"
+
+
 def rooms_body(rooms: Mapping[str, int]) -> list[dict[str, Any]]:
-    """``GET /rooms``: every room with members, sorted by name."""
+    """``GET /rooms``: rooms with members, sorted by name (one page of them)."""
     return [{"room": room, "members": rooms[room]} for room in sorted(rooms)]
 
 

@@ -27,6 +27,7 @@ REFUSALS: Final = (
     "pending_limit",
     "bad_handshake",
     "bad_request",
+    "http_rate",
     "broker",
 )
 EVICTIONS: Final = close.EVICTIONS

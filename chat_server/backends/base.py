@@ -42,6 +42,7 @@ from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from chat_protocol.http import ROOMS_PAGE
 from chat_server.events import EventKind, Published, RoomEvent, StoredMessage
 
 Deliver = Callable[[str, RoomEvent], None]
@@ -210,15 +211,17 @@ class Registry(ABC):
         """One connection of this node lets go of ``name``."""
 
     @abstractmethod
-    async def rooms(self) -> dict[str, int]:
-        """Every room that has members on a live node, with its member count."""
+    async def rooms(self, after: str = "", limit: int = ROOMS_PAGE) -> dict[str, int]:
+        """Rooms that have members on a live node, with their member counts, in name order:
+        at most ``limit`` of them, from the first after ``after``."""
 
     @abstractmethod
     async def members(self, room: str) -> list[str]:
         """``room``'s members on live nodes, in join order; empty if it has none."""
 
     @abstractmethod
-    async def cluster(self) -> ClusterInfo: ...
+    async def cluster(self) -> ClusterInfo:
+        """Counts kept as events happen: never a walk of every room."""
 
 
 class Backend(ABC):

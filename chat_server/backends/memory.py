@@ -11,6 +11,7 @@ room is forgotten as soon as it empties.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import hmac
 import itertools
 import secrets
@@ -19,6 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
+from chat_protocol.http import ROOMS_PAGE
 from chat_server.backends.base import (
     DEDUP_PER_ROOM,
     DEDUP_PER_TOKEN,
@@ -111,6 +113,9 @@ class _State:
         self.reserved: deque[tuple[float, str]] = deque()
         self.rooms: dict[str, _Room] = {}
         self.idle: dict[str, None] = {}  # rooms without members, the longest idle first
+        # Kept as members join and leave: /health never walks the rooms.
+        self.occupied = 0  # rooms with members
+        self.present = 0  # members of rooms
 
     def keeps_idle(self) -> bool:
         return self.settings.history_size > 0 and self.settings.history_rooms > 0
@@ -193,6 +198,9 @@ class MemoryChannels(ChannelBackend):
             return _NOT_PRESENT
         else:
             del state.members[name]
+            self._state.present -= 1
+            if not state.members:
+                self._state.occupied -= 1
         now = _now()
         state.touched = now
         state.serial += 1
@@ -205,7 +213,10 @@ class MemoryChannels(ChannelBackend):
             if nonce is not None:
                 _remember(state, nonce, (state.offset, now))
         elif kind is _JOIN:
+            if not state.members:
+                self._state.occupied += 1
             state.members[name] = state.serial
+            self._state.present += 1
         elif not state.members:
             self._state.room_emptied(room, state)
         if self._deliver is not None:
@@ -222,6 +233,9 @@ class MemoryChannels(ChannelBackend):
         if name in state.members:
             # The same token's newer connection: the old one leaves first, as others see it.
             del state.members[name]
+            shared.present -= 1
+            if not state.members:
+                shared.occupied -= 1
             state.serial += 1
             leave = _Published(
                 _LEAVE, name, REPLACED, state.serial, state.offset, state.epoch, _now(),
@@ -337,18 +351,19 @@ class MemoryRegistry(Registry):
         self._state.reserved.append((record.expires, name))
         self._forget_expired()
 
-    async def rooms(self) -> dict[str, int]:
-        return {room: len(s.members) for room, s in self._state.rooms.items() if s.members}
+    async def rooms(self, after: str = "", limit: int = ROOMS_PAGE) -> dict[str, int]:
+        rooms = self._state.rooms
+        page = heapq.nsmallest(
+            limit, (room for room, state in rooms.items() if state.members and room > after)
+        )
+        return {room: len(rooms[room].members) for room in page}
 
     async def members(self, room: str) -> list[str]:
         state = self._state.rooms.get(room)
         return list(state.members) if state is not None else []
 
     async def cluster(self) -> ClusterInfo:
-        rooms = [r for r in self._state.rooms.values() if r.members]
-        return ClusterInfo(
-            nodes=1, rooms=len(rooms), connections=sum(len(r.members) for r in rooms)
-        )
+        return ClusterInfo(nodes=1, rooms=self._state.occupied, connections=self._state.present)
 
 
 class MemoryBackend(Backend):
@@ -371,4 +386,5 @@ class MemoryBackend(Backend):
     async def close(self) -> None:
         self._state.rooms.clear()
         self._state.idle.clear()
+        self._state.occupied = self._state.present = 0
         self._state.names.clear()

@@ -16,6 +16,7 @@ from chat_protocol import close, http, names
 from chat_server import asgi
 from chat_server.backends.base import BrokerUnavailable, public_reason
 from chat_server.backends.factory import open_backend
+from chat_server.http.cache import Answers
 from chat_server.http.endpoint import ChatEndpoint
 from chat_server.loop_lag import monitor
 from chat_server.node import Node
@@ -69,19 +70,27 @@ def create_app(settings: Settings | None = None) -> ChatApplication:
     async def broker_unavailable(_: Any, exc: BrokerUnavailable) -> JSONResponse:
         return JSONResponse(http.error_body(close.BROKER_UNAVAILABLE.text(public_reason(exc))), 503)
 
+    registry = node.backend.registry
+    # The one answer that grows with the rooms is worked out at most once a second, however
+    # many ask; the counts of /health are kept as events happen, a room's members are its own.
+    listings: Answers[dict[str, int]] = Answers()
+
     @api.get(http.HEALTH_PATH)
     async def health() -> JSONResponse:
         return await _health(node)
 
     @api.get(http.ROOMS_PATH)
-    async def list_rooms() -> list[dict[str, Any]]:
-        return http.rooms_body(await node.backend.registry.rooms())
+    async def list_rooms(after: str = "", limit: int = http.ROOMS_PAGE) -> JSONResponse:
+        if (after and not names.is_valid_room(after)) or not 1 <= limit <= http.ROOMS_PAGE:
+            return JSONResponse(http.error_body(http.PAGE_RULE), 400)
+        rooms = await listings.get((after, limit), lambda: registry.rooms(after, limit))
+        return JSONResponse(http.rooms_body(rooms))
 
     @api.get(http.ROOMS_PATH + "/{room}")
     async def room_members(room: str) -> JSONResponse:
         if not names.is_valid_room(room):
             return JSONResponse(http.error_body(http.INVALID_ROOM_DETAIL), 404)
-        members = await node.backend.registry.members(room)
+        members = await registry.members(room)
         if not members:
             return JSONResponse(http.error_body(http.no_room_detail(room)), 404)
         return JSONResponse(http.members_body(room, members))

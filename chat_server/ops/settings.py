@@ -152,6 +152,12 @@ class Settings:
         16 * 1024, "largest HTTP request head (request line and headers)", check=positive
     )
     max_headers: int = option(100, "most headers in an HTTP request", check=positive)
+    max_http_rate: float = option(
+        100.0,
+        "plain HTTP requests (`/health`, `/rooms`, ...) per second from one client address "
+        "(5 s worth in a burst); over it, 429; `0` = off",
+        check=off_or_positive,
+    )
     # GET /metrics; None = only when listening on a loopback address.
     metrics: bool | None = option(
         None, "serve `GET /metrics`", default_text="on for loopback addresses"

@@ -36,6 +36,7 @@ class HttpLimits:
     max_headers: int
     handshake_timeout: float
     max_pending: int
+    http_rate: float  # plain HTTP requests per second per client address; 0: no limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ class Limits:
                 max_headers=settings.max_headers,
                 handshake_timeout=settings.handshake_timeout,
                 max_pending=settings.max_pending,
+                http_rate=settings.max_http_rate,
             ),
         )
 

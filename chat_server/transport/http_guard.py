@@ -11,7 +11,9 @@ uvicorn reads a request head of any size for as long as the peer likes: one conn
   then **408** and close;
 * at most ``max_pending`` connections may be in that state at once: when one more arrives,
   the oldest of them gets **503** and is closed, so that half-finished requests can neither
-  exhaust the process's file descriptors nor lock out real clients.
+  exhaust the process's file descriptors nor lock out real clients;
+* plain HTTP requests (not WebSocket upgrades) from one client address are rate-limited
+  (``max_http_rate``): over it, **429** with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections import OrderedDict
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from chat_server.budget import Budget
 from chat_server.stats import stats
-from chat_server.transport.config import HttpLimits, limits_of
+from chat_server.transport.config import FLOOD_BURST_SECONDS, HttpLimits, limits_of
 
 log = logging.getLogger("chat_server")
 
@@ -33,6 +37,12 @@ log = logging.getLogger("chat_server")
 _PENDING: weakref.WeakKeyDictionary[ServerState, dict[GuardedHttpProtocol, None]] = (
     weakref.WeakKeyDictionary()
 )
+# Per server: the HTTP request budget of each client address, the least recently seen first.
+_BUDGETS: weakref.WeakKeyDictionary[ServerState, OrderedDict[str, Budget]] = (
+    weakref.WeakKeyDictionary()
+)
+# Addresses whose budget is remembered at once (an address not seen for a while starts full).
+MAX_ADDRESSES = 10_000
 
 
 class _Refused(Exception):
@@ -44,6 +54,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.limits: HttpLimits = limits_of(self.config).http
         self.pending = _PENDING.setdefault(self.server_state, {})
+        self.budgets = _BUDGETS.setdefault(self.server_state, OrderedDict())
         self._deadline: asyncio.TimerHandle | None = None
         self._head_bytes = 0  # bytes received since the current request began, head unfinished
         self._in_head = True
@@ -137,6 +148,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if (
+            not (self.parser.should_upgrade() and self._should_upgrade())
+            and not self._within_rate()
+        ):
+            self._refusal = (429, "too many requests from your address; slow down", "http_rate")
+            raise _Refused
         size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) + 16
         if size > self.limits.max_head_bytes:
             self._refusal = (
@@ -156,6 +173,23 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._settled()
         super().handle_websocket_upgrade()
 
+    def _within_rate(self) -> bool:
+        """Whether one more plain HTTP request from this client's address is within its rate."""
+        rate = self.limits.http_rate
+        if rate <= 0 or self.client is None:
+            return True
+        address = self.client[0]
+        budgets = self.budgets
+        budget = budgets.get(address)
+        now = self.loop.time()
+        if budget is None:
+            budget = budgets[address] = Budget(rate, rate * FLOOD_BURST_SECONDS, now)
+            if len(budgets) > MAX_ADDRESSES:
+                budgets.popitem(last=False)
+        else:
+            budgets.move_to_end(address)
+        return budget.spend(1, now)
+
     # --- answers --------------------------------------------------------------------------
 
     def _refuse_head(self, text: str) -> None:
@@ -172,6 +206,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 [
                     STATUS_LINE[status],
                     b"content-type: text/plain; charset=utf-8\r\n",
+                    b"retry-after: 1\r\n" if status == 429 else b"",
                     b"content-length: %d\r\n" % len(body),
                     b"connection: close\r\n\r\n",
                     body,

@@ -7,9 +7,12 @@ probes run on both brokers where both apply.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import re
 import signal
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -23,7 +26,7 @@ from chat_protocol.close import CloseCode
 from tests.clusters import FAST
 from tests.redis_servers import requires_redis, start_redis
 from tests.server.wsclients import join, join_v2, resume_query
-from tests.servers import RunningServer, start_server, wait_ready
+from tests.servers import RunningServer, start_server, wait_ready, wait_until
 
 pytestmark = pytest.mark.fault
 
@@ -326,3 +329,78 @@ async def test_a_full_redis_is_an_outage_like_any_other_without_tracebacks() -> 
         server.stop()
         redis.stop()
     _no_traceback(server)
+
+
+def _get(url: str) -> tuple[int, bytes, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read(), dict(response.headers)
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read(), dict(refused.headers)
+
+
+@requires_redis
+async def test_a_flood_of_operator_requests_costs_redis_one_query_a_second() -> None:
+    """9,000 rooms, then 200 concurrent /health and /rooms: each walked every room inside
+    Redis, Redis fell 2.3 s behind, and the node closed all 9,002 connections with 1013."""
+    redis = start_redis()
+    server = start_server(rate_limit=0, broker_url=redis.url, env=FAST)
+    members = []
+    try:
+        for n in range(300):
+            members.append(await join_v2(server.chat_url(f"r{n:04d}")))
+        stats = redis.client()
+        stats.config_resetstat()
+        began = time.monotonic()
+
+        def ask(path: str) -> int:
+            return _get(server.http_url + path)[0]
+
+        paths = ["/health", "/rooms"] * 200
+        statuses = await asyncio.gather(*(asyncio.to_thread(ask, p) for p in paths))
+        took = time.monotonic() - began
+        assert set(statuses) <= {200, 429} and statuses.count(200) >= 300
+        scripts = stats.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+        # /rooms walks rooms: asked of Redis at most once a second; /health is one small
+        # script that never walks them.
+        assert scripts <= 200 + int(took) + 2, (scripts, took)
+        listed = json.loads(_get(server.http_url + "/rooms?limit=2&after=r0100")[1])
+        assert [r["room"] for r in listed] == ["r0101", "r0102"]
+        for member in members:  # every connection still there
+            await member.send("still here")
+            assert (await member.recv())["type"] == "message"
+    finally:
+        for member in members:
+            await member.close()
+        server.stop()
+        redis.stop()
+
+
+@pytest.mark.memory_only
+def test_http_requests_from_one_address_are_rate_limited(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    server = server_factory(max_http_rate=2)  # 10 at once (startup polled some), 2 a second
+    answers = [_get(server.http_url + "/health") for _ in range(15)]
+    statuses = [status for status, _, _ in answers]
+    assert 429 in statuses and 5 <= statuses.index(429) <= 10, statuses
+    refused = [(body, headers) for status, body, headers in answers if status == 429]
+    assert refused and all(h.get("retry-after") == "1" for _, h in refused)
+    assert b"too many requests" in refused[0][0]
+    # /metrics is an HTTP request like any other: it is answered once the address may again.
+    _, metrics, _ = wait_until(
+        lambda: (a := _get(server.http_url + "/metrics"))[0] == 200 and a, what="metrics"
+    )
+    counted = re.search(r'chat_refusals_total\{reason="http_rate"\} (\d+)', metrics.decode())
+    assert counted is not None and int(counted[1]) >= len(refused)
+
+
+@pytest.mark.memory_only
+def test_the_rooms_listing_pages_and_checks_its_query(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    server = server_factory()
+    assert _get(server.http_url + "/rooms?limit=0")[0] == 400
+    assert _get(server.http_url + "/rooms?limit=1001")[0] == 400
+    assert _get(server.http_url + "/rooms?after=bad%20name")[0] == 400
+    assert json.loads(_get(server.http_url + "/rooms?after=zzz")[1]) == []

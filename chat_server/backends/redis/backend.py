@@ -81,7 +81,8 @@ class RedisBackend(Backend):
         make = connection_factory(settings.broker_url, settings.broker_timeout)
         link = CommandLink(make, self._link_failed)
         pubsub = PubSubLink(make, self._on_message, self._link_failed)
-        self.redis = RedisContext(settings, node_id, link, pubsub)
+        queries = CommandLink(make, self._link_failed)
+        self.redis = RedisContext(settings, node_id, link, pubsub, queries)
         self.channels = RedisChannels(self.redis)
         self.registry = RedisRegistry(self.redis)
         self.history = RedisHistory(self.redis)
@@ -124,6 +125,7 @@ class RedisBackend(Backend):
                     await self.reap(self.node_id)
         await self.link.close()
         await self.pubsub.close()
+        await self.redis.queries.close()
 
     def _become(self, node_id: str) -> None:
         """Take ``node_id``: a new incarnation, after an outage."""
@@ -173,6 +175,7 @@ class RedisBackend(Backend):
     def _drop_links(self, reason: str) -> None:
         self.link.fail(reason)
         self.pubsub.fail(reason)
+        self.redis.queries.fail(reason)
         self._probes.clear()
 
     async def _connect(self) -> None:
@@ -185,6 +188,7 @@ class RedisBackend(Backend):
         await self.link.connect(f"chat:{self.node_id}:commands")
         self.channels.connected(await self._run_id())
         await self.pubsub.connect(f"chat:{self.node_id}:pubsub")
+        await self.redis.queries.connect(f"chat:{self.node_id}:queries")
         await asyncio.gather(
             *(self.link.call("SCRIPT", "LOAD", s.source) for s in SCRIPTS.values())
         )

@@ -23,12 +23,20 @@ from chat_server.ops.settings import Settings
 
 class RedisContext:
     def __init__(
-        self, settings: Settings, node_id: str, link: CommandLink, pubsub: PubSubLink
+        self,
+        settings: Settings,
+        node_id: str,
+        link: CommandLink,
+        pubsub: PubSubLink,
+        queries: CommandLink,
     ) -> None:
         self.settings = settings
         self.timeout = settings.broker_timeout
         self.link = link
         self.pubsub = pubsub
+        # The operator's questions (/health, /rooms): a link of their own, so that however
+        # long one takes, it never counts against the node's own commands' deadline.
+        self.queries = queries
         self.node_id = node_id
         self.node_channel = keys.node_channel(node_id).encode()
         self.clock_offset_ms = 0.0  # Redis's clock minus ours
@@ -60,6 +68,18 @@ class RedisContext:
             return await self.call("EVAL", script.source, len(keys_), *keys_, *args)
         except ResponseError as exc:
             raise self.refused(exc) from None
+
+    async def query(self, name: str, keys_: list[str], args: list[Any]) -> Any:
+        """A read-only script on the query link, given up after the broker timeout (the
+        question fails; the node is not taken for dead)."""
+        script = SCRIPTS[name]
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self.queries.call("EVALSHA", script.sha, len(keys_), *keys_, *args)
+        except TimeoutError:
+            raise BrokerUnavailable(f"redis took over {self.timeout:g} s to answer") from None
+        except ResponseError as exc:
+            raise BrokerUnavailable(f"redis refused a query: {describe(exc)}") from None
 
     def refused(self, error: ResponseError) -> BrokerUnavailable:
         """Redis answered with an error (out of memory at ``maxmemory``, read-only replica,

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 PREFIX = "chat:"
 
-ROOMS = PREFIX + "rooms"  # set: rooms that have presence entries
+# Sorted set, all scores 0: rooms that have presence entries, by name (paged with BYLEX).
+# (``chat:rooms`` was a set before; a new name, so that an older cluster's key is no surprise.)
+ROOMS = PREFIX + "room-index"
 NODES = PREFIX + "nodes"  # sorted set: node id -> expiry of its heartbeat (ms, Redis clock)
 ROOM_CHANNEL_PREFIX = PREFIX + "room:"  # pub/sub: one channel per room
 NODE_CHANNEL_PREFIX = PREFIX + "node:"  # pub/sub: one channel per node (its probes)

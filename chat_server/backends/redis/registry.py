@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from chat_protocol.http import ROOMS_PAGE
 from chat_server.backends.base import ClusterInfo, Registry
 from chat_server.backends.redis import keys
 from chat_server.backends.redis.context import RedisContext
@@ -40,17 +41,19 @@ class RedisRegistry(Registry):
             [node, name, redis.reservation_ms],
         )
 
-    async def rooms(self) -> dict[str, int]:
-        flat = await self._redis.script("rooms", [keys.ROOMS, keys.NODES], [keys.ROOM_KEY_PREFIX])
+    async def rooms(self, after: str = "", limit: int = ROOMS_PAGE) -> dict[str, int]:
+        flat = await self._redis.query(
+            "rooms", [keys.ROOMS, keys.NODES], [keys.ROOM_KEY_PREFIX, after, limit]
+        )
         return {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
 
     async def members(self, room: str) -> list[str]:
-        flat = await self._redis.script("members", [keys.room_presence(room), keys.NODES], [])
+        flat = await self._redis.query("members", [keys.room_presence(room), keys.NODES], [])
         pairs = sorted((int(flat[i + 1]), flat[i].decode()) for i in range(0, len(flat), 2))
         return [name for _, name in pairs]
 
     async def cluster(self) -> ClusterInfo:
-        nodes, rooms, connections = await self._redis.script(
-            "cluster", [keys.ROOMS, keys.NODES], [keys.ROOM_KEY_PREFIX, keys.NODE_KEY_PREFIX]
+        nodes, rooms, connections = await self._redis.query(
+            "cluster", [keys.ROOMS, keys.NODES], [keys.NODE_KEY_PREFIX]
         )
         return ClusterInfo(nodes=nodes, rooms=rooms, connections=connections)

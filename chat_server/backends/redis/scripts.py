@@ -129,14 +129,14 @@ elseif kind == 'j' then
   redis.call('HSET', KEYS[2], name, node .. ' ' .. serial)
   redis.call('SADD', KEYS[5], entry)
   redis.call('HINCRBY', KEYS[3], node, 1)
-  redis.call('SADD', KEYS[4], ARGV[2])
+  redis.call('ZADD', KEYS[4], 0, ARGV[2])
 else
   redis.call('HDEL', KEYS[2], name)
   redis.call('SREM', KEYS[5], entry)
   if redis.call('HINCRBY', KEYS[3], node, -1) <= 0 then redis.call('HDEL', KEYS[3], node) end
   if redis.call('EXISTS', KEYS[2]) == 0 then
     redis.call('DEL', KEYS[3])
-    redis.call('SREM', KEYS[4], ARGV[2])
+    redis.call('ZREM', KEYS[4], ARGV[2])
   end
 end
 -- The room's keys live ttl seconds after its last event.
@@ -263,13 +263,16 @@ local function room_count(room)
 end
 """
 
-# KEYS: 1 rooms, 2 nodes. ARGV: 1 room key prefix. Returns {room, count, room, count, ...}.
+# KEYS: 1 rooms, 2 nodes. ARGV: 1 room key prefix, 2 the page starts after this room ('' from
+# the first), 3 at most this many rooms. Returns {room, count, room, count, ...}.
 ROOMS = (
     _PRELUDE
     + _ROOM_COUNTS
     + """
 local out = {}
-for _, room in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+local start = ARGV[2] == '' and '-' or '(' .. ARGV[2]
+local page = redis.call('ZRANGE', KEYS[1], start, '+', 'BYLEX', 'LIMIT', 0, tonumber(ARGV[3]))
+for _, room in ipairs(page) do
   local n = room_count(room)
   if n > 0 then
     out[#out + 1] = room
@@ -297,22 +300,18 @@ return out
 """
 )
 
-# KEYS: 1 rooms, 2 nodes. ARGV: 1 room key prefix, 2 node key prefix.
-# Returns {live nodes, rooms with members, members (connections in rooms)}.
+# KEYS: 1 rooms, 2 nodes. ARGV: 1 node key prefix.
+# Returns {live nodes, rooms with members, members (connections in rooms)}, in time that
+# grows with the nodes, not the rooms (a dead node's rooms count until it is reaped).
 CLUSTER = (
     _PRELUDE
-    + _ROOM_COUNTS
     + """
 local nodes = redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf')
 local connections = 0
 for _, node in ipairs(nodes) do
-  connections = connections + redis.call('SCARD', ARGV[2] .. node .. ':members')
+  connections = connections + redis.call('SCARD', ARGV[1] .. node .. ':members')
 end
-local rooms = 0
-for _, room in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if room_count(room) > 0 then rooms = rooms + 1 end
-end
-return {#nodes, rooms, connections}
+return {#nodes, redis.call('ZCARD', KEYS[1]), connections}
 """
 )
 
