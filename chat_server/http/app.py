@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -54,10 +55,12 @@ def create_app(settings: Settings | None = None) -> ChatApplication:
         # The input budgets and /metrics need to know when the whole loop stood still.
         monitor.start()
         logs.mask_uvicorn_tokens()
+        reporting = asyncio.create_task(logs.report_sampled(logs.sample_connection_lines()))
         await node.backend.start()
         try:
             yield
         finally:
+            reporting.cancel()
             await node.backend.close()
             monitor.stop()
 

@@ -345,6 +345,9 @@ def start(
 
         log = log_path(port)
         _rotate(log)
+        if not settings.log_file:  # the log rotated by size as it grows, within one run too
+            child_argv = [*child_argv, "--log-file", str(log), "--log-file-count", "1"]
+        # Its output too (what comes before logging is set up, a crash's traceback).
         with open(log, "ab") as log_file, open(os.devnull, "rb") as devnull:
             process = subprocess.Popen(
                 list(child_argv),
@@ -483,7 +486,8 @@ def _signal(pid: int, sig: int) -> None:
 
 
 def _rotate(log: Path) -> None:
-    """Keep the previous run's log as ``.log.1``: bounded disk use, one run back to look at."""
+    """Keep the previous run's log as ``.log.1``: bounded disk use (the running server rotates
+    its own by size into the same ``.log.1``), one run back to look at."""
     if log.exists():
         log.replace(log.with_suffix(".log.1"))
 

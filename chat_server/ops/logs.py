@@ -9,11 +9,18 @@ way of logging to keep in step. Other lines (uvicorn's) become ``{"time", "level
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import re
+import time
+from collections import Counter
 from datetime import UTC, datetime
+from logging.handlers import RotatingFileHandler
 from typing import Any
+
+from chat_protocol.rates import TokenBucket
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CHAT_LOGGER = "chat_server"
@@ -91,16 +98,94 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
-def configure(level: str, log_format: str) -> None:
-    """Logging for ``chat-server run``. In text, uvicorn keeps its own lines' look; in JSON,
-    uvicorn is given no logging config (see ``serve.py``) and its loggers propagate here."""
-    if log_format != "json":
+def configure(
+    level: str, log_format: str, log_file: str = "", max_bytes: int = 0, backups: int = 0
+) -> None:
+    """Logging for ``chat-server run``, to stderr or (``log_file``) to a file rotated by size.
+    In text to stderr, uvicorn keeps its own lines' look; otherwise uvicorn is given no
+    logging config (see ``serve.py``) and its loggers propagate here."""
+    if log_format != "json" and not log_file:
         logging.basicConfig(level=level.upper(), format=TEXT_FORMAT)
         return
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
+    handler: logging.Handler
+    if log_file:
+        handler = _RotatingLog(log_file, maxBytes=max_bytes, backupCount=backups)
+    else:
+        handler = logging.StreamHandler()
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    )
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
+
+
+class _RotatingLog(RotatingFileHandler):
+    """A log file rotated by size; the process's own output, if it goes to the same file
+    (``chat-server start``), follows it to the new file."""
+
+    def doRollover(self) -> None:
+        outputs = [fd for fd in (1, 2) if _same_file(fd, self.baseFilename)]
+        super().doRollover()
+        if self.stream is not None:
+            for fd in outputs:
+                os.dup2(self.stream.fileno(), fd)
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
+
+
+# Lines written once per connection: under churn they are sampled (/metrics counts every one).
+CONNECTION_EVENTS = frozenset({"joined", "left", "evicted", "refused"})
+REPORT_SECONDS = 10.0
+
+
+def sample_connection_lines() -> ChurnSampler:
+    """Install a :class:`ChurnSampler` on the chat log (once); the caller reports it."""
+    logger = logging.getLogger(CHAT_LOGGER)
+    for existing in logger.filters:
+        if isinstance(existing, ChurnSampler):
+            return existing
+    sampler = ChurnSampler()
+    logger.addFilter(sampler)
+    return sampler
+
+
+async def report_sampled(sampler: ChurnSampler) -> None:
+    """Every REPORT_SECONDS, say what the sampler left out."""
+    logger = logging.getLogger(CHAT_LOGGER)
+    while True:
+        await asyncio.sleep(REPORT_SECONDS)
+        sampler.report(logger)
+
+
+class ChurnSampler(logging.Filter):
+    """At most ``rate`` per-connection lines a second (``burst`` at once); what is left out is
+    counted, by event, and said in one line by :meth:`report`."""
+
+    def __init__(self, rate: float = 20.0, burst: float = 200.0) -> None:
+        super().__init__()
+        self._bucket = TokenBucket(rate, burst, time.monotonic())
+        self.left_out: Counter[str] = Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING or not isinstance(record.msg, str):
+            return True
+        event = record.msg.partition(" ")[0]
+        if event not in CONNECTION_EVENTS or self._bucket.spend(1, time.monotonic()):
+            return True
+        self.left_out[event] += 1
+        return False
+
+    def report(self, logger: logging.Logger) -> None:
+        """Say what was left out since the last report (nothing if nothing was)."""
+        if self.left_out:
+            counts = " ".join(f"{event}={n}" for event, n in sorted(self.left_out.items()))
+            self.left_out.clear()
+            logger.warning("sampled left_out=%s", counts)

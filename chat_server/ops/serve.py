@@ -39,8 +39,9 @@ def uvicorn_config(settings: Settings, **overrides: Any) -> ChatConfig:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        # JSON: uvicorn's loggers propagate to the root logger that logs.configure set up.
-        log_config=None if settings.log_format == "json" else LOGGING_CONFIG,
+        # JSON or a file: uvicorn's loggers propagate to the root logger that logs.configure
+        # set up.
+        log_config=None if settings.log_format == "json" or settings.log_file else LOGGING_CONFIG,
         http=GuardedHttpProtocol,
         ws=ChatWebSocketProtocol,
         ws_max_size=settings.max_frame_bytes,
@@ -111,7 +112,13 @@ class _PerConnectionNoise(logging.Filter):
 def serve(settings: Settings) -> int:
     if settings.workers > 1:
         return serve_workers(settings)
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(
+        settings.log_level,
+        settings.log_format,
+        settings.log_file,
+        settings.log_file_bytes,
+        settings.log_file_count,
+    )
     logging.getLogger("uvicorn.error").addFilter(_PerConnectionNoise())
     raise_fd_limit(settings)
     server = uvicorn.Server(uvicorn_config(settings))

@@ -101,6 +101,20 @@ class Settings:
         check=one_of(*LOG_FORMATS),
         choices=LOG_FORMATS,
     )
+    log_file: str = option(
+        "",
+        "write the log to this file, rotated by size, instead of stderr",
+        metavar="PATH",
+        default_text="stderr",
+    )
+    log_file_bytes: int = option(
+        10 * 1024 * 1024,
+        "size at which `--log-file` is rotated (`.1`, `.2`, ... kept)",
+        check=positive,
+    )
+    log_file_count: int = option(
+        5, "rotated log files kept beside `--log-file`", check=not_negative
+    )
     # Browser origins allowed to open a WebSocket; clients that send no Origin always may.
     allow_origin: tuple[str, ...] = option(
         (),
@@ -292,6 +306,11 @@ class Settings:
                 f"--workers {self.workers} needs a broker that the processes share: with "
                 f"{self.broker_url} each worker would be a chat of its own; use "
                 f"--broker-url redis://HOST:PORT/DB"
+            )
+        if self.log_file and self.workers > 1:
+            problems.append(
+                "--log-file needs --workers 1 (several processes cannot rotate one file): log "
+                "to stderr and let the service manager keep it"
             )
         if self.node_ttl < 3 * self.broker_timeout:
             problems.append("node-ttl must be at least 3 times broker-timeout")

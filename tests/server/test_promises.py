@@ -404,3 +404,29 @@ def test_the_rooms_listing_pages_and_checks_its_query(
     assert _get(server.http_url + "/rooms?limit=1001")[0] == 400
     assert _get(server.http_url + "/rooms?after=bad%20name")[0] == 400
     assert json.loads(_get(server.http_url + "/rooms?after=zzz")[1]) == []
+
+
+@pytest.mark.memory_only
+async def test_the_log_is_rotated_by_size_and_churn_is_sampled(
+    server_factory: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    """A churn of connections wrote 162 bytes each at the default level, without bound (1.1 GB
+    an hour at 30,000 connections per 15 s)."""
+    log = tmp_path / "chat.log"
+    server = server_factory(log_file=log, log_file_bytes=5_000, log_file_count=1)
+    url = server.chat_url("churn")
+    for _ in range(600):
+        member = await join(url)
+        await member.close()
+    # Sampled: far fewer than the 1,200 join and leave lines, and said so.
+    wait_until(lambda: "sampled left_out=" in _all_of(log), timeout=20, what="the sampling line")
+    left_out = re.search(r"sampled left_out=joined=(\d+) left=(\d+)", _all_of(log))
+    assert left_out is not None and int(left_out[1]) + int(left_out[2]) >= 500
+    # Rotated by size: the log and one older file, neither much over the bound.
+    files = sorted(p.name for p in tmp_path.glob("chat.log*"))
+    assert files == ["chat.log", "chat.log.1"], files
+    assert all((tmp_path / f).stat().st_size < 5_000 + 1000 for f in files)
+
+
+def _all_of(log: Path) -> str:
+    return "".join(p.read_text() for p in sorted(log.parent.glob(log.name + "*")))
