@@ -68,6 +68,7 @@ from chat_tui.events import (
     NameAssigned,
     Refused,
     StateChanged,
+    Unreadable,
     Welcomed,
 )
 from chat_tui.identity import Identity
@@ -89,6 +90,8 @@ QUIET_TURNS = 4
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 
+# Of a frame that cannot be read, this much is shown.
+UNREADABLE_START = 60
 # The room's log puts "connection lost: " in front of the detail: the detail says only how.
 _LOST = "dropped (1006, no close frame)"
 
@@ -629,6 +632,10 @@ class NumberedDialogue:
 
     def received(self, frame: str) -> None:
         item = self.codec.parse(frame)
+        if isinstance(item, Frame) and item.kind is FrameKind.NOTICE:
+            # chat.v2 has no notices: this is what a frame that cannot be read parses as.
+            self._link.emit(Unreadable(len(frame), frame[:UNREADABLE_START]))
+            return
         if isinstance(item, Welcome):
             self._welcomed(item)
         elif isinstance(item, Ack):

@@ -41,6 +41,7 @@ from chat_tui.events import (
     NameAssigned,
     Refused,
     StateChanged,
+    Unreadable,
     Welcomed,
 )
 from chat_tui.identity import Identity
@@ -127,6 +128,7 @@ class ChatController(Observable):
             Welcomed: self._welcomed,
             NameAssigned: self._name_assigned,
             StateChanged: self._state_changed,
+            Unreadable: self._unreadable,
         }
 
     @property
@@ -471,6 +473,10 @@ class ChatController(Observable):
                     link.connection.retry_now()
         elif event.state is ConnectionState.OFFLINE and event.unreachable:
             self._server_gone()
+        return False
+
+    def _unreadable(self, room: Room, unreadable: Unreadable, now: datetime) -> bool:
+        room.unreadable(unreadable.size, unreadable.start, now)
         return False
 
     def _fetch_members(self, room: Room) -> None:

@@ -77,4 +77,13 @@ class Acked:
     time: datetime
 
 
-Event = Frame | Echo | Acked | Refused | StateChanged | NameAssigned | Welcomed
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """chat.v2: a frame this client cannot read (not JSON, a value out of range, nested too
+    deep): ``size`` characters, of which ``start`` is the beginning."""
+
+    size: int
+    start: str
+
+
+Event = Frame | Echo | Acked | Refused | StateChanged | NameAssigned | Welcomed | Unreadable

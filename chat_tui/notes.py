@@ -105,6 +105,21 @@ class ServerError:
 
 
 @dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A frame from the server that this client cannot read."""
+
+    size: int
+    start: str
+
+    @property
+    def text(self) -> str:
+        more = "…" if self.size > len(self.start) else ""
+        return (
+            f"the server sent a frame that cannot be read ({self.size} bytes): {self.start}{more}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Said:
     """Words that are someone else's, shown as they are: a server's notice, a command's
     output, a local error already worded where it arose."""
@@ -112,4 +127,4 @@ class Said:
     text: str
 
 
-Note = Joined | Reconnected | Lost | Refused | Gap | MorePresence | ServerError | Said
+Note = Joined | Reconnected | Lost | Refused | Gap | MorePresence | ServerError | Unreadable | Said

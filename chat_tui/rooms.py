@@ -293,6 +293,11 @@ class Room(Observable):
         self.changed()
         return mention
 
+    def unreadable(self, size: int, start: str, now: datetime) -> None:
+        """The server sent a frame this client cannot read."""
+        self._note(notes.Unreadable(size, start), now, EntryKind.ERROR)
+        self.changed()
+
     def _presence(self, frame: Frame, when: datetime) -> None:
         """A join or leave: in the log one by one, unless it is part of a long run of them
         (a churning member must not push what was said out of the scrollback)."""
