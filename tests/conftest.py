@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.servers import RunningServer, start_server
+from chat_testing.servers import RunningServer, start_server
 
 
 @pytest.fixture(scope="session")

@@ -24,8 +24,8 @@ from typing import Any
 import psutil
 
 from chat_protocol.v1 import SEPARATOR
+from chat_testing.servers import RunningServer
 from tests.server.wsclients import Member, join_many
-from tests.servers import RunningServer
 
 REPORT_ENV = "CHAT_FAULT_REPORT"
 # Observer latency p99 the tests hold the server to. The target is 100 ms, which

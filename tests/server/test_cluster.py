@@ -19,15 +19,17 @@ from chat_protocol.frames import FrameKind
 from chat_protocol.names import is_valid_name
 from chat_protocol.v1 import format_join, format_leave, parse_frame
 from chat_server.ops.settings import Settings
-from tests.clusters import FAST, FAST_NODE_TTL, Cluster, running_cluster
-from tests.redis_servers import requires_redis, start_redis
+from chat_testing.clusters import FAST, FAST_NODE_TTL, Cluster, running_cluster
+from chat_testing.marks import requires_redis
+from chat_testing.redis_servers import start_redis
+from chat_testing.servers import start_server
+from chat_testing.waits import wait_until
 from tests.server.wsclients import (
     Member,
     assert_one_order_under_concurrent_senders,
     join,
     raw_handshake,
 )
-from tests.servers import start_server, wait_until
 
 pytestmark = requires_redis
 

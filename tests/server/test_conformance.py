@@ -13,13 +13,14 @@ import websocket  # websocket-client, the original design's client library
 from chat_protocol.frames import FrameKind
 from chat_protocol.names import is_valid_name
 from chat_protocol.v1 import parse_frame
+from chat_testing.servers import RunningServer
+from chat_testing.waits import wait_until
 from tests.server.wsclients import (
     assert_one_order_under_concurrent_senders,
     join,
     join_many,
     raw_handshake,
 )
-from tests.servers import RunningServer, wait_until
 
 _rooms = itertools.count()
 

@@ -24,9 +24,9 @@ from chat_protocol.names import is_valid_name
 from chat_protocol.query import JoinRequest, join_query
 from chat_protocol.v1 import format_join, format_leave, parse_frame
 from chat_protocol.v2 import SUBPROTOCOL as SUBPROTOCOL_V2
-from tests.redis_servers import RedisServer
+from chat_testing.redis_servers import RedisServer
+from chat_testing.servers import RunningServer, start_server
 from tests.server.wsclients import V2Member, join, join_v2, resume_query
-from tests.servers import RunningServer, start_server
 
 _rooms = itertools.count()
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")

@@ -13,6 +13,8 @@ import pytest
 
 from chat_protocol.text import sanitize
 from chat_protocol.v1 import CONTINUATION_INDENT, ERROR_PREFIX, SEPARATOR, parse_frame
+from chat_testing.servers import RunningServer
+from chat_testing.waits import wait_until
 from tests.server.hostile import (
     Usage,
     after_handshake,
@@ -28,7 +30,6 @@ from tests.server.hostile import (
     status_of,
 )
 from tests.server.wsclients import join_many, raw_handshake
-from tests.servers import RunningServer, wait_until
 
 pytestmark = [pytest.mark.fault, pytest.mark.memory_only]
 

@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed
 
 from chat_protocol.close import CloseCode
 from chat_protocol.v1 import format_join
-from tests.clusters import (
+from chat_testing.clusters import (
     FAST_BROKER_TIMEOUT,
     FAST_NODE_TTL,
     FAST_PROBE_INTERVAL,
@@ -34,10 +34,12 @@ from tests.clusters import (
     running_cluster,
     start_nodes,
 )
-from tests.redis_servers import requires_redis, start_redis
+from chat_testing.marks import requires_redis
+from chat_testing.proxy import TcpProxy
+from chat_testing.redis_servers import start_redis
+from chat_testing.servers import RunningServer
+from chat_testing.waits import wait_until
 from tests.server.wsclients import Member, join
-from tests.servers import RunningServer, wait_until
-from tests.tcp_proxy import TcpProxy
 
 pytestmark = requires_redis
 

@@ -20,6 +20,8 @@ import pytest
 
 from chat_protocol.frames import FrameKind
 from chat_protocol.v1 import SEPARATOR, parse_frame
+from chat_testing.servers import RunningServer, start_server
+from chat_testing.waits import wait_until
 from tests.server.hostile import (
     OBSERVER_P99_LIMIT,
     Usage,
@@ -29,7 +31,6 @@ from tests.server.hostile import (
     record,
 )
 from tests.server.wsclients import Member, join
-from tests.servers import RunningServer, start_server, wait_until
 
 pytestmark = [pytest.mark.fault, pytest.mark.scale, pytest.mark.memory_only]
 

@@ -15,9 +15,10 @@ from rich.segment import Segment
 from textual.pilot import Pilot
 from textual.widget import Widget
 
+from chat_testing.ports import free_port
+from chat_testing.servers import RunningServer
 from chat_tui.app import ChatApp
 from chat_tui.config import Config
-from tests.servers import RunningServer, free_port
 
 SIZE = (100, 30)
 TIMEOUT = 15.0

@@ -7,13 +7,14 @@ import re
 from collections.abc import Callable
 
 from chat_protocol.v1 import SEPARATOR, format_message
+from chat_testing.ports import free_port
+from chat_testing.servers import RunningServer, start_server
 from chat_tui.app import ChatApp
 from chat_tui.config import Config
 from chat_tui.connection import RoomConnection
 from chat_tui.scrollback import SendState
 from chat_tui.widgets.message_log import MessageLog
 from tests.server.wsclients import join
-from tests.servers import RunningServer, free_port, start_server
 from tests.tui.app_helpers import (
     SIZE,
     GateProxy,
@@ -372,7 +373,7 @@ async def test_text_selected_in_the_log_with_the_mouse_is_copied_by_ctrl_c(
 
 
 def _wait_for_log(server: RunningServer, text: str) -> None:
-    from tests.servers import wait_until
+    from chat_testing.waits import wait_until
 
     wait_until(lambda: text in server.log(), timeout=10, what=text)
 

@@ -19,6 +19,9 @@ from chat_protocol.names import ROOM_RULE, is_valid_name
 from chat_protocol.v1 import format_join, format_leave, format_message
 from chat_protocol.v2 import SUBPROTOCOL as SUBPROTOCOL_V2
 from chat_protocol.v2 import welcome as v2_welcome
+from chat_testing.ports import free_port
+from chat_testing.proxy import TcpProxy
+from chat_testing.servers import RunningServer, start_server
 from chat_tui.connection import (
     WAKE_AT,
     Acked,
@@ -33,8 +36,6 @@ from chat_tui.connection import (
     backoff_ceiling,
 )
 from chat_tui.scrollback import SendState
-from tests.servers import RunningServer, free_port, start_server
-from tests.tcp_proxy import TcpProxy
 
 BASE = 0.05
 CAP = 0.5

@@ -17,12 +17,13 @@ from textual import events
 from websockets.asyncio.server import ServerConnection, serve
 
 from chat_protocol.v1 import format_join, format_message, parse_frame
+from chat_testing.ports import free_port
+from chat_testing.servers import RunningServer
 from chat_tui.app import ChatApp
 from chat_tui.config import Config
 from chat_tui.connection import RoomConnection
 from chat_tui.screens.help import HelpScreen
 from tests.server.wsclients import join
-from tests.servers import RunningServer, free_port
 from tests.tui.app_helpers import (
     SIZE,
     MaxRandom,

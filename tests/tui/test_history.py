@@ -19,6 +19,8 @@ from typing import Any
 from chat_protocol.limits import MAX_MESSAGE_CHARS
 from chat_protocol.v1 import SEPARATOR, format_join, format_message
 from chat_protocol.v2 import parse_time
+from chat_testing.proxy import TcpProxy
+from chat_testing.servers import RunningServer
 from chat_tui.app import ChatApp
 from chat_tui.config import Config
 from chat_tui.connection import ConnectionState
@@ -27,8 +29,6 @@ from chat_tui.rooms import local_time
 from chat_tui.text_layout import PENDING_MARK, REFUSED_MARK
 from chat_tui.widgets.message_log import MessageLog
 from tests.server.wsclients import V2Member, join, join_v2
-from tests.servers import RunningServer
-from tests.tcp_proxy import TcpProxy
 from tests.tui.app_helpers import (
     FIXED_NOW,
     SIZE,

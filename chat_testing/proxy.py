@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tests.servers import free_port
+from chat_testing.ports import free_port
 
 HELLO_BYTES = 4096  # of what the client sent first, kept to tell connections apart
 HEAD_END = b"\r\n\r\n"
