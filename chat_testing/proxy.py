@@ -1,18 +1,28 @@
-"""A TCP relay for tests, on a free loopback port, in a thread of its own.
+"""A TCP relay for tests and benchmarks, on a free loopback port, in a thread of its own.
 
-Two uses, for what a real network does and a test cannot otherwise make happen:
+For what a real network does and a test cannot otherwise make happen:
 
-* in front of redis-server, to make one connection go silent while its socket stays open
-  (what a proxy or failover does to a pub/sub subscription): ``blackhole(...)``;
+* in front of one chat-server, to drop a client's connections while the server stays up
+  (:meth:`TcpProxy.cut`: to the client, connections that died without a close frame), and to
+  hold a reconnecting client back until the test lets it through (:meth:`TcpProxy.hold`,
+  :meth:`TcpProxy.release`: decides who gets back first, or lets the server restart first);
 * in front of chat-server processes, as the load balancer of a cluster: each connection goes
   to the first target that accepts, in the proxy's order of preference, so that a client
   whose server was killed is reconnected to another;
-* in front of one chat-server, to drop a client's connection while the server stays up
-  (``cut(...)``), or as a proxy that does not pass the ``Sec-WebSocket-Protocol`` header on
+* in front of redis-server, to make one connection go silent while its socket stays open
+  (what a proxy or failover does to a pub/sub subscription): :meth:`TcpProxy.blackhole`; and
+  to know when a client has sent something (:meth:`TcpProxy.watch`);
+* as a proxy that does not pass the ``Sec-WebSocket-Protocol`` header on
   (``strip_subprotocols=True``): the server then speaks the original text protocol, as a
   server that has no chat.v2 does.
 
 Apart from that header it only relays bytes; what is tested is the behaviour on either side.
+
+The relay runs its own event loop in a thread, so it serves a test's event loop and plain
+threads alike. :meth:`~TcpProxy.hold`, :meth:`~TcpProxy.release` and :meth:`~TcpProxy.watch`
+take effect at once without waiting for that thread; :meth:`~TcpProxy.cut` and
+:meth:`~TcpProxy.blackhole` return once the relay's thread has done it (it never waits for the
+caller's loop, so an async test may call them directly: they block it for that moment only).
 """
 
 from __future__ import annotations
@@ -20,13 +30,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from chat_testing.ports import free_port
 
 HELLO_BYTES = 4096  # of what the client sent first, kept to tell connections apart
 HEAD_END = b"\r\n\r\n"
+CALL_TIMEOUT = 10.0
+
+T = TypeVar("T")
 
 
 def without_subprotocols(head: bytes) -> bytes:
@@ -45,6 +59,12 @@ class Relay:
     writers: list[asyncio.StreamWriter] = field(default_factory=list)
 
 
+@dataclass
+class _Watch:
+    needle: bytes
+    seen: threading.Event = field(default_factory=threading.Event)
+
+
 class TcpProxy:
     def __init__(self, targets: list[int], *, strip_subprotocols: bool = False) -> None:
         self.targets = targets
@@ -54,7 +74,14 @@ class TcpProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
-        self._open: asyncio.Event | None = None  # created in the proxy's loop
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._holding = False
+        self._held: list[asyncio.Future[None]] = []  # connections waiting for release()
+        self._watches: list[_Watch] = []
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
 
     def __enter__(self) -> TcpProxy:
         self._thread.start()
@@ -65,21 +92,25 @@ class TcpProxy:
         self._call(self._stop())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
-    def _call(self, coro: object) -> object:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)  # type: ignore[arg-type]
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(CALL_TIMEOUT)
 
     async def _start(self) -> None:
-        self._open = asyncio.Event()
-        self._open.set()
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(self._accepted, "127.0.0.1", self.port)
 
     async def _stop(self) -> None:
         if self._server is not None:
             self._server.close()
         for relay in self.relays:
             for writer in relay.writers:
-                writer.close()
+                writer.transport.abort()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def blackhole(self, matches: Callable[[bytes], bool]) -> int:
         """From now on, drop what the target sends on every open connection whose first bytes
@@ -91,11 +122,12 @@ class TcpProxy:
                 relay.silenced = True
             return len(chosen)
 
-        return int(self._call(silence()))  # type: ignore[call-overload]
+        return self._call(silence())
 
     def cut(self, matches: Callable[[bytes], bool] = lambda hello: True) -> int:
         """Close both sides of every open connection whose first bytes from the client match
-        (to the client, a connection that died without a close frame). Returns how many."""
+        (to the client, a connection that died without a close frame; the target stays up).
+        Returns how many."""
 
         async def close() -> int:
             chosen = [r for r in self.relays if matches(bytes(r.hello)) and r.writers]
@@ -104,27 +136,52 @@ class TcpProxy:
                     writer.transport.abort()
             return len(chosen)
 
-        return int(self._call(close()))  # type: ignore[call-overload]
+        return self._call(close())
 
     def hold(self) -> None:
         """From now on, new connections are accepted but wait (not yet passed on to a target)
-        until :meth:`release`: decides when a reconnecting client gets through."""
-        self._call(self._set_open(False))
+        until :meth:`release`: decides when a reconnecting client gets through. Open
+        connections are not affected."""
+        self._holding = True
 
     def release(self) -> None:
-        self._call(self._set_open(True))
+        """Pass the held connections on, and every new one from now on."""
+        self._holding = False
+        self._loop.call_soon_threadsafe(self._let_through)
 
-    async def _set_open(self, is_open: bool) -> None:
-        assert self._open is not None
-        if is_open:
-            self._open.set()
-        else:
-            self._open.clear()
+    def watch(self, needle: bytes) -> threading.Event:
+        """An event set once ``needle`` has passed from a client towards its target (on any
+        connection, from now on): the client has sent it, whatever the target does with it."""
+        watch = _Watch(needle)
+        self._watches.append(watch)
+        return watch.seen
+
+    def _let_through(self) -> None:
+        held, self._held = self._held, []
+        for waiter in held:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        # Ended by _stop(): the task ends as if the connection had, because asyncio's server
+        # logs an error for a handler task that ends cancelled (Python 3.11).
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._relay(reader, writer)
+        self._tasks.discard(task)
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         relay = Relay()
-        assert self._open is not None
-        await self._open.wait()
+        while self._holding:  # checked and queued in one step: release() cannot slip between
+            waiter = asyncio.get_running_loop().create_future()
+            self._held.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                writer.transport.abort()
+                raise
         for index, port in enumerate(self.targets):
             try:
                 up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
@@ -139,6 +196,7 @@ class TcpProxy:
         self.relays.append(relay)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, up: bool) -> None:
+            tail = b""  # the end of the previous read, for a watched needle cut in two
             with contextlib.suppress(
                 OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError
             ):
@@ -152,8 +210,27 @@ class TcpProxy:
                     if not up and relay.silenced:
                         continue
                     dst.write(data)
+                    if up and self._watches:
+                        tail = self._seen(tail + data)
                     await dst.drain()
             dst.close()
 
-        await asyncio.gather(pipe(reader, up_writer, up=True), pipe(up_reader, writer, up=False))
-        relay.writers = []
+        try:
+            await asyncio.gather(
+                pipe(reader, up_writer, up=True), pipe(up_reader, writer, up=False)
+            )
+        except asyncio.CancelledError:  # the proxy stops
+            for end in (writer, up_writer):
+                end.transport.abort()
+            raise
+        finally:
+            relay.writers = []
+
+    def _seen(self, data: bytes) -> bytes:
+        """Set the watches whose needle is in ``data``; returns what to keep for the next."""
+        longest = 0
+        for watch in list(self._watches):
+            if watch.needle in data:
+                watch.seen.set()
+            longest = max(longest, len(watch.needle))
+        return data[-longest + 1 :] if longest > 1 else b""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import re
 import uuid
@@ -15,7 +14,6 @@ from rich.segment import Segment
 from textual.pilot import Pilot
 from textual.widget import Widget
 
-from chat_testing.ports import free_port
 from chat_testing.servers import RunningServer
 from chat_tui.app import ChatApp
 from chat_tui.config import Config
@@ -192,78 +190,3 @@ def terminal_keys(app: Any, data: str) -> None:
 async def send(pilot: Pilot[Any], text: str) -> None:
     await type_text(pilot, text)
     await pilot.press("enter")
-
-
-# --- a gate between client and server ---------------------------------------------------------
-
-
-class GateProxy:
-    """A TCP proxy that holds new connections while closed (the server may restart behind it).
-
-    It lets a test decide *when* a reconnecting client gets through, so that a listener can
-    be in the room first. Bytes are passed through unchanged.
-    """
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.port = free_port()
-        self.open = asyncio.Event()
-        self.open.set()
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._sockets: set[asyncio.StreamWriter] = set()
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            await self.open.wait()
-            try:
-                up_reader, up_writer = await asyncio.open_connection(
-                    "127.0.0.1", self.upstream_port
-                )
-            except OSError:
-                return
-            self._sockets.update((writer, up_writer))
-            try:
-                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-            finally:
-                self._sockets.difference_update((writer, up_writer))
-        finally:
-            writer.close()
-            self._tasks.discard(task)
-
-    def cut(self) -> None:
-        """Drop every connection through the gate, both sides, without a close frame (what a
-        dead network does); the server behind stays up."""
-        for sock in list(self._sockets):
-            sock.transport.abort()
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except OSError:
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            writer.close()
