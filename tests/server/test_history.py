@@ -208,7 +208,9 @@ async def test_offsets_are_gapless_and_history_is_what_was_delivered_live(
 ) -> None:
     url = shared_server.chat_url(fresh_room())
     observer = await join_v2(url)
-    senders = [await join_v2(url) for _ in range(2)] + [await join(url)]
+    # Unbounded client queues: senders that do not read must not hold up their own close.
+    senders = [await join_v2(url, max_queue=None) for _ in range(2)]
+    senders.append(await join(url, max_queue=None))
     await observer.recv_many(3)  # their joins
 
     async def send_all(index: int) -> None:

@@ -160,13 +160,16 @@ def in_log(app: ChatApp, text: str) -> bool:
 
 
 async def joined(pilot: Pilot[Any], app: ChatApp, room: str, timeout: float = TIMEOUT) -> str:
-    """Wait until ``room`` is connected and our name there is known; returns the name."""
+    """Wait until ``room`` is connected and our name there is known, and the screen has caught
+    up with that (the log shows "joined ROOM as NAME" when the room is in view); returns the
+    name."""
 
     def name() -> str | None:
         rs = app.rooms.get(room)
         return rs.name if rs is not None and rs.state.value == "connected" else None
 
     result: str = await until(pilot, name, f"joining {room}", timeout)
+    await pilot.pause()  # the app has handled what it was woken for, and repainted
     return result
 
 
