@@ -70,12 +70,14 @@ def screen_lines(app: Any) -> list[str]:
     The compositor's output: every widget's rows as Textual's caches hold them, which is what
     reaches the terminal (``render_line`` called by hand would bypass those caches).
     """
+    # Private: Textual has no public way to read the composed screen as text.
     return [strip.text for strip in app.screen._compositor.render_strips()]
 
 
 def screen_segments(app: Any, widget: Widget, row: int) -> list[Segment]:
     """The segments of ``row`` of ``widget``'s content region, cut to its columns."""
     region = widget.scrollable_content_region
+    # Private: Textual has no public way to read the composed screen's styles.
     strip = app.screen._compositor.render_strips()[region.y + row]
     return list(strip.crop(region.x, region.right))
 
@@ -173,6 +175,23 @@ async def joined(pilot: Pilot[Any], app: ChatApp, room: str, timeout: float = TI
     return result
 
 
+def bells_rung(app: Any) -> list[None]:
+    """The bells ``app`` rings from now on, one item each.
+
+    Textual's ``App.bell()`` is what writes BEL to a terminal, and a headless app has none to
+    write to: its calls are counted instead.
+    """
+    rung: list[None] = []
+    ring = app.bell
+
+    def bell() -> None:
+        rung.append(None)
+        ring()
+
+    app.bell = bell
+    return rung
+
+
 async def type_text(pilot: Pilot[Any], text: str) -> None:
     await pilot.press(*text)
 
@@ -183,6 +202,7 @@ def terminal_keys(app: Any, data: str) -> None:
     Pilot's ``press`` hands over one key at a time and waits in between; a terminal delivers
     a burst (fast typing, ``tmux send-keys``, a paste without bracketed paste) in one read.
     """
+    # Private: Textual has no public way to feed raw terminal input to an app.
     from textual._xterm_parser import XTermParser
 
     parser = XTermParser()

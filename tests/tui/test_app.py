@@ -248,12 +248,13 @@ async def test_unreachable_server_is_shown_and_retried() -> None:
 
     config = Config(server=f"ws://127.0.0.1:{port}", rooms=[room], autostart=False)
     app = ChatApp(config, clock=fixed_clock, connection_factory=steady)
-    async with app.run_test(size=SIZE) as pilot:
+    # A terminal wide enough for the whole status line (at 100 columns the server URL gives way).
+    async with app.run_test(size=(200, SIZE[1])) as pilot:
         await until(pilot, lambda: in_log(app, "cannot connect: server unreachable"), "offline")
         await until(pilot, lambda: "offline, retrying in " in status_line(app), "the countdown")
-        # Everything, as a wide terminal shows it; at 100 columns the server URL gives way.
-        assert "offline, retrying in " in app.status_text()
-        assert "│ server unreachable (nothing answers at" in app.status_text()
+        # Everything, as a wide terminal shows it.
+        assert "offline, retrying in " in status_line(app)
+        assert "│ server unreachable (nothing answers at" in status_line(app)
         assert sidebar_line(app, room).startswith(f"1 ○ {room} ↻")  # the countdown
         await send(pilot, "typed while offline")
         await until(pilot, lambda: in_log(app, "(pending) typed while offline"), "pending")

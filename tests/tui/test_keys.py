@@ -276,6 +276,7 @@ def test_terminal_alt_digits_arrive_as_alt_keys() -> None:
 
     Pilot's press("alt+2") skips the terminal parser, so this feeds Textual's real parser.
     """
+    # Private: Textual has no public way to run its terminal input parser.
     from textual._xterm_parser import XTermParser
 
     from chat_tui.app import route_alt_digits
