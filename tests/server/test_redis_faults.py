@@ -195,7 +195,7 @@ async def test_a_short_redis_stall_is_ridden_out_with_nothing_lost(cluster: Clus
     )
     started = time.monotonic()
     sleeper.start()
-    await eventually(cluster.redis.asleep, timeout=5, interval=0.005, what="Redis asleep")
+    await eventually(cluster.redis.asleep, timeout=5, interval=0.005, what="DEBUG SLEEP")
     for i in range(5):
         await a.ws.send(f"during the stall {i}")
     expected = [f"{a.name} :: during the stall {i}" for i in range(5)]
@@ -239,7 +239,7 @@ async def _node_stall(cluster: Cluster, relay: TcpProxy) -> None:
     )
     sleeper.start()
     # Redis is asleep: node 0's publish will wait for it.
-    await eventually(cluster.redis.asleep, timeout=5, interval=0.005, what="Redis asleep")
+    await eventually(cluster.redis.asleep, timeout=5, interval=0.005, what="DEBUG SLEEP")
     published = relay.watch(b"sent as the node stopped")
     await a.ws.send("sent as the node stopped")
     # Node 0 read it and sent the publish (Redis still asleep).
