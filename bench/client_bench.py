@@ -50,12 +50,11 @@ from typing import Any
 import httpx
 from httpx_ws import aconnect_ws
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from chat_protocol.frames import FrameKind
+from chat_protocol.v1 import parse_frame
+from chat_testing.servers import RunningServer, start_server
 
-from chat_protocol.frames import FrameKind  # noqa: E402
-from chat_protocol.v1 import parse_frame  # noqa: E402
-from tests.servers import RunningServer, start_server  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 WIDTH, HEIGHT = 160, 48
 BODY = "the quick brown fox jumps over the lazy dog"

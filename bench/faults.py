@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> tuple[int, list[dict]]:
     if args.server_root:
         env["CHAT_TEST_SERVER_ROOT"] = str(Path(args.server_root).resolve())
     command = [sys.executable, "-m", "pytest", "-m", "fault", "-q", "-p", "no:cacheprovider"]
+    command += ["-n", "0"]  # one probe at a time: the suite's parallel workers would skew figures
     command += ["--timeout", str(int(max(120, args.soak + 120)))]  # the soak is one test
     if args.k:
         command += ["-k", args.k]

@@ -26,23 +26,18 @@ import contextlib
 import json
 import shutil
 import statistics
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
 import redis
 import websockets
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from chat_protocol.limits import HISTORY_SIZE  # noqa: E402
-from chat_protocol.v2 import SUBPROTOCOL as SUBPROTOCOL_V2  # noqa: E402
-from chat_protocol.v2 import send as v2_send  # noqa: E402
-from tests.redis_servers import RedisServer, start_redis  # noqa: E402
-from tests.servers import RunningServer, start_server  # noqa: E402
+from chat_protocol.limits import HISTORY_SIZE
+from chat_protocol.v2 import SUBPROTOCOL as SUBPROTOCOL_V2
+from chat_protocol.v2 import send as v2_send
+from chat_testing.redis_servers import RedisServer, start_redis
+from chat_testing.servers import RunningServer, start_server
 
 MISSED = 1000
 TEXT = "x" * 100

@@ -10,7 +10,7 @@ repeat, one receiver at a time misses ``--missed`` messages of a room and comes 
   connect until the last recovered frame is parsed (the baseline: server, network, parsing);
 * ``bare A/A``: the same again, to know the noise of the machine;
 * ``chat-tui``: the real program (via bench/tui_probe.py) in a tmux pane of 160x48, reaching the
-  server through a relay (tests/tcp_proxy.py). The relay drops its connection and holds the
+  server through a relay (chat_testing/proxy.py). The relay drops its connection and holds the
   reconnect; the messages are sent; then the relay lets it through (and ctrl+r is typed). The
   time from that moment until the screen is whole again: "reconnected" shown and the newest
   rows of the log the last missed messages, consecutive, ending with the last one
@@ -35,20 +35,17 @@ from pathlib import Path
 
 import httpx
 import websockets
+from client_bench import BODY, Terminal, shows
 from httpx_ws import aconnect_ws
 
+from chat_protocol.frames import Frame, Welcome
+from chat_protocol.query import JoinRequest, join_query
+from chat_protocol.v2 import SUBPROTOCOL as SUBPROTOCOL_V2
+from chat_protocol.v2 import parse_frame as parse_v2_frame
+from chat_testing.proxy import TcpProxy
+from chat_testing.servers import RunningServer, start_server
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from client_bench import BODY, Terminal, shows  # noqa: E402
-
-from chat_protocol.frames import Frame, Welcome  # noqa: E402
-from chat_protocol.query import JoinRequest, join_query  # noqa: E402
-from chat_protocol.v2 import SUBPROTOCOL as SUBPROTOCOL_V2  # noqa: E402
-from chat_protocol.v2 import parse_frame as parse_v2_frame  # noqa: E402
-from tests.servers import RunningServer, start_server  # noqa: E402
-from tests.tcp_proxy import TcpProxy  # noqa: E402
 
 VARIANTS = ["bare", "bare A/A", "chat-tui", "chat-tui A/A"]
 MISSED = re.compile(r"missed (\d+) ")

@@ -18,11 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from chat_tui import app as app_module  # noqa: E402
-from chat_tui.cli import main  # noqa: E402
+from chat_tui import app as app_module
+from chat_tui.cli import main
 
 TICK = 0.005
 

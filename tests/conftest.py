@@ -1,12 +1,71 @@
-"""Shared fixtures: real chat servers on free loopback ports, as separate processes."""
+"""Shared fixtures: real chat servers on free loopback ports, as separate processes.
+
+The suite runs in parallel (pytest-xdist, configured in pyproject.toml): every worker process
+has its own home, config, state and log directories, tmux sockets and block of ports
+(:mod:`chat_testing.workers`, :mod:`chat_testing.ports`), set up before any test runs.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.servers import RunningServer, start_server
+from chat_testing import workers
+from chat_testing.servers import RunningServer, start_server
+
+# The longest tests (ten seconds or more in a parallel run), longest first: they start first so
+# that none of them is left to run alone at the end. The scale tests run one after the other on
+# one worker (their xdist_group), a minute and a half or more in all.
+LONG_FIRST = (
+    "tests/server/test_scale.py::test_soak_",
+    "tests/server/test_scale.py::test_20000_",
+    "tests/server/test_scale.py::test_10000_",
+    "tests/server/test_history_cluster.py::test_history_and_live_meet",
+    "tests/tui/test_e2e_tmux.py::",
+    "tests/server/test_cluster.py::test_a_killed_process",
+    "tests/tui/test_recovery_tmux.py::",
+    "tests/tui/test_daily_use.py::test_search_the_log",
+    "tests/tui/test_app.py::test_scrolled_up_view",
+    "tests/tui/test_daily_use.py::test_a_flood_past",
+    "tests/tui/test_app.py::test_a_flood_in_another_room",
+    "tests/server/test_hostile_http.py::test_connections_that_never_finish",
+    "tests/tui/test_daily_use.py::test_the_config_in_the_running_app",
+    "tests/tui/test_daily_use.py::test_pageup_and_pagedown",
+    "tests/server/test_hostile_frames.py::test_compliant_sender",
+    "tests/server/test_workers.py::test_workers_are_one_chat",
+)
+
+_own_directories: Path | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Directories of its own for each process that runs tests (not for xdist's controller,
+    which only hands tests out)."""
+    global _own_directories
+    distributing = getattr(config.option, "dist", "no") != "no"
+    if hasattr(config, "workerinput") or not distributing:
+        _own_directories = workers.isolate()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _own_directories is None:
+        return
+    if exitstatus == 0:
+        workers.remove(_own_directories)
+    else:
+        print(f"\nserver logs and state of {workers.worker_name()}: {_own_directories}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        for index, prefix in enumerate(LONG_FIRST):
+            if item.nodeid.startswith(prefix):
+                return index
+        return len(LONG_FIRST)
+
+    items.sort(key=rank)  # stable: otherwise in collection order
 
 
 @pytest.fixture(scope="session")

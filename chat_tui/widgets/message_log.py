@@ -171,7 +171,6 @@ class MessageLog(ScrollView, can_focus=True):
         self._placed: dict[int, tuple[Strip, Strip]] = {}
         self._sync_due = False
         self._search: Search | None = None
-        self.syncs = 0  # how many syncs took something in (one per burst of changes)
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -316,7 +315,6 @@ class MessageLog(ScrollView, can_focus=True):
         if width <= 0:  # not laid out yet: measured on the first resize
             layout.stale = True
             return
-        self.syncs += 1
         at_end = self.following
         anchor = layout.anchor if restore and not at_end else None
         if (

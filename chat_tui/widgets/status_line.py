@@ -31,10 +31,5 @@ class StatusLine(Widget):
             self._parts = safe
             self.refresh()
 
-    @property
-    def full_text(self) -> str:
-        """Everything, as a terminal wide enough would show it."""
-        return fit_parts(self._parts, 10_000)
-
     def render(self) -> Text:
         return Text(fit_parts(self._parts, self.content_size.width), no_wrap=True)

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.redis_servers import RedisServer, requires_redis, start_redis
+from chat_testing.marks import requires_redis
+from chat_testing.ports import free_port
+from chat_testing.redis_servers import RedisServer, start_redis
+from chat_testing.servers import RunningServer, start_server
 from tests.server.clirunner import Cli, chat_server_processes
-from tests.servers import RunningServer, free_port, start_server
 
 BROKERS = [pytest.param("memory"), pytest.param("redis", marks=requires_redis)]
 

@@ -17,15 +17,17 @@ import resource
 import socket
 import statistics
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from chat_protocol.v1 import SEPARATOR
+from chat_testing.servers import RunningServer
 from tests.server.wsclients import Member, join_many
-from tests.servers import RunningServer
 
 REPORT_ENV = "CHAT_FAULT_REPORT"
 # Observer latency p99 the tests hold the server to. The issue's target is 100 ms, which
@@ -58,6 +60,20 @@ def record(probe: str, **figures: Any) -> None:
         return
     with open(path, "a", encoding="utf-8") as out:
         out.write(json.dumps({"probe": probe, **figures}) + "\n")
+
+
+def text_frames_received(server: RunningServer) -> int:
+    """Text frames the server has read from its clients so far (``GET /metrics``)."""
+    with urllib.request.urlopen(server.http_url + "/metrics", timeout=5) as response:
+        families = text_string_to_metric_families(response.read().decode())
+    return round(
+        sum(
+            sample.value
+            for family in families
+            for sample in family.samples
+            if sample.name == "chat_frames_received_total" and sample.labels.get("type") == "text"
+        )
+    )
 
 
 # --- raw WebSocket pieces ----------------------------------------------------------------------

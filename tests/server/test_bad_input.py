@@ -14,8 +14,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from chat_protocol.close import CloseCode
 from chat_protocol.frames import FrameKind
 from chat_protocol.v1 import parse_frame
+from chat_testing.servers import RunningServer
+from chat_testing.waits import wait_until
 from tests.server.wsclients import Member, join, join_many, raw_handshake
-from tests.servers import RunningServer, wait_until
 
 _rooms = itertools.count()
 

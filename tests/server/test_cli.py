@@ -19,9 +19,12 @@ import psutil
 import pytest
 from websockets.sync.client import connect
 
-from tests.redis_servers import requires_redis, start_redis
+from chat_testing.marks import requires_redis
+from chat_testing.ports import free_port
+from chat_testing.redis_servers import start_redis
+from chat_testing.servers import RunningServer
+from chat_testing.waits import wait_until
 from tests.server.clirunner import BIN, Cli, alive, chat_server_processes
-from tests.servers import RunningServer, free_port, wait_until
 
 pytestmark = pytest.mark.memory_only
 

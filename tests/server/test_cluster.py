@@ -19,15 +19,17 @@ from chat_protocol.frames import FrameKind
 from chat_protocol.names import is_valid_name
 from chat_protocol.v1 import format_join, format_leave, parse_frame
 from chat_server.ops.settings import Settings
-from tests.clusters import FAST, FAST_NODE_TTL, Cluster, running_cluster
-from tests.redis_servers import requires_redis, start_redis
+from chat_testing.clusters import FAST, FAST_NODE_TTL, Cluster, running_cluster
+from chat_testing.marks import requires_redis
+from chat_testing.redis_servers import start_redis
+from chat_testing.servers import start_server
+from chat_testing.waits import wait_until
 from tests.server.wsclients import (
     Member,
     assert_one_order_under_concurrent_senders,
     join,
     raw_handshake,
 )
-from tests.servers import start_server, wait_until
 
 pytestmark = requires_redis
 
@@ -88,12 +90,18 @@ async def test_a_late_joiner_on_another_process_starts_with_its_join_and_misses_
     alice = await join(cluster.url(0, room))
     count = 300
     sent = asyncio.Event()
+    joined = asyncio.Event()
 
     async def flood() -> None:
-        for i in range(count):
+        # At least `count` messages, and on until both late joiners are in: "done" comes after
+        # their joins however long those take (a flood written at once could be over first).
+        i = 0
+        while i < count or not joined.is_set():
             await alice.ws.send(f"m{i}")
+            i += 1
             if i == 30:
                 sent.set()
+            await asyncio.sleep(0)  # the joins go on meanwhile
         await alice.ws.send("done")
 
     flooding = asyncio.create_task(flood())
@@ -101,6 +109,7 @@ async def test_a_late_joiner_on_another_process_starts_with_its_join_and_misses_
     # Mid-flood, the first members of the room on nodes 1 and 2 (each subscribes now).
     bob = await join(cluster.url(1, room))
     carol = await join(cluster.url(2, room))
+    joined.set()
     await flooding
 
     async def until_done(member: Member) -> list[str]:

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
 from chat_protocol.v1 import SEPARATOR, format_join, format_leave, format_message, parse_frame
-from tests.clusters import Cluster, running_cluster
-from tests.redis_servers import requires_redis
+from chat_testing.clusters import Cluster, running_cluster
+from chat_testing.marks import requires_redis
 
 pytestmark = requires_redis
 

@@ -6,20 +6,23 @@ import asyncio
 import itertools
 import socket
 import struct
+import time
 
+import psutil
 import pytest
 import websocket  # websocket-client, the original design's client library
 
 from chat_protocol.frames import FrameKind
 from chat_protocol.names import is_valid_name
 from chat_protocol.v1 import parse_frame
+from chat_testing.servers import RunningServer
+from chat_testing.waits import wait_until
 from tests.server.wsclients import (
     assert_one_order_under_concurrent_senders,
     join,
     join_many,
     raw_handshake,
 )
-from tests.servers import RunningServer, wait_until
 
 _rooms = itertools.count()
 
@@ -154,7 +157,9 @@ async def test_http_endpoints_list_rooms_and_members(shared_server: RunningServe
     health = shared_server.get_json("/health")
     assert health["status"] == "ok"
     assert health["connections"] >= 3 and health["rooms"] >= 2
-    assert health["uptime_seconds"] >= 0
+    # Since the server process started: more than nothing, never more than its age.
+    age = time.time() - psutil.Process(shared_server.process.pid).create_time()
+    assert 0 < health["uptime_seconds"] <= age
 
     rooms = shared_server.get_json("/rooms")
     assert rooms == sorted(rooms, key=lambda r: r["room"])

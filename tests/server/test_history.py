@@ -24,9 +24,9 @@ from chat_protocol.names import is_valid_name
 from chat_protocol.query import JoinRequest, join_query
 from chat_protocol.v1 import format_join, format_leave, parse_frame
 from chat_protocol.v2 import SUBPROTOCOL as SUBPROTOCOL_V2
-from tests.redis_servers import RedisServer
+from chat_testing.redis_servers import RedisServer
+from chat_testing.servers import RunningServer, start_server
 from tests.server.wsclients import V2Member, join, join_v2, resume_query
-from tests.servers import RunningServer, start_server
 
 _rooms = itertools.count()
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -208,7 +208,9 @@ async def test_offsets_are_gapless_and_history_is_what_was_delivered_live(
 ) -> None:
     url = shared_server.chat_url(fresh_room())
     observer = await join_v2(url)
-    senders = [await join_v2(url) for _ in range(2)] + [await join(url)]
+    # Unbounded client queues: senders that do not read must not hold up their own close.
+    senders = [await join_v2(url, max_queue=None) for _ in range(2)]
+    senders.append(await join(url, max_queue=None))
     await observer.recv_many(3)  # their joins
 
     async def send_all(index: int) -> None:

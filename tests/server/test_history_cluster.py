@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chat_protocol.query import JoinRequest, join_query
-from tests.clusters import Cluster, running_cluster
-from tests.redis_servers import requires_redis
+from chat_testing.clusters import Cluster, running_cluster
+from chat_testing.marks import requires_redis
 from tests.server.wsclients import V2Member, join_v2, resume_query
 
 pytestmark = requires_redis

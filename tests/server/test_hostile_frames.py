@@ -13,6 +13,8 @@ import pytest
 
 from chat_protocol.text import sanitize
 from chat_protocol.v1 import CONTINUATION_INDENT, ERROR_PREFIX, SEPARATOR, parse_frame
+from chat_testing.servers import RunningServer
+from chat_testing.waits import wait_until
 from tests.server.hostile import (
     Usage,
     after_handshake,
@@ -26,9 +28,9 @@ from tests.server.hostile import (
     read_response,
     record,
     status_of,
+    text_frames_received,
 )
 from tests.server.wsclients import join_many, raw_handshake
-from tests.servers import RunningServer, wait_until
 
 pytestmark = [pytest.mark.fault, pytest.mark.memory_only]
 
@@ -164,14 +166,23 @@ async def test_compliant_sender_keeps_every_message_through_a_server_stall(
             sent.append(f"steady {i}")
             await sender.ws.send(sent[-1])
             i += 1
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.25)  # the compliant pace under test: 4 msg/s
+
+    async def server_read(count: int, what: str) -> None:
+        """Until the server has read ``count`` of the sender's messages."""
+        deadline = time.monotonic() + 30
+        while await asyncio.to_thread(text_frames_received, server) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for the server to read {what}")
+            await asyncio.sleep(0.05)
 
     task = asyncio.create_task(send())
-    await asyncio.sleep(1)
+    await server_read(2, "the first messages")  # the sender's stream is under way
     server.process.send_signal(signal.SIGSTOP)  # 7 s: 28 messages wait in the kernel
-    await asyncio.sleep(7)
+    await asyncio.sleep(7)  # the server's stall under test
     server.process.send_signal(signal.SIGCONT)
-    await asyncio.sleep(1.5)
+    # The server catches up with what waited in the kernel, and reads four more after it.
+    await server_read(len(sent) + 4, "the stalled messages and four after them")
     stop.set()
     await task
     prefix = sender.name + SEPARATOR

@@ -18,6 +18,8 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidHandshake
 
+from chat_testing.servers import RunningServer
+from chat_testing.waits import wait_until
 from tests.server.hostile import (
     Usage,
     connect,
@@ -30,7 +32,6 @@ from tests.server.hostile import (
     status_of,
 )
 from tests.server.wsclients import join
-from tests.servers import RunningServer, wait_until
 
 pytestmark = [pytest.mark.fault, pytest.mark.memory_only]
 

@@ -12,6 +12,7 @@ import asyncio
 from chat_server.backends.base import ChannelBackend, Deliver, Publishing
 from chat_server.events import EventKind, RoomEvent
 from chat_server.hub import HubMember, RoomHub
+from chat_testing.waits import eventually
 
 
 class Channels(ChannelBackend):
@@ -50,7 +51,8 @@ def event(serial: int, epoch: str = "e1") -> RoomEvent:
 
 async def entered(channels: Channels, hub: RoomHub, member: HubMember) -> asyncio.Task[None]:
     task = asyncio.create_task(hub.enter("r", member))
-    await asyncio.sleep(0)  # the subscription is requested, not yet live
+    # The subscription is requested, not yet live.
+    await eventually(lambda: "r" in channels.pending, timeout=5, interval=0, what="subscribe")
     return task
 
 

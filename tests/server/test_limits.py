@@ -13,6 +13,7 @@ from chat_server.loop_lag import LoopMonitor, monitor
 from chat_server.ops import cli
 from chat_server.ops.logs import structured
 from chat_server.ops.settings import Settings
+from chat_testing.waits import eventually
 
 
 def test_budget_allows_the_burst_then_the_rate() -> None:
@@ -23,23 +24,31 @@ def test_budget_allows_the_burst_then_the_rate() -> None:
     assert all(b.spend(1, 100.0) for _ in range(20)) and not b.spend(1, 100.0)  # capped
 
 
+async def ticked(lags: list[float], after: int = 0) -> None:
+    """Until the loop monitor has measured a tick more than ``after``."""
+    await eventually(lambda: len(lags) > after, timeout=5, interval=0.01, what="a tick")
+
+
 async def test_budget_does_not_hold_a_server_stall_against_a_member() -> None:
+    ticks: list[float] = []
+    on_lag, monitor.on_lag = monitor.on_lag, ticks.append
     monitor.start()
     try:
-        await asyncio.sleep(0.1)
+        await ticked(ticks)  # the monitor is measuring
         loop = asyncio.get_running_loop()
         b = Budget(rate=10, burst=20, now=loop.time())
         time.sleep(2)  # the whole loop stands still: 20 messages pile up meanwhile
         now = loop.time()
         assert all(b.spend(1, now) for _ in range(30))
         # Without a stall, the cap is the burst again.
-        await asyncio.sleep(0.2)
+        await ticked(ticks, len(ticks))  # the monitor has measured the stall's end
         fresh = Budget(rate=10, burst=20, now=loop.time())
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # time under test: it would earn 3 more than the burst
         now = loop.time()
         assert sum(fresh.spend(1, now) for _ in range(30)) == 20
     finally:
         monitor.stop()
+        monitor.on_lag = on_lag
 
 
 async def test_loop_monitor_measures_stalls() -> None:
@@ -48,9 +57,9 @@ async def test_loop_monitor_measures_stalls() -> None:
     m.on_lag = lags.append
     m.start()
     try:
-        await asyncio.sleep(0.2)
-        time.sleep(0.5)
-        await asyncio.sleep(0.1)
+        await ticked(lags)  # the monitor is measuring
+        time.sleep(0.5)  # the stall under test
+        await ticked(lags, len(lags))  # the monitor has measured it
         assert max(lags) >= 0.45
         assert 0.4 <= m.stalled_seconds(asyncio.get_running_loop().time()) < 1.5
     finally:

@@ -13,6 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chat_server.http.metrics import metrics_enabled
+from chat_testing.servers import RunningServer
+from chat_testing.waits import wait_until
 from tests.server.hostile import (
     client_frame,
     close_frame_of,
@@ -22,7 +24,6 @@ from tests.server.hostile import (
     read_response,
 )
 from tests.server.wsclients import join_many
-from tests.servers import RunningServer, wait_until
 
 pytestmark = pytest.mark.memory_only
 

@@ -19,9 +19,11 @@ from websockets.sync.client import ClientConnection, connect
 
 from chat_protocol.frames import FrameKind
 from chat_protocol.v1 import parse_frame
+from chat_testing.ports import free_port
+from chat_testing.servers import RunningServer
+from chat_testing.waits import wait_until
 from tests.server.clirunner import Cli
 from tests.server.wsclients import raw_handshake
-from tests.servers import RunningServer, free_port, wait_until
 
 pytestmark = pytest.mark.memory_only
 

@@ -13,8 +13,8 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from chat_protocol.close import CloseCode
+from chat_testing.servers import RunningServer
 from tests.server.wsclients import join_many
-from tests.servers import RunningServer
 
 
 @pytest.fixture

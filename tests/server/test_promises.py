@@ -24,11 +24,13 @@ import redis.exceptions as redis_errors
 from websockets.exceptions import ConnectionClosed
 
 from chat_protocol.close import CloseCode
-from tests.clusters import FAST
-from tests.redis_servers import requires_redis, start_redis
+from chat_testing.clusters import FAST
+from chat_testing.marks import requires_redis
+from chat_testing.redis_servers import start_redis
+from chat_testing.servers import RunningServer, start_server, wait_ready
+from chat_testing.waits import wait_until
 from tests.server.hostile import Observer, Usage, fresh_room, observed, record
 from tests.server.wsclients import join, join_v2, resume_query
-from tests.servers import RunningServer, start_server, wait_ready, wait_until
 
 pytestmark = pytest.mark.fault
 

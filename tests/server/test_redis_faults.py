@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed
 
 from chat_protocol.close import CloseCode
 from chat_protocol.v1 import format_join
-from tests.clusters import (
+from chat_testing.clusters import (
     FAST_BROKER_TIMEOUT,
     FAST_NODE_TTL,
     FAST_PROBE_INTERVAL,
@@ -34,10 +34,12 @@ from tests.clusters import (
     running_cluster,
     start_nodes,
 )
-from tests.redis_servers import requires_redis, start_redis
+from chat_testing.marks import requires_redis
+from chat_testing.proxy import TcpProxy
+from chat_testing.redis_servers import start_redis
+from chat_testing.servers import RunningServer
+from chat_testing.waits import eventually, wait_until
 from tests.server.wsclients import Member, join
-from tests.servers import RunningServer, wait_until
-from tests.tcp_proxy import TcpProxy
 
 pytestmark = requires_redis
 
@@ -193,7 +195,7 @@ async def test_a_short_redis_stall_is_ridden_out_with_nothing_lost(cluster: Clus
     )
     started = time.monotonic()
     sleeper.start()
-    await asyncio.sleep(0.05)  # the stall is under way (the rule under test is time-based)
+    await eventually(cluster.redis.asleep, timeout=5, interval=0.005, what="DEBUG SLEEP")
     for i in range(5):
         await a.ws.send(f"during the stall {i}")
     expected = [f"{a.name} :: during the stall {i}" for i in range(5)]
@@ -207,12 +209,26 @@ async def test_a_short_redis_stall_is_ridden_out_with_nothing_lost(cluster: Clus
     await b.close()
 
 
-async def test_a_stall_of_the_node_itself_is_not_taken_for_a_broker_outage(
-    cluster: Cluster,
-) -> None:
+async def test_a_stall_of_the_node_itself_is_not_taken_for_a_broker_outage() -> None:
     """The node's own process stands still (SIGSTOP: as a starved machine or a long GC pause
     would) while a publish of its is waiting for Redis. Redis answered in time; the node must
     not declare it unavailable and close everyone because it read the answer late."""
+    # Node 0 reaches Redis through a relay, which says when the publish has left the node.
+    redis = start_redis("--enable-debug-command", "local")
+    try:
+        with TcpProxy([redis.port]) as relay:
+            relayed = type(redis)(relay.port, redis.log_path)  # same server, via the relay
+            nodes = start_nodes(relayed, 1, rate_limit=0) + start_nodes(redis, 1, rate_limit=0)
+            try:
+                await _node_stall(Cluster(redis, nodes), relay)
+            finally:
+                for node in nodes:
+                    node.stop()
+    finally:
+        redis.stop()
+
+
+async def _node_stall(cluster: Cluster, relay: TcpProxy) -> None:
     room = "node-stall"
     a = await join(cluster.url(0, room))
     b = await join(cluster.url(1, room))
@@ -222,13 +238,17 @@ async def test_a_stall_of_the_node_itself_is_not_taken_for_a_broker_outage(
         target=lambda: cluster.redis.client().execute_command("DEBUG", "SLEEP", redis_stall)
     )
     sleeper.start()
-    await asyncio.sleep(0.05)  # Redis is asleep: node 0's publish will wait for it
+    # Redis is asleep: node 0's publish will wait for it.
+    await eventually(cluster.redis.asleep, timeout=5, interval=0.005, what="DEBUG SLEEP")
+    published = relay.watch(b"sent as the node stopped")
     await a.ws.send("sent as the node stopped")
-    await asyncio.sleep(0.2)  # node 0 read it and sent the publish (Redis still asleep)
+    # Node 0 read it and sent the publish (Redis still asleep).
+    await eventually(published.is_set, timeout=5, interval=0.005, what="node 0's publish")
     node = cluster.nodes[0]
     node.process.send_signal(signal.SIGSTOP)
     try:
-        await asyncio.sleep(DETECTION + 1.0)  # well past the timeout, short of the node ttl
+        # The node's stall under test: well past the broker timeout, short of the node ttl.
+        await asyncio.sleep(DETECTION + 1.0)
     finally:
         node.process.send_signal(signal.SIGCONT)
     sleeper.join()

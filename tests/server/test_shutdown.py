@@ -13,8 +13,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from chat_protocol.v1 import format_join, format_message, parse_frame
+from chat_testing.servers import RunningServer
 from tests.server.wsclients import Member, join, join_many, raw_handshake
-from tests.servers import RunningServer
 
 # CHAT_SERVER_CLOSE_GRACE's default: how long a peer that stopped reading is given.
 CLOSE_GRACE = 2.0

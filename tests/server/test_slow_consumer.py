@@ -10,9 +10,10 @@ import psutil
 import pytest
 
 from chat_protocol.v1 import parse_frame
+from chat_testing.servers import RunningServer
+from chat_testing.waits import wait_until
 from tests.server.hostile import server_frames
 from tests.server.wsclients import join_many, raw_handshake
-from tests.servers import RunningServer, wait_until
 
 MESSAGES = 1500
 PAYLOAD = "p" * 4000  # ~6 MB in all: far past kernel buffers plus the 1 MiB send buffer

@@ -14,10 +14,13 @@ from collections.abc import Iterator
 import pytest
 
 from chat_protocol.v1 import format_join, format_leave, parse_frame
-from tests.clusters import FAST
-from tests.redis_servers import RedisServer, requires_redis, start_redis
+from chat_testing.clusters import FAST
+from chat_testing.marks import requires_redis
+from chat_testing.ports import free_port
+from chat_testing.redis_servers import RedisServer, start_redis
+from chat_testing.servers import RunningServer, start_server
+from chat_testing.waits import wait_until
 from tests.server.wsclients import Member, join, raw_handshake
-from tests.servers import RunningServer, free_port, start_server, wait_until
 
 pytestmark = requires_redis
 

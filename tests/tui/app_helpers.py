@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import re
 import uuid
@@ -15,10 +14,9 @@ from rich.segment import Segment
 from textual.pilot import Pilot
 from textual.widget import Widget
 
+from chat_testing.servers import RunningServer
 from chat_tui.app import ChatApp
 from chat_tui.config import Config
-from chat_tui.widgets.status_line import StatusLine
-from tests.servers import RunningServer, free_port
 
 SIZE = (100, 30)
 TIMEOUT = 15.0
@@ -72,12 +70,14 @@ def screen_lines(app: Any) -> list[str]:
     The compositor's output: every widget's rows as Textual's caches hold them, which is what
     reaches the terminal (``render_line`` called by hand would bypass those caches).
     """
+    # Private: Textual has no public way to read the composed screen as text.
     return [strip.text for strip in app.screen._compositor.render_strips()]
 
 
 def screen_segments(app: Any, widget: Widget, row: int) -> list[Segment]:
     """The segments of ``row`` of ``widget``'s content region, cut to its columns."""
     region = widget.scrollable_content_region
+    # Private: Textual has no public way to read the composed screen's styles.
     strip = app.screen._compositor.render_strips()[region.y + row]
     return list(strip.crop(region.x, region.right))
 
@@ -125,25 +125,6 @@ def sidebar_line(app: ChatApp, room: str) -> str:
     raise AssertionError(f"{room} not in the sidebar: {sidebar_lines(app)}")
 
 
-def status_full_text(app: ChatApp) -> str:
-    """The whole status line, as a terminal wide enough would show it."""
-    return app.main_screen.query_one(StatusLine).full_text
-
-
-def bells_rung(app: ChatApp) -> list[float]:
-    """Record every bell the app rings from now on (Textual's ``App.bell``, which a headless
-    app does not write to any terminal); the list grows with each."""
-    rung: list[float] = []
-    ring = app.bell
-
-    def bell() -> None:
-        rung.append(asyncio.get_running_loop().time())
-        ring()
-
-    app.bell = bell  # type: ignore[method-assign]
-    return rung
-
-
 def status_line(app: ChatApp) -> str:
     return widget_lines(app, app.query_one("#status"))[0].strip()
 
@@ -182,14 +163,34 @@ def in_log(app: ChatApp, text: str) -> bool:
 
 
 async def joined(pilot: Pilot[Any], app: ChatApp, room: str, timeout: float = TIMEOUT) -> str:
-    """Wait until ``room`` is connected and our name there is known; returns the name."""
+    """Wait until ``room`` is connected and our name there is known, and the screen has caught
+    up with that (the log shows "joined ROOM as NAME" when the room is in view); returns the
+    name."""
 
     def name() -> str | None:
         rs = app.controller.rooms.get(room)
         return rs.me if rs is not None and rs.state.value == "connected" else None
 
     result: str = await until(pilot, name, f"joining {room}", timeout)
+    await pilot.pause()  # the app has handled what it was woken for, and repainted
     return result
+
+
+def bells_rung(app: Any) -> list[None]:
+    """The bells ``app`` rings from now on, one item each.
+
+    Textual's ``App.bell()`` is what writes BEL to a terminal, and a headless app has none to
+    write to: its calls are counted instead.
+    """
+    rung: list[None] = []
+    ring = app.bell
+
+    def bell() -> None:
+        rung.append(None)
+        ring()
+
+    app.bell = bell
+    return rung
 
 
 async def type_text(pilot: Pilot[Any], text: str) -> None:
@@ -202,6 +203,7 @@ def terminal_keys(app: Any, data: str) -> None:
     Pilot's ``press`` hands over one key at a time and waits in between; a terminal delivers
     a burst (fast typing, ``tmux send-keys``, a paste without bracketed paste) in one read.
     """
+    # Private: Textual has no public way to feed raw terminal input to an app.
     from textual._xterm_parser import XTermParser
 
     parser = XTermParser()
@@ -212,78 +214,3 @@ def terminal_keys(app: Any, data: str) -> None:
 async def send(pilot: Pilot[Any], text: str) -> None:
     await type_text(pilot, text)
     await pilot.press("enter")
-
-
-# --- a gate between client and server ---------------------------------------------------------
-
-
-class GateProxy:
-    """A TCP proxy that holds new connections while closed (the server may restart behind it).
-
-    It lets a test decide *when* a reconnecting client gets through, so that a listener can
-    be in the room first. Bytes are passed through unchanged.
-    """
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.port = free_port()
-        self.open = asyncio.Event()
-        self.open.set()
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._sockets: set[asyncio.StreamWriter] = set()
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            await self.open.wait()
-            try:
-                up_reader, up_writer = await asyncio.open_connection(
-                    "127.0.0.1", self.upstream_port
-                )
-            except OSError:
-                return
-            self._sockets.update((writer, up_writer))
-            try:
-                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-            finally:
-                self._sockets.difference_update((writer, up_writer))
-        finally:
-            writer.close()
-            self._tasks.discard(task)
-
-    def cut(self) -> None:
-        """Drop every connection through the gate, both sides, without a close frame (what a
-        dead network does); the server behind stays up."""
-        for sock in list(self._sockets):
-            sock.transport.abort()
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except OSError:
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            writer.close()

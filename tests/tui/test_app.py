@@ -7,16 +7,18 @@ import re
 from collections.abc import Callable
 
 from chat_protocol.v1 import SEPARATOR, format_message
+from chat_testing.ports import free_port
+from chat_testing.proxy import TcpProxy
+from chat_testing.servers import RunningServer, start_server
+from chat_testing.waits import wait_until
 from chat_tui.app import ChatApp
 from chat_tui.config import Config
 from chat_tui.connection import RoomConnection
 from chat_tui.scrollback import SendState
 from chat_tui.widgets.message_log import MessageLog
 from tests.server.wsclients import join
-from tests.servers import RunningServer, free_port, start_server
 from tests.tui.app_helpers import (
     SIZE,
-    GateProxy,
     MaxRandom,
     fixed_clock,
     in_log,
@@ -27,7 +29,6 @@ from tests.tui.app_helpers import (
     room_name,
     send,
     sidebar_line,
-    status_full_text,
     status_line,
     unseen_line,
     until,
@@ -247,12 +248,13 @@ async def test_unreachable_server_is_shown_and_retried() -> None:
 
     config = Config(server=f"ws://127.0.0.1:{port}", rooms=[room], autostart=False)
     app = ChatApp(config, clock=fixed_clock, connection_factory=steady)
-    async with app.run_test(size=SIZE) as pilot:
+    # A terminal wide enough for the whole status line (at 100 columns the server URL gives way).
+    async with app.run_test(size=(200, SIZE[1])) as pilot:
         await until(pilot, lambda: in_log(app, "cannot connect: server unreachable"), "offline")
         await until(pilot, lambda: "offline, retrying in " in status_line(app), "the countdown")
-        # Everything, as a wide terminal shows it; at 100 columns the server URL gives way.
-        assert "offline, retrying in " in status_full_text(app)
-        assert "│ server unreachable (nothing answers at" in status_full_text(app)
+        # Everything, as a wide terminal shows it.
+        assert "offline, retrying in " in status_line(app)
+        assert "│ server unreachable (nothing answers at" in status_line(app)
         assert sidebar_line(app, room).startswith(f"1 ○ {room} ↻")  # the countdown
         await send(pilot, "typed while offline")
         await until(pilot, lambda: in_log(app, "(pending) typed while offline"), "pending")
@@ -269,17 +271,15 @@ async def test_unreachable_server_is_shown_and_retried() -> None:
 
 async def test_reconnect_delivers_pending_messages_in_order(server_factory) -> None:
     server: RunningServer = server_factory(rate_limit=0)
-    proxy = GateProxy(server.port)
-    await proxy.start()
     room = room_name()
-    app = make_app(proxy.ws_url, room)
-    try:
+    with TcpProxy([server.port]) as proxy:
+        app = make_app(proxy.ws_url, room)
         async with app.run_test(size=SIZE) as pilot:
             first_name = await joined(pilot, app, room)
             await send(pilot, "before the restart")
             await until(pilot, lambda: not app.controller.rooms[room].pending, "the first echo")
 
-            proxy.open.clear()  # hold the client's reconnection until the listener is in
+            proxy.hold()  # hold the client's reconnection until the listener is in
             server.stop()
             await until(pilot, lambda: in_log(app, "connection lost"), "the gap marker")
             assert sidebar_line(app, room).split()[1] in ("○", "◌")
@@ -293,7 +293,7 @@ async def test_reconnect_delivers_pending_messages_in_order(server_factory) -> N
             restarted = await asyncio.to_thread(server.restart)
             listener = await join(restarted.chat_url(room))
             try:
-                proxy.open.set()
+                proxy.release()
                 second_name = await until(
                     pilot,
                     lambda: (
@@ -315,8 +315,6 @@ async def test_reconnect_delivers_pending_messages_in_order(server_factory) -> N
             finally:
                 await listener.close()
                 restarted.stop()
-    finally:
-        await proxy.stop()
 
 
 async def test_quit_closes_every_socket_with_1000(server_factory) -> None:
@@ -376,8 +374,6 @@ async def test_text_selected_in_the_log_with_the_mouse_is_copied_by_ctrl_c(
 
 
 def _wait_for_log(server: RunningServer, text: str) -> None:
-    from tests.servers import wait_until
-
     wait_until(lambda: text in server.log(), timeout=10, what=text)
 
 

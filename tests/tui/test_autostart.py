@@ -16,8 +16,9 @@ import pytest
 
 from chat_protocol.frames import FrameKind
 from chat_protocol.v1 import parse_frame
+from chat_testing.ports import free_port
+from chat_testing.servers import RunningServer
 from chat_tui.autostart import is_local, server_reachable, start_local_server
-from tests.servers import RunningServer, free_port
 
 
 @pytest.mark.parametrize(

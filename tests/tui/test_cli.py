@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from chat_protocol.names import ROOM_RULE
+from chat_testing.ports import free_port
 from chat_tui import cli
 from chat_tui.cli import build_config
 from chat_tui.config import Config, ConfigError
 from chat_tui.identity import TOKENS_FILE, TokenStore
-from tests.servers import free_port
 
 CHAT_TUI = Path(sys.executable).parent / "chat-tui"
 

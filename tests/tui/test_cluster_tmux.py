@@ -12,14 +12,14 @@ import re
 import signal
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.clusters import Cluster, running_cluster
-from tests.redis_servers import requires_redis
-from tests.tcp_proxy import TcpProxy
-from tests.tui.test_e2e_tmux import CHAT_TUI, JOINED, STARTUP, STEP, Tmux, two_terminals
+from chat_testing.clusters import Cluster, running_cluster
+from chat_testing.marks import requires_redis
+from chat_testing.proxy import TcpProxy
+from chat_testing.tmux import STEP, Tmux
+from tests.tui.tmux_screen import CHAT_TUI, JOINED, STARTUP
 
 pytestmark = [
     requires_redis,
@@ -33,12 +33,6 @@ RECONNECTED = re.compile(r"── reconnected( as (user_[a-z]{6}[0-9]{2}))? ─�
 def cluster() -> Iterator[Cluster]:
     with running_cluster(2) as c:
         yield c
-
-
-@pytest.fixture
-def terminals(tmp_path: Path) -> Iterator[tuple[Tmux, Tmux]]:
-    with two_terminals(tmp_path) as pair:
-        yield pair
 
 
 def start_tui(tmux: Tmux, port: int, room: str) -> str:

@@ -14,6 +14,9 @@ from websockets.asyncio.server import ServerConnection, serve
 from chat_protocol.http import http_base
 from chat_protocol.names import ROOM_RULE
 from chat_protocol.v1 import SEPARATOR, format_join, format_message
+from chat_testing.ports import free_port
+from chat_testing.servers import RunningServer
+from chat_testing.waits import wait_until
 from chat_tui import commands
 from chat_tui.commands import (
     Clear,
@@ -29,7 +32,6 @@ from chat_tui.commands import (
 )
 from chat_tui.screens.help import HelpScreen
 from tests.server.wsclients import join
-from tests.servers import RunningServer, free_port, wait_until
 from tests.tui.app_helpers import (
     SIZE,
     in_log,

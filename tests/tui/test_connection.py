@@ -19,6 +19,10 @@ from chat_protocol.names import ROOM_RULE, is_valid_name
 from chat_protocol.v1 import format_join, format_leave, format_message
 from chat_protocol.v2 import SUBPROTOCOL as SUBPROTOCOL_V2
 from chat_protocol.v2 import welcome as v2_welcome
+from chat_testing.ports import free_port
+from chat_testing.proxy import TcpProxy
+from chat_testing.servers import RunningServer, start_server
+from chat_testing.waits import eventually
 from chat_tui.connection import WAKE_AT, RoomConnection, backoff_ceiling
 from chat_tui.events import (
     Acked,
@@ -31,8 +35,6 @@ from chat_tui.events import (
     Welcomed,
 )
 from chat_tui.scrollback import SendState
-from tests.servers import RunningServer, free_port, start_server
-from tests.tcp_proxy import TcpProxy
 
 BASE = 0.05
 CAP = 0.5
@@ -563,6 +565,15 @@ class MaxRandom(random.Random):
         return b
 
 
+async def a_wake_up_later() -> None:
+    """As long as a connection takes to wake its consumer after one event: one that nobody
+    has woken yet gets an event now, and this returns once it has woken its consumer."""
+    woken: list[bool] = []
+    control = RoomConnection("ws://127.0.0.1:1", "control", lambda: woken.append(True))
+    control.send("")
+    await eventually(lambda: woken, timeout=5, interval=0, what="a fresh connection's wake-up")
+
+
 async def test_one_wake_up_until_the_queue_is_taken() -> None:
     """However much arrives, the consumer is woken once, when arrivals pause (counted in turns
     of the event loop, not by a clock), and again only after it has taken the queue."""
@@ -570,18 +581,15 @@ async def test_one_wake_up_until_the_queue_is_taken() -> None:
     conn = RoomConnection("ws://127.0.0.1:1", "q", lambda: wakes.append(len(conn.events)))
     ids = [conn.send("") for _ in range(5)]  # each refused at once: an event each
     assert wakes == []  # not while they keep coming
-    for _ in range(10):
-        await asyncio.sleep(0)
+    await eventually(lambda: wakes, timeout=5, interval=0, what="the wake-up")
     assert wakes == [5]
     conn.send("")  # not taken yet: no second wake-up
-    for _ in range(10):
-        await asyncio.sleep(0)
+    await a_wake_up_later()
     assert wakes == [5]
     assert conn.take(2) == [Refused(ids[0]), Refused(ids[1])]
     assert len(conn.take()) == 4
     conn.send("")  # taken: the next event wakes again
-    for _ in range(10):
-        await asyncio.sleep(0)
+    await eventually(lambda: len(wakes) > 1, timeout=5, interval=0, what="the second wake-up")
     assert wakes == [5, 1]
 
 

@@ -17,12 +17,13 @@ from textual import events
 from websockets.asyncio.server import ServerConnection, serve
 
 from chat_protocol.v1 import format_join, format_message, parse_frame
+from chat_testing.ports import free_port
+from chat_testing.servers import RunningServer
 from chat_tui.app import ChatApp
 from chat_tui.config import Config
 from chat_tui.connection import RoomConnection
 from chat_tui.screens.help import HelpScreen
 from tests.server.wsclients import join
-from tests.servers import RunningServer, free_port
 from tests.tui.app_helpers import (
     SIZE,
     MaxRandom,
@@ -243,8 +244,8 @@ async def test_narrow_terminals_collapse_the_sidebar_and_keep_the_state(
 async def test_mentions_ring_and_the_title_counts_unread(shared_server: RunningServer) -> None:
     here, there = room_name("a"), room_name("b")
     app = make_app(shared_server, here, there)
+    bells = bells_rung(app)
     async with app.run_test(size=SIZE) as pilot:
-        bells = bells_rung(app)
         name_here = await joined(pilot, app, here)
         name_there = await joined(pilot, app, there)
         peer_there = await join(shared_server.chat_url(there))
@@ -278,8 +279,8 @@ async def test_mentions_ring_and_the_title_counts_unread(shared_server: RunningS
 async def test_no_bell_when_the_config_says_so(shared_server: RunningServer) -> None:
     here, there = room_name("a"), room_name("b")
     app = make_app(shared_server, here, there, bell=False)
+    bells = bells_rung(app)
     async with app.run_test(size=SIZE) as pilot:
-        bells = bells_rung(app)
         await joined(pilot, app, here)
         name = await joined(pilot, app, there)
         peer = await join(shared_server.chat_url(there))

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,9 +19,11 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from chat_protocol.frames import FrameKind
-from chat_protocol.names import NAME_PATTERN
 from chat_protocol.v1 import format_message, parse_frame
-from tests.servers import RunningServer, wait_until
+from chat_testing.servers import RunningServer
+from chat_testing.tmux import MODE_FLAGS, STEP, Tmux
+from chat_testing.waits import wait_until
+from tests.tui.tmux_screen import CHAT_TUI, STARTUP, input_row, status_row
 
 # Headless apps write nothing to a terminal, so only this test sees what reaches one: on CI a
 # missing tmux is a failure (below), elsewhere the test is skipped.
@@ -32,116 +31,10 @@ pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None and not os.environ.get("CI"), reason="tmux is not installed"
 )
 
-CHAT_TUI = Path(sys.executable).parent / "chat-tui"
-WIDTH, HEIGHT = 120, 40
-# Generous: the first start of a Textual app on a busy 2-core machine takes seconds.
-STARTUP = 60.0
-STEP = 20.0
-MODE_FLAGS = ("alternate_on", "cursor_flag", "mouse_any_flag", "mouse_sgr_flag")
 BOUND = 200  # the scrollback bound the program is given
 FLOOD = 4000  # twenty times the bound
 ALTERNATE_SCREEN_AND_MOUSE = dict(zip(MODE_FLAGS, ("1", "0", "1", "1"), strict=True))
 NORMAL_SCREEN = dict(zip(MODE_FLAGS, ("0", "1", "0", "0"), strict=True))
-
-
-class Tmux:
-    """One tmux server on a private socket, holding the pane that runs the program."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.socket = f"chat-e2e-{uuid.uuid4().hex[:12]}"  # parallel runs must not share one
-        self.target = "chat"
-        # No user tmux config; keep the pane after the program exits to read its exit status.
-        self.conf = tmp_path / "tmux.conf"
-        self.conf.write_text("set-option -g remain-on-exit on\n")
-        # The tmux server, and so the program, gets this environment. Built from os.environ on
-        # purpose: with env=None a child inherits the C-level environment, where GNU readline
-        # (loaded by the test process) puts COLUMNS=80 and LINES=24, and the program would draw
-        # an 80x24 screen in a 120x40 pane. No config file of the user's, no server from the
-        # environment, and not nested in a tmux the tests may be running in.
-        skip = {"COLUMNS", "LINES", "TMUX", "TMUX_PANE", "CHAT_SERVER_URL"}
-        self.env = {k: v for k, v in os.environ.items() if k not in skip}
-        self.env.update(
-            TERM="xterm-256color",
-            XDG_CONFIG_HOME=str(tmp_path / "config"),
-            XDG_STATE_HOME=str(tmp_path / "state"),
-        )
-
-    def run(self, *args: str) -> str:
-        result = subprocess.run(
-            ["tmux", "-L", self.socket, "-f", str(self.conf), *args],
-            capture_output=True,
-            text=True,
-            timeout=STEP,
-            check=True,
-            env=self.env,
-        )
-        return result.stdout
-
-    def start(self, command: list[str]) -> None:
-        # TERM again inside: tmux puts its own (tmux-256color) in the pane's environment.
-        command = ["env", f"TERM={self.env['TERM']}", *command]
-        self.run(
-            "new-session", "-d", "-s", self.target, "-x", str(WIDTH), "-y", str(HEIGHT),
-            shlex.join(command),
-        )  # fmt: skip
-
-    def lines(self) -> list[str]:
-        return self.run("capture-pane", "-p", "-t", self.target).splitlines()
-
-    def screen(self) -> str:
-        return "\n".join(self.lines())
-
-    def keys(self, *keys: str, literal: bool = False) -> None:
-        self.run("send-keys", "-t", self.target, *(["-l"] if literal else []), *keys)
-
-    def pane(self, fmt: str) -> str:
-        return self.run("display-message", "-p", "-t", self.target, fmt).strip()
-
-    def exit_status(self) -> str | None:
-        """The exit status once the pane's process is dead and reaped, else None."""
-        dead, _, status = self.pane("#{pane_dead}|#{pane_dead_status}").partition("|")
-        if dead == "1" and not status:
-            # tmux marks the pane dead on EOF and records the status when it reaps the
-            # process. Under load tmux 3.3 was seen to miss that SIGCHLD for good (the pane's
-            # process stayed a zombie); a job of its own ending makes it reap every child.
-            self.run("run-shell", "true")
-        return status if dead == "1" and status else None
-
-    def modes(self) -> dict[str, str]:
-        """Terminal modes of the pane's program (tmux resets them once the pane is dead)."""
-        return {flag: self.pane(f"#{{{flag}}}") for flag in MODE_FLAGS}
-
-    def wait_for(self, condition: Callable[[str], object], what: str, timeout: float = STEP) -> str:
-        """Poll the pane until ``condition(screen)`` holds; the failure shows the screen."""
-        last = ""
-
-        def check() -> object:
-            nonlocal last
-            last = self.screen()
-            return condition(last)
-
-        try:
-            wait_until(check, timeout=timeout, interval=0.1, what=what)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- pane ---\n{last}") from None
-        return last
-
-    def kill(self) -> None:
-        where = subprocess.run(
-            ["tmux", "-L", self.socket, "display-message", "-p", "#{socket_path}"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            env=self.env,
-        )
-        subprocess.run(
-            ["tmux", "-L", self.socket, "kill-server"],
-            capture_output=True,
-            timeout=10,
-            env=self.env,
-        )
-        if where.returncode == 0 and where.stdout.strip():
-            Path(where.stdout.strip()).unlink(missing_ok=True)  # tmux leaves it behind
 
 
 @pytest.fixture
@@ -173,33 +66,6 @@ def recv_until(ws: ClientConnection, wanted: str, timeout: float = STEP) -> None
             seen.append(str(ws.recv(timeout=max(deadline - time.monotonic(), 0.01))))
         except TimeoutError:
             raise AssertionError(f"{wanted!r} never arrived; got {seen}") from None
-
-
-# The "joined ROOM as NAME" line: the room and our name.
-JOINED = re.compile(rf"joined (\S+) as ({NAME_PATTERN.pattern})")
-
-
-@contextmanager
-def two_terminals(directory: Path) -> Iterator[tuple[Tmux, Tmux]]:
-    """Two private tmux servers (two users), each with a home of its own under ``directory``."""
-    for name in ("a", "b"):
-        (directory / name).mkdir()
-    first, second = Tmux(directory / "a"), Tmux(directory / "b")
-    try:
-        yield first, second
-    finally:
-        first.kill()
-        second.kill()
-
-
-def status_row(screen: str) -> str:
-    return screen.splitlines()[0]
-
-
-def input_row(screen: str) -> str:
-    """The text row of the input box (the second row from the bottom of the box)."""
-    rows = screen.splitlines()
-    return rows[-3]
 
 
 def test_chat_tui_in_a_real_terminal(

@@ -1,6 +1,6 @@
 """History, recovery and one stable name in chat-tui (issue 7), read from the screen.
 
-Real servers and connections. A gate (GateProxy) between the app and the server drops the app's
+Real servers and connections. A gate (a TcpProxy) between the app and the server drops the app's
 connection while the server stays up, and holds its reconnect until the test lets it through,
 so that what the app missed is known exactly.
 """
@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import stat
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from typing import Any
 from chat_protocol.limits import MAX_MESSAGE_CHARS
 from chat_protocol.v1 import SEPARATOR, format_join, format_message
 from chat_protocol.v2 import parse_time
+from chat_testing.proxy import TcpProxy
+from chat_testing.servers import RunningServer
 from chat_tui.app import ChatApp
 from chat_tui.config import Config
 from chat_tui.identity import TOKENS_FILE, TokenStore
@@ -26,12 +27,9 @@ from chat_tui.rooms import RoomState, local_time
 from chat_tui.text_layout import PENDING_MARK, REFUSED_MARK
 from chat_tui.widgets.message_log import MessageLog
 from tests.server.wsclients import V2Member, join, join_v2
-from tests.servers import RunningServer
-from tests.tcp_proxy import TcpProxy
 from tests.tui.app_helpers import (
     FIXED_NOW,
     SIZE,
-    GateProxy,
     in_log,
     joined,
     log_lines,
@@ -64,16 +62,6 @@ def make_app(
     options.setdefault("autostart", False)
     config = Config(server=url, rooms=list(rooms), **options)
     return ChatApp(config, clock=clock or Clock(), token_store=token_store)
-
-
-@asynccontextmanager
-async def gate_to(server: RunningServer) -> AsyncIterator[GateProxy]:
-    gate = GateProxy(server.port)
-    await gate.start()
-    try:
-        yield gate
-    finally:
-        await gate.stop()
 
 
 def row_of(app: ChatApp, text: str) -> int:
@@ -119,9 +107,9 @@ async def peer_says(server: RunningServer, room: str, text: str) -> None:
         await peer.close()
 
 
-async def drop_and_hold(pilot: Any, app: ChatApp, gate: GateProxy, room: str) -> None:
+async def drop_and_hold(pilot: Any, app: ChatApp, gate: TcpProxy, room: str) -> None:
     """Cut the app's connection and hold its reconnect at the gate."""
-    gate.open.clear()
+    gate.hold()
     gate.cut()
     await until(pilot, lambda: app.controller.rooms[room].lost, "the app to notice the drop")
 
@@ -174,7 +162,7 @@ async def test_a_dropped_connection_recovers_the_gap_in_place_under_the_same_nam
     room, other = room_name("gap"), room_name("gap")
     peer = await join_v2(shared_server.chat_url(room))
     try:
-        async with gate_to(shared_server) as gate:
+        with TcpProxy([shared_server.port]) as gate:
             app = make_app(gate.ws_url, room, other)
             async with app.run_test(size=SIZE) as pilot:
                 name = await joined(pilot, app, room)
@@ -184,7 +172,7 @@ async def test_a_dropped_connection_recovers_the_gap_in_place_under_the_same_nam
                 await drop_and_hold(pilot, app, gate, room)
                 missed = ["missed one", "missed two", "missed three"]
                 await say(peer, *missed)
-                gate.open.set()
+                gate.release()
                 app.controller.reconnect()
                 await until(pilot, lambda: in_log(app, "reconnected"), "the reconnect")
                 assert (
@@ -208,21 +196,21 @@ async def test_a_restarted_server_gap_is_marked_then_its_history_shown(server_fa
     clock = Clock()
     restarted: RunningServer | None = None
     try:
-        async with gate_to(server) as gate:
+        with TcpProxy([server.port]) as gate:
             app = make_app(gate.ws_url, room, clock=clock)
             async with app.run_test(size=SIZE) as pilot:
                 await joined(pilot, app, room)
                 peer = await join_v2(server.chat_url(room))
                 await say(peer, "before the restart")
                 await until(pilot, lambda: in_log(app, "before the restart"), "the first one")
-                gate.open.clear()
+                gate.hold()
                 await peer.close()
                 # Memory broker: a new epoch, no history.
                 restarted = await asyncio.to_thread(server.restart)
                 await until(pilot, lambda: app.controller.rooms[room].lost, "the app to notice")
                 clock.now = FIXED_NOW + timedelta(minutes=7)
                 await peer_says(restarted, room, "after the restart")
-                gate.open.set()
+                gate.release()
                 app.controller.reconnect()
                 await until(pilot, lambda: in_log(app, "reconnected"), "the reconnect")
                 marker = row_of(app, "messages from 12:34 to 12:41 may be missing")
@@ -242,7 +230,7 @@ async def test_messages_typed_offline_are_pending_until_acked_and_reach_the_room
     shared_server: RunningServer,
 ) -> None:
     room = room_name("pending")
-    async with gate_to(shared_server) as gate:
+    with TcpProxy([shared_server.port]) as gate:
         app = make_app(gate.ws_url, room)
         async with app.run_test(size=SIZE) as pilot:
             name = await joined(pilot, app, room)
@@ -258,7 +246,7 @@ async def test_messages_typed_offline_are_pending_until_acked_and_reach_the_room
                 ),
                 "three pending messages",
             )
-            gate.open.set()
+            gate.release()
             app.controller.reconnect()
             await until(pilot, lambda: not app.controller.rooms[room].pending, "the acks")
             await until(pilot, lambda: not in_log(app, PENDING_MARK), "no message shown pending")
@@ -322,7 +310,7 @@ async def test_quit_with_unsent_messages_says_how_many_then_quits_when_asked_aga
     shared_server: RunningServer,
 ) -> None:
     room = room_name("quit")
-    async with gate_to(shared_server) as gate:
+    with TcpProxy([shared_server.port]) as gate:
         app = make_app(gate.ws_url, room)
         async with app.run_test(size=SIZE) as pilot:
             await joined(pilot, app, room)

@@ -24,8 +24,10 @@ from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
 
 from chat_protocol import v2
-from tests.servers import free_port, wait_until
-from tests.tui.test_e2e_tmux import CHAT_TUI, STARTUP, Tmux
+from chat_testing.ports import free_port
+from chat_testing.tmux import Tmux
+from chat_testing.waits import wait_until
+from tests.tui.tmux_screen import CHAT_TUI, STARTUP
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 

@@ -6,12 +6,13 @@ from textual import events
 
 from chat_protocol.names import ROOM_RULE
 from chat_protocol.v1 import format_message
+from chat_testing.ports import free_port
+from chat_testing.servers import RunningServer
 from chat_tui.app import ChatApp
 from chat_tui.screens.help import KEYS, HelpScreen
 from chat_tui.screens.switcher import SwitcherScreen
 from chat_tui.widgets.chat_input import ChatInput
 from tests.server.wsclients import join
-from tests.servers import RunningServer, free_port
 from tests.tui.app_helpers import (
     SIZE,
     in_log,
@@ -275,6 +276,7 @@ def test_terminal_alt_digits_arrive_as_alt_keys() -> None:
 
     Pilot's press("alt+2") skips the terminal parser, so this feeds Textual's real parser.
     """
+    # Private: Textual has no public way to run its terminal input parser.
     from textual._xterm_parser import XTermParser
 
     from chat_tui.app import route_alt_digits

@@ -13,25 +13,20 @@ from __future__ import annotations
 
 import signal
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from tests.redis_servers import requires_redis, start_redis
-from tests.servers import RunningServer, start_server
-from tests.tcp_proxy import TcpProxy
-from tests.tui.test_e2e_tmux import CHAT_TUI, JOINED, STARTUP, Tmux, status_row, two_terminals
+from chat_testing.marks import requires_redis
+from chat_testing.proxy import TcpProxy
+from chat_testing.redis_servers import start_redis
+from chat_testing.servers import RunningServer, start_server
+from chat_testing.tmux import Tmux
+from tests.tui.tmux_screen import CHAT_TUI, JOINED, STARTUP, status_row
 
 pytestmark = pytest.mark.skipif(not CHAT_TUI.exists(), reason="chat-tui is not installed")
 
 TYPED = 4  # messages typed per outage
-
-
-@pytest.fixture
-def terminals(tmp_path: Path) -> Iterator[tuple[Tmux, Tmux]]:
-    with two_terminals(tmp_path) as pair:
-        yield pair
 
 
 def start_tui(tmux: Tmux, port: int, room: str) -> None:

@@ -1,8 +1,10 @@
-"""Real ``redis-server`` processes (Debian's package) on free loopback ports, for tests.
+"""Real ``redis-server`` processes (Debian's package) on free loopback ports, for tests and
+benchmarks.
 
 Each runs without persistence (``--save '' --appendonly no``), as the tests that restart it
 expect: a restarted Redis has lost everything. ``.ci/run`` installs ``redis-server`` when it is
-missing; where it cannot be installed, the tests that need it are skipped with this reason.
+missing; where it cannot be installed, the tests that need it are skipped
+(:data:`chat_testing.marks.requires_redis`).
 """
 
 from __future__ import annotations
@@ -15,19 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.servers import free_port, wait_until
+from chat_testing.ports import free_port
+from chat_testing.waits import wait_until
 
 REDIS_SERVER = shutil.which("redis-server")
-requires_redis = pytest.mark.skipif(
-    REDIS_SERVER is None,
-    reason="redis-server is not installed (Debian: apt-get install redis-server; "
-    ".ci/run installs it)",
-)
 
 
 @dataclass
@@ -99,6 +96,17 @@ class RedisServer:
 
     def resume(self) -> None:
         self.send_signal(signal.SIGCONT)
+
+    def asleep(self) -> bool:
+        """Whether its one thread that serves clients is in a sleep (``DEBUG SLEEP``), rather
+        than waiting for them or working: where the kernel says it waits (Linux's
+        ``/proc/PID/wchan``: a nanosleep function; "0" while it runs)."""
+        assert self.process is not None
+        try:
+            wchan = Path(f"/proc/{self.process.pid}/wchan").read_text()
+        except OSError:
+            return False
+        return "nanosleep" in wchan
 
     def node_ids(self) -> list[str]:
         """Live and dead-but-not-yet-reaped nodes, as registered in Redis."""

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from tests.redis_servers import RedisServer, start_redis
-from tests.servers import RunningServer, start_server, wait_ready
+from chat_testing.redis_servers import RedisServer, start_redis
+from chat_testing.servers import RunningServer, start_server, wait_ready
 
 # Short failure timings so that the tests of them take seconds, not the defaults' tens of
 # seconds; the defaults themselves are covered by test_cluster's bound check.

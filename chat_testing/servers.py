@@ -1,4 +1,4 @@
-"""Start and stop real ``chat-server`` processes on free loopback ports for tests."""
+"""Real ``chat-server`` processes on free loopback ports, for tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -6,34 +6,15 @@ import json
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(
-    condition: Any, timeout: float = 10.0, interval: float = 0.02, what: str = ""
-) -> Any:
-    """Poll ``condition`` until it returns something truthy, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
-        time.sleep(interval)
+from chat_testing.ports import free_port
+from chat_testing.waits import wait_until
 
 
 @dataclass

@@ -1,0 +1,17 @@
+"""Fixtures of the client's tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chat_testing.tmux import Tmux, two_terminals
+
+
+@pytest.fixture
+def terminals(tmp_path: Path) -> Iterator[tuple[Tmux, Tmux]]:
+    """Two real terminals (tmux), each with a home of its own: two users."""
+    with two_terminals(tmp_path) as pair:
+        yield pair
