@@ -27,7 +27,7 @@ from chat_tui.scrollback import Entry, EntryKind, Observable, Scrollback, SendSt
 
 # Of a run of joins and leaves with nothing said between them, this many are shown one by one;
 # the rest is one line counting them ("12 more joined, 11 left").
-PRESENCE_SHOWN = 3
+PRESENCE_SHOWN = 10
 # Who a room remembers: those present and, of those who left, the most recently active, up to
 # this many in all (a server could announce any number of names).
 PEOPLE_LIMIT = 5000
