@@ -2,9 +2,9 @@
 
 The probes are the tests marked ``fault`` (tests/server/test_hostile_*.py, test_scale.py);
 each records its outcome and figures (server RSS before and after, server CPU, the healthy
-pair's p99 latency). CI runs them as part of the test suite with a one-minute soak. Here::
+pair's p99 latency). CI runs them as part of the test suite with a 30-second soak. Here::
 
-    python bench/faults.py                       # this checkout, 1-minute soak
+    python bench/faults.py                       # this checkout, 1-minute soak (CI: 30 s)
     python bench/faults.py --soak 600            # the full ten-minute soak
     python bench/faults.py --server-root ../main # the same probes against another checkout
     python bench/faults.py -k flood              # a subset (pytest -k)
