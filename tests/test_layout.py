@@ -158,3 +158,12 @@ def test_no_close_is_decided_by_the_words_of_its_reason() -> None:
         if pattern.search(line)
     ]
     assert offenders == []
+
+
+def test_protocol_md_lists_every_close() -> None:
+    from chat_protocol import close
+
+    rows = (ROOT / "docs" / "protocol.md").read_text().split("### Every close", 1)[1]
+    for entry in close.TABLE:
+        reason = f"`{entry.reason.replace('{}', '...')}`" if entry.reason else "(none)"
+        assert f"| {int(entry.code)} | {reason} |" in rows, entry
