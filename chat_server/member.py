@@ -125,10 +125,11 @@ class Member:
         if self.closed or (self._gated and not self._gate(event)):
             return
         prefix = self.ack_prefix
-        nonce = event.nonce
-        if prefix is not None and nonce is not None and nonce.startswith(prefix):
-            # Our own message: its ack first, so that the client knows it before it sees it.
-            self._enqueue(self.codec.ack(nonce[len(prefix) :], event.offset, event.time))
+        if prefix is not None:
+            nonce = event.nonce
+            if nonce is not None and nonce.startswith(prefix):
+                # Our own message: its ack first, so that the client knows it before it sees it.
+                self._enqueue(self.codec.ack(nonce[len(prefix) :], event.offset, event.time))
         self._enqueue_event(event)
 
     def _gate(self, event: RoomEvent) -> bool:
@@ -276,11 +277,21 @@ class TransportMember(Member):
         sink.on_writable(self._resumed)
 
     def _enqueue_event(self, event: RoomEvent) -> None:
-        # The frame's bytes, encoded once per event and dialect for all members.
-        data = event.wire[self._slot]
+        # Fan-out's hot path (one call per member and event): the frame's bytes, encoded once
+        # per event and dialect for all members, then _append's work without its calls.
+        wire = event.wire
+        data = wire[self._slot]
         if data is None:
-            data = event.wire[self._slot] = encode_text_frame(event.frame(self.codec))
-        self._append(data)
+            data = wire[self._slot] = encode_text_frame(event.frame(self.codec))
+        # The byte bound, as in _overflowed.
+        queued = self._queued_bytes = self._queued_bytes + len(data)
+        if queued > self.limit_bytes:
+            self.drop(close.SLOW_CONSUMER)
+            return
+        self._queue.append(data)
+        if not self._marked:
+            self._marked = True
+            _flusher.mark(self)
 
     def _enqueue(self, frame: str) -> None:
         self._append(encode_text_frame(frame))
