@@ -82,7 +82,11 @@ class FrameChecks:
                 f"{self._max_chars}); it was not sent",
                 send.nonce,
             )
-        clean = text.sanitize(send.text)
+        raw = send.text
+        if raw and raw.isascii() and raw.isprintable() and not raw.isspace():
+            clean = raw  # what text.sanitize returns for such a text, without the call
+        else:
+            clean = text.sanitize(raw)
         if clean is None:
             if send.nonce is None:
                 return None
@@ -90,7 +94,7 @@ class FrameChecks:
                 "empty message (nothing left after sanitising); it was not sent", send.nonce
             )
         # Sanitising most often changes nothing (the same str): then the send is as read.
-        return send if clean is send.text else Send(clean, send.nonce)
+        return send if clean is raw else Send(clean, send.nonce)
 
     def _too_fast(self, nonce: str | None) -> Refusal | None:
         now = time.monotonic()
