@@ -318,7 +318,13 @@ class PublishWindow:
         key = None if nonce is None or prefix is None else prefix + nonce
         pending = self._publish(self._room, _MESSAGE, self._name, send.text, key, self._ref)
         if pending.done():  # settled at once (the memory broker): no bookkeeping needed
-            return self._settled(pending, nonce)
+            try:
+                published = pending.result()
+            except BrokerUnavailable as exc:
+                return _unavailable(exc)
+            if published is not None and not published.duplicate:
+                return None  # published: the common case, settled without another call
+            return self._published(published, nonce)
         pending.add_done_callback(lambda done: self._settled_later(done, nonce))
         inflight = self._inflight
         inflight.append(pending)
@@ -339,6 +345,9 @@ class PublishWindow:
             published = pending.result()
         except BrokerUnavailable as exc:
             return _unavailable(exc)
+        return self._published(published, nonce)
+
+    def _published(self, published: Published | None, nonce: str | None) -> Ending | None:
         if published is None:
             # The broker no longer has this member in the room (it lost its data, the cluster
             # took this node for dead, or a newer connection took the name).
