@@ -124,9 +124,8 @@ class Member:
         """Fan-out's hot path, one call per member and event: never blocks."""
         if self.closed or (self._gated and not self._gate(event)):
             return
-        prefix = self.ack_prefix
-        if prefix is not None:
-            nonce = event.nonce
+        if self.ack_prefix is not None:
+            prefix, nonce = self.ack_prefix, event.nonce
             if nonce is not None and nonce.startswith(prefix):
                 # Our own message: its ack first, so that the client knows it before it sees it.
                 self._enqueue(self.codec.ack(nonce[len(prefix) :], event.offset, event.time))
@@ -279,10 +278,9 @@ class TransportMember(Member):
     def _enqueue_event(self, event: RoomEvent) -> None:
         # Fan-out's hot path (one call per member and event): the frame's bytes, encoded once
         # per event and dialect for all members, then _append's work without its calls.
-        wire = event.wire
-        data = wire[self._slot]
+        data = event.wire[self._slot]
         if data is None:
-            data = wire[self._slot] = encode_text_frame(event.frame(self.codec))
+            data = event.wire[self._slot] = encode_text_frame(event.frame(self.codec))
         # The byte bound, as in _overflowed.
         queued = self._queued_bytes = self._queued_bytes + len(data)
         if queued > self.limit_bytes:
