@@ -50,6 +50,8 @@ class FrameChecks:
         self._codec = codec
         self._max_chars = settings.max_message_chars
         self._max_bytes = settings.max_frame_bytes
+        # Fewer characters than this cannot be more than _max_bytes in UTF-8 (4 bytes at most).
+        self._chars_within_bytes = settings.max_frame_bytes // 4
         self._rate_limit = settings.rate_limit
         self._bucket = (
             TokenBucket(settings.rate_limit, settings.rate_burst, time.monotonic())
@@ -63,7 +65,7 @@ class FrameChecks:
         frame = message.get("text")
         if frame is None:
             return Ending(close.BINARY)
-        if len(frame) > self._max_bytes // 4 and len(frame.encode()) > self._max_bytes:
+        if len(frame) > self._chars_within_bytes and len(frame.encode()) > self._max_bytes:
             return Ending(close.TOO_BIG, self._max_bytes)
         try:
             send = self._codec.read(frame)
@@ -80,14 +82,19 @@ class FrameChecks:
                 f"{self._max_chars}); it was not sent",
                 send.nonce,
             )
-        clean = text.sanitize(send.text)
+        raw = send.text
+        if raw and raw.isascii() and raw.isprintable() and not raw.isspace():
+            clean = raw  # what text.sanitize returns for such a text, without the call
+        else:
+            clean = text.sanitize(raw)
         if clean is None:
             if send.nonce is None:
                 return None
             return Refusal(
                 "empty message (nothing left after sanitising); it was not sent", send.nonce
             )
-        return Send(clean, send.nonce)
+        # Sanitising most often changes nothing (the same str): then the send is as read.
+        return send if clean is raw else Send(clean, send.nonce)
 
     def _too_fast(self, nonce: str | None) -> Refusal | None:
         now = time.monotonic()

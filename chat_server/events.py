@@ -25,7 +25,7 @@ the same name (a client that came back before its old connection was noticed gon
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Final, Protocol
 
 from chat_protocol.codec import CODECS, Codec
 
@@ -37,7 +37,8 @@ class EventKind(StrEnum):
 
 
 _MESSAGE, _JOIN = EventKind.MESSAGE, EventKind.JOIN
-_DIALECTS = len(CODECS)
+# Per codec slot, nothing yet: a new event's caches are copies (cheaper than building them).
+_NOTHING: Final[list[Any]] = [None] * len(CODECS)
 REPLACED = "replaced"
 
 
@@ -81,8 +82,8 @@ class RoomEvent:
         self.origin = origin
         self.nonce = nonce
         # Per codec slot: the event as a frame of that dialect, and as a WebSocket frame.
-        self.frames: list[str | None] = [None] * _DIALECTS
-        self.wire: list[bytes | None] = [None] * _DIALECTS
+        self.frames: list[str | None] = _NOTHING.copy()
+        self.wire: list[bytes | None] = _NOTHING.copy()
 
     def frame(self, codec: Codec) -> str:
         """The event as a frame of ``codec``'s dialect (computed once per dialect)."""

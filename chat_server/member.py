@@ -130,11 +130,11 @@ class Member:
         """Fan-out's hot path, one call per member and event: never blocks."""
         if self.closed or (self._gated and not self._gate(event)):
             return
-        prefix = self.ack_prefix
-        nonce = event.nonce
-        if prefix is not None and nonce is not None and nonce.startswith(prefix):
-            # Our own message: its ack first, so that the client knows it before it sees it.
-            self._enqueue(self.codec.ack(nonce[len(prefix) :], event.offset, event.time))
+        if self.ack_prefix is not None:
+            prefix, nonce = self.ack_prefix, event.nonce
+            if nonce is not None and nonce.startswith(prefix):
+                # Our own message: its ack first, so that the client knows it before it sees it.
+                self._enqueue(self.codec.ack(nonce[len(prefix) :], event.offset, event.time))
         self._enqueue_event(event)
 
     def _gate(self, event: RoomEvent) -> bool:
@@ -292,11 +292,20 @@ class TransportMember(Member):
         sink.on_writable(self._resumed)
 
     def _enqueue_event(self, event: RoomEvent) -> None:
-        # The frame's bytes, encoded once per event and dialect for all members.
+        # Fan-out's hot path (one call per member and event): the frame's bytes, encoded once
+        # per event and dialect for all members, then _append's work without its calls.
         data = event.wire[self._slot]
         if data is None:
             data = event.wire[self._slot] = encode_text_frame(event.frame(self.codec))
-        self._append(data)
+        # The byte bound, as in _overflowed (events are never backlog: no credit is added).
+        queued = self._queued_bytes = self._queued_bytes + len(data)
+        if queued > self.limit_bytes + self._credit:
+            self.drop(close.SLOW_CONSUMER)
+            return
+        self._queue.append(data)
+        if not self._marked:
+            self._marked = True
+            _flusher.mark(self)
 
     def _enqueue(self, frame: str) -> None:
         self._append(encode_text_frame(frame))

@@ -216,17 +216,18 @@ class ChatSession:
     async def _receive_frames(self, member: Member) -> tuple[int | str, Ending | None]:
         """Read and publish the member's frames until it goes; returns (log code, ending)."""
         receive = self._receive
-        checks = FrameChecks(self.node.settings, self.codec)
+        check = FrameChecks(self.node.settings, self.codec).check
         window = PublishWindow(self)
+        publish = window.publish
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 return message.get("code", CloseCode.NORMAL), None
             if self.left:  # dropped while this frame was on its way: it is not broadcast
                 return CloseCode.NORMAL, None
-            verdict = checks.check(message)
+            verdict = check(message)
             if isinstance(verdict, Send):
-                failed = window.publish(verdict)
+                failed = publish(verdict)
                 if failed is not None:
                     return failed.close.label, failed
                 if window.full:
@@ -316,32 +317,36 @@ class PublishWindow:
     not go out (the member is then dropped and learns why), are handled as each settles."""
 
     def __init__(self, session: ChatSession) -> None:
+        """Once the session has joined: its room, name and join are those of every publish."""
         self._session = session
         self._publish = session.node.backend.channels.publish
+        self._room, self._name, self._ref = session.room, session.name, session._join_serial
         lease = session.lease
         self._key_prefix = None if lease is None or lease.token is None else lease.token_id + ":"
         self._inflight: deque[Publishing] = deque()
+        # PUBLISH_WINDOW publishes under way: read no more frames until the oldest is through.
+        self.full = False
 
     def publish(self, send: Send) -> Ending | None:
         """Issue the publish now; an ending if it has already failed."""
-        session = self._session
         prefix, nonce = self._key_prefix, send.nonce
         key = None if nonce is None or prefix is None else prefix + nonce
-        pending = self._publish(
-            session.room, _MESSAGE, session.name, send.text, key, session._join_serial
-        )
+        pending = self._publish(self._room, _MESSAGE, self._name, send.text, key, self._ref)
         if pending.done():  # settled at once (the memory broker): no bookkeeping needed
-            return self._settled(pending, nonce)
+            try:
+                published = pending.result()
+            except BrokerUnavailable as exc:
+                return _unavailable(exc)
+            if published is not None and not published.duplicate:
+                return None  # published: the common case, settled without another call
+            return self._published(published, nonce)
         pending.add_done_callback(lambda done: self._settled_later(done, nonce))
         inflight = self._inflight
         inflight.append(pending)
         while inflight and inflight[0].done():
             inflight.popleft()
+        self.full = len(inflight) >= PUBLISH_WINDOW
         return None
-
-    @property
-    def full(self) -> bool:
-        return len(self._inflight) >= PUBLISH_WINDOW
 
     async def oldest(self) -> None:
         """Until the oldest publish under way is through: while the window is full, no more
@@ -355,6 +360,9 @@ class PublishWindow:
             published = pending.result()
         except BrokerUnavailable as exc:
             return _unavailable(exc)
+        return self._published(published, nonce)
+
+    def _published(self, published: Published | None, nonce: str | None) -> Ending | None:
         if published is None:
             # The broker no longer has this member in the room (it lost its data, the cluster
             # took this node for dead, or a newer connection took the name).

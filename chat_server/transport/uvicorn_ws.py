@@ -52,6 +52,7 @@ from chat_server.budget import Budget, budget
 from chat_server.stats import CLOSE_OUTCOMES, stats
 from chat_server.transport.config import InputLimits, limits_of
 
+_WITHIN_RATE = asgi.WITHIN_RATE_KEY
 # How long a close frame may wait in the write buffer before the connection is aborted.
 ABORT_GRACE_SECONDS = 2.0
 # Input is parsed this many bytes at a time, so that a read full of tiny frames is cut short
@@ -208,7 +209,13 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
                 return
             opcode = event.opcode
             if opcode is Opcode.TEXT:
-                self.handle_text(event)
+                if event.fin:
+                    # A message in one frame (nearly every one): to the app without
+                    # handle_text's list of fragments.
+                    self.curr_msg_data_type = "text"
+                    self._receive_text(event.data)
+                else:
+                    self.handle_text(event)
             elif opcode is Opcode.CONT:
                 self.handle_cont(event)
             elif opcode is Opcode.BINARY:
@@ -225,21 +232,28 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
         self.frames = []
         if self.close_sent:
             return  # past our close frame: only the peer's reply matters now
-        if self.curr_msg_data_type == "bytes":
-            self.queue.put_nowait({"type": "websocket.receive", "bytes": data})
-        else:
-            try:
-                text = data.decode()
-            except UnicodeDecodeError:
-                self.conn.send_close(close.INVALID_UTF8.code, close.INVALID_UTF8.text())
-                self.handle_parser_exception()
-                return
-            within = self._messages is None or self._messages.spend(1, self._now)
-            if not within:
-                stats.rate_limited += 1
-            self.queue.put_nowait(
-                {"type": "websocket.receive", "text": text, asgi.WITHIN_RATE_KEY: within}
-            )
+        if self.curr_msg_data_type != "bytes":
+            self._receive_text(data)
+            return
+        self.queue.put_nowait({"type": "websocket.receive", "bytes": data})
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _receive_text(self, data: bytes) -> None:
+        """A whole text message: to the app, with whether it came within the message rate."""
+        if self.close_sent:
+            return  # past our close frame: only the peer's reply matters now
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            self.conn.send_close(close.INVALID_UTF8.code, close.INVALID_UTF8.text())
+            self.handle_parser_exception()
+            return
+        within = self._messages is None or self._messages.spend(1, self._now)
+        if not within:
+            stats.rate_limited += 1
+        self.queue.put_nowait({"type": "websocket.receive", "text": text, _WITHIN_RATE: within})
         if not self.read_paused:
             self.read_paused = True
             self.transport.pause_reading()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chat_protocol.frames import Frame, FrameKind
+from chat_protocol.frames import Frame, FrameKind, Send
 from chat_protocol.names import NAME_PATTERN, is_valid_name, is_valid_room, random_name
 from chat_protocol.text import STRIPPED_CHARACTERS, sanitize
 from chat_protocol.v1 import (
@@ -157,3 +158,17 @@ def test_multi_line_wire_format() -> None:
 )
 def test_line_separators_other_than_newline_are_stripped(separator: str) -> None:
     assert sanitize(f"a{separator}b") == "ab"
+
+
+def test_send_is_a_frozen_value() -> None:
+    # Send's __init__ is its own (a faster one): the dataclass's behaviour must not change.
+    send = Send("hi", "n1")
+    assert (send.text, send.nonce) == ("hi", "n1")
+    assert Send("hi") == Send(text="hi", nonce=None) != Send("hi", "n1")
+    assert hash(Send("hi", "n1")) == hash(send)
+    assert repr(send) == "Send(text='hi', nonce='n1')"
+    assert dataclasses.replace(send, text="ho") == Send("ho", "n1")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        send.text = "changed"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Send()  # type: ignore[call-arg]
