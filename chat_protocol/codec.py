@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Final, Protocol
 
 from chat_protocol import v1, v2
-from chat_protocol.frames import Send, ServerFrame
+from chat_protocol.frames import ClientFrame, ServerFrame
 
 
 class Codec(Protocol):
@@ -55,7 +55,7 @@ class Codec(Protocol):
     def send(self, text: str, nonce: str | None = None) -> str:
         """A chat message as a client sends it."""
 
-    def read(self, frame: str) -> Send:
+    def read(self, frame: str) -> ClientFrame:
         """A client frame as a server reads it; raises ``FrameError``."""
 
 

@@ -66,6 +66,10 @@ class Send:
     nonce: str | None = None
 
 
+# Every frame a client sends, as a server reads it. A new chat.v2 frame type is a dataclass
+# here, a reader in v2.py's table and an answer in the server's session.py.
+ClientFrame = Send
+
 # A server reads every frame a member sends into a Send. The frozen dataclass's own __init__
 # goes through object.__setattr__ for each field; setting the slots through their descriptors
 # does the same (the instance stays frozen: assigning still raises) at about half the cost.

@@ -17,7 +17,16 @@ from enum import StrEnum
 from typing import Any, Final
 
 from chat_protocol import v1
-from chat_protocol.frames import Ack, Frame, FrameError, FrameKind, Send, ServerFrame, Welcome
+from chat_protocol.frames import (
+    Ack,
+    ClientFrame,
+    Frame,
+    FrameError,
+    FrameKind,
+    Send,
+    ServerFrame,
+    Welcome,
+)
 
 SUBPROTOCOL: Final = "chat.v2"
 
@@ -35,7 +44,7 @@ class Type(StrEnum):
     LEAVE = "leave"
     ERROR = "error"
     ACK = "ack"
-    SEND = "send"  # the only type a client sends
+    SEND = "send"  # a client's (the only one so far)
 
 
 def _dumps(obj: dict[str, Any]) -> str:
@@ -216,12 +225,13 @@ def _read_send(body: dict[str, Any], nonce: str | None) -> Send:
     return Send(text, nonce)
 
 
-_CLIENT_FRAMES: Final[dict[str, Callable[[dict[str, Any], str | None], Send]]] = {
+# A reader per type of client frame: the body and its valid nonce in, the frame out.
+_CLIENT_FRAMES: Final[dict[str, Callable[[dict[str, Any], str | None], ClientFrame]]] = {
     Type.SEND: _read_send,
 }
 
 
-def parse_send(frame: str) -> Send:
+def parse_client_frame(frame: str) -> ClientFrame:
     """A client frame. A frame that is not a JSON object is plain text: a send without nonce.
     Raises :class:`FrameError` for a JSON object that is not a valid client frame."""
     if not frame.startswith("{"):
@@ -289,8 +299,8 @@ class JsonCodec:
     def send(self, text: str, nonce: str | None = None) -> str:
         return send(text, nonce)
 
-    def read(self, frame: str) -> Send:
-        return parse_send(frame)
+    def read(self, frame: str) -> ClientFrame:
+        return parse_client_frame(frame)
 
 
 CODEC: Final = JsonCodec()

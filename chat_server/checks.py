@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from chat_protocol import close, text
 from chat_protocol.close import Close
 from chat_protocol.codec import Codec
-from chat_protocol.frames import FrameError, Send
+from chat_protocol.frames import ClientFrame, FrameError, Send
 from chat_protocol.rates import TokenBucket
 from chat_server import asgi
 from chat_server.ops.settings import Settings
@@ -41,8 +41,9 @@ class Ending:
     detail: object = None
 
 
-# A send to publish (sanitised), a refusal to answer, the end, or None: dropped without a word.
-Verdict = Send | Refusal | Ending | None
+# A send to publish (sanitised) or another frame to answer, a refusal, the end, or None:
+# dropped without a word.
+Verdict = ClientFrame | Refusal | Ending | None
 
 
 class FrameChecks:
@@ -75,7 +76,9 @@ class FrameChecks:
         if within is None:
             within = self._bucket is None or self._bucket.spend(1, time.monotonic())
         if not within:
-            return self._too_fast(send.nonce)
+            return self._too_fast(send.nonce)  # every client frame counts, and may have a nonce
+        if type(send) is not Send:
+            return send  # a frame without a text to bound or sanitise: the session answers it
         if len(send.text) > self._max_chars:
             return Refusal(
                 f"message too long ({len(send.text)} characters; the limit is "

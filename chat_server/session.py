@@ -35,7 +35,7 @@ from typing import Any
 from chat_protocol import close
 from chat_protocol.close import Close, CloseCode
 from chat_protocol.codec import Codec
-from chat_protocol.frames import Send
+from chat_protocol.frames import ClientFrame, Send
 from chat_protocol.query import JoinRequest
 from chat_server import asgi
 from chat_server.backends.base import BrokerUnavailable, Publishing, public_reason
@@ -236,6 +236,14 @@ class ChatSession:
                 self._refuse(verdict.description, verdict.nonce)
             elif isinstance(verdict, Ending):
                 return verdict.close.label, verdict
+            elif verdict is not None:
+                ending = self._answer(verdict)
+                if ending is not None:
+                    return ending.close.label, ending
+
+    def _answer(self, frame: ClientFrame) -> Ending | None:
+        """A client frame other than a send: each such type gets its case here (none so far)."""
+        raise TypeError(f"no answer for a {type(frame).__name__}")
 
     def _refuse(self, description: str, nonce: str | None = None) -> None:
         """Tell the member that what it sent is not published (and which send, by nonce)."""
