@@ -58,7 +58,9 @@ class Ack:
 ServerFrame = Frame | Welcome | Ack
 
 
-@dataclass(frozen=True, slots=True)
+# Frames a client sends are not frozen: one is built for every frame a server reads, and a
+# frozen dataclass's __init__ (object.__setattr__ per field) costs twice as much.
+@dataclass(slots=True)
 class Send:
     """What a client sends: a chat message, with its nonce (chat.v2) if it has one."""
 
@@ -69,20 +71,6 @@ class Send:
 # Every frame a client sends, as a server reads it. A new chat.v2 frame type is a dataclass
 # here, a reader in v2.py's table and an answer in the server's session.py.
 ClientFrame = Send
-
-# A server reads every frame a member sends into a Send. The frozen dataclass's own __init__
-# goes through object.__setattr__ for each field; setting the slots through their descriptors
-# does the same (the instance stays frozen: assigning still raises) at about half the cost.
-_set_text = Send.text.__set__  # type: ignore[attr-defined]
-_set_nonce = Send.nonce.__set__  # type: ignore[attr-defined]
-
-
-def _send_init(self: Send, text: str, nonce: str | None = None) -> None:
-    _set_text(self, text)
-    _set_nonce(self, nonce)
-
-
-Send.__init__ = _send_init  # type: ignore[method-assign]
 
 
 class FrameError(ValueError):

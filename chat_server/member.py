@@ -79,8 +79,8 @@ class Member:
     """
 
     __slots__ = (
+        "_allowance",
         "_awaiting_join",
-        "_credit",
         "_crediting",
         "_gated",
         "_held",
@@ -114,9 +114,10 @@ class Member:
         self.closed = False
         self.ack_prefix = ack_prefix
         self._queued_bytes = 0
-        # Bytes of the member's own backlog (history, recovery) still queued: they are the
-        # session's to bound, never a sign of a slow consumer.
-        self._credit = 0
+        # Bytes that may be queued now: the bound, plus the member's own backlog (history,
+        # recovery) still queued, which is the session's to bound, never a sign of a slow
+        # consumer. Kept as one sum: the fan-out compares against it for every event.
+        self._allowance = limit_bytes
         self._crediting = False  # what is queued now is backlog
         # Events published before our own join notice reached us are not ours to see: the
         # join notice must be the first frame, whatever the broker's delivery timing.
@@ -131,11 +132,15 @@ class Member:
         if self.closed or (self._gated and not self._gate(event)):
             return
         if self.ack_prefix is not None:
-            prefix, nonce = self.ack_prefix, event.nonce
-            if nonce is not None and nonce.startswith(prefix):
-                # Our own message: its ack first, so that the client knows it before it sees it.
-                self._enqueue(self.codec.ack(nonce[len(prefix) :], event.offset, event.time))
+            self._ack_own(event)
         self._enqueue_event(event)
+
+    def _ack_own(self, event: RoomEvent) -> None:
+        """If ``event`` is this member's own message, its ack, first: the client knows it
+        before it sees it."""
+        prefix, nonce = self.ack_prefix, event.nonce
+        if prefix is not None and nonce is not None and nonce.startswith(prefix):
+            self._enqueue(self.codec.ack(nonce[len(prefix) :], event.offset, event.time))
 
     def _gate(self, event: RoomEvent) -> bool:
         """Whether a gated member is to get ``event`` now (it may have been held)."""
@@ -214,8 +219,8 @@ class Member:
         """Count ``size`` more bytes queued; past the bound the member is dropped."""
         self._queued_bytes += size
         if self._crediting:
-            self._credit += size
-        if self._queued_bytes <= self.limit_bytes + self._credit:
+            self._allowance += size
+        if self._queued_bytes <= self._allowance:
             return False
         self.drop(close.SLOW_CONSUMER)
         return True
@@ -223,13 +228,14 @@ class Member:
     def close(self) -> None:
         """Stop sending: drop whatever is queued."""
         self.closed = True
-        self._queued_bytes = self._credit = 0
+        self._queued_bytes = 0
+        self._allowance = self.limit_bytes
 
     def _written(self, size: int) -> None:
         """``size`` bytes left the queue for the socket (the backlog first)."""
         self._queued_bytes -= size
-        if self._credit:
-            self._credit = max(0, self._credit - size)
+        if self._allowance > self.limit_bytes:
+            self._allowance = max(self.limit_bytes, self._allowance - size)
 
     async def drain(self) -> None:
         """Until nothing of this member's is being written any more (after :meth:`close`)."""
@@ -291,21 +297,34 @@ class TransportMember(Member):
         self._marked = False
         sink.on_writable(self._resumed)
 
-    def _enqueue_event(self, event: RoomEvent) -> None:
-        # Fan-out's hot path (one call per member and event): the frame's bytes, encoded once
-        # per event and dialect for all members, then _append's work without its calls.
+    def deliver(self, event: RoomEvent) -> None:
+        # Fan-out's hot path (one call per member and event): Member.deliver and
+        # _enqueue_event in one call, _append's work without its calls (on this path a
+        # Python call costs more than all the rest). The frame's bytes are encoded once per
+        # event and dialect for all members.
+        if self.closed or (self._gated and not self._gate(event)):
+            return
+        if self.ack_prefix is not None:
+            self._ack_own(event)
         data = event.wire[self._slot]
         if data is None:
             data = event.wire[self._slot] = encode_text_frame(event.frame(self.codec))
-        # The byte bound, as in _overflowed (events are never backlog: no credit is added).
+        # The byte bound, as in _overflowed (events are never backlog: they add no allowance).
         queued = self._queued_bytes = self._queued_bytes + len(data)
-        if queued > self.limit_bytes + self._credit:
+        if queued > self._allowance:
             self.drop(close.SLOW_CONSUMER)
             return
         self._queue.append(data)
         if not self._marked:
             self._marked = True
             _flusher.mark(self)
+
+    def _enqueue_event(self, event: RoomEvent) -> None:
+        # Off the hot path: the join notice that _gate lets through first.
+        data = event.wire[self._slot]
+        if data is None:
+            data = event.wire[self._slot] = encode_text_frame(event.frame(self.codec))
+        self._append(data)
 
     def _enqueue(self, frame: str) -> None:
         self._append(encode_text_frame(frame))
