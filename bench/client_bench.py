@@ -126,7 +126,13 @@ class Sender:
 class Terminal:
     """chat-tui in a pane of a private tmux server, read through one control-mode client."""
 
-    def __init__(self, server_url: str, rooms: list[str], scrollback: int | None) -> None:
+    def __init__(
+        self,
+        server_url: str,
+        rooms: list[str],
+        scrollback: int | None,
+        checkout: Path | None = None,
+    ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="chat-bench-"))
         self.socket = f"chat-bench-{uuid.uuid4().hex[:10]}"
         self.probe = self.dir / "probe.json"
@@ -145,6 +151,9 @@ class Terminal:
             "env",
             "TERM=xterm-256color",
             f"CHAT_TUI_PROBE={self.probe}",
+            # Another checkout's chat_tui, ahead of this one's (the editable install's finder
+            # comes after sys.path).
+            *([f"PYTHONPATH={checkout}"] if checkout else []),
             sys.executable,
             str(PROBE),
             "--server",
@@ -318,8 +327,14 @@ async def run_bare(server: RunningServer, room: str, count: int) -> Run:
     return Run(seconds, cpu=cpu)
 
 
-def run_tui(server: RunningServer, room: str, count: int, scrollback: int | None) -> Run:
-    term = Terminal(server.ws_url, [room], scrollback)
+def run_tui(
+    server: RunningServer,
+    room: str,
+    count: int,
+    scrollback: int | None,
+    checkout: Path | None = None,
+) -> Run:
+    term = Terminal(server.ws_url, [room], scrollback, checkout)
     try:
         term.wait(shows(f"joined {room} as"), 60, "joining")
         sender = Sender(server.ws_url, [room], count)
@@ -363,20 +378,26 @@ def run_memory(server: RunningServer, rooms: int, count: int) -> dict[str, float
 
 
 VARIANTS = ("bare", "bare A/A", "chat-tui", "chat-tui, scrollback 1000")
+# With --compare: this chat-tui against another checkout's, each with its A/A partner.
+COMPARED = ("bare", "bare A/A", "chat-tui", "chat-tui A/A", "chat-tui (compared)")
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     server = start_server(rate_limit=0, send_buffer=256 * 2**20, log_level="warning")
+    variants = COMPARED if args.compare else VARIANTS
     try:
-        results: dict[str, list[Run]] = {name: [] for name in VARIANTS}
+        results: dict[str, list[Run]] = {name: [] for name in variants}
         for repeat in range(args.repeats):
-            for name in VARIANTS:
+            for name in variants:
                 room = f"flood-{repeat}-{uuid.uuid4().hex[:6]}"
                 if name.startswith("bare"):
                     run = await run_bare(server, room, args.messages)
                 else:
                     bound = 1000 if "1000" in name else None
-                    run = await asyncio.to_thread(run_tui, server, room, args.messages, bound)
+                    checkout = args.compare if "compared" in name else None
+                    run = await asyncio.to_thread(
+                        run_tui, server, room, args.messages, bound, checkout
+                    )
                 results[name].append(run)
                 print(
                     f"repeat {repeat + 1}: {name:<26} {run.seconds:7.3f} s  cpu {run.cpu:6.3f} s  "
@@ -430,6 +451,20 @@ def report(args: argparse.Namespace, data: dict[str, Any]) -> str:
             row += f"{stall:.0f} ms ({worst:.0f} ms) | {key:.0f} ms ({worst_key:.0f} ms) | "
             row += f"{idle:.0f} ms |"
         lines.append(row)
+    if "chat-tui (compared)" in results:
+        # Per repeat, each chat-tui's time against the other's of the same turn.
+        ours, again = results["chat-tui"], results["chat-tui A/A"]
+        other = results["chat-tui (compared)"]
+        versus = [a.seconds / b.seconds for a, b in zip(ours, other, strict=True)]
+        noise = [a.seconds / b.seconds for a, b in zip(again, ours, strict=True)]
+        cpu = [a.cpu / b.cpu for a, b in zip(ours, other, strict=True)]
+        lines += [
+            "",
+            f"chat-tui against {args.compare}'s: time {median(versus):.2f}x "
+            f"({'/'.join(f'{v:.2f}' for v in versus)}), CPU {median(cpu):.2f}x; "
+            f"A/A (chat-tui against itself) {median(noise):.2f}x "
+            f"({'/'.join(f'{v:.2f}' for v in noise)}).",
+        ]
     memory = data["memory"]
     if memory:
         lines += [
@@ -478,7 +513,16 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--memory-rooms", type=int, default=5, help="0 = skip the memory run")
     parser.add_argument("--write", action="store_true", help="update docs/performance.md")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="CHECKOUT",
+        help="run this chat-tui, itself again (A/A) and CHECKOUT's chat_tui side by side "
+        "(instead of the scrollback variant); prints the table, writes nothing",
+    )
     args = parser.parse_args()
+    if args.compare and args.write:
+        parser.error("--compare prints its table; it does not --write")
     if shutil.which("tmux") is None:
         parser.error("tmux is needed: the benchmark reads chat-tui's screen in a tmux pane")
     data = asyncio.run(main_async(args))
