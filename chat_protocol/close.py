@@ -72,6 +72,8 @@ class Then(StrEnum):
     # The server refused the query: a client that asked for chat.v2's parameters without
     # getting chat.v2 (a proxy dropped the subprotocol) asks again without them.
     FALL_BACK = "fall back"
+    # The server refused the name asked for: connect again at once without asking for it.
+    WITHOUT_NAME = "without name"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,8 @@ C = CloseCode
 
 INVALID_ROOM: Final = Close(C.POLICY_VIOLATION, "invalid room name: {}", "room", _R, Then.GIVE_UP)
 INVALID_QUERY: Final = Close(C.POLICY_VIOLATION, "invalid query: {}", "query", _R, Then.FALL_BACK)
+INVALID_NAME: Final = Close(C.POLICY_VIOLATION, "invalid name: {}", "name", _R, Then.WITHOUT_NAME)
+NAME_TAKEN: Final = Close(C.POLICY_VIOLATION, "name taken: {}", "name", _R, Then.WITHOUT_NAME)
 SERVER_FULL: Final = Close(
     C.TRY_AGAIN_LATER, "server full ({} connections)", "limit", _R, Then.RECONNECT
 )
@@ -166,6 +170,8 @@ _ANY: Final = Close(C.NORMAL, "{}", "other", Counted.OTHER, Then.RECONNECT)
 TABLE: Final[tuple[Close, ...]] = (
     INVALID_ROOM,
     INVALID_QUERY,
+    INVALID_NAME,
+    NAME_TAKEN,
     SERVER_FULL,
     BROKER_UNAVAILABLE,
     NOT_IN_ROOM,

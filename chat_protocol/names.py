@@ -13,6 +13,12 @@ ROOM_RULE: Final = "room names are 1-64 characters of A-Z, a-z, 0-9, '_' and '-'
 # Every name the server gives starts with this.
 GENERATED_PREFIX: Final = "user_"
 NAME_PATTERN: Final = re.compile(r"user_[a-z]{6}[0-9]{2}")
+# A name a client chooses (``?name=``): never of the generated form, which stays the server's.
+CHOSEN_PATTERN: Final = re.compile(r"[A-Za-z][A-Za-z0-9_-]{1,23}")
+CHOSEN_RULE: Final = (
+    "a name is 2-24 characters of A-Z, a-z, 0-9, '_' and '-', starting with a letter"
+)
+GENERATED_RULE: Final = "names of the form user_abcdef12 are the server's to give"
 
 _rng = random.SystemRandom()
 
@@ -29,7 +35,23 @@ def room_problem(room: str) -> str | None:
 
 
 def is_valid_name(name: str) -> bool:
-    return NAME_PATTERN.fullmatch(name) is not None
+    """A name the server may have given a member: generated or chosen."""
+    return NAME_PATTERN.fullmatch(name) is not None or CHOSEN_PATTERN.fullmatch(name) is not None
+
+
+def chosen_name_problem(name: str) -> str | None:
+    """The rule ``name`` breaks as a chosen name, for a person; None if it may be chosen."""
+    if NAME_PATTERN.fullmatch(name) is not None:
+        return GENERATED_RULE
+    if CHOSEN_PATTERN.fullmatch(name) is None:
+        return CHOSEN_RULE
+    return None
+
+
+def name_key(name: str) -> str:
+    """What makes two names the same: names are unique whatever their case (``Alice`` and
+    ``alice`` are one name)."""
+    return name.lower()
 
 
 def random_name(rng: random.Random | None = None) -> str:

@@ -1,6 +1,7 @@
-"""The query parameters of ``/chat/{room}``: history, recovery and a resumed name.
+"""The query parameters of ``/chat/{room}``: history, recovery, a chosen or a resumed name.
 
-Every one is optional and unknown ones are ignored. ``history`` is for any client; ``since``,
+Every one is optional and unknown ones are ignored. ``history`` and ``name`` are for any
+client (a name that breaks the rules is the session's to refuse, with its own close); ``since``,
 ``epoch`` and ``resume`` need ``chat.v2`` (only its welcome says where a client is, and gives
 tokens), and ``since`` and ``epoch`` come together.
 """
@@ -18,7 +19,8 @@ HISTORY: Final = "history"
 SINCE: Final = "since"
 EPOCH: Final = "epoch"
 RESUME: Final = "resume"
-_KNOWN: Final = (HISTORY, SINCE, EPOCH, RESUME)
+NAME: Final = "name"
+_KNOWN: Final = (HISTORY, SINCE, EPOCH, RESUME, NAME)
 
 _COUNT_PATTERN: Final = re.compile(r"[0-9]{1,9}")
 _OFFSET_PATTERN: Final = re.compile(r"[0-9]{1,18}")
@@ -38,6 +40,7 @@ class JoinRequest:
     since: int | None = None  # recover every message after this offset ...
     epoch: str | None = None  # ... of this epoch
     resume: str | None = None  # the token of the name to take back
+    name: str | None = None  # the name asked for (not checked here)
 
 
 def parse_join_query(query: str | bytes, numbered: bool) -> JoinRequest:
@@ -60,11 +63,12 @@ def parse_join_query(query: str | bytes, numbered: bool) -> JoinRequest:
         if not _COUNT_PATTERN.fullmatch(seen[HISTORY]):
             raise QueryError("history must be a whole number of messages")
         history = int(seen[HISTORY])
+    name = seen.get(NAME)
     if not numbered:
         for key in (SINCE, EPOCH, RESUME):
             if key in seen:
                 raise QueryError(f"{key} needs the {SUBPROTOCOL} subprotocol")
-        return JoinRequest(history)
+        return JoinRequest(history, name=name)
     since: int | None = None
     epoch = seen.get(EPOCH)
     if (SINCE in seen) != (epoch is not None):
@@ -78,7 +82,7 @@ def parse_join_query(query: str | bytes, numbered: bool) -> JoinRequest:
     resume = seen.get(RESUME)
     if resume is not None and not 0 < len(resume) <= MAX_TOKEN_CHARS:
         raise QueryError(f"resume must be 1-{MAX_TOKEN_CHARS} characters")
-    return JoinRequest(history, since, epoch, resume)
+    return JoinRequest(history, since, epoch, resume, name)
 
 
 def join_query(request: JoinRequest) -> str:
@@ -90,4 +94,6 @@ def join_query(request: JoinRequest) -> str:
         parts.append(f"{SINCE}={request.since}&{EPOCH}={request.epoch}")
     if request.resume is not None:
         parts.append(f"{RESUME}={quote(request.resume, safe='')}")
+    if request.name is not None:
+        parts.append(f"{NAME}={quote(request.name, safe='')}")
     return "&".join(parts)

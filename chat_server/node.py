@@ -35,6 +35,15 @@ class NameLease:
         return tokens.token_id(self.token.digest)
 
 
+class NameRefused(Exception):
+    """The name a connection asked for cannot be its own: ``close`` with ``detail`` says why."""
+
+    def __init__(self, close: Close, detail: str) -> None:
+        super().__init__(close.text(detail))
+        self.close = close
+        self.detail = detail
+
+
 class Session(Protocol):
     """A connection in a room, as the node lets go of it (``session.ChatSession``)."""
 
@@ -63,18 +72,31 @@ class Node:
     def release(self) -> None:
         self.connections -= 1
 
-    async def claim_name(self, resume: str | None = None, tokened: bool = False) -> NameLease:
+    async def claim_name(
+        self, resume: str | None = None, tokened: bool = False, wanted: str | None = None
+    ) -> NameLease:
         """The name of a new connection: the one ``resume`` was issued with if that token is
-        still its own, else a fresh one (with a token of its own if ``tokened``)."""
+        still its own (and it is the name ``wanted``, if one is), else ``wanted``, else a
+        fresh one; with a token of its own if ``tokened``. Raises :class:`NameRefused` for a
+        ``wanted`` name that breaks the rules or that someone else holds or keeps."""
         registry = self.backend.registry
+        if wanted is not None:
+            problem = names.chosen_name_problem(wanted)
+            if problem is not None:
+                raise NameRefused(close.INVALID_NAME, problem)
         if resume is not None:
             token = tokens.parse_token(resume)
-            if token is not None:
+            if token is not None and (wanted is None or token.name == wanted):
                 stored = await registry.name_digest(token.name)
                 if tokens.matches(stored, token) and await registry.resume_name(
                     token.name, token.digest
                 ):
                     return NameLease(token.name, token, resumed=True)
+        if wanted is not None:
+            token = tokens.new_token(wanted) if tokened else None
+            if await registry.claim_name(wanted, None if token is None else token.digest):
+                return NameLease(wanted, token)
+            raise NameRefused(close.NAME_TAKEN, wanted)
         while True:
             name = names.random_name()
             token = tokens.new_token(name) if tokened else None

@@ -42,7 +42,7 @@ from chat_server.backends.base import BrokerUnavailable, Publishing, public_reas
 from chat_server.checks import Ending, FrameChecks, Refusal
 from chat_server.events import EventKind, Published, StoredMessage
 from chat_server.member import AsgiMember, Member, TransportMember, text_size
-from chat_server.node import NameLease, Node
+from chat_server.node import NameLease, NameRefused, Node
 
 log = logging.getLogger("chat_server")
 
@@ -92,9 +92,14 @@ class ChatSession:
             accept["subprotocol"] = codec.subprotocol
         await self._send(accept)
         try:
-            lease = await node.claim_name(self.request.resume, tokened=codec.numbered)
+            lease = await node.claim_name(
+                self.request.resume, tokened=codec.numbered, wanted=self.request.name
+            )
         except BrokerUnavailable as exc:
             await self._close_now(_unavailable(exc))
+            return
+        except NameRefused as refused:
+            await self._close_now(Ending(refused.close, refused.detail))
             return
         self.lease = lease
         self.name = lease.name

@@ -21,6 +21,7 @@ REFUSALS: Final = (
     "origin",
     "room",
     "query",
+    "name",
     "limit",
     "handshake_timeout",
     "head_too_large",

@@ -88,7 +88,7 @@ class ChatApp(App[None]):
         self.controller = ChatController(
             config,
             self,
-            identity=Identity.kept(config.server, store),
+            identity=Identity.kept(config.server, store, config.nick or None),
             connection_factory=connection_factory,
             clock=clock or datetime.now,
             monotonic=monotonic,

@@ -20,6 +20,7 @@ from chat_tui.config import (
     ConfigError,
     default_config_path,
     load_config,
+    nick_problem,
     server_url_problem,
 )
 
@@ -45,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-autostart", action="store_true",
         help="do not start a local server when the loopback server does not answer",
+    )  # fmt: skip
+    parser.add_argument(
+        "--nick", metavar="NAME",
+        help="the name to ask for (2-24 characters of A-Z, a-z, 0-9, _ and -, from a letter)",
     )  # fmt: skip
     parser.add_argument("--config", metavar="PATH", type=Path, help="config file to read")
     return parser
@@ -72,6 +77,11 @@ def build_config(
         config.rooms = [DEFAULT_ROOM]
     if args.no_autostart:
         config.autostart = False
+    if args.nick is not None:
+        problem = nick_problem(args.nick)
+        if problem:
+            raise ConfigError(problem)
+        config.nick = args.nick
     return config
 
 

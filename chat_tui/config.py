@@ -84,6 +84,21 @@ def _rooms(key: str, value: Any) -> list[str]:
     return list(dict.fromkeys(value)) or [DEFAULT_ROOM]
 
 
+def _nick(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _wrong(key, value, "a name such as 'alice'")
+    problem = nick_problem(value) if value else None
+    if problem:
+        raise ConfigError(f"{key}: {problem}")
+    return value
+
+
+def nick_problem(nick: str) -> str | None:
+    """Why ``nick`` cannot be asked for, or None if it can."""
+    problem = names.chosen_name_problem(nick)
+    return None if problem is None else f"invalid name {nick!r}: {problem}"
+
+
 @dataclass(frozen=True, slots=True)
 class Key:
     """A config key's explanation (the README's comment on it) and its check."""
@@ -130,6 +145,7 @@ class Config:
         _whole(0, 10_000, "a whole number of messages from 0 (none) to 10000"),
     )
     keep_name: bool = key(True, "keep your name's token in the state directory (0600)", _flag)
+    nick: str = key("", "the name to ask for (--nick overrides it); empty: the server's", _nick)
 
 
 def config_keys() -> list[Field[Any]]:

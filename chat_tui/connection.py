@@ -66,6 +66,7 @@ from chat_tui.events import (
     Echo,
     Event,
     NameAssigned,
+    NameRefused,
     Refused,
     StateChanged,
     Unreadable,
@@ -184,6 +185,7 @@ class RoomConnection:
         self.url = server_url.rstrip("/") + http.chat_path(room)
         self.history = history  # messages of history asked for on joining (chat.v2 only)
         self.identity = identity or Identity(server_url)
+        self._name_asked: str | None = None  # the name the current attempt asked for
         # chat.v2: where we are in the room's numbering (recovery asks from here).
         self.epoch: str | None = None
         self.offset: int | None = None
@@ -311,10 +313,12 @@ class RoomConnection:
     def join_request(self, token: str | None) -> JoinRequest:
         """What this attempt asks for: all of it only from a server that may speak chat.v2
         (history would come as frames that look live, the rest is refused without it)."""
+        nick = self.identity.nick
         if self.identity.v2 is False:
-            return JoinRequest()
+            return JoinRequest(name=nick)  # a chosen name is for any client
         since = self.offset if self.epoch is not None else None
-        return JoinRequest(self.history, since, self.epoch if since is not None else None, token)
+        epoch = self.epoch if since is not None else None
+        return JoinRequest(self.history, since, epoch, token, nick)
 
     # --- what the dialogues use ---------------------------------------------------------------
 
@@ -391,6 +395,7 @@ class RoomConnection:
         token = await identity.claim()
         asking = token is None  # we ask for the app's token; the other rooms wait for it
         request = self.join_request(token)
+        self._name_asked = request.name
         dialogue: Dialogue | None = None
         try:
             async with aconnect_ws(
@@ -475,6 +480,15 @@ class RoomConnection:
         then = close.received(code, reason).then
         what = f"{code} {close.code_name(code)}".strip()
         detail = f"closed by the server ({what}{': ' + reason if reason else ''})"
+        if then is Then.WITHOUT_NAME and self._name_asked is not None:
+            # The name asked for is taken or invalid: the app says so once (the first room
+            # told) and every room goes on without it, this one at once.
+            if self.identity.nick is not None:
+                self.emit(NameRefused(self.identity.nick, reason))
+                self.identity.nick = None
+            return _Ending(ConnectionState.OFFLINE, "", 0.0, quiet=True)
+        if then is Then.WITHOUT_NAME:
+            then = Then.RECONNECT  # we asked for no name: not ours to act on
         if then is Then.FALL_BACK:
             if not self.v2 and self.identity.v2 is not False:
                 # A server that knows the chat.v2 query but did not select chat.v2 (a proxy

@@ -39,6 +39,7 @@ from chat_tui.events import (
     ConnectionState,
     Echo,
     NameAssigned,
+    NameRefused,
     Refused,
     StateChanged,
     Unreadable,
@@ -129,6 +130,7 @@ class ChatController(Observable):
             NameAssigned: self._name_assigned,
             StateChanged: self._state_changed,
             Unreadable: self._unreadable,
+            NameRefused: self._name_refused,
         }
 
     @property
@@ -473,6 +475,10 @@ class ChatController(Observable):
                     link.connection.retry_now()
         elif event.state is ConnectionState.OFFLINE and event.unreachable:
             self._server_gone()
+        return False
+
+    def _name_refused(self, room: Room, refused: NameRefused, now: datetime) -> bool:
+        room.name_refused(refused.asked, refused.reason, now)
         return False
 
     def _unreadable(self, room: Room, unreadable: Unreadable, now: datetime) -> bool:

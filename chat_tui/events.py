@@ -86,4 +86,23 @@ class Unreadable:
     start: str
 
 
-Event = Frame | Echo | Acked | Refused | StateChanged | NameAssigned | Welcomed | Unreadable
+@dataclass(frozen=True, slots=True)
+class NameRefused:
+    """The server refused the name asked for (``reason``: its close reason); the room connects
+    again at once without asking for it."""
+
+    asked: str
+    reason: str
+
+
+Event = (
+    Frame
+    | Echo
+    | Acked
+    | Refused
+    | StateChanged
+    | NameAssigned
+    | Welcomed
+    | Unreadable
+    | NameRefused
+)

@@ -102,20 +102,26 @@ class Identity:
     """The app's resume token (None until a server gave one) and whether the server speaks v2."""
 
     def __init__(
-        self, server: str = "", token: str | None = None, store: TokenStore | None = None
+        self,
+        server: str = "",
+        token: str | None = None,
+        store: TokenStore | None = None,
+        nick: str | None = None,
     ) -> None:
         self.server = server
         self.token = token
         self.store = store
+        # The name to ask for (--nick, the config's nick) until the server refuses it.
+        self.nick = nick
         # Whether the server selected chat.v2 the last time we asked (None: not known yet).
         self.v2: bool | None = None
         self._asking = False
         self._waiters: list[asyncio.Future[None]] = []
 
     @classmethod
-    def kept(cls, server: str, store: TokenStore | None) -> Identity:
+    def kept(cls, server: str, store: TokenStore | None, nick: str | None = None) -> Identity:
         """The identity for ``server``, with the token kept in ``store`` if there is one."""
-        return cls(server, store.load(server) if store is not None else None, store)
+        return cls(server, store.load(server) if store is not None else None, store, nick)
 
     async def claim(self) -> str | None:
         """The token to connect with. None: there is none yet and the caller asks for one; it

@@ -94,6 +94,18 @@ class MorePresence:
 
 
 @dataclass(frozen=True, slots=True)
+class NameNotTaken:
+    """The name asked for (``--nick``, ``nick``) was refused: the app goes on under another."""
+
+    asked: str
+    reason: str
+
+    @property
+    def text(self) -> str:
+        return f"cannot be {self.asked} ({self.reason}): going on under the server's name"
+
+
+@dataclass(frozen=True, slots=True)
 class ServerError:
     """An error the server sent (``error:`` notice, or chat.v2's error frame)."""
 
@@ -127,4 +139,15 @@ class Said:
     text: str
 
 
-Note = Joined | Reconnected | Lost | Refused | Gap | MorePresence | ServerError | Unreadable | Said
+Note = (
+    Joined
+    | Reconnected
+    | Lost
+    | Refused
+    | Gap
+    | MorePresence
+    | NameNotTaken
+    | ServerError
+    | Unreadable
+    | Said
+)

@@ -293,6 +293,11 @@ class Room(Observable):
         self.changed()
         return mention
 
+    def name_refused(self, asked: str, reason: str, now: datetime) -> None:
+        """The server would not give us the name we asked for."""
+        self._note(notes.NameNotTaken(asked, clip(reason)), now, EntryKind.ERROR)
+        self.changed()
+
     def unreadable(self, size: int, start: str, now: datetime) -> None:
         """The server sent a frame this client cannot read."""
         self._note(notes.Unreadable(size, start), now, EntryKind.ERROR)

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from chat_protocol.http import ROOMS_PAGE
+from chat_protocol.names import name_key
 from chat_server.backends.base import (
     DEDUP_PER_ROOM,
     DEDUP_PER_TOKEN,
@@ -108,7 +109,7 @@ class _State:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.names: dict[str, _Name] = {}
+        self.names: dict[str, _Name] = {}  # by name_key: unique whatever the case
         # Reserved names by expiry (expiry, name), to forget them in time order.
         self.reserved: deque[tuple[float, str]] = deque()
         self.rooms: dict[str, _Room] = {}
@@ -300,10 +301,10 @@ class MemoryRegistry(Registry):
 
     def _current(self, name: str) -> _Name | None:
         """The name's record, unless it is a reservation that has run out (then forgotten)."""
-        names = self._state.names
-        record = names.get(name)
+        names, key = self._state.names, name_key(name)
+        record = names.get(key)
         if record is not None and record.holds == 0 and record.expires <= _now():
-            del names[name]
+            del names[key]
             return None
         return record
 
@@ -317,7 +318,7 @@ class MemoryRegistry(Registry):
         self._forget_expired()
         if self._current(name) is not None:
             return False
-        self._state.names[name] = _Name(digest)
+        self._state.names[name_key(name)] = _Name(digest)
         return True
 
     async def name_digest(self, name: str) -> str | None:
@@ -336,8 +337,8 @@ class MemoryRegistry(Registry):
         return True
 
     async def release_name(self, name: str) -> None:
-        names = self._state.names
-        record = names.get(name)
+        names, key = self._state.names, name_key(name)
+        record = names.get(key)
         if record is None:
             return
         record.holds -= 1
@@ -345,7 +346,7 @@ class MemoryRegistry(Registry):
             return
         reservation = self._state.settings.name_reservation
         if record.digest is None or reservation <= 0:
-            del names[name]
+            del names[key]
             return
         record.expires = _now() + reservation
         self._state.reserved.append((record.expires, name))

@@ -85,8 +85,13 @@ def test_parse_never_raises(frame: str) -> None:
 
 def test_unknown_notice_shapes() -> None:
     assert parse_frame("server restarting").kind is FrameKind.NOTICE
-    # A join-like notice for something that is not a name is just a notice.
-    assert parse_frame("somebody joined the chat").kind is FrameKind.NOTICE
+    # A join-like notice for something that is not a name is just a notice ...
+    assert parse_frame("some body joined the chat").kind is FrameKind.NOTICE
+    assert parse_frame("1somebody left the chat").kind is FrameKind.NOTICE
+    # ... and one for a chosen name is a join.
+    assert parse_frame("somebody joined the chat") == Frame(
+        FrameKind.JOIN, "somebody joined the chat", "somebody"
+    )
 
 
 @given(st.text())

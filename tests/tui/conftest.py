@@ -15,3 +15,13 @@ def terminals(tmp_path: Path) -> Iterator[tuple[Tmux, Tmux]]:
     """Two real terminals (tmux), each with a home of its own: two users."""
     with two_terminals(tmp_path) as pair:
         yield pair
+
+
+@pytest.fixture
+def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty user config directory (platformdirs follows XDG_CONFIG_HOME on Linux)."""
+    home = tmp_path / "config-home"
+    home.mkdir()
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home))
+    monkeypatch.delenv("CHAT_SERVER_URL", raising=False)
+    return home

@@ -36,16 +36,6 @@ def run_cli(*args: str, env: dict[str, str] | None = None, module: bool = False)
     )
 
 
-@pytest.fixture
-def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty user config directory (platformdirs follows XDG_CONFIG_HOME on Linux)."""
-    home = tmp_path / "config-home"
-    home.mkdir()
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home))
-    monkeypatch.delenv("CHAT_SERVER_URL", raising=False)
-    return home
-
-
 # --- errors before the screen opens ------------------------------------------------------------
 
 

@@ -1,10 +1,12 @@
 """Every key and channel name the Redis backend uses (documented in docs/scaling.md).
 
-Room names are ``[A-Za-z0-9_-]``, names ``user_...``, node ids host-pid-random: none contains
-a space, so ``"{room} {name}"`` is an unambiguous member entry.
+Room names are ``[A-Za-z0-9_-]``, names ``user_...`` or chosen (``[A-Za-z0-9_-]``), node ids
+host-pid-random: none contains a space, so ``"{room} {name}"`` is an unambiguous member entry.
 """
 
 from __future__ import annotations
+
+from chat_protocol.names import name_key
 
 PREFIX = "chat:"
 
@@ -72,8 +74,9 @@ def node_names(node: str) -> str:
 
 def name(name: str) -> str:
     """Hash: node -> how many of its connections hold the name; ``d``: the digest of the name's
-    resume token. A token's name that nobody holds expires after the reservation window."""
-    return f"{PREFIX}name:{name}"
+    resume token. A token's name that nobody holds expires after the reservation window.
+    Keyed by the name in lower case: names are unique whatever their case."""
+    return f"{PREFIX}name:{name_key(name)}"
 
 
 ROOM_KEY_PREFIX = PREFIX + "room:"

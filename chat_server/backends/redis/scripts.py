@@ -241,7 +241,7 @@ FORGET_NODE = (
     + """
 if alive(KEYS[1], ARGV[1]) or redis.call('SCARD', KEYS[2]) > 0 then return 0 end
 for _, name in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-  local key = ARGV[2] .. name
+  local key = ARGV[2] .. string.lower(name)  -- as keys.name: whatever the case
   if redis.call('HDEL', key, ARGV[1]) > 0 then settle(key, ARGV[3]) end
 end
 redis.call('DEL', KEYS[3])
