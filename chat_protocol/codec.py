@@ -36,6 +36,9 @@ class Codec(Protocol):
     def ack(self, nonce: str, offset: int, time: float) -> str:
         """Numbered dialects: the send with ``nonce`` is published as message ``offset``."""
 
+    def typing(self, name: str) -> str:
+        """Numbered dialects: ``name`` is typing in the room."""
+
     def welcome(
         self,
         room: str,

@@ -13,6 +13,7 @@ class FrameKind(StrEnum):
     LEAVE = "leave"
     ERROR = "error"
     NOTICE = "notice"
+    TYPING = "typing"  # chat.v2: ``name`` is typing (never stored, never in a log)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +69,14 @@ class Send:
     nonce: str | None = None
 
 
+@dataclass(slots=True)
+class Typing:
+    """(chat.v2) The client's user is typing in this room."""
+
+
 # Every frame a client sends, as a server reads it. A new chat.v2 frame type is a dataclass
 # here, a reader in v2.py's table and an answer in the server's session.py.
-ClientFrame = Send
+ClientFrame = Send | Typing
 
 
 class FrameError(ValueError):

@@ -110,6 +110,9 @@ class TextCodec:
     def ack(self, nonce: str, offset: int, time: float) -> str:
         raise TypeError("the text protocol has no acks")
 
+    def typing(self, name: str) -> str:
+        raise TypeError("the text protocol has no typing frames")
+
     def welcome(self, *args: object) -> str:
         raise TypeError("the text protocol has no welcome: the own join notice comes first")
 

@@ -25,6 +25,7 @@ from chat_protocol.frames import (
     FrameKind,
     Send,
     ServerFrame,
+    Typing,
     Welcome,
 )
 
@@ -44,7 +45,8 @@ class Type(StrEnum):
     LEAVE = "leave"
     ERROR = "error"
     ACK = "ack"
-    SEND = "send"  # a client's (the only one so far)
+    SEND = "send"  # a client's
+    TYPING = "typing"  # a client's (no fields), and the server's (with the typist's name)
 
 
 def _dumps(obj: dict[str, Any]) -> str:
@@ -144,6 +146,10 @@ def error(description: str, nonce: str | None = None) -> str:
     return _dumps(body)
 
 
+def is_typing(name: str) -> str:
+    return _dumps({"type": Type.TYPING, "name": name})
+
+
 def ack(nonce: str, offset: int, time: float) -> str:
     return _dumps({"type": Type.ACK, "nonce": nonce, "offset": offset, "time": format_time(time)})
 
@@ -188,7 +194,12 @@ def _read_welcome(body: dict[str, Any]) -> ServerFrame:
     )
 
 
+def _read_typing(body: dict[str, Any]) -> ServerFrame:
+    return Frame(FrameKind.TYPING, "", str(body["name"]))
+
+
 _SERVER_FRAMES: Final[dict[str, Callable[[dict[str, Any]], ServerFrame]]] = {
+    Type.TYPING: _read_typing,
     Type.MESSAGE: _read_message,
     Type.JOIN: _read_presence,
     Type.LEAVE: _read_presence,
@@ -218,6 +229,13 @@ def send(text: str, nonce: str | None = None) -> str:
     return _dumps(body)
 
 
+# A client's "my user is typing here" (at most one every TYPING_EVERY seconds; shown by the
+# others until TYPING_SHOWN seconds pass without another, or a message of the typist's).
+TYPING_FRAME: Final = _dumps({"type": Type.TYPING})
+TYPING_EVERY: Final = 3.0
+TYPING_SHOWN: Final = 6.0
+
+
 def _read_send(body: dict[str, Any], nonce: str | None) -> Send:
     text = body.get("text")
     if not isinstance(text, str):
@@ -228,6 +246,7 @@ def _read_send(body: dict[str, Any], nonce: str | None) -> Send:
 # A reader per type of client frame: the body and its valid nonce in, the frame out.
 _CLIENT_FRAMES: Final[dict[str, Callable[[dict[str, Any], str | None], ClientFrame]]] = {
     Type.SEND: _read_send,
+    Type.TYPING: lambda body, nonce: Typing(),
 }
 
 
@@ -277,6 +296,9 @@ class JsonCodec:
 
     def ack(self, nonce: str, offset: int, time: float) -> str:
         return ack(nonce, offset, time)
+
+    def typing(self, name: str) -> str:
+        return is_typing(name)
 
     def welcome(
         self,

@@ -12,13 +12,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from chat_protocol import close, text
+from chat_protocol import close, text, v2
 from chat_protocol.close import Close
 from chat_protocol.codec import Codec
-from chat_protocol.frames import ClientFrame, FrameError, Send
+from chat_protocol.frames import ClientFrame, FrameError, Send, Typing
 from chat_protocol.rates import TokenBucket
 from chat_server import asgi
 from chat_server.ops.settings import Settings
+from chat_server.stats import stats
 
 # Minimum time between two "you are sending too fast" notices to one connection (a send with a
 # nonce is always answered: its client must know it was not sent).
@@ -47,7 +48,11 @@ Verdict = ClientFrame | Refusal | Ending | None
 
 
 class FrameChecks:
-    def __init__(self, settings: Settings, codec: Codec) -> None:
+    def __init__(
+        self, settings: Settings, codec: Codec, charged: TokenBucket | None = None
+    ) -> None:
+        """``charged``: the transport's message budget (``asgi.MESSAGE_BUDGET_EXTENSION``),
+        for the frames it leaves to the app to judge."""
         self._codec = codec
         self._max_chars = settings.max_message_chars
         self._max_bytes = settings.max_frame_bytes
@@ -60,6 +65,10 @@ class FrameChecks:
             else None
         )
         self._last_flood_notice = -FLOOD_NOTICE_INTERVAL
+        # What a message not judged at arrival is charged against now.
+        self._charged = charged if charged is not None else self._bucket
+        self._last_typing = -v2.TYPING_EVERY
+        self._last_typing_notice = -v2.TYPING_EVERY
 
     def check(self, message: asgi.Message) -> Verdict:
         """The verdict on one ``websocket.receive`` message."""
@@ -72,13 +81,17 @@ class FrameChecks:
             send = self._codec.read(frame)
         except FrameError as exc:
             return Refusal(str(exc), exc.nonce)
-        within = message.get(asgi.WITHIN_RATE_KEY)
-        if within is None:
-            within = self._bucket is None or self._bucket.spend(1, time.monotonic())
-        if not within:
-            return self._too_fast(send.nonce)  # every client frame counts, and may have a nonce
         if type(send) is not Send:
-            return send  # a frame without a text to bound or sanitise: the session answers it
+            # Not a message: it has rules of its own and costs no message (the frame and byte
+            # budgets count it at arrival like any frame).
+            return self._other(send)
+        within = message.get(asgi.WITHIN_RATE_KEY)
+        if within is None:  # not judged at arrival: judged now
+            within = self._charged is None or self._charged.spend(1, time.monotonic())
+            if not within:
+                stats.rate_limited += 1
+        if not within:
+            return self._too_fast(send.nonce)
         if len(send.text) > self._max_chars:
             return Refusal(
                 f"message too long ({len(send.text)} characters; the limit is "
@@ -98,6 +111,20 @@ class FrameChecks:
             )
         # Sanitising most often changes nothing (the same str): then the send is as read.
         return send if clean is raw else Send(clean, send.nonce)
+
+    def _other(self, frame: ClientFrame) -> Verdict:
+        """A frame other than a send: typing is passed on at most once every TYPING_EVERY
+        seconds (more often: an error at most once per interval, and nothing passed on)."""
+        if type(frame) is Typing:
+            now = time.monotonic()
+            if now - self._last_typing >= v2.TYPING_EVERY:
+                self._last_typing = now
+                return frame
+            if now - self._last_typing_notice < v2.TYPING_EVERY:
+                return None
+            self._last_typing_notice = now
+            return Refusal(f"typing: at most once every {v2.TYPING_EVERY:g} s; not passed on")
+        return frame
 
     def _too_fast(self, nonce: str | None) -> Refusal | None:
         now = time.monotonic()

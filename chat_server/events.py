@@ -1,4 +1,4 @@
-"""What a room's channel carries: one :class:`RoomEvent` per message, join or leave.
+"""What a room's channel carries: one :class:`RoomEvent` per message, join, leave or typing.
 
 A backend publishes events and hands every event that arrives to the room hub, which fans it
 out to the room's members on this node. Each event is stamped by the backend in one atomic step
@@ -7,7 +7,7 @@ with the publish:
 * ``serial``: the event's position among all of the room's events (1, 2, 3, ...): a member's
   node detects any lost event on the live path from a gap in serials.
 * ``offset``: the room's message sequence. A chat message takes the next offset (1, 2, 3, ...
-  without gaps); a join or leave takes none and carries the offset of the last message before
+  without gaps); any other event takes none and carries the offset of the last message before
   it. History and recovery address messages by offset.
 * ``epoch``: changes whenever the room's sequence starts over (a memory broker that forgot the
   room, a Redis that lost its data), so that an offset is only ever compared within one epoch.
@@ -34,6 +34,9 @@ class EventKind(StrEnum):
     MESSAGE = "message"
     JOIN = "join"
     LEAVE = "leave"
+    # chat.v2's "is typing": takes a serial (one order per room) but no offset, is never
+    # stored, and reaches only the members of numbered dialects other than the typist.
+    TYPING = "typing"
 
 
 _MESSAGE, _JOIN = EventKind.MESSAGE, EventKind.JOIN

@@ -26,6 +26,7 @@ from chat_server.backends.base import ChannelBackend
 from chat_server.events import EventKind, RoomEvent
 
 _LEAVE = EventKind.LEAVE
+_TYPING = EventKind.TYPING
 
 
 class HubMember(Protocol):
@@ -36,6 +37,9 @@ class HubMember(Protocol):
 
     def removed(self, event: RoomEvent) -> None:
         """The room announced this member's own leave (it was replaced, or reaped)."""
+
+    def typing(self, event: RoomEvent) -> None:
+        """Someone in the room is typing (a :data:`EventKind.TYPING` event); never blocks."""
 
 
 # (room, its local members, why): called when a room's local stream broke.
@@ -100,6 +104,15 @@ class RoomHub:
             return
         # A copy: delivering may evict a member, which takes it out of the room.
         members = tuple(local.members)
+        if event.kind is _TYPING:
+            for member in members:
+                try:
+                    member.typing(event)
+                except Exception as exc:
+                    if self._on_failed is None:
+                        raise
+                    self._on_failed(room, member, exc)
+            return
         if event.kind is _LEAVE:
             # A member leaves the hub before its leave is announced: one that is still here
             # was replaced by a newer connection under its name, or reaped.

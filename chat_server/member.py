@@ -194,6 +194,11 @@ class Member:
             return  # a newer connection of ours, replacing an older one
         self.drop(close.REPLACED if event.text == REPLACED else close.NOT_IN_ROOM)
 
+    def typing(self, event: RoomEvent) -> None:
+        """Someone is typing: told to live members of numbered dialects, not to the typist."""
+        if self.codec.numbered and event.name != self.name and not self._gated:
+            self.deliver_private(self.codec.typing(event.name))
+
     def deliver_private(self, frame: str) -> None:
         """Queue a frame for this member only (an error, an ack), under the same bound."""
         # Only ever sent in answer to the member's own frames, so after its join notice.

@@ -35,7 +35,7 @@ from typing import Any
 from chat_protocol import close
 from chat_protocol.close import Close, CloseCode
 from chat_protocol.codec import Codec
-from chat_protocol.frames import ClientFrame, Send
+from chat_protocol.frames import ClientFrame, Send, Typing
 from chat_protocol.query import JoinRequest
 from chat_server import asgi
 from chat_server.backends.base import BrokerUnavailable, Publishing, public_reason
@@ -76,6 +76,7 @@ class ChatSession:
         extensions = scope.get("extensions") or {}
         self._abort: Callable[..., None] | None = extensions.get(asgi.ABORT_EXTENSION)
         self._sink = extensions.get(asgi.FRAMES_EXTENSION)
+        self._charged = extensions.get(asgi.MESSAGE_BUDGET_EXTENSION)
         self.name = ""
         self.lease: NameLease | None = None
         self._join_serial: int | None = None  # our join's: what our messages and leave carry
@@ -221,7 +222,7 @@ class ChatSession:
     async def _receive_frames(self, member: Member) -> tuple[int | str, Ending | None]:
         """Read and publish the member's frames until it goes; returns (log code, ending)."""
         receive = self._receive
-        check = FrameChecks(self.node.settings, self.codec).check
+        check = FrameChecks(self.node.settings, self.codec, self._charged).check
         window = PublishWindow(self)
         publish = window.publish
         while True:
@@ -247,8 +248,23 @@ class ChatSession:
                     return ending.close.label, ending
 
     def _answer(self, frame: ClientFrame) -> Ending | None:
-        """A client frame other than a send: each such type gets its case here (none so far)."""
+        """A client frame other than a send: each such type gets its case here."""
+        if isinstance(frame, Typing):
+            self._typing()
+            return None
         raise TypeError(f"no answer for a {type(frame).__name__}")
+
+    def _typing(self) -> None:
+        """Tell the room we are typing: nothing waits for it, and nothing is said if it
+        cannot go out (a broker failure closes everyone anyway)."""
+        try:
+            publishing = self.node.backend.channels.publish(
+                self.room, EventKind.TYPING, self.name, ref=self._join_serial
+            )
+        except BrokerUnavailable:
+            return
+        if not publishing.done():
+            publishing.add_done_callback(_outcome_ignored)
 
     def _refuse(self, description: str, nonce: str | None = None) -> None:
         """Tell the member that what it sent is not published (and which send, by nonce)."""
@@ -391,6 +407,12 @@ class PublishWindow:
         if failed is not None:
             # Not published: the member never sees its echo, and learns why.
             self._session.drop(failed.close, failed.detail)
+
+
+def _outcome_ignored(done: Publishing) -> None:
+    if not done.cancelled():
+        with contextlib.suppress(Exception):
+            done.result()  # retrieved: an exception is not "never retrieved"
 
 
 async def close_politely(send: asgi.SendFn, why: Close, detail: object, timeout: float) -> None:

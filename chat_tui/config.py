@@ -146,6 +146,7 @@ class Config:
     )
     keep_name: bool = key(True, "keep your name's token in the state directory (0600)", _flag)
     nick: str = key("", "the name to ask for (--nick overrides it); empty: the server's", _nick)
+    typing: bool = key(True, 'send and show "alice is typing…" (chat.v2)', _flag)
 
 
 def config_keys() -> list[Field[Any]]:

@@ -117,6 +117,8 @@ class Connection(Protocol):
 
     def retry_now(self) -> None: ...
 
+    def typing(self) -> None: ...
+
     async def run(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -206,6 +208,7 @@ class RoomConnection:
         self.outbox: deque[Outgoing] = deque()  # not yet written on the current connection
         self.inflight: deque[Outgoing] = deque()  # written, not yet answered for
         self._writable = asyncio.Event()  # the writer has something to send
+        self._typing_due = False  # "we are typing" is to be written
         self._stop = asyncio.Event()  # close() was called
         self._retry = asyncio.Event()  # retry_now() was called
         self._closing = False
@@ -247,6 +250,13 @@ class RoomConnection:
         self.outbox.append(Outgoing(send_id, wire))
         self._writable.set()
         return send_id
+
+    def typing(self) -> None:
+        """Tell the room our user is typing (chat.v2 only, and only while connected: it is
+        worth nothing later). The caller spaces them out."""
+        if self.v2 and self.state is ConnectionState.CONNECTED:
+            self._typing_due = True
+            self._writable.set()
 
     def retry_now(self) -> None:
         """If waiting to reconnect, stop waiting: try again at once (ctrl+r, /reconnect)."""
@@ -515,6 +525,10 @@ class RoomConnection:
         try:
             await dialogue.ready.wait()
             while True:
+                if self._typing_due:
+                    # Not a message: the server does not count it against the message rate.
+                    self._typing_due = False
+                    await ws.send_text(v2.TYPING_FRAME)
                 while self.outbox:
                     if self.send_rate > 0:
                         wait = pacing.wait(1, time.monotonic())

@@ -30,7 +30,8 @@ from typing import Any, Protocol
 import httpx
 
 from chat_protocol import names, text
-from chat_protocol.frames import Frame
+from chat_protocol.frames import Frame, FrameKind
+from chat_protocol.v2 import TYPING_EVERY
 from chat_tui import autostart, commands
 from chat_tui.config import Config
 from chat_tui.connection import Connection, ConnectionFactory, RoomConnection
@@ -121,6 +122,7 @@ class ChatController(Observable):
         self._quit_asked = False  # asked once with messages not sent: the next one quits
         self._autostarted = False  # we started the local server (so we start it again)
         self._restarting = False
+        self._typed_at: dict[str, float] = {}  # room -> when we last said we are typing
         self._apply: dict[type, Callable[[Room, Any, datetime], bool]] = {
             Frame: self._frame,
             Echo: self._echo,
@@ -367,6 +369,20 @@ class ChatController(Observable):
                 return False
         return True
 
+    def typed(self, line: str) -> None:
+        """The input box now holds ``line``: a chat.v2 room hears that we are typing, at most
+        once every TYPING_EVERY seconds (a command being typed is not chat)."""
+        room = self.current
+        if room is None or not self.config.typing or not line:
+            return
+        if line.startswith(commands.PREFIX) and not line.startswith(commands.PREFIX * 2):
+            return
+        now = self.monotonic()
+        if now - self._typed_at.get(room.name, -TYPING_EVERY) < TYPING_EVERY:
+            return
+        self._typed_at[room.name] = now
+        self.links[room.name].connection.typing()
+
     def send(self, room: Room, line: str) -> None:
         if text.sanitize(line) is None:
             return
@@ -441,6 +457,10 @@ class ChatController(Observable):
         return room.name != self.active or not self.focused
 
     def _frame(self, room: Room, frame: Frame, now: datetime) -> bool:
+        if frame.kind is FrameKind.TYPING:
+            if self.config.typing and frame.name is not None:
+                room.typing_seen(frame.name, self.monotonic())
+            return False
         return room.frame(frame, now) and self._out_of_sight(room)
 
     def _echo(self, room: Room, echo: Echo, now: datetime) -> bool:

@@ -21,6 +21,7 @@ from enum import StrEnum
 
 from chat_protocol.frames import Frame, FrameKind, Welcome
 from chat_protocol.names import GENERATED_PREFIX
+from chat_protocol.v2 import TYPING_SHOWN
 from chat_tui import notes
 from chat_tui.notes import Note
 from chat_tui.scrollback import Entry, EntryKind, Observable, Scrollback, SendState
@@ -34,6 +35,18 @@ PEOPLE_LIMIT = 5000
 # Text kept and shown per entry, and of a sender's name: what is beyond is not kept.
 TEXT_LIMIT = 16_384
 NAME_LIMIT = 64
+TYPISTS_KEPT = 20  # a hostile server's thousand typists cost no more than this
+
+
+def typing_text(names: list[str]) -> str:
+    """The status line's "alice is typing…" for ``names`` (none: empty)."""
+    if not names:
+        return ""
+    if len(names) == 1:
+        return f"{clip_name(names[0])} is typing…"
+    if len(names) == 2:
+        return f"{clip_name(names[0])} and {clip_name(names[1])} are typing…"
+    return f"{len(names)} people are typing…"
 
 
 def clip(text: str, limit: int = TEXT_LIMIT) -> str:
@@ -133,6 +146,29 @@ class Room(Observable):
         self._run_tail: Entry | None = None
         self._run_shown = 0
         self._run_more: tuple[int, int] = (0, 0)
+        # chat.v2: who said they are typing, and when (monotonic); at most TYPISTS_KEPT.
+        self._typing: dict[str, float] = {}
+
+    # --- who is typing ----------------------------------------------------------------------
+
+    def typing_seen(self, name: str, at: float) -> None:
+        """``name`` said it is typing here (at ``at``, monotonic)."""
+        if name == self.me:
+            return
+        typing = self._typing
+        typing.pop(name, None)
+        typing[name] = at  # the newest last
+        while len(typing) > TYPISTS_KEPT:
+            del typing[next(iter(typing))]
+        self.changed()
+
+    def typists(self, now: float) -> list[str]:
+        """Who is typing now (said so within TYPING_SHOWN seconds, and said nothing since),
+        the earliest first."""
+        typing = self._typing
+        for name in [n for n, at in typing.items() if now - at >= TYPING_SHOWN]:
+            del typing[name]
+        return list(typing)
 
     # --- the connection ---------------------------------------------------------------------
 
@@ -283,6 +319,8 @@ class Room(Observable):
             self._add(entry)
             if frame.name is not None:
                 self._saw(frame.name, present=True, spoke=True)
+                if self._typing:
+                    self._typing.pop(frame.name, None)  # said it: no longer typing
             mention = self._unread(entry)
         elif kind is FrameKind.ERROR:
             self._note(notes.ServerError(clip(frame.text)), when, EntryKind.ERROR)

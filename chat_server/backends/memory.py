@@ -39,6 +39,7 @@ from chat_server.events import REPLACED, Duplicate, EventKind, RoomEvent, Stored
 from chat_server.ops.settings import Settings
 
 _MESSAGE, _JOIN, _LEAVE = EventKind.MESSAGE, EventKind.JOIN, EventKind.LEAVE
+_TYPING = EventKind.TYPING
 _now = time.time
 _NOT_PRESENT = Settled(None)
 
@@ -191,6 +192,11 @@ class MemoryChannels(ChannelBackend):
             state.offset += 1
         elif kind is _JOIN:
             state = self._joining(room, state, name)
+        elif kind is _TYPING:
+            joined = state.members.get(name) if state is not None else None
+            if joined is None or (ref is not None and joined != ref):
+                return _NOT_PRESENT
+            assert state is not None
         elif (
             state is None
             or (joined := state.members.get(name)) is None
@@ -218,7 +224,7 @@ class MemoryChannels(ChannelBackend):
                 self._state.occupied += 1
             state.members[name] = state.serial
             self._state.present += 1
-        elif not state.members:
+        elif kind is not _TYPING and not state.members:
             self._state.room_emptied(room, state)
         if self._deliver is not None:
             self._deliver(room, event)

@@ -21,7 +21,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Footer, Input, Static
 
 from chat_tui import commands
 from chat_tui.controller import ChatController
@@ -35,7 +35,7 @@ from chat_tui.messages import (
     SearchStep,
     UnreadChanged,
 )
-from chat_tui.rooms import DOWN, Room, RoomState, countdown
+from chat_tui.rooms import DOWN, Room, RoomState, countdown, typing_text
 from chat_tui.screens.help import HelpScreen
 from chat_tui.screens.switcher import SwitcherScreen
 from chat_tui.widgets import status_line as status
@@ -186,7 +186,9 @@ class ChatScreen(Screen[None]):
 
     def _tick(self) -> None:
         if any(room.retry_at is not None for room in self.controller.rooms.values()):
-            self._refresh_chrome()
+            self._refresh_chrome()  # the countdowns count
+        elif self._status.is_attached:
+            self._status.set_parts(self.status_parts())  # "is typing" goes when its time is up
 
     def _refresh_chrome(self) -> None:
         self._chrome_due = False
@@ -236,6 +238,9 @@ class ChatScreen(Screen[None]):
             parts.append((room.detail, status.DETAIL))
         if room.pending:
             parts.append((f"{len(room.pending)} pending", status.PENDING))
+        typists = room.typists(controller.monotonic() if now is None else now)
+        if typists:
+            parts.append((typing_text(typists), status.TYPING))
         return parts
 
     def _show_unseen(self, count: int) -> None:
@@ -250,6 +255,10 @@ class ChatScreen(Screen[None]):
             self.log_view.scroll_to_bottom()
 
     # --- input ------------------------------------------------------------------------------
+
+    @on(Input.Changed, "#input")
+    def _typed(self, event: Input.Changed) -> None:
+        self.controller.typed(event.value)
 
     @on(LineSubmitted)
     def _submitted(self, event: LineSubmitted) -> None:

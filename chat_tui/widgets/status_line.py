@@ -11,7 +11,7 @@ from textual.widget import Widget
 from chat_tui.text_layout import display_line, fit_parts
 
 # Priorities: 0 is kept longest.
-STATE, ROOM, PENDING, DETAIL, NAME, SERVER = range(6)
+STATE, ROOM, PENDING, TYPING, DETAIL, NAME, SERVER = range(7)
 
 
 class StatusLine(Widget):

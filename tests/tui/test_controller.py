@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
+from chat_protocol.frames import Frame, FrameKind
 from chat_protocol.v1 import format_message, parse_frame
+from chat_protocol.v2 import TYPING_SHOWN
 from chat_tui.config import Config
 from chat_tui.controller import ChatController
 from chat_tui.events import (
@@ -25,7 +27,7 @@ from chat_tui.events import (
     NameAssigned,
     StateChanged,
 )
-from chat_tui.rooms import RoomState
+from chat_tui.rooms import TYPISTS_KEPT, RoomState, typing_text
 
 ME = "user_meeeee01"
 PEER = "user_peeeer02"
@@ -41,6 +43,7 @@ class FakeConnection:
         self.events: deque[Event] = deque()
         self.sent: list[tuple[str, str]] = []  # (send id, line)
         self.retried = 0
+        self.typed = 0
         self.runs = 0
         self.fail_with: Exception | None = None
         self.closed = False
@@ -72,6 +75,9 @@ class FakeConnection:
 
     def retry_now(self) -> None:
         self.retried += 1
+
+    def typing(self) -> None:
+        self.typed += 1
 
     async def run(self) -> None:
         self.runs += 1
@@ -140,10 +146,12 @@ async def world() -> Any:
         connections[room] = FakeConnection(room, wake)
         return connections[room]
 
-    def make(*rooms: str, **options: Any) -> ChatController:
+    def make(
+        *rooms: str, monotonic: Callable[[], float] = lambda: 100.0, **options: Any
+    ) -> ChatController:
         config = Config(server="ws://127.0.0.1:9", rooms=list(rooms), autostart=False, **options)
         controller = ChatController(
-            config, host, connection_factory=connect, clock=lambda: T, monotonic=lambda: 100.0
+            config, host, connection_factory=connect, clock=lambda: T, monotonic=monotonic
         )
         host.controller = controller
         controller.start(list(rooms))
@@ -289,3 +297,63 @@ async def test_a_connection_that_dies_says_so_and_ctrl_r_starts_it_again(world: 
     await settle()
     assert connection.runs == 2
     assert "reconnecting now: a" in room.scrollback[-1].text
+
+
+async def test_typing_is_said_at_most_every_3_s_per_room_and_never_for_a_command(
+    world: Any,
+) -> None:
+    make, _, connections = world
+    now = [100.0]
+    controller = make("a", "b", monotonic=lambda: now[0])
+    await settle()
+    a = connections["a"]
+    for line in ("h", "he", "hel"):
+        controller.typed(line)
+    assert a.typed == 1  # once, however many keys
+    now[0] += 2.9
+    controller.typed("hell")
+    assert a.typed == 1
+    now[0] += 0.1
+    controller.typed("/join x")  # a command is not chat
+    controller.typed("")  # an emptied box is not typing
+    assert a.typed == 1
+    controller.typed("//literally")
+    assert a.typed == 2
+    controller.activate("b")  # another room hears it at once
+    controller.typed("x")
+    assert (a.typed, connections["b"].typed) == (2, 1)
+
+
+async def test_typing_off_in_the_config_says_nothing_and_shows_nothing(world: Any) -> None:
+    make, _, connections = world
+    controller = make("a", typing=False)
+    await settle()
+    controller.typed("hello")
+    connections["a"].joined()
+    connections["a"].report(Frame(FrameKind.TYPING, "", "alice"))
+    await settle()
+    assert connections["a"].typed == 0
+    assert controller.rooms["a"].typists(100.0) == []
+
+
+async def test_who_is_typing_until_they_speak_or_6_s_pass(world: Any) -> None:
+    make, _, connections = world
+    now = [100.0]
+    controller = make("a", monotonic=lambda: now[0])
+    await settle()
+    a = connections["a"]
+    a.joined()
+    a.report(*(Frame(FrameKind.TYPING, "", who) for who in ("alice", "bob", ME)))
+    await settle()
+    room = controller.rooms["a"]
+    assert room.typists(now[0]) == ["alice", "bob"]  # never ourselves
+    assert typing_text(room.typists(now[0])) == "alice and bob are typing…"
+    a.report(parse_frame(format_message("alice", "done")))
+    await settle()
+    assert typing_text(room.typists(now[0])) == "bob is typing…"
+    now[0] += TYPING_SHOWN
+    assert room.typists(now[0]) == []
+    a.report(*(Frame(FrameKind.TYPING, "", f"p{i}") for i in range(30)))
+    await settle()
+    assert len(room.typists(now[0])) == TYPISTS_KEPT  # a hostile server's flood is bounded
+    assert typing_text(room.typists(now[0])) == f"{TYPISTS_KEPT} people are typing…"

@@ -124,6 +124,9 @@ class ScriptedConnection:
     def retry_now(self) -> None:
         pass
 
+    def typing(self) -> None:
+        pass
+
     async def close(self) -> None:
         self._closed.set()
         self._report(StateChanged(ConnectionState.CLOSED, "left the room"))

@@ -4,8 +4,9 @@ The publish script writes the header, so that the stamps it assigns travel with 
 
     v1 {serial} {offset} {epoch} {time_ms} {kind} {origin} {name} {nonce}\\n{text}
 
-``kind`` is ``m``, ``j`` or ``l``; ``nonce`` is ``-`` for none, else percent-encoded (it may
-hold any character); the text is everything after the first newline, verbatim.
+``kind`` is ``m``, ``j``, ``l`` or ``t`` (typing); ``nonce`` is ``-`` for none, else
+percent-encoded (it may hold any character); the text is everything after the first newline,
+verbatim.
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ from urllib.parse import quote, unquote
 from chat_server.events import EventKind, RoomEvent
 
 VERSION = "v1"
-KIND_CODES = {EventKind.MESSAGE: "m", EventKind.JOIN: "j", EventKind.LEAVE: "l"}
+KIND_CODES = {
+    EventKind.MESSAGE: "m",
+    EventKind.JOIN: "j",
+    EventKind.LEAVE: "l",
+    EventKind.TYPING: "t",
+}
 _KINDS = {code: kind for kind, code in KIND_CODES.items()}
 NO_NONCE = "-"
 

@@ -32,7 +32,7 @@ end
 # KEYS: 1 sequence, 2 presence, 3 room's node counts, 4 rooms, 5 member's node's members,
 #       6 history (a stream), 7 nonces (hash: key -> "offset time"), 8 nonces in order (a list),
 #       9 the sender's token's nonces in order (a list; for a message with a nonce)
-# ARGV: 1 channel, 2 room, 3 kind (m/j/l), 4 the member's node, 5 name, 6 text,
+# ARGV: 1 channel, 2 room, 3 kind (m/j/l/t), 4 the member's node, 5 name, 6 text,
 #       7 nonce ('-' for none): the sender's de-duplication key (codec-encoded),
 #       8 origin (the publishing node: a reaper announces for another),
 #       9 the publisher's epoch token: a room whose sequence starts now gets the epoch
@@ -125,6 +125,8 @@ if kind == 'm' then
     end
     redis.call('EXPIRE', KEYS[9], ttl)
   end
+elseif kind == 't' then
+  -- Typing: in the room's order, never stored.
 elseif kind == 'j' then
   redis.call('HSET', KEYS[2], name, node .. ' ' .. serial)
   redis.call('SADD', KEYS[5], entry)
