@@ -49,8 +49,10 @@ class Codec(Protocol):
         recovered: bool | None,
         resumed: bool,
         history: int,
+        read: int | None = None,
     ) -> str:
-        """Numbered dialects: the first frame, in place of the own join notice."""
+        """Numbered dialects: the first frame, in place of the own join notice (``read``: the
+        offset the token last read in the room, if one is kept)."""
 
     def parse(self, frame: str) -> ServerFrame:
         """A server frame as a client reads it; never raises."""

@@ -44,6 +44,7 @@ class Welcome:
     recovered: bool | None
     resumed: bool
     history: int  # message frames of history or recovery that follow, before the live ones
+    read: int | None = None  # the offset this token last read here (absent: none kept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +75,16 @@ class Typing:
     """(chat.v2) The client's user is typing in this room."""
 
 
+@dataclass(slots=True)
+class Read:
+    """(chat.v2) The client's user has seen this room's messages up to ``offset``."""
+
+    offset: int
+
+
 # Every frame a client sends, as a server reads it. A new chat.v2 frame type is a dataclass
 # here, a reader in v2.py's table and an answer in the server's session.py.
-ClientFrame = Send | Typing
+ClientFrame = Send | Typing | Read
 
 
 class FrameError(ValueError):

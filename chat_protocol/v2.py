@@ -23,6 +23,7 @@ from chat_protocol.frames import (
     Frame,
     FrameError,
     FrameKind,
+    Read,
     Send,
     ServerFrame,
     Typing,
@@ -47,6 +48,7 @@ class Type(StrEnum):
     ACK = "ack"
     SEND = "send"  # a client's
     TYPING = "typing"  # a client's (no fields), and the server's (with the typist's name)
+    READ = "read"  # a client's: read up to an offset
 
 
 def _dumps(obj: dict[str, Any]) -> str:
@@ -104,20 +106,22 @@ def welcome(
     recovered: bool | None,
     resumed: bool,
     history: int,
+    read: int | None = None,
 ) -> str:
-    return _dumps(
-        {
-            "type": Type.WELCOME,
-            "room": room,
-            "name": name,
-            "epoch": epoch,
-            "offset": offset,
-            "resume": resume,
-            "recovered": recovered,
-            "resumed": resumed,
-            "history": history,
-        }
-    )
+    body: dict[str, Any] = {
+        "type": Type.WELCOME,
+        "room": room,
+        "name": name,
+        "epoch": epoch,
+        "offset": offset,
+        "resume": resume,
+        "recovered": recovered,
+        "resumed": resumed,
+        "history": history,
+    }
+    if read is not None:  # only for a token that reported reads here: opt-in by use
+        body["read"] = read
+    return _dumps(body)
 
 
 def message(name: str, text: str, offset: int, time: float) -> str:
@@ -191,6 +195,7 @@ def _read_welcome(body: dict[str, Any]) -> ServerFrame:
         None if recovered is None else bool(recovered),
         bool(body.get("resumed", False)),
         _offset(body.get("history", 0)),
+        None if body.get("read") is None else _offset(body["read"]),
     )
 
 
@@ -234,6 +239,19 @@ def send(text: str, nonce: str | None = None) -> str:
 TYPING_FRAME: Final = _dumps({"type": Type.TYPING})
 TYPING_EVERY: Final = 3.0
 TYPING_SHOWN: Final = 6.0
+# A client reports what its user has read at most once every READ_EVERY seconds.
+READ_EVERY: Final = 1.0
+
+
+def read_up_to(offset: int) -> str:
+    return _dumps({"type": Type.READ, "offset": offset})
+
+
+def _read_read(body: dict[str, Any], nonce: str | None) -> Read:
+    try:
+        return Read(_offset(body.get("offset")))
+    except ValueError:
+        raise FrameError("a read needs an offset (a whole number, 0 or more)", nonce) from None
 
 
 def _read_send(body: dict[str, Any], nonce: str | None) -> Send:
@@ -247,6 +265,7 @@ def _read_send(body: dict[str, Any], nonce: str | None) -> Send:
 _CLIENT_FRAMES: Final[dict[str, Callable[[dict[str, Any], str | None], ClientFrame]]] = {
     Type.SEND: _read_send,
     Type.TYPING: lambda body, nonce: Typing(),
+    Type.READ: _read_read,
 }
 
 
@@ -310,8 +329,9 @@ class JsonCodec:
         recovered: bool | None,
         resumed: bool,
         history: int,
+        read: int | None = None,
     ) -> str:
-        return welcome(room, name, epoch, offset, resume, recovered, resumed, history)
+        return welcome(room, name, epoch, offset, resume, recovered, resumed, history, read)
 
     def parse(self, frame: str) -> ServerFrame:
         return parse_frame(frame)

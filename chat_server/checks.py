@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from chat_protocol import close, text, v2
 from chat_protocol.close import Close
 from chat_protocol.codec import Codec
-from chat_protocol.frames import ClientFrame, FrameError, Send, Typing
+from chat_protocol.frames import ClientFrame, FrameError, Read, Send, Typing
 from chat_protocol.rates import TokenBucket
 from chat_server import asgi
 from chat_server.ops.settings import Settings
@@ -67,8 +67,9 @@ class FrameChecks:
         self._last_flood_notice = -FLOOD_NOTICE_INTERVAL
         # What a message not judged at arrival is charged against now.
         self._charged = charged if charged is not None else self._bucket
-        self._last_typing = -v2.TYPING_EVERY
-        self._last_typing_notice = -v2.TYPING_EVERY
+        # Per frame type with a rule of its own: when one last went through, and when the
+        # last error about one going too often went out.
+        self._last_other: dict[type, tuple[float, float]] = {}
 
     def check(self, message: asgi.Message) -> Verdict:
         """The verdict on one ``websocket.receive`` message."""
@@ -114,16 +115,23 @@ class FrameChecks:
 
     def _other(self, frame: ClientFrame) -> Verdict:
         """A frame other than a send: typing is passed on at most once every TYPING_EVERY
-        seconds (more often: an error at most once per interval, and nothing passed on)."""
-        if type(frame) is Typing:
+        seconds, a read kept at most twice a second (a client reports once a second, and the
+        network may bring two closer); more often: an error at most once per interval, and
+        nothing done."""
+        kind = type(frame)
+        if kind is Typing or kind is Read:
             now = time.monotonic()
-            if now - self._last_typing >= v2.TYPING_EVERY:
-                self._last_typing = now
+            every = v2.TYPING_EVERY if kind is Typing else v2.READ_EVERY / 2
+            last, notice = self._last_other.get(kind, (-every, -every))
+            if now - last >= every:
+                self._last_other[kind] = (now, notice)
                 return frame
-            if now - self._last_typing_notice < v2.TYPING_EVERY:
+            if now - notice < every:
                 return None
-            self._last_typing_notice = now
-            return Refusal(f"typing: at most once every {v2.TYPING_EVERY:g} s; not passed on")
+            self._last_other[kind] = (last, now)
+            if kind is Typing:
+                return Refusal(f"typing: at most once every {every:g} s; not passed on")
+            return Refusal("read: at most twice a second; not kept")
         return frame
 
     def _too_fast(self, nonce: str | None) -> Refusal | None:

@@ -35,7 +35,7 @@ from typing import Any
 from chat_protocol import close
 from chat_protocol.close import Close, CloseCode
 from chat_protocol.codec import Codec
-from chat_protocol.frames import ClientFrame, Send, Typing
+from chat_protocol.frames import ClientFrame, Read, Send, Typing
 from chat_protocol.query import JoinRequest
 from chat_server import asgi
 from chat_server.backends.base import BrokerUnavailable, Publishing, public_reason
@@ -80,6 +80,7 @@ class ChatSession:
         self.name = ""
         self.lease: NameLease | None = None
         self._join_serial: int | None = None  # our join's: what our messages and leave carry
+        self._epoch: str | None = None  # the room's numbering when we joined
         self._admitted = True
         self.member: Member | None = None
         self.left = False
@@ -166,16 +167,22 @@ class ChatSession:
         request, settings, codec = self.request, self.node.settings, self.codec
         if not (codec.numbered or request.history):
             return joined
+        read: int | None = None
         try:
             async with asyncio.timeout(settings.broker_timeout):
                 await member.joined()
                 backlog, recovered = await self._backlog(joined)
+                if codec.numbered and self.lease is not None and self.lease.token is not None:
+                    read = await self.node.backend.registry.read_position(
+                        self.lease.token_id, self.room, joined.epoch
+                    )
         except TimeoutError:
             return BrokerUnavailable("the room's history did not come in time")
         except BrokerUnavailable as exc:
             return exc
         if self.left:
             return None
+        self._epoch = joined.epoch
         messages = _newest_within(
             [codec.message(m.name, m.text, m.offset, m.time) for m in backlog],
             settings.max_backlog_bytes,
@@ -189,7 +196,7 @@ class ChatSession:
             frames.append(
                 codec.welcome(
                     self.room, self.name, joined.epoch, joined.offset, str(lease.token),
-                    recovered, lease.resumed, len(messages),
+                    recovered, lease.resumed, len(messages), read,
                 )
             )  # fmt: skip
         member.go_live(frames + messages)
@@ -252,7 +259,19 @@ class ChatSession:
         if isinstance(frame, Typing):
             self._typing()
             return None
+        if isinstance(frame, Read):
+            self._keep_read(frame.offset)
+            return None
         raise TypeError(f"no answer for a {type(frame).__name__}")
+
+    def _keep_read(self, offset: int) -> None:
+        """Keep where the token's user stopped reading here (for its next welcome)."""
+        lease = self.lease
+        if lease is None or lease.token is None or self._epoch is None:
+            return
+        registry = self.node.backend.registry
+        kept = registry.keep_read_position(lease.token_id, self.room, self._epoch, offset)
+        self.node.spawn(_without_broker(kept))
 
     def _typing(self) -> None:
         """Tell the room we are typing: nothing waits for it, and nothing is said if it
@@ -407,6 +426,12 @@ class PublishWindow:
         if failed is not None:
             # Not published: the member never sees its echo, and learns why.
             self._session.drop(failed.close, failed.detail)
+
+
+async def _without_broker(work: Awaitable[None]) -> None:
+    """``work``, unless the broker is unavailable (everyone is closed then anyway)."""
+    with contextlib.suppress(BrokerUnavailable):
+        await work
 
 
 def _outcome_ignored(done: Publishing) -> None:

@@ -119,6 +119,8 @@ class Connection(Protocol):
 
     def typing(self) -> None: ...
 
+    def read(self, offset: int) -> None: ...
+
     async def run(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -209,6 +211,7 @@ class RoomConnection:
         self.inflight: deque[Outgoing] = deque()  # written, not yet answered for
         self._writable = asyncio.Event()  # the writer has something to send
         self._typing_due = False  # "we are typing" is to be written
+        self._read_due: int | None = None  # "we read up to" this offset is to be written
         self._stop = asyncio.Event()  # close() was called
         self._retry = asyncio.Event()  # retry_now() was called
         self._closing = False
@@ -256,6 +259,13 @@ class RoomConnection:
         worth nothing later). The caller spaces them out."""
         if self.v2 and self.state is ConnectionState.CONNECTED:
             self._typing_due = True
+            self._writable.set()
+
+    def read(self, offset: int) -> None:
+        """Tell the server our user has read this room up to ``offset`` (chat.v2 only; the
+        caller says it at most once a second)."""
+        if self.v2 and self.state is ConnectionState.CONNECTED:
+            self._read_due = offset
             self._writable.set()
 
     def retry_now(self) -> None:
@@ -525,10 +535,13 @@ class RoomConnection:
         try:
             await dialogue.ready.wait()
             while True:
+                # Neither is a message: the server counts neither against the message rate.
                 if self._typing_due:
-                    # Not a message: the server does not count it against the message rate.
                     self._typing_due = False
                     await ws.send_text(v2.TYPING_FRAME)
+                if self._read_due is not None:
+                    offset, self._read_due = self._read_due, None
+                    await ws.send_text(v2.read_up_to(offset))
                 while self.outbox:
                     if self.send_rate > 0:
                         wait = pacing.wait(1, time.monotonic())

@@ -369,6 +369,19 @@ class ChatController(Observable):
                 return False
         return True
 
+    def report_read(self, following: bool) -> None:
+        """The screen's once-a-second look: if the user sees the newest messages of the active
+        room (it is looked at, its log follows the newest), the server keeps that they read
+        them (chat.v2), for the next start of the app."""
+        room = self.current
+        if room is None or not following or not room.viewed:
+            return
+        if room.state is not RoomState.CONNECTED:
+            return
+        offset = room.unreported_read()
+        if offset is not None:
+            self.links[room.name].connection.read(offset)
+
     def typed(self, line: str) -> None:
         """The input box now holds ``line``: a chat.v2 room hears that we are typing, at most
         once every TYPING_EVERY seconds (a command being typed is not chat)."""

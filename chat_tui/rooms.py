@@ -132,6 +132,8 @@ class Room(Observable):
     lost: bool = False  # a "connection lost" marker is in the log; cleared on reconnect
     lost_at: datetime | None = None  # when the connection was lost (for the gap marker)
     epoch: str | None = None  # chat.v2: the numbering the entries' offsets belong to
+    newest: int = 0  # chat.v2: the newest message offset here (of ``epoch``)
+    read_reported: int = 0  # chat.v2: the offset last said to be read (to the server)
     viewed: bool = False  # in the log, and the terminal has focus
 
     def __post_init__(self) -> None:
@@ -239,6 +241,11 @@ class Room(Observable):
             if self.epoch is not None:
                 self.scrollback.forget_offsets()
             self.epoch = welcome.epoch
+            self.newest = self.read_reported = 0
+        read = welcome.read if since is None else None  # where we stopped, another time
+        if read is not None:
+            self.read_reported = max(self.read_reported, read)
+        first_unread: Entry | None = None
         mention = False
         if since is None or not welcome.recovered:
             if since is not None:
@@ -253,6 +260,10 @@ class Room(Observable):
                     self._add(entry)
                 if since is not None:
                     # After a gap, newer than all we saw: unread, though not recovered.
+                    mention = self._unread(entry) or mention
+                elif read is not None and (entry.offset or 0) > read and not entry.own:
+                    # Said after we last read here (another run of the app): unread.
+                    first_unread = first_unread or entry
                     mention = self._unread(entry) or mention
                 if frame.name is not None and frame.name not in self.people:
                     # Known for completion; whether they are here is not history's to say.
@@ -272,10 +283,20 @@ class Room(Observable):
                     self._saw(frame.name, present=True, spoke=True)
             note = notes.Reconnected(name if renamed else None)
         self._note(note, now)
+        if first_unread is not None and self.viewed:
+            self.scrollback.marker = first_unread  # looked at now: the divider shows at once
         if renamed:
             self.scrollback.restyle()
         self.changed()
         return mention
+
+    def unreported_read(self) -> int | None:
+        """The newest offset here, if the user has seen it (the caller knows) and the server
+        has not been told yet."""
+        if self.epoch is None or self.newest <= self.read_reported:
+            return None
+        self.read_reported = self.newest
+        return self.newest
 
     def has_offset(self, offset: int) -> bool:
         return self.scrollback.find_offset(offset) is not None
@@ -373,6 +394,9 @@ class Room(Observable):
         """``backlog``: it came with a welcome (history or recovery), so it may be from
         another day and then shows the date; a live message is said now."""
         name = None if frame.name is None else clip_name(frame.name)
+        offset = frame.offset
+        if offset is not None and offset > self.newest:
+            self.newest = offset
         own = name is not None and name == self.me
         mention = not own and self.me is not None and mentions(self.me, frame.text)
         when = local_time(frame.time) if frame.time is not None else now

@@ -52,6 +52,8 @@ Deliver = Callable[[str, RoomEvent], None]
 # oldest go first).
 DEDUP_PER_TOKEN = 1000
 DEDUP_PER_ROOM = 20_000
+# Read positions (token, room) the memory broker keeps at most (the least recently read go).
+READ_POSITIONS = 100_000
 
 
 def dedup_token(key: str) -> str:
@@ -209,6 +211,15 @@ class Registry(ABC):
     @abstractmethod
     async def release_name(self, name: str) -> None:
         """One connection of this node lets go of ``name``."""
+
+    @abstractmethod
+    async def read_position(self, token_id: str, room: str, epoch: str) -> int | None:
+        """The offset the token last read in ``room``, if one is kept for that epoch."""
+
+    @abstractmethod
+    async def keep_read_position(self, token_id: str, room: str, epoch: str, offset: int) -> None:
+        """The token has read ``room`` up to ``offset`` of ``epoch`` (kept as long as the
+        room's history, at most READ_POSITIONS of them per process on the memory broker)."""
 
     @abstractmethod
     async def rooms(self, after: str = "", limit: int = ROOMS_PAGE) -> dict[str, int]:

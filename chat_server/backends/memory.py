@@ -16,7 +16,7 @@ import hmac
 import itertools
 import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
@@ -25,6 +25,7 @@ from chat_protocol.names import name_key
 from chat_server.backends.base import (
     DEDUP_PER_ROOM,
     DEDUP_PER_TOKEN,
+    READ_POSITIONS,
     Backend,
     ChannelBackend,
     ClusterInfo,
@@ -118,6 +119,8 @@ class _State:
         # Kept as members join and leave: /health never walks the rooms.
         self.occupied = 0  # rooms with members
         self.present = 0  # members of rooms
+        # (token id, room) -> (epoch, offset read), the least recently read first.
+        self.read: OrderedDict[tuple[str, str], tuple[str, int]] = OrderedDict()
 
     def keeps_idle(self) -> bool:
         return self.settings.history_size > 0 and self.settings.history_rooms > 0
@@ -357,6 +360,17 @@ class MemoryRegistry(Registry):
         record.expires = _now() + reservation
         self._state.reserved.append((record.expires, name))
         self._forget_expired()
+
+    async def read_position(self, token_id: str, room: str, epoch: str) -> int | None:
+        kept = self._state.read.get((token_id, room))
+        return kept[1] if kept is not None and kept[0] == epoch else None
+
+    async def keep_read_position(self, token_id: str, room: str, epoch: str, offset: int) -> None:
+        read = self._state.read
+        read[(token_id, room)] = (epoch, offset)
+        read.move_to_end((token_id, room))
+        while len(read) > READ_POSITIONS:
+            read.popitem(last=False)
 
     async def rooms(self, after: str = "", limit: int = ROOMS_PAGE) -> dict[str, int]:
         rooms = self._state.rooms

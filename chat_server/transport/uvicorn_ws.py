@@ -53,9 +53,13 @@ from chat_server.stats import CLOSE_OUTCOMES, stats
 from chat_server.transport.config import InputLimits, limits_of
 
 _WITHIN_RATE = asgi.WITHIN_RATE_KEY
-# chat.v2's typing frame is not a message. Recognised by its exact bytes: a comparison costs
-# every other frame next to nothing (any other spelling counts as a message at arrival).
+# chat.v2's typing and read frames are not messages. Recognised by their exact bytes (a read
+# by its start) among short frames only: every other frame pays next to nothing (any other
+# spelling of them counts as a message at arrival).
 _TYPING = v2.TYPING_FRAME.encode()
+_READ_HEAD = v2.read_up_to(0)[:-2].encode()  # {"type":"read","offset":
+_READ_HEAD_SIZE = len(_READ_HEAD)
+_SMALL = 48
 # How long a close frame may wait in the write buffer before the connection is aborted.
 ABORT_GRACE_SECONDS = 2.0
 # Input is parsed this many bytes at a time, so that a read full of tiny frames is cut short
@@ -254,8 +258,8 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
             self.conn.send_close(close.INVALID_UTF8.code, close.INVALID_UTF8.text())
             self.handle_parser_exception()
             return
-        if data == _TYPING:
-            within = None  # chat.v2's typing, which costs no message: the app judges
+        if len(data) <= _SMALL and (data == _TYPING or data[:_READ_HEAD_SIZE] == _READ_HEAD):
+            within = None  # chat.v2's typing or read, which cost no message: the app judges
         else:
             within = self._messages is None or self._messages.spend(1, self._now)
             if not within:

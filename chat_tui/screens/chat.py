@@ -185,6 +185,7 @@ class ChatScreen(Screen[None]):
             self.call_later(self._refresh_chrome)
 
     def _tick(self) -> None:
+        self.controller.report_read(self.log_view.following)
         if any(room.retry_at is not None for room in self.controller.rooms.values()):
             self._refresh_chrome()  # the countdowns count
         elif self._status.is_attached:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from chat_protocol.frames import Frame, FrameKind
+from chat_protocol.frames import Frame, FrameKind, Welcome
 from chat_protocol.v1 import format_message, parse_frame
 from chat_protocol.v2 import TYPING_SHOWN
 from chat_tui.config import Config
@@ -26,6 +26,7 @@ from chat_tui.events import (
     Event,
     NameAssigned,
     StateChanged,
+    Welcomed,
 )
 from chat_tui.rooms import TYPISTS_KEPT, RoomState, typing_text
 
@@ -44,6 +45,7 @@ class FakeConnection:
         self.sent: list[tuple[str, str]] = []  # (send id, line)
         self.retried = 0
         self.typed = 0
+        self.reads: list[int] = []
         self.runs = 0
         self.fail_with: Exception | None = None
         self.closed = False
@@ -78,6 +80,9 @@ class FakeConnection:
 
     def typing(self) -> None:
         self.typed += 1
+
+    def read(self, offset: int) -> None:
+        self.reads.append(offset)
 
     async def run(self) -> None:
         self.runs += 1
@@ -357,3 +362,46 @@ async def test_who_is_typing_until_they_speak_or_6_s_pass(world: Any) -> None:
     await settle()
     assert len(room.typists(now[0])) == TYPISTS_KEPT  # a hostile server's flood is bounded
     assert typing_text(room.typists(now[0])) == f"{TYPISTS_KEPT} people are typing…"
+
+
+def welcome(read: int | None, offset: int = 5) -> Welcomed:
+    history = tuple(
+        Frame(FrameKind.MESSAGE, f"m{n}", PEER, offset=n, time=T.replace(tzinfo=UTC))
+        for n in range(1, offset + 1)
+    )
+    body = Welcome("a", ME, "e1", offset, f"{ME}.secret", None, False, len(history), read)
+    return Welcomed(body, history, None)
+
+
+async def test_what_the_user_saw_is_reported_once_a_second_at_most_once(world: Any) -> None:
+    make, _, connections = world
+    controller = make("a")
+    await settle()
+    a = connections["a"]
+    a.state(ConnectionState.CONNECTED)
+    a.report(welcome(read=None))
+    await settle()
+    controller.report_read(following=False)  # scrolled up: not seen
+    assert a.reads == []
+    controller.report_read(following=True)
+    controller.report_read(following=True)  # nothing newer since
+    assert a.reads == [5]
+    a.report(parse_frame(format_message(PEER, "six")))  # a text frame: no offset
+    await settle()
+    controller.report_read(following=True)
+    assert a.reads == [5]
+
+
+async def test_a_kept_read_position_makes_the_rest_unread(world: Any) -> None:
+    make, _, connections = world
+    controller = make("a", "b")
+    await settle()
+    b = connections["b"]
+    b.state(ConnectionState.CONNECTED)
+    b.report(welcome(read=3))
+    await settle()
+    room = controller.rooms["b"]  # not looked at: counted
+    assert (room.unread, room.read_reported) == (2, 3)
+    controller.activate("b")
+    await settle()
+    assert room.scrollback.marker is not None and room.scrollback.marker.text == "m4"

@@ -127,6 +127,9 @@ class ScriptedConnection:
     def typing(self) -> None:
         pass
 
+    def read(self, offset: int) -> None:
+        pass
+
     async def close(self) -> None:
         self._closed.set()
         self._report(StateChanged(ConnectionState.CLOSED, "left the room"))

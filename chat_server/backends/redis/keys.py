@@ -79,6 +79,11 @@ def name(name: str) -> str:
     return f"{PREFIX}name:{name_key(name)}"
 
 
+def read_positions(token_id: str) -> str:
+    """Hash: room -> "{epoch} {offset}" the token last read there; expires with history."""
+    return f"{PREFIX}read:{token_id}"
+
+
 ROOM_KEY_PREFIX = PREFIX + "room:"
 NODE_KEY_PREFIX = PREFIX + "node:"
 NAME_KEY_PREFIX = PREFIX + "name:"

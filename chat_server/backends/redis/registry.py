@@ -41,6 +41,18 @@ class RedisRegistry(Registry):
             [node, name, redis.reservation_ms],
         )
 
+    async def read_position(self, token_id: str, room: str, epoch: str) -> int | None:
+        kept = await self._redis.call("HGET", keys.read_positions(token_id), room)
+        if kept is None:
+            return None
+        kept_epoch, _, offset = kept.decode("ascii", "replace").partition(" ")
+        return int(offset) if kept_epoch == epoch and offset.isdigit() else None
+
+    async def keep_read_position(self, token_id: str, room: str, epoch: str, offset: int) -> None:
+        key = keys.read_positions(token_id)
+        ttl = max(1, round(self._redis.settings.history_ttl))
+        await self._redis.script("keep_read", [key], [room, f"{epoch} {offset}", ttl])
+
     async def rooms(self, after: str = "", limit: int = ROOMS_PAGE) -> dict[str, int]:
         flat = await self._redis.query(
             "rooms", [keys.ROOMS, keys.NODES], [keys.ROOM_KEY_PREFIX, after, limit]

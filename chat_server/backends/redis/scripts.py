@@ -199,6 +199,13 @@ redis.call('SADD', KEYS[2], ARGV[2])
 return 1
 """
 
+# KEYS: 1 the token's read positions. ARGV: 1 room, 2 "{epoch} {offset}", 3 ttl (s).
+KEEP_READ = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
 # KEYS: 1 name, 2 the node's names. ARGV: 1 node, 2 name, 3 reservation (ms).
 RELEASE_NAME = (
     _NAME_RECORD
@@ -332,6 +339,7 @@ SCRIPTS = {
     for name, source in {
         "room_event": ROOM_EVENT,
         "claim_name": CLAIM_NAME,
+        "keep_read": KEEP_READ,
         "resume_name": RESUME_NAME,
         "release_name": RELEASE_NAME,
         "heartbeat": HEARTBEAT,
