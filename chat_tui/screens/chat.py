@@ -259,7 +259,8 @@ class ChatScreen(Screen[None]):
 
     @on(Input.Changed, "#input")
     def _typed(self, event: Input.Changed) -> None:
-        self.controller.typed(event.value)
+        if event.value != self.input_box.loaded:  # a draft shown again is not typing
+            self.controller.typed(event.value)
 
     @on(LineSubmitted)
     def _submitted(self, event: LineSubmitted) -> None:

@@ -56,6 +56,7 @@ class ChatInput(Input):
         self._history_index: int | None = None  # None: editing a fresh draft
         self._stash = ""  # the draft put aside while browsing the history
         self._completion: tuple[int, str, list[str], int] | None = None
+        self.loaded = ""  # the room's draft as it was shown, before anything was typed
 
     # --- the value as a message -------------------------------------------------------------
 
@@ -70,6 +71,7 @@ class ChatInput(Input):
         self._history_index = None
         self._stash = ""
         self._completion = None
+        self.loaded = draft  # shown, not typed (see ChatScreen._typed)
         self.value = draft
         self.cursor_position = len(draft) if cursor is None else min(cursor, len(draft))
 

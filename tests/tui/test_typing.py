@@ -8,6 +8,7 @@ from chat_testing.servers import RunningServer
 from tests.server.wsclients import join_v2
 from tests.tui.app_helpers import (
     SIZE,
+    input_line,
     joined,
     make_app,
     room_name,
@@ -50,5 +51,28 @@ async def test_typing_off_sends_nothing(shared_server: RunningServer) -> None:
             await pilot.press("enter")
             frames = await peer.recv_until(lambda f: f.get("type") == "message")
             assert [f["type"] for f in frames] == ["message"] and frames[0]["name"] == me
+        finally:
+            await peer.close()
+
+
+async def test_a_draft_shown_again_is_not_typing(shared_server: RunningServer) -> None:
+    first, second = room_name("typing"), room_name("typing")
+    app = make_app(shared_server, first, second)
+    async with app.run_test(size=SIZE) as pilot:
+        me = await joined(pilot, app, first)
+        await joined(pilot, app, second)
+        await pilot.press("alt+2")
+        await until(pilot, lambda: app.controller.active == second, "in the second room")
+        app.controller.rooms[first].draft = "draft"  # as if typed there earlier
+        peer = await join_v2(shared_server.chat_url(first))
+        try:
+            await pilot.press("alt+1")  # back: the draft is shown again, not typed
+            await until(pilot, lambda: input_line(app).strip() == "draft", "the draft shown")
+            await peer.send("marker", "m1")
+            frames = await peer.recv_until(lambda f: f.get("type") == "message")
+            assert {"type": "typing", "name": me} not in frames
+            await type_text(pilot, "x")  # typing on is typing
+            frames = await peer.recv_until(lambda f: f.get("type") == "typing")
+            assert frames[-1] == {"type": "typing", "name": me}
         finally:
             await peer.close()
