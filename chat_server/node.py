@@ -76,9 +76,10 @@ class Node:
         self, resume: str | None = None, tokened: bool = False, wanted: str | None = None
     ) -> NameLease:
         """The name of a new connection: the one ``resume`` was issued with if that token is
-        still its own (and it is the name ``wanted``, if one is), else ``wanted``, else a
-        fresh one; with a token of its own if ``tokened``. Raises :class:`NameRefused` for a
-        ``wanted`` name that breaks the rules or that someone else holds or keeps."""
+        still its own (and it is ``wanted``, in any case, if a name is wanted), else
+        ``wanted``, else a fresh one; with a token of its own if ``tokened``. Raises
+        :class:`NameRefused` for a ``wanted`` name that breaks the rules or that someone else
+        holds or keeps."""
         registry = self.backend.registry
         if wanted is not None:
             problem = names.chosen_name_problem(wanted)
@@ -86,7 +87,11 @@ class Node:
                 raise NameRefused(close.INVALID_NAME, problem)
         if resume is not None:
             token = tokens.parse_token(resume)
-            if token is not None and (wanted is None or token.name == wanted):
+            # The token's own name, asked for in another case, is still its own: resumed as
+            # it was chosen (names are one whatever their case).
+            if token is not None and (
+                wanted is None or names.name_key(token.name) == names.name_key(wanted)
+            ):
                 stored = await registry.name_digest(token.name)
                 if tokens.matches(stored, token) and await registry.resume_name(
                     token.name, token.digest

@@ -102,7 +102,7 @@ class NameNotTaken:
 
     @property
     def text(self) -> str:
-        return f"cannot be {self.asked} ({self.reason}): going on under the server's name"
+        return f"cannot be {self.asked} ({self.reason}): going on without it"
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,17 +36,23 @@ PEOPLE_LIMIT = 5000
 TEXT_LIMIT = 16_384
 NAME_LIMIT = 64
 TYPISTS_KEPT = 20  # a hostile server's thousand typists cost no more than this
+TYPING_TEXT_WIDTH = 36  # longer names are said by count: it must fit beside the room's state
 
 
 def typing_text(names: list[str]) -> str:
-    """The status line's "alice is typing…" for ``names`` (none: empty)."""
+    """The status line's "alice is typing…" for ``names`` (none: empty); by count when the
+    names would not fit a narrow status line ("2 people are typing…")."""
     if not names:
         return ""
     if len(names) == 1:
-        return f"{clip_name(names[0])} is typing…"
-    if len(names) == 2:
-        return f"{clip_name(names[0])} and {clip_name(names[1])} are typing…"
-    return f"{len(names)} people are typing…"
+        said = f"{names[0]} is typing…"
+    elif len(names) == 2:
+        said = f"{names[0]} and {names[1]} are typing…"
+    else:
+        return f"{len(names)} people are typing…"
+    if len(said) <= TYPING_TEXT_WIDTH:
+        return said
+    return "someone is typing…" if len(names) == 1 else f"{len(names)} people are typing…"
 
 
 def clip(text: str, limit: int = TEXT_LIMIT) -> str:
@@ -366,6 +372,8 @@ class Room(Observable):
         """A join or leave: in the log one by one, unless it is part of a long run of them
         (a churning member must not push what was said out of the scrollback)."""
         assert frame.name is not None
+        if self._typing:
+            self._typing.pop(frame.name, None)  # gone: no longer typing
         joined = frame.kind is FrameKind.JOIN
         self._saw(frame.name, present=joined, presence=True)
         scrollback = self.scrollback

@@ -219,7 +219,9 @@ class Registry(ABC):
     @abstractmethod
     async def keep_read_position(self, token_id: str, room: str, epoch: str, offset: int) -> None:
         """The token has read ``room`` up to ``offset`` of ``epoch`` (kept as long as the
-        room's history, at most READ_POSITIONS of them per process on the memory broker)."""
+        room's history, at most READ_POSITIONS of them per process on the memory broker);
+        never past the room's newest message, and not at all once the epoch is not the
+        room's."""
 
     @abstractmethod
     async def rooms(self, after: str = "", limit: int = ROOMS_PAGE) -> dict[str, int]:

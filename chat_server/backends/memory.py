@@ -366,8 +366,11 @@ class MemoryRegistry(Registry):
         return kept[1] if kept is not None and kept[0] == epoch else None
 
     async def keep_read_position(self, token_id: str, room: str, epoch: str, offset: int) -> None:
+        state = self._state.rooms.get(room)
+        if state is None or state.epoch != epoch:
+            return  # the numbering it was read in is gone
         read = self._state.read
-        read[(token_id, room)] = (epoch, offset)
+        read[(token_id, room)] = (epoch, min(offset, state.offset))  # never past the newest
         read.move_to_end((token_id, room))
         while len(read) > READ_POSITIONS:
             read.popitem(last=False)

@@ -129,6 +129,18 @@ async def test_a_chat_v2_name_is_kept_by_its_token_and_shared_by_its_rooms(
     await back.close()
 
 
+async def test_a_tokens_own_name_asked_in_another_case_is_resumed_as_chosen(
+    shared_server: RunningServer,
+) -> None:
+    name = fresh_name("Gi")
+    first = await join_v2(shared_server.chat_url(fresh_room()), f"name={name}")
+    await first.close()
+    query = join_query(JoinRequest(resume=first.token, name=name.lower()))
+    again = await join_v2(shared_server.chat_url(fresh_room()), query)
+    assert (again.name, again.welcome["resumed"]) == (name, True)
+    await again.close()
+
+
 async def test_a_token_for_another_name_does_not_stand_in_the_way(
     shared_server: RunningServer,
 ) -> None:

@@ -95,3 +95,14 @@ async def test_reads_cost_no_message(server_factory: Callable[..., RunningServer
         assert [f["type"] for f in frames] == ["ack", "message", "ack", "message"]
     finally:
         await member.close()
+
+
+async def test_a_read_past_the_newest_message_is_kept_as_the_newest(
+    shared_server: RunningServer,
+) -> None:
+    url = shared_server.chat_url(fresh_room())
+    reader = await join_v2(url)
+    last = await say(reader, "only")
+    await reader.ws.send(read_up_to(1_000_000))
+    await reader.close()
+    assert (await welcome_once_kept(url, reader.token, last))["read"] == last

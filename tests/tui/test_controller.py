@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from chat_protocol.frames import Frame, FrameKind, Welcome
-from chat_protocol.v1 import format_message, parse_frame
+from chat_protocol.v1 import format_leave, format_message, parse_frame
 from chat_protocol.v2 import TYPING_SHOWN
 from chat_tui.config import Config
 from chat_tui.controller import ChatController
@@ -362,6 +362,13 @@ async def test_who_is_typing_until_they_speak_or_6_s_pass(world: Any) -> None:
     await settle()
     assert len(room.typists(now[0])) == TYPISTS_KEPT  # a hostile server's flood is bounded
     assert typing_text(room.typists(now[0])) == f"{TYPISTS_KEPT} people are typing…"
+    a.report(parse_frame(format_leave("p29")))  # gone: no longer typing
+    await settle()
+    assert "p29" not in room.typists(now[0])
+    # Names too long for a narrow status line are said by count.
+    long_a, long_b = "A" * 24, "B" * 24
+    assert typing_text([long_a]) == f"{long_a} is typing…"
+    assert typing_text([long_a, long_b]) == "2 people are typing…"
 
 
 def welcome(read: int | None, offset: int = 5) -> Welcomed:

@@ -49,9 +49,12 @@ class RedisRegistry(Registry):
         return int(offset) if kept_epoch == epoch and offset.isdigit() else None
 
     async def keep_read_position(self, token_id: str, room: str, epoch: str, offset: int) -> None:
-        key = keys.read_positions(token_id)
         ttl = max(1, round(self._redis.settings.history_ttl))
-        await self._redis.script("keep_read", [key], [room, f"{epoch} {offset}", ttl])
+        await self._redis.script(
+            "keep_read",
+            [keys.read_positions(token_id), keys.room_sequence(room)],
+            [room, epoch, offset, ttl],
+        )
 
     async def rooms(self, after: str = "", limit: int = ROOMS_PAGE) -> dict[str, int]:
         flat = await self._redis.query(

@@ -199,10 +199,16 @@ redis.call('SADD', KEYS[2], ARGV[2])
 return 1
 """
 
-# KEYS: 1 the token's read positions. ARGV: 1 room, 2 "{epoch} {offset}", 3 ttl (s).
+# KEYS: 1 the token's read positions, 2 the room's sequence. ARGV: 1 room, 2 epoch,
+# 3 offset read, 4 ttl (s). Kept as "{epoch} {offset}", never past the room's newest message;
+# not at all if the epoch is no longer the room's.
 KEEP_READ = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+if redis.call('HGET', KEYS[2], 'e') ~= ARGV[2] then return 0 end
+local newest = redis.call('HGET', KEYS[2], 'o') or '0'
+local offset = ARGV[3]
+if #offset > #newest or (#offset == #newest and offset > newest) then offset = newest end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. offset)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 
