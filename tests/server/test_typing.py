@@ -9,8 +9,10 @@ import json
 import secrets
 from collections.abc import Callable
 
+import pytest
+
 from chat_protocol.v1 import format_message
-from chat_protocol.v2 import TYPING_EVERY, TYPING_FRAME
+from chat_protocol.v2 import TYPING_EVERY, TYPING_FRAME, read_up_to
 from chat_testing.servers import RunningServer
 from tests.server.wsclients import join, join_v2
 
@@ -86,16 +88,18 @@ async def test_a_text_client_sending_typing_json_sends_text(shared_server: Runni
         await member.close()
 
 
-async def test_typing_costs_no_message(server_factory: Callable[..., RunningServer]) -> None:
-    # With a burst of 2 messages, typing in between still leaves both for messages.
+@pytest.mark.parametrize("frame", [TYPING_FRAME, read_up_to(0)], ids=["typing", "read"])
+async def test_typing_and_reads_cost_no_message(
+    server_factory: Callable[..., RunningServer], frame: str
+) -> None:
+    # With a burst of 2 messages, a typing or read frame in between leaves both for messages.
     server = server_factory(rate_limit=1, rate_burst=2)
-    url = server.chat_url(fresh_room())
-    typist = await join_v2(url)
+    member = await join_v2(server.chat_url(fresh_room()))
     try:
-        await typist.ws.send(TYPING_FRAME)
-        await typist.send("one", "n1")
-        await typist.send("two", "n2")
-        frames = await typist.recv_until(lambda f: f.get("text") == "two")
+        await member.ws.send(frame)
+        await member.send("one", "n1")
+        await member.send("two", "n2")
+        frames = await member.recv_until(lambda f: f.get("text") == "two")
         assert [f["type"] for f in frames] == ["ack", "message", "ack", "message"]
     finally:
-        await typist.close()
+        await member.close()
