@@ -39,6 +39,9 @@ class Codec(Protocol):
     def typing(self, name: str) -> str:
         """Numbered dialects: ``name`` is typing in the room."""
 
+    def away(self, name: str, message: str | None, time: float) -> str:
+        """Numbered dialects: ``name`` is away with ``message`` (``None``: back)."""
+
     def welcome(
         self,
         room: str,

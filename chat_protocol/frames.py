@@ -14,6 +14,8 @@ class FrameKind(StrEnum):
     ERROR = "error"
     NOTICE = "notice"
     TYPING = "typing"  # chat.v2: ``name`` is typing (never stored, never in a log)
+    AWAY = "away"  # chat.v2: ``name`` is away; ``text`` their message (may be empty)
+    BACK = "back"  # chat.v2: ``name`` is back
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,13 @@ class Typing:
 
 
 @dataclass(slots=True)
+class Away:
+    """(chat.v2) The client's user is away (``message``: why, may be empty); ``None``: back."""
+
+    message: str | None
+
+
+@dataclass(slots=True)
 class Read:
     """(chat.v2) The client's user has seen this room's messages up to ``offset``."""
 
@@ -84,7 +93,7 @@ class Read:
 
 # Every frame a client sends, as a server reads it. A new chat.v2 frame type is a dataclass
 # here, a reader in v2.py's table and an answer in the server's session.py.
-ClientFrame = Send | Typing | Read
+ClientFrame = Send | Typing | Read | Away
 
 
 class FrameError(ValueError):

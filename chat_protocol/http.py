@@ -70,9 +70,24 @@ def read_rooms(body: Any) -> list[RoomCount]:
         raise ShapeError("not a list of rooms") from exc
 
 
-def members_body(room: str, names: Sequence[str]) -> dict[str, Any]:
-    """``GET /rooms/{room}``: its members in join order."""
-    return {"room": room, "members": list(names)}
+def members_body(
+    room: str, names: Sequence[str], away: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """``GET /rooms/{room}``: its members in join order; ``away`` (only when some are): the
+    away messages of those who are."""
+    body: dict[str, Any] = {"room": room, "members": list(names)}
+    if away:
+        body["away"] = dict(away)
+    return body
+
+
+def read_away(body: Any) -> dict[str, str]:
+    """The away messages of a ``GET /rooms/{room}`` answer (none: empty; a server without
+    them, or a malformed part, counts as none)."""
+    away = body.get("away") if isinstance(body, dict) else None
+    if not isinstance(away, dict):
+        return {}
+    return {k: v for k, v in away.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def read_members(body: Any) -> list[str]:

@@ -113,6 +113,9 @@ class TextCodec:
     def typing(self, name: str) -> str:
         raise TypeError("the text protocol has no typing frames")
 
+    def away(self, name: str, message: str | None, time: float) -> str:
+        raise TypeError("the text protocol has no away frames")
+
     def welcome(self, *args: object) -> str:
         raise TypeError("the text protocol has no welcome: the own join notice comes first")
 

@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
 
-from chat_protocol import v1
+from chat_protocol import text, v1
 from chat_protocol.frames import (
     Ack,
+    Away,
     ClientFrame,
     Frame,
     FrameError,
@@ -49,6 +50,8 @@ class Type(StrEnum):
     SEND = "send"  # a client's
     TYPING = "typing"  # a client's (no fields), and the server's (with the typist's name)
     READ = "read"  # a client's: read up to an offset
+    AWAY = "away"  # a client's (with a message), and the server's (with the name too)
+    BACK = "back"  # a client's, and the server's (with the name)
 
 
 def _dumps(obj: dict[str, Any]) -> str:
@@ -154,6 +157,14 @@ def is_typing(name: str) -> str:
     return _dumps({"type": Type.TYPING, "name": name})
 
 
+def is_away(name: str, message: str, time: float) -> str:
+    return _dumps({"type": Type.AWAY, "name": name, "message": message, "time": format_time(time)})
+
+
+def is_back(name: str, time: float) -> str:
+    return _dumps({"type": Type.BACK, "name": name, "time": format_time(time)})
+
+
 def ack(nonce: str, offset: int, time: float) -> str:
     return _dumps({"type": Type.ACK, "nonce": nonce, "offset": offset, "time": format_time(time)})
 
@@ -203,8 +214,23 @@ def _read_typing(body: dict[str, Any]) -> ServerFrame:
     return Frame(FrameKind.TYPING, "", str(body["name"]))
 
 
+def _read_away(body: dict[str, Any]) -> ServerFrame:
+    return Frame(
+        FrameKind.AWAY,
+        str(body.get("message", "")),
+        str(body["name"]),
+        time=parse_time(body["time"]),
+    )
+
+
+def _read_back(body: dict[str, Any]) -> ServerFrame:
+    return Frame(FrameKind.BACK, "", str(body["name"]), time=parse_time(body["time"]))
+
+
 _SERVER_FRAMES: Final[dict[str, Callable[[dict[str, Any]], ServerFrame]]] = {
     Type.TYPING: _read_typing,
+    Type.AWAY: _read_away,
+    Type.BACK: _read_back,
     Type.MESSAGE: _read_message,
     Type.JOIN: _read_presence,
     Type.LEAVE: _read_presence,
@@ -247,6 +273,32 @@ def read_up_to(offset: int) -> str:
     return _dumps({"type": Type.READ, "offset": offset})
 
 
+# Away messages are one line of at most this many characters (after sanitising).
+MAX_AWAY_CHARS: Final = 200
+# Away and back, from one connection: at most one a second.
+AWAY_EVERY: Final = 1.0
+
+
+def away(message: str = "") -> str:
+    return _dumps({"type": Type.AWAY, "message": message})
+
+
+BACK_FRAME: Final = _dumps({"type": Type.BACK})
+
+
+def _read_away_frame(body: dict[str, Any], nonce: str | None) -> Away:
+    message = body.get("message", "")
+    if not isinstance(message, str):
+        raise FrameError("an away message is text", nonce)
+    clean = text.sanitize(message.replace("\n", " ").replace("\t", " ")) or ""
+    if len(clean) > MAX_AWAY_CHARS:
+        raise FrameError(
+            f"away message too long ({len(clean)} characters; the limit is {MAX_AWAY_CHARS})",
+            nonce,
+        )
+    return Away(clean)
+
+
 def _read_read(body: dict[str, Any], nonce: str | None) -> Read:
     try:
         return Read(_offset(body.get("offset")))
@@ -266,6 +318,8 @@ _CLIENT_FRAMES: Final[dict[str, Callable[[dict[str, Any], str | None], ClientFra
     Type.SEND: _read_send,
     Type.TYPING: lambda body, nonce: Typing(),
     Type.READ: _read_read,
+    Type.AWAY: _read_away_frame,
+    Type.BACK: lambda body, nonce: Away(None),
 }
 
 
@@ -318,6 +372,9 @@ class JsonCodec:
 
     def typing(self, name: str) -> str:
         return is_typing(name)
+
+    def away(self, name: str, message: str | None, time: float) -> str:
+        return is_back(name, time) if message is None else is_away(name, message, time)
 
     def welcome(
         self,

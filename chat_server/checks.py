@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from chat_protocol import close, text, v2
 from chat_protocol.close import Close
 from chat_protocol.codec import Codec
-from chat_protocol.frames import ClientFrame, FrameError, Read, Send, Typing
+from chat_protocol.frames import Away, ClientFrame, FrameError, Read, Send, Typing
 from chat_protocol.rates import TokenBucket
 from chat_server import asgi
 from chat_server.ops.settings import Settings
@@ -24,6 +24,9 @@ from chat_server.stats import stats
 # Minimum time between two "you are sending too fast" notices to one connection (a send with a
 # nonce is always answered: its client must know it was not sent).
 FLOOD_NOTICE_INTERVAL = 1.0
+# The least time between two frames of a type with a rule of its own (a read: a client
+# reports once a second, and the network may bring two closer).
+_EVERY: dict[type, float] = {Typing: v2.TYPING_EVERY, Read: v2.READ_EVERY / 2, Away: v2.AWAY_EVERY}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +122,9 @@ class FrameChecks:
         network may bring two closer); more often: an error at most once per interval, and
         nothing done."""
         kind = type(frame)
-        if kind is Typing or kind is Read:
+        if kind is Typing or kind is Read or kind is Away:
             now = time.monotonic()
-            every = v2.TYPING_EVERY if kind is Typing else v2.READ_EVERY / 2
+            every = _EVERY[kind]
             last, notice = self._last_other.get(kind, (-every, -every))
             if now - last >= every:
                 self._last_other[kind] = (now, notice)
@@ -131,6 +134,8 @@ class FrameChecks:
             self._last_other[kind] = (last, now)
             if kind is Typing:
                 return Refusal(f"typing: at most once every {every:g} s; not passed on")
+            if kind is Away:
+                return Refusal("away and back: at most once a second; not changed")
             return Refusal("read: at most twice a second; not kept")
         return frame
 

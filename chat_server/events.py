@@ -37,6 +37,14 @@ class EventKind(StrEnum):
     # chat.v2's "is typing": takes a serial (one order per room) but no offset, is never
     # stored, and reaches only the members of numbered dialects other than the typist.
     TYPING = "typing"
+    # chat.v2's away (``text``: the message, may be empty) and back: like typing, but to every
+    # chat.v2 member, the one it is about too.
+    AWAY = "away"
+    BACK = "back"
+
+
+# Events that take a serial but no offset, are never stored, and reach chat.v2 members only.
+SIGNALS: Final = frozenset({EventKind.TYPING, EventKind.AWAY, EventKind.BACK})
 
 
 _MESSAGE, _JOIN = EventKind.MESSAGE, EventKind.JOIN

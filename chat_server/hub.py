@@ -23,10 +23,10 @@ from collections.abc import Callable
 from typing import Protocol
 
 from chat_server.backends.base import ChannelBackend
-from chat_server.events import EventKind, RoomEvent
+from chat_server.events import SIGNALS, EventKind, RoomEvent
 
 _LEAVE = EventKind.LEAVE
-_TYPING = EventKind.TYPING
+_MESSAGE = EventKind.MESSAGE
 
 
 class HubMember(Protocol):
@@ -38,8 +38,8 @@ class HubMember(Protocol):
     def removed(self, event: RoomEvent) -> None:
         """The room announced this member's own leave (it was replaced, or reaped)."""
 
-    def typing(self, event: RoomEvent) -> None:
-        """Someone in the room is typing (a :data:`EventKind.TYPING` event); never blocks."""
+    def signal(self, event: RoomEvent) -> None:
+        """A signal of the room (``events.SIGNALS``: typing, away, back); never blocks."""
 
 
 # (room, its local members, why): called when a room's local stream broke.
@@ -104,10 +104,11 @@ class RoomHub:
             return
         # A copy: delivering may evict a member, which takes it out of the room.
         members = tuple(local.members)
-        if event.kind is _TYPING:
+        kind = event.kind
+        if kind is not _MESSAGE and kind in SIGNALS:
             for member in members:
                 try:
-                    member.typing(event)
+                    member.signal(event)
                 except Exception as exc:
                     if self._on_failed is None:
                         raise

@@ -194,10 +194,18 @@ class Member:
             return  # a newer connection of ours, replacing an older one
         self.drop(close.REPLACED if event.text == REPLACED else close.NOT_IN_ROOM)
 
-    def typing(self, event: RoomEvent) -> None:
-        """Someone is typing: told to live members of numbered dialects, not to the typist."""
-        if self.codec.numbered and event.name != self.name and not self._gated:
-            self.deliver_private(self.codec.typing(event.name))
+    def signal(self, event: RoomEvent) -> None:
+        """Typing (not to the typist), away or back: told to live members of numbered
+        dialects only."""
+        if not self.codec.numbered or self._gated:
+            return
+        kind = event.kind
+        if kind is EventKind.TYPING:
+            if event.name != self.name:
+                self.deliver_private(self.codec.typing(event.name))
+        else:
+            message = event.text if kind is EventKind.AWAY else None
+            self.deliver_private(self.codec.away(event.name, message, event.time))
 
     def deliver_private(self, frame: str) -> None:
         """Queue a frame for this member only (an error, an ack), under the same bound."""

@@ -4,6 +4,7 @@ connections it holds and the names they have. One per process, shared by every c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable
@@ -49,6 +50,8 @@ class Session(Protocol):
 
     def drop(self, why: Close, detail: object = None) -> None: ...
 
+    def away_changed(self, token_id: str, message: str | None) -> None: ...
+
 
 class Node:
     def __init__(self, settings: Settings, backend: Backend) -> None:
@@ -60,6 +63,7 @@ class Node:
         self.sessions: set[Session] = set()  # in their rooms
         self._background: set[asyncio.Task[None]] = set()
         backend.on_status(self._broker_status)
+        backend.on_away(self._away_changed)
 
     def admit(self) -> bool:
         """Count one more connection, unless the node is full; each admitted connection is
@@ -107,6 +111,17 @@ class Node:
             token = tokens.new_token(name) if tokened else None
             if await registry.claim_name(name, None if token is None else token.digest):
                 return NameLease(name, token)
+
+    async def set_away(self, token_id: str, name: str, message: str | None) -> None:
+        """The token's user is away (``None``: back): kept for the room listings, and said in
+        every room any of its connections is in, on every node."""
+        with contextlib.suppress(BrokerUnavailable):  # an outage closes everyone anyway
+            await self.backend.registry.set_away(name, message)
+            await self.backend.announce_away(token_id, name, message)
+
+    def _away_changed(self, token_id: str, name: str, message: str | None) -> None:
+        for session in list(self.sessions):
+            session.away_changed(token_id, message)
 
     def spawn(self, coro: Awaitable[None]) -> None:
         """Run ``coro`` in the background, kept until it is done."""

@@ -35,7 +35,7 @@ from typing import Any
 from chat_protocol import close
 from chat_protocol.close import Close, CloseCode
 from chat_protocol.codec import Codec
-from chat_protocol.frames import ClientFrame, Read, Send, Typing
+from chat_protocol.frames import Away, ClientFrame, Read, Send, Typing
 from chat_protocol.query import JoinRequest
 from chat_server import asgi
 from chat_server.backends.base import BrokerUnavailable, Publishing, public_reason
@@ -262,7 +262,22 @@ class ChatSession:
         if isinstance(frame, Read):
             self._keep_read(frame.offset)
             return None
+        if isinstance(frame, Away):
+            lease = self.lease
+            if lease is not None and lease.token is not None:
+                self.node.spawn(self.node.set_away(lease.token_id, self.name, frame.message))
+            return None
         raise TypeError(f"no answer for a {type(frame).__name__}")
+
+    def away_changed(self, token_id: str, message: str | None) -> None:
+        """A token's user is away (``None``: back): if it is ours, this room is told."""
+        lease = self.lease
+        if lease is None or lease.token is None or lease.token_id != token_id or self.left:
+            return
+        if self._join_serial is None:
+            return  # not in the room yet: a listing says it when asked
+        kind = EventKind.BACK if message is None else EventKind.AWAY
+        self._signal(kind, message or "")
 
     def _keep_read(self, offset: int) -> None:
         """Keep where the token's user stopped reading here (for its next welcome)."""
@@ -274,11 +289,14 @@ class ChatSession:
         self.node.spawn(_without_broker(kept))
 
     def _typing(self) -> None:
-        """Tell the room we are typing: nothing waits for it, and nothing is said if it
+        self._signal(EventKind.TYPING)
+
+    def _signal(self, kind: EventKind, text: str = "") -> None:
+        """Tell the room (typing, away, back): nothing waits for it, and nothing is said if it
         cannot go out (a broker failure closes everyone anyway)."""
         try:
             publishing = self.node.backend.channels.publish(
-                self.room, EventKind.TYPING, self.name, ref=self._join_serial
+                self.room, kind, self.name, text, ref=self._join_serial
             )
         except BrokerUnavailable:
             return

@@ -15,9 +15,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from chat_protocol import hosts, http, names
+from chat_protocol import hosts, http, names, v2
 
 PREFIX: Final = "/"
+AWAY_SHOWN: Final = 200  # characters of a member's away message kept (a server may send more)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,13 @@ class Who:
 
 
 @dataclass(frozen=True, slots=True)
+class Away:
+    """Say we are away (``message``: why, may be empty); ``None``: we are back."""
+
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Clear:
     pass
 
@@ -74,7 +82,19 @@ class CommandError:
     message: str
 
 
-Action = SendText | Join | Leave | ListRooms | Who | Clear | Reconnect | Help | Quit | CommandError
+Action = (
+    SendText
+    | Join
+    | Leave
+    | ListRooms
+    | Who
+    | Away
+    | Clear
+    | Reconnect
+    | Help
+    | Quit
+    | CommandError
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +111,8 @@ COMMANDS: Final[tuple[CommandInfo, ...]] = (
     CommandInfo("leave", "/leave [ROOM]", "leave ROOM, or the active room", ("part",)),
     CommandInfo("rooms", "/rooms", "list the server's rooms and their member counts"),
     CommandInfo("who", "/who", "list the members of the active room"),
+    CommandInfo("away", "/away [MESSAGE]", "say you are away, in every room (chat.v2)"),
+    CommandInfo("back", "/back", "say you are back"),
     CommandInfo("clear", "/clear", "clear the active room's log"),
     CommandInfo("reconnect", "/reconnect", "retry every offline room now (ctrl+r)"),
     CommandInfo("help", "/help", "show keys and commands"),
@@ -130,6 +152,11 @@ def parse(line: str) -> Action:
         if len(args) != 1:
             return CommandError(f"usage: {info.usage}")
         return _checked_room(args[0], lambda room: Join(room))
+    if info.name == "away":
+        message = " ".join(rest.split())
+        if len(message) > v2.MAX_AWAY_CHARS:
+            return CommandError(f"an away message is at most {v2.MAX_AWAY_CHARS} characters")
+        return Away(message)
     if info.name == "leave":
         if len(args) > 1:
             return CommandError(f"usage: {info.usage}")
@@ -141,6 +168,7 @@ def parse(line: str) -> Action:
     simple: dict[str, Action] = {
         "rooms": ListRooms(),
         "who": Who(),
+        "back": Away(None),
         "clear": Clear(),
         "reconnect": Reconnect(),
         "help": Help(),
@@ -235,18 +263,21 @@ async def fetch_rooms(server_url: str, *, transport: httpx.AsyncBaseTransport | 
 
 async def fetch_members(
     server_url: str, room: str, *, transport: httpx.AsyncBaseTransport | None = None
-) -> tuple[str, list[str] | None]:
-    """A line listing the members of ``room``, and the names (None when the server has no list)."""
+) -> tuple[str, list[str] | None, dict[str, str]]:
+    """A line listing the members of ``room``, the names (None when the server has no list),
+    and the away messages of those who are away."""
     url = http.http_base(server_url) + http.room_path(room)
     try:
         body = await _get_json(url, transport=transport)
     except EndpointMissing as exc:
-        return f"/who is not available: {exc}", None
+        return f"/who is not available: {exc}", None, {}
     except LookupError as exc:
-        return f"/who: {exc}", []
+        return f"/who: {exc}", [], {}
     try:
         members = http.read_members(body)
     except http.ShapeError:
-        return "/who is not available: the server's answer has an unexpected shape", None
+        return "/who is not available: the server's answer has an unexpected shape", None, {}
     names = sorted(members)
-    return f"members of {room} ({len(names)}): {', '.join(names)}", names
+    away = {name: message[:AWAY_SHOWN] for name, message in http.read_away(body).items()}
+    shown = [f"{n} (away{': ' + away[n] if away[n] else ''})" if n in away else n for n in names]
+    return f"members of {room} ({len(names)}): {', '.join(shown)}", names, away

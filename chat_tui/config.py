@@ -147,6 +147,11 @@ class Config:
     keep_name: bool = key(True, "keep your name's token in the state directory (0600)", _flag)
     nick: str = key("", "the name to ask for (--nick overrides it); empty: the server's", _nick)
     typing: bool = key(True, 'send and show "alice is typing…" (chat.v2)', _flag)
+    away_after: int = key(
+        0,
+        "minutes without a key before you are marked away (chat.v2); 0: never",
+        _whole(0, 24 * 60, "a whole number of minutes from 0 (never) to 1440"),
+    )
 
 
 def config_keys() -> list[Field[Any]]:

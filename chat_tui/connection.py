@@ -121,6 +121,8 @@ class Connection(Protocol):
 
     def read(self, offset: int) -> None: ...
 
+    def away(self, message: str | None) -> bool: ...
+
     async def run(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -212,6 +214,7 @@ class RoomConnection:
         self._writable = asyncio.Event()  # the writer has something to send
         self._typing_due = False  # "we are typing" is to be written
         self._read_due: int | None = None  # "we read up to" this offset is to be written
+        self._away_due: tuple[str | None] | None = None  # (away message, or None: back)
         self._stop = asyncio.Event()  # close() was called
         self._retry = asyncio.Event()  # retry_now() was called
         self._closing = False
@@ -260,6 +263,15 @@ class RoomConnection:
         if self.v2 and self.state is ConnectionState.CONNECTED:
             self._typing_due = True
             self._writable.set()
+
+    def away(self, message: str | None) -> bool:
+        """Tell the server our user is away (``None``: back); it tells every room our name is
+        in. False if this connection cannot (not connected, or not chat.v2)."""
+        if not (self.v2 and self.state is ConnectionState.CONNECTED):
+            return False
+        self._away_due = (message,)
+        self._writable.set()
+        return True
 
     def read(self, offset: int) -> None:
         """Tell the server our user has read this room up to ``offset`` (chat.v2 only; the
@@ -542,6 +554,9 @@ class RoomConnection:
                 if self._read_due is not None:
                     offset, self._read_due = self._read_due, None
                     await ws.send_text(v2.read_up_to(offset))
+                if self._away_due is not None:
+                    (message,), self._away_due = self._away_due, None
+                    await ws.send_text(v2.BACK_FRAME if message is None else v2.away(message))
                 while self.outbox:
                     if self.send_rate > 0:
                         wait = pacing.wait(1, time.monotonic())

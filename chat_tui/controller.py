@@ -47,7 +47,7 @@ from chat_tui.events import (
     Welcomed,
 )
 from chat_tui.identity import Identity
-from chat_tui.rooms import Room, RoomState
+from chat_tui.rooms import Room, RoomState, local_time
 from chat_tui.scrollback import EntryKind, Observable
 
 # Events applied per turn: a flood is taken in slices, so that keys typed meanwhile (which
@@ -123,6 +123,8 @@ class ChatController(Observable):
         self._autostarted = False  # we started the local server (so we start it again)
         self._restarting = False
         self._typed_at: dict[str, float] = {}  # room -> when we last said we are typing
+        self._last_key = self.monotonic()  # the user's last edit of the input box
+        self._idle_away = False  # we said we are away because the user was idle
         self._apply: dict[type, Callable[[Room, Any, datetime], bool]] = {
             Frame: self._frame,
             Echo: self._echo,
@@ -359,6 +361,9 @@ class ChatController(Observable):
             case commands.Who():
                 if room is not None:
                     self.host.spawn(self._who(room.name), group="http")
+            case commands.Away(message):
+                self._idle_away = False  # said by the user: theirs to undo
+                self.set_away(message)
             case commands.Clear():
                 if room is not None:
                     room.clear()
@@ -368,6 +373,34 @@ class ChatController(Observable):
                 self.say(EntryKind.ERROR, message)
                 return False
         return True
+
+    def set_away(self, message: str | None, quiet: bool = False) -> bool:
+        """Say we are away (``None``: back) through one connected chat.v2 room, the active one
+        if it can: the server tells every room we are in. False if none can (said in the log
+        unless ``quiet``)."""
+        candidates = [self.active, *self.rooms] if self.active is not None else list(self.rooms)
+        for name in candidates:
+            if self.rooms[name].state is RoomState.CONNECTED and self.links[name].connection.away(
+                message
+            ):
+                return True
+        if not quiet:
+            self.say(EntryKind.ERROR, "away needs a room connected to a server that speaks chat.v2")
+        return False
+
+    def idle_check(self) -> None:
+        """The screen's once-a-second look: after ``away_after`` minutes without a key, we
+        are marked away (and back at the next key), unless we said so ourselves."""
+        minutes = self.config.away_after
+        if minutes <= 0 or self._idle_away:
+            return
+        if self.monotonic() - self._last_key < minutes * 60:
+            return
+        room = self.current
+        if room is not None and room.me_away:
+            return  # away already, by our own word
+        if self.set_away(f"idle for {minutes} minutes", quiet=True):
+            self._idle_away = True
 
     def report_read(self, following: bool) -> None:
         """The screen's once-a-second look: if the user sees the newest messages of the active
@@ -385,6 +418,10 @@ class ChatController(Observable):
     def typed(self, line: str) -> None:
         """The input box now holds ``line``: a chat.v2 room hears that we are typing, at most
         once every TYPING_EVERY seconds (a command being typed is not chat)."""
+        self._last_key = self.monotonic()
+        if self._idle_away:  # back from idling: as the idle one said away, it says back
+            self._idle_away = False
+            self.set_away(None)
         room = self.current
         if room is None or not self.config.typing or not line:
             return
@@ -428,10 +465,10 @@ class ChatController(Observable):
 
     async def _who(self, room: str) -> None:
         asked_at = self.rooms[room].presence_version if room in self.rooms else 0
-        line, listed = await commands.fetch_members(
+        line, listed, away = await commands.fetch_members(
             self.config.server, room, transport=self._http_transport
         )
-        self._members_listed(room, listed, asked_at)
+        self._members_listed(room, listed, asked_at, away)
         self._output(room, line)
 
     def _output(self, room: str, line: str) -> None:
@@ -470,9 +507,16 @@ class ChatController(Observable):
         return room.name != self.active or not self.focused
 
     def _frame(self, room: Room, frame: Frame, now: datetime) -> bool:
-        if frame.kind is FrameKind.TYPING:
+        kind = frame.kind
+        if kind is FrameKind.TYPING:
             if self.config.typing and frame.name is not None:
                 room.typing_seen(frame.name, self.monotonic())
+            return False
+        if kind is FrameKind.AWAY or kind is FrameKind.BACK:
+            if frame.name is not None:
+                message = frame.text if kind is FrameKind.AWAY else None
+                when = local_time(frame.time) if frame.time is not None else now
+                room.away_changed(frame.name, message, when)
             return False
         return room.frame(frame, now) and self._out_of_sight(room)
 
@@ -522,19 +566,21 @@ class ChatController(Observable):
         self.host.spawn(self._members(room.name, room.presence_version), group="members")
 
     async def _members(self, room: str, asked_at: int) -> None:
-        _, listed = await commands.fetch_members(
+        _, listed, away = await commands.fetch_members(
             self.config.server, room, transport=self._http_transport
         )
-        self._members_listed(room, listed, asked_at)
+        self._members_listed(room, listed, asked_at, away)
 
-    def _members_listed(self, name: str, listed: list[str] | None, asked_at: int) -> None:
+    def _members_listed(
+        self, name: str, listed: list[str] | None, asked_at: int, away: dict[str, str]
+    ) -> None:
         room = self.rooms.get(name)
         if room is None:
             return
         if listed is None:
             room.members_unavailable()
         else:
-            room.members_listed(listed, asked_at)
+            room.members_listed(listed, asked_at, away)
 
     # --- quitting ---------------------------------------------------------------------------
 

@@ -132,6 +132,20 @@ class Unreadable:
 
 
 @dataclass(frozen=True, slots=True)
+class AwayChanged:
+    """Someone is away (``message``, may be empty), or back (``message`` None)."""
+
+    name: str
+    message: str | None
+
+    @property
+    def text(self) -> str:
+        if self.message is None:
+            return f"{self.name} is back"
+        return f"{self.name} is away" + (f": {self.message}" if self.message else "")
+
+
+@dataclass(frozen=True, slots=True)
 class Said:
     """Words that are someone else's, shown as they are: a server's notice, a command's
     output, a local error already worded where it arose."""
@@ -147,6 +161,7 @@ Note = (
     | Gap
     | MorePresence
     | NameNotTaken
+    | AwayChanged
     | ServerError
     | Unreadable
     | Said

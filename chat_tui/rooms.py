@@ -35,6 +35,7 @@ PEOPLE_LIMIT = 5000
 # Text kept and shown per entry, and of a sender's name: what is beyond is not kept.
 TEXT_LIMIT = 16_384
 NAME_LIMIT = 64
+AWAY_KEPT = 200  # characters of an away message kept
 TYPISTS_KEPT = 20  # a hostile server's thousand typists cost no more than this
 TYPING_TEXT_WIDTH = 36  # longer names are said by count: it must fit beside the room's state
 
@@ -112,6 +113,7 @@ class Person:
     name: str
     present: bool
     active: int = 0  # when they last joined or spoke (a counter: higher is later)
+    away: str | None = None  # their away message while away (chat.v2)
     changed: int = 0  # the room's presence version when their presence last changed
 
 
@@ -158,6 +160,28 @@ class Room(Observable):
         self._typing: dict[str, float] = {}
 
     # --- who is typing ----------------------------------------------------------------------
+
+    def away_changed(self, name: str, message: str | None, when: datetime) -> None:
+        """``name`` is away (``message``, may be empty) or back (``None``)."""
+        person = self.people.get(clip_name(name))
+        if person is not None:
+            person.away = None if message is None else clip(message, AWAY_KEPT)
+        self._note(
+            notes.AwayChanged(
+                clip_name(name), clip(message, AWAY_KEPT) if message is not None else None
+            ),
+            when,
+        )
+        self.changed()
+
+    def away_of(self) -> dict[str, str]:
+        """Who here is away, with their messages."""
+        return {p.name: p.away for p in self.people.values() if p.present and p.away is not None}
+
+    @property
+    def me_away(self) -> bool:
+        me = self.people.get(self.me) if self.me is not None else None
+        return me is not None and me.away is not None
 
     def typing_seen(self, name: str, at: float) -> None:
         """``name`` said it is typing here (at ``at``, monotonic)."""
@@ -498,8 +522,11 @@ class Room(Observable):
         """Remember this when asking the server who is here; pass it to members_listed."""
         return self._presence_version
 
-    def members_listed(self, names: list[str], asked_at: int) -> None:
-        """The server's member list, asked for when presence_version was ``asked_at``.
+    def members_listed(
+        self, names: list[str], asked_at: int, away: dict[str, str] | None = None
+    ) -> None:
+        """The server's member list, asked for when presence_version was ``asked_at``, and
+        the away messages of those who are away.
 
         Joins and leaves seen since then are newer than the list and win over it.
         """
@@ -513,6 +540,10 @@ class Room(Observable):
                 if len(self.people) >= PEOPLE_LIMIT:
                     self._forget_someone()
                 self.people[name] = Person(name, present=True, changed=asked_at)
+        for name, message in (away or {}).items():
+            person = self.people.get(clip_name(name))
+            if person is not None and person.changed <= asked_at:
+                person.away = message
         self.member_source = MemberSource.SERVER
         self.changed()
 

@@ -46,6 +46,8 @@ from chat_protocol.http import ROOMS_PAGE
 from chat_server.events import EventKind, Published, RoomEvent, StoredMessage
 
 Deliver = Callable[[str, RoomEvent], None]
+# (token id, name, away message or None for back): see Backend.on_away.
+OnAway = Callable[[str, str, str | None], None]
 
 # Nonces remembered per room for exactly-once: each token's last DEDUP_PER_TOKEN sends with a
 # nonce (so that others' sends cannot age them out), and at most DEDUP_PER_ROOM in all (the
@@ -213,6 +215,15 @@ class Registry(ABC):
         """One connection of this node lets go of ``name``."""
 
     @abstractmethod
+    async def set_away(self, name: str, message: str | None) -> None:
+        """``name`` is away with ``message`` (``None``: back), for as long as the name is held
+        or kept for its token; nothing if it is neither."""
+
+    @abstractmethod
+    async def away(self, names: list[str]) -> dict[str, str]:
+        """The away messages of those of ``names`` who are away."""
+
+    @abstractmethod
     async def read_position(self, token_id: str, room: str, epoch: str) -> int | None:
         """The offset the token last read in ``room``, if one is kept for that epoch."""
 
@@ -250,6 +261,7 @@ class Backend(ABC):
         self.node_id = node_id
         self.status = BrokerStatus(available=True)
         self._on_status: Callable[[BrokerStatus], None] | None = None
+        self._on_away: OnAway | None = None
 
     @property
     @abstractmethod
@@ -262,6 +274,16 @@ class Backend(ABC):
 
     @abstractmethod
     async def close(self) -> None: ...
+
+    def on_away(self, callback: OnAway) -> None:
+        """Call ``callback(token id, name, message or None)`` on every node for every
+        :meth:`announce_away` of any node."""
+        self._on_away = callback
+
+    @abstractmethod
+    async def announce_away(self, token_id: str, name: str, message: str | None) -> None:
+        """Tell every node (this one too) that the connections of this token are away
+        (``None``: back), so that each announces it in its rooms."""
 
     def on_status(self, callback: Callable[[BrokerStatus], None]) -> None:
         """Call ``callback`` on every change of :attr:`status`."""

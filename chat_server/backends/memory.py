@@ -36,11 +36,18 @@ from chat_server.backends.base import (
     Settled,
     dedup_token,
 )
-from chat_server.events import REPLACED, Duplicate, EventKind, RoomEvent, StoredMessage
+from chat_server.events import (
+    REPLACED,
+    SIGNALS,
+    Duplicate,
+    EventKind,
+    RoomEvent,
+    StoredMessage,
+)
 from chat_server.ops.settings import Settings
 
 _MESSAGE, _JOIN, _LEAVE = EventKind.MESSAGE, EventKind.JOIN, EventKind.LEAVE
-_TYPING = EventKind.TYPING
+_SIGNALS = SIGNALS
 _now = time.time
 _NOT_PRESENT = Settled(None)
 
@@ -98,9 +105,10 @@ class _Room:
 
 
 class _Name:
-    __slots__ = ("digest", "expires", "holds")
+    __slots__ = ("away", "digest", "expires", "holds")
 
     def __init__(self, digest: str | None) -> None:
+        self.away: str | None = None  # the away message while away
         self.digest = digest
         self.holds = 1  # connections that hold it
         self.expires = 0.0  # with no holds: reserved for its token until then
@@ -195,7 +203,7 @@ class MemoryChannels(ChannelBackend):
             state.offset += 1
         elif kind is _JOIN:
             state = self._joining(room, state, name)
-        elif kind is _TYPING:
+        elif kind in _SIGNALS:
             joined = state.members.get(name) if state is not None else None
             if joined is None or (ref is not None and joined != ref):
                 return _NOT_PRESENT
@@ -227,7 +235,7 @@ class MemoryChannels(ChannelBackend):
                 self._state.occupied += 1
             state.members[name] = state.serial
             self._state.present += 1
-        elif kind is not _TYPING and not state.members:
+        elif kind not in _SIGNALS and not state.members:
             self._state.room_emptied(room, state)
         if self._deliver is not None:
             self._deliver(room, event)
@@ -361,6 +369,15 @@ class MemoryRegistry(Registry):
         self._state.reserved.append((record.expires, name))
         self._forget_expired()
 
+    async def set_away(self, name: str, message: str | None) -> None:
+        record = self._current(name)
+        if record is not None:
+            record.away = message
+
+    async def away(self, names: list[str]) -> dict[str, str]:
+        records = ((name, self._current(name)) for name in names)
+        return {n: r.away for n, r in records if r is not None and r.away is not None}
+
     async def read_position(self, token_id: str, room: str, epoch: str) -> int | None:
         kept = self._state.read.get((token_id, room))
         return kept[1] if kept is not None and kept[0] == epoch else None
@@ -406,6 +423,10 @@ class MemoryBackend(Backend):
 
     async def start(self) -> None:
         pass
+
+    async def announce_away(self, token_id: str, name: str, message: str | None) -> None:
+        if self._on_away is not None:
+            self._on_away(token_id, name, message)  # this node is every node there is
 
     async def close(self) -> None:
         self._state.rooms.clear()

@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None) -> ChatApplication:
         members = await registry.members(room)
         if not members:
             return JSONResponse(http.error_body(http.no_room_detail(room)), 404)
-        return JSONResponse(http.members_body(room, members))
+        return JSONResponse(http.members_body(room, members, await registry.away(members)))
 
     return ChatApplication(node, api)
 

@@ -186,6 +186,7 @@ class ChatScreen(Screen[None]):
 
     def _tick(self) -> None:
         self.controller.report_read(self.log_view.following)
+        self.controller.idle_check()
         if any(room.retry_at is not None for room in self.controller.rooms.values()):
             self._refresh_chrome()  # the countdowns count
         elif self._status.is_attached:
@@ -214,7 +215,9 @@ class ChatScreen(Screen[None]):
         self._status.set_parts(self.status_parts(now))
         current = controller.current
         if current is not None and self._members.display:
-            self._members.show_members(current.members(), current.me, current.member_source)
+            self._members.show_members(
+                current.members(), current.me, current.member_source, current.away_of()
+            )
         unread = sum(room.unread for room in controller.rooms.values())
         if unread != self._unread:
             self._unread = unread
@@ -228,7 +231,8 @@ class ChatScreen(Screen[None]):
         if room is None:
             return [*parts, ("no room", status.STATE)]
         parts.append((f"#{room.name}", status.ROOM))
-        parts.append((f"you are {room.me}" if room.me else "name not known yet", status.NAME))
+        you = f"you are {room.me}" + (" (away)" if room.me_away else "")
+        parts.append((you if room.me else "name not known yet", status.NAME))
         state = room.state.value
         if room.retry_at is not None:
             left = room.retry_at - (controller.monotonic() if now is None else now)

@@ -13,10 +13,14 @@ from chat_tui.rooms import MemberSource
 from chat_tui.text_layout import display_line, sender_colour
 
 OWN_MARK: Final = "(you)"
+AWAY_MARK: Final = "(away)"
 
 
-def members_text(names: list[str], own: str | None, source: MemberSource) -> Text:
-    """The panel's content: a heading that says where the list comes from, then the names."""
+def members_text(
+    names: list[str], own: str | None, source: MemberSource, away: dict[str, str] | None = None
+) -> Text:
+    """The panel's content: a heading that says where the list comes from, then the names
+    (those away marked, dimmed)."""
     if source is MemberSource.SEEN:
         heading = f"seen here ({len(names)})"
         note = "(no list from server)"
@@ -35,7 +39,11 @@ def members_text(names: list[str], own: str | None, source: MemberSource) -> Tex
             text.append(shown, style=f"bold {sender_colour(name)}")
             text.append(f" {OWN_MARK}", style="dim")
         else:
-            text.append(shown, style=sender_colour(name))
+            text.append(
+                shown, style=sender_colour(name) + (" dim" if away and name in away else "")
+            )
+        if away and name in away:
+            text.append(f" {AWAY_MARK}", style="dim italic")
     return text
 
 
@@ -45,13 +53,19 @@ class MembersPanel(VerticalScroll, can_focus=False):
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._content = Static("", id="members-text", markup=False)
-        self._shown: tuple[tuple[str, ...], str | None, MemberSource] | None = None
+        self._shown: tuple[tuple[str, ...], str | None, MemberSource, tuple[str, ...]] | None = None
 
     def compose(self) -> ComposeResult:
         yield self._content
 
-    def show_members(self, names: list[str], own: str | None, source: MemberSource) -> None:
-        key = (tuple(names), own, source)
+    def show_members(
+        self,
+        names: list[str],
+        own: str | None,
+        source: MemberSource,
+        away: dict[str, str] | None = None,
+    ) -> None:
+        key = (tuple(names), own, source, tuple(sorted(away or ())))
         if key != self._shown:
             self._shown = key
-            self._content.update(members_text(names, own, source))
+            self._content.update(members_text(names, own, source, away))

@@ -128,7 +128,7 @@ async def test_fetch_rooms_and_members(shared_server: RunningServer) -> None:
         line = await commands.fetch_rooms(shared_server.ws_url)
         assert line.startswith("rooms on the server (")
         assert f"{room} (1)" in line
-        text, names = await commands.fetch_members(shared_server.ws_url, room)
+        text, names, _ = await commands.fetch_members(shared_server.ws_url, room)
         assert names == [member.name]
         assert text == f"members of {room} (1): {member.name}"
     finally:
@@ -139,7 +139,7 @@ async def test_fetch_without_a_server() -> None:
     url = f"ws://127.0.0.1:{free_port()}"
     line = await commands.fetch_rooms(url)
     assert line.startswith("/rooms is not available: no answer from")
-    text, names = await commands.fetch_members(url, "general")
+    text, names, _ = await commands.fetch_members(url, "general")
     assert text.startswith("/who is not available: no answer from") and names is None
 
 
@@ -175,14 +175,14 @@ async def test_fetch_from_a_server_without_the_endpoints() -> None:
         assert await commands.fetch_rooms(url) == (
             "/rooms is not available: the server has no /rooms endpoint"
         )
-        text, names = await commands.fetch_members(url, "general")
+        text, names, _ = await commands.fetch_members(url, "general")
         assert text == "/who is not available: the server has no /rooms/general endpoint"
         assert names is None
 
 
 async def test_fetch_members_of_an_empty_room(shared_server: RunningServer) -> None:
     room = room_name()
-    text, names = await commands.fetch_members(shared_server.ws_url, room)
+    text, names, _ = await commands.fetch_members(shared_server.ws_url, room)
     assert text == f"/who: no room {room!r}: rooms exist while they have members"
     assert names == []
 

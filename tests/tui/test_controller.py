@@ -46,6 +46,7 @@ class FakeConnection:
         self.retried = 0
         self.typed = 0
         self.reads: list[int] = []
+        self.aways: list[str | None] = []
         self.runs = 0
         self.fail_with: Exception | None = None
         self.closed = False
@@ -83,6 +84,10 @@ class FakeConnection:
 
     def read(self, offset: int) -> None:
         self.reads.append(offset)
+
+    def away(self, message: str | None) -> bool:
+        self.aways.append(message)
+        return True
 
     async def run(self) -> None:
         self.runs += 1
@@ -412,3 +417,36 @@ async def test_a_kept_read_position_makes_the_rest_unread(world: Any) -> None:
     controller.activate("b")
     await settle()
     assert room.scrollback.marker is not None and room.scrollback.marker.text == "m4"
+
+
+async def test_idle_for_away_after_minutes_says_away_and_a_key_says_back(world: Any) -> None:
+    make, _, connections = world
+    now = [100.0]
+    controller = make("a", monotonic=lambda: now[0], away_after=5)
+    await settle()
+    a = connections["a"]
+    a.state(ConnectionState.CONNECTED)
+    await settle()
+    now[0] += 299
+    controller.idle_check()
+    assert a.aways == []
+    now[0] += 1
+    controller.idle_check()
+    controller.idle_check()  # once
+    assert a.aways == ["idle for 5 minutes"]
+    controller.typed("h")  # a key: back
+    assert a.aways == ["idle for 5 minutes", None]
+    controller.typed("he")
+    assert a.aways == ["idle for 5 minutes", None]
+
+
+async def test_away_after_0_never_says_away(world: Any) -> None:
+    make, _, connections = world
+    now = [100.0]
+    controller = make("a", monotonic=lambda: now[0])
+    await settle()
+    connections["a"].state(ConnectionState.CONNECTED)
+    await settle()
+    now[0] += 10**6
+    controller.idle_check()
+    assert connections["a"].aways == []

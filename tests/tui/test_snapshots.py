@@ -130,6 +130,9 @@ class ScriptedConnection:
     def read(self, offset: int) -> None:
         pass
 
+    def away(self, message: str | None) -> bool:
+        return False
+
     async def close(self) -> None:
         self._closed.set()
         self._report(StateChanged(ConnectionState.CLOSED, "left the room"))

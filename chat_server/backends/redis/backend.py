@@ -49,6 +49,7 @@ from chat_server.events import EventKind
 from chat_server.loop_lag import running_time
 from chat_server.ops.settings import Settings
 
+_PEOPLE = keys.PEOPLE_CHANNEL.encode()
 log = logging.getLogger("chat_server.redis")
 
 RETRY_INTERVAL = 0.2  # between reconnection attempts: back within 1 s of Redis answering
@@ -134,8 +135,18 @@ class RedisBackend(Backend):
         self.channels.incarnated()
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
-        if not self.channels.received(channel, data) and channel == self.redis.node_channel:
+        if self.channels.received(channel, data):
+            return
+        if channel == self.redis.node_channel:
             self._probes.pop(data, None)
+        elif channel == _PEOPLE and self._on_away is not None:
+            head, _, message = data.decode(errors="replace").partition("\n")
+            token_id, name, away = [*head.split(" "), "", "", ""][:3]
+            self._on_away(token_id, name, message if away == "1" else None)
+
+    async def announce_away(self, token_id: str, name: str, message: str | None) -> None:
+        payload = f"{token_id} {name} {0 if message is None else 1}\n{message or ''}"
+        await self.redis.call("PUBLISH", keys.PEOPLE_CHANNEL, payload)
 
     # --- supervision ------------------------------------------------------------------------
 
@@ -193,7 +204,7 @@ class RedisBackend(Backend):
             *(self.link.call("SCRIPT", "LOAD", s.source) for s in SCRIPTS.values())
         )
         await self._heartbeat(register=True)
-        channels = [self.redis.node_channel.decode()]
+        channels = [self.redis.node_channel.decode(), keys.PEOPLE_CHANNEL]
         channels += [keys.room_channel(room) for room in self.channels.subscribed]
         await self.pubsub.subscribe(channels)
         # The whole path, end to end, before anyone is told it works.

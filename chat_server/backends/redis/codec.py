@@ -4,9 +4,9 @@ The publish script writes the header, so that the stamps it assigns travel with 
 
     v1 {serial} {offset} {epoch} {time_ms} {kind} {origin} {name} {nonce}\\n{text}
 
-``kind`` is ``m``, ``j``, ``l`` or ``t`` (typing); ``nonce`` is ``-`` for none, else
-percent-encoded (it may hold any character); the text is everything after the first newline,
-verbatim.
+``kind`` is ``m``, ``j``, ``l``, ``t`` (typing), ``a`` (away) or ``b`` (back); ``nonce`` is
+``-`` for none, else percent-encoded (it may hold any character); the text is everything after
+the first newline, verbatim.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ KIND_CODES = {
     EventKind.JOIN: "j",
     EventKind.LEAVE: "l",
     EventKind.TYPING: "t",
+    EventKind.AWAY: "a",
+    EventKind.BACK: "b",
 }
 _KINDS = {code: kind for kind, code in KIND_CODES.items()}
 NO_NONCE = "-"

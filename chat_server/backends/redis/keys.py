@@ -16,6 +16,8 @@ ROOMS = PREFIX + "room-index"
 NODES = PREFIX + "nodes"  # sorted set: node id -> expiry of its heartbeat (ms, Redis clock)
 ROOM_CHANNEL_PREFIX = PREFIX + "room:"  # pub/sub: one channel per room
 NODE_CHANNEL_PREFIX = PREFIX + "node:"  # pub/sub: one channel per node (its probes)
+# pub/sub: "{token id} {name} {1: away, 0: back}\n{message}", heard by every node (away).
+PEOPLE_CHANNEL = PREFIX + "people"
 
 
 def room_channel(room: str) -> str:
@@ -74,7 +76,8 @@ def node_names(node: str) -> str:
 
 def name(name: str) -> str:
     """Hash: node -> how many of its connections hold the name; ``d``: the digest of the name's
-    resume token. A token's name that nobody holds expires after the reservation window.
+    resume token; ``a``: its away message, while away. A token's name that nobody holds
+    expires after the reservation window.
     Keyed by the name in lower case: names are unique whatever their case."""
     return f"{PREFIX}name:{name_key(name)}"
 

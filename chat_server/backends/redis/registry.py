@@ -41,6 +41,16 @@ class RedisRegistry(Registry):
             [node, name, redis.reservation_ms],
         )
 
+    async def set_away(self, name: str, message: str | None) -> None:
+        args = ["0"] if message is None else ["1", message]
+        await self._redis.script("set_away", [keys.name(name)], args)
+
+    async def away(self, names: list[str]) -> dict[str, str]:
+        if not names:
+            return {}
+        found = await self._redis.query("away", [keys.name(n) for n in names], [])
+        return {n: m.decode() for n, m in zip(names, found, strict=True) if m is not None}
+
     async def read_position(self, token_id: str, room: str, epoch: str) -> int | None:
         kept = await self._redis.call("HGET", keys.read_positions(token_id), room)
         if kept is None:

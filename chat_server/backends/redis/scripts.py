@@ -32,7 +32,7 @@ end
 # KEYS: 1 sequence, 2 presence, 3 room's node counts, 4 rooms, 5 member's node's members,
 #       6 history (a stream), 7 nonces (hash: key -> "offset time"), 8 nonces in order (a list),
 #       9 the sender's token's nonces in order (a list; for a message with a nonce)
-# ARGV: 1 channel, 2 room, 3 kind (m/j/l/t), 4 the member's node, 5 name, 6 text,
+# ARGV: 1 channel, 2 room, 3 kind (m/j/l/t/a/b), 4 the member's node, 5 name, 6 text,
 #       7 nonce ('-' for none): the sender's de-duplication key (codec-encoded),
 #       8 origin (the publishing node: a reaper announces for another),
 #       9 the publisher's epoch token: a room whose sequence starts now gets the epoch
@@ -125,8 +125,8 @@ if kind == 'm' then
     end
     redis.call('EXPIRE', KEYS[9], ttl)
   end
-elseif kind == 't' then
-  -- Typing: in the room's order, never stored.
+elseif kind == 't' or kind == 'a' or kind == 'b' then
+  -- Typing, away, back: in the room's order, never stored.
 elseif kind == 'j' then
   redis.call('HSET', KEYS[2], name, node .. ' ' .. serial)
   redis.call('SADD', KEYS[5], entry)
@@ -158,7 +158,7 @@ _NAME_RECORD = """
 local function settle(key, reservation)
   local token = false
   for _, f in ipairs(redis.call('HKEYS', key)) do
-    if f == 'd' then token = true else return end
+    if f == 'd' then token = true elseif f ~= 'a' then return end
   end
   if token and tonumber(reservation) > 0 then
     redis.call('PEXPIRE', key, reservation)
@@ -197,6 +197,24 @@ redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 redis.call('PERSIST', KEYS[1])
 redis.call('SADD', KEYS[2], ARGV[2])
 return 1
+"""
+
+# KEYS: 1 name. ARGV: 1 '1' away (2 its message) or '0' back. Only a name held or kept.
+SET_AWAY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[1] == '1' then
+  redis.call('HSET', KEYS[1], 'a', ARGV[2])
+else
+  redis.call('HDEL', KEYS[1], 'a')
+end
+return 1
+"""
+
+# KEYS: the names' records. Returns their away messages in order (false where not away).
+AWAY = """
+local away = {}
+for i, key in ipairs(KEYS) do away[i] = redis.call('HGET', key, 'a') end
+return away
 """
 
 # KEYS: 1 the token's read positions, 2 the room's sequence. ARGV: 1 room, 2 epoch,
@@ -346,6 +364,8 @@ SCRIPTS = {
         "room_event": ROOM_EVENT,
         "claim_name": CLAIM_NAME,
         "keep_read": KEEP_READ,
+        "set_away": SET_AWAY,
+        "away": AWAY,
         "resume_name": RESUME_NAME,
         "release_name": RELEASE_NAME,
         "heartbeat": HEARTBEAT,
