@@ -7,12 +7,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
 from chat_protocol import close, names
 from chat_protocol.close import Close
+from chat_protocol.v2 import AWAY_EVERY
 from chat_server import tokens
 from chat_server.backends.base import Backend, BrokerStatus, BrokerUnavailable, public_reason
 from chat_server.hub import HubMember, RoomHub
@@ -20,6 +22,8 @@ from chat_server.member import Member
 from chat_server.ops.settings import Settings
 
 log = logging.getLogger("chat_server")
+
+AWAY_TOKENS = 10_000  # tokens whose last away change a node remembers (for the rate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,7 @@ class Node:
         self.connections = 0  # admitted: from the handshake's checks until they left
         self.sessions: set[Session] = set()  # in their rooms
         self._background: set[asyncio.Task[None]] = set()
+        self._away_at: OrderedDict[str, float] = OrderedDict()  # token id -> its last away
         backend.on_status(self._broker_status)
         backend.on_away(self._away_changed)
 
@@ -114,7 +119,17 @@ class Node:
 
     async def set_away(self, token_id: str, name: str, message: str | None) -> None:
         """The token's user is away (``None``: back): kept for the room listings, and said in
-        every room any of its connections is in, on every node."""
+        every room any of its connections is in, on every node. At most once a second per
+        token here: each change is said in all its rooms, so a token with many connections
+        must not multiply it."""
+        now = time.monotonic()
+        last = self._away_at.get(token_id)
+        if last is not None and now - last < AWAY_EVERY:
+            return
+        self._away_at[token_id] = now
+        self._away_at.move_to_end(token_id)
+        while len(self._away_at) > AWAY_TOKENS:
+            self._away_at.popitem(last=False)
         with contextlib.suppress(BrokerUnavailable):  # an outage closes everyone anyway
             await self.backend.registry.set_away(name, message)
             await self.backend.announce_away(token_id, name, message)
