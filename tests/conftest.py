@@ -20,7 +20,7 @@ from chat_testing.servers import RunningServer, start_server
 # one worker (their xdist_group), a minute and a half or more in all.
 LONG_FIRST = (
     "tests/server/test_scale.py::test_soak_",
-    "tests/server/test_scale.py::test_20000_",
+    "tests/server/test_scale.py::test_connect_disconnect_cycles",
     "tests/server/test_scale.py::test_10000_",
     "tests/server/test_history_cluster.py::test_history_and_live_meet",
     "tests/tui/test_e2e_tmux.py::",
