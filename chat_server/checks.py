@@ -24,9 +24,14 @@ from chat_server.stats import stats
 # Minimum time between two "you are sending too fast" notices to one connection (a send with a
 # nonce is always answered: its client must know it was not sent).
 FLOOD_NOTICE_INTERVAL = 1.0
-# The least time between two frames of a type with a rule of its own (a read: a client
-# reports once a second, and the network may bring two closer).
-_EVERY: dict[type, float] = {Typing: v2.TYPING_EVERY, Read: v2.READ_EVERY / 2, Away: v2.AWAY_EVERY}
+# Frame types with a rule of their own: the least time between two, and the error for one
+# that comes sooner (a read: a client reports once a second, and the network may bring two
+# closer).
+_SPACED: dict[type, tuple[float, str]] = {
+    Typing: (v2.TYPING_EVERY, f"typing: at most once every {v2.TYPING_EVERY:g} s; not passed on"),
+    Read: (v2.READ_EVERY / 2, "read: at most twice a second; not kept"),
+    Away: (v2.AWAY_EVERY, "away and back: at most once a second; not changed"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,27 +122,23 @@ class FrameChecks:
         return send if clean is raw else Send(clean, send.nonce)
 
     def _other(self, frame: ClientFrame) -> Verdict:
-        """A frame other than a send: typing is passed on at most once every TYPING_EVERY
-        seconds, a read kept at most twice a second (a client reports once a second, and the
-        network may bring two closer); more often: an error at most once per interval, and
-        nothing done."""
+        """A frame other than a send: one of a type in _SPACED goes through at most once per
+        its interval; sooner, nothing is done and its error is said at most once per
+        interval."""
         kind = type(frame)
-        if kind is Typing or kind is Read or kind is Away:
-            now = time.monotonic()
-            every = _EVERY[kind]
-            last, notice = self._last_other.get(kind, (-every, -every))
-            if now - last >= every:
-                self._last_other[kind] = (now, notice)
-                return frame
-            if now - notice < every:
-                return None
-            self._last_other[kind] = (last, now)
-            if kind is Typing:
-                return Refusal(f"typing: at most once every {every:g} s; not passed on")
-            if kind is Away:
-                return Refusal("away and back: at most once a second; not changed")
-            return Refusal("read: at most twice a second; not kept")
-        return frame
+        spaced = _SPACED.get(kind)
+        if spaced is None:
+            return frame
+        every, refusal = spaced
+        now = time.monotonic()
+        last, notice = self._last_other.get(kind, (-every, -every))
+        if now - last >= every:
+            self._last_other[kind] = (now, notice)
+            return frame
+        if now - notice < every:
+            return None
+        self._last_other[kind] = (last, now)
+        return Refusal(refusal)
 
     def _too_fast(self, nonce: str | None) -> Refusal | None:
         now = time.monotonic()

@@ -257,7 +257,7 @@ class ChatSession:
     def _answer(self, frame: ClientFrame) -> Ending | None:
         """A client frame other than a send: each such type gets its case here."""
         if isinstance(frame, Typing):
-            self._typing()
+            self._signal(EventKind.TYPING)
             return None
         if isinstance(frame, Read):
             self._keep_read(frame.offset)
@@ -287,9 +287,6 @@ class ChatSession:
         registry = self.node.backend.registry
         kept = registry.keep_read_position(lease.token_id, self.room, self._epoch, offset)
         self.node.spawn(_without_broker(kept))
-
-    def _typing(self) -> None:
-        self._signal(EventKind.TYPING)
 
     def _signal(self, kind: EventKind, text: str = "") -> None:
         """Tell the room (typing, away, back): nothing waits for it, and nothing is said if it

@@ -18,7 +18,6 @@ import httpx
 from chat_protocol import hosts, http, names, v2
 
 PREFIX: Final = "/"
-AWAY_SHOWN: Final = 200  # characters of a member's away message kept (a server may send more)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +277,7 @@ async def fetch_members(
     except http.ShapeError:
         return "/who is not available: the server's answer has an unexpected shape", None, {}
     names = sorted(members)
-    away = {name: message[:AWAY_SHOWN] for name, message in http.read_away(body).items()}
+    # A server may send longer away messages than the protocol's: kept to its length.
+    away = {n: m[: v2.MAX_AWAY_CHARS] for n, m in http.read_away(body).items()}
     shown = [f"{n} (away{': ' + away[n] if away[n] else ''})" if n in away else n for n in names]
     return f"members of {room} ({len(names)}): {', '.join(shown)}", names, away

@@ -21,7 +21,7 @@ from enum import StrEnum
 
 from chat_protocol.frames import Frame, FrameKind, Welcome
 from chat_protocol.names import GENERATED_PREFIX
-from chat_protocol.v2 import TYPING_SHOWN
+from chat_protocol.v2 import MAX_AWAY_CHARS, TYPING_SHOWN
 from chat_tui import notes
 from chat_tui.notes import Note
 from chat_tui.scrollback import Entry, EntryKind, Observable, Scrollback, SendState
@@ -35,7 +35,6 @@ PEOPLE_LIMIT = 5000
 # Text kept and shown per entry, and of a sender's name: what is beyond is not kept.
 TEXT_LIMIT = 16_384
 NAME_LIMIT = 64
-AWAY_KEPT = 200  # characters of an away message kept
 TYPISTS_KEPT = 20  # a hostile server's thousand typists cost no more than this
 TYPING_TEXT_WIDTH = 36  # longer names are said by count: it must fit beside the room's state
 
@@ -163,15 +162,13 @@ class Room(Observable):
 
     def away_changed(self, name: str, message: str | None, when: datetime) -> None:
         """``name`` is away (``message``, may be empty) or back (``None``)."""
-        person = self.people.get(clip_name(name))
+        name = clip_name(name)
+        if message is not None:
+            message = clip(message, MAX_AWAY_CHARS)  # a server may send more
+        person = self.people.get(name)
         if person is not None:
-            person.away = None if message is None else clip(message, AWAY_KEPT)
-        self._note(
-            notes.AwayChanged(
-                clip_name(name), clip(message, AWAY_KEPT) if message is not None else None
-            ),
-            when,
-        )
+            person.away = message
+        self._note(notes.AwayChanged(name, message), when)
         self.changed()
 
     def away_of(self) -> dict[str, str]:
