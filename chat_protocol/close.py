@@ -110,6 +110,18 @@ INVALID_ROOM: Final = Close(C.POLICY_VIOLATION, "invalid room name: {}", "room",
 INVALID_QUERY: Final = Close(C.POLICY_VIOLATION, "invalid query: {}", "query", _R, Then.FALL_BACK)
 INVALID_NAME: Final = Close(C.POLICY_VIOLATION, "invalid name: {}", "name", _R, Then.WITHOUT_NAME)
 NAME_TAKEN: Final = Close(C.POLICY_VIOLATION, "name taken: {}", "name", _R, Then.WITHOUT_NAME)
+# Direct messages (``/chat/@NAME``): chat.v2 only, with the resume token of the client's name.
+DIRECT_NEEDS_V2: Final = Close(
+    C.POLICY_VIOLATION, "direct messages need chat.v2", "direct", _R, Then.GIVE_UP
+)
+DIRECT_NEEDS_TOKEN: Final = Close(
+    C.POLICY_VIOLATION,
+    "direct messages need the resume token of your name",
+    "direct",
+    _R,
+    Then.BACK_OFF,
+)
+NOT_HERE: Final = Close(C.POLICY_VIOLATION, "{} is not here", "direct", _R, Then.GIVE_UP)
 SERVER_FULL: Final = Close(
     C.TRY_AGAIN_LATER, "server full ({} connections)", "limit", _R, Then.RECONNECT
 )
@@ -172,6 +184,9 @@ TABLE: Final[tuple[Close, ...]] = (
     INVALID_QUERY,
     INVALID_NAME,
     NAME_TAKEN,
+    DIRECT_NEEDS_V2,
+    DIRECT_NEEDS_TOKEN,
+    NOT_HERE,
     SERVER_FULL,
     BROKER_UNAVAILABLE,
     NOT_IN_ROOM,

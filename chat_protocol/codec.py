@@ -30,6 +30,9 @@ class Codec(Protocol):
     def presence(self, joined: bool, name: str, time: float) -> str:
         """A member's join or leave."""
 
+    def nick(self, old: str, new: str, time: float) -> str:
+        """A member's name change."""
+
     def error(self, description: str, nonce: str | None = None) -> str:
         """Something refused, for one connection (``nonce``: the send it refuses)."""
 
@@ -41,6 +44,9 @@ class Codec(Protocol):
 
     def away(self, name: str, message: str | None, time: float) -> str:
         """Numbered dialects: ``name`` is away with ``message`` (``None``: back)."""
+
+    def direct(self, name: str, time: float) -> str:
+        """Numbered dialects: ``name`` wrote in the conversation with them (``@name``)."""
 
     def welcome(
         self,

@@ -16,6 +16,9 @@ class FrameKind(StrEnum):
     TYPING = "typing"  # chat.v2: ``name`` is typing (never stored, never in a log)
     AWAY = "away"  # chat.v2: ``name`` is away; ``text`` their message (may be empty)
     BACK = "back"  # chat.v2: ``name`` is back
+    NICK = "nick"  # ``name`` is now known as ``text``
+    # chat.v2: ``name`` wrote to you in your conversation with them (open it: ``@name``)
+    DIRECT = "direct"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,15 @@ class Away:
 
 
 @dataclass(slots=True)
+class Nick:
+    """(chat.v2) The client's user takes the name ``name`` in every room it is in (an error
+    about it carries ``nonce``)."""
+
+    name: str
+    nonce: str | None = None
+
+
+@dataclass(slots=True)
 class Read:
     """(chat.v2) The client's user has seen this room's messages up to ``offset``."""
 
@@ -93,7 +105,7 @@ class Read:
 
 # Every frame a client sends, as a server reads it. A new chat.v2 frame type is a dataclass
 # here, a reader in v2.py's table and an answer in the server's session.py.
-ClientFrame = Send | Typing | Read | Away
+ClientFrame = Send | Typing | Read | Away | Nick
 
 
 class FrameError(ValueError):

@@ -23,6 +23,16 @@ GENERATED_RULE: Final = "names of the form user_abcdef12 are the server's to giv
 _rng = random.SystemRandom()
 
 
+# A conversation with one person is addressed as DIRECT_PREFIX + their name ("@alice").
+DIRECT_PREFIX: Final = "@"
+DIRECT_RULE: Final = "a conversation is '@' and the name of the person it is with"
+
+
+def direct_peer(room: str) -> str | None:
+    """The name a conversation address ("@alice") is with; None if it is not one."""
+    return room[1:] if room.startswith(DIRECT_PREFIX) else None
+
+
 def is_valid_room(room: str) -> bool:
     return ROOM_PATTERN.fullmatch(room) is not None
 

@@ -6,6 +6,7 @@ Frames are WebSocket text frames:
 * join notice:    ``{name} joined the chat``
 * leave notice:   ``{name} left the chat``
 * error notice:   ``error: {description}`` (sent to one connection only)
+* name change:    ``{old} is now known as {new}`` (a chat.v2 member's ``nick``)
 
 A frame without ``" :: "`` is a notice. A message's line breaks travel as ``"\\n"`` plus
 :data:`CONTINUATION_INDENT`, so that a client that prints frames line by line can never show a
@@ -24,6 +25,7 @@ SEPARATOR: Final = " :: "
 JOINED_SUFFIX: Final = " joined the chat"
 LEFT_SUFFIX: Final = " left the chat"
 ERROR_PREFIX: Final = "error: "
+NICK_INFIX: Final = " is now known as "
 
 # Every line of a multi-line message after the first goes out behind this indent: a frame's
 # first line starts with a name or ``error: ``, never with a space, so no continuation line can
@@ -60,6 +62,10 @@ def format_leave(name: str) -> str:
     return f"{name}{LEFT_SUFFIX}"
 
 
+def format_nick(old: str, new: str) -> str:
+    return f"{old}{NICK_INFIX}{new}"
+
+
 def format_error(description: str) -> str:
     # An error notice must stay a notice: it never contains the chat separator.
     return ERROR_PREFIX + description.replace(SEPARATOR, " : ")
@@ -80,6 +86,9 @@ def parse_frame(frame: str) -> Frame:
         name = frame[: -len(LEFT_SUFFIX)]
         if is_valid_name(name):
             return Frame(FrameKind.LEAVE, frame, name)
+    old, infix, new = frame.partition(NICK_INFIX)
+    if infix and is_valid_name(old) and is_valid_name(new):
+        return Frame(FrameKind.NICK, new, old)
     return Frame(FrameKind.NOTICE, frame)
 
 
@@ -104,6 +113,9 @@ class TextCodec:
     def presence(self, joined: bool, name: str, time: float) -> str:
         return format_join(name) if joined else format_leave(name)
 
+    def nick(self, old: str, new: str, time: float) -> str:
+        return format_nick(old, new)
+
     def error(self, description: str, nonce: str | None = None) -> str:
         return format_error(description)
 
@@ -115,6 +127,9 @@ class TextCodec:
 
     def away(self, name: str, message: str | None, time: float) -> str:
         raise TypeError("the text protocol has no away frames")
+
+    def direct(self, name: str, time: float) -> str:
+        raise TypeError("the text protocol has no direct messages")
 
     def welcome(self, *args: object) -> str:
         raise TypeError("the text protocol has no welcome: the own join notice comes first")

@@ -24,6 +24,7 @@ from chat_protocol.frames import (
     Frame,
     FrameError,
     FrameKind,
+    Nick,
     Read,
     Send,
     ServerFrame,
@@ -52,6 +53,8 @@ class Type(StrEnum):
     READ = "read"  # a client's: read up to an offset
     AWAY = "away"  # a client's (with a message), and the server's (with the name too)
     BACK = "back"  # a client's, and the server's (with the name)
+    NICK = "nick"  # a client's (the name it wants), and the server's (old and new)
+    DIRECT = "direct"  # the server's: someone wrote to you (open "@name")
 
 
 def _dumps(obj: dict[str, Any]) -> str:
@@ -165,6 +168,14 @@ def is_back(name: str, time: float) -> str:
     return _dumps({"type": Type.BACK, "name": name, "time": format_time(time)})
 
 
+def nick(old: str, new: str, time: float) -> str:
+    return _dumps({"type": Type.NICK, "old": old, "new": new, "time": format_time(time)})
+
+
+def direct(name: str, time: float) -> str:
+    return _dumps({"type": Type.DIRECT, "name": name, "time": format_time(time)})
+
+
 def ack(nonce: str, offset: int, time: float) -> str:
     return _dumps({"type": Type.ACK, "nonce": nonce, "offset": offset, "time": format_time(time)})
 
@@ -227,10 +238,20 @@ def _read_back(body: dict[str, Any]) -> ServerFrame:
     return Frame(FrameKind.BACK, "", str(body["name"]), time=parse_time(body["time"]))
 
 
+def _read_nick(body: dict[str, Any]) -> ServerFrame:
+    return Frame(FrameKind.NICK, str(body["new"]), str(body["old"]), time=parse_time(body["time"]))
+
+
+def _read_direct(body: dict[str, Any]) -> ServerFrame:
+    return Frame(FrameKind.DIRECT, "", str(body["name"]), time=parse_time(body["time"]))
+
+
 _SERVER_FRAMES: Final[dict[str, Callable[[dict[str, Any]], ServerFrame]]] = {
     Type.TYPING: _read_typing,
     Type.AWAY: _read_away,
     Type.BACK: _read_back,
+    Type.NICK: _read_nick,
+    Type.DIRECT: _read_direct,
     Type.MESSAGE: _read_message,
     Type.JOIN: _read_presence,
     Type.LEAVE: _read_presence,
@@ -299,6 +320,25 @@ def _read_away_frame(body: dict[str, Any], nonce: str | None) -> Away:
     return Away(clean)
 
 
+# Name changes: at most NICK_CHANGES per token in any NICK_WINDOW seconds (on each process).
+NICK_CHANGES: Final = 3
+NICK_WINDOW: Final = 30.0
+
+
+def change_nick(name: str, nonce: str | None = None) -> str:
+    body: dict[str, Any] = {"type": Type.NICK, "name": name}
+    if nonce is not None:
+        body["nonce"] = nonce
+    return _dumps(body)
+
+
+def _read_nick_frame(body: dict[str, Any], nonce: str | None) -> Nick:
+    name = body.get("name")
+    if not isinstance(name, str):
+        raise FrameError("a nick needs a name", nonce)
+    return Nick(name, nonce)
+
+
 def _read_read(body: dict[str, Any], nonce: str | None) -> Read:
     try:
         return Read(_offset(body.get("offset")))
@@ -320,6 +360,7 @@ _CLIENT_FRAMES: Final[dict[str, Callable[[dict[str, Any], str | None], ClientFra
     Type.READ: _read_read,
     Type.AWAY: _read_away_frame,
     Type.BACK: lambda body, nonce: Away(None),
+    Type.NICK: _read_nick_frame,
 }
 
 
@@ -363,6 +404,12 @@ class JsonCodec:
 
     def presence(self, joined: bool, name: str, time: float) -> str:
         return presence(joined, name, time)
+
+    def nick(self, old: str, new: str, time: float) -> str:
+        return nick(old, new, time)
+
+    def direct(self, name: str, time: float) -> str:
+        return direct(name, time)
 
     def error(self, description: str, nonce: str | None = None) -> str:
         return error(description, nonce)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from chat_protocol import close, text, v2
 from chat_protocol.close import Close
 from chat_protocol.codec import Codec
-from chat_protocol.frames import Away, ClientFrame, FrameError, Read, Send, Typing
+from chat_protocol.frames import Away, ClientFrame, FrameError, Nick, Read, Send, Typing
 from chat_protocol.rates import TokenBucket
 from chat_server import asgi
 from chat_server.ops.settings import Settings
@@ -31,6 +31,7 @@ _SPACED: dict[type, tuple[float, str]] = {
     Typing: (v2.TYPING_EVERY, f"typing: at most once every {v2.TYPING_EVERY:g} s; not passed on"),
     Read: (v2.READ_EVERY / 2, "read: at most twice a second; not kept"),
     Away: (v2.AWAY_EVERY, "away and back: at most once a second; not changed"),
+    Nick: (v2.AWAY_EVERY, "nick: at most once a second; not changed"),
 }
 
 

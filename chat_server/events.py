@@ -1,4 +1,5 @@
-"""What a room's channel carries: one :class:`RoomEvent` per message, join, leave or typing.
+"""What a room's channel carries: one :class:`RoomEvent` per message, join, leave, name
+change or signal (typing, away, back).
 
 A backend publishes events and hands every event that arrives to the room hub, which fans it
 out to the room's members on this node. Each event is stamped by the backend in one atomic step
@@ -41,13 +42,16 @@ class EventKind(StrEnum):
     # chat.v2 member, the one it is about too.
     AWAY = "away"
     BACK = "back"
+    # A member's new name (``name``: the old, ``text``: the new): to every member, like a
+    # join; the presence entry takes the new name in the same step.
+    NICK = "nick"
 
 
 # Events that take a serial but no offset, are never stored, and reach chat.v2 members only.
 SIGNALS: Final = frozenset({EventKind.TYPING, EventKind.AWAY, EventKind.BACK})
 
 
-_MESSAGE, _JOIN = EventKind.MESSAGE, EventKind.JOIN
+_MESSAGE, _JOIN, _NICK = EventKind.MESSAGE, EventKind.JOIN, EventKind.NICK
 # Per codec slot, nothing yet: a new event's caches are copies (cheaper than building them).
 _NOTHING: Final[list[Any]] = [None] * len(CODECS)
 REPLACED = "replaced"
@@ -102,6 +106,8 @@ class RoomEvent:
         if frame is None:
             if self.kind is _MESSAGE:
                 frame = codec.message(self.name, self.text, self.offset, self.time)
+            elif self.kind is _NICK:
+                frame = codec.nick(self.name, self.text, self.time)
             else:
                 frame = codec.presence(self.kind is _JOIN, self.name, self.time)
             self.frames[codec.slot] = frame

@@ -89,6 +89,7 @@ class Member:
         "ack_prefix",
         "closed",
         "codec",
+        "join_name",
         "limit_bytes",
         "name",
         "on_drop",
@@ -107,6 +108,8 @@ class Member:
         ack_prefix: str | None = None,
     ) -> None:
         self.name = name
+        # The name its join is published under (its name may change while it joins).
+        self.join_name = name
         self.room = room
         self.codec = codec
         self.limit_bytes = limit_bytes
@@ -146,7 +149,7 @@ class Member:
         """Whether a gated member is to get ``event`` now (it may have been held)."""
         held = self._held
         if self._awaiting_join:
-            if event.kind is not _JOIN or event.name != self.name:
+            if event.kind is not _JOIN or event.name != self.join_name:
                 return False
             self._awaiting_join = False
             if self._joined is not None and not self._joined.done():

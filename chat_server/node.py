@@ -14,9 +14,16 @@ from typing import Protocol
 
 from chat_protocol import close, names
 from chat_protocol.close import Close
-from chat_protocol.v2 import AWAY_EVERY
+from chat_protocol.v2 import AWAY_EVERY, NICK_CHANGES, NICK_WINDOW
 from chat_server import tokens
-from chat_server.backends.base import Backend, BrokerStatus, BrokerUnavailable, public_reason
+from chat_server.backends.base import (
+    Backend,
+    BrokerStatus,
+    BrokerUnavailable,
+    Change,
+    PersonChanged,
+    public_reason,
+)
 from chat_server.hub import HubMember, RoomHub
 from chat_server.member import Member
 from chat_server.ops.settings import Settings
@@ -24,6 +31,7 @@ from chat_server.ops.settings import Settings
 log = logging.getLogger("chat_server")
 
 AWAY_TOKENS = 10_000  # tokens whose last away change a node remembers (for the rate)
+NICK_TOKENS = 10_000  # tokens whose last name changes a node remembers (for the rate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +46,12 @@ class NameLease:
     def token_id(self) -> str:
         assert self.token is not None
         return tokens.token_id(self.token.digest)
+
+    def renamed(self, name: str) -> NameLease:
+        """The same lease under the token's new name (its token: the new name, the same
+        secret)."""
+        token = None if self.token is None else tokens.Token(name, self.token.secret)
+        return NameLease(name, token, self.resumed)
 
 
 class NameRefused(Exception):
@@ -54,7 +68,7 @@ class Session(Protocol):
 
     def drop(self, why: Close, detail: object = None) -> None: ...
 
-    def away_changed(self, token_id: str, message: str | None) -> None: ...
+    def person_changed(self, changed: PersonChanged) -> None: ...
 
 
 class Node:
@@ -67,8 +81,26 @@ class Node:
         self.sessions: set[Session] = set()  # in their rooms
         self._background: set[asyncio.Task[None]] = set()
         self._away_at: OrderedDict[str, float] = OrderedDict()  # token id -> its last away
+        # token id -> the times of its last name changes here
+        self._nicks_at: OrderedDict[str, list[float]] = OrderedDict()
+        # token id -> its sessions here: what a change of a person reaches
+        self.by_token: dict[str, set[Session]] = {}
         backend.on_status(self._broker_status)
-        backend.on_away(self._away_changed)
+        backend.on_person(self._person_changed)
+
+    def add_session(self, session: Session, token_id: str | None) -> None:
+        self.sessions.add(session)
+        if token_id is not None:
+            self.by_token.setdefault(token_id, set()).add(session)
+
+    def remove_session(self, session: Session, token_id: str | None) -> None:
+        self.sessions.discard(session)
+        if token_id is not None:
+            held = self.by_token.get(token_id)
+            if held is not None:
+                held.discard(session)
+                if not held:
+                    del self.by_token[token_id]
 
     def admit(self) -> bool:
         """Count one more connection, unless the node is full; each admitted connection is
@@ -102,10 +134,11 @@ class Node:
                 wanted is None or names.name_key(token.name) == names.name_key(wanted)
             ):
                 stored = await registry.name_digest(token.name)
-                if tokens.matches(stored, token) and await registry.resume_name(
-                    token.name, token.digest
-                ):
-                    return NameLease(token.name, token, resumed=True)
+                if tokens.matches(stored, token):
+                    # A former name of the token (a nick change) resumes the name it became.
+                    name = await registry.resume_name(token.name, token.digest)
+                    if name is not None:
+                        return NameLease(name, tokens.Token(name, token.secret), resumed=True)
         if wanted is not None:
             token = tokens.new_token(wanted) if tokened else None
             if await registry.claim_name(wanted, None if token is None else token.digest):
@@ -130,13 +163,57 @@ class Node:
         self._away_at.move_to_end(token_id)
         while len(self._away_at) > AWAY_TOKENS:
             self._away_at.popitem(last=False)
+        if message is None:
+            changed = PersonChanged(token_id, Change.BACK, name)
+        else:
+            changed = PersonChanged(token_id, Change.AWAY, name, message)
         with contextlib.suppress(BrokerUnavailable):  # an outage closes everyone anyway
             await self.backend.registry.set_away(name, message)
-            await self.backend.announce_away(token_id, name, message)
+            await self.backend.announce(changed)
 
-    def _away_changed(self, token_id: str, name: str, message: str | None) -> None:
-        for session in list(self.sessions):
-            session.away_changed(token_id, message)
+    async def rename(self, lease: NameLease, new: str) -> str | None:
+        """The lease's token takes the name ``new`` in every room any of its connections is
+        in, on every node: ``None`` once done (or if it is the name already), else what the
+        client is told. At most NICK_CHANGES per token in any NICK_WINDOW seconds here."""
+        old = lease.name
+        if lease.token is None:
+            return "only a chat.v2 connection can change its name"
+        if new == old:
+            return None
+        problem = names.chosen_name_problem(new)
+        if problem is not None:
+            return close.INVALID_NAME.text(problem)
+        token_id = lease.token_id
+        now = time.monotonic()
+        recent = [at for at in self._nicks_at.get(token_id, ()) if now - at < NICK_WINDOW]
+        if len(recent) >= NICK_CHANGES:
+            return f"name changes: at most {NICK_CHANGES} every {NICK_WINDOW:g} s; still {old}"
+        # Every attempt counts (a taken name costs the broker a call too).
+        self._nicks_at[token_id] = [*recent, now]
+        self._nicks_at.move_to_end(token_id)
+        while len(self._nicks_at) > NICK_TOKENS:
+            self._nicks_at.popitem(last=False)
+        try:
+            if not await self.backend.registry.rename_name(old, new, lease.token.digest):
+                return close.NAME_TAKEN.text(new)
+            await self.backend.announce(PersonChanged(token_id, Change.NICK, old, new))
+        except BrokerUnavailable:
+            return None  # an outage closes everyone anyway
+        return None
+
+    @staticmethod
+    def conversation(token_a: str, token_b: str) -> str:
+        """The broker's room of the conversation between two tokens' users: the same from
+        either side, and no room name can be it (room names have no '@')."""
+        return names.DIRECT_PREFIX + "~".join(sorted((token_a, token_b)))
+
+    def _person_changed(self, changed: PersonChanged) -> None:
+        sessions = list(self.by_token.get(changed.token_id, ()))
+        if changed.change is Change.DIRECT:
+            # Said once per node: every connection of the client would say the same.
+            sessions = sessions[:1]
+        for session in sessions:
+            session.person_changed(changed)
 
     def spawn(self, coro: Awaitable[None]) -> None:
         """Run ``coro`` in the background, kept until it is done."""

@@ -28,17 +28,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from chat_protocol import close
+from chat_protocol import close, names
 from chat_protocol.close import Close, CloseCode
 from chat_protocol.codec import Codec
-from chat_protocol.frames import Away, ClientFrame, Read, Send, Typing
+from chat_protocol.frames import Away, ClientFrame, Nick, Read, Send, Typing
 from chat_protocol.query import JoinRequest
-from chat_server import asgi
-from chat_server.backends.base import BrokerUnavailable, Publishing, public_reason
+from chat_server import asgi, tokens
+from chat_server.backends.base import (
+    BrokerUnavailable,
+    Change,
+    PersonChanged,
+    Publishing,
+    public_reason,
+)
 from chat_server.checks import Ending, FrameChecks, Refusal
 from chat_server.events import EventKind, Published, StoredMessage
 from chat_server.member import AsgiMember, Member, TransportMember, text_size
@@ -68,7 +75,14 @@ class ChatSession:
     ) -> None:
         """An admitted connection (see ``Node.admit``): it is released when it leaves."""
         self.node = node
+        # The room as the client addressed it; ``room`` is the broker's (for a conversation,
+        # "@NAME", its own: see Node.conversation).
+        self.address = room
         self.room = room
+        self.peer = names.direct_peer(room)  # a conversation's other person, as addressed
+        self._peer_token: str | None = None
+        self._told_away: str | None = None  # the peer's away message last told us
+        self._reaching = self._reach_again = False
         self.request = request
         self.codec = codec
         self._receive = receive
@@ -83,6 +97,7 @@ class ChatSession:
         self._epoch: str | None = None  # the room's numbering when we joined
         self._admitted = True
         self.member: Member | None = None
+        self._window: PublishWindow | None = None
         self.left = False
         # Set once the join publish is over (done or failed): a leave is announced after it.
         self._join_settled = asyncio.Event()
@@ -94,9 +109,17 @@ class ChatSession:
             accept["subprotocol"] = codec.subprotocol
         await self._send(accept)
         try:
-            lease = await node.claim_name(
-                self.request.resume, tokened=codec.numbered, wanted=self.request.name
-            )
+            if self.peer is not None:
+                lease = await node.claim_name(self.request.resume, tokened=True)
+                refusal = await self._open_conversation(lease)
+                if refusal is not None:
+                    await node.backend.registry.release_name(lease.name)
+                    await self._close_now(refusal)
+                    return
+            else:
+                lease = await node.claim_name(
+                    self.request.resume, tokened=codec.numbered, wanted=self.request.name
+                )
         except BrokerUnavailable as exc:
             await self._close_now(_unavailable(exc))
             return
@@ -122,7 +145,7 @@ class ChatSession:
                 **options,
             )  # fmt: skip
         self.member = member
-        node.sessions.add(self)
+        node.add_session(self, self._token_id)
         ending: Ending | None = None
         code: int | str = CloseCode.NORMAL
         try:
@@ -143,16 +166,64 @@ class ChatSession:
             if ending is not None:
                 await self._close_now(ending)
 
+    async def _open_conversation(self, lease: NameLease) -> Ending | None:
+        """A conversation is between the names of two tokens: ours (resumed, never a new
+        one) and the peer's (held or kept). Its room is theirs alone."""
+        if not lease.resumed or lease.token is None:
+            return Ending(close.DIRECT_NEEDS_TOKEN)
+        assert self.peer is not None
+        digest = await self.node.backend.registry.name_digest(self.peer)
+        if digest is None:
+            return Ending(close.NOT_HERE, self.peer)
+        self._peer_token = tokens.token_id(digest)
+        self.room = self.node.conversation(lease.token_id, self._peer_token)
+        return None
+
+    def _reach_peer(self) -> None:
+        """After each message of ours in a conversation: if the peer has no connection to it,
+        their other connections are told (and their next welcome); if they are away, we are
+        told, once per away spell."""
+        if self._reaching:
+            self._reach_again = True
+            return
+        self._reaching = True
+        self.node.spawn(_without_broker(self._reaching_peer()))
+
+    async def _reaching_peer(self) -> None:
+        registry, backend = self.node.backend.registry, self.node.backend
+        peer, peer_token = self.peer, self._peer_token
+        assert peer is not None and peer_token is not None
+        try:
+            while True:
+                self._reach_again = False
+                present = {names.name_key(m) for m in await registry.members(self.room)}
+                if names.name_key(peer) not in present:
+                    await registry.note_direct(peer_token, self.room, self.name)
+                    await backend.announce(PersonChanged(peer_token, Change.DIRECT, self.name))
+                away = (await registry.away([peer])).get(peer)
+                if away != self._told_away:
+                    self._told_away = away
+                    if away is not None and self.member is not None:
+                        self.member.deliver_private(self.codec.away(peer, away, time.time()))
+                if not self._reach_again:
+                    return
+        finally:
+            self._reaching = False
+
     async def _join(self, member: Member) -> Published | BrokerUnavailable | None:
         """Enter the room and announce it; ``None`` if dropped meanwhile."""
         try:
             await self.node.hub.enter(self.room, member)
             if self.left:
                 return None
-            joined = await self.node.backend.channels.publish(self.room, EventKind.JOIN, self.name)
+            joining = member.join_name = self.name
+            channels = self.node.backend.channels
+            joined = await channels.publish(self.room, EventKind.JOIN, joining)
             if joined is None:
                 return BrokerUnavailable("it refused the join")
             self._join_serial = joined.serial
+            if self.name != joining:  # renamed (on another connection) while joining
+                self._publish_nick(joining)
             return None if self.left else joined
         except BrokerUnavailable as exc:
             return exc
@@ -168,14 +239,19 @@ class ChatSession:
         if not (codec.numbered or request.history):
             return joined
         read: int | None = None
+        directs: dict[str, str] = {}
         try:
             async with asyncio.timeout(settings.broker_timeout):
                 await member.joined()
                 backlog, recovered = await self._backlog(joined)
                 if codec.numbered and self.lease is not None and self.lease.token is not None:
-                    read = await self.node.backend.registry.read_position(
-                        self.lease.token_id, self.room, joined.epoch
-                    )
+                    registry = self.node.backend.registry
+                    token_id = self.lease.token_id
+                    read = await registry.read_position(token_id, self.room, joined.epoch)
+                    directs = await registry.directs(token_id)
+                    if self.room in directs:
+                        del directs[self.room]
+                        await registry.clear_direct(token_id, self.room)
         except TimeoutError:
             return BrokerUnavailable("the room's history did not come in time")
         except BrokerUnavailable as exc:
@@ -195,11 +271,14 @@ class ChatSession:
             assert lease is not None and lease.token is not None
             frames.append(
                 codec.welcome(
-                    self.room, self.name, joined.epoch, joined.offset, str(lease.token),
+                    self.address, self.name, joined.epoch, joined.offset, str(lease.token),
                     recovered, lease.resumed, len(messages), read,
                 )
             )  # fmt: skip
-        member.go_live(frames + messages)
+        # Then who wrote to us in conversations we have no connection to (chat.v2).
+        now = time.time()
+        notices = [codec.direct(sender, now) for sender in directs.values()]
+        member.go_live(frames + messages + notices)
         return joined
 
     async def _backlog(self, joined: Published) -> tuple[list[StoredMessage], bool | None]:
@@ -230,7 +309,7 @@ class ChatSession:
         """Read and publish the member's frames until it goes; returns (log code, ending)."""
         receive = self._receive
         check = FrameChecks(self.node.settings, self.codec, self._charged).check
-        window = PublishWindow(self)
+        window = self._window = PublishWindow(self)
         publish = window.publish
         while True:
             message = await receive()
@@ -243,6 +322,8 @@ class ChatSession:
                 failed = publish(verdict)
                 if failed is not None:
                     return failed.close.label, failed
+                if self.peer is not None:
+                    self._reach_peer()
                 if window.full:
                     await window.oldest()
             elif isinstance(verdict, Refusal):
@@ -267,17 +348,63 @@ class ChatSession:
             if lease is not None and lease.token is not None:
                 self.node.spawn(self.node.set_away(lease.token_id, self.name, frame.message))
             return None
+        if isinstance(frame, Nick):
+            self.node.spawn(self._change_name(frame))
+            return None
         raise TypeError(f"no answer for a {type(frame).__name__}")
 
-    def away_changed(self, token_id: str, message: str | None) -> None:
-        """A token's user is away (``None``: back): if it is ours, this room is told."""
+    @property
+    def _token_id(self) -> str | None:
         lease = self.lease
-        if lease is None or lease.token is None or lease.token_id != token_id or self.left:
+        return None if lease is None or lease.token is None else lease.token_id
+
+    async def _change_name(self, nick: Nick) -> None:
+        if self.lease is None:
             return
-        if self._join_serial is None:
-            return  # not in the room yet: a listing says it when asked
-        kind = EventKind.BACK if message is None else EventKind.AWAY
-        self._signal(kind, message or "")
+        problem = await self.node.rename(self.lease, nick.name)
+        if problem is not None:
+            self._refuse(problem, nick.nonce)
+
+    def person_changed(self, changed: PersonChanged) -> None:
+        """Something happened to our token's user (every one of its connections hears it)."""
+        if self.left:
+            return
+        change = changed.change
+        if change is Change.NICK:
+            self._renamed(changed.name, changed.text)
+        elif self._join_serial is None:
+            return  # not in the room yet: a listing or its own join says it
+        elif change is Change.AWAY:
+            self._signal(EventKind.AWAY, changed.text)
+        elif change is Change.BACK:
+            self._signal(EventKind.BACK)
+        elif change is Change.DIRECT and self.member is not None:
+            self.member.deliver_private(self.codec.direct(changed.name, time.time()))
+
+    def _renamed(self, old: str, new: str) -> None:
+        """Our token's name is ``new`` now: so is ours, and this room is told."""
+        if self.lease is None or self.name != old:
+            return  # already (a join that resumed the new name), or not ours
+        self.lease = self.lease.renamed(new)
+        self.name = new
+        if self.member is not None:
+            self.member.name = new
+        if self._window is not None:
+            self._window.name = new
+        if self._join_serial is not None:
+            self._publish_nick(old)
+        # else: the join under way says it once it is through (see _join)
+
+    def _publish_nick(self, old: str) -> None:
+        """Tell the room that ``old`` (our presence there) is now our name."""
+        try:
+            publishing = self.node.backend.channels.publish(
+                self.room, EventKind.NICK, old, self.name, ref=self._join_serial
+            )
+        except BrokerUnavailable:
+            return
+        if not publishing.done():
+            publishing.add_done_callback(_outcome_ignored)
 
     def _keep_read(self, offset: int) -> None:
         """Keep where the token's user stopped reading here (for its next welcome)."""
@@ -328,7 +455,7 @@ class ChatSession:
         self.left = True
         self.member.close()
         self.node.hub.exit(self.room, self.member)
-        self.node.sessions.discard(self)
+        self.node.remove_session(self, self._token_id)
         self.release()
         log.info("left room=%s name=%s code=%s", self.room, self.name, code)
         return self._announce_leave()
@@ -383,7 +510,7 @@ class PublishWindow:
         """Once the session has joined: its room, name and join are those of every publish."""
         self._session = session
         self._publish = session.node.backend.channels.publish
-        self._room, self._name, self._ref = session.room, session.name, session._join_serial
+        self._room, self.name, self._ref = session.room, session.name, session._join_serial
         lease = session.lease
         self._key_prefix = None if lease is None or lease.token is None else lease.token_id + ":"
         self._inflight: deque[Publishing] = deque()
@@ -394,7 +521,7 @@ class PublishWindow:
         """Issue the publish now; an ending if it has already failed."""
         prefix, nonce = self._key_prefix, send.nonce
         key = None if nonce is None or prefix is None else prefix + nonce
-        pending = self._publish(self._room, _MESSAGE, self._name, send.text, key, self._ref)
+        pending = self._publish(self._room, _MESSAGE, self.name, send.text, key, self._ref)
         if pending.done():  # settled at once (the memory broker): no bookkeeping needed
             try:
                 published = pending.result()

@@ -22,6 +22,7 @@ REFUSALS: Final = (
     "room",
     "query",
     "name",
+    "direct",
     "limit",
     "handshake_timeout",
     "head_too_large",

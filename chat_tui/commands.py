@@ -55,6 +55,13 @@ class Away:
 
 
 @dataclass(frozen=True, slots=True)
+class Nick:
+    """Take the name ``name`` (in every room)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class Clear:
     pass
 
@@ -88,6 +95,7 @@ Action = (
     | ListRooms
     | Who
     | Away
+    | Nick
     | Clear
     | Reconnect
     | Help
@@ -112,6 +120,7 @@ COMMANDS: Final[tuple[CommandInfo, ...]] = (
     CommandInfo("who", "/who", "list the members of the active room"),
     CommandInfo("away", "/away [MESSAGE]", "say you are away, in every room (chat.v2)"),
     CommandInfo("back", "/back", "say you are back"),
+    CommandInfo("nick", "/nick NAME", "take the name NAME, in every room (chat.v2)"),
     CommandInfo("clear", "/clear", "clear the active room's log"),
     CommandInfo("reconnect", "/reconnect", "retry every offline room now (ctrl+r)"),
     CommandInfo("help", "/help", "show keys and commands"),
@@ -156,6 +165,13 @@ def parse(line: str) -> Action:
         if len(message) > v2.MAX_AWAY_CHARS:
             return CommandError(f"an away message is at most {v2.MAX_AWAY_CHARS} characters")
         return Away(message)
+    if info.name == "nick":
+        if len(args) != 1:
+            return CommandError(f"usage: {info.usage}")
+        problem = names.chosen_name_problem(args[0])
+        if problem is not None:
+            return CommandError(f"invalid name {args[0]!r}: {problem}")
+        return Nick(args[0])
     if info.name == "leave":
         if len(args) > 1:
             return CommandError(f"usage: {info.usage}")

@@ -123,6 +123,8 @@ class Connection(Protocol):
 
     def away(self, message: str | None) -> bool: ...
 
+    def nick(self, name: str) -> bool: ...
+
     async def run(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -215,6 +217,7 @@ class RoomConnection:
         self._typing_due = False  # "we are typing" is to be written
         self._read_due: int | None = None  # "we read up to" this offset is to be written
         self._away_due: tuple[str | None] | None = None  # (away message, or None: back)
+        self._nick_due: str | None = None  # the name to ask the server for
         self._stop = asyncio.Event()  # close() was called
         self._retry = asyncio.Event()  # retry_now() was called
         self._closing = False
@@ -270,6 +273,15 @@ class RoomConnection:
         if not (self.v2 and self.state is ConnectionState.CONNECTED):
             return False
         self._away_due = (message,)
+        self._writable.set()
+        return True
+
+    def nick(self, name: str) -> bool:
+        """Ask the server for the name ``name`` in every room our name is in. False if this
+        connection cannot (not connected, or not chat.v2)."""
+        if not (self.v2 and self.state is ConnectionState.CONNECTED):
+            return False
+        self._nick_due = name
         self._writable.set()
         return True
 
@@ -557,6 +569,9 @@ class RoomConnection:
                 if self._away_due is not None:
                     (message,), self._away_due = self._away_due, None
                     await ws.send_text(v2.BACK_FRAME if message is None else v2.away(message))
+                if self._nick_due is not None:
+                    name, self._nick_due = self._nick_due, None
+                    await ws.send_text(v2.change_nick(name))
                 while self.outbox:
                     if self.send_rate > 0:
                         wait = pacing.wait(1, time.monotonic())

@@ -364,6 +364,8 @@ class ChatController(Observable):
             case commands.Away(message):
                 self._idle_away = False  # said by the user: theirs to undo
                 self.set_away(message)
+            case commands.Nick(name):
+                return self.nick(name)
             case commands.Clear():
                 if room is not None:
                     room.clear()
@@ -386,6 +388,18 @@ class ChatController(Observable):
                 return True
         if not quiet:
             self.say(EntryKind.ERROR, "away needs a room connected to a server that speaks chat.v2")
+        return False
+
+    def nick(self, name: str) -> bool:
+        """Ask for the name ``name`` through one connected chat.v2 room, the active one if it
+        can: the server renames us in every room (or says why not, in that room)."""
+        candidates = [self.active, *self.rooms] if self.active is not None else list(self.rooms)
+        for room in candidates:
+            if self.rooms[room].state is RoomState.CONNECTED and self.links[room].connection.nick(
+                name
+            ):
+                return True
+        self.say(EntryKind.ERROR, "/nick needs a room connected to a server that speaks chat.v2")
         return False
 
     def idle_check(self) -> None:
@@ -512,6 +526,8 @@ class ChatController(Observable):
             if self.config.typing and frame.name is not None:
                 room.typing_seen(frame.name, self.monotonic())
             return False
+        if kind is FrameKind.NICK and frame.name is not None and frame.name == room.me:
+            self.identity.renamed(frame.text)  # our token and the name we ask for follow
         if kind is FrameKind.AWAY or kind is FrameKind.BACK:
             if frame.name is not None:
                 message = frame.text if kind is FrameKind.AWAY else None

@@ -155,6 +155,20 @@ class Identity:
         self.release()
         return True
 
+    def renamed(self, name: str) -> None:
+        """The server now knows us as ``name`` (a nick change): our token is the same secret
+        under that name, and a reconnect asks for that name (docs/protocol.md)."""
+        if self.nick is not None:
+            self.nick = name
+        if self.token is None:
+            return
+        old, dot, secret = self.token.partition(".")
+        if not dot or old == name:
+            return
+        self.token = f"{name}.{secret}"
+        if self.store is not None:
+            self.store.save(self.server, self.token)
+
     def release(self) -> None:
         """The asking connection is done asking (with a token or without one)."""
         self._asking = False

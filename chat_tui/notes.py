@@ -146,6 +146,21 @@ class AwayChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class NickChanged:
+    """Someone (maybe us) is known by another name now."""
+
+    old: str
+    new: str
+    ours: bool = False
+
+    @property
+    def text(self) -> str:
+        if self.ours:
+            return f"you are now known as {self.new}"
+        return f"{self.old} is now known as {self.new}"
+
+
+@dataclass(frozen=True, slots=True)
 class Said:
     """Words that are someone else's, shown as they are: a server's notice, a command's
     output, a local error already worded where it arose."""
@@ -155,6 +170,7 @@ class Said:
 
 Note = (
     Joined
+    | NickChanged
     | Reconnected
     | Lost
     | Refused

@@ -372,12 +372,35 @@ class Room(Observable):
             mention = self._unread(entry)
         elif kind is FrameKind.ERROR:
             self._note(notes.ServerError(clip(frame.text)), when, EntryKind.ERROR)
+        elif kind is FrameKind.NICK and frame.name is not None:
+            self.nick_changed(frame.name, frame.text, when)
+            return False
         elif frame.name is not None:  # joins and leaves
             self._presence(frame, when)
         else:
             self._add(Entry(EntryKind.NOTICE, clip(frame.text), when))
         self.changed()
         return mention
+
+    def nick_changed(self, old: str, new: str, when: datetime) -> None:
+        """``old`` is known as ``new`` from now on (in every room; maybe us)."""
+        old, new = clip_name(old), clip_name(new)
+        self._typing.pop(old, None)
+        person = self.people.pop(old, None)
+        if person is not None:
+            person.name = new
+            self._presence_version += 1
+            person.changed = self._presence_version
+            self.people[new] = person
+        else:
+            self._saw(new, present=True, presence=True)
+        ours = old == self.me
+        if ours:
+            self.me = new
+            self._own_names.add(new)
+            self.scrollback.restyle()  # what the log picks out as ours depends on the name
+        self._note(notes.NickChanged(old, new, ours), when)
+        self.changed()
 
     def name_refused(self, asked: str, reason: str, now: datetime) -> None:
         """The server would not give us the name we asked for."""

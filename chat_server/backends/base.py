@@ -40,14 +40,33 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol
 
 from chat_protocol.http import ROOMS_PAGE
 from chat_server.events import EventKind, Published, RoomEvent, StoredMessage
 
 Deliver = Callable[[str, RoomEvent], None]
-# (token id, name, away message or None for back): see Backend.on_away.
-OnAway = Callable[[str, str, str | None], None]
+
+
+class Change(StrEnum):
+    """What happened to a person (every connection of one token), told to every node."""
+
+    AWAY = "a"  # text: the away message
+    BACK = "b"
+    NICK = "n"  # name: the old name, text: the new one
+    DIRECT = "d"  # name wrote to the token's user in a conversation it has no connection to
+
+
+@dataclass(frozen=True, slots=True)
+class PersonChanged:
+    token_id: str
+    change: Change
+    name: str
+    text: str = ""
+
+
+OnPerson = Callable[[PersonChanged], None]
 
 # Nonces remembered per room for exactly-once: each token's last DEDUP_PER_TOKEN sends with a
 # nonce (so that others' sends cannot age them out), and at most DEDUP_PER_ROOM in all (the
@@ -56,6 +75,10 @@ DEDUP_PER_TOKEN = 1000
 DEDUP_PER_ROOM = 20_000
 # Read positions (token, room) the memory broker keeps at most (the least recently read go).
 READ_POSITIONS = 100_000
+# Conversations with unread direct messages kept per token (past it, no more are noted), and
+# tokens the memory broker keeps them for (the least recently written to go first).
+DIRECTS_PER_TOKEN = 100
+INBOXES = 100_000
 
 
 def dedup_token(key: str) -> str:
@@ -206,13 +229,22 @@ class Registry(ABC):
         """The digest of the token that ``name`` is held or reserved for, if any."""
 
     @abstractmethod
-    async def resume_name(self, name: str, digest: str) -> bool:
-        """One more connection of the token whose digest is ``digest`` takes ``name``;
-        ``False`` if the name is no longer that token's (it expired, or never was)."""
+    async def resume_name(self, name: str, digest: str) -> str | None:
+        """One more connection of the token whose digest is ``digest`` takes ``name``, or the
+        name it became if it is a former name of the token (see :meth:`rename_name`): that
+        name; ``None`` if the name is no longer that token's (it expired, or never was)."""
+
+    @abstractmethod
+    async def rename_name(self, old: str, new: str, digest: str) -> bool:
+        """The token whose digest is ``digest`` takes ``new`` in place of ``old`` for all the
+        connections that hold ``old``; ``False`` if ``old`` is not the token's or ``new`` is
+        held or kept by anyone else. ``old`` stays the token's for the reservation window: a
+        former name, that nobody else can claim and that resumes as ``new``."""
 
     @abstractmethod
     async def release_name(self, name: str) -> None:
-        """One connection of this node lets go of ``name``."""
+        """One connection of this node lets go of ``name`` (of the name it became, if it is a
+        former name)."""
 
     @abstractmethod
     async def set_away(self, name: str, message: str | None) -> None:
@@ -235,9 +267,23 @@ class Registry(ABC):
         room's."""
 
     @abstractmethod
+    async def note_direct(self, token_id: str, room: str, sender: str) -> None:
+        """``sender`` wrote to the token's user in the conversation ``room``, which it has no
+        connection to: its next welcome says so (kept as long as the room's history, for at
+        most DIRECTS_PER_TOKEN conversations)."""
+
+    @abstractmethod
+    async def directs(self, token_id: str) -> dict[str, str]:
+        """The token's conversations noted by :meth:`note_direct`: room -> who wrote last."""
+
+    @abstractmethod
+    async def clear_direct(self, token_id: str, room: str) -> None:
+        """The token's user opened the conversation ``room``: no longer to be said."""
+
+    @abstractmethod
     async def rooms(self, after: str = "", limit: int = ROOMS_PAGE) -> dict[str, int]:
-        """Rooms that have members on a live node, with their member counts, in name order:
-        at most ``limit`` of them, from the first after ``after``."""
+        """Rooms (never conversations) that have members on a live node, with their member
+        counts, in name order: at most ``limit`` of them, from the first after ``after``."""
 
     @abstractmethod
     async def members(self, room: str) -> list[str]:
@@ -261,7 +307,7 @@ class Backend(ABC):
         self.node_id = node_id
         self.status = BrokerStatus(available=True)
         self._on_status: Callable[[BrokerStatus], None] | None = None
-        self._on_away: OnAway | None = None
+        self._on_person: OnPerson | None = None
 
     @property
     @abstractmethod
@@ -275,15 +321,14 @@ class Backend(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
-    def on_away(self, callback: OnAway) -> None:
-        """Call ``callback(token id, name, message or None)`` on every node for every
-        :meth:`announce_away` of any node."""
-        self._on_away = callback
+    def on_person(self, callback: OnPerson) -> None:
+        """Call ``callback`` on every node for every :meth:`announce` of any node."""
+        self._on_person = callback
 
     @abstractmethod
-    async def announce_away(self, token_id: str, name: str, message: str | None) -> None:
-        """Tell every node (this one too) that the connections of this token are away
-        (``None``: back), so that each announces it in its rooms."""
+    async def announce(self, changed: PersonChanged) -> None:
+        """Tell every node (this one too) what happened to the connections of a token (away,
+        back, a new name, a direct message), so that each acts on it for those it holds."""
 
     def on_status(self, callback: Callable[[BrokerStatus], None]) -> None:
         """Call ``callback`` on every change of :attr:`status`."""

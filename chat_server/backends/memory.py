@@ -21,16 +21,19 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from chat_protocol.http import ROOMS_PAGE
-from chat_protocol.names import name_key
+from chat_protocol.names import direct_peer, name_key
 from chat_server.backends.base import (
     DEDUP_PER_ROOM,
     DEDUP_PER_TOKEN,
+    DIRECTS_PER_TOKEN,
+    INBOXES,
     READ_POSITIONS,
     Backend,
     ChannelBackend,
     ClusterInfo,
     Deliver,
     History,
+    PersonChanged,
     Publishing,
     Registry,
     Settled,
@@ -47,6 +50,8 @@ from chat_server.events import (
 from chat_server.ops.settings import Settings
 
 _MESSAGE, _JOIN, _LEAVE = EventKind.MESSAGE, EventKind.JOIN, EventKind.LEAVE
+_NICK = EventKind.NICK
+FORWARDS = 8  # a former name's forwards followed at most (a -> b -> c ...)
 _SIGNALS = SIGNALS
 _now = time.time
 _NOT_PRESENT = Settled(None)
@@ -105,13 +110,14 @@ class _Room:
 
 
 class _Name:
-    __slots__ = ("away", "digest", "expires", "holds")
+    __slots__ = ("away", "digest", "expires", "forward", "holds")
 
     def __init__(self, digest: str | None) -> None:
         self.away: str | None = None  # the away message while away
         self.digest = digest
         self.holds = 1  # connections that hold it
         self.expires = 0.0  # with no holds: reserved for its token until then
+        self.forward: str | None = None  # a former name of its token: the name it became
 
 
 class _State:
@@ -129,6 +135,8 @@ class _State:
         self.present = 0  # members of rooms
         # (token id, room) -> (epoch, offset read), the least recently read first.
         self.read: OrderedDict[tuple[str, str], tuple[str, int]] = OrderedDict()
+        # token id -> {conversation: who wrote last} (Registry.note_direct)
+        self.inbox: OrderedDict[str, dict[str, str]] = OrderedDict()
 
     def keeps_idle(self) -> bool:
         return self.settings.history_size > 0 and self.settings.history_rooms > 0
@@ -208,6 +216,19 @@ class MemoryChannels(ChannelBackend):
             if joined is None or (ref is not None and joined != ref):
                 return _NOT_PRESENT
             assert state is not None
+        elif kind is _NICK:
+            joined = state.members.get(name) if state is not None else None
+            if joined is None or (ref is not None and joined != ref):
+                return _NOT_PRESENT
+            assert state is not None
+            if text in state.members:  # a stale entry of the new name: taken over
+                self._state.present -= 1
+            # Renamed in place: listings keep the join order.
+            state.members = {
+                (text if member == name else member): serial
+                for member, serial in state.members.items()
+                if member != text
+            }
         elif (
             state is None
             or (joined := state.members.get(name)) is None
@@ -342,21 +363,62 @@ class MemoryRegistry(Registry):
         record = self._current(name)
         return record.digest if record is not None else None
 
-    async def resume_name(self, name: str, digest: str) -> bool:
+    def _followed(self, name: str) -> tuple[str, _Name | None]:
+        """The name ``name`` is now (following a former name's forwards), and its record."""
         record = self._current(name)
+        for _ in range(FORWARDS):
+            if record is None or record.forward is None:
+                break
+            name = record.forward
+            record = self._current(name)
+        return name, record
+
+    async def resume_name(self, name: str, digest: str) -> str | None:
+        name, record = self._followed(name)
         if (
             record is None
+            or record.forward is not None
+            or record.digest is None
+            or not hmac.compare_digest(record.digest, digest)
+        ):
+            return None
+        record.holds += 1
+        return name
+
+    async def rename_name(self, old: str, new: str, digest: str) -> bool:
+        names = self._state.names
+        record = self._current(old)
+        if (
+            record is None
+            or record.forward is not None
             or record.digest is None
             or not hmac.compare_digest(record.digest, digest)
         ):
             return False
-        record.holds += 1
+        if name_key(old) == name_key(new):
+            return True  # the same name in another case
+        self._forget_expired()
+        taken = self._current(new)
+        if taken is not None and not (taken.holds == 0 and taken.digest == digest):
+            return False  # someone's (a former name of the same token may be taken back)
+        names[name_key(new)] = record
+        del names[name_key(old)]
+        reservation = self._state.settings.name_reservation
+        if reservation > 0:
+            # Kept for the token for a while: nobody can pose as it under the name it left,
+            # and a connection resuming it meanwhile resumes the new one.
+            former = names[name_key(old)] = _Name(digest)
+            former.holds = 0
+            former.forward = new
+            former.expires = _now() + reservation
+            self._state.reserved.append((former.expires, old))
         return True
 
     async def release_name(self, name: str) -> None:
-        names, key = self._state.names, name_key(name)
-        record = names.get(key)
-        if record is None:
+        names = self._state.names
+        name, record = self._followed(name)
+        key = name_key(name)
+        if record is None or record.forward is not None:
             return
         record.holds -= 1
         if record.holds > 0:
@@ -392,10 +454,36 @@ class MemoryRegistry(Registry):
         while len(read) > READ_POSITIONS:
             read.popitem(last=False)
 
+    async def note_direct(self, token_id: str, room: str, sender: str) -> None:
+        inbox = self._state.inbox
+        noted = inbox.get(token_id)
+        if noted is None:
+            noted = inbox[token_id] = {}
+        inbox.move_to_end(token_id)
+        if room in noted or len(noted) < DIRECTS_PER_TOKEN:
+            noted[room] = sender
+        while len(inbox) > INBOXES:
+            inbox.popitem(last=False)
+
+    async def directs(self, token_id: str) -> dict[str, str]:
+        return dict(self._state.inbox.get(token_id, {}))
+
+    async def clear_direct(self, token_id: str, room: str) -> None:
+        noted = self._state.inbox.get(token_id)
+        if noted is not None:
+            noted.pop(room, None)
+            if not noted:
+                del self._state.inbox[token_id]
+
     async def rooms(self, after: str = "", limit: int = ROOMS_PAGE) -> dict[str, int]:
         rooms = self._state.rooms
         page = heapq.nsmallest(
-            limit, (room for room, state in rooms.items() if state.members and room > after)
+            limit,
+            (
+                room
+                for room, state in rooms.items()
+                if state.members and room > after and direct_peer(room) is None
+            ),
         )
         return {room: len(rooms[room].members) for room in page}
 
@@ -424,9 +512,9 @@ class MemoryBackend(Backend):
     async def start(self) -> None:
         pass
 
-    async def announce_away(self, token_id: str, name: str, message: str | None) -> None:
-        if self._on_away is not None:
-            self._on_away(token_id, name, message)  # this node is every node there is
+    async def announce(self, changed: PersonChanged) -> None:
+        if self._on_person is not None:
+            self._on_person(changed)  # this node is every node there is
 
     async def close(self) -> None:
         self._state.rooms.clear()

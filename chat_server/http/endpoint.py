@@ -44,15 +44,26 @@ class ChatEndpoint:
             return
 
         room = scope["path_params"].get("room", "")
-        if not names.is_valid_room(room):
+        peer = names.direct_peer(room)
+        if peer is not None:
+            if not names.is_valid_name(peer):
+                await _refuse(send, close.INVALID_ROOM, names.DIRECT_RULE)
+                return
+        elif not names.is_valid_room(room):
             await _refuse(send, close.INVALID_ROOM, names.ROOM_RULE)
             return
 
         dialect = codec.negotiate(scope.get("subprotocols") or ())
+        if peer is not None and not dialect.numbered:
+            await _refuse(send, close.DIRECT_NEEDS_V2)
+            return
         try:
             request = parse_join_query(scope.get("query_string", b""), dialect.numbered)
         except QueryError as exc:
             await _refuse(send, close.INVALID_QUERY, exc)
+            return
+        if peer is not None and request.resume is None:
+            await _refuse(send, close.DIRECT_NEEDS_TOKEN)
             return
 
         if not node.admit():

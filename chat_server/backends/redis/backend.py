@@ -32,7 +32,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import RedisError
 
-from chat_server.backends.base import Backend, BrokerStatus, BrokerUnavailable
+from chat_server.backends.base import (
+    Backend,
+    BrokerStatus,
+    BrokerUnavailable,
+    Change,
+    PersonChanged,
+)
 from chat_server.backends.redis import keys
 from chat_server.backends.redis.channels import RedisChannels
 from chat_server.backends.redis.context import RedisContext
@@ -139,13 +145,14 @@ class RedisBackend(Backend):
             return
         if channel == self.redis.node_channel:
             self._probes.pop(data, None)
-        elif channel == _PEOPLE and self._on_away is not None:
-            head, _, message = data.decode(errors="replace").partition("\n")
-            token_id, name, away = [*head.split(" "), "", "", ""][:3]
-            self._on_away(token_id, name, message if away == "1" else None)
+        elif channel == _PEOPLE and self._on_person is not None:
+            head, _, text = data.decode(errors="replace").partition("\n")
+            token_id, code, name = [*head.split(" "), "", "", ""][:3]
+            with contextlib.suppress(ValueError):  # a newer node's change: not ours to act on
+                self._on_person(PersonChanged(token_id, Change(code), name, text))
 
-    async def announce_away(self, token_id: str, name: str, message: str | None) -> None:
-        payload = f"{token_id} {name} {0 if message is None else 1}\n{message or ''}"
+    async def announce(self, changed: PersonChanged) -> None:
+        payload = f"{changed.token_id} {changed.change.value} {changed.name}\n{changed.text}"
         await self.redis.call("PUBLISH", keys.PEOPLE_CHANNEL, payload)
 
     # --- supervision ------------------------------------------------------------------------

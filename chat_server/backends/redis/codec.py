@@ -23,6 +23,7 @@ KIND_CODES = {
     EventKind.TYPING: "t",
     EventKind.AWAY: "a",
     EventKind.BACK: "b",
+    EventKind.NICK: "n",
 }
 _KINDS = {code: kind for kind, code in KIND_CODES.items()}
 NO_NONCE = "-"

@@ -16,7 +16,8 @@ ROOMS = PREFIX + "room-index"
 NODES = PREFIX + "nodes"  # sorted set: node id -> expiry of its heartbeat (ms, Redis clock)
 ROOM_CHANNEL_PREFIX = PREFIX + "room:"  # pub/sub: one channel per room
 NODE_CHANNEL_PREFIX = PREFIX + "node:"  # pub/sub: one channel per node (its probes)
-# pub/sub: "{token id} {name} {1: away, 0: back}\n{message}", heard by every node (away).
+# pub/sub: "{token id} {change} {name}\n{text}" (``base.PersonChanged``: away, back, a new
+# name, a direct message), heard by every node.
 PEOPLE_CHANNEL = PREFIX + "people"
 
 
@@ -70,14 +71,16 @@ def node_members(node: str) -> str:
 
 
 def node_names(node: str) -> str:
-    """Set: the names the node claimed."""
+    """Set: the names the node claimed, in lower case (``name_key``)."""
     return f"{PREFIX}node:{node}:names"
 
 
 def name(name: str) -> str:
     """Hash: node -> how many of its connections hold the name; ``d``: the digest of the name's
-    resume token; ``a``: its away message, while away. A token's name that nobody holds
-    expires after the reservation window.
+    resume token; ``a``: its away message, while away; ``f``: the name it became (a token's
+    former name, kept for it after a nick change for the reservation window: resumed, it
+    resumes the new one). A token's name that nobody holds expires after the reservation
+    window.
     Keyed by the name in lower case: names are unique whatever their case."""
     return f"{PREFIX}name:{name_key(name)}"
 
@@ -85,6 +88,12 @@ def name(name: str) -> str:
 def read_positions(token_id: str) -> str:
     """Hash: room -> "{epoch} {offset}" the token last read there; expires with history."""
     return f"{PREFIX}read:{token_id}"
+
+
+def inbox(token_id: str) -> str:
+    """Hash: conversation -> who wrote last, for conversations the token has unread direct
+    messages in and no connection to; expires with history."""
+    return f"{PREFIX}inbox:{token_id}"
 
 
 ROOM_KEY_PREFIX = PREFIX + "room:"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from chat_protocol.http import ROOMS_PAGE
-from chat_server.backends.base import ClusterInfo, Registry
+from chat_protocol.names import name_key
+from chat_server.backends.base import DIRECTS_PER_TOKEN, ClusterInfo, Registry
 from chat_server.backends.redis import keys
 from chat_server.backends.redis.context import RedisContext
 
@@ -25,12 +26,23 @@ class RedisRegistry(Registry):
         stored = await self._redis.call("HGET", keys.name(name), "d")
         return None if stored is None else stored.decode("ascii", "replace")
 
-    async def resume_name(self, name: str, digest: str) -> bool:
+    async def resume_name(self, name: str, digest: str) -> str | None:
         node = self._redis.node_id
         resumed = await self._redis.script(
-            "resume_name", [keys.name(name), keys.node_names(node)], [node, name, digest]
+            "resume_name",
+            [keys.name(name), keys.node_names(node)],
+            [node, name, digest, keys.NAME_KEY_PREFIX],
         )
-        return bool(resumed)
+        return resumed.decode() if isinstance(resumed, bytes) else None
+
+    async def rename_name(self, old: str, new: str, digest: str) -> bool:
+        redis = self._redis
+        renamed = await redis.script(
+            "rename_name",
+            [keys.name(old), keys.name(new), keys.NODES],
+            [digest, new, redis.reservation_ms, keys.NODE_KEY_PREFIX, name_key(old)],
+        )
+        return bool(renamed)
 
     async def release_name(self, name: str) -> None:
         redis = self._redis
@@ -38,7 +50,7 @@ class RedisRegistry(Registry):
         await redis.script(
             "release_name",
             [keys.name(name), keys.node_names(node)],
-            [node, name, redis.reservation_ms],
+            [node, name, redis.reservation_ms, keys.NAME_KEY_PREFIX],
         )
 
     async def set_away(self, name: str, message: str | None) -> None:
@@ -65,6 +77,21 @@ class RedisRegistry(Registry):
             [keys.read_positions(token_id), keys.room_sequence(room)],
             [room, epoch, offset, ttl],
         )
+
+    async def note_direct(self, token_id: str, room: str, sender: str) -> None:
+        ttl = max(1, round(self._redis.settings.history_ttl))
+        await self._redis.script(
+            "note_direct", [keys.inbox(token_id)], [room, sender, DIRECTS_PER_TOKEN, ttl]
+        )
+
+    async def directs(self, token_id: str) -> dict[str, str]:
+        flat = await self._redis.call("HGETALL", keys.inbox(token_id))
+        if isinstance(flat, dict):
+            return {k.decode(): v.decode() for k, v in flat.items()}
+        return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+
+    async def clear_direct(self, token_id: str, room: str) -> None:
+        await self._redis.call("HDEL", keys.inbox(token_id), room)
 
     async def rooms(self, after: str = "", limit: int = ROOMS_PAGE) -> dict[str, int]:
         flat = await self._redis.query(

@@ -32,7 +32,7 @@ end
 # KEYS: 1 sequence, 2 presence, 3 room's node counts, 4 rooms, 5 member's node's members,
 #       6 history (a stream), 7 nonces (hash: key -> "offset time"), 8 nonces in order (a list),
 #       9 the sender's token's nonces in order (a list; for a message with a nonce)
-# ARGV: 1 channel, 2 room, 3 kind (m/j/l/t/a/b), 4 the member's node, 5 name, 6 text,
+# ARGV: 1 channel, 2 room, 3 kind (m/j/l/t/a/b/n), 4 the member's node, 5 name, 6 text,
 #       7 nonce ('-' for none): the sender's de-duplication key (codec-encoded),
 #       8 origin (the publishing node: a reaper announces for another),
 #       9 the publisher's epoch token: a room whose sequence starts now gets the epoch
@@ -127,11 +127,28 @@ if kind == 'm' then
   end
 elseif kind == 't' or kind == 'a' or kind == 'b' then
   -- Typing, away, back: in the room's order, never stored.
+elseif kind == 'n' then
+  -- A new name (ARGV[6]) for the same entry: the join's serial stays its ref. A stale entry
+  -- of the new name (a dead node's, not reaped yet) is taken over.
+  local new = ARGV[6]
+  local stale = redis.call('HGET', KEYS[2], new)
+  if stale then
+    local stale_owner = string.match(stale, '^(%S+)')
+    redis.call('SREM', ARGV[15] .. stale_owner .. ':members', ARGV[2] .. ' ' .. new)
+    if redis.call('HINCRBY', KEYS[3], stale_owner, -1) <= 0 then
+      redis.call('HDEL', KEYS[3], stale_owner)
+    end
+  end
+  redis.call('HDEL', KEYS[2], name)
+  redis.call('HSET', KEYS[2], new, present)
+  redis.call('SREM', KEYS[5], entry)
+  redis.call('SADD', KEYS[5], ARGV[2] .. ' ' .. new)
 elseif kind == 'j' then
   redis.call('HSET', KEYS[2], name, node .. ' ' .. serial)
   redis.call('SADD', KEYS[5], entry)
   redis.call('HINCRBY', KEYS[3], node, 1)
-  redis.call('ZADD', KEYS[4], 0, ARGV[2])
+  -- Conversations ("@...") are nobody's to list.
+  if string.sub(ARGV[2], 1, 1) ~= '@' then redis.call('ZADD', KEYS[4], 0, ARGV[2]) end
 else
   redis.call('HDEL', KEYS[2], name)
   redis.call('SREM', KEYS[5], entry)
@@ -184,18 +201,77 @@ end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], ARGV[1], 1)
 if ARGV[3] ~= '-' then redis.call('HSET', KEYS[1], 'd', ARGV[3]) end
-redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('SADD', KEYS[3], string.lower(ARGV[2]))
 return 1
 """
 
-# KEYS: 1 name, 2 the node's names. ARGV: 1 node, 2 name, 3 token digest.
-# One more connection of the token takes its name (checked again here, atomically: the node
-# compared the digests first, in constant time).
-RESUME_NAME = """
-if redis.call('HGET', KEYS[1], 'd') ~= ARGV[3] then return 0 end
-redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-redis.call('PERSIST', KEYS[1])
-redis.call('SADD', KEYS[2], ARGV[2])
+# A former name's record forwards to the name it became (field ``f``): followed at most this
+# many times. ARGV[n] of the scripts below: the name key prefix.
+_FOLLOW = """
+local function follow(key, name, prefix)
+  for _ = 1, 8 do
+    local forward = redis.call('HGET', key, 'f')
+    if not forward then return key, name end
+    key, name = prefix .. string.lower(forward), forward
+  end
+  return key, name
+end
+"""
+
+# KEYS: 1 name, 2 the node's names. ARGV: 1 node, 2 name, 3 token digest, 4 name key prefix.
+# One more connection of the token takes its name, or the name a former name of it became
+# (checked again here, atomically: the node compared the digests first, in constant time).
+# Returns the name taken, or 0.
+RESUME_NAME = (
+    _FOLLOW
+    + """
+local key, name = follow(KEYS[1], ARGV[2], ARGV[4])
+if redis.call('HGET', key, 'd') ~= ARGV[3] or redis.call('HEXISTS', key, 'f') == 1 then
+  return 0
+end
+redis.call('HINCRBY', key, ARGV[1], 1)
+redis.call('PERSIST', key)
+redis.call('SADD', KEYS[2], string.lower(name))
+return name
+"""
+)
+
+# KEYS: 1 the old name, 2 the new name, 3 nodes. ARGV: 1 token digest, 2 new name,
+# 3 reservation (ms), 4 node key prefix, 5 the old name in lower case.
+# The token's name becomes the new one for every connection that holds it (each node's count
+# moves, and each node's set of names with it); the old one forwards to it for the
+# reservation window. Returns 1, or 0 if the old name is not the token's or the new one is
+# held or kept by anyone else (a former name of the same token may be taken back).
+RENAME_NAME = """
+if redis.call('HGET', KEYS[1], 'd') ~= ARGV[1] or redis.call('HEXISTS', KEYS[1], 'f') == 1 then
+  return 0
+end
+if KEYS[1] == KEYS[2] then return 1 end
+local taken = redis.call('HGETALL', KEYS[2])
+for i = 1, #taken, 2 do
+  local f = taken[i]
+  if f == 'd' then
+    if taken[i + 1] ~= ARGV[1] and redis.call('PTTL', KEYS[2]) > 0 then return 0 end
+  elseif f ~= 'a' and f ~= 'f' and redis.call('ZSCORE', KEYS[3], f) then
+    return 0
+  end
+end
+local old_key, new_key = ARGV[5], string.lower(ARGV[2])
+local fields = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[2])
+for i = 1, #fields, 2 do
+  local f = fields[i]
+  redis.call('HSET', KEYS[2], f, fields[i + 1])
+  if f ~= 'd' and f ~= 'a' then
+    redis.call('SREM', ARGV[4] .. f .. ':names', old_key)
+    redis.call('SADD', ARGV[4] .. f .. ':names', new_key)
+  end
+end
+redis.call('DEL', KEYS[1])
+if tonumber(ARGV[3]) > 0 then
+  redis.call('HSET', KEYS[1], 'd', ARGV[1], 'f', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
 return 1
 """
 
@@ -230,15 +306,29 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 
-# KEYS: 1 name, 2 the node's names. ARGV: 1 node, 2 name, 3 reservation (ms).
+# KEYS: 1 the token's inbox. ARGV: 1 conversation, 2 who wrote, 3 conversations kept at
+# most, 4 ttl (s). Past the bound, a conversation not noted yet is not.
+NOTE_DIRECT = """
+local full = redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3])
+if full and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+# KEYS: 1 name, 2 the node's names. ARGV: 1 node, 2 name, 3 reservation (ms), 4 name key
+# prefix. (A former name: the name it became.)
 RELEASE_NAME = (
     _NAME_RECORD
+    + _FOLLOW
     + """
-if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  redis.call('SREM', KEYS[2], ARGV[2])
+local key, name = follow(KEYS[1], ARGV[2], ARGV[4])
+if redis.call('HEXISTS', key, 'f') == 1 then return 0 end
+if redis.call('HINCRBY', key, ARGV[1], -1) <= 0 then
+  redis.call('HDEL', key, ARGV[1])
+  redis.call('SREM', KEYS[2], string.lower(name))
 end
-settle(KEYS[1], ARGV[3])
+settle(key, ARGV[3])
 return 1
 """
 )
@@ -364,9 +454,11 @@ SCRIPTS = {
         "room_event": ROOM_EVENT,
         "claim_name": CLAIM_NAME,
         "keep_read": KEEP_READ,
+        "note_direct": NOTE_DIRECT,
         "set_away": SET_AWAY,
         "away": AWAY,
         "resume_name": RESUME_NAME,
+        "rename_name": RENAME_NAME,
         "release_name": RELEASE_NAME,
         "heartbeat": HEARTBEAT,
         "dead_nodes": DEAD_NODES,
