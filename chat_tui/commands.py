@@ -62,6 +62,21 @@ class Nick:
 
 
 @dataclass(frozen=True, slots=True)
+class Query:
+    """Open the conversation with ``name`` (and show it)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Msg:
+    """Send ``text`` to ``name`` in our conversation with them (opened if it is not)."""
+
+    name: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Clear:
     pass
 
@@ -96,6 +111,8 @@ Action = (
     | Who
     | Away
     | Nick
+    | Query
+    | Msg
     | Clear
     | Reconnect
     | Help
@@ -120,6 +137,8 @@ COMMANDS: Final[tuple[CommandInfo, ...]] = (
     CommandInfo("who", "/who", "list the members of the active room"),
     CommandInfo("away", "/away [MESSAGE]", "say you are away, in every room (chat.v2)"),
     CommandInfo("back", "/back", "say you are back"),
+    CommandInfo("msg", "/msg NAME TEXT", "send TEXT to NAME alone (chat.v2)"),
+    CommandInfo("query", "/query NAME", "open the conversation with NAME (chat.v2)", ("q",)),
     CommandInfo("nick", "/nick NAME", "take the name NAME, in every room (chat.v2)"),
     CommandInfo("clear", "/clear", "clear the active room's log"),
     CommandInfo("reconnect", "/reconnect", "retry every offline room now (ctrl+r)"),
@@ -172,6 +191,15 @@ def parse(line: str) -> Action:
         if problem is not None:
             return CommandError(f"invalid name {args[0]!r}: {problem}")
         return Nick(args[0])
+    if info.name in ("msg", "query"):
+        who, _, said = rest.strip().partition(" ")
+        if not who or (info.name == "msg") != bool(said.strip()):
+            return CommandError(f"usage: {info.usage}")
+        if not names.is_valid_name(who):
+            return CommandError(f"no one can be called {who!r}: {names.CHOSEN_RULE}")
+        if info.name == "query":
+            return Query(who)
+        return Msg(who, message_text(said))
     if info.name == "leave":
         if len(args) > 1:
             return CommandError(f"usage: {info.usage}")

@@ -125,6 +125,8 @@ class Connection(Protocol):
 
     def nick(self, name: str) -> bool: ...
 
+    def readdress(self, room: str) -> None: ...
+
     async def run(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -275,6 +277,12 @@ class RoomConnection:
         self._away_due = (message,)
         self._writable.set()
         return True
+
+    def readdress(self, room: str) -> None:
+        """Reach the room as ``room`` from the next attempt on (a conversation whose person
+        changed their name)."""
+        self.room = room
+        self.url = self.server_url.rstrip("/") + http.chat_path(room)
 
     def nick(self, name: str) -> bool:
         """Ask the server for the name ``name`` in every room our name is in. False if this

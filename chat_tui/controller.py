@@ -142,8 +142,8 @@ class ChatController(Observable):
         return self.rooms.get(self.active) if self.active is not None else None
 
     def order(self) -> list[str]:
-        """The joined rooms in sidebar order."""
-        return list(self.rooms)
+        """The joined rooms in sidebar order: rooms, then conversations with people."""
+        return sorted(self.rooms, key=lambda name: self.rooms[name].direct)
 
     # --- startup and the local server -------------------------------------------------------
 
@@ -223,8 +223,9 @@ class ChatController(Observable):
         if room is not None:
             return room
         room = Room(name, self.config.scrollback)
+        # By the room's name now: a conversation follows its person's nick changes.
         connection = self._connection_factory(
-            self.config.server, name, lambda: self.host.wake(name)
+            self.config.server, name, lambda: self.host.wake(room.name)
         )
         self.rooms[name] = room
         self.links[name] = RoomLink(connection)
@@ -267,9 +268,31 @@ class ChatController(Observable):
             self.on_activate(old, room)
         self.changed()
 
+    def open_conversation(self, peer: str) -> Room:
+        """The conversation with ``peer`` (opened, not shown, if it was not)."""
+        return self.add_room(names.DIRECT_PREFIX + peer)
+
+    def _follow(self, old: str, new: str) -> None:
+        """``old`` is known as ``new`` now: our conversation with them follows (while the
+        app runs: the server knows it by the person, not the name)."""
+        before, after = names.DIRECT_PREFIX + old, names.DIRECT_PREFIX + new
+        if before not in self.rooms or after in self.rooms:
+            return
+        self.rooms = {(after if k == before else k): v for k, v in self.rooms.items()}
+        self.links = {(after if k == before else k): v for k, v in self.links.items()}
+        self.rooms[after].name = after
+        self.links[after].connection.readdress(after)
+        if self.active == before:
+            self.active = after
+        self.rooms[after].changed()
+        self.changed()
+
     def join(self, name: str) -> bool:
         """Join ``name`` (or switch to it); a room whose connection gave up connects again."""
-        problem = names.room_problem(name)
+        peer = names.direct_peer(name)
+        problem = names.room_problem(name) if peer is None else None
+        if peer is not None and not names.is_valid_name(peer):
+            problem = f"no one can be called {peer!r}: {names.CHOSEN_RULE}"
         if problem is not None:
             self.say(EntryKind.ERROR, problem)
             return False
@@ -366,6 +389,10 @@ class ChatController(Observable):
                 self.set_away(message)
             case commands.Nick(name):
                 return self.nick(name)
+            case commands.Query(name):
+                self.activate(self.open_conversation(name).name)
+            case commands.Msg(name, said):
+                self.send(self.open_conversation(name), said)
             case commands.Clear():
                 if room is not None:
                     room.clear()
@@ -526,8 +553,19 @@ class ChatController(Observable):
             if self.config.typing and frame.name is not None:
                 room.typing_seen(frame.name, self.monotonic())
             return False
-        if kind is FrameKind.NICK and frame.name is not None and frame.name == room.me:
-            self.identity.renamed(frame.text)  # our token and the name we ask for follow
+        if kind is FrameKind.NICK and frame.name is not None:
+            if frame.name == room.me:
+                self.identity.renamed(frame.text)  # our token and the name we ask for follow
+            else:
+                self._follow(frame.name, frame.text)
+        if kind is FrameKind.DIRECT:
+            # Someone wrote to us where we have no connection: the conversation opens (its
+            # welcome brings the unread messages).
+            if frame.name is not None and names.is_valid_name(frame.name):
+                opened = names.DIRECT_PREFIX + frame.name in self.rooms
+                conversation = self.open_conversation(frame.name)
+                return not opened and self._out_of_sight(conversation)
+            return False
         if kind is FrameKind.AWAY or kind is FrameKind.BACK:
             if frame.name is not None:
                 message = frame.text if kind is FrameKind.AWAY else None
@@ -550,7 +588,8 @@ class ChatController(Observable):
 
     def _welcomed(self, room: Room, welcomed: Welcomed, now: datetime) -> bool:
         mention = room.welcomed(welcomed.welcome, welcomed.backlog, welcomed.since, now)
-        self._fetch_members(room)
+        if not room.direct:  # a conversation has no listing: its two people are seen
+            self._fetch_members(room)
         return mention and self._out_of_sight(room)
 
     def _name_assigned(self, room: Room, assigned: NameAssigned, now: datetime) -> bool:

@@ -20,7 +20,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from chat_protocol.frames import Frame, FrameKind, Welcome
-from chat_protocol.names import GENERATED_PREFIX
+from chat_protocol.names import DIRECT_PREFIX, GENERATED_PREFIX
 from chat_protocol.v2 import MAX_AWAY_CHARS, TYPING_SHOWN
 from chat_tui import notes
 from chat_tui.notes import Note
@@ -142,6 +142,11 @@ class Room(Observable):
     newest: int = 0  # chat.v2: the newest message offset here (of ``epoch``)
     read_reported: int = 0  # chat.v2: the offset last said to be read (to the server)
     viewed: bool = False  # in the log, and the terminal has focus
+
+    @property
+    def direct(self) -> bool:
+        """A conversation with one person ("@alice"), not a room."""
+        return self.name.startswith(DIRECT_PREFIX)
 
     def __post_init__(self) -> None:
         Observable.__init__(self)
@@ -270,6 +275,8 @@ class Room(Observable):
             self.epoch = welcome.epoch
             self.newest = self.read_reported = 0
         read = welcome.read if since is None else None  # where we stopped, another time
+        if read is None and since is None and self.direct:
+            read = 0  # a conversation nothing was read of: all that was said to us is unread
         if read is not None:
             self.read_reported = max(self.read_reported, read)
         first_unread: Entry | None = None
@@ -450,7 +457,9 @@ class Room(Observable):
         if offset is not None and offset > self.newest:
             self.newest = offset
         own = name is not None and name == self.me
-        mention = not own and self.me is not None and mentions(self.me, frame.text)
+        # In a conversation every message is for us.
+        named = self.me is not None and mentions(self.me, frame.text)
+        mention = not own and (self.direct or named)
         when = local_time(frame.time) if frame.time is not None else now
         return Entry(
             EntryKind.MESSAGE,

@@ -208,7 +208,7 @@ class ChatScreen(Screen[None]):
                     countdown(room.retry_at - now) if room.retry_at is not None else "",
                     room.detail,
                 )
-                for room in controller.rooms.values()
+                for room in map(controller.rooms.__getitem__, controller.order())
             ],
             controller.active,
         )
@@ -230,7 +230,7 @@ class ChatScreen(Screen[None]):
         parts = [(controller.config.server, status.SERVER)]
         if room is None:
             return [*parts, ("no room", status.STATE)]
-        parts.append((f"#{room.name}", status.ROOM))
+        parts.append((room.name if room.direct else f"#{room.name}", status.ROOM))
         you = f"you are {room.me}" + (" (away)" if room.me_away else "")
         parts.append((you if room.me else "name not known yet", status.NAME))
         state = room.state.value

@@ -143,8 +143,13 @@ class RoomList(VerticalScroll, can_focus=False):
             item = self._items.get(info.room)
             if item is None:
                 item = RoomItem(info.room)
+                # In the app's order: before the first room shown that comes after it.
+                later = [self._items[r] for r in wanted[number:] if r in self._items]
                 self._items[info.room] = item
-                self.mount(item)
+                if later:
+                    self.mount(item, before=later[0])
+                else:
+                    self.mount(item)
             item.show(number, info, info.room == active, compact)
             item.set_class(info.room == active, "-active")
             item.set_class(bool(info.unread), "-unread")

@@ -47,6 +47,7 @@ async def test_our_nick_change_reaches_every_room_and_our_token(
             # The token the app keeps follows: a restart would come back as the new name.
             assert app.controller.identity.token is not None
             assert app.controller.identity.token.startswith(f"{new}.")
+            await send(pilot, f"/join {second}")  # switch to the peer's room
             await send(pilot, "hello as new")
             assert await peer.recv() == f"{new} :: hello as new"
         finally:
@@ -71,7 +72,7 @@ async def test_others_nick_changes_show_in_the_log_panel_and_completion(
             # Tab completion offers the new name.
             await type_text(pilot, new[:3])
             await pilot.press("tab")
-            assert input_line(app) == new
+            assert input_line(app) == f"{new}:"  # at the start of a line, as IRC clients do
     finally:
         await peer.close()
 
