@@ -196,7 +196,12 @@ class Node:
         try:
             if not await self.backend.registry.rename_name(old, new, lease.token.digest):
                 return close.NAME_TAKEN.text(new)
-            await self.backend.announce(PersonChanged(token_id, Change.NICK, old, new))
+            changed = PersonChanged(token_id, Change.NICK, old, new)
+            # This node's connections of the token first, at once (the sender's next frames
+            # are under the new name); the others when the announcement reaches them (here
+            # again, where it changes nothing).
+            self._person_changed(changed)
+            await self.backend.announce(changed)
         except BrokerUnavailable:
             return None  # an outage closes everyone anyway
         return None

@@ -330,6 +330,9 @@ class ChatSession:
                 self._refuse(verdict.description, verdict.nonce)
             elif isinstance(verdict, Ending):
                 return verdict.close.label, verdict
+            elif isinstance(verdict, Nick):
+                # Awaited: what the member sends after a nick goes out under the new name.
+                await self._change_name(verdict)
             elif verdict is not None:
                 ending = self._answer(verdict)
                 if ending is not None:
@@ -347,9 +350,6 @@ class ChatSession:
             lease = self.lease
             if lease is not None and lease.token is not None:
                 self.node.spawn(self.node.set_away(lease.token_id, self.name, frame.message))
-            return None
-        if isinstance(frame, Nick):
-            self.node.spawn(self._change_name(frame))
             return None
         raise TypeError(f"no answer for a {type(frame).__name__}")
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import redis.exceptions as redis_errors
+import websockets
 from websockets.exceptions import ConnectionClosed
 
 from chat_protocol.close import CloseCode
@@ -486,3 +487,37 @@ async def test_the_log_is_rotated_by_size_and_churn_is_sampled(
 
 def _all_of(log: Path) -> str:
     return "".join(p.read_text() for p in sorted(log.parent.glob(log.name + "*")))
+
+
+async def test_floods_of_names_signals_and_conversations_cost_the_others_nothing(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    """Issue 15's frames, flooded by one connection (nick changes, typing, over-long away
+    messages) and conversations opened with nobody, 200 each: every one gets its defined
+    answer (or is dropped by its rule), and the healthy pair in another room keeps its p99."""
+    server = server_factory(rate_limit=0)
+    async with watched(server, "200 each: nick, typing, bad away frames; 200 @nobody opens"):
+        member = await join_v2(server.chat_url("people-flood"))
+        try:
+            for number in range(200):
+                await member.ws.send(json.dumps({"type": "nick", "name": f"Flood{number}"}))
+                await member.ws.send('{"type":"typing"}')
+                await member.ws.send(json.dumps({"type": "away", "message": "x" * 201}))
+            await member.send("still here", "n1")
+            frames = await member.recv_until(lambda f: f.get("type") == "ack", timeout=30)
+            texts = {f["text"] for f in frames if f["type"] == "error"}
+            # One name change went through; the rest were refused by the rules, said once a
+            # second at most for what is spaced; every over-long away got its error.
+            assert "nick: at most once a second; not changed" in texts
+            assert "typing: at most once every 3 s; not passed on" in texts
+            assert any(t.startswith("away message too long") for t in texts)
+            assert [f["new"] for f in frames if f["type"] == "nick"] == ["Flood0"]
+            token = "Flood0." + member.token.partition(".")[2]  # the token after the change
+            for number in range(200):
+                url = f"{server.ws_url}/chat/@Nobody{number}?resume={token}"
+                async with websockets.connect(url, subprotocols=["chat.v2"]) as ws:
+                    await asyncio.wait_for(ws.wait_closed(), 5)
+                assert ws.close_reason == f"Nobody{number} is not here"
+        finally:
+            await member.close()
+    _no_traceback(server)
