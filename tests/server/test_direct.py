@@ -103,6 +103,7 @@ async def test_a_conversation_is_a_room_of_two(shared_server: RunningServer) -> 
         carols = await conversation(base, carol, bob.name, history=10)
         opened.append(carols)
         assert carols.welcome["history"] == 0 and carols.welcome["offset"] == 0
+
         # A conversation is no room: never listed, never looked up.
         def listed() -> list[str]:
             return [item["room"] for item in shared_server.get_json("/rooms")]
