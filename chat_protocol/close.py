@@ -119,7 +119,7 @@ DIRECT_NEEDS_TOKEN: Final = Close(
     "direct messages need the resume token of your name",
     "direct",
     _R,
-    Then.BACK_OFF,
+    Then.RECONNECT,
 )
 NOT_HERE: Final = Close(C.POLICY_VIOLATION, "{} is not here", "direct", _R, Then.GIVE_UP)
 SERVER_FULL: Final = Close(

@@ -196,9 +196,11 @@ class ChatSession:
         try:
             while True:
                 self._reach_again = False
+                # Noted until they read it here: a client that had it open without showing
+                # it, and starts again, still opens it.
+                await registry.note_direct(peer_token, self.room, self.name)
                 present = {names.name_key(m) for m in await registry.members(self.room)}
                 if names.name_key(peer) not in present:
-                    await registry.note_direct(peer_token, self.room, self.name)
                     await backend.announce(PersonChanged(peer_token, Change.DIRECT, self.name))
                 away = (await registry.away([peer])).get(peer)
                 if away != self._told_away:
@@ -249,9 +251,7 @@ class ChatSession:
                     token_id = self.lease.token_id
                     read = await registry.read_position(token_id, self.room, joined.epoch)
                     directs = await registry.directs(token_id)
-                    if self.room in directs:
-                        del directs[self.room]
-                        await registry.clear_direct(token_id, self.room)
+                    directs.pop(self.room, None)  # this one is open: its read position says
         except TimeoutError:
             return BrokerUnavailable("the room's history did not come in time")
         except BrokerUnavailable as exc:
@@ -414,6 +414,8 @@ class ChatSession:
         registry = self.node.backend.registry
         kept = registry.keep_read_position(lease.token_id, self.room, self._epoch, offset)
         self.node.spawn(_without_broker(kept))
+        if self.peer is not None:  # read: no longer to be said at the next welcome
+            self.node.spawn(_without_broker(registry.clear_direct(lease.token_id, self.room)))
 
     def _signal(self, kind: EventKind, text: str = "") -> None:
         """Tell the room (typing, away, back): nothing waits for it, and nothing is said if it

@@ -270,7 +270,12 @@ class ChatController(Observable):
 
     def open_conversation(self, peer: str) -> Room:
         """The conversation with ``peer`` (opened, not shown, if it was not)."""
-        return self.add_room(names.DIRECT_PREFIX + peer)
+        name = names.DIRECT_PREFIX + peer
+        if name in self.rooms:
+            return self.rooms[name]
+        room = self.add_room(name)
+        room.conversation_with(peer, self.current.me if self.current is not None else None)
+        return room
 
     def _follow(self, old: str, new: str) -> None:
         """``old`` is known as ``new`` now: our conversation with them follows (while the
@@ -280,11 +285,14 @@ class ChatController(Observable):
             return
         self.rooms = {(after if k == before else k): v for k, v in self.rooms.items()}
         self.links = {(after if k == before else k): v for k, v in self.links.items()}
-        self.rooms[after].name = after
+        room = self.rooms[after]
+        room.name = after
+        room.nick_changed(old, new, self.clock())  # it may not hear it itself
         self.links[after].connection.readdress(after)
         if self.active == before:
             self.active = after
-        self.rooms[after].changed()
+        # What its connection queued meanwhile was to be drained under the old name.
+        self.host.wake(after)
         self.changed()
 
     def join(self, name: str) -> bool:
@@ -324,7 +332,11 @@ class ChatController(Observable):
             neighbour = order[index + 1] if index + 1 < len(order) else order[index - 1]
             self.activate(neighbour, old=left)
         self.host.spawn(link.connection.close(), group="closing")
-        self.say(EntryKind.STATUS, f"left {target}")
+        unsent = len(left.pending)
+        self.say(
+            EntryKind.STATUS,
+            f"left {target}" + (f" ({unsent} message(s) not sent)" if unsent else ""),
+        )
         self.changed()
         return True
 
@@ -386,13 +398,19 @@ class ChatController(Observable):
                     self.host.spawn(self._who(room.name), group="http")
             case commands.Away(message):
                 self._idle_away = False  # said by the user: theirs to undo
+                if message is None and room is not None and not room.me_away:
+                    self.say(EntryKind.STATUS, "you are not away")
+                    return True
                 self.set_away(message)
             case commands.Nick(name):
                 return self.nick(name)
             case commands.Query(name):
                 self.activate(self.open_conversation(name).name)
             case commands.Msg(name, said):
-                self.send(self.open_conversation(name), said)
+                conversation = self.open_conversation(name)
+                self.send(conversation, said)
+                if conversation is not room:
+                    self.say(EntryKind.STATUS, f"to {conversation.name}: {said}")
             case commands.Clear():
                 if room is not None:
                     room.clear()
@@ -607,6 +625,13 @@ class ChatController(Observable):
                     link.connection.retry_now()
         elif event.state is ConnectionState.OFFLINE and event.unreachable:
             self._server_gone()
+        elif event.state is ConnectionState.FAILED and room.direct:
+            # Nobody to talk to (their name is gone): what was typed there cannot be sent.
+            unsent = room.refuse_pending()
+            if unsent and room.name != self.active:
+                self.say(
+                    EntryKind.ERROR, f"{unsent} message(s) to {room.name} not sent: {event.detail}"
+                )
         return False
 
     def _name_refused(self, room: Room, refused: NameRefused, now: datetime) -> bool:

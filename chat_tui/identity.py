@@ -158,8 +158,7 @@ class Identity:
     def renamed(self, name: str) -> None:
         """The server now knows us as ``name`` (a nick change): our token is the same secret
         under that name, and a reconnect asks for that name (docs/protocol.md)."""
-        if self.nick is not None:
-            self.nick = name
+        self.nick = name  # asked for again if the server forgot us (a restart without names)
         if self.token is None:
             return
         old, dot, secret = self.token.partition(".")

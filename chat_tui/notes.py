@@ -137,12 +137,14 @@ class AwayChanged:
 
     name: str
     message: str | None
+    ours: bool = False
 
     @property
     def text(self) -> str:
+        who, be = ("you", "are") if self.ours else (self.name, "is")
         if self.message is None:
-            return f"{self.name} is back"
-        return f"{self.name} is away" + (f": {self.message}" if self.message else "")
+            return f"{who} {be} back"
+        return f"{who} {be} away" + (f": {self.message}" if self.message else "")
 
 
 @dataclass(frozen=True, slots=True)

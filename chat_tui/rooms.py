@@ -173,7 +173,7 @@ class Room(Observable):
         person = self.people.get(name)
         if person is not None:
             person.away = message
-        self._note(notes.AwayChanged(name, message), when)
+        self._note(notes.AwayChanged(name, message, name == self.me), when)
         self.changed()
 
     def away_of(self) -> dict[str, str]:
@@ -389,9 +389,21 @@ class Room(Observable):
         self.changed()
         return mention
 
+    def conversation_with(self, peer: str, me: str | None) -> None:
+        """A conversation: nobody lists its members (it is the two of us), and until its
+        welcome we are who we are elsewhere."""
+        self.member_source = MemberSource.SEEN
+        self.people.setdefault(peer, Person(peer, present=False))
+        if self.me is None and me is not None:
+            self.me = me
+            self._own_names.add(me)
+        self.changed()
+
     def nick_changed(self, old: str, new: str, when: datetime) -> None:
         """``old`` is known as ``new`` from now on (in every room; maybe us)."""
         old, new = clip_name(old), clip_name(new)
+        if old not in self.people and new in self.people and old != self.me:
+            return  # already told (a conversation hears it from a room too)
         self._typing.pop(old, None)
         person = self.people.pop(old, None)
         if person is not None:
@@ -502,6 +514,14 @@ class Room(Observable):
         entry.state = SendState.REFUSED
         self.scrollback.touch(entry)
         self.changed()
+
+    def refuse_pending(self) -> int:
+        """Everything pending is not going to be sent (a conversation with nobody): marked
+        refused; how many there were."""
+        count = len(self.pending)
+        for send_id in list(self.pending):
+            self.refused(send_id)
+        return count
 
     # --- the user ---------------------------------------------------------------------------
 

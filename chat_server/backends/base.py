@@ -268,9 +268,9 @@ class Registry(ABC):
 
     @abstractmethod
     async def note_direct(self, token_id: str, room: str, sender: str) -> None:
-        """``sender`` wrote to the token's user in the conversation ``room``, which it has no
-        connection to: its next welcome says so (kept as long as the room's history, for at
-        most DIRECTS_PER_TOKEN conversations)."""
+        """``sender`` wrote to the token's user in the conversation ``room``: its next welcome
+        elsewhere says so until it reports a read there (kept as long as the room's history,
+        for at most DIRECTS_PER_TOKEN conversations)."""
 
     @abstractmethod
     async def directs(self, token_id: str) -> dict[str, str]:
@@ -278,7 +278,7 @@ class Registry(ABC):
 
     @abstractmethod
     async def clear_direct(self, token_id: str, room: str) -> None:
-        """The token's user opened the conversation ``room``: no longer to be said."""
+        """The token's user read the conversation ``room``: no longer to be said."""
 
     @abstractmethod
     async def rooms(self, after: str = "", limit: int = ROOMS_PAGE) -> dict[str, int]:

@@ -13,7 +13,7 @@ import websockets
 
 from chat_protocol.close import CloseCode
 from chat_protocol.query import JoinRequest, join_query
-from chat_protocol.v2 import away
+from chat_protocol.v2 import away, read_up_to
 from chat_testing.clusters import running_cluster
 from chat_testing.marks import requires_redis
 from chat_testing.servers import RunningServer
@@ -158,19 +158,32 @@ async def test_someone_offline_but_reserved_is_told_at_their_next_welcome(
         )
         told = await until_type(back, "direct")
         assert told["name"] == alice.name
-        # Opening it shows the message as unread (nothing read there) and ends the telling.
+        # Opening it shows the message as unread (nothing read there) ...
         opened = await conversation(base, back, alice.name, history=10)
         assert "read" not in opened.welcome
         assert [m["text"] for m in await opened.backlog()] == ["while you were out"]
-        await opened.close()
         await back.close()
-        quiet = await join_v2(
+        # ... and every welcome says so until it is read there.
+        again = await join_v2(
             shared_server.chat_url(fresh_room()), join_query(JoinRequest(resume=bob.token))
         )
-        await quiet.send("marker", "m1")
-        frames = await quiet.recv_until(lambda f: f.get("type") == "message")
-        assert "direct" not in [f["type"] for f in frames]
-        await quiet.close()
+        assert (await until_type(again, "direct"))["name"] == alice.name
+        await again.close()
+        await opened.ws.send(read_up_to(1))
+
+        async def still_told() -> bool:
+            quiet = await join_v2(
+                shared_server.chat_url(fresh_room()), join_query(JoinRequest(resume=bob.token))
+            )
+            await quiet.send("marker", "m1")
+            frames = await quiet.recv_until(lambda f: f.get("type") == "message")
+            await quiet.close()
+            return "direct" in [f["type"] for f in frames]
+
+        deadline = asyncio.get_running_loop().time() + 5
+        while await still_told():
+            assert asyncio.get_running_loop().time() < deadline, "still told after the read"
+        await opened.close()
     finally:
         await alice.close()
 

@@ -60,9 +60,14 @@ async def test_away_and_back_of_ours_reach_every_room(shared_server: RunningServ
             frame = (await peer.recv_until(lambda f: f.get("type") == "away"))[-1]
             assert (frame["name"], frame["message"]) == (me, "back at 3")
             await until(pilot, lambda: f"you are {me} (away)" in status_line(app), "status line")
+            assert in_log(app, "you are away: back at 3")  # ours, said to us as ours
             await asyncio.sleep(AWAY_EVERY)
             await send(pilot, "/back")
             assert (await peer.recv_until(lambda f: f.get("type") == "back"))[-1]["name"] == me
             await until(pilot, lambda: "(away)" not in status_line(app), "status line again")
+            assert in_log(app, "you are back")
+            # Back when not away: said here, not to every room.
+            await send(pilot, "/back")
+            await until(pilot, lambda: in_log(app, "you are not away"), "not away")
         finally:
             await peer.close()

@@ -13,6 +13,7 @@ from tests.server.wsclients import V2Member, join_v2
 from tests.tui.app_helpers import (
     in_log,
     joined,
+    log_lines,
     make_app,
     room_name,
     send,
@@ -85,5 +86,35 @@ async def test_msg_sends_without_switching_and_follows_a_nick_change(
             assert not any(entry in line for line in sidebar_lines(app))
             await send(pilot, f"/query {new}")
             await until(pilot, lambda: in_log(app, "are you there?"), "our message is there")
+            # It still works both ways under the new name (nothing stuck pending).
+            me = app.controller.current.me  # type: ignore[union-attr]
+            renamed_token = f"{new}.{bob.token.partition('.')[2]}"
+            to_me = await join_v2(
+                f"{shared_server.ws_url}/chat/@{me}",
+                join_query(JoinRequest(resume=renamed_token)),
+            )
+            try:
+                await to_me.send("yes, renamed", "r1")
+                await until(pilot, lambda: in_log(app, "yes, renamed"), "bob's reply")
+                await send(pilot, "good")
+                said = await to_me.recv_until(lambda f: f.get("text") == "good")
+                assert said[-1]["name"] == me
+                await until(pilot, lambda: "pending" not in status_line(app), "nothing pending")
+            finally:
+                await to_me.close()
         finally:
             await bob.close()
+
+
+async def test_a_message_to_nobody_is_said_not_sent(shared_server: RunningServer) -> None:
+    room = room_name("dm")
+    app = make_app(shared_server, room)
+    async with app.run_test(size=WIDE) as pilot:
+        await joined(pilot, app, room)
+        nobody = f"Nobody{secrets.token_hex(3)}"
+        await send(pilot, f"/msg {nobody} hello?")
+        said = f"1 message(s) to @{nobody} not sent"
+        await until(pilot, lambda: in_log(app, said), "said where we are")
+        assert in_log(app, f"{nobody} is not here"), log_lines(app)
+        await send(pilot, f"/query {nobody}")
+        await until(pilot, lambda: in_log(app, "(refused) hello?"), "marked refused")
