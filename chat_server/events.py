@@ -108,6 +108,11 @@ class RoomEvent:
                 frame = codec.message(self.name, self.text, self.offset, self.time)
             elif self.kind is _NICK:
                 frame = codec.nick(self.name, self.text, self.time)
+            elif self.kind is EventKind.TYPING:
+                frame = codec.typing(self.name)
+            elif self.kind is EventKind.AWAY or self.kind is EventKind.BACK:
+                message = self.text if self.kind is EventKind.AWAY else None
+                frame = codec.away(self.name, message, self.time)
             else:
                 frame = codec.presence(self.kind is _JOIN, self.name, self.time)
             self.frames[codec.slot] = frame

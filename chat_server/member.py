@@ -202,13 +202,9 @@ class Member:
         dialects only."""
         if not self.codec.numbered or self._gated:
             return
-        kind = event.kind
-        if kind is EventKind.TYPING:
-            if event.name != self.name:
-                self.deliver_private(self.codec.typing(event.name))
-        else:
-            message = event.text if kind is EventKind.AWAY else None
-            self.deliver_private(self.codec.away(event.name, message, event.time))
+        if event.kind is not EventKind.TYPING or event.name != self.name:
+            # Encoded once for every member of the dialect.
+            self.deliver_private(event.frame(self.codec))
 
     def deliver_private(self, frame: str) -> None:
         """Queue a frame for this member only (an error, an ack), under the same bound."""
