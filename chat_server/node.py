@@ -206,12 +206,6 @@ class Node:
             return None  # an outage closes everyone anyway
         return None
 
-    @staticmethod
-    def conversation(token_a: str, token_b: str) -> str:
-        """The broker's room of the conversation between two tokens' users: the same from
-        either side, and no room name can be it (room names have no '@')."""
-        return names.DIRECT_PREFIX + "~".join(sorted((token_a, token_b)))
-
     def _person_changed(self, changed: PersonChanged) -> None:
         sessions = list(self.by_token.get(changed.token_id, ()))
         if changed.change is Change.DIRECT:

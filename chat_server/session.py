@@ -38,7 +38,7 @@ from chat_protocol.close import Close, CloseCode
 from chat_protocol.codec import Codec
 from chat_protocol.frames import Away, ClientFrame, Nick, Read, Send, Typing
 from chat_protocol.query import JoinRequest
-from chat_server import asgi, tokens
+from chat_server import asgi
 from chat_server.backends.base import (
     BrokerUnavailable,
     Change,
@@ -47,6 +47,7 @@ from chat_server.backends.base import (
     public_reason,
 )
 from chat_server.checks import Ending, FrameChecks, Refusal
+from chat_server.conversation import Conversation
 from chat_server.events import EventKind, Published, StoredMessage
 from chat_server.member import AsgiMember, Member, TransportMember, text_size
 from chat_server.node import NameLease, NameRefused, Node
@@ -76,13 +77,11 @@ class ChatSession:
         """An admitted connection (see ``Node.admit``): it is released when it leaves."""
         self.node = node
         # The room as the client addressed it; ``room`` is the broker's (for a conversation,
-        # "@NAME", its own: see Node.conversation).
+        # "@NAME", its own: see conversation.py).
         self.address = room
         self.room = room
-        self.peer = names.direct_peer(room)  # a conversation's other person, as addressed
-        self._peer_token: str | None = None
-        self._told_away: str | None = None  # the peer's away message last told us
-        self._reaching = self._reach_again = False
+        peer = names.direct_peer(room)
+        self.conversation = None if peer is None else Conversation(node, peer)
         self.request = request
         self.codec = codec
         self._receive = receive
@@ -109,13 +108,14 @@ class ChatSession:
             accept["subprotocol"] = codec.subprotocol
         await self._send(accept)
         try:
-            if self.peer is not None:
+            if self.conversation is not None:
                 lease = await node.claim_name(self.request.resume, tokened=True)
-                refusal = await self._open_conversation(lease)
+                refusal = await self.conversation.open(lease)
                 if refusal is not None:
                     await node.backend.registry.release_name(lease.name)
                     await self._close_now(refusal)
                     return
+                self.room = self.conversation.room
             else:
                 lease = await node.claim_name(
                     self.request.resume, tokened=codec.numbered, wanted=self.request.name
@@ -165,52 +165,6 @@ class ChatSession:
             await member.drain()
             if ending is not None:
                 await self._close_now(ending)
-
-    async def _open_conversation(self, lease: NameLease) -> Ending | None:
-        """A conversation is between the names of two tokens: ours (resumed, never a new
-        one) and the peer's (held or kept). Its room is theirs alone."""
-        if not lease.resumed or lease.token is None:
-            return Ending(close.DIRECT_NEEDS_TOKEN)
-        assert self.peer is not None
-        digest = await self.node.backend.registry.name_digest(self.peer)
-        if digest is None:
-            return Ending(close.NOT_HERE, self.peer)
-        self._peer_token = tokens.token_id(digest)
-        self.room = self.node.conversation(lease.token_id, self._peer_token)
-        return None
-
-    def _reach_peer(self) -> None:
-        """After each message of ours in a conversation: if the peer has no connection to it,
-        their other connections are told (and their next welcome); if they are away, we are
-        told, once per away spell."""
-        if self._reaching:
-            self._reach_again = True
-            return
-        self._reaching = True
-        self.node.spawn(_without_broker(self._reaching_peer()))
-
-    async def _reaching_peer(self) -> None:
-        registry, backend = self.node.backend.registry, self.node.backend
-        peer, peer_token = self.peer, self._peer_token
-        assert peer is not None and peer_token is not None
-        try:
-            while True:
-                self._reach_again = False
-                # Noted until they read it here: a client that had it open without showing
-                # it, and starts again, still opens it.
-                await registry.note_direct(peer_token, self.room, self.name)
-                present = {names.name_key(m) for m in await registry.members(self.room)}
-                if names.name_key(peer) not in present:
-                    await backend.announce(PersonChanged(peer_token, Change.DIRECT, self.name))
-                away = (await registry.away([peer])).get(peer)
-                if away != self._told_away:
-                    self._told_away = away
-                    if away is not None and self.member is not None:
-                        self.member.deliver_private(self.codec.away(peer, away, time.time()))
-                if not self._reach_again:
-                    return
-        finally:
-            self._reaching = False
 
     async def _join(self, member: Member) -> Published | BrokerUnavailable | None:
         """Enter the room and announce it; ``None`` if dropped meanwhile."""
@@ -322,8 +276,8 @@ class ChatSession:
                 failed = publish(verdict)
                 if failed is not None:
                     return failed.close.label, failed
-                if self.peer is not None:
-                    self._reach_peer()
+                if self.conversation is not None:
+                    self.conversation.said(self.name, member)
                 if window.full:
                     await window.oldest()
             elif isinstance(verdict, Refusal):
@@ -414,7 +368,7 @@ class ChatSession:
         registry = self.node.backend.registry
         kept = registry.keep_read_position(lease.token_id, self.room, self._epoch, offset)
         self.node.spawn(_without_broker(kept))
-        if self.peer is not None:  # read: no longer to be said at the next welcome
+        if self.conversation is not None:  # read: no longer said at the next welcome
             self.node.spawn(_without_broker(registry.clear_direct(lease.token_id, self.room)))
 
     def _signal(self, kind: EventKind, text: str = "") -> None:
