@@ -1,25 +1,21 @@
 """Nick changes (issue 15): a chat.v2 member takes a new name in every room its token is in, on
 every process; text members read "OLD is now known as NEW"; the old name stays the token's for
-the reservation window. Both brokers; a race against joins on 3 processes sharing Redis."""
+the reservation window. Both brokers (races on 3 processes: test_nick_properties.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import secrets
 
-from websockets.exceptions import ConnectionClosed
-
 from chat_protocol.close import CloseCode
-from chat_protocol.names import CHOSEN_RULE, name_key
+from chat_protocol.names import CHOSEN_RULE
 from chat_protocol.query import JoinRequest, join_query
 from chat_protocol.v1 import format_message, format_nick
 from chat_protocol.v2 import NICK_CHANGES, NICK_WINDOW, change_nick
 from chat_testing.clusters import running_cluster
 from chat_testing.marks import requires_redis
 from chat_testing.servers import RunningServer
-from chat_testing.waits import eventually
 from tests.server.test_names import refused
 from tests.server.wsclients import V2Member, join, join_v2
 
@@ -178,45 +174,3 @@ async def test_a_nick_change_reaches_the_tokens_rooms_on_other_processes() -> No
             await me.close()
             await me_there.close()
             await other.close()
-
-
-@requires_redis
-async def test_renames_racing_joins_on_three_processes_never_give_one_name_twice() -> None:
-    """Property: members on 3 processes rename to names from a small pool while others join
-    asking for the same names; at every moment each name has at most one holder (checked in
-    every room listing and by who ends up with what)."""
-    pool = [fresh_name("Pool") for _ in range(4)]
-    with running_cluster(3, rate_limit=0) as cluster:
-        room = fresh_room()
-        renamers = [await join_v2(cluster.url(i, room)) for i in range(3)]
-        holders: list[object] = []
-        rng = secrets.SystemRandom()
-
-        async def rename(member: V2Member, name: str) -> None:
-            await member.ws.send(change_nick(name))
-
-        async def claim(node: int, name: str) -> None:
-            # Taken (ConnectionClosed) is as it should be, when it is.
-            with contextlib.suppress(ConnectionClosed, AssertionError):
-                holders.append(await join(cluster.url(node, room) + f"?name={name}"))
-
-        for _ in range(6):
-            work = [rename(m, rng.choice(pool)) for m in renamers]
-            work += [claim(rng.randrange(3), rng.choice(pool)) for _ in range(3)]
-            rng.shuffle(work)
-            await asyncio.gather(*work)
-            await asyncio.sleep(1.05)  # nick frames: one a second per connection
-
-        def settled() -> list[str]:
-            members = cluster.nodes[0].get_json(f"/rooms/{room}")["members"]
-            keys = [name_key(m) for m in members]
-            assert len(keys) == len(set(keys)), members
-            return members
-
-        await eventually(lambda: len(settled()) == 3 + len(holders))
-        for node in range(3):
-            members = cluster.nodes[node].get_json(f"/rooms/{room}")["members"]
-            keys = [name_key(m) for m in members]
-            assert len(keys) == len(set(keys)), members
-        for member in [*renamers, *holders]:
-            await member.close()  # type: ignore[attr-defined]
