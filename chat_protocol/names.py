@@ -51,7 +51,7 @@ def is_valid_name(name: str) -> bool:
 
 def chosen_name_problem(name: str) -> str | None:
     """The rule ``name`` breaks as a chosen name, for a person; None if it may be chosen."""
-    if NAME_PATTERN.fullmatch(name) is not None:
+    if NAME_PATTERN.fullmatch(name.lower()) is not None:  # in any case
         return GENERATED_RULE
     if CHOSEN_PATTERN.fullmatch(name) is None:
         return CHOSEN_RULE

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from chat_server.node import NameLease, Node
 
 
+# The other person is told at most this often (seconds) per connection of ours: one frame
+# opens the conversation; a flood of them would only be noise.
+TELL_EVERY = 1.0
+
+
 def conversation_room(token_a: str, token_b: str) -> str:
     """The broker's room of the conversation between two tokens' users: the same from either
     side."""
@@ -37,6 +42,7 @@ class Conversation:
         self.room = ""  # once opened
         self._peer_token = ""
         self._told_away: str | None = None  # the peer's away message last told us
+        self._told_at = -TELL_EVERY  # when the peer was last told (monotonic)
         self._reaching = self._reach_again = False
 
     async def open(self, lease: NameLease) -> Ending | None:
@@ -44,10 +50,11 @@ class Conversation:
         peer's name; an ending if there is no such conversation to open."""
         if not lease.resumed or lease.token is None:
             return Ending(close.DIRECT_NEEDS_TOKEN)
-        digest = await self.node.backend.registry.name_digest(self.peer)
-        if digest is None:
+        held = await self.node.backend.registry.holder(self.peer)
+        if held is None or held.digest is None:
             return Ending(close.NOT_HERE, self.peer)
-        self._peer_token = tokens.token_id(digest)
+        self.peer = held.name  # as held now (a former name: the name it became)
+        self._peer_token = tokens.token_id(held.digest)
         self.room = conversation_room(lease.token_id, self._peer_token)
         return None
 
@@ -69,14 +76,28 @@ class Conversation:
             while True:
                 self._reach_again = False
                 await registry.note_direct(self._peer_token, self.room, name)
-                present = {names.name_key(m) for m in await registry.members(self.room)}
-                if names.name_key(self.peer) not in present:
-                    changed = PersonChanged(self._peer_token, Change.DIRECT, name)
-                    await backend.announce(changed)
+                # Only the two of us can be in it: anyone here but us is them.
+                ours = names.name_key(name)
+                members = await registry.members(self.room)
+                now = time.monotonic()
+                here = any(names.name_key(m) != ours for m in members)
+                # Once told, their client opens it: more would only be noise.
+                if not here and now - self._told_at >= TELL_EVERY:
+                    self._told_at = now
+                    await backend.announce(PersonChanged(self._peer_token, Change.DIRECT, name))
+                # Their name now (they may have changed it since we addressed them).
+                held = await registry.holder(self.peer)
+                if (
+                    held is not None
+                    and held.digest is not None
+                    and (tokens.token_id(held.digest) == self._peer_token)
+                ):
+                    self.peer = held.name
                 away = (await registry.away([self.peer])).get(self.peer)
                 if away != self._told_away:
                     self._told_away = away
-                    if away is not None:
+                    # In it, they told the conversation themselves (an away frame).
+                    if away is not None and not here:
                         member.deliver_private(member.codec.away(self.peer, away, time.time()))
                 if not self._reach_again:
                     return

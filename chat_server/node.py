@@ -133,8 +133,8 @@ class Node:
             if token is not None and (
                 wanted is None or names.name_key(token.name) == names.name_key(wanted)
             ):
-                stored = await registry.name_digest(token.name)
-                if tokens.matches(stored, token):
+                held = await registry.holder(token.name)
+                if held is not None and tokens.matches(held.digest, token):
                     # A former name of the token (a nick change) resumes the name it became.
                     name = await registry.resume_name(token.name, token.digest)
                     if name is not None:

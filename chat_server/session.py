@@ -82,6 +82,8 @@ class ChatSession:
         self.room = room
         peer = names.direct_peer(room)
         self.conversation = None if peer is None else Conversation(node, peer)
+        # What the log says of the room: never who talks to whom in a conversation.
+        self._logged_room = room if peer is None else names.DIRECT_PREFIX
         self.request = request
         self.codec = codec
         self._receive = receive
@@ -156,7 +158,7 @@ class ChatSession:
                 ending = _unavailable(joined)
                 code = ending.close.label
             elif joined is not None and not self.left:
-                log.info("joined room=%s name=%s", self.room, self.name)
+                log.info("joined room=%s name=%s", self._logged_room, self.name)
                 code, ending = await self._receive_frames(member)
         finally:
             leaving = self._leave(code)
@@ -399,7 +401,9 @@ class ChatSession:
             self.member.drop(why, detail)  # calls back _dropped once
 
     def _dropped(self, member: Member, why: Close, detail: object) -> None:
-        log.warning("evicted room=%s name=%s reason=%s", self.room, self.name, why.text(detail))
+        log.warning(
+            "evicted room=%s name=%s reason=%s", self._logged_room, self.name, why.text(detail)
+        )
         for pending in (self._leave(why.label), self._close_later(Ending(why, detail))):
             if pending is not None:
                 self.node.spawn(pending)
@@ -413,7 +417,7 @@ class ChatSession:
         self.node.hub.exit(self.room, self.member)
         self.node.remove_session(self, self._token_id)
         self.release()
-        log.info("left room=%s name=%s code=%s", self.room, self.name, code)
+        log.info("left room=%s name=%s code=%s", self._logged_room, self.name, code)
         return self._announce_leave()
 
     def release(self) -> None:

@@ -151,6 +151,15 @@ class BrokerStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class Holder:
+    """Who holds or keeps a name: the name as it is held now (its case as chosen; for a
+    former name of a token, the name it became) and the digest of its token, if it has one."""
+
+    name: str
+    digest: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterInfo:
     """Every node sharing the backend, as the registry knows them."""
 
@@ -225,8 +234,9 @@ class Registry(ABC):
         """
 
     @abstractmethod
-    async def name_digest(self, name: str) -> str | None:
-        """The digest of the token that ``name`` is held or reserved for, if any."""
+    async def holder(self, name: str) -> Holder | None:
+        """Who holds or keeps ``name`` (in any case; a former name leads to the name it
+        became), if anyone."""
 
     @abstractmethod
     async def resume_name(self, name: str, digest: str) -> str | None:

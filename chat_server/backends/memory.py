@@ -33,6 +33,7 @@ from chat_server.backends.base import (
     ClusterInfo,
     Deliver,
     History,
+    Holder,
     PersonChanged,
     Publishing,
     Registry,
@@ -110,9 +111,10 @@ class _Room:
 
 
 class _Name:
-    __slots__ = ("away", "digest", "expires", "forward", "holds")
+    __slots__ = ("away", "digest", "expires", "forward", "holds", "shown")
 
-    def __init__(self, digest: str | None) -> None:
+    def __init__(self, shown: str, digest: str | None) -> None:
+        self.shown = shown  # the name as it is held (its case as chosen)
         self.away: str | None = None  # the away message while away
         self.digest = digest
         self.holds = 1  # connections that hold it
@@ -356,25 +358,26 @@ class MemoryRegistry(Registry):
         self._forget_expired()
         if self._current(name) is not None:
             return False
-        self._state.names[name_key(name)] = _Name(digest)
+        self._state.names[name_key(name)] = _Name(name, digest)
         return True
 
-    async def name_digest(self, name: str) -> str | None:
-        record = self._current(name)
-        return record.digest if record is not None else None
+    async def holder(self, name: str) -> Holder | None:
+        record = self._followed(name)
+        if record is None or record.forward is not None:
+            return None
+        return Holder(record.shown, record.digest)
 
-    def _followed(self, name: str) -> tuple[str, _Name | None]:
-        """The name ``name`` is now (following a former name's forwards), and its record."""
+    def _followed(self, name: str) -> _Name | None:
+        """The record of the name ``name`` is now (following a former name's forwards)."""
         record = self._current(name)
         for _ in range(FORWARDS):
             if record is None or record.forward is None:
                 break
-            name = record.forward
-            record = self._current(name)
-        return name, record
+            record = self._current(record.forward)
+        return record
 
     async def resume_name(self, name: str, digest: str) -> str | None:
-        name, record = self._followed(name)
+        record = self._followed(name)
         if (
             record is None
             or record.forward is not None
@@ -383,7 +386,7 @@ class MemoryRegistry(Registry):
         ):
             return None
         record.holds += 1
-        return name
+        return record.shown
 
     async def rename_name(self, old: str, new: str, digest: str) -> bool:
         names = self._state.names
@@ -396,18 +399,20 @@ class MemoryRegistry(Registry):
         ):
             return False
         if name_key(old) == name_key(new):
-            return True  # the same name in another case
+            record.shown = new  # the same name in another case
+            return True
         self._forget_expired()
         taken = self._current(new)
         if taken is not None and not (taken.holds == 0 and taken.digest == digest):
             return False  # someone's (a former name of the same token may be taken back)
         names[name_key(new)] = record
         del names[name_key(old)]
+        record.shown = new
         reservation = self._state.settings.name_reservation
         if reservation > 0:
             # Kept for the token for a while: nobody can pose as it under the name it left,
             # and a connection resuming it meanwhile resumes the new one.
-            former = names[name_key(old)] = _Name(digest)
+            former = names[name_key(old)] = _Name(old, digest)
             former.holds = 0
             former.forward = new
             former.expires = _now() + reservation
@@ -416,10 +421,10 @@ class MemoryRegistry(Registry):
 
     async def release_name(self, name: str) -> None:
         names = self._state.names
-        name, record = self._followed(name)
-        key = name_key(name)
+        record = self._followed(name)
         if record is None or record.forward is not None:
             return
+        name, key = record.shown, name_key(record.shown)
         record.holds -= 1
         if record.holds > 0:
             return

@@ -13,7 +13,7 @@ import websockets
 
 from chat_protocol.close import CloseCode
 from chat_protocol.query import JoinRequest, join_query
-from chat_protocol.v2 import away, read_up_to
+from chat_protocol.v2 import away, change_nick, read_up_to
 from chat_testing.clusters import running_cluster
 from chat_testing.marks import requires_redis
 from chat_testing.servers import RunningServer
@@ -241,3 +241,33 @@ async def test_a_text_client_cannot_reach_a_conversation_by_any_spelling(
         async with websockets.connect(base + path) as ws:
             await asyncio.wait_for(ws.wait_closed(), 5)
         assert ws.close_code == CloseCode.POLICY_VIOLATION
+
+
+async def test_a_conversation_knows_its_person_after_a_nick_change(
+    shared_server: RunningServer,
+) -> None:
+    """The peer renamed while both are in the conversation: they are not told of what they
+    see there, and their away is said under their new name."""
+    base = shared_server.ws_url
+    alice = await person(shared_server.chat_url(fresh_room()), "Alice")
+    bob = await person(shared_server.chat_url(fresh_room()), "Bob")
+    to_bob = await conversation(base, alice, bob.name)
+    to_alice = await conversation(base, bob, alice.name)
+    try:
+        new = fresh_name("Robert")
+        await bob.ws.send(change_nick(new))
+        assert (await until_type(to_alice, "nick"))["new"] == new
+        for text in ("one", "two", "three"):
+            await to_bob.send(text, text)
+        await to_alice.recv_until(lambda f: f.get("text") == "three")
+        await bob.send("marker", "m1")
+        frames = await bob.recv_until(lambda f: f.get("text") == "marker")
+        assert "direct" not in [f["type"] for f in frames]  # they were there to see it
+        await bob.ws.send(away("renamed and away"))
+        await until_type(bob, "away")
+        await to_bob.send("still there?", "q")
+        told = await until_type(to_bob, "away")
+        assert (told["name"], told["message"]) == (new, "renamed and away")
+    finally:
+        for member in (to_bob, to_alice, alice, bob):
+            await member.close()

@@ -174,3 +174,46 @@ async def test_a_nick_change_reaches_the_tokens_rooms_on_other_processes() -> No
             await me.close()
             await me_there.close()
             await other.close()
+
+
+async def test_a_token_in_another_case_resumes_the_name_as_held(
+    shared_server: RunningServer,
+) -> None:
+    """A token's name spelled in another case is the same name: it comes back as held, and
+    the connection follows the next nick change like the others (no stale copy of it)."""
+    carol = fresh_name("Carol")
+    first = await join_v2(shared_server.chat_url(fresh_room()), f"name={carol}")
+    secret = first.token.partition(".")[2]
+    second = await join_v2(
+        shared_server.chat_url(fresh_room()),
+        join_query(JoinRequest(resume=f"{carol.swapcase()}.{secret}")),
+    )
+    try:
+        assert (second.name, second.token) == (carol, first.token)
+        # A change of case is a nick change too: held as changed, resumed as changed.
+        await first.ws.send(change_nick(carol.upper()))
+        assert (await until_type(second, "nick"))["new"] == carol.upper()
+        third = await join_v2(
+            shared_server.chat_url(fresh_room()),
+            join_query(JoinRequest(resume=first.token)),
+        )
+        assert third.name == carol.upper()
+        await third.close()
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_an_upper_case_generated_name_cannot_be_chosen(
+    shared_server: RunningServer,
+) -> None:
+    me = await join_v2(shared_server.chat_url(fresh_room()))
+    try:
+        await me.ws.send(change_nick(me.name.upper()))
+        refusal = await until_type(me, "error")
+        assert (
+            refusal["text"]
+            == "invalid name: names of the form user_abcdef12 are the server's to give"
+        )
+    finally:
+        await me.close()

@@ -76,11 +76,11 @@ def node_names(node: str) -> str:
 
 
 def name(name: str) -> str:
-    """Hash: node -> how many of its connections hold the name; ``d``: the digest of the name's
-    resume token; ``a``: its away message, while away; ``f``: the name it became (a token's
-    former name, kept for it after a nick change for the reservation window: resumed, it
-    resumes the new one). A token's name that nobody holds expires after the reservation
-    window.
+    """Hash: node -> how many of its connections hold the name; ``n``: the name as held (its
+    case as chosen); ``d``: the digest of the name's resume token; ``a``: its away message,
+    while away; ``f``: the name it became (a token's former name, kept for it after a nick
+    change for the reservation window: resumed, it resumes the new one). A token's name that
+    nobody holds expires after the reservation window.
     Keyed by the name in lower case: names are unique whatever their case."""
     return f"{PREFIX}name:{name_key(name)}"
 

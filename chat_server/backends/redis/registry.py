@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from chat_protocol.http import ROOMS_PAGE
 from chat_protocol.names import name_key
-from chat_server.backends.base import DIRECTS_PER_TOKEN, ClusterInfo, Registry
+from chat_server.backends.base import DIRECTS_PER_TOKEN, ClusterInfo, Holder, Registry
 from chat_server.backends.redis import keys
 from chat_server.backends.redis.context import RedisContext
 
@@ -22,9 +22,12 @@ class RedisRegistry(Registry):
         )
         return bool(claimed)
 
-    async def name_digest(self, name: str) -> str | None:
-        stored = await self._redis.call("HGET", keys.name(name), "d")
-        return None if stored is None else stored.decode("ascii", "replace")
+    async def holder(self, name: str) -> Holder | None:
+        found = await self._redis.script("holder", [keys.name(name)], [name, keys.NAME_KEY_PREFIX])
+        if not found:
+            return None
+        shown, digest = (part.decode("utf-8", "replace") for part in found)
+        return Holder(shown, digest or None)
 
     async def resume_name(self, name: str, digest: str) -> str | None:
         node = self._redis.node_id

@@ -175,7 +175,7 @@ _NAME_RECORD = """
 local function settle(key, reservation)
   local token = false
   for _, f in ipairs(redis.call('HKEYS', key)) do
-    if f == 'd' then token = true elseif f ~= 'a' then return end
+    if f == 'd' then token = true elseif f ~= 'a' and f ~= 'n' then return end
   end
   if token and tonumber(reservation) > 0 then
     redis.call('PEXPIRE', key, reservation)
@@ -199,7 +199,7 @@ for i = 1, #fields, 2 do
   end
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], ARGV[1], 1)
+redis.call('HSET', KEYS[1], ARGV[1], 1, 'n', ARGV[2])
 if ARGV[3] ~= '-' then redis.call('HSET', KEYS[1], 'd', ARGV[3]) end
 redis.call('SADD', KEYS[3], string.lower(ARGV[2]))
 return 1
@@ -232,7 +232,7 @@ end
 redis.call('HINCRBY', key, ARGV[1], 1)
 redis.call('PERSIST', key)
 redis.call('SADD', KEYS[2], string.lower(name))
-return name
+return redis.call('HGET', key, 'n') or name
 """
 )
 
@@ -246,13 +246,16 @@ RENAME_NAME = """
 if redis.call('HGET', KEYS[1], 'd') ~= ARGV[1] or redis.call('HEXISTS', KEYS[1], 'f') == 1 then
   return 0
 end
-if KEYS[1] == KEYS[2] then return 1 end
+if KEYS[1] == KEYS[2] then
+  redis.call('HSET', KEYS[1], 'n', ARGV[2])  -- the same name in another case
+  return 1
+end
 local taken = redis.call('HGETALL', KEYS[2])
 for i = 1, #taken, 2 do
   local f = taken[i]
   if f == 'd' then
     if taken[i + 1] ~= ARGV[1] and redis.call('PTTL', KEYS[2]) > 0 then return 0 end
-  elseif f ~= 'a' and f ~= 'f' and redis.call('ZSCORE', KEYS[3], f) then
+  elseif f ~= 'a' and f ~= 'f' and f ~= 'n' and redis.call('ZSCORE', KEYS[3], f) then
     return 0
   end
 end
@@ -262,11 +265,12 @@ redis.call('DEL', KEYS[2])
 for i = 1, #fields, 2 do
   local f = fields[i]
   redis.call('HSET', KEYS[2], f, fields[i + 1])
-  if f ~= 'd' and f ~= 'a' then
+  if f ~= 'd' and f ~= 'a' and f ~= 'n' then
     redis.call('SREM', ARGV[4] .. f .. ':names', old_key)
     redis.call('SADD', ARGV[4] .. f .. ':names', new_key)
   end
 end
+redis.call('HSET', KEYS[2], 'n', ARGV[2])
 redis.call('DEL', KEYS[1])
 if tonumber(ARGV[3]) > 0 then
   redis.call('HSET', KEYS[1], 'd', ARGV[1], 'f', ARGV[2])
@@ -274,6 +278,17 @@ if tonumber(ARGV[3]) > 0 then
 end
 return 1
 """
+
+# KEYS: 1 name. ARGV: 1 name, 2 name key prefix. Who holds or keeps the name (a former name:
+# the name it became): {name as held, digest or ''}, or nothing.
+HOLDER = (
+    _FOLLOW
+    + """
+local key, name = follow(KEYS[1], ARGV[1], ARGV[2])
+if redis.call('EXISTS', key) == 0 or redis.call('HEXISTS', key, 'f') == 1 then return false end
+return {redis.call('HGET', key, 'n') or name, redis.call('HGET', key, 'd') or ''}
+"""
+)
 
 # KEYS: 1 name. ARGV: 1 '1' away (2 its message) or '0' back. Only a name held or kept.
 SET_AWAY = """
@@ -458,6 +473,7 @@ SCRIPTS = {
         "set_away": SET_AWAY,
         "away": AWAY,
         "resume_name": RESUME_NAME,
+        "holder": HOLDER,
         "rename_name": RENAME_NAME,
         "release_name": RELEASE_NAME,
         "heartbeat": HEARTBEAT,
