@@ -45,7 +45,12 @@ class Lost:
     @property
     def text(self) -> str:
         what = "connection lost" if self.ever_connected else "cannot connect"
-        retry = f", retrying in {format_delay(self.retry_in)}" if self.retry_in else ""
+        if not self.retry_in:
+            retry = ""
+        elif self.retry_in < 0.05:
+            retry = ", retrying now"  # "in 0.0 s" says the same, less well
+        else:
+            retry = f", retrying in {format_delay(self.retry_in)}"
         return f"{what}: {self.detail}{retry}"
 
 
