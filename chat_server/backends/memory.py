@@ -335,6 +335,17 @@ class MemoryHistory(History):
         return list(itertools.islice(ring, after + 1 - first, upto - first + 1))
 
 
+def _held_by(record: _Name | None, digest: str) -> bool:
+    """Whether ``record`` is a name (not a former one) of the token whose digest is
+    ``digest``; constant time."""
+    return (
+        record is not None
+        and record.forward is None
+        and record.digest is not None
+        and hmac.compare_digest(record.digest, digest)
+    )
+
+
 class MemoryRegistry(Registry):
     def __init__(self, state: _State) -> None:
         self._state = state
@@ -378,26 +389,18 @@ class MemoryRegistry(Registry):
 
     async def resume_name(self, name: str, digest: str) -> str | None:
         record = self._followed(name)
-        if (
-            record is None
-            or record.forward is not None
-            or record.digest is None
-            or not hmac.compare_digest(record.digest, digest)
-        ):
+        if not _held_by(record, digest):
             return None
+        assert record is not None
         record.holds += 1
         return record.shown
 
     async def rename_name(self, old: str, new: str, digest: str) -> bool:
         names = self._state.names
         record = self._current(old)
-        if (
-            record is None
-            or record.forward is not None
-            or record.digest is None
-            or not hmac.compare_digest(record.digest, digest)
-        ):
+        if not _held_by(record, digest):
             return False
+        assert record is not None
         if name_key(old) == name_key(new):
             record.shown = new  # the same name in another case
             return True
