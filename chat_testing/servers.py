@@ -15,12 +15,13 @@ from typing import Any
 
 from chat_testing.ports import free_port
 from chat_testing.waits import wait_until
+from chat_testing.zygote import ForkedServer, zygote
 
 
 @dataclass
 class RunningServer:
     port: int
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | ForkedServer
     log_path: Path
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -67,6 +68,9 @@ class RunningServer:
 # Another checkout whose server the tests run instead of this one's (bench/faults.py sets it
 # to measure main "before"): its directory goes first on the server's PYTHONPATH.
 SERVER_ROOT_ENV = "CHAT_TEST_SERVER_ROOT"
+# "0": start every server as a process of its own (python -m chat_server), not forked from a
+# zygote (chat_testing/zygote.py) that imported it once.
+FORK_ENV = "CHAT_TEST_FORK_SERVERS"
 
 
 def start_server(
@@ -112,15 +116,21 @@ def start_server(
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard))
 
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            args,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=root or None,
-            preexec_fn=limit_open_files if open_files else None,
-        )
+    process: subprocess.Popen[bytes] | ForkedServer
+    if not plain_uvicorn and not root and os.environ.get(FORK_ENV, "1") != "0":
+        # This checkout's server, forked from a process that imported it once.
+        log_path.write_bytes(b"")
+        process = zygote().spawn(args[3:], env, str(log_path), open_files)
+    else:
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                args,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=root or None,
+                preexec_fn=limit_open_files if open_files else None,
+            )
     server = RunningServer(
         port,
         process,
