@@ -394,7 +394,9 @@ class ChatController(Observable):
                 if room is not None:
                     self.host.spawn(self._list_rooms(room.name), group="http")
             case commands.Who():
-                if room is not None:
+                if room is not None and room.direct:
+                    self.say(EntryKind.STATUS, f"{room.name}: a conversation of two")
+                elif room is not None:
                     self.host.spawn(self._who(room.name), group="http")
             case commands.Away(message):
                 self._idle_away = False  # said by the user: theirs to undo

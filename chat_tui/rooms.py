@@ -103,6 +103,7 @@ class MemberSource(StrEnum):
     UNKNOWN = "unknown"  # not asked yet
     SERVER = "server"  # the server's list (GET /rooms/{room}), kept current from notices
     SEEN = "seen"  # the server has no list: the names seen here, kept current from notices
+    CONVERSATION = "conversation"  # two people: us and the one it is with
 
 
 @dataclass(slots=True)
@@ -392,7 +393,7 @@ class Room(Observable):
     def conversation_with(self, peer: str, me: str | None) -> None:
         """A conversation: nobody lists its members (it is the two of us), and until its
         welcome we are who we are elsewhere."""
-        self.member_source = MemberSource.SEEN
+        self.member_source = MemberSource.CONVERSATION
         self.people.setdefault(peer, Person(peer, present=False))
         if self.me is None and me is not None:
             self.me = me
@@ -598,12 +599,15 @@ class Room(Observable):
 
     def members_unavailable(self) -> None:
         """The server has no member list: the panel shows who was seen here."""
-        if self.member_source is not MemberSource.SERVER:
+        if self.member_source is MemberSource.UNKNOWN or self.member_source is MemberSource.SEEN:
             self.member_source = MemberSource.SEEN
             self.changed()
 
     def members(self) -> list[str]:
-        """Who is here: our name first, then everyone else by name."""
+        """Who is here: our name first, then everyone else by name (in a conversation: the one
+        it is with, here or not)."""
+        if self.direct:
+            return [name for name in (self.me, self.name[len(DIRECT_PREFIX) :]) if name]
         others = sorted(
             p.name for p in self.people.values() if p.present and p.name not in self._own_names
         )

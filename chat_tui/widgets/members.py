@@ -24,6 +24,8 @@ def members_text(
     if source is MemberSource.SEEN:
         heading = f"seen here ({len(names)})"
         note = "(no list from server)"
+    elif source is MemberSource.CONVERSATION:
+        heading, note = "conversation", ""
     else:
         heading = f"members ({len(names)})"
         # Unknown: asked for once we are in the room (our name known), not before.

@@ -15,6 +15,7 @@ from tests.tui.app_helpers import (
     joined,
     log_lines,
     make_app,
+    members_lines,
     room_name,
     send,
     sidebar_lines,
@@ -55,6 +56,9 @@ async def test_a_first_message_opens_the_conversation_under_the_rooms(
             await send(pilot, f"/query {alice.name}")
             await until(pilot, lambda: in_log(app, "psst"), "the message in the conversation")
             assert entry in status_line(app)
+            # Its members: the two of us, without asking the server for a list.
+            panel = members_lines(app)
+            assert panel[0].strip() == "conversation" and alice.name in " ".join(panel)
             await send(pilot, "hello alice")
             said = await to_me.recv_until(lambda f: f.get("text") == "hello alice")
             assert said[-1]["name"] == me
