@@ -122,6 +122,10 @@ DIRECT_NEEDS_TOKEN: Final = Close(
     Then.RECONNECT,
 )
 NOT_HERE: Final = Close(C.POLICY_VIOLATION, "{} is not here", "direct", _R, Then.GIVE_UP)
+# One client address's share of the server's connections is used up.
+ADDRESS_FULL: Final = Close(
+    C.TRY_AGAIN_LATER, "too many connections from your address", "address", _R, Then.BACK_OFF
+)
 SERVER_FULL: Final = Close(
     C.TRY_AGAIN_LATER, "server full ({} connections)", "limit", _R, Then.RECONNECT
 )
@@ -188,6 +192,7 @@ TABLE: Final[tuple[Close, ...]] = (
     DIRECT_NEEDS_TOKEN,
     NOT_HERE,
     SERVER_FULL,
+    ADDRESS_FULL,
     BROKER_UNAVAILABLE,
     NOT_IN_ROOM,
     MISSED_EVENTS,

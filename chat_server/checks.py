@@ -58,10 +58,17 @@ Verdict = ClientFrame | Refusal | Ending | None
 
 class FrameChecks:
     def __init__(
-        self, settings: Settings, codec: Codec, charged: TokenBucket | None = None
+        self,
+        settings: Settings,
+        codec: Codec,
+        charged: TokenBucket | None = None,
+        shared: TokenBucket | None = None,
     ) -> None:
         """``charged``: the transport's message budget (``asgi.MESSAGE_BUDGET_EXTENSION``),
-        for the frames it leaves to the app to judge."""
+        for the frames it leaves to the app to judge; ``shared``: the bucket of every
+        connection from the same client address (``--max-messages-per-address``)."""
+        self._shared = shared
+        self._address_rate = settings.max_messages_per_address
         self._codec = codec
         self._max_chars = settings.max_message_chars
         self._max_bytes = settings.max_frame_bytes
@@ -102,6 +109,10 @@ class FrameChecks:
                 stats.rate_limited += 1
         if not within:
             return self._too_fast(send.nonce)
+        shared = self._shared
+        if shared is not None and not shared.spend(1, time.monotonic()):
+            stats.rate_limited += 1
+            return self._too_fast(send.nonce, from_address=True)
         if len(send.text) > self._max_chars:
             return Refusal(
                 f"message too long ({len(send.text)} characters; the limit is "
@@ -141,14 +152,14 @@ class FrameChecks:
         self._last_other[kind] = (last, now)
         return Refusal(refusal)
 
-    def _too_fast(self, nonce: str | None) -> Refusal | None:
+    def _too_fast(self, nonce: str | None, from_address: bool = False) -> Refusal | None:
         now = time.monotonic()
         if nonce is None:
             if now - self._last_flood_notice < FLOOD_NOTICE_INTERVAL:
                 return None
             self._last_flood_notice = now
-        return Refusal(
-            f"you are sending too fast (limit {self._rate_limit:g} messages per second); "
-            f"messages were dropped",
-            nonce,
-        )
+        if from_address:
+            limit = f"{self._address_rate:g} messages per second from your address"
+        else:
+            limit = f"{self._rate_limit:g} messages per second"
+        return Refusal(f"you are sending too fast (limit {limit}); messages were dropped", nonce)

@@ -14,8 +14,9 @@ from typing import Protocol
 
 from chat_protocol import close, names
 from chat_protocol.close import Close
+from chat_protocol.rates import TokenBucket
 from chat_protocol.v2 import AWAY_EVERY, NICK_CHANGES, NICK_WINDOW
-from chat_server import tokens
+from chat_server import addresses, tokens
 from chat_server.backends.base import (
     Backend,
     BrokerStatus,
@@ -32,6 +33,7 @@ log = logging.getLogger("chat_server")
 
 AWAY_TOKENS = 10_000  # tokens whose last away change a node remembers (for the rate)
 NICK_TOKENS = 10_000  # tokens whose last name changes a node remembers (for the rate)
+ADDRESS_BURST_SECONDS = 2.0  # an address's messages: this many seconds' worth at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,20 @@ class NameLease:
         secret)."""
         token = None if self.token is None else tokens.Token(name, self.token.secret)
         return NameLease(name, token, self.resumed)
+
+
+class AddressShare:
+    """What one client address has of this node: its connections, and the bucket that all of
+    them spend their messages from (``--max-messages-per-address``; None: off)."""
+
+    __slots__ = ("connections", "messages")
+
+    def __init__(self, settings: Settings) -> None:
+        self.connections = 0
+        rate = settings.per_address(settings.max_messages_per_address)
+        self.messages = (
+            TokenBucket(rate, rate * ADDRESS_BURST_SECONDS, time.monotonic()) if rate > 0 else None
+        )
 
 
 class NameRefused(Exception):
@@ -85,6 +101,9 @@ class Node:
         self._nicks_at: OrderedDict[str, list[float]] = OrderedDict()
         # token id -> its sessions here: what a change of a person reaches
         self.by_token: dict[str, set[Session]] = {}
+        # client address -> its share: connections now, its messages' bucket
+        self.by_address: dict[str, AddressShare] = {}
+        self.trusted_proxies = addresses.networks(settings.trusted_proxy)
         backend.on_status(self._broker_status)
         backend.on_person(self._person_changed)
 
@@ -102,16 +121,28 @@ class Node:
                 if not held:
                     del self.by_token[token_id]
 
-    def admit(self) -> bool:
-        """Count one more connection, unless the node is full; each admitted connection is
+    def admit(self, address: str) -> Close | None:
+        """Count one more connection from ``address``, unless the node, or that address's
+        share of it, is full (the close that says so); each admitted connection is
         :meth:`release`\\ d once."""
-        if self.connections >= self.settings.max_connections:
-            return False
+        settings = self.settings
+        if self.connections >= settings.max_connections:
+            return close.SERVER_FULL
+        share = self.by_address.get(address)
+        if share is None:
+            share = self.by_address[address] = AddressShare(settings)
+        elif 0 < settings.per_address(settings.max_connections_per_address) <= share.connections:
+            return close.ADDRESS_FULL
+        share.connections += 1
         self.connections += 1
-        return True
+        return None
 
-    def release(self) -> None:
+    def release(self, address: str) -> None:
         self.connections -= 1
+        share = self.by_address[address]
+        share.connections -= 1
+        if share.connections == 0:  # bounded by the connections: an idle address is forgotten
+            del self.by_address[address]
 
     async def claim_name(
         self, resume: str | None = None, tokened: bool = False, wanted: str | None = None

@@ -24,6 +24,8 @@ REFUSALS: Final = (
     "name",
     "direct",
     "limit",
+    "address",
+    "handshake_rate",
     "handshake_timeout",
     "head_too_large",
     "pending_limit",
@@ -54,6 +56,9 @@ class Stats:
         self.evictions: Counter[str] = Counter()
         self.closes: Counter[str] = Counter()
         self.rate_limited = 0
+        # Client addresses whose rate budget was forgotten to keep the table bounded (the next
+        # request from one starts with a full budget: the bound fails open).
+        self.addresses_forgotten = 0
         self.fanout_latency = Histogram(
             "chat_fanout_latency_seconds",
             "From a frame's publish to its last write into a local member's socket",

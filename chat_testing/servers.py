@@ -68,6 +68,14 @@ class RunningServer:
 # Another checkout whose server the tests run instead of this one's (bench/faults.py sets it
 # to measure main "before"): its directory goes first on the server's PYTHONPATH.
 SERVER_ROOT_ENV = "CHAT_TEST_SERVER_ROOT"
+# Every test client comes from loopback: a server's shares per client address are off unless
+# a test asks for them (as options, which win over these), so that tests sharing a server do
+# not count against each other. Variables, not flags: another checkout's server ignores them.
+ADDRESS_SHARES_OFF = {
+    "CHAT_SERVER_MAX_CONNECTIONS_PER_ADDRESS": "0",
+    "CHAT_SERVER_MAX_HANDSHAKES_PER_ADDRESS": "0",
+    "CHAT_SERVER_MAX_MESSAGES_PER_ADDRESS": "0",
+}
 # "0": start every server as a process of its own (python -m chat_server), not forked from a
 # zygote (chat_testing/zygote.py) that imported it once.
 FORK_ENV = "CHAT_TEST_FORK_SERVERS"
@@ -91,6 +99,7 @@ def start_server(
     port = port or free_port()
     extra_env = dict(env or {})
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_SERVER_")}
+    env.update(ADDRESS_SHARES_OFF)
     env.update(extra_env)
     root = os.environ.get(SERVER_ROOT_ENV)
     if root:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from chat_protocol import close, codec, names
 from chat_protocol.close import Close
 from chat_protocol.query import QueryError, parse_join_query
-from chat_server import asgi
+from chat_server import addresses, asgi
 from chat_server.backends.base import BrokerUnavailable, public_reason
 from chat_server.node import Node
 from chat_server.session import ChatSession
@@ -66,12 +66,17 @@ class ChatEndpoint:
             await _refuse(send, close.DIRECT_NEEDS_TOKEN)
             return
 
-        if not node.admit():
-            await _refuse(send, close.SERVER_FULL, settings.max_connections)
-            log.warning("refused room=%s reason=connection limit", room)
+        client = scope.get("client")
+        address = addresses.client_address(
+            client[0] if client else None, scope.get("headers") or (), node.trusted_proxies
+        )
+        full = node.admit(address)
+        if full is not None:
+            await _refuse(send, full, settings.max_connections)
+            log.warning("refused reason=%s", full.label)
             return
 
-        session = ChatSession(node, scope, receive, send, room, request, dialect)
+        session = ChatSession(node, scope, receive, send, room, request, dialect, address)
         try:
             status = node.backend.status
             if not status.available:

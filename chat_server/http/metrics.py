@@ -75,6 +75,12 @@ class _Collector(Collector):
             "reason",
             {k: s.evictions[k] for k in EVICTIONS},
         )
+        forgotten = CounterMetricFamily(
+            "chat_addresses_forgotten",
+            "Client addresses whose rate budgets were forgotten to keep the table bounded",
+        )
+        forgotten.add_metric([], s.addresses_forgotten)
+        yield forgotten
         limited = CounterMetricFamily(
             "chat_rate_limited_messages", "Messages dropped by the per-connection rate limit"
         )

@@ -35,9 +35,9 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
         help_text = f"{option.help} (default {default_text(f)})"
         if f.name == "metrics":
             parser.add_argument("--metrics", action=argparse.BooleanOptionalAction, help=help_text)
-        elif f.name == "allow_origin":
+        elif str(f.type).startswith("tuple"):  # repeatable
             parser.add_argument(
-                "--allow-origin", action="append", metavar=option.metavar, help=help_text
+                "--" + flag(f), action="append", metavar=option.metavar, help=help_text
             )
         else:
             parser.add_argument(

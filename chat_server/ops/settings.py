@@ -16,6 +16,7 @@ from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
 from chat_protocol import limits
+from chat_server import addresses
 from chat_server.backends.urls import is_shared
 
 ENV_PREFIX = "CHAT_SERVER_"
@@ -36,6 +37,14 @@ def not_negative(value: float) -> str | None:
 
 def off_or_positive(value: float) -> str | None:
     return None if value >= 0 else "must be 0 (off) or positive"
+
+
+def cidrs(value: tuple[str, ...]) -> str | None:
+    try:
+        addresses.networks(value)
+    except ValueError as exc:
+        return f"not a network: {exc}"
+    return None
 
 
 def at_least_one(value: int) -> str | None:
@@ -122,6 +131,33 @@ class Settings:
         metavar="ORIGIN",
         default_text="none",
     )
+    # Proxies whose forwarding headers say the client's address (see chat_server.addresses).
+    trusted_proxy: tuple[str, ...] = option(
+        (),
+        "a proxy (CIDR, repeatable) whose `X-Forwarded-For` / `Forwarded` header gives the "
+        "client's address on connections from it",
+        metavar="CIDR",
+        default_text="none",
+        check=cidrs,
+    )
+    max_connections_per_address: int = option(
+        100,
+        "connections at once from one client address (an IPv6 /64); more are closed with "
+        "1013 `too many connections from your address`; `0` = off",
+        check=not_negative,
+    )
+    max_handshakes_per_address: int = option(
+        300,
+        "new WebSocket handshakes per minute from one client address (a minute's worth in a "
+        "burst); more get HTTP 429 with `Retry-After`; `0` = off",
+        check=not_negative,
+    )
+    max_messages_per_address: float = option(
+        30.0,
+        "chat messages per second from one client address, all its connections together "
+        "(2 s worth in a burst); more are refused like a connection's own rate; `0` = off",
+        check=off_or_positive,
+    )
     max_message_chars: int = option(
         limits.MAX_MESSAGE_CHARS,
         "longest chat message; longer ones are refused with an `error:` notice",
@@ -130,7 +166,7 @@ class Settings:
     rate_limit: float = option(
         limits.RATE_LIMIT,
         "messages per second per connection; `0` turns off every per-connection input limit "
-        "(messages, frames, bytes), for benchmarks",
+        "(messages, frames, bytes) and every per-address share, for benchmarks",
         check=off_or_positive,
     )
     rate_burst: int = option(
@@ -276,6 +312,10 @@ class Settings:
         cli=False,
     )
 
+    def per_address(self, value: float) -> float:
+        """A per-address share as in force: off (0) with every input limit off."""
+        return 0 if self.rate_limit == 0 else value
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Defaults, then ``CHAT_SERVER_*`` variables, then ``overrides`` (None = not given)."""
@@ -286,8 +326,9 @@ class Settings:
             if raw is not None and raw != "":
                 values[f.name] = from_text(f, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if isinstance(values.get("allow_origin"), list | str):
-            values["allow_origin"] = _origins(values["allow_origin"])
+        for f in fields(cls):
+            if _is_list(f) and isinstance(values.get(f.name), list | str):
+                values[f.name] = _items(f, values[f.name])
         settings = cls(**values)
         settings.validate()
         return settings
@@ -364,8 +405,8 @@ def to_text(value: Any) -> str:
 def from_text(f: Field[Any], raw: str) -> Any:
     """A setting's value from its environment variable."""
     name = env_name(f)
-    if f.name == "allow_origin":
-        return _origins(raw)
+    if _is_list(f):
+        return _items(f, raw)
     if f.name == "metrics":
         answer = {"1": True, "true": True, "yes": True, "on": True, "auto": None}
         answer |= {"0": False, "false": False, "no": False, "off": False}
@@ -384,6 +425,13 @@ def value_type(f: Field[Any]) -> type:
     return {"int": int, "float": float}.get(str(f.type), str)
 
 
-def _origins(value: str | list[str]) -> tuple[str, ...]:
+def _is_list(f: Field[Any]) -> bool:
+    """A repeatable option (a flag given several times, a variable of comma-separated items)."""
+    return str(f.type).startswith("tuple")
+
+
+def _items(f: Field[Any], value: str | list[str]) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else value
-    return tuple(o.strip().rstrip("/") for o in items if o.strip())
+    if f.name == "allow_origin":
+        return tuple(o.strip().rstrip("/") for o in items if o.strip())
+    return tuple(item.strip() for item in items if item.strip())

@@ -37,6 +37,8 @@ class HttpLimits:
     handshake_timeout: float
     max_pending: int
     http_rate: float  # plain HTTP requests per second per client address; 0: no limit
+    handshakes_per_minute: int  # new WebSocket handshakes per client address; 0: no limit
+    trusted_proxies: tuple[str, ...]  # CIDRs whose forwarding headers give the address
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,10 @@ class Limits:
                 handshake_timeout=settings.handshake_timeout,
                 max_pending=settings.max_pending,
                 http_rate=settings.max_http_rate,
+                handshakes_per_minute=int(
+                    settings.per_address(settings.max_handshakes_per_address)
+                ),
+                trusted_proxies=settings.trusted_proxy,
             ),
         )
 

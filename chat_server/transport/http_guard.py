@@ -10,16 +10,22 @@ uvicorn reads a request head of any size for as long as the peer likes: one conn
   an upgrade to the WebSocket handshake, a connection has ``handshake_timeout`` seconds:
   then **408** and close;
 * at most ``max_pending`` connections may be in that state at once: when one more arrives,
-  the oldest of them gets **503** and is closed, so that half-finished requests can neither
-  exhaust the process's file descriptors nor lock out real clients;
+  the oldest of those from the address that holds the most of them gets **503** and is
+  closed, so that half-finished requests can neither exhaust the process's file descriptors
+  nor lock out real clients, and one address's idle sockets push out only its own;
 * plain HTTP requests (not WebSocket upgrades) from one client address are rate-limited
-  (``max_http_rate``): over it, **429** with ``Retry-After``.
+  (``max_http_rate``), and so are its new WebSocket handshakes (``handshakes_per_minute``):
+  over either, **429** with ``Retry-After``, before any WebSocket work.
+
+The client address is ``chat_server.addresses``'s (a trusted proxy's forwarded address for
+the rates; the TCP peer for the pending table, whose connections have sent no header yet).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import weakref
 from collections import OrderedDict
 from typing import Any
@@ -27,6 +33,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from chat_server import addresses
 from chat_server.budget import Budget
 from chat_server.stats import stats
 from chat_server.transport.config import FLOOD_BURST_SECONDS, HttpLimits, limits_of
@@ -37,8 +44,16 @@ log = logging.getLogger("chat_server")
 _PENDING: weakref.WeakKeyDictionary[ServerState, dict[GuardedHttpProtocol, None]] = (
     weakref.WeakKeyDictionary()
 )
+# Per server: the pending connections of each TCP peer address (its /64), oldest first.
+_PENDING_BY_ADDRESS: weakref.WeakKeyDictionary[
+    ServerState, dict[str, dict[GuardedHttpProtocol, None]]
+] = weakref.WeakKeyDictionary()
 # Per server: the HTTP request budget of each client address, the least recently seen first.
 _BUDGETS: weakref.WeakKeyDictionary[ServerState, OrderedDict[str, Budget]] = (
+    weakref.WeakKeyDictionary()
+)
+# Per server: the WebSocket handshake budget of each client address, likewise.
+_HANDSHAKES: weakref.WeakKeyDictionary[ServerState, OrderedDict[str, Budget]] = (
     weakref.WeakKeyDictionary()
 )
 # Addresses whose budget is remembered at once (an address not seen for a while starts full).
@@ -54,24 +69,34 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.limits: HttpLimits = limits_of(self.config).http
         self.pending = _PENDING.setdefault(self.server_state, {})
+        self.pending_by_address = _PENDING_BY_ADDRESS.setdefault(self.server_state, {})
         self.budgets = _BUDGETS.setdefault(self.server_state, OrderedDict())
+        self.handshakes = _HANDSHAKES.setdefault(self.server_state, OrderedDict())
+        self.trusted = addresses.networks(self.limits.trusted_proxies)
+        self.peer_address = "unknown"
         self._deadline: asyncio.TimerHandle | None = None
         self._head_bytes = 0  # bytes received since the current request began, head unfinished
         self._in_head = True
         self._header_count = 0
-        self._refusal: tuple[int, str, str] | None = None  # status, text, metrics reason
+        # status, text, metrics reason (and for a 429, the seconds to wait)
+        self._refusal: tuple[int, str, str] | tuple[int, str, str, float] | None = None
         self._done = False  # answered with a refusal; further input is ignored
 
     # --- connection -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if self.client is not None:
+            self.peer_address = addresses.address_key(self.client[0])
         if len(self.pending) >= self.limits.max_pending:
-            # The oldest gives way: a real client finishes its handshake in milliseconds, so
-            # idle sockets cannot lock it out by filling the cap first.
-            oldest = next(iter(self.pending))
+            # The oldest of the address with the most gives way: a real client finishes its
+            # handshake in milliseconds, so idle sockets cannot lock it out by filling the cap
+            # first, and one address's flood pushes out its own connections.
+            crowd = max(self.pending_by_address.values(), key=len)
+            oldest = next(iter(crowd))
             oldest._refuse(503, "too many connections in progress; try again", "pending_limit")
         self.pending[self] = None
+        self.pending_by_address.setdefault(self.peer_address, {})[self] = None
         stats.pending_connections = len(self.pending)
         self._arm()
 
@@ -82,7 +107,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _settled(self) -> None:
         """No longer a pending connection: upgraded, or gone."""
         self._disarm()
-        self.pending.pop(self, None)
+        if self.pending.pop(self, False) is None:
+            mine = self.pending_by_address[self.peer_address]
+            del mine[self]
+            if not mine:
+                del self.pending_by_address[self.peer_address]
         stats.pending_connections = len(self.pending)
 
     def _arm(self) -> None:
@@ -148,10 +177,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        if (
-            not (self.parser.should_upgrade() and self._should_upgrade())
-            and not self._within_rate()
-        ):
+        if self.parser.should_upgrade() and self._should_upgrade():
+            wait = self._handshake_wait()
+            if wait > 0:
+                self._refusal = (
+                    429,
+                    "too many new connections from your address; try again later",
+                    "handshake_rate",
+                    wait,
+                )
+                raise _Refused
+        elif not self._within_rate():
             self._refusal = (429, "too many requests from your address; slow down", "http_rate")
             raise _Refused
         size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) + 16
@@ -173,12 +209,36 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._settled()
         super().handle_websocket_upgrade()
 
+    def _address(self) -> str:
+        """The client's address, as a trusted proxy forwards it (the request's headers)."""
+        peer = self.client[0] if self.client is not None else None
+        return addresses.client_address(peer, self.headers, self.trusted)
+
+    def _handshake_wait(self) -> float:
+        """0 if one more WebSocket handshake from this client's address is within its share,
+        else the seconds until one would be."""
+        per_minute = self.limits.handshakes_per_minute
+        if per_minute <= 0:
+            return 0.0
+        address = self._address()
+        budgets = self.handshakes
+        budget = budgets.get(address)
+        now = self.loop.time()
+        if budget is None:
+            budget = budgets[address] = Budget(per_minute / 60, per_minute, now)
+            if len(budgets) > MAX_ADDRESSES:
+                budgets.popitem(last=False)
+                stats.addresses_forgotten += 1
+        else:
+            budgets.move_to_end(address)
+        return 0.0 if budget.spend(1, now) else max(budget.wait(1, now), 1.0)
+
     def _within_rate(self) -> bool:
         """Whether one more plain HTTP request from this client's address is within its rate."""
         rate = self.limits.http_rate
         if rate <= 0 or self.client is None:
             return True
-        address = self.client[0]
+        address = self._address()
         budgets = self.budgets
         budget = budgets.get(address)
         now = self.loop.time()
@@ -186,6 +246,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             budget = budgets[address] = Budget(rate, rate * FLOOD_BURST_SECONDS, now)
             if len(budgets) > MAX_ADDRESSES:
                 budgets.popitem(last=False)
+                stats.addresses_forgotten += 1
         else:
             budgets.move_to_end(address)
         return budget.spend(1, now)
@@ -195,7 +256,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _refuse_head(self, text: str) -> None:
         self._refuse(431, text, "head_too_large")
 
-    def _refuse(self, status: int, text: str, reason: str) -> None:
+    def _refuse(self, status: int, text: str, reason: str, wait: float = 1.0) -> None:
         """Answer ``status`` with ``text`` and close; nothing more is read."""
         stats.refuse(reason)
         self._done = True
@@ -206,7 +267,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 [
                     STATUS_LINE[status],
                     b"content-type: text/plain; charset=utf-8\r\n",
-                    b"retry-after: 1\r\n" if status == 429 else b"",
+                    b"retry-after: %d\r\n" % math.ceil(wait) if status == 429 else b"",
                     b"content-length: %d\r\n" % len(body),
                     b"connection: close\r\n\r\n",
                     body,

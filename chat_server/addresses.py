@@ -1,0 +1,74 @@
+"""Which client address a connection counts against: the unit of every per-address share.
+
+By default the TCP peer. From a trusted proxy (``--trusted-proxy CIDR``), the address it says
+it forwards: the rightmost address of ``X-Forwarded-For`` (or ``Forwarded: for=``) that is not
+itself a trusted proxy (each proxy appends the address it saw; the rightmost untrusted one is
+the first that no proxy of ours vouches for). An IPv6 address counts as its /64: one
+customer's prefix, as Ergo counts it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# A Forwarded header's for= value: a token, or a quoted "[v6]:port" / "v4:port".
+_FORWARDED_FOR = re.compile(r'for="?\[?([0-9A-Fa-f:.]+)\]?(?::\d+)?"?', re.IGNORECASE)
+
+
+def networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
+    """The trusted proxies' networks; raises ValueError for one that is not a CIDR."""
+    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
+
+
+@lru_cache(maxsize=4096)
+def address_key(host: str) -> str:
+    """What ``host`` counts as: itself (IPv4, or a name a test server may give), or its /64."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def _trusted(host: str, trusted: tuple[Network, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in trusted)
+
+
+def client_address(
+    peer: str | None, headers: Iterable[tuple[bytes, bytes]], trusted: tuple[Network, ...]
+) -> str:
+    """The address a connection from ``peer`` with these request headers counts as."""
+    if peer is None:
+        return "unknown"
+    if not trusted or not _trusted(peer, trusted):
+        return address_key(peer)
+    forwarded: list[str] = []
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"x-forwarded-for":
+            forwarded += [part.strip() for part in value.decode("latin-1").split(",")]
+        elif lowered == b"forwarded":
+            forwarded += _FORWARDED_FOR.findall(value.decode("latin-1"))
+    for host in reversed(forwarded):
+        if not host:
+            continue
+        if not _trusted(host, trusted):
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                break  # not an address: the header is not to be believed past here
+            return address_key(host)
+    return address_key(peer)

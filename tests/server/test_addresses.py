@@ -1,0 +1,212 @@
+"""Fair shares per client address (issue 16): one address cannot take the server's connections,
+handshakes or message rate from the others. Clients play distinct addresses by binding their
+source to 127.x.y.z (every one reaches a server bound to 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import socket
+
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from chat_protocol.close import CloseCode
+from chat_server.addresses import address_key, client_address, networks
+from chat_testing.servers import RunningServer
+from tests.server.hostile import fresh_room, observed
+from tests.server.wsclients import join
+
+pytestmark = pytest.mark.fault
+
+
+def from_address(host: str) -> dict[str, object]:
+    """Connect from ``host``, reading ahead without bound (a held connection that reads
+    nothing must still take its close at once)."""
+    return {"local_addr": (host, 0), "max_queue": None}
+
+
+async def test_one_address_cannot_take_the_others_connections(server_factory) -> None:  # type: ignore[no-untyped-def]
+    """The probe: 127.0.0.2 opens connections until refused; 127.0.0.3 then joins and chats,
+    and the healthy pair in another room loses nothing."""
+    server: RunningServer = server_factory(
+        max_connections_per_address=20, max_handshakes_per_address=0
+    )
+    room = fresh_room("share")
+    async with observed(server, fresh_room("share-pair")) as pair:
+        held = []
+        refused = None
+        for _ in range(40):
+            ws = await websockets.connect(server.chat_url(room), **from_address("127.0.0.2"))
+            try:
+                await asyncio.wait_for(ws.recv(), 5)  # its join notice: it is in
+            except ConnectionClosed as closed:
+                refused = closed.rcvd
+                break
+            held.append(ws)
+        assert len(held) == 20
+        assert refused is not None
+        assert (refused.code, refused.reason) == (
+            CloseCode.TRY_AGAIN_LATER,
+            "too many connections from your address",
+        )
+        other = await join(server.chat_url(room), **from_address("127.0.0.3"))
+        await other.ws.send("I still get in")
+        assert await other.recv_until(lambda f: f.endswith(":: I still get in"))
+        await other.close()
+        for ws in held:
+            await ws.close()
+    pair.check()
+
+
+def _upgrade(port: int, source: str) -> tuple[int, str | None]:
+    """A raw WebSocket handshake from ``source``: the status and Retry-After."""
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=5, source_address=(source, 0)
+    )
+    connection.request(
+        "GET",
+        "/chat/handshakes",
+        headers={
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13",
+        },
+    )
+    response = connection.getresponse()
+    status, retry = response.status, response.getheader("Retry-After")
+    connection.close()
+    return status, retry
+
+
+def test_new_handshakes_per_address_are_limited_before_any_websocket_work(
+    server_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    server: RunningServer = server_factory(max_handshakes_per_address=10)
+    statuses = [_upgrade(server.port, "127.0.0.4")[0] for _ in range(10)]
+    assert statuses == [101] * 10
+    status, retry = _upgrade(server.port, "127.0.0.4")
+    assert status == 429 and retry is not None and int(retry) >= 1  # a minute's share spent
+    assert _upgrade(server.port, "127.0.0.5")[0] == 101  # another address: its own share
+
+
+async def test_an_address_shares_one_message_rate_over_its_connections(
+    server_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    server: RunningServer = server_factory(max_messages_per_address=5)
+    room = fresh_room("rate")
+    senders = [await join(server.chat_url(room), **from_address("127.0.0.6")) for _ in range(4)]
+    try:
+        # 4 connections, 10 messages each at once: each is within its own 10/s, the address
+        # is not within its 5/s (10 in a burst).
+        await asyncio.gather(*(s.ws.send(f"m{i}") for s in senders for i in range(10)))
+        frames = await senders[-1].recv_until(
+            lambda f: f.startswith("error: you are sending too fast"), timeout=10
+        )
+        assert "limit 5 messages per second from your address" in frames[-1]
+    finally:
+        for sender in senders:
+            await sender.close()
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_address_counts(
+    server_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    """Connections from the proxy (127.0.0.7) count against the address it forwards; its own
+    address is nobody's share, and a forged header from elsewhere is not believed."""
+    server: RunningServer = server_factory(
+        max_connections_per_address=2, trusted_proxy=["127.0.0.7/32"]
+    )
+    room = fresh_room("proxy")
+    url = server.chat_url(room)
+
+    async def via(forwarded: str, source: str = "127.0.0.7") -> int | None:
+        """The close code if refused at once, else None (kept open in ``held``)."""
+        ws = await websockets.connect(
+            url, additional_headers={"X-Forwarded-For": forwarded}, **from_address(source)
+        )
+        try:
+            await asyncio.wait_for(ws.recv(), 5)
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+        held.append(ws)
+        return None
+
+    held: list[websockets.ClientConnection] = []
+    try:
+        assert [await via("203.0.113.9") for _ in range(2)] == [None, None]
+        assert await via("203.0.113.9") == CloseCode.TRY_AGAIN_LATER  # that client's share
+        assert await via("198.51.100.1, 203.0.113.10") is None  # the rightmost untrusted one
+        # Not from the proxy: the header is the client's own word, and the peer counts.
+        assert [await via("203.0.113.11", "127.0.0.8") for _ in range(2)] == [None, None]
+        assert await via("192.0.2.1", "127.0.0.8") == CloseCode.TRY_AGAIN_LATER
+    finally:
+        for ws in held:
+            await ws.close()
+
+
+def test_idle_sockets_of_one_address_push_out_only_their_own(
+    server_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    """A client from 127.0.0.11 is slow to send its handshake; meanwhile 127.0.0.9 fills the
+    pending table twice over with idle sockets. The idle ones are closed to make room (the
+    oldest of the address with the most), and the slow client, the oldest of all, gets in."""
+    server: RunningServer = server_factory(max_pending=20, handshake_timeout=30)
+    slow = socket.create_connection(("127.0.0.1", server.port), source_address=("127.0.0.11", 0))
+    idle = [
+        socket.create_connection(("127.0.0.1", server.port), source_address=("127.0.0.9", 0))
+        for _ in range(40)
+    ]
+    try:
+        idle[0].settimeout(5)
+        assert idle[0].recv(64).startswith(b"HTTP/1.1 503")
+        slow.sendall(
+            b"GET /chat/slow HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        slow.settimeout(5)
+        assert slow.recv(64).startswith(b"HTTP/1.1 101")
+    finally:
+        for sock in (slow, *idle):
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+@pytest.mark.parametrize(
+    ("peer", "headers", "trusted", "counted"),
+    [
+        ("192.0.2.1", [], [], "192.0.2.1"),
+        ("2001:db8:1:2:3:4:5:6", [], [], "2001:db8:1:2::/64"),
+        ("::ffff:192.0.2.7", [], [], "192.0.2.7"),
+        ("10.0.0.1", [(b"x-forwarded-for", b"198.51.100.3")], [], "10.0.0.1"),
+        ("10.0.0.1", [(b"x-forwarded-for", b"198.51.100.3")], ["10.0.0.0/8"], "198.51.100.3"),
+        (
+            "10.0.0.1",
+            [(b"x-forwarded-for", b"198.51.100.3, 10.0.0.2")],
+            ["10.0.0.0/8"],
+            "198.51.100.3",
+        ),
+        ("10.0.0.1", [(b"forwarded", b'for="[2001:db8::1]:443"')], ["10.0.0.0/8"], "2001:db8::/64"),
+        ("10.0.0.1", [(b"x-forwarded-for", b"not-an-address")], ["10.0.0.0/8"], "10.0.0.1"),
+    ],
+)
+def test_which_address_counts(
+    peer: str, headers: list[tuple[bytes, bytes]], trusted: list[str], counted: str
+) -> None:
+    assert client_address(peer, headers, networks(trusted)) == counted
+    assert address_key(counted.partition("/")[0]) in (counted, address_key(counted))
+
+
+async def test_loopback_counts_like_any_address(server_factory) -> None:  # type: ignore[no-untyped-def]
+    server: RunningServer = server_factory(max_connections_per_address=1)
+    first = await join(server.chat_url(fresh_room("loop")))
+    try:
+        with pytest.raises((ConnectionClosed, InvalidStatus, AssertionError)):
+            second = await join(server.chat_url(fresh_room("loop")))
+            await second.recv()
+    finally:
+        await first.close()
