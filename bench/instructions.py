@@ -111,18 +111,34 @@ async def drive(port: int, pid: int, shape: tuple[int, int, int], kind: str) -> 
     return rooms * members * messages * each
 
 
+# --limits: every input limit on, as by default, but too high to refuse anything (variables, so
+# that a checkout that lacks one of them still starts): what judging the input costs.
+LIMITS_ARGS = ["--rate-limit", "1000000", "--rate-burst", "1000000",
+               "--max-frame-rate", "1000000000", "--max-byte-rate", "1000000000000"]  # fmt: skip
+LIMITS_ENV = {
+    "CHAT_SERVER_MAX_CONNECTIONS_PER_ADDRESS": "100000",
+    "CHAT_SERVER_MAX_HANDSHAKES_PER_ADDRESS": "100000",
+    "CHAT_SERVER_MAX_MESSAGES_PER_ADDRESS": "1000000000",
+}
+
+
 def measure(
-    checkout: Path | None, shape: tuple[int, int, int], out_dir: Path, kind: str = "message"
+    checkout: Path | None,
+    shape: tuple[int, int, int],
+    out_dir: Path,
+    kind: str = "message",
+    limits: bool = False,
 ) -> float:
     """Instructions per delivered frame of ``checkout``'s server (None: this one)."""
     port = free_port()
     out = out_dir / f"callgrind.{port}"
-    env = dict(os.environ, PYTHONHASHSEED="0")
+    env = dict(os.environ, PYTHONHASHSEED="0", **(LIMITS_ENV if limits else {}))
+    limit_args = LIMITS_ARGS if limits else ["--rate-limit", "0"]
     if checkout is not None:
         env["PYTHONPATH"] = str(checkout)
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
-         "-m", "chat_server", "run", "--port", str(port), "--rate-limit", "0",
+         "-m", "chat_server", "run", "--port", str(port), *limit_args,
          "--log-level", "warning"],
         cwd=checkout or ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -149,6 +165,11 @@ def main() -> int:
     parser.add_argument("--shape", default="10,4,300", help="ROOMS,MEMBERS,MESSAGES")
     parser.add_argument("--compare", type=Path, metavar="CHECKOUT", help="another checkout")
     parser.add_argument("--kind", choices=KINDS, default="message", help="what is sent")
+    parser.add_argument(
+        "--limits",
+        action="store_true",
+        help="every input limit on (too high to refuse anything), not --rate-limit 0",
+    )
     args = parser.parse_args()
     rooms, members, messages = (int(part) for part in args.shape.split(","))
     checkouts: list[Path | None] = [None]
@@ -156,7 +177,8 @@ def main() -> int:
         checkouts.append(args.compare.resolve())
     with tempfile.TemporaryDirectory(prefix="chat-callgrind-") as out_dir:
         counts = [
-            measure(c, (rooms, members, messages), Path(out_dir), args.kind) for c in checkouts
+            measure(c, (rooms, members, messages), Path(out_dir), args.kind, args.limits)
+            for c in checkouts
         ]
     print(f"shape: {rooms} room(s) x {members} members, {messages} {args.kind} frames per sender")
     print(f"this checkout: {counts[0]:,.0f} instructions per delivered frame")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -72,3 +73,26 @@ def client_address(
                 break  # not an address: the header is not to be believed past here
             return address_key(host)
     return address_key(peer)
+
+
+class AddressRate:
+    """The messages of every connection from one address: ``rate`` a second, ``burst`` at
+    once. A token bucket in one call (it is asked once per message)."""
+
+    __slots__ = ("burst", "last", "rate", "tokens")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = self.tokens = burst
+        self.last = time.monotonic()
+
+    def take(self, now: Callable[[], float] = time.monotonic) -> bool:
+        """One message more, if the address has one left."""
+        moment = now()
+        tokens = self.tokens + (moment - self.last) * self.rate
+        self.last = moment
+        if tokens >= 1.0:
+            self.tokens = (tokens if tokens < self.burst else self.burst) - 1.0
+            return True
+        self.tokens = tokens
+        return False

@@ -18,6 +18,7 @@ from chat_protocol.codec import Codec
 from chat_protocol.frames import Away, ClientFrame, FrameError, Nick, Read, Send, Typing
 from chat_protocol.rates import TokenBucket
 from chat_server import asgi
+from chat_server.addresses import AddressRate
 from chat_server.ops.settings import Settings
 from chat_server.stats import stats
 
@@ -62,7 +63,7 @@ class FrameChecks:
         settings: Settings,
         codec: Codec,
         charged: TokenBucket | None = None,
-        shared: TokenBucket | None = None,
+        shared: AddressRate | None = None,
     ) -> None:
         """``charged``: the transport's message budget (``asgi.MESSAGE_BUDGET_EXTENSION``),
         for the frames it leaves to the app to judge; ``shared``: the bucket of every
@@ -110,7 +111,7 @@ class FrameChecks:
         if not within:
             return self._too_fast(send.nonce)
         shared = self._shared
-        if shared is not None and not shared.spend(1, time.monotonic()):
+        if shared is not None and not shared.take():
             stats.rate_limited += 1
             return self._too_fast(send.nonce, from_address=True)
         if len(send.text) > self._max_chars:

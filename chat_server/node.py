@@ -14,7 +14,6 @@ from typing import Protocol
 
 from chat_protocol import close, names
 from chat_protocol.close import Close
-from chat_protocol.rates import TokenBucket
 from chat_protocol.v2 import AWAY_EVERY, NICK_CHANGES, NICK_WINDOW
 from chat_server import addresses, tokens
 from chat_server.backends.base import (
@@ -57,7 +56,7 @@ class NameLease:
 
 
 class AddressShare:
-    """What one client address has of this node: its connections, and the bucket that all of
+    """What one client address has of this node: its connections, and the rate that all of
     them spend their messages from (``--max-messages-per-address``; None: off)."""
 
     __slots__ = ("connections", "messages")
@@ -66,7 +65,7 @@ class AddressShare:
         self.connections = 0
         rate = settings.per_address(settings.max_messages_per_address)
         self.messages = (
-            TokenBucket(rate, rate * ADDRESS_BURST_SECONDS, time.monotonic()) if rate > 0 else None
+            addresses.AddressRate(rate, rate * ADDRESS_BURST_SECONDS) if rate > 0 else None
         )
 
 
