@@ -1,7 +1,8 @@
 """``memory://``: one process, no I/O. Rooms are dicts and a publish is a synchronous delivery.
 
-Each room keeps its sequence, its last ``history_size`` messages (a ring) and the nonces of its
-recent messages while the process lives. A room that empties is kept, idle, so that its history
+Each room keeps its sequence, its last ``history_size`` messages (a ring, also bounded in bytes:
+``history_bytes`` per room, ``history_total_bytes`` for all) and the nonces of its recent
+messages while the process lives. A room that empties is kept, idle, so that its history
 and sequence survive until it is used again, unless more than ``history_rooms`` rooms are idle
 (the room idle longest is forgotten first) or it has been idle for ``history_ttl``; a forgotten
 room's next sequence starts over under a new epoch. With history off (``history_size`` 0) a
@@ -52,6 +53,7 @@ from chat_server.ops.settings import Settings
 
 _MESSAGE, _JOIN, _LEAVE = EventKind.MESSAGE, EventKind.JOIN, EventKind.LEAVE
 _NICK = EventKind.NICK
+MESSAGE_OVERHEAD = 100  # what a kept message counts beyond its text: its name, time, offset
 FORWARDS = 8  # a former name's forwards followed at most (a -> b -> c ...)
 _SIGNALS = SIGNALS
 _now = time.time
@@ -84,9 +86,16 @@ class _Published(RoomEvent):
         yield  # a generator: awaiting it never suspends
 
 
+def _size(message: StoredMessage) -> int:
+    """What a kept message counts against the history bounds (see ``history_bytes``)."""
+    text = message.text
+    return (len(text) if text.isascii() else len(text.encode())) + MESSAGE_OVERHEAD
+
+
 class _Room:
     __slots__ = (
         "epoch",
+        "kept_bytes",
         "members",
         "nonces",
         "offset",
@@ -105,6 +114,7 @@ class _Room:
         self.ring: deque[StoredMessage] | None = (
             deque(maxlen=history_size) if history_size else None
         )
+        self.kept_bytes = 0  # of the ring's messages (see _size)
         self.nonces: dict[str, tuple[int, float]] = {}  # de-duplication key -> (offset, time)
         self.token_nonces: dict[str, deque[str]] = {}  # token -> its keys, oldest first
         self.touched = _now()
@@ -135,32 +145,65 @@ class _State:
         # Kept as members join and leave: /health never walks the rooms.
         self.occupied = 0  # rooms with members
         self.present = 0  # members of rooms
+        self.kept_bytes = 0  # every room's history together
         # (token id, room) -> (epoch, offset read), the least recently read first.
         self.read: OrderedDict[tuple[str, str], tuple[str, int]] = OrderedDict()
         # token id -> {conversation: who wrote last} (Registry.note_direct)
         self.inbox: OrderedDict[str, dict[str, str]] = OrderedDict()
+
+    def keep(self, state: _Room, message: StoredMessage) -> None:
+        """Add ``message`` to ``state``'s history, within the bounds in bytes: the room's,
+        then all rooms' (idle rooms go first, then this room keeps no more than its share)."""
+        ring = state.ring
+        assert ring is not None
+        if len(ring) == ring.maxlen:
+            self._drop_oldest(state)
+        size = _size(message)
+        ring.append(message)
+        state.kept_bytes += size
+        self.kept_bytes += size
+        settings = self.settings
+        room_bound = settings.history_bytes
+        if self.kept_bytes > settings.history_total_bytes:
+            self.forget_idle(until_within=True)
+            if self.kept_bytes > settings.history_total_bytes:
+                room_bound = min(room_bound, settings.history_total_bytes // len(self.rooms))
+        while state.kept_bytes > room_bound and len(ring) > 1:
+            self._drop_oldest(state)
+
+    def _drop_oldest(self, state: _Room) -> None:
+        assert state.ring is not None
+        size = _size(state.ring.popleft())
+        state.kept_bytes -= size
+        self.kept_bytes -= size
+
+    def forget(self, room: str) -> None:
+        """The room's state, history and all, is gone."""
+        self.kept_bytes -= self.rooms.pop(room).kept_bytes
 
     def keeps_idle(self) -> bool:
         return self.settings.history_size > 0 and self.settings.history_rooms > 0
 
     def room_emptied(self, room: str, state: _Room) -> None:
         if not self.keeps_idle():
-            del self.rooms[room]
+            self.forget(room)
             return
         self.idle[room] = None
         self.forget_idle()
 
-    def forget_idle(self) -> None:
-        """Idle rooms past the bound or the ttl are forgotten, the longest idle first."""
+    def forget_idle(self, until_within: bool = False) -> None:
+        """Idle rooms past the bound or the ttl are forgotten, the longest idle first (with
+        ``until_within``, also until every history is within its total bound)."""
         idle, rooms = self.idle, self.rooms
         limit = self.settings.history_rooms
         expired = _now() - self.settings.history_ttl
         while idle:
             room = next(iter(idle))
-            if len(idle) <= limit and rooms[room].touched >= expired:
+            over = until_within and self.kept_bytes > self.settings.history_total_bytes
+            if len(idle) <= limit and rooms[room].touched >= expired and not over:
                 break
             del idle[room]
-            del rooms[room]
+            self.forget(room)
 
     def live_room(self, room: str) -> _Room | None:
         """The room's state, unless it is idle past the ttl (it is then forgotten)."""
@@ -168,7 +211,7 @@ class _State:
         expired = _now() - self.settings.history_ttl
         if state is not None and room in self.idle and state.touched < expired:
             del self.idle[room]
-            del self.rooms[room]
+            self.forget(room)
             return None
         return state
 
@@ -250,7 +293,7 @@ class MemoryChannels(ChannelBackend):
         )
         if kind is _MESSAGE:
             if state.ring is not None:
-                state.ring.append(StoredMessage(state.offset, name, text, now))
+                self._state.keep(state, StoredMessage(state.offset, name, text, now))
             if nonce is not None:
                 _remember(state, nonce, (state.offset, now))
         elif kind is _JOIN:
@@ -526,6 +569,7 @@ class MemoryBackend(Backend):
 
     async def close(self) -> None:
         self._state.rooms.clear()
+        self._state.kept_bytes = 0
         self._state.idle.clear()
         self._state.occupied = self._state.present = 0
         self._state.names.clear()

@@ -250,6 +250,19 @@ class Settings:
         "is forgotten first)",
         check=not_negative,
     )
+    history_bytes: int = option(
+        2 * 1024 * 1024,
+        "with `memory://`: bytes a room's history keeps at most (each message's text in UTF-8 "
+        "and 100 for its name and time); the oldest go first",
+        check=positive,
+    )
+    history_total_bytes: int = option(
+        256 * 1024 * 1024,
+        "with `memory://`: the same for every room together; past it, rooms without members "
+        "are forgotten first (the one idle longest first), then a room written to keeps no "
+        "more than its share",
+        check=positive,
+    )
     recovery_limit: int = option(
         limits.RECOVERY_LIMIT,
         "most messages sent to one connection on joining, as history or recovery",

@@ -454,3 +454,43 @@ async def test_the_log_never_shows_tokens_or_message_text(server_factory: Any) -
     assert f"name={alice.name}" in log  # the joins were logged
     secret = alice.token.partition(".")[2]
     assert secret not in log and "secret words" not in log
+
+
+@pytest.mark.memory_only
+async def test_a_rooms_history_is_bounded_in_bytes(server_factory: Any) -> None:
+    """1,000-character messages against a 10,000-byte room bound (each counts 1,100): the
+    history keeps the newest 9, however many messages it may keep."""
+    server: RunningServer = server_factory(history_bytes=10_000)
+    room = fresh_room("bytes")
+    sender = await join(server.chat_url(room))
+    texts = [f"{i:04d}" + "x" * 996 for i in range(20)]
+    for text in texts:
+        await sender.ws.send(text)
+    await sender.recv_until(lambda f: f.endswith(texts[-1]))
+    late = await join(server.chat_url(room) + "?history=50")
+    await late.ws.send("marker")
+    kept = [f.partition(" :: ")[2] for f in await late.recv_until(lambda f: f.endswith("marker"))]
+    assert kept[:-1] == texts[-9:]
+    await late.close()
+    await sender.close()
+
+
+@pytest.mark.memory_only
+async def test_every_rooms_history_together_is_bounded(server_factory: Any) -> None:
+    """Past the total bound, the idle room's history goes first; the room written to keeps
+    all it had (it is within its share)."""
+    server: RunningServer = server_factory(history_bytes=20_000, history_total_bytes=30_000)
+    idle_room, busy_room = fresh_room("total"), fresh_room("total")
+    texts = ["y" * 1000 for _ in range(15)]  # 16,500 counted in all
+    for room in (idle_room, busy_room):
+        sender = await join(server.chat_url(room))
+        for number, text in enumerate(texts):
+            await sender.ws.send(f"{room} {number} {text}")
+        await sender.recv_until(lambda f, r=room: f.endswith(f"{r} 14 {texts[-1]}"))
+        await sender.close()
+    for room, expected in ((idle_room, 0), (busy_room, 15)):
+        late = await join(server.chat_url(room) + "?history=50")
+        await late.ws.send("marker")
+        frames = await late.recv_until(lambda f: f.endswith("marker"))
+        assert len(frames) - 1 == expected, (room, frames[:3])
+        await late.close()
