@@ -54,6 +54,7 @@ from chat_server.ops.settings import Settings
 _MESSAGE, _JOIN, _LEAVE = EventKind.MESSAGE, EventKind.JOIN, EventKind.LEAVE
 _NICK = EventKind.NICK
 MESSAGE_OVERHEAD = 100  # what a kept message counts beyond its text: its name, time, offset
+CHECK_EVERY = 16 * 1024  # characters added to a room's history between two weighings
 FORWARDS = 8  # a former name's forwards followed at most (a -> b -> c ...)
 _SIGNALS = SIGNALS
 _now = time.time
@@ -94,6 +95,7 @@ def _size(message: StoredMessage) -> int:
 
 class _Room:
     __slots__ = (
+        "added",
         "epoch",
         "kept_bytes",
         "members",
@@ -114,7 +116,8 @@ class _Room:
         self.ring: deque[StoredMessage] | None = (
             deque(maxlen=history_size) if history_size else None
         )
-        self.kept_bytes = 0  # of the ring's messages (see _size)
+        self.kept_bytes = 0  # of the ring's messages when last weighed (see _State.weigh)
+        self.added = 0  # characters of messages added since
         self.nonces: dict[str, tuple[int, float]] = {}  # de-duplication key -> (offset, time)
         self.token_nonces: dict[str, deque[str]] = {}  # token -> its keys, oldest first
         self.touched = _now()
@@ -146,36 +149,34 @@ class _State:
         self.occupied = 0  # rooms with members
         self.present = 0  # members of rooms
         self.kept_bytes = 0  # every room's history together
+        self.room_bound = settings.history_bytes
+        self.total_bound = settings.history_total_bytes
         # (token id, room) -> (epoch, offset read), the least recently read first.
         self.read: OrderedDict[tuple[str, str], tuple[str, int]] = OrderedDict()
         # token id -> {conversation: who wrote last} (Registry.note_direct)
         self.inbox: OrderedDict[str, dict[str, str]] = OrderedDict()
 
-    def keep(self, state: _Room, message: StoredMessage) -> None:
-        """Add ``message`` to ``state``'s history, within the bounds in bytes: the room's,
-        then all rooms' (idle rooms go first, then this room keeps no more than its share)."""
+    def weigh(self, room: str, state: _Room) -> None:
+        """Weigh ``state``'s history in bytes and bring it within the bounds: the room's, then
+        all rooms' (idle rooms go first, then this room keeps no more than its share); the
+        oldest messages go. Messages are added without weighing (MemoryChannels.publish):
+        this runs every CHECK_EVERY characters added, so a bound is passed by at most that
+        much (times four, for text of four-byte characters) between two weighings."""
         ring = state.ring
         assert ring is not None
-        if len(ring) == ring.maxlen:
-            self._drop_oldest(state)
-        size = _size(message)
-        ring.append(message)
-        state.kept_bytes += size
-        self.kept_bytes += size
-        settings = self.settings
-        room_bound = settings.history_bytes
-        if self.kept_bytes > settings.history_total_bytes:
+        state.added = 0
+        weight = sum(map(_size, ring))
+        self.kept_bytes += weight - state.kept_bytes
+        state.kept_bytes = weight
+        room_bound = self.room_bound
+        if self.kept_bytes > self.total_bound:
             self.forget_idle(until_within=True)
-            if self.kept_bytes > settings.history_total_bytes:
-                room_bound = min(room_bound, settings.history_total_bytes // len(self.rooms))
+            if self.kept_bytes > self.total_bound:
+                room_bound = min(room_bound, self.total_bound // len(self.rooms))
         while state.kept_bytes > room_bound and len(ring) > 1:
-            self._drop_oldest(state)
-
-    def _drop_oldest(self, state: _Room) -> None:
-        assert state.ring is not None
-        size = _size(state.ring.popleft())
-        state.kept_bytes -= size
-        self.kept_bytes -= size
+            size = _size(ring.popleft())
+            state.kept_bytes -= size
+            self.kept_bytes -= size
 
     def forget(self, room: str) -> None:
         """The room's state, history and all, is gone."""
@@ -188,6 +189,8 @@ class _State:
         if not self.keeps_idle():
             self.forget(room)
             return
+        if state.ring is not None:
+            self.weigh(room, state)  # what idle rooms keep is counted exactly
         self.idle[room] = None
         self.forget_idle()
 
@@ -199,7 +202,7 @@ class _State:
         expired = _now() - self.settings.history_ttl
         while idle:
             room = next(iter(idle))
-            over = until_within and self.kept_bytes > self.settings.history_total_bytes
+            over = until_within and self.kept_bytes > self.total_bound
             if len(idle) <= limit and rooms[room].touched >= expired and not over:
                 break
             del idle[room]
@@ -292,8 +295,14 @@ class MemoryChannels(ChannelBackend):
             kind, name, text, state.serial, state.offset, state.epoch, now, self._node_id, nonce
         )
         if kind is _MESSAGE:
-            if state.ring is not None:
-                self._state.keep(state, StoredMessage(state.offset, name, text, now))
+            ring = state.ring
+            if ring is not None:
+                ring.append(StoredMessage(state.offset, name, text, now))
+                # What was added since the history was last weighed, roughly (characters: the
+                # weighing counts bytes); weighed again every CHECK_EVERY of it.
+                state.added += len(text)
+                if state.added > CHECK_EVERY:
+                    self._state.weigh(room, state)
             if nonce is not None:
                 _remember(state, nonce, (state.offset, now))
         elif kind is _JOIN:

@@ -253,7 +253,8 @@ class Settings:
     history_bytes: int = option(
         2 * 1024 * 1024,
         "with `memory://`: bytes a room's history keeps at most (each message's text in UTF-8 "
-        "and 100 for its name and time); the oldest go first",
+        "and 100 for its name and time; weighed every 16 KiB of text added, and when the "
+        "room empties); the oldest go first",
         check=positive,
     )
     history_total_bytes: int = option(

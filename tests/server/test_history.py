@@ -24,6 +24,7 @@ from chat_protocol.names import is_valid_name
 from chat_protocol.query import JoinRequest, join_query
 from chat_protocol.v1 import format_join, format_leave, parse_frame
 from chat_protocol.v2 import SUBPROTOCOL as SUBPROTOCOL_V2
+from chat_server.backends.memory import CHECK_EVERY
 from chat_testing.redis_servers import RedisServer
 from chat_testing.servers import RunningServer, start_server
 from tests.server.wsclients import V2Member, join, join_v2, resume_query
@@ -458,19 +459,22 @@ async def test_the_log_never_shows_tokens_or_message_text(server_factory: Any) -
 
 @pytest.mark.memory_only
 async def test_a_rooms_history_is_bounded_in_bytes(server_factory: Any) -> None:
-    """1,000-character messages against a 10,000-byte room bound (each counts 1,100): the
-    history keeps the newest 9, however many messages it may keep."""
-    server: RunningServer = server_factory(history_bytes=10_000)
+    """1,000-character messages against a 40,000-byte room bound (each counts 1,100): the
+    history keeps the newest that fit (36), and what came since it was last weighed (at most
+    CHECK_EVERY characters more), however many messages it may keep."""
+    server: RunningServer = server_factory(history_bytes=40_000, rate_limit=0)
     room = fresh_room("bytes")
-    sender = await join(server.chat_url(room))
-    texts = [f"{i:04d}" + "x" * 996 for i in range(20)]
+    sender = await join(server.chat_url(room), max_queue=None)
+    texts = [f"{i:04d}" + "x" * 996 for i in range(100)]
     for text in texts:
         await sender.ws.send(text)
     await sender.recv_until(lambda f: f.endswith(texts[-1]))
-    late = await join(server.chat_url(room) + "?history=50")
+    late = await join(server.chat_url(room) + "?history=200")
     await late.ws.send("marker")
     kept = [f.partition(" :: ")[2] for f in await late.recv_until(lambda f: f.endswith("marker"))]
-    assert kept[:-1] == texts[-9:]
+    kept = kept[:-1]
+    assert kept == texts[-len(kept) :]  # the newest, in order
+    assert 36 <= len(kept) <= (40_000 + CHECK_EVERY) // 1_000
     await late.close()
     await sender.close()
 
