@@ -200,12 +200,16 @@ async def _post_big(url: str, count: int) -> str:
         await sender.close()
 
 
+# 3.2 MiB of history kept (as a variable: a checkout without the bound ignores it).
+ROOMY_HISTORY = {"CHAT_SERVER_HISTORY_BYTES": str(8 * 1024 * 1024)}
+
+
 async def test_a_large_history_is_sent_not_taken_for_a_slow_consumer(
     server_factory: Callable[..., RunningServer],
 ) -> None:
     """200 stored messages of 16 KiB: asking for 64 or more (3.2 MiB, over the 1 MiB bound
     on what waits for a member) was closed 1008 "slow consumer" before its first frame."""
-    server = server_factory(rate_limit=0)
+    server = server_factory(rate_limit=0, env=ROOMY_HISTORY)
     async with watched(server, "history=200 of 16 KiB messages"):
         url = server.chat_url("big")
         await _post_big(url, 200)
@@ -228,7 +232,7 @@ async def test_a_large_history_is_sent_not_taken_for_a_slow_consumer(
 async def test_a_large_recovery_is_sent_in_full(
     server_factory: Callable[..., RunningServer],
 ) -> None:
-    server = server_factory(rate_limit=0)
+    server = server_factory(rate_limit=0, env=ROOMY_HISTORY)
     async with watched(server, "recovering 200 missed 16 KiB messages"):
         url = server.chat_url("recover")
         member = await join_v2(url)
