@@ -488,8 +488,15 @@ class MemoryRegistry(Registry):
             del names[key]
             return
         record.expires = _now() + reservation
-        self._state.reserved.append((record.expires, name))
+        reserved = self._state.reserved
+        reserved.append((record.expires, name))
         self._forget_expired()
+        # Bounded in number (each costs memory): past it, the oldest reservation ends early.
+        while len(reserved) > self._state.settings.max_reservations:
+            expires, oldest = reserved.popleft()
+            kept = self._current(oldest)
+            if kept is not None and kept.holds == 0 and kept.expires == expires:
+                del self._state.names[name_key(oldest)]
 
     async def set_away(self, name: str, message: str | None) -> None:
         record = self._current(name)

@@ -283,6 +283,12 @@ class Settings:
         check=not_negative,
         metavar="SECONDS",
     )
+    max_reservations: int = option(
+        100_000,
+        "with `memory://`: names kept reserved for their tokens at once; past it, the oldest "
+        "reservation ends early",
+        check=positive,
+    )
     node_name: str = option(
         "",
         "a name for this process in `/health` and among the processes of a shared broker "

@@ -210,3 +210,32 @@ async def test_loopback_counts_like_any_address(server_factory) -> None:  # type
             await second.recv()
     finally:
         await first.close()
+
+
+async def test_join_and_leave_churn_from_one_address_is_held_to_its_handshake_share(
+    server_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    """The probe's churn (joins and leaves as fast as one address can): each cycle is a new
+    handshake, so the room hears at most the address's share of them, while another
+    address's member there goes on chatting."""
+    server: RunningServer = server_factory(max_handshakes_per_address=60)
+    room = fresh_room("churn")
+    watcher = await join(server.chat_url(room), **from_address("127.0.0.13"))
+    refused = cycles = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 2
+    while loop.time() < deadline:
+        try:
+            ws = await websockets.connect(server.chat_url(room), **from_address("127.0.0.12"))
+        except InvalidStatus as exc:
+            assert exc.response.status_code == 429
+            refused += 1
+            continue
+        await ws.recv()
+        await ws.close()
+        cycles += 1
+    assert cycles <= 62 and refused > 0  # a minute's share (60), and what 2 s add to it
+    await watcher.ws.send("still chatting")
+    frames = await watcher.recv_until(lambda f: f.endswith(":: still chatting"), timeout=10)
+    assert sum(f.endswith(" joined the chat") for f in frames) == cycles
+    await watcher.close()

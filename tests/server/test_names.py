@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
+from typing import Any
 
 import pytest
 import websockets
@@ -194,3 +195,32 @@ async def test_a_name_is_one_persons_across_processes() -> None:
         while not await free():
             assert asyncio.get_running_loop().time() < deadline, "the name was never freed"
             await asyncio.sleep(0.05)
+
+
+@pytest.mark.memory_only
+async def test_reservations_are_bounded_the_oldest_ending_first(
+    server_factory: Any,
+) -> None:
+    """With room for 3 reservations, the 4th and 5th names given up end the two oldest
+    reservations early: those names are free again, the newer ones still kept."""
+    server = server_factory(max_reservations=3)
+    names = [fresh_name(f"Res{i}") for i in range(5)]
+    for name in names:
+        member = await join_v2(server.chat_url(fresh_room()), f"name={name}")
+        await member.close()
+    url = server.chat_url(fresh_room())
+
+    async def free(name: str) -> bool:
+        try:
+            member = await join(f"{url}?name={name}")
+        except (ConnectionClosed, AssertionError):
+            return False
+        await member.close()
+        return True
+
+    # Each release is its own leave: wait until the server has taken the fifth.
+    deadline = asyncio.get_running_loop().time() + 5
+    while not await free(names[1]):
+        assert asyncio.get_running_loop().time() < deadline, "the second oldest is still kept"
+    assert await free(names[0])
+    assert [await free(n) for n in names[2:]] == [False, False, False]
