@@ -78,7 +78,7 @@ class ChatSession:
         """An admitted connection from ``address`` (see ``Node.admit``): it is released when
         it leaves."""
         self.node = node
-        self.address_key = address
+        self.client_address = address
         # The room as the client addressed it; ``room`` is the broker's (for a conversation,
         # "@NAME", its own: see conversation.py).
         self.address = room
@@ -267,7 +267,7 @@ class ChatSession:
     async def _receive_frames(self, member: Member) -> tuple[int | str, Ending | None]:
         """Read and publish the member's frames until it goes; returns (log code, ending)."""
         receive = self._receive
-        share = self.node.by_address.get(self.address_key)
+        share = self.node.by_address.get(self.client_address)
         shared = share.messages if share is not None else None
         check = FrameChecks(self.node.settings, self.codec, self._charged, shared).check
         window = self._window = PublishWindow(self)
@@ -429,7 +429,7 @@ class ChatSession:
         """Free this connection's place under the connection limit (once)."""
         if self._admitted:
             self._admitted = False
-            self.node.release(self.address_key)
+            self.node.release(self.client_address)
 
     async def _announce_leave(self) -> None:
         backend = self.node.backend
