@@ -5,6 +5,9 @@ it forwards: the rightmost address of ``X-Forwarded-For`` (or ``Forwarded: for=`
 itself a trusted proxy (each proxy appends the address it saw; the rightmost untrusted one is
 the first that no proxy of ours vouches for). An IPv6 address counts as its /64: one
 customer's prefix, as Ergo counts it.
+
+Also the one rate that all of an address's connections spend their messages from
+(:class:`AddressRate`).
 """
 
 from __future__ import annotations
