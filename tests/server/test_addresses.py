@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import http.client
 import socket
+from collections.abc import Callable
 
 import pytest
 import websockets
@@ -28,12 +29,12 @@ def from_address(host: str) -> dict[str, object]:
     return {"local_addr": (host, 0), "max_queue": None}
 
 
-async def test_one_address_cannot_take_the_others_connections(server_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_one_address_cannot_take_the_others_connections(
+    server_factory: Callable[..., RunningServer],
+) -> None:
     """The probe: 127.0.0.2 opens connections until refused; 127.0.0.3 then joins and chats,
     and the healthy pair in another room loses nothing."""
-    server: RunningServer = server_factory(
-        max_connections_per_address=20, max_handshakes_per_address=0
-    )
+    server = server_factory(max_connections_per_address=20, max_handshakes_per_address=0)
     room = fresh_room("share")
     async with observed(server, fresh_room("share-pair")) as pair:
         held = []
@@ -83,9 +84,9 @@ def _upgrade(port: int, source: str) -> tuple[int, str | None]:
 
 
 def test_new_handshakes_per_address_are_limited_before_any_websocket_work(
-    server_factory,  # type: ignore[no-untyped-def]
+    server_factory: Callable[..., RunningServer],
 ) -> None:
-    server: RunningServer = server_factory(max_handshakes_per_address=10)
+    server = server_factory(max_handshakes_per_address=10)
     statuses = [_upgrade(server.port, "127.0.0.4")[0] for _ in range(10)]
     assert statuses == [101] * 10
     status, retry = _upgrade(server.port, "127.0.0.4")
@@ -94,9 +95,9 @@ def test_new_handshakes_per_address_are_limited_before_any_websocket_work(
 
 
 async def test_an_address_shares_one_message_rate_over_its_connections(
-    server_factory,  # type: ignore[no-untyped-def]
+    server_factory: Callable[..., RunningServer],
 ) -> None:
-    server: RunningServer = server_factory(max_messages_per_address=5)
+    server = server_factory(max_messages_per_address=5)
     room = fresh_room("rate")
     senders = [await join(server.chat_url(room), **from_address("127.0.0.6")) for _ in range(4)]
     try:
@@ -113,13 +114,11 @@ async def test_an_address_shares_one_message_rate_over_its_connections(
 
 
 async def test_behind_a_trusted_proxy_the_forwarded_address_counts(
-    server_factory,  # type: ignore[no-untyped-def]
+    server_factory: Callable[..., RunningServer],
 ) -> None:
     """Connections from the proxy (127.0.0.7) count against the address it forwards; its own
     address is nobody's share, and a forged header from elsewhere is not believed."""
-    server: RunningServer = server_factory(
-        max_connections_per_address=2, trusted_proxy=["127.0.0.7/32"]
-    )
+    server = server_factory(max_connections_per_address=2, trusted_proxy=["127.0.0.7/32"])
     room = fresh_room("proxy")
     url = server.chat_url(room)
 
@@ -149,12 +148,12 @@ async def test_behind_a_trusted_proxy_the_forwarded_address_counts(
 
 
 def test_idle_sockets_of_one_address_push_out_only_their_own(
-    server_factory,  # type: ignore[no-untyped-def]
+    server_factory: Callable[..., RunningServer],
 ) -> None:
     """A client from 127.0.0.11 is slow to send its handshake; meanwhile 127.0.0.9 fills the
     pending table twice over with idle sockets. The idle ones are closed to make room (the
     oldest of the address with the most), and the slow client, the oldest of all, gets in."""
-    server: RunningServer = server_factory(max_pending=20, handshake_timeout=30)
+    server = server_factory(max_pending=20, handshake_timeout=30)
     slow = socket.create_connection(("127.0.0.1", server.port), source_address=("127.0.0.11", 0))
     idle = [
         socket.create_connection(("127.0.0.1", server.port), source_address=("127.0.0.9", 0))
@@ -201,8 +200,10 @@ def test_which_address_counts(
     assert address_key(counted.partition("/")[0]) in (counted, address_key(counted))
 
 
-async def test_loopback_counts_like_any_address(server_factory) -> None:  # type: ignore[no-untyped-def]
-    server: RunningServer = server_factory(max_connections_per_address=1)
+async def test_loopback_counts_like_any_address(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    server = server_factory(max_connections_per_address=1)
     first = await join(server.chat_url(fresh_room("loop")))
     try:
         with pytest.raises((ConnectionClosed, InvalidStatus, AssertionError)):
@@ -213,12 +214,12 @@ async def test_loopback_counts_like_any_address(server_factory) -> None:  # type
 
 
 async def test_join_and_leave_churn_from_one_address_is_held_to_its_handshake_share(
-    server_factory,  # type: ignore[no-untyped-def]
+    server_factory: Callable[..., RunningServer],
 ) -> None:
     """The probe's churn (joins and leaves as fast as one address can): each cycle is a new
     handshake, so the room hears at most the address's share of them, while another
     address's member there goes on chatting."""
-    server: RunningServer = server_factory(max_handshakes_per_address=60)
+    server = server_factory(max_handshakes_per_address=60)
     room = fresh_room("churn")
     watcher = await join(server.chat_url(room), **from_address("127.0.0.13"))
     refused = cycles = 0
