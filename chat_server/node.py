@@ -10,7 +10,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from chat_protocol import close, names
 from chat_protocol.close import Close
@@ -29,9 +29,11 @@ from chat_server.member import Member
 from chat_server.ops.settings import Settings
 
 log = logging.getLogger("chat_server")
+_V = TypeVar("_V")
 
-AWAY_TOKENS = 10_000  # tokens whose last away change a node remembers (for the rate)
-NICK_TOKENS = 10_000  # tokens whose last name changes a node remembers (for the rate)
+# Tokens whose last away change, and whose last name changes, a node remembers (for their
+# rates): the least recently changed are forgotten first.
+RATED_TOKENS = 10_000
 ADDRESS_BURST_SECONDS = 2.0  # an address's messages: this many seconds' worth at once
 
 
@@ -53,6 +55,14 @@ class NameLease:
         secret)."""
         token = None if self.token is None else tokens.Token(name, self.token.secret)
         return NameLease(name, token, self.resumed)
+
+
+def _remember(table: OrderedDict[str, _V], token_id: str, value: _V) -> None:
+    """Keep ``value`` for ``token_id`` in a table of at most RATED_TOKENS."""
+    table[token_id] = value
+    table.move_to_end(token_id)
+    while len(table) > RATED_TOKENS:
+        table.popitem(last=False)
 
 
 class AddressShare:
@@ -189,10 +199,7 @@ class Node:
         last = self._away_at.get(token_id)
         if last is not None and now - last < AWAY_EVERY:
             return
-        self._away_at[token_id] = now
-        self._away_at.move_to_end(token_id)
-        while len(self._away_at) > AWAY_TOKENS:
-            self._away_at.popitem(last=False)
+        _remember(self._away_at, token_id, now)
         if message is None:
             changed = PersonChanged(token_id, Change.BACK, name)
         else:
@@ -219,10 +226,7 @@ class Node:
         if len(recent) >= NICK_CHANGES:
             return f"name changes: at most {NICK_CHANGES} every {NICK_WINDOW:g} s; still {old}"
         # Every attempt counts (a taken name costs the broker a call too).
-        self._nicks_at[token_id] = [*recent, now]
-        self._nicks_at.move_to_end(token_id)
-        while len(self._nicks_at) > NICK_TOKENS:
-            self._nicks_at.popitem(last=False)
+        _remember(self._nicks_at, token_id, [*recent, now])
         try:
             if not await self.backend.registry.rename_name(old, new, lease.token.digest):
                 return close.NAME_TAKEN.text(new)

@@ -427,12 +427,8 @@ class ChatController(Observable):
         """Say we are away (``None``: back) through one connected chat.v2 room, the active one
         if it can: the server tells every room we are in. False if none can (said in the log
         unless ``quiet``)."""
-        candidates = [self.active, *self.rooms] if self.active is not None else list(self.rooms)
-        for name in candidates:
-            if self.rooms[name].state is RoomState.CONNECTED and self.links[name].connection.away(
-                message
-            ):
-                return True
+        if self._through_one_room(lambda connection: connection.away(message)):
+            return True
         if not quiet:
             self.say(EntryKind.ERROR, "away needs a room connected to a server that speaks chat.v2")
         return False
@@ -440,14 +436,20 @@ class ChatController(Observable):
     def nick(self, name: str) -> bool:
         """Ask for the name ``name`` through one connected chat.v2 room, the active one if it
         can: the server renames us in every room (or says why not, in that room)."""
-        candidates = [self.active, *self.rooms] if self.active is not None else list(self.rooms)
-        for room in candidates:
-            if self.rooms[room].state is RoomState.CONNECTED and self.links[room].connection.nick(
-                name
-            ):
-                return True
+        if self._through_one_room(lambda connection: connection.nick(name)):
+            return True
         self.say(EntryKind.ERROR, "/nick needs a room connected to a server that speaks chat.v2")
         return False
+
+    def _through_one_room(self, ask: Callable[[Connection], bool]) -> bool:
+        """``ask`` the connection of one connected room, the active one first, until one
+        takes it (a chat.v2 connection); False if none does. For what the server says in
+        every room we are in (away, a nick change)."""
+        candidates = [self.active, *self.rooms] if self.active is not None else list(self.rooms)
+        return any(
+            self.rooms[name].state is RoomState.CONNECTED and ask(self.links[name].connection)
+            for name in candidates
+        )
 
     def idle_check(self) -> None:
         """The screen's once-a-second look: after ``away_after`` minutes without a key, we

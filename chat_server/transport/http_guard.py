@@ -60,6 +60,22 @@ _HANDSHAKES: weakref.WeakKeyDictionary[ServerState, OrderedDict[str, Budget]] = 
 MAX_ADDRESSES = 10_000
 
 
+def _budget_of(
+    budgets: OrderedDict[str, Budget], address: str, rate: float, burst: float, now: float
+) -> Budget:
+    """``address``'s budget in ``budgets`` (a new, full one if it has none), the least
+    recently seen forgotten past MAX_ADDRESSES (the bound fails open: counted in /metrics)."""
+    budget = budgets.get(address)
+    if budget is None:
+        budget = budgets[address] = Budget(rate, burst, now)
+        if len(budgets) > MAX_ADDRESSES:
+            budgets.popitem(last=False)
+            stats.addresses_forgotten += 1
+    else:
+        budgets.move_to_end(address)
+    return budget
+
+
 class _Refused(Exception):
     """Raised inside a parser callback to stop parsing; the response is already chosen."""
 
@@ -220,17 +236,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         per_minute = self.limits.handshakes_per_minute
         if per_minute <= 0:
             return 0.0
-        address = self._address()
-        budgets = self.handshakes
-        budget = budgets.get(address)
         now = self.loop.time()
-        if budget is None:
-            budget = budgets[address] = Budget(per_minute / 60, per_minute, now)
-            if len(budgets) > MAX_ADDRESSES:
-                budgets.popitem(last=False)
-                stats.addresses_forgotten += 1
-        else:
-            budgets.move_to_end(address)
+        budget = _budget_of(self.handshakes, self._address(), per_minute / 60, per_minute, now)
         return 0.0 if budget.spend(1, now) else max(budget.wait(1, now), 1.0)
 
     def _within_rate(self) -> bool:
@@ -238,17 +245,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         rate = self.limits.http_rate
         if rate <= 0 or self.client is None:
             return True
-        address = self._address()
-        budgets = self.budgets
-        budget = budgets.get(address)
         now = self.loop.time()
-        if budget is None:
-            budget = budgets[address] = Budget(rate, rate * FLOOD_BURST_SECONDS, now)
-            if len(budgets) > MAX_ADDRESSES:
-                budgets.popitem(last=False)
-                stats.addresses_forgotten += 1
-        else:
-            budgets.move_to_end(address)
+        budget = _budget_of(self.budgets, self._address(), rate, rate * FLOOD_BURST_SECONDS, now)
         return budget.spend(1, now)
 
     # --- answers --------------------------------------------------------------------------
