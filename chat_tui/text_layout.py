@@ -92,6 +92,14 @@ def wrap(line: str, first: int, rest: int) -> list[tuple[int, int]]:
         if width <= avail:
             used = width
             continue
+        if token.isascii() and token.isprintable():  # one cell a character: cut by counting
+            offset, end = pos, match.end()
+            while used + end - offset > avail:
+                offset += max(avail - used, 1)
+                rows.append((start, offset))
+                start, used, avail = offset, 0, rest
+            used += end - offset
+            continue
         for offset, char in enumerate(token, pos):  # cut a word longer than a row
             size = get_character_cell_size(char)
             if used + size > avail and used > 0:

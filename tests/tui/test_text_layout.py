@@ -91,6 +91,12 @@ def test_wrap_keeps_every_character_in_order_within_the_width(
     assert starts == sorted(starts)
 
 
+def test_a_word_longer_than_a_row_fills_every_row_it_is_cut_into() -> None:
+    assert wrap("x" * 25, 10, 7) == [(0, 10), (10, 17), (17, 24), (24, 25)]
+    assert wrap("ok " + "x" * 12, 10, 7) == [(0, 2), (3, 10), (10, 15)]
+    assert wrap("日本" * 6, 10, 7) == [(0, 5), (5, 8), (8, 11), (11, 12)]
+
+
 @settings(max_examples=500)
 @given(
     # Weighted to what the shortcut answers (sent messages), the rest still covered.
