@@ -31,6 +31,10 @@ class CloseCode(IntEnum):
     INTERNAL_ERROR = 1011  # keepalive ping timeout
     SERVICE_RESTART = 1012  # the server restarts, or lost track of the member
     TRY_AGAIN_LATER = 1013  # full, or its broker is unavailable
+    # Private-use codes (RFC 6455 7.4.2): an operator's or moderator's action, a token's end.
+    KICKED = 4001
+    BANNED = 4003
+    TOKEN_EXPIRED = 4004
 
 
 _CODE_NAMES: Final[dict[int, str]] = {
@@ -46,6 +50,9 @@ _CODE_NAMES: Final[dict[int, str]] = {
     CloseCode.INTERNAL_ERROR: "internal error",
     CloseCode.SERVICE_RESTART: "server restarting",
     CloseCode.TRY_AGAIN_LATER: "try again later",
+    CloseCode.KICKED: "kicked",
+    CloseCode.BANNED: "banned",
+    CloseCode.TOKEN_EXPIRED: "token expired",
 }
 
 
@@ -122,6 +129,15 @@ DIRECT_NEEDS_TOKEN: Final = Close(
     Then.RECONNECT,
 )
 NOT_HERE: Final = Close(C.POLICY_VIOLATION, "{} is not here", "direct", _R, Then.GIVE_UP)
+# What operators and moderators decide (docs/protocol.md, "Governance").
+ROOM_LOCKED: Final = Close(C.POLICY_VIOLATION, "room locked", "locked", _R, Then.GIVE_UP)
+NOT_ALLOWED: Final = Close(
+    C.POLICY_VIOLATION, "not allowed in this room", "not_allowed", _R, Then.GIVE_UP
+)
+KICKED: Final = Close(C.KICKED, "kicked: {}", "kicked", _E, Then.GIVE_UP)
+BANNED: Final = Close(C.BANNED, "banned: {}", "banned", _E, Then.GIVE_UP)
+# A signed token's ``exp`` passed: connect again with a fresh one.
+TOKEN_EXPIRED: Final = Close(C.TOKEN_EXPIRED, "token expired", "token", _E, Then.RECONNECT)
 # One client address's share of the server's connections is used up.
 ADDRESS_FULL: Final = Close(
     C.TRY_AGAIN_LATER, "too many connections from your address", "address", _R, Then.BACK_OFF
@@ -180,6 +196,9 @@ _BY_CODE: Final[dict[int, Close]] = {
     C.INTERNAL_ERROR: Close(C.INTERNAL_ERROR, "{}", "ping_timeout", _E, Then.RECONNECT),
     C.SERVICE_RESTART: Close(C.SERVICE_RESTART, "{}", "shutdown", Counted.SHUTDOWN, Then.RECONNECT),
     C.TRY_AGAIN_LATER: Close(C.TRY_AGAIN_LATER, "{}", "limit", _R, Then.RECONNECT),
+    C.KICKED: Close(C.KICKED, "{}", "kicked", _E, Then.GIVE_UP),
+    C.BANNED: Close(C.BANNED, "{}", "banned", _E, Then.GIVE_UP),
+    C.TOKEN_EXPIRED: Close(C.TOKEN_EXPIRED, "{}", "token", _E, Then.RECONNECT),
 }
 _ANY: Final = Close(C.NORMAL, "{}", "other", Counted.OTHER, Then.RECONNECT)
 
@@ -191,6 +210,11 @@ TABLE: Final[tuple[Close, ...]] = (
     DIRECT_NEEDS_V2,
     DIRECT_NEEDS_TOKEN,
     NOT_HERE,
+    ROOM_LOCKED,
+    NOT_ALLOWED,
+    KICKED,
+    BANNED,
+    TOKEN_EXPIRED,
     SERVER_FULL,
     ADDRESS_FULL,
     BROKER_UNAVAILABLE,

@@ -33,6 +33,12 @@ class Codec(Protocol):
     def nick(self, old: str, new: str, time: float) -> str:
         """A member's name change."""
 
+    def kick(self, name: str, reason: str, time: float) -> str:
+        """A member removed from the room by an operator or moderator, in place of its leave."""
+
+    def topic(self, topic: str | None, time: float) -> str:
+        """The room's topic changed (``None``: cleared)."""
+
     def error(self, description: str, nonce: str | None = None) -> str:
         """Something refused, for one connection (``nonce``: the send it refuses)."""
 
@@ -59,9 +65,10 @@ class Codec(Protocol):
         resumed: bool,
         history: int,
         read: int | None = None,
+        topic: str | None = None,
     ) -> str:
         """Numbered dialects: the first frame, in place of the own join notice (``read``: the
-        offset the token last read in the room, if one is kept)."""
+        offset the token last read in the room, if one is kept; ``topic``: the room's)."""
 
     def parse(self, frame: str) -> ServerFrame:
         """A server frame as a client reads it; never raises."""

@@ -19,6 +19,10 @@ class FrameKind(StrEnum):
     NICK = "nick"  # ``name`` is now known as ``text``
     # chat.v2: ``name`` wrote to you in your conversation with them (open it: ``@name``)
     DIRECT = "direct"
+    # ``name`` was removed from the room by an operator or moderator; ``text`` says why
+    KICK = "kick"
+    # The room's topic is ``text`` now (empty: none)
+    TOPIC = "topic"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,7 @@ class Welcome:
     resumed: bool
     history: int  # message frames of history or recovery that follow, before the live ones
     read: int | None = None  # the offset this token last read here (absent: none kept)
+    topic: str | None = None  # the room's topic, if it has one
 
 
 @dataclass(frozen=True, slots=True)

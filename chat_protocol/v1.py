@@ -7,6 +7,9 @@ Frames are WebSocket text frames:
 * leave notice:   ``{name} left the chat``
 * error notice:   ``error: {description}`` (sent to one connection only)
 * name change:    ``{old} is now known as {new}`` (a chat.v2 member's ``nick``)
+* kick notice:    ``{name} was kicked: {reason}`` (in place of its leave notice)
+* topic notice:   ``topic: {topic}`` (right after the own join notice, and when it changes;
+  ``topic: `` alone when it is cleared)
 
 A frame without ``" :: "`` is a notice. A message's line breaks travel as ``"\\n"`` plus
 :data:`CONTINUATION_INDENT`, so that a client that prints frames line by line can never show a
@@ -26,6 +29,8 @@ JOINED_SUFFIX: Final = " joined the chat"
 LEFT_SUFFIX: Final = " left the chat"
 ERROR_PREFIX: Final = "error: "
 NICK_INFIX: Final = " is now known as "
+KICKED_INFIX: Final = " was kicked: "
+TOPIC_PREFIX: Final = "topic: "
 
 # Every line of a multi-line message after the first goes out behind this indent: a frame's
 # first line starts with a name or ``error: ``, never with a space, so no continuation line can
@@ -66,6 +71,15 @@ def format_nick(old: str, new: str) -> str:
     return f"{old}{NICK_INFIX}{new}"
 
 
+def format_kick(name: str, reason: str) -> str:
+    return f"{name}{KICKED_INFIX}{reason}"
+
+
+def format_topic(topic: str | None) -> str:
+    # A notice stays a notice: the topic is one line, without the chat separator.
+    return TOPIC_PREFIX + (topic or "").replace(SEPARATOR, " : ")
+
+
 def format_error(description: str) -> str:
     # An error notice must stay a notice: it never contains the chat separator.
     return ERROR_PREFIX + description.replace(SEPARATOR, " : ")
@@ -86,6 +100,11 @@ def parse_frame(frame: str) -> Frame:
         name = frame[: -len(LEFT_SUFFIX)]
         if is_valid_name(name):
             return Frame(FrameKind.LEAVE, frame, name)
+    if frame.startswith(TOPIC_PREFIX):
+        return Frame(FrameKind.TOPIC, frame[len(TOPIC_PREFIX) :])
+    kicked, infix, reason = frame.partition(KICKED_INFIX)
+    if infix and is_valid_name(kicked):
+        return Frame(FrameKind.KICK, reason, kicked)
     old, infix, new = frame.partition(NICK_INFIX)
     if infix and is_valid_name(old) and is_valid_name(new):
         return Frame(FrameKind.NICK, new, old)
@@ -115,6 +134,12 @@ class TextCodec:
 
     def nick(self, old: str, new: str, time: float) -> str:
         return format_nick(old, new)
+
+    def kick(self, name: str, reason: str, time: float) -> str:
+        return format_kick(name, reason)
+
+    def topic(self, topic: str | None, time: float) -> str:
+        return format_topic(topic)
 
     def error(self, description: str, nonce: str | None = None) -> str:
         return format_error(description)

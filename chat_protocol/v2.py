@@ -55,6 +55,8 @@ class Type(StrEnum):
     BACK = "back"  # a client's, and the server's (with the name)
     NICK = "nick"  # a client's (the name it wants), and the server's (old and new)
     DIRECT = "direct"  # the server's: someone wrote to you (open "@name")
+    KICK = "kick"  # the server's: a member removed by an operator (in place of its leave)
+    TOPIC = "topic"  # the server's: the room's topic changed
 
 
 def _dumps(obj: dict[str, Any]) -> str:
@@ -113,6 +115,7 @@ def welcome(
     resumed: bool,
     history: int,
     read: int | None = None,
+    topic: str | None = None,
 ) -> str:
     body: dict[str, Any] = {
         "type": Type.WELCOME,
@@ -127,6 +130,8 @@ def welcome(
     }
     if read is not None:  # only for a token that reported reads here: opt-in by use
         body["read"] = read
+    if topic:  # only in a room that has one
+        body["topic"] = topic
     return _dumps(body)
 
 
@@ -176,6 +181,14 @@ def direct(name: str, time: float) -> str:
     return _dumps({"type": Type.DIRECT, "name": name, "time": format_time(time)})
 
 
+def kick(name: str, reason: str, time: float) -> str:
+    return _dumps({"type": Type.KICK, "name": name, "reason": reason, "time": format_time(time)})
+
+
+def topic_changed(topic: str | None, time: float) -> str:
+    return _dumps({"type": Type.TOPIC, "topic": topic, "time": format_time(time)})
+
+
 def ack(nonce: str, offset: int, time: float) -> str:
     return _dumps({"type": Type.ACK, "nonce": nonce, "offset": offset, "time": format_time(time)})
 
@@ -218,6 +231,7 @@ def _read_welcome(body: dict[str, Any]) -> ServerFrame:
         bool(body.get("resumed", False)),
         _offset(body.get("history", 0)),
         None if body.get("read") is None else _offset(body["read"]),
+        None if not body.get("topic") else str(body["topic"]),
     )
 
 
@@ -246,12 +260,23 @@ def _read_direct(body: dict[str, Any]) -> ServerFrame:
     return Frame(FrameKind.DIRECT, "", str(body["name"]), time=parse_time(body["time"]))
 
 
+def _read_kick(body: dict[str, Any]) -> ServerFrame:
+    reason = str(body.get("reason") or "")
+    return Frame(FrameKind.KICK, reason, str(body["name"]), time=parse_time(body["time"]))
+
+
+def _read_topic(body: dict[str, Any]) -> ServerFrame:
+    return Frame(FrameKind.TOPIC, str(body.get("topic") or ""), time=parse_time(body["time"]))
+
+
 _SERVER_FRAMES: Final[dict[str, Callable[[dict[str, Any]], ServerFrame]]] = {
     Type.TYPING: _read_typing,
     Type.AWAY: _read_away,
     Type.BACK: _read_back,
     Type.NICK: _read_nick,
     Type.DIRECT: _read_direct,
+    Type.KICK: _read_kick,
+    Type.TOPIC: _read_topic,
     Type.MESSAGE: _read_message,
     Type.JOIN: _read_presence,
     Type.LEAVE: _read_presence,
@@ -411,6 +436,12 @@ class JsonCodec:
     def direct(self, name: str, time: float) -> str:
         return direct(name, time)
 
+    def kick(self, name: str, reason: str, time: float) -> str:
+        return kick(name, reason, time)
+
+    def topic(self, topic: str | None, time: float) -> str:
+        return topic_changed(topic, time)
+
     def error(self, description: str, nonce: str | None = None) -> str:
         return error(description, nonce)
 
@@ -434,8 +465,9 @@ class JsonCodec:
         resumed: bool,
         history: int,
         read: int | None = None,
+        topic: str | None = None,
     ) -> str:
-        return welcome(room, name, epoch, offset, resume, recovered, resumed, history, read)
+        return welcome(room, name, epoch, offset, resume, recovered, resumed, history, read, topic)
 
     def parse(self, frame: str) -> ServerFrame:
         return parse_frame(frame)

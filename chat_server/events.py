@@ -19,6 +19,8 @@ Each connection speaks one dialect (``chat_protocol.codec``). An event is encode
 dialect for all the members that speak it: :meth:`RoomEvent.frame` keeps the text of each, and
 ``wire`` its WebSocket frame (filled by ``member.py``).
 
+A kick is a leave with a reason: it removes the member's presence as a leave does.
+
 A leave whose ``text`` is :data:`REPLACED` was published by the join of a newer connection under
 the same name (a client that came back before its old connection was noticed gone).
 """
@@ -45,6 +47,9 @@ class EventKind(StrEnum):
     # A member's new name (``name``: the old, ``text``: the new): to every member, like a
     # join; the presence entry takes the new name in the same step.
     NICK = "nick"
+    # A member removed by an operator or moderator (``text``: why): its leave, as every
+    # member sees it.
+    KICK = "kick"
 
 
 # Events that take a serial but no offset, are never stored, and reach chat.v2 members only.
@@ -108,6 +113,8 @@ class RoomEvent:
                 frame = codec.message(self.name, self.text, self.offset, self.time)
             elif self.kind is _NICK:
                 frame = codec.nick(self.name, self.text, self.time)
+            elif self.kind is EventKind.KICK:
+                frame = codec.kick(self.name, self.text, self.time)
             elif self.kind is EventKind.TYPING:
                 frame = codec.typing(self.name)
             elif self.kind is EventKind.AWAY or self.kind is EventKind.BACK:

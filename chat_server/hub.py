@@ -25,7 +25,7 @@ from typing import Protocol
 from chat_server.backends.base import ChannelBackend
 from chat_server.events import SIGNALS, EventKind, RoomEvent
 
-_LEAVE = EventKind.LEAVE
+_LEAVE, _KICK = EventKind.LEAVE, EventKind.KICK
 _MESSAGE = EventKind.MESSAGE
 
 
@@ -114,7 +114,7 @@ class RoomHub:
                         raise
                     self._on_failed(room, member, exc)
             return
-        if event.kind is _LEAVE:
+        if event.kind is _LEAVE or event.kind is _KICK:
             # A member leaves the hub before its leave is announced: one that is still here
             # was replaced by a newer connection under its name, or reaped.
             for member in members:

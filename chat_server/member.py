@@ -87,6 +87,7 @@ class Member:
         "_joined",
         "_queued_bytes",
         "ack_prefix",
+        "after_join",
         "closed",
         "codec",
         "join_name",
@@ -129,6 +130,8 @@ class Member:
         # A numbered dialect always holds: its welcome comes first.
         self._held: list[RoomEvent] | None = [] if hold or codec.numbered else None
         self._joined: asyncio.Future[None] | None = None
+        # A frame of its own right after its join notice (the room's topic, text dialect).
+        self.after_join: str | None = None
 
     def deliver(self, event: RoomEvent) -> None:
         """Fan-out's hot path, one call per member and event: never blocks."""
@@ -156,10 +159,13 @@ class Member:
                 self._joined.set_result(None)
             if held is None:
                 self._gated = False
-                return True
+                if self.after_join is None:
+                    return True
             if not self.codec.numbered:
                 # The join notice first, then the history (a welcome takes its place).
                 self._enqueue_event(event)
+                if self.after_join is not None:
+                    self._enqueue(self.after_join)
             return False
         assert held is not None
         held.append(event)

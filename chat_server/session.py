@@ -49,6 +49,7 @@ from chat_server.backends.base import (
 from chat_server.checks import Ending, FrameChecks, Refusal
 from chat_server.conversation import Conversation
 from chat_server.events import EventKind, Published, StoredMessage
+from chat_server.governance import rule_reason
 from chat_server.member import AsgiMember, Member, TransportMember, text_size
 from chat_server.node import NameLease, NameRefused, Node
 
@@ -105,6 +106,9 @@ class ChatSession:
         self.left = False
         # Set once the join publish is over (done or failed): a leave is announced after it.
         self._join_settled = asyncio.Event()
+        # Why an operator or moderator removed it (its leave is then a kick), if they did.
+        self._removed_why: str | None = None
+        self._last_sent = 0.0  # when its last message went out (slow mode)
 
     async def run(self) -> None:
         node, codec = self.node, self.codec
@@ -112,6 +116,15 @@ class ChatSession:
         if codec.subprotocol is not None:
             accept["subprotocol"] = codec.subprotocol
         await self._send(accept)
+        governance = node.governance
+        if self.conversation is None and governance.room(self.room).locked:
+            await self._close_now(Ending(close.ROOM_LOCKED))
+            return
+        # The name asked for too: a banned name may be kept for its token, and refused as taken.
+        ban = governance.banned(self.room, self.request.name, None, self.client_address)
+        if ban is not None:
+            await self._close_now(Ending(close.BANNED, rule_reason(ban)))
+            return
         try:
             if self.conversation is not None:
                 lease = await node.claim_name(self.request.resume, tokened=True)
@@ -131,6 +144,15 @@ class ChatSession:
         except NameRefused as refused:
             await self._close_now(Ending(refused.close, refused.detail))
             return
+        ban = governance.banned(
+            self.room, lease.name, None if lease.token is None else lease.token_id,
+            self.client_address,
+        )  # fmt: skip
+        if ban is not None:
+            with contextlib.suppress(BrokerUnavailable):
+                await node.backend.registry.release_name(lease.name)
+            await self._close_now(Ending(close.BANNED, rule_reason(ban)))
+            return
         self.lease = lease
         self.name = lease.name
         settings = node.settings
@@ -149,8 +171,11 @@ class ChatSession:
                 self.name, self.room, codec, settings.send_buffer, self._dropped, self._send,
                 **options,
             )  # fmt: skip
+        topic = governance.room(self.room).topic
+        if topic and not codec.numbered:
+            member.after_join = codec.topic(topic, time.time())
         self.member = member
-        node.add_session(self, self._token_id)
+        node.add_session(self, self.token_id)
         ending: Ending | None = None
         code: int | str = CloseCode.NORMAL
         try:
@@ -232,6 +257,7 @@ class ChatSession:
                 codec.welcome(
                     self.address, self.name, joined.epoch, joined.offset, str(lease.token),
                     recovered, lease.resumed, len(messages), read,
+                    self.node.governance.room(self.room).topic,
                 )
             )  # fmt: skip
         # Then who wrote to us in conversations we have no connection to (chat.v2).
@@ -272,6 +298,7 @@ class ChatSession:
         check = FrameChecks(self.node.settings, self.codec, self._charged, shared).check
         window = self._window = PublishWindow(self)
         publish = window.publish
+        restricted = self.node.governance.restricted
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
@@ -280,6 +307,11 @@ class ChatSession:
                 return CloseCode.NORMAL, None
             verdict = check(message)
             if isinstance(verdict, Send):
+                if self.room in restricted:
+                    refused = self._restriction()
+                    if refused is not None:
+                        self._refuse(refused, verdict.nonce)
+                        continue
                 failed = publish(verdict)
                 if failed is not None:
                     return failed.close.label, failed
@@ -315,7 +347,7 @@ class ChatSession:
         raise TypeError(f"no answer for a {type(frame).__name__}")
 
     @property
-    def _token_id(self) -> str | None:
+    def token_id(self) -> str | None:
         lease = self.lease
         return None if lease is None or lease.token is None else lease.token_id
 
@@ -325,6 +357,30 @@ class ChatSession:
         problem = await self.node.rename(self.lease, nick.name)
         if problem is not None:
             self._refuse(problem, nick.nonce)
+
+    def _restriction(self) -> str | None:
+        """Why a message cannot go out now in a room with mutes or slow mode, if it cannot."""
+        governance = self.node.governance
+        mute = governance.muted(self.room, self.name)
+        if mute is not None:
+            why = rule_reason(mute)
+            return f"you are muted in this room: {why}" if why else "you are muted in this room"
+        slow = governance.room(self.room).slow
+        now = time.monotonic()
+        if slow > 0 and now - self._last_sent < slow:
+            return f"slow mode: one message every {slow:g} s"
+        self._last_sent = now
+        return None
+
+    def removed_by(self, why: Close, reason: str) -> None:
+        """Closed by an operator's or moderator's decision: its leave is a kick."""
+        if self._removed_why is None:
+            self._removed_why = why.text(reason) if why is not close.KICKED else reason
+        self.drop(why, reason)
+
+    def tell_topic(self, topic: str | None) -> None:
+        if self.member is not None:
+            self.member.deliver_private(self.codec.topic(topic, time.time()))
 
     def person_changed(self, changed: PersonChanged) -> None:
         """Something happened to our token's user (every one of its connections hears it)."""
@@ -420,7 +476,7 @@ class ChatSession:
         self.left = True
         self.member.close()
         self.node.hub.exit(self.room, self.member)
-        self.node.remove_session(self, self._token_id)
+        self.node.remove_session(self, self.token_id)
         self.release()
         log.info("left room=%s name=%s code=%s", self._logged_room, self.name, code)
         return self._announce_leave()
@@ -437,9 +493,11 @@ class ChatSession:
         # Without the broker neither can be done now; the broker's reaper does them later.
         with contextlib.suppress(BrokerUnavailable):
             # Only our own join's presence: not a newer connection's under the same name.
-            await backend.channels.publish(
-                self.room, EventKind.LEAVE, self.name, ref=self._join_serial
-            )
+            if self._removed_why is not None:
+                kind, text = EventKind.KICK, self._removed_why
+            else:
+                kind, text = EventKind.LEAVE, ""
+            await backend.channels.publish(self.room, kind, self.name, text, ref=self._join_serial)
             await backend.registry.release_name(self.name)
 
     def _close_later(self, ending: Ending) -> Awaitable[None] | None:

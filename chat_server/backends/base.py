@@ -36,6 +36,7 @@ Contract every backend keeps:
 
 from __future__ import annotations
 
+import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Generator
@@ -67,6 +68,98 @@ class PersonChanged:
 
 
 OnPerson = Callable[[PersonChanged], None]
+
+
+class RuleKind(StrEnum):
+    """What an operator or moderator decided that lasts (``chat_server.governance``)."""
+
+    BAN = "ban"  # key: "{room or ''} name:{name key}" / "... address:{network}"
+    MUTE = "mute"  # key: "{room} {name key}"
+    ROOM = "room"  # key: the room; value: topic, slow, locked
+    TOKEN = "token"  # key: a moderator token's digest; value: label, rooms
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One lasting decision, kept by the broker for every node: ``value`` is JSON's, and the
+    rule ends by itself at ``expires`` (Unix time; None: never)."""
+
+    kind: RuleKind
+    key: str
+    value: dict[str, Any]
+    expires: float | None = None
+
+    def live(self, now: float) -> bool:
+        return self.expires is None or now < self.expires
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "kind": self.kind.value,
+                "key": self.key,
+                "value": self.value,
+                "expires": self.expires,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> Rule:
+        """Raises ValueError (or KeyError, TypeError) for what is not a rule."""
+        body = json.loads(data)
+        expires = body.get("expires")
+        return cls(
+            RuleKind(body["kind"]),
+            str(body["key"]),
+            dict(body["value"]),
+            None if expires is None else float(expires),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RuleDropped:
+    kind: RuleKind
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Kick:
+    """Close ``name``'s connections to ``room`` (every room: None) with ``reason``."""
+
+    name: str
+    room: str | None
+    reason: str
+
+
+# What every node is told of the operators' decisions: a rule kept or dropped, a kick.
+Governed = Rule | RuleDropped | Kick
+OnGoverned = Callable[[Governed], None]
+# Rules the broker keeps at most (bans, mutes, rooms' settings, moderator tokens).
+MAX_RULES = 100_000
+
+
+class RulesFull(Exception):
+    """MAX_RULES are kept already: drop some (or wait for bans to end) first."""
+
+
+def governed_to_json(governed: Governed) -> str:
+    if isinstance(governed, Rule):
+        return governed.to_json()
+    if isinstance(governed, RuleDropped):
+        return json.dumps({"dropped": governed.kind.value, "key": governed.key})
+    return json.dumps({"kick": governed.name, "room": governed.room, "reason": governed.reason})
+
+
+def governed_from_json(data: str | bytes) -> Governed:
+    """Raises ValueError (or KeyError, TypeError) for what is none of them."""
+    body = json.loads(data)
+    if "dropped" in body:
+        return RuleDropped(RuleKind(body["dropped"]), str(body["key"]))
+    if "kick" in body:
+        room = body.get("room")
+        return Kick(str(body["kick"]), None if room is None else str(room), str(body["reason"]))
+    return Rule.from_json(data)
+
 
 # Nonces remembered per room for exactly-once: each token's last DEDUP_PER_TOKEN sends with a
 # nonce (so that others' sends cannot age them out), and at most DEDUP_PER_ROOM in all (the
@@ -318,6 +411,7 @@ class Backend(ABC):
         self.status = BrokerStatus(available=True)
         self._on_status: Callable[[BrokerStatus], None] | None = None
         self._on_person: OnPerson | None = None
+        self._on_governed: OnGoverned | None = None
 
     @property
     @abstractmethod
@@ -339,6 +433,31 @@ class Backend(ABC):
     async def announce(self, changed: PersonChanged) -> None:
         """Tell every node (this one too) what happened to the connections of a token (away,
         back, a new name, a direct message), so that each acts on it for those it holds."""
+
+    def on_governed(self, callback: OnGoverned) -> None:
+        """Call ``callback`` on every node for every rule kept or dropped and every kick."""
+        self._on_governed = callback
+
+    @abstractmethod
+    async def keep_rule(self, rule: Rule) -> None:
+        """Keep ``rule`` (in place of any of the same kind and key) and tell every node.
+        Raises :class:`RulesFull` for a new rule past MAX_RULES."""
+
+    @abstractmethod
+    async def drop_rule(self, kind: RuleKind, key: str) -> bool:
+        """Forget a rule and tell every node; ``False`` if there was none."""
+
+    @abstractmethod
+    async def rules(self) -> list[Rule]:
+        """Every rule in force (what a node starts from, and reloads after an outage)."""
+
+    @abstractmethod
+    async def kick(self, kick: Kick) -> None:
+        """Tell every node to close the connections ``kick`` names."""
+
+    def _governed(self, governed: Governed) -> None:
+        if self._on_governed is not None:
+            self._on_governed(governed)
 
     def on_status(self, callback: Callable[[BrokerStatus], None]) -> None:
         """Call ``callback`` on every change of :attr:`status`."""

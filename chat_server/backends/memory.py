@@ -28,6 +28,7 @@ from chat_server.backends.base import (
     DEDUP_PER_TOKEN,
     DIRECTS_PER_TOKEN,
     INBOXES,
+    MAX_RULES,
     READ_POSITIONS,
     Backend,
     ChannelBackend,
@@ -35,9 +36,14 @@ from chat_server.backends.base import (
     Deliver,
     History,
     Holder,
+    Kick,
     PersonChanged,
     Publishing,
     Registry,
+    Rule,
+    RuleDropped,
+    RuleKind,
+    RulesFull,
     Settled,
     dedup_token,
 )
@@ -571,10 +577,33 @@ class MemoryBackend(Backend):
         self.channels = MemoryChannels(self._state, node_id)
         self.registry = MemoryRegistry(self._state)
         self.history = MemoryHistory(self._state)
+        self._rules: dict[tuple[RuleKind, str], Rule] = {}
 
     @property
     def url(self) -> str:
         return "memory://"
+
+    async def keep_rule(self, rule: Rule) -> None:
+        now = time.time()
+        if (rule.kind, rule.key) not in self._rules and len(self._rules) >= MAX_RULES:
+            self._rules = {k: r for k, r in self._rules.items() if r.live(now)}
+            if len(self._rules) >= MAX_RULES:
+                raise RulesFull
+        self._rules[rule.kind, rule.key] = rule
+        self._governed(rule)  # this node is every node there is
+
+    async def drop_rule(self, kind: RuleKind, key: str) -> bool:
+        if self._rules.pop((kind, key), None) is None:
+            return False
+        self._governed(RuleDropped(kind, key))
+        return True
+
+    async def rules(self) -> list[Rule]:
+        now = time.time()
+        return [rule for rule in self._rules.values() if rule.live(now)]
+
+    async def kick(self, kick: Kick) -> None:
+        self._governed(kick)
 
     async def start(self) -> None:
         pass

@@ -17,6 +17,7 @@ from chat_protocol import close, http, names
 from chat_server import asgi
 from chat_server.backends.base import BrokerUnavailable, public_reason
 from chat_server.backends.factory import open_backend
+from chat_server.http import admin
 from chat_server.http.cache import Answers
 from chat_server.http.endpoint import ChatEndpoint
 from chat_server.loop_lag import monitor
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None) -> ChatApplication:
             return JSONResponse(http.error_body(http.no_room_detail(room)), 404)
         return JSONResponse(http.members_body(room, members, await registry.away(members)))
 
+    admin.install(api, node)
     return ChatApplication(node, api)
 
 

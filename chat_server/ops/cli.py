@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import Field
 from typing import Any
 
+from chat_server.ops import admin_cli
 from chat_server.ops.settings import (
     Settings,
     default_text,
@@ -22,7 +23,7 @@ from chat_server.ops.settings import (
     value_type,
 )
 
-COMMANDS = ("run", "start", "stop", "status")
+COMMANDS = ("run", "start", "stop", "status", "admin")
 
 
 def _server_options() -> list[Field[Any]]:
@@ -55,11 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="WebSocket room chat server. Every option can also be set as a "
         "CHAT_SERVER_<OPTION> environment variable (e.g. CHAT_SERVER_PORT=9000).",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{run,start,stop,status}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,start,stop,status,admin}")
     run = sub.add_parser("run", help="run in the foreground (the default)")
     start = sub.add_parser("start", help="run in the background; returns once it answers")
     stop = sub.add_parser("stop", help="stop the background server")
     status = sub.add_parser("status", help="say whether a background server runs")
+    admin_cli.add_parser(sub)
     for p in (parser, run, start):
         _add_server_options(p)
     for p in (stop, status):
@@ -91,6 +93,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "admin":
+        return admin_cli.main(args, parser)
     try:
         settings = settings_from_args(args)
     except ValueError as exc:

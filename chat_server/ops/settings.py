@@ -47,6 +47,43 @@ def cidrs(value: tuple[str, ...]) -> str | None:
     return None
 
 
+# An admin token: at least this many characters (the file's owner makes them up).
+MIN_ADMIN_TOKEN_CHARS = 16
+
+
+def admin_tokens(path: str) -> list[tuple[str, str]]:
+    """The (label, token) pairs of an admin token file: one per line, ``LABEL TOKEN`` or just
+    ``TOKEN`` (labelled ``admin``); blank lines and ``#`` comments skipped. Raises ValueError
+    (OSError for a file that cannot be read) for a file without a token, or a short one."""
+    pairs = []
+    with open(path, encoding="utf-8") as file:
+        for number, line in enumerate(file, 1):
+            words = line.split()
+            if not words or words[0].startswith("#"):
+                continue
+            if len(words) > 2:
+                raise ValueError(f"{path}:{number}: a line is `LABEL TOKEN` or `TOKEN`")
+            label, token = words if len(words) == 2 else ("admin", words[0])
+            if len(token) < MIN_ADMIN_TOKEN_CHARS:
+                raise ValueError(
+                    f"{path}:{number}: a token has at least {MIN_ADMIN_TOKEN_CHARS} characters"
+                )
+            pairs.append((label, token))
+    if not pairs:
+        raise ValueError(f"{path} holds no token")
+    return pairs
+
+
+def a_token_file(value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        admin_tokens(value)
+    except (OSError, ValueError) as exc:
+        return f"cannot be used: {exc}"
+    return None
+
+
 def at_least_one(value: int) -> str | None:
     return None if value >= 1 else "must be at least 1"
 
@@ -130,6 +167,14 @@ class Settings:
         "a browser origin allowed to connect (repeatable; `*` for any)",
         metavar="ORIGIN",
         default_text="none",
+    )
+    admin_token_file: str = option(
+        "",
+        "a file of admin tokens (one a line: `LABEL TOKEN`, or `TOKEN`); turns on the admin "
+        "API under `/admin/`, which is 404 without it",
+        metavar="PATH",
+        default_text="none (no admin API)",
+        check=a_token_file,
     )
     # Proxies whose forwarding headers say the client's address (see chat_server.addresses).
     trusted_proxy: tuple[str, ...] = option(

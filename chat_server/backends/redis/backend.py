@@ -33,11 +33,19 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.exceptions import RedisError
 
 from chat_server.backends.base import (
+    MAX_RULES,
     Backend,
     BrokerStatus,
     BrokerUnavailable,
     Change,
+    Kick,
     PersonChanged,
+    Rule,
+    RuleDropped,
+    RuleKind,
+    RulesFull,
+    governed_from_json,
+    governed_to_json,
 )
 from chat_server.backends.redis import keys
 from chat_server.backends.redis.channels import RedisChannels
@@ -56,6 +64,7 @@ from chat_server.loop_lag import running_time
 from chat_server.ops.settings import Settings
 
 _PEOPLE = keys.PEOPLE_CHANNEL.encode()
+_GOVERNANCE = keys.GOVERNANCE_CHANNEL.encode()
 log = logging.getLogger("chat_server.redis")
 
 RETRY_INTERVAL = 0.2  # between reconnection attempts: back within 1 s of Redis answering
@@ -150,10 +159,53 @@ class RedisBackend(Backend):
             token_id, code, name = [*head.split(" "), "", "", ""][:3]
             with contextlib.suppress(ValueError):  # a newer node's change: not ours to act on
                 self._on_person(PersonChanged(token_id, Change(code), name, text))
+        elif channel == _GOVERNANCE:
+            try:
+                governed = governed_from_json(data)
+            except (ValueError, KeyError, TypeError):
+                log.warning("unreadable governance message bytes=%s", len(data))
+                return
+            self._governed(governed)
 
     async def announce(self, changed: PersonChanged) -> None:
         payload = f"{changed.token_id} {changed.change.value} {changed.name}\n{changed.text}"
         await self.redis.call("PUBLISH", keys.PEOPLE_CHANNEL, payload)
+
+    # --- governance ---------------------------------------------------------------------------
+
+    async def keep_rule(self, rule: Rule) -> None:
+        field = f"{rule.kind.value} {rule.key}"
+        args = [field, rule.to_json(), MAX_RULES, keys.GOVERNANCE_CHANNEL]
+        if await self.redis.script("keep_rule", [keys.RULES], args):
+            return
+        await self.rules()  # forget the rules that ended, then try once more
+        if not await self.redis.script("keep_rule", [keys.RULES], args):
+            raise RulesFull
+
+    async def drop_rule(self, kind: RuleKind, key: str) -> bool:
+        told = governed_to_json(RuleDropped(kind, key))
+        args = [f"{kind.value} {key}", told, keys.GOVERNANCE_CHANNEL]
+        return bool(await self.redis.script("drop_rule", [keys.RULES], args))
+
+    async def rules(self) -> list[Rule]:
+        raw = await self.redis.call("HGETALL", keys.RULES)
+        now, kept, ended = time.time(), [], []
+        for field, data in zip(raw[::2], raw[1::2], strict=True):
+            try:
+                rule = Rule.from_json(data)
+            except (ValueError, KeyError, TypeError):
+                log.warning("unreadable rule field=%s", field.decode(errors="replace"))
+                continue
+            if rule.live(now):
+                kept.append(rule)
+            else:
+                ended.append(field)
+        if ended:
+            await self.redis.call("HDEL", keys.RULES, *ended)
+        return kept
+
+    async def kick(self, kick: Kick) -> None:
+        await self.redis.call("PUBLISH", keys.GOVERNANCE_CHANNEL, governed_to_json(kick))
 
     # --- supervision ------------------------------------------------------------------------
 
@@ -212,6 +264,7 @@ class RedisBackend(Backend):
         )
         await self._heartbeat(register=True)
         channels = [self.redis.node_channel.decode(), keys.PEOPLE_CHANNEL]
+        channels.append(keys.GOVERNANCE_CHANNEL)
         channels += [keys.room_channel(room) for room in self.channels.subscribed]
         await self.pubsub.subscribe(channels)
         # The whole path, end to end, before anyone is told it works.

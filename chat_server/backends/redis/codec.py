@@ -4,7 +4,8 @@ The publish script writes the header, so that the stamps it assigns travel with 
 
     v1 {serial} {offset} {epoch} {time_ms} {kind} {origin} {name} {nonce}\\n{text}
 
-``kind`` is ``m``, ``j``, ``l``, ``t`` (typing), ``a`` (away) or ``b`` (back); ``nonce`` is
+``kind`` is ``m``, ``j``, ``l``, ``t`` (typing), ``a`` (away), ``b`` (back), ``n`` (nick)
+or ``k`` (kick: a leave); ``nonce`` is
 ``-`` for none, else percent-encoded (it may hold any character); the text is everything after
 the first newline, verbatim.
 """
@@ -24,6 +25,7 @@ KIND_CODES = {
     EventKind.AWAY: "a",
     EventKind.BACK: "b",
     EventKind.NICK: "n",
+    EventKind.KICK: "k",
 }
 _KINDS = {code: kind for kind, code in KIND_CODES.items()}
 NO_NONCE = "-"

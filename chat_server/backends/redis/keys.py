@@ -19,6 +19,11 @@ NODE_CHANNEL_PREFIX = PREFIX + "node:"  # pub/sub: one channel per node (its pro
 # pub/sub: "{token id} {change} {name}\n{text}" (``base.PersonChanged``: away, back, a new
 # name, a direct message), heard by every node.
 PEOPLE_CHANNEL = PREFIX + "people"
+# Hash: "{kind} {key}" -> a rule's JSON (``base.Rule``: bans, mutes, rooms' settings, moderator
+# tokens), kept without expiry (each rule carries its own end); and the channel where every
+# rule kept or dropped, and every kick, is told to every node (``base.governed_to_json``).
+RULES = PREFIX + "rules"
+GOVERNANCE_CHANNEL = PREFIX + "governance"
 
 
 def room_channel(room: str) -> str:

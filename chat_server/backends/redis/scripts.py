@@ -65,7 +65,7 @@ local entry = ARGV[2] .. ' ' .. name
 local present = redis.call('HGET', KEYS[2], name)
 local owner = present and string.match(present, '^(%S+)')
 if kind ~= 'j' and (owner ~= node or (ARGV[12] ~= '-' and present ~= node .. ' ' .. ARGV[12])) then
-  if kind == 'l' and owner ~= node then redis.call('SREM', KEYS[5], entry) end
+  if (kind == 'l' or kind == 'k') and owner ~= node then redis.call('SREM', KEYS[5], entry) end
   return {0}
 end
 local ttl = ARGV[10]
@@ -454,6 +454,26 @@ return {#nodes, redis.call('ZCARD', KEYS[1]), connections}
 )
 
 
+# KEYS: 1 rules. ARGV: 1 field, 2 the rule's JSON, 3 most rules kept, 4 governance channel.
+# Returns 1 once kept and told, 0 for a new rule past the bound.
+KEEP_RULE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
+    and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PUBLISH', ARGV[4], ARGV[2])
+return 1
+"""
+
+# KEYS: 1 rules. ARGV: 1 field, 2 what is told ("dropped"), 3 governance channel.
+DROP_RULE = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('PUBLISH', ARGV[3], ARGV[2])
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class Script:
     source: str
@@ -482,5 +502,7 @@ SCRIPTS = {
         "rooms": ROOMS,
         "members": MEMBERS,
         "cluster": CLUSTER,
+        "keep_rule": KEEP_RULE,
+        "drop_rule": DROP_RULE,
     }.items()
 }

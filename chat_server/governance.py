@@ -1,0 +1,217 @@
+"""What operators and moderators decided, as this node enforces it: bans, mutes, rooms'
+settings (topic, slow mode, lock) and moderator tokens.
+
+The broker keeps every rule (``backends.base.Rule``) and tells every node of each one kept or
+dropped, and of each kick; each node keeps its own copy in the tables here, so that the checks
+on a join or a message never wait on the broker. A node loads every rule when its broker
+becomes available (at start, and after an outage, when it may have missed some).
+
+Keys (``Rule.key``):
+
+* a ban: ``"{room} {what}"``, ``room`` empty for every room, ``what`` ``name:{name key}``,
+  ``token:{token id}`` (the resume token that held a banned name) or ``address:{network}``;
+* a mute: ``"{room} {name key}"``; a room's settings: the room; a moderator token: its digest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from chat_protocol import close
+from chat_protocol.names import name_key
+from chat_server.backends.base import (
+    BrokerUnavailable,
+    Governed,
+    Kick,
+    Rule,
+    RuleDropped,
+    RuleKind,
+)
+
+if TYPE_CHECKING:
+    from chat_server.node import Node, Session
+
+log = logging.getLogger("chat_server")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSettings:
+    topic: str | None = None
+    slow: float = 0.0  # seconds between one member's messages (0: off)
+    locked: bool = False
+
+    @classmethod
+    def of(cls, value: dict[str, Any]) -> RoomSettings:
+        topic = value.get("topic")
+        return cls(topic or None, float(value.get("slow") or 0), bool(value.get("locked")))
+
+    def to_value(self) -> dict[str, Any]:
+        return {"topic": self.topic, "slow": self.slow, "locked": self.locked}
+
+
+OPEN = RoomSettings()
+
+
+def name_ban(room: str | None, name: str) -> str:
+    return f"{room or ''} name:{name_key(name)}"
+
+
+def token_ban(room: str | None, token_id: str) -> str:
+    return f"{room or ''} token:{token_id}"
+
+
+def address_ban(room: str | None, network: Network) -> str:
+    return f"{room or ''} address:{network}"
+
+
+def mute_key(room: str, name: str) -> str:
+    return f"{room} {name_key(name)}"
+
+
+def network_of(address: str) -> Network | None:
+    """An address or CIDR as a network; None if it is neither."""
+    try:
+        return ipaddress.ip_network(address, strict=False)
+    except ValueError:
+        return None
+
+
+class Governance:
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._rules: dict[tuple[RuleKind, str], Rule] = {}
+        # Address bans, walked for each new connection (few: an operator's list).
+        self._networks: dict[str, tuple[Network, Rule]] = {}
+        # Rooms with a mute or slow mode: only their messages are looked at (the others are
+        # the hot path, and pay one set lookup).
+        self.restricted: set[str] = set()
+
+    # --- the tables -----------------------------------------------------------------------
+
+    async def reload(self) -> None:
+        """Every rule in force, from the broker (what was missed in an outage too)."""
+        with contextlib.suppress(BrokerUnavailable):
+            rules = await self._node.backend.rules()
+            self._rules.clear()
+            self._networks.clear()
+            for rule in rules:
+                self._keep(rule)
+            self._restrict()
+            for session in list(self._node.sessions):
+                self._enforce_bans(session)  # bans made while this node was cut off
+
+    def apply(self, governed: Governed) -> None:
+        """A rule kept or dropped, or a kick, from any node (this one too)."""
+        if isinstance(governed, Kick):
+            self._kick(governed)
+            return
+        room = governed.key if governed.kind is RuleKind.ROOM else None
+        before = None if room is None else self.room(room).topic
+        if isinstance(governed, RuleDropped):
+            self._rules.pop((governed.kind, governed.key), None)
+            self._networks.pop(governed.key, None)
+        else:
+            self._keep(governed)
+            if governed.kind is RuleKind.BAN:
+                for session in list(self._node.sessions):
+                    self._enforce_bans(session)
+        self._restrict()
+        if room is not None and self.room(room).topic != before:
+            topic = self.room(room).topic
+            for session in list(self._node.sessions):
+                if session.room == room:
+                    session.tell_topic(topic)
+
+    def _keep(self, rule: Rule) -> None:
+        self._rules[rule.kind, rule.key] = rule
+        if rule.kind is RuleKind.BAN and " address:" in rule.key:
+            network = network_of(rule.key.partition(" address:")[2])
+            if network is not None:
+                self._networks[rule.key] = (network, rule)
+
+    def _restrict(self) -> None:
+        restricted = set()
+        for (kind, key), rule in self._rules.items():
+            if kind is RuleKind.MUTE:
+                restricted.add(key.partition(" ")[0])
+            elif kind is RuleKind.ROOM and RoomSettings.of(rule.value).slow > 0:
+                restricted.add(key)
+        # In place: each session holds this set.
+        self.restricted.clear()
+        self.restricted.update(restricted)
+
+    def _live(self, kind: RuleKind, key: str) -> Rule | None:
+        rule = self._rules.get((kind, key))
+        if rule is None:
+            return None
+        if not rule.live(time.time()):
+            del self._rules[kind, key]
+            self._networks.pop(key, None)
+            return None
+        return rule
+
+    def rules(self, kind: RuleKind) -> list[Rule]:
+        now = time.time()
+        return [rule for (k, _), rule in self._rules.items() if k is kind and rule.live(now)]
+
+    # --- the checks -----------------------------------------------------------------------
+
+    def room(self, room: str) -> RoomSettings:
+        rule = self._rules.get((RuleKind.ROOM, room))
+        return OPEN if rule is None else RoomSettings.of(rule.value)
+
+    def banned(
+        self, room: str, name: str | None, token_id: str | None, address: str
+    ) -> Rule | None:
+        """The ban that keeps this connection out of ``room``, if any."""
+        for scope in ("", room):
+            if name is not None and (rule := self._live(RuleKind.BAN, name_ban(scope, name))):
+                return rule
+            if token_id is not None and (
+                rule := self._live(RuleKind.BAN, token_ban(scope, token_id))
+            ):
+                return rule
+        if self._networks:
+            client = network_of(address)
+            if client is not None:
+                for key, (network, rule) in list(self._networks.items()):
+                    scope = key.partition(" ")[0]
+                    if (
+                        scope in ("", room)
+                        and network.version == client.version
+                        and network.overlaps(client)  # type: ignore[arg-type]
+                        and self._live(RuleKind.BAN, key) is not None
+                    ):
+                        return rule
+        return None
+
+    def muted(self, room: str, name: str) -> Rule | None:
+        return self._live(RuleKind.MUTE, mute_key(room, name))
+
+    def moderator(self, digest: str) -> Rule | None:
+        """The moderator token whose digest is ``digest``, if one is kept."""
+        return self._live(RuleKind.TOKEN, digest)
+
+    # --- acting on live connections -------------------------------------------------------
+
+    def _enforce_bans(self, session: Session) -> None:
+        rule = self.banned(session.room, session.name, session.token_id, session.client_address)
+        if rule is not None:
+            session.removed_by(close.BANNED, rule_reason(rule))
+
+    def _kick(self, kick: Kick) -> None:
+        key = name_key(kick.name)
+        for session in list(self._node.sessions):
+            if name_key(session.name) == key and kick.room in (None, session.room):
+                session.removed_by(close.KICKED, kick.reason)
+
+
+def rule_reason(rule: Rule) -> str:
+    return str(rule.value.get("reason") or "")

@@ -1,0 +1,420 @@
+"""The admin API (``/admin/...``): kicks, bans, mutes, rooms' settings and moderator tokens,
+for the operator (a token of ``--admin-token-file``) and moderators (tokens made here, limited
+to their rooms). Installed only with ``--admin-token-file``: without it every ``/admin/`` path
+is the 404 of a path that is not served.
+
+Every decision goes to the broker (``Backend.keep_rule``, ``Backend.kick``), which tells every
+node; each node enforces it on the connections it holds (``chat_server.governance``). Every
+action is logged as one ``admin`` event: what, to whom, by which token's label, and why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from chat_protocol import admin, http, names, text
+from chat_server import tokens
+from chat_server.backends.base import Kick, Rule, RuleKind, RulesFull
+from chat_server.governance import (
+    RoomSettings,
+    address_ban,
+    mute_key,
+    name_ban,
+    network_of,
+    token_ban,
+)
+from chat_server.node import Node
+from chat_server.ops.settings import admin_tokens
+
+log = logging.getLogger("chat_server")
+
+MODERATOR_TOKEN_PREFIX = "mod_"
+# The longest ban or mute: a year (longer is "until lifted": no seconds).
+MAX_SECONDS = 366 * 24 * 3600
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Who asks: a token's label, and the rooms it may act in (None: every room, an admin)."""
+
+    label: str
+    rooms: tuple[str, ...] | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.rooms is None
+
+    def covers(self, room: str | None) -> bool:
+        if self.rooms is None:
+            return True
+        if room is None:
+            return False
+        return any(
+            room == pattern or (pattern.endswith("*") and room.startswith(pattern[:-1]))
+            for pattern in self.rooms
+        )
+
+
+class Refused(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def _answer(status: int, detail: str) -> JSONResponse:
+    return JSONResponse(http.error_body(detail), status)
+
+
+# --- reading a request --------------------------------------------------------------------
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    """The request's JSON object, read up to MAX_BODY_BYTES."""
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > admin.MAX_BODY_BYTES:
+            raise Refused(413, f"a body is at most {admin.MAX_BODY_BYTES} bytes")
+    if not data:
+        return {}
+    try:
+        body = json.loads(data)
+    except ValueError:
+        raise Refused(400, "the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise Refused(400, "the body is a JSON object")
+    return body
+
+
+def _text(body: dict[str, Any], key: str, limit: int, required: bool = False) -> str | None:
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise Refused(400, f"{key} is required")
+        return None
+    if not isinstance(value, str):
+        raise Refused(400, f"{key} is text")
+    clean = (text.sanitize(value.replace("\n", " ").replace("\t", " ")) or "").strip()
+    if len(clean) > limit:
+        raise Refused(400, f"{key} is at most {limit} characters")
+    return clean
+
+
+def _room(body: dict[str, Any], required: bool) -> str | None:
+    room = body.get("room")
+    if room is None and not required:
+        return None
+    if not isinstance(room, str) or not names.is_valid_room(room):
+        raise Refused(400, "room must be a room name")
+    return room
+
+
+def _name(body: dict[str, Any]) -> str:
+    name = body.get("name")
+    if not isinstance(name, str) or not names.is_valid_name(name):
+        raise Refused(400, "name must be a member's name")
+    return name
+
+
+def _expires(body: dict[str, Any]) -> float | None:
+    seconds = body.get("seconds")
+    if seconds is None or seconds == 0:
+        return None
+    if (
+        not isinstance(seconds, int | float)
+        or isinstance(seconds, bool)
+        or not 0 < seconds <= MAX_SECONDS
+    ):
+        raise Refused(400, f"seconds must be a number from 1 to {MAX_SECONDS} (or 0: until lifted)")
+    return time.time() + seconds
+
+
+def _reason(body: dict[str, Any]) -> str:
+    return _text(body, "reason", admin.MAX_REASON_CHARS) or ""
+
+
+# --- the API ------------------------------------------------------------------------------
+
+
+class AdminApi:
+    def __init__(self, node: Node, token_file: str) -> None:
+        self.node = node
+        # (label, digest): compared digest to digest, in constant time, with every one.
+        self.admins = [(label, digest(token)) for label, token in admin_tokens(token_file)]
+
+    def grant(self, request: Request) -> Grant:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Refused(401, "an admin or moderator token is needed (Authorization: Bearer)")
+        presented = digest(token.strip())
+        label = None
+        for name, kept in self.admins:
+            if hmac.compare_digest(presented, kept):
+                label = name
+        if label is not None:
+            return Grant(label, None)
+        rule = self.node.governance.moderator(presented)
+        if rule is not None:
+            return Grant(str(rule.value.get("label")), tuple(rule.value.get("rooms") or ()))
+        raise Refused(401, "not a token of this server")
+
+    async def keep(self, rule: Rule) -> None:
+        try:
+            await self.node.backend.keep_rule(rule)
+        except RulesFull:
+            raise Refused(507, "the server keeps no more rules: lift some first") from None
+
+    def logged(self, grant: Grant, action: str, **what: Any) -> None:
+        fields = " ".join(f"{key}=%s" for key in what)
+        log.warning(f"admin action=%s by=%s {fields}", action, grant.label, *what.values())
+
+    # --- kicks ----------------------------------------------------------------------------
+
+    async def kick(self, request: Request) -> dict[str, Any]:
+        grant, body = self.grant(request), await _body(request)
+        room = _room(body, required=False)
+        self._covered(grant, room)
+        name, why = _name(body), _reason(body)
+        await self.node.backend.kick(Kick(name, room, why))
+        self.logged(grant, "kick", room=room or "*", name=name, reason=why)
+        return {"kicked": name, "room": room}
+
+    # --- bans -----------------------------------------------------------------------------
+
+    async def ban(self, request: Request) -> dict[str, Any]:
+        grant, body = self.grant(request), await _body(request)
+        room = _room(body, required=False)
+        self._covered(grant, room)
+        why, expires = _reason(body), _expires(body)
+        value: dict[str, Any] = {"reason": why, "by": grant.label, "room": room}
+        rules = []
+        if "address" in body:
+            network = network_of(str(body["address"]))
+            if network is None:
+                raise Refused(400, "address must be an address or a CIDR")
+            value["address"] = str(network)
+            rules.append(Rule(RuleKind.BAN, address_ban(room, network), value, expires))
+            target = str(network)
+        else:
+            name = _name(body)
+            value["name"] = name
+            rules.append(Rule(RuleKind.BAN, name_ban(room, name), value, expires))
+            # The resume token that holds the name: banned with it, whatever it is called later.
+            held = await self.node.backend.registry.holder(name)
+            if held is not None and held.digest is not None:
+                token_id = tokens.token_id(held.digest)
+                value = {**value, "token": token_id}
+                rules = [Rule(RuleKind.BAN, name_ban(room, name), value, expires)]
+                rules.append(Rule(RuleKind.BAN, token_ban(room, token_id), value, expires))
+            target = name
+        for rule in rules:
+            await self.keep(rule)
+        self.logged(
+            grant, "ban", room=room or "*", target=target, seconds=body.get("seconds") or 0,
+            reason=why,
+        )  # fmt: skip
+        return {"banned": target, "room": room, "expires": expires}
+
+    async def unban(self, request: Request) -> dict[str, Any]:
+        grant, body = self.grant(request), await _body(request)
+        room = _room(body, required=False)
+        self._covered(grant, room)
+        backend = self.node.backend
+        if "address" in body:
+            network = network_of(str(body["address"]))
+            if network is None:
+                raise Refused(400, "address must be an address or a CIDR")
+            target, key = str(network), address_ban(room, network)
+            lifted = await backend.drop_rule(RuleKind.BAN, key)
+        else:
+            name = _name(body)
+            target, key = name, name_ban(room, name)
+            rule = next((r for r in self.node.governance.rules(RuleKind.BAN) if r.key == key), None)
+            lifted = await backend.drop_rule(RuleKind.BAN, key)
+            token_id = None if rule is None else rule.value.get("token")
+            if token_id:
+                await backend.drop_rule(RuleKind.BAN, token_ban(room, str(token_id)))
+        if not lifted:
+            raise Refused(404, f"no ban of {target} here")
+        self.logged(grant, "unban", room=room or "*", target=target)
+        return {"unbanned": target, "room": room}
+
+    async def bans(self, request: Request) -> dict[str, Any]:
+        grant = self.grant(request)
+        shown = []
+        for rule in self.node.governance.rules(RuleKind.BAN):
+            room = rule.value.get("room")
+            if " token:" in rule.key or not grant.covers(room):
+                continue  # a token's ban is its name's, shown once
+            entry = {
+                k: rule.value[k]
+                for k in ("name", "address", "room", "reason", "by")
+                if k in rule.value
+            }
+            entry["expires"] = rule.expires
+            shown.append(entry)
+        return {"bans": shown}
+
+    # --- mutes ----------------------------------------------------------------------------
+
+    async def mute(self, request: Request) -> dict[str, Any]:
+        grant, body = self.grant(request), await _body(request)
+        room = _room(body, required=True)
+        self._covered(grant, room)
+        name = _name(body)
+        assert room is not None
+        why, expires = _reason(body), _expires(body)
+        value = {"room": room, "name": name, "reason": why, "by": grant.label}
+        await self.keep(Rule(RuleKind.MUTE, mute_key(room, name), value, expires))
+        self.logged(
+            grant, "mute", room=room, name=name, seconds=body.get("seconds") or 0, reason=why
+        )
+        return {"muted": name, "room": room, "expires": expires}
+
+    async def unmute(self, request: Request) -> dict[str, Any]:
+        grant, body = self.grant(request), await _body(request)
+        room = _room(body, required=True)
+        self._covered(grant, room)
+        name = _name(body)
+        assert room is not None
+        if not await self.node.backend.drop_rule(RuleKind.MUTE, mute_key(room, name)):
+            raise Refused(404, f"{name} is not muted in {room}")
+        self.logged(grant, "unmute", room=room, name=name)
+        return {"unmuted": name, "room": room}
+
+    # --- rooms ----------------------------------------------------------------------------
+
+    async def room(self, request: Request) -> dict[str, Any]:
+        room = request.path_params["room"]
+        grant = self.grant(request)
+        if not names.is_valid_room(room):
+            raise Refused(404, http.INVALID_ROOM_DETAIL)
+        self._covered(grant, room)
+        settings = self.node.governance.room(room)
+        return {"room": room, **settings.to_value()}
+
+    async def set_room(self, request: Request) -> dict[str, Any]:
+        room = request.path_params["room"]
+        grant, body = self.grant(request), await _body(request)
+        if not names.is_valid_room(room):
+            raise Refused(404, http.INVALID_ROOM_DETAIL)
+        self._covered(grant, room)
+        before = self.node.governance.room(room)
+        topic = _text(body, "topic", admin.MAX_TOPIC_CHARS) if "topic" in body else before.topic
+        slow = body.get("slow", before.slow)
+        if not isinstance(slow, int | float) or isinstance(slow, bool) or not 0 <= slow <= 3600:
+            raise Refused(400, "slow must be seconds from 0 (off) to 3600")
+        locked = body.get("locked", before.locked)
+        if not isinstance(locked, bool):
+            raise Refused(400, "locked must be true or false")
+        after = RoomSettings(topic or None, float(slow), locked)
+        if after == RoomSettings():
+            await self.node.backend.drop_rule(RuleKind.ROOM, room)
+        else:
+            await self.keep(Rule(RuleKind.ROOM, room, after.to_value()))
+        changed = {k: v for k, v in after.to_value().items() if before.to_value()[k] != v}
+        self.logged(grant, "room", room=room, changed=",".join(changed) or "nothing")
+        return {"room": room, **after.to_value()}
+
+    # --- moderator tokens -----------------------------------------------------------------
+
+    async def create_token(self, request: Request) -> dict[str, Any]:
+        grant, body = self.grant(request), await _body(request)
+        if not grant.is_admin:
+            raise Refused(403, "only an admin token makes tokens")
+        label = body.get("label")
+        if not isinstance(label, str) or not names.is_valid_room(label):
+            raise Refused(400, "label must be 1-64 of A-Z a-z 0-9 _ -")
+        if body.get("role", admin.ROLE_MODERATOR) != admin.ROLE_MODERATOR:
+            raise Refused(400, f"role must be {admin.ROLE_MODERATOR}")
+        rooms = body.get("rooms")
+        if (
+            not isinstance(rooms, list)
+            or not rooms
+            or not all(
+                isinstance(r, str) and names.is_valid_room(r.removesuffix("*")) for r in rooms
+            )
+        ):
+            raise Refused(400, "rooms must be a list of room names (or prefixes ending in *)")
+        token = MODERATOR_TOKEN_PREFIX + secrets.token_urlsafe(24)
+        value = {"label": label, "role": admin.ROLE_MODERATOR, "rooms": rooms, "by": grant.label}
+        await self.keep(Rule(RuleKind.TOKEN, digest(token), value))  # only its digest is kept
+        self.logged(grant, "token", label=label, rooms=",".join(rooms))
+        return {"token": token, "label": label, "role": admin.ROLE_MODERATOR, "rooms": rooms}
+
+    async def tokens(self, request: Request) -> dict[str, Any]:
+        if not self.grant(request).is_admin:
+            raise Refused(403, "only an admin token lists tokens")
+        return {
+            "tokens": [
+                {k: rule.value.get(k) for k in ("label", "role", "rooms")}
+                for rule in self.node.governance.rules(RuleKind.TOKEN)
+            ]
+        }
+
+    async def revoke_token(self, request: Request) -> dict[str, Any]:
+        grant = self.grant(request)
+        if not grant.is_admin:
+            raise Refused(403, "only an admin token revokes tokens")
+        label = request.path_params["label"]
+        revoked = 0
+        for rule in self.node.governance.rules(RuleKind.TOKEN):
+            if rule.value.get("label") == label:
+                revoked += await self.node.backend.drop_rule(RuleKind.TOKEN, rule.key)
+        if not revoked:
+            raise Refused(404, f"no token labelled {label}")
+        self.logged(grant, "revoke", label=label)
+        return {"revoked": label}
+
+    def _covered(self, grant: Grant, room: str | None) -> None:
+        if not grant.covers(room):
+            where = f"in {room}" if room is not None else "in every room"
+            raise Refused(403, f"{grant.label} may not act {where}")
+
+
+Handler = Callable[[Request], Awaitable[dict[str, Any]]]
+
+
+def install(api: FastAPI, node: Node) -> None:
+    """The admin API's routes, if ``--admin-token-file`` turns it on."""
+    token_file = node.settings.admin_token_file
+    if not token_file:
+        return
+    admin_api = AdminApi(node, token_file)
+
+    def route(method: str, path: str, handler: Handler) -> None:
+        async def endpoint(request: Request) -> JSONResponse:
+            try:
+                return JSONResponse(await handler(request))
+            except Refused as refused:
+                return _answer(refused.status, refused.detail)
+
+        api.add_api_route(path, endpoint, methods=[method], include_in_schema=False)
+
+    route("POST", admin.KICK_PATH, admin_api.kick)
+    route("POST", admin.BAN_PATH, admin_api.ban)
+    route("DELETE", admin.BAN_PATH, admin_api.unban)
+    route("GET", admin.BANS_PATH, admin_api.bans)
+    route("POST", admin.MUTE_PATH, admin_api.mute)
+    route("DELETE", admin.MUTE_PATH, admin_api.unmute)
+    route("GET", admin.ROOMS_PATH + "/{room}", admin_api.room)
+    route("POST", admin.ROOMS_PATH + "/{room}", admin_api.set_room)
+    route("POST", admin.TOKENS_PATH, admin_api.create_token)
+    route("GET", admin.TOKENS_PATH, admin_api.tokens)
+    route("DELETE", admin.TOKENS_PATH + "/{label}", admin_api.revoke_token)
