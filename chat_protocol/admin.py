@@ -49,6 +49,11 @@ class Answer:
         return 200 <= self.status < 300
 
     @property
+    def served(self) -> bool:
+        """Whether the admin API answered (its errors say so): not a server without it."""
+        return self.ok or self.body.get("admin") is True
+
+    @property
     def detail(self) -> str:
         """What went wrong, in the server's words (or the status's)."""
         detail = self.body.get("detail")

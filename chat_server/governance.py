@@ -20,11 +20,13 @@ import ipaddress
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from chat_protocol import close
+from chat_protocol.close import Close
 from chat_protocol.names import name_key
 from chat_server.backends.base import (
+    Backend,
     BrokerUnavailable,
     Governed,
     Kick,
@@ -32,9 +34,6 @@ from chat_server.backends.base import (
     RuleDropped,
     RuleKind,
 )
-
-if TYPE_CHECKING:
-    from chat_server.node import Node, Session
 
 log = logging.getLogger("chat_server")
 
@@ -57,6 +56,23 @@ class RoomSettings:
 
 
 OPEN = RoomSettings()
+
+
+class Governable(Protocol):
+    """A connection in a room, as what operators decide reaches it (``session.ChatSession``)."""
+
+    room: str
+    name: str
+    client_address: str
+
+    @property
+    def token_id(self) -> str | None: ...
+
+    def removed_by(self, why: Close, reason: str) -> None:
+        """Closed by an operator's or moderator's decision (a kick, a ban): the room is told
+        that it was kicked, and why."""
+
+    def tell_topic(self, topic: str | None) -> None: ...
 
 
 def name_ban(room: str | None, name: str) -> str:
@@ -84,8 +100,10 @@ def network_of(address: str) -> Network | None:
 
 
 class Governance:
-    def __init__(self, node: Node) -> None:
-        self._node = node
+    def __init__(self, backend: Backend, sessions: set[Any]) -> None:
+        """``sessions``: the node's connections in their rooms (a set it keeps up to date)."""
+        self._backend = backend
+        self._sessions: set[Governable] = sessions
         self._rules: dict[tuple[RuleKind, str], Rule] = {}
         # Address bans, walked for each new connection (few: an operator's list).
         self._networks: dict[str, tuple[Network, Rule]] = {}
@@ -98,13 +116,13 @@ class Governance:
     async def reload(self) -> None:
         """Every rule in force, from the broker (what was missed in an outage too)."""
         with contextlib.suppress(BrokerUnavailable):
-            rules = await self._node.backend.rules()
+            rules = await self._backend.rules()
             self._rules.clear()
             self._networks.clear()
             for rule in rules:
                 self._keep(rule)
             self._restrict()
-            for session in list(self._node.sessions):
+            for session in list(self._sessions):
                 self._enforce_bans(session)  # bans made while this node was cut off
 
     def apply(self, governed: Governed) -> None:
@@ -120,12 +138,12 @@ class Governance:
         else:
             self._keep(governed)
             if governed.kind is RuleKind.BAN:
-                for session in list(self._node.sessions):
+                for session in list(self._sessions):
                     self._enforce_bans(session)
         self._restrict()
         if room is not None and self.room(room).topic != before:
             topic = self.room(room).topic
-            for session in list(self._node.sessions):
+            for session in list(self._sessions):
                 if session.room == room:
                     session.tell_topic(topic)
 
@@ -201,14 +219,14 @@ class Governance:
 
     # --- acting on live connections -------------------------------------------------------
 
-    def _enforce_bans(self, session: Session) -> None:
+    def _enforce_bans(self, session: Governable) -> None:
         rule = self.banned(session.room, session.name, session.token_id, session.client_address)
         if rule is not None:
             session.removed_by(close.BANNED, rule_reason(rule))
 
     def _kick(self, kick: Kick) -> None:
         key = name_key(kick.name)
-        for session in list(self._node.sessions):
+        for session in list(self._sessions):
             if name_key(session.name) == key and kick.room in (None, session.room):
                 session.removed_by(close.KICKED, kick.reason)
 

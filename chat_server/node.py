@@ -24,7 +24,7 @@ from chat_server.backends.base import (
     PersonChanged,
     public_reason,
 )
-from chat_server.governance import Governance
+from chat_server.governance import Governable, Governance
 from chat_server.hub import HubMember, RoomHub
 from chat_server.member import Member
 from chat_server.ops.settings import Settings
@@ -89,25 +89,12 @@ class NameRefused(Exception):
         self.detail = detail
 
 
-class Session(Protocol):
+class Session(Governable, Protocol):
     """A connection in a room, as the node lets go of it (``session.ChatSession``)."""
-
-    room: str
-    name: str
-    client_address: str
-
-    @property
-    def token_id(self) -> str | None: ...
 
     def drop(self, why: Close, detail: object = None) -> None: ...
 
     def person_changed(self, changed: PersonChanged) -> None: ...
-
-    def removed_by(self, why: Close, reason: str) -> None:
-        """Closed by an operator's or moderator's decision (a kick, a ban): the room is told
-        that it was kicked, and why."""
-
-    def tell_topic(self, topic: str | None) -> None: ...
 
 
 class Node:
@@ -127,7 +114,7 @@ class Node:
         # client address -> its share: connections now, its messages' bucket
         self.by_address: dict[str, AddressShare] = {}
         self.trusted_proxies = addresses.networks(settings.trusted_proxy)
-        self.governance = Governance(self)
+        self.governance = Governance(backend, self.sessions)
         backend.on_status(self._broker_status)
         backend.on_person(self._person_changed)
         backend.on_governed(self.governance.apply)

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from chat_protocol import hosts, http, names, v2
+from chat_protocol import admin, hosts, http, names, v2
 
 PREFIX: Final = "/"
 
@@ -77,6 +77,23 @@ class Msg:
 
 
 @dataclass(frozen=True, slots=True)
+class Moderate:
+    """A moderator's action in the active room (needs ``moderator_token_file``): ``verb`` is
+    the command's name; the controller adds the room (see :func:`moderation_request`)."""
+
+    verb: str
+    name: str | None = None
+    seconds: float | None = None
+    reason: str = ""
+    topic: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ShowTopic:
+    """Say the active room's topic."""
+
+
+@dataclass(frozen=True, slots=True)
 class Clear:
     pass
 
@@ -113,6 +130,8 @@ Action = (
     | Nick
     | Query
     | Msg
+    | Moderate
+    | ShowTopic
     | Clear
     | Reconnect
     | Help
@@ -140,6 +159,19 @@ COMMANDS: Final[tuple[CommandInfo, ...]] = (
     CommandInfo("msg", "/msg NAME TEXT", "send TEXT to NAME alone (chat.v2)"),
     CommandInfo("query", "/query NAME", "open the conversation with NAME (chat.v2)", ("q",)),
     CommandInfo("nick", "/nick NAME", "take the name NAME, in every room (chat.v2)"),
+    CommandInfo("kick", "/kick NAME [REASON]", "take NAME out of the room (moderators)"),
+    CommandInfo(
+        "ban",
+        "/ban NAME [DURATION] [REASON]",
+        "keep NAME out of the room; 10m, 2h, 1d (moderators)",
+    ),
+    CommandInfo("unban", "/unban NAME", "lift NAME's ban in the room (moderators)"),
+    CommandInfo("mute", "/mute NAME [DURATION] [REASON]", "refuse NAME's messages (moderators)"),
+    CommandInfo("unmute", "/unmute NAME", "let NAME speak again (moderators)"),
+    CommandInfo("topic", "/topic [TEXT]", "show the room's topic, or set it; /topic - clears it"),
+    CommandInfo("slow", "/slow SECONDS", "one message per member per SECONDS; 0: off (moderators)"),
+    CommandInfo("lock", "/lock", "refuse new joins to the room (moderators)"),
+    CommandInfo("unlock", "/unlock", "let new members join again (moderators)"),
     CommandInfo("clear", "/clear", "clear the active room's log"),
     CommandInfo("reconnect", "/reconnect", "retry every offline room now (ctrl+r)"),
     CommandInfo("help", "/help", "show keys and commands"),
@@ -200,6 +232,8 @@ def parse(line: str) -> Action:
         if info.name == "query":
             return Query(who)
         return Msg(who, message_text(said))
+    if info.name in MODERATION:
+        return _moderation(info, args, rest)
     if info.name == "leave":
         if len(args) > 1:
             return CommandError(f"usage: {info.usage}")
@@ -218,6 +252,102 @@ def parse(line: str) -> Action:
         "quit": Quit(),
     }
     return simple[info.name]
+
+
+MODERATION: Final = ("kick", "ban", "unban", "mute", "unmute", "topic", "slow", "lock", "unlock")
+_DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+_UNITS: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# The longest ban or mute the server takes (a year); longer is "until lifted".
+MAX_DURATION: Final = 366 * 86400
+
+
+def duration(word: str) -> float | None:
+    """Seconds of a duration such as ``90``, ``10m``, ``2h``, ``1d``; None if it is not one."""
+    match = _DURATION.fullmatch(word.lower())
+    return None if match is None else float(match[1]) * _UNITS[match[2]]
+
+
+def _moderation(info: CommandInfo, args: list[str], rest: str) -> Action:
+    verb = info.name
+    usage = CommandError(f"usage: {info.usage}")
+    if verb == "topic":
+        text = " ".join(rest.split())
+        if not text:
+            return ShowTopic()
+        if len(text) > admin.MAX_TOPIC_CHARS:
+            return CommandError(f"a topic is at most {admin.MAX_TOPIC_CHARS} characters")
+        return Moderate(verb, topic=None if text == "-" else text)
+    if verb in ("lock", "unlock"):
+        return Moderate(verb) if not args else usage
+    if verb == "slow":
+        seconds = duration(args[0]) if len(args) == 1 else None
+        if seconds is None or seconds > 3600:
+            return CommandError(f"usage: {info.usage} (0 to 3600)")
+        return Moderate(verb, seconds=seconds)
+    if not args:
+        return usage
+    name, more = args[0], args[1:]
+    if not names.is_valid_name(name):
+        return CommandError(f"no one can be called {name!r}: {names.CHOSEN_RULE}")
+    if verb in ("unban", "unmute"):
+        return Moderate(verb, name) if not more else usage
+    seconds = None
+    if verb in ("ban", "mute") and more and (seconds := duration(more[0])) is not None:
+        more = more[1:]
+        if not 0 < seconds <= MAX_DURATION:
+            return CommandError(f"a {verb} lasts from 1 s to 366 days (none: until lifted)")
+    reason = " ".join(more)
+    if len(reason) > admin.MAX_REASON_CHARS:
+        return CommandError(f"a reason is at most {admin.MAX_REASON_CHARS} characters")
+    return Moderate(verb, name, seconds, reason)
+
+
+def moderation_request(action: Moderate, room: str) -> tuple[str, str, dict[str, Any]]:
+    """The admin API request (method, path, body) that carries out ``action`` in ``room``."""
+    verb = action.verb
+    who = {"room": room, "name": action.name}
+    if verb == "kick":
+        return "POST", admin.KICK_PATH, {**who, "reason": action.reason}
+    if verb in ("ban", "mute"):
+        body = {**who, "seconds": action.seconds or 0, "reason": action.reason}
+        return "POST", admin.BAN_PATH if verb == "ban" else admin.MUTE_PATH, body
+    if verb in ("unban", "unmute"):
+        return "DELETE", admin.BAN_PATH if verb == "unban" else admin.MUTE_PATH, who
+    if verb == "topic":
+        return "POST", admin.room_path(room), {"topic": action.topic}
+    if verb == "slow":
+        return "POST", admin.room_path(room), {"slow": action.seconds}
+    return "POST", admin.room_path(room), {"locked": verb == "lock"}
+
+
+def moderation_done(action: Moderate, room: str) -> str:
+    """What the log says once the server has done ``action``."""
+    verb, name = action.verb, action.name
+    said = {
+        "kick": f"kicked {name} from {room}",
+        "ban": f"banned {name} from {room}"
+        + (f" for {format_duration(action.seconds)}" if action.seconds else ""),
+        "unban": f"lifted {name}'s ban in {room}",
+        "mute": f"muted {name} in {room}"
+        + (f" for {format_duration(action.seconds)}" if action.seconds else ""),
+        "unmute": f"{name} may speak in {room} again",
+        "topic": f"topic of {room} set" if action.topic else f"topic of {room} cleared",
+        "slow": f"slow mode in {room}: one message every {action.seconds:g} s"
+        if action.seconds
+        else f"slow mode in {room} off",
+        "lock": f"{room} locked: nobody new may join",
+        "unlock": f"{room} unlocked",
+    }
+    return said[verb]
+
+
+def format_duration(seconds: float | None) -> str:
+    if not seconds:
+        return ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _checked_room(room: str, make: Any) -> Action:

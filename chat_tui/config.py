@@ -93,6 +93,12 @@ def _nick(key: str, value: Any) -> str:
     return value
 
 
+def _file(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _wrong(key, value, "a file's path such as '~/.config/chat-tui/moderator-token'")
+    return str(Path(value).expanduser()) if value else ""
+
+
 def nick_problem(nick: str) -> str | None:
     """Why ``nick`` cannot be asked for, or None if it can."""
     problem = names.chosen_name_problem(nick)
@@ -147,6 +153,12 @@ class Config:
     keep_name: bool = key(True, "keep your name's token in the state directory (0600)", _flag)
     nick: str = key("", "the name to ask for (--nick overrides it); empty: the server's", _nick)
     typing: bool = key(True, 'send and show "alice is typing…" (chat.v2)', _flag)
+    moderator_token_file: str = key(
+        "",
+        "a file holding your moderator (or admin) token: /kick, /ban, /mute, /topic, /slow, "
+        "/lock in the rooms it covers; read at each use",
+        _file,
+    )
     away_after: int = key(
         0,
         "minutes without a key before you are marked away (chat.v2); 0: never",

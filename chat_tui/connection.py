@@ -529,9 +529,12 @@ class RoomConnection:
 
     def _on_close(self, code: int, reason: str) -> _Ending:
         """What a close means for this room (``chat_protocol.close`` says what to do)."""
-        then = close.received(code, reason).then
+        received = close.received(code, reason)
+        then = received.then
         what = f"{code} {close.code_name(code)}".strip()
         detail = f"closed by the server ({what}{': ' + reason if reason else ''})"
+        if received.close in (close.KICKED, close.BANNED):
+            detail = f"you were {reason} ({code})"  # an operator's or moderator's reason
         if then is Then.WITHOUT_NAME and self._name_asked is not None:
             # The name asked for is taken or invalid: the app says so once (the first room
             # told) and every room goes on without it, this one at once.

@@ -25,11 +25,12 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 
-from chat_protocol import names, text
+from chat_protocol import admin, names, text
 from chat_protocol.frames import Frame, FrameKind
 from chat_protocol.v2 import TYPING_EVERY
 from chat_tui import autostart, commands
@@ -413,6 +414,11 @@ class ChatController(Observable):
                 self.send(conversation, said)
                 if conversation is not room:
                     self.say(EntryKind.STATUS, f"to {conversation.name}: {said}")
+            case commands.Moderate():
+                return self.moderate(action)
+            case commands.ShowTopic():
+                if room is not None:
+                    self.say(EntryKind.STATUS, f"topic: {room.topic}" if room.topic else "no topic")
             case commands.Clear():
                 if room is not None:
                     room.clear()
@@ -422,6 +428,45 @@ class ChatController(Observable):
                 self.say(EntryKind.ERROR, message)
                 return False
         return True
+
+    def moderate(self, action: commands.Moderate) -> bool:
+        """A moderator's action in the active room, through the server's admin API with the
+        token of ``moderator_token_file``; the log says whether it was done."""
+        room = self.current
+        path = self.config.moderator_token_file
+        if room is None or room.direct:
+            self.say(EntryKind.ERROR, f"/{action.verb} acts in a room, not a conversation")
+            return False
+        if not path:
+            self.say(EntryKind.ERROR, f"/{action.verb} needs moderator_token_file in the config")
+            return False
+        self.host.spawn(self._moderate(room.name, action, path), group="http")
+        return True
+
+    async def _moderate(self, room: str, action: commands.Moderate, path: str) -> None:
+        try:
+            token = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            self._output(room, f"/{action.verb}: cannot read {path}: {exc.strerror or exc}")
+            return
+        method, api_path, body = commands.moderation_request(action, room)
+        try:
+            answer = await admin.call(
+                self.config.server, token, method, api_path, body, transport=self._http_transport
+            )
+        except admin.Unreachable as exc:
+            self._output(
+                room, f"/{action.verb}: the server could not be reached ({exc})", error=True
+            )
+            return
+        if answer.ok:
+            self._output(room, commands.moderation_done(action, room))
+        elif not answer.served:
+            self._output(room, f"/{action.verb}: this server has no admin API", error=True)
+        elif answer.status in (401, 403):
+            self._output(room, f"/{action.verb}: not allowed: {answer.detail}", error=True)
+        else:
+            self._output(room, f"/{action.verb}: refused: {answer.detail}", error=True)
 
     def set_away(self, message: str | None, quiet: bool = False) -> bool:
         """Say we are away (``None``: back) through one connected chat.v2 room, the active one
@@ -534,10 +579,10 @@ class ChatController(Observable):
         self._members_listed(room, listed, asked_at, away)
         self._output(room, line)
 
-    def _output(self, room: str, line: str) -> None:
+    def _output(self, room: str, line: str, error: bool = False) -> None:
         target = self.rooms.get(room)
         if target is not None:
-            target.local(EntryKind.STATUS, line, self.clock())
+            target.local(EntryKind.ERROR if error else EntryKind.STATUS, line, self.clock())
 
     def say(self, kind: EntryKind, line: str) -> None:
         """A line for the user in the active room's log (command output, local errors)."""

@@ -168,6 +168,29 @@ class NickChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class Kicked:
+    """An operator or moderator took ``name`` out of the room."""
+
+    name: str
+    reason: str
+
+    @property
+    def text(self) -> str:
+        return (
+            f"{self.name} was kicked: {self.reason}" if self.reason else f"{self.name} was kicked"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TopicChanged:
+    topic: str | None
+
+    @property
+    def text(self) -> str:
+        return f"topic: {self.topic}" if self.topic else "the topic was cleared"
+
+
+@dataclass(frozen=True, slots=True)
 class Said:
     """Words that are someone else's, shown as they are: a server's notice, a command's
     output, a local error already worded where it arose."""
@@ -188,4 +211,6 @@ Note = (
     | ServerError
     | Unreadable
     | Said
+    | Kicked
+    | TopicChanged
 )

@@ -143,6 +143,7 @@ class Room(Observable):
     newest: int = 0  # chat.v2: the newest message offset here (of ``epoch``)
     read_reported: int = 0  # chat.v2: the offset last said to be read (to the server)
     viewed: bool = False  # in the log, and the terminal has focus
+    topic: str | None = None  # the room's, as the server last said it
 
     @property
     def direct(self) -> bool:
@@ -266,6 +267,7 @@ class Room(Observable):
         name = welcome.name
         renamed = name != self.me
         self.me = name
+        self.topic = None if welcome.topic is None else clip(welcome.topic)
         self._own_names.add(name)
         self._saw(name, present=True)
         self._announce_reconnect = False
@@ -383,6 +385,14 @@ class Room(Observable):
         elif kind is FrameKind.NICK and frame.name is not None:
             self.nick_changed(frame.name, frame.text, when)
             return False
+        elif kind is FrameKind.TOPIC:
+            self.topic = clip(frame.text) or None
+            self._note(notes.TopicChanged(self.topic), when, EntryKind.NOTICE)
+        elif kind is FrameKind.KICK and frame.name is not None:
+            name = clip_name(frame.name)
+            self._typing.pop(name, None)
+            self._saw(name, present=False, presence=True)
+            self._note(notes.Kicked(name, clip(frame.text)), when, EntryKind.NOTICE)
         elif frame.name is not None:  # joins and leaves
             self._presence(frame, when)
         else:

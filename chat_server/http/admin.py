@@ -78,7 +78,8 @@ class Refused(Exception):
 
 
 def _answer(status: int, detail: str) -> JSONResponse:
-    return JSONResponse(http.error_body(detail), status)
+    # "admin": this API's own refusal, told apart from a server without the API (a 404).
+    return JSONResponse({**http.error_body(detail), "admin": True}, status)
 
 
 # --- reading a request --------------------------------------------------------------------

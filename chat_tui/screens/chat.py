@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar
 
+from rich.text import Text
 from textual import events, on
 from textual.actions import SkipAction
 from textual.app import ComposeResult
@@ -38,6 +39,7 @@ from chat_tui.messages import (
 from chat_tui.rooms import DOWN, Room, RoomState, countdown, typing_text
 from chat_tui.screens.help import HelpScreen
 from chat_tui.screens.switcher import SwitcherScreen
+from chat_tui.text_layout import display_line
 from chat_tui.widgets import status_line as status
 from chat_tui.widgets.chat_input import ChatInput
 from chat_tui.widgets.members import MembersPanel
@@ -85,6 +87,7 @@ class ChatScreen(Screen[None]):
         self._members_choice: bool | None = None  # shown, as the user chose with f2
         self._watched: dict[Room, Callable[[], None]] = {}  # room -> stop observing it
         self._status = StatusLine(id="status")
+        self._topic = Static("", id="topic", markup=False)
         self._sidebar = RoomList(id="sidebar")
         self._members = MembersPanel(id="members")
         self.log_view = MessageLog(time_format=config.time_format, own_name=self._me, id="log")
@@ -96,6 +99,7 @@ class ChatScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield self._status
+        yield self._topic
         with Horizontal(id="main"):
             yield self._sidebar
             with Vertical(id="chat"):
@@ -214,6 +218,10 @@ class ChatScreen(Screen[None]):
         )
         self._status.set_parts(self.status_parts(now))
         current = controller.current
+        topic = current.topic if current is not None else None
+        # Text from the network: a Text, never markup, and one line without controls.
+        self._topic.update(Text(display_line(f"topic: {topic}"), no_wrap=True) if topic else "")
+        self._topic.set_class(bool(topic), "-visible")
         if current is not None and self._members.display:
             self._members.show_members(
                 current.members(), current.me, current.member_source, current.away_of()

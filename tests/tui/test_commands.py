@@ -99,6 +99,53 @@ def test_parse_errors(line: str, error: str) -> None:
     assert error in result.message
 
 
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("/kick eve", commands.Moderate("kick", "eve")),
+        (
+            "/kick eve  flooding the room",
+            commands.Moderate("kick", "eve", None, "flooding the room"),
+        ),
+        ("/ban eve 2h spam", commands.Moderate("ban", "eve", 7200, "spam")),
+        ("/ban eve 1d", commands.Moderate("ban", "eve", 86400)),
+        ("/ban eve spam", commands.Moderate("ban", "eve", None, "spam")),
+        ("/mute eve 10m", commands.Moderate("mute", "eve", 600)),
+        ("/mute eve 90", commands.Moderate("mute", "eve", 90)),
+        ("/unban eve", commands.Moderate("unban", "eve")),
+        ("/unmute eve", commands.Moderate("unmute", "eve")),
+        ("/topic release  on friday", commands.Moderate("topic", topic="release on friday")),
+        ("/topic -", commands.Moderate("topic", topic=None)),
+        ("/topic", commands.ShowTopic()),
+        ("/slow 5", commands.Moderate("slow", seconds=5)),
+        ("/slow 0", commands.Moderate("slow", seconds=0)),
+        ("/lock", commands.Moderate("lock")),
+        ("/unlock", commands.Moderate("unlock")),
+    ],
+)
+def test_parse_moderation(line: str, expected: commands.Action) -> None:
+    assert parse(line) == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("/kick", "usage: /kick NAME [REASON]"),
+        ("/kick bad!name", "no one can be called 'bad!name'"),
+        ("/ban eve 400d", "a ban lasts from 1 s to 366 days"),
+        ("/unban eve now", "usage: /unban NAME"),
+        ("/slow", "usage: /slow SECONDS (0 to 3600)"),
+        ("/slow 2h", "usage: /slow SECONDS (0 to 3600)"),
+        ("/lock now", "usage: /lock"),
+        ("/topic " + "x" * 301, "a topic is at most 300 characters"),
+    ],
+)
+def test_parse_moderation_errors(line: str, error: str) -> None:
+    result = parse(line)
+    assert isinstance(result, CommandError)
+    assert error in result.message
+
+
 def test_unknown_command_explains_the_escape() -> None:
     result = parse("/shrug")
     assert isinstance(result, CommandError)
@@ -345,6 +392,10 @@ async def test_clear_help_and_quit(shared_server: RunningServer) -> None:
         await send(pilot, "/help")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
         text = "\n".join(screen_lines(app))
+        for _ in range(3):  # it scrolls: every command is on one of its pages
+            await pilot.press("pagedown")
+            await pilot.pause()
+            text += "\n".join(screen_lines(app))
         for command in commands.COMMANDS:
             assert command.usage in text
         await pilot.press("escape")
