@@ -15,7 +15,7 @@ from typing import Protocol, TypeVar
 from chat_protocol import close, names
 from chat_protocol.close import Close
 from chat_protocol.v2 import AWAY_EVERY, NICK_CHANGES, NICK_WINDOW
-from chat_server import addresses, tokens
+from chat_server import addresses, signed, tokens
 from chat_server.backends.base import (
     Backend,
     BrokerStatus,
@@ -115,6 +115,7 @@ class Node:
         self.by_address: dict[str, AddressShare] = {}
         self.trusted_proxies = addresses.networks(settings.trusted_proxy)
         self.governance = Governance(backend, self.sessions)
+        self.verifier = signed.Verifier.of(settings)  # None: an open server
         backend.on_status(self._broker_status)
         backend.on_person(self._person_changed)
         backend.on_governed(self.governance.apply)
@@ -192,6 +193,23 @@ class Node:
             token = tokens.new_token(name) if tokened else None
             if await registry.claim_name(name, None if token is None else token.digest):
                 return NameLease(name, token)
+
+    async def claim_signed(self, identity: signed.Signed, numbered: bool) -> NameLease:
+        """The name of a connection with a signed token: its ``sub``, shared by every
+        connection of that ``sub`` (on every node). Raises :class:`NameRefused` if someone
+        else holds or keeps it."""
+        registry = self.backend.registry
+        token = identity.name_token()
+        lease_token = token if numbered else None
+        for _ in range(2):  # a claim can lose a race with another connection of the sub
+            held = await registry.holder(token.name)
+            if held is not None and tokens.matches(held.digest, token):
+                name = await registry.resume_name(token.name, token.digest)
+                if name is not None:
+                    return NameLease(name, lease_token, resumed=True)
+            elif held is None and await registry.claim_name(token.name, token.digest):
+                return NameLease(token.name, lease_token)
+        raise NameRefused(close.NAME_TAKEN, identity.name)
 
     async def set_away(self, token_id: str, name: str, message: str | None) -> None:
         """The token's user is away (``None``: back): kept for the room listings, and said in

@@ -52,6 +52,7 @@ from chat_server.events import EventKind, Published, StoredMessage
 from chat_server.governance import rule_reason
 from chat_server.member import AsgiMember, Member, TransportMember, text_size
 from chat_server.node import NameLease, NameRefused, Node
+from chat_server.signed import Signed
 
 log = logging.getLogger("chat_server")
 
@@ -75,9 +76,10 @@ class ChatSession:
         request: JoinRequest,
         codec: Codec,
         address: str = "unknown",
+        identity: Signed | None = None,
     ) -> None:
         """An admitted connection from ``address`` (see ``Node.admit``): it is released when
-        it leaves."""
+        it leaves. ``identity``: what its signed token says, on a private server."""
         self.node = node
         self.client_address = address
         # The room as the client addressed it; ``room`` is the broker's (for a conversation,
@@ -89,6 +91,8 @@ class ChatSession:
         # What the log says of the room: never who talks to whom in a conversation.
         self._logged_room = room if peer is None else names.DIRECT_PREFIX
         self.request = request
+        self.identity = identity
+        self._expiry: asyncio.TimerHandle | None = None
         self.codec = codec
         self._receive = receive
         self._send = send
@@ -117,27 +121,28 @@ class ChatSession:
             accept["subprotocol"] = codec.subprotocol
         await self._send(accept)
         governance = node.governance
+        identity = self.identity
+        if self.conversation is None and identity is not None and not identity.may_join(self.room):
+            await self._close_now(Ending(close.NOT_ALLOWED))
+            return
         if self.conversation is None and governance.room(self.room).locked:
             await self._close_now(Ending(close.ROOM_LOCKED))
             return
         # The name asked for too: a banned name may be kept for its token, and refused as taken.
-        ban = governance.banned(self.room, self.request.name, None, self.client_address)
+        wanted = identity.name if identity is not None else self.request.name
+        ban = governance.banned(self.room, wanted, None, self.client_address)
         if ban is not None:
             await self._close_now(Ending(close.BANNED, rule_reason(ban)))
             return
         try:
+            lease = await self._claim()
             if self.conversation is not None:
-                lease = await node.claim_name(self.request.resume, tokened=True)
                 refusal = await self.conversation.open(lease)
                 if refusal is not None:
                     await node.backend.registry.release_name(lease.name)
                     await self._close_now(refusal)
                     return
                 self.room = self.conversation.room
-            else:
-                lease = await node.claim_name(
-                    self.request.resume, tokened=codec.numbered, wanted=self.request.name
-                )
         except BrokerUnavailable as exc:
             await self._close_now(_unavailable(exc))
             return
@@ -155,6 +160,11 @@ class ChatSession:
             return
         self.lease = lease
         self.name = lease.name
+        if identity is not None and node.verifier is not None:
+            # The token's end closes the connection (4004): the client comes back with a new one.
+            self._expiry = asyncio.get_running_loop().call_later(
+                max(0.0, node.verifier.remaining(identity)), self.drop, close.TOKEN_EXPIRED
+            )
         settings = node.settings
         options: dict[str, Any] = {
             "hold": self.request.history > 0,
@@ -195,6 +205,18 @@ class ChatSession:
             await member.drain()
             if ending is not None:
                 await self._close_now(ending)
+
+    async def _claim(self) -> NameLease:
+        """This connection's name: its signed token's, the one its resume token keeps, the
+        one it asks for, or a new one (raises ``NameRefused``)."""
+        node, identity, numbered = self.node, self.identity, self.codec.numbered
+        if identity is not None:
+            return await node.claim_signed(identity, numbered)
+        if self.conversation is not None:
+            return await node.claim_name(self.request.resume, tokened=True)
+        return await node.claim_name(
+            self.request.resume, tokened=numbered, wanted=self.request.name
+        )
 
     async def _join(self, member: Member) -> Published | BrokerUnavailable | None:
         """Enter the room and announce it; ``None`` if dropped meanwhile."""
@@ -354,6 +376,11 @@ class ChatSession:
     async def _change_name(self, nick: Nick) -> None:
         if self.lease is None:
             return
+        if self.identity is not None:
+            self._refuse(
+                "on this server a name is the signed token's: it cannot change", nick.nonce
+            )
+            return
         problem = await self.node.rename(self.lease, nick.name)
         if problem is not None:
             self._refuse(problem, nick.nonce)
@@ -474,6 +501,8 @@ class ChatSession:
         if self.left or self.member is None:
             return None
         self.left = True
+        if self._expiry is not None:
+            self._expiry.cancel()
         self.member.close()
         self.node.hub.exit(self.room, self.member)
         self.node.remove_session(self, self.token_id)

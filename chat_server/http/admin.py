@@ -36,6 +36,7 @@ from chat_server.governance import (
 )
 from chat_server.node import Node
 from chat_server.ops.settings import admin_tokens
+from chat_server.signed import InvalidToken
 
 log = logging.getLogger("chat_server")
 
@@ -157,7 +158,8 @@ class AdminApi:
     def __init__(self, node: Node, token_file: str) -> None:
         self.node = node
         # (label, digest): compared digest to digest, in constant time, with every one.
-        self.admins = [(label, digest(token)) for label, token in admin_tokens(token_file)]
+        pairs = admin_tokens(token_file) if token_file else []
+        self.admins = [(label, digest(token)) for label, token in pairs]
 
     def grant(self, request: Request) -> Grant:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -173,6 +175,13 @@ class AdminApi:
         rule = self.node.governance.moderator(presented)
         if rule is not None:
             return Grant(str(rule.value.get("label")), tuple(rule.value.get("rooms") or ()))
+        verifier = self.node.verifier
+        if verifier is not None and token.count(".") == 2:  # a JWT: its "mod" claim
+            try:
+                signed = verifier.verify(token.strip())
+            except InvalidToken as exc:
+                raise Refused(401, str(exc)) from None
+            return Grant(signed.name, signed.mod)
         raise Refused(401, "not a token of this server")
 
     async def keep(self, rule: Rule) -> None:
@@ -393,9 +402,10 @@ Handler = Callable[[Request], Awaitable[dict[str, Any]]]
 
 
 def install(api: FastAPI, node: Node) -> None:
-    """The admin API's routes, if ``--admin-token-file`` turns it on."""
+    """The admin API's routes, if ``--admin-token-file`` turns it on (or signed tokens,
+    whose ``mod`` claim makes moderators)."""
     token_file = node.settings.admin_token_file
-    if not token_file:
+    if not token_file and node.verifier is None:
         return
     admin_api = AdminApi(node, token_file)
 

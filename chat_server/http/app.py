@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from chat_protocol import close, http, names
@@ -24,6 +24,7 @@ from chat_server.loop_lag import monitor
 from chat_server.node import Node
 from chat_server.ops import logs
 from chat_server.ops.settings import Settings
+from chat_server.signed import InvalidToken, presented
 
 
 class ChatApplication:
@@ -83,15 +84,36 @@ def create_app(settings: Settings | None = None) -> ChatApplication:
     async def health() -> JSONResponse:
         return await _health(node)
 
+    verifier = node.verifier
+
+    def unsigned(request: Request) -> JSONResponse | None:
+        """On a private server, who is where is for holders of a good token only."""
+        if verifier is None:
+            return None
+        token = presented(request.headers.raw, request.url.query.encode())
+        try:
+            if token is None:
+                raise InvalidToken("a signed token is needed (Authorization: Bearer)")
+            verifier.verify(token)
+        except InvalidToken as exc:
+            return JSONResponse(http.error_body(str(exc)), 401)
+        return None
+
     @api.get(http.ROOMS_PATH)
-    async def list_rooms(after: str = "", limit: int = http.ROOMS_PAGE) -> JSONResponse:
+    async def list_rooms(
+        request: Request, after: str = "", limit: int = http.ROOMS_PAGE
+    ) -> JSONResponse:
+        if (refused := unsigned(request)) is not None:
+            return refused
         if (after and not names.is_valid_room(after)) or not 1 <= limit <= http.ROOMS_PAGE:
             return JSONResponse(http.error_body(http.PAGE_RULE), 400)
         rooms = await listings.get((after, limit), lambda: registry.rooms(after, limit))
         return JSONResponse(http.rooms_body(rooms))
 
     @api.get(http.ROOMS_PATH + "/{room}")
-    async def room_members(room: str) -> JSONResponse:
+    async def room_members(request: Request, room: str) -> JSONResponse:
+        if (refused := unsigned(request)) is not None:
+            return refused
         if not names.is_valid_room(room):
             return JSONResponse(http.error_body(http.INVALID_ROOM_DETAIL), 404)
         members = await registry.members(room)

@@ -9,18 +9,21 @@ at once with its close value (``chat_protocol.close``), so that the client reads
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 from urllib.parse import urlsplit
 
-from chat_protocol import close, codec, names
+from chat_protocol import close, codec, http, names
 from chat_protocol.close import Close
 from chat_protocol.query import QueryError, parse_join_query
 from chat_server import addresses, asgi
 from chat_server.backends.base import BrokerUnavailable, public_reason
 from chat_server.node import Node
 from chat_server.session import ChatSession
+from chat_server.signed import InvalidToken, Signed, Verifier, presented
 
 log = logging.getLogger("chat_server")
+_HTTP_RESPONSE = "websocket.http.response"
 
 
 class ChatEndpoint:
@@ -43,6 +46,15 @@ class ChatEndpoint:
             log.info("refused origin=%s", origin)
             return
 
+        identity = None
+        if node.verifier is not None:
+            try:
+                identity = _verified(node.verifier, scope)
+            except InvalidToken as exc:
+                await deny(scope, send, 401, str(exc))
+                log.info("refused reason=token")
+                return
+
         room = scope["path_params"].get("room", "")
         peer = names.direct_peer(room)
         if peer is not None:
@@ -62,7 +74,7 @@ class ChatEndpoint:
         except QueryError as exc:
             await _refuse(send, close.INVALID_QUERY, exc)
             return
-        if peer is not None and request.resume is None:
+        if peer is not None and request.resume is None and identity is None:
             await _refuse(send, close.DIRECT_NEEDS_TOKEN)
             return
 
@@ -76,7 +88,7 @@ class ChatEndpoint:
             log.warning("refused reason=%s", full.label)
             return
 
-        session = ChatSession(node, scope, receive, send, room, request, dialect, address)
+        session = ChatSession(node, scope, receive, send, room, request, dialect, address, identity)
         try:
             status = node.backend.status
             if not status.available:
@@ -88,6 +100,27 @@ class ChatEndpoint:
             await session.run()
         finally:
             session.release()
+
+
+def _verified(verifier: Verifier, scope: asgi.Scope) -> Signed:
+    token = presented(scope.get("headers") or (), scope.get("query_string", b""))
+    if token is None:
+        raise InvalidToken("a signed token is needed (Authorization: Bearer, or ?token=)")
+    return verifier.verify(token)
+
+
+async def deny(scope: asgi.Scope, send: asgi.SendFn, status: int, detail: str) -> None:
+    """Refuse the handshake with HTTP ``status`` before any WebSocket (403 where the server
+    cannot answer a handshake with a response of the app's: plain uvicorn's older versions)."""
+    if _HTTP_RESPONSE not in (scope.get("extensions") or {}):
+        await send({"type": "websocket.close"})
+        return
+    body = json.dumps(http.error_body(detail)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="chat"'))
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 async def _refuse(send: asgi.SendFn, why: Close, detail: object = None) -> None:

@@ -49,12 +49,14 @@ def structured(fmt: str, args: tuple[Any, ...]) -> dict[str, Any] | None:
     return fields if not remaining else None
 
 
-_TOKEN_IN_QUERY = re.compile(r"(resume=)[^&\s\"']*")
+_TOKEN_IN_QUERY = re.compile(r"((?:resume|token)=)[^&\s\"']*")
 
 
 def mask_tokens(text: str) -> str:
-    """``text`` with any ``resume=`` query parameter's value replaced by ``***``."""
-    return _TOKEN_IN_QUERY.sub(r"\1***", text) if "resume=" in text else text
+    """``text`` with any ``resume=`` or ``token=`` query parameter's value replaced by ``***``."""
+    if "resume=" not in text and "token=" not in text:
+        return text
+    return _TOKEN_IN_QUERY.sub(r"\1***", text)
 
 
 class MaskTokens(logging.Filter):

@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from chat_protocol import limits
@@ -81,6 +82,39 @@ def a_token_file(value: str) -> str | None:
         admin_tokens(value)
     except (OSError, ValueError) as exc:
         return f"cannot be used: {exc}"
+    return None
+
+
+# An HS256 secret: at least this many bytes (RFC 7518 3.2: the hash's size).
+MIN_JWT_SECRET_BYTES = 32
+
+
+def a_jwt_secret_file(value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        secret = Path(value).read_bytes().strip()
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if len(secret) < MIN_JWT_SECRET_BYTES:
+        return f"holds {len(secret)} bytes; an HS256 secret has at least {MIN_JWT_SECRET_BYTES}"
+    return None
+
+
+def a_public_key_file(value: str) -> str | None:
+    if not value:
+        return None
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        key = load_pem_public_key(Path(value).read_bytes())
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    except ValueError:
+        return "is not a PEM public key"
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        return "is neither an RSA key (RS256) nor an elliptic curve key (ES256)"
     return None
 
 
@@ -175,6 +209,23 @@ class Settings:
         metavar="PATH",
         default_text="none (no admin API)",
         check=a_token_file,
+    )
+    # Signed connection tokens (chat_server.signed): a private server.
+    jwt_secret_file: str = option(
+        "",
+        "a file holding an HS256 secret: every WebSocket must present a token signed with it "
+        "(`Authorization: Bearer` or `?token=`), else HTTP 401",
+        metavar="PATH",
+        default_text="none (open server)",
+        check=a_jwt_secret_file,
+    )
+    jwt_public_key_file: str = option(
+        "",
+        "a file holding a PEM public key (RSA for RS256, EC for ES256): as `--jwt-secret-file`, "
+        "for tokens signed with its private key",
+        metavar="PATH",
+        default_text="none (open server)",
+        check=a_public_key_file,
     )
     # Proxies whose forwarding headers say the client's address (see chat_server.addresses).
     trusted_proxy: tuple[str, ...] = option(
@@ -356,6 +407,13 @@ class Settings:
         check=positive,
         cli=False,
     )
+    jwt_leeway: float = option(
+        30.0,
+        "seconds of clock difference forgiven between a signed token's issuer and the server: "
+        "a token is good until `exp` plus this, at the handshake and during the connection",
+        check=not_negative,
+        cli=False,
+    )
     broker_timeout: float = option(
         2.0,
         "seconds Redis may take to answer before the process declares it unavailable and "
@@ -418,6 +476,8 @@ class Settings:
                 "--log-file needs --workers 1 (several processes cannot rotate one file): log "
                 "to stderr and let the service manager keep it"
             )
+        if self.jwt_secret_file and self.jwt_public_key_file:
+            problems.append("give --jwt-secret-file or --jwt-public-key-file, not both")
         if self.node_ttl < 3 * self.broker_timeout:
             problems.append("node-ttl must be at least 3 times broker-timeout")
         if problems:
