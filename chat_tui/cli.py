@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--nick", metavar="NAME",
         help="the name to ask for (2-24 characters of A-Z, a-z, 0-9, _ and -, from a letter)",
     )  # fmt: skip
+    parser.add_argument(
+        "--token-file", metavar="PATH",
+        help="a file holding the signed token a private server asks for (read at each connection)",
+    )  # fmt: skip
     parser.add_argument("--config", metavar="PATH", type=Path, help="config file to read")
     return parser
 
@@ -77,6 +81,8 @@ def build_config(
         config.rooms = [DEFAULT_ROOM]
     if args.no_autostart:
         config.autostart = False
+    if args.token_file is not None:
+        config.token_file = str(Path(args.token_file).expanduser())
     if args.nick is not None:
         problem = nick_problem(args.nick)
         if problem:

@@ -369,7 +369,12 @@ class EndpointMissing(Exception):
     """The server does not offer the optional HTTP endpoint (or does not answer HTTP)."""
 
 
-async def _get_json(url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> Any:
+async def _get_json(
+    url: str,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    headers: dict[str, str] | None = None,
+) -> Any:
     # Proxy variables are for the outside world; they must not capture a local server.
     trust_env = not hosts.is_loopback(urlsplit(url).hostname or "")
     try:
@@ -377,7 +382,7 @@ async def _get_json(url: str, *, transport: httpx.AsyncBaseTransport | None = No
             httpx.AsyncClient(
                 timeout=HTTP_TIMEOUT, transport=transport, trust_env=trust_env
             ) as client,
-            client.stream("GET", url) as response,
+            client.stream("GET", url, headers=headers) as response,
         ):
             body = await _read_at_most(response, MAX_ANSWER_BYTES)
     except httpx.HTTPError as exc:
@@ -415,11 +420,16 @@ def _json_or_none(body: bytes) -> Any:
         return None
 
 
-async def fetch_rooms(server_url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> str:
+async def fetch_rooms(
+    server_url: str,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    headers: dict[str, str] | None = None,
+) -> str:
     """One line describing the server's rooms; a line saying why when there is no answer."""
     url = http.http_base(server_url) + http.ROOMS_PATH
     try:
-        body = await _get_json(url, transport=transport)
+        body = await _get_json(url, transport=transport, headers=headers)
     except EndpointMissing as exc:
         return f"/rooms is not available: {exc}"
     except LookupError as exc:
@@ -435,13 +445,17 @@ async def fetch_rooms(server_url: str, *, transport: httpx.AsyncBaseTransport | 
 
 
 async def fetch_members(
-    server_url: str, room: str, *, transport: httpx.AsyncBaseTransport | None = None
+    server_url: str,
+    room: str,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[str, list[str] | None, dict[str, str]]:
     """A line listing the members of ``room``, the names (None when the server has no list),
     and the away messages of those who are away."""
     url = http.http_base(server_url) + http.room_path(room)
     try:
-        body = await _get_json(url, transport=transport)
+        body = await _get_json(url, transport=transport, headers=headers)
     except EndpointMissing as exc:
         return f"/who is not available: {exc}", None, {}
     except LookupError as exc:

@@ -153,6 +153,12 @@ class Config:
     keep_name: bool = key(True, "keep your name's token in the state directory (0600)", _flag)
     nick: str = key("", "the name to ask for (--nick overrides it); empty: the server's", _nick)
     typing: bool = key(True, 'send and show "alice is typing…" (chat.v2)', _flag)
+    token_file: str = key(
+        "",
+        "a file holding the signed token a private server asks for (--token-file); read at "
+        "each connection, so a rotated token needs no restart",
+        _file,
+    )
     moderator_token_file: str = key(
         "",
         "a file holding your moderator (or admin) token: /kick, /ban, /mute, /topic, /slow, "

@@ -450,11 +450,25 @@ class RoomConnection:
         self._name_asked = request.name
         dialogue: Dialogue | None = None
         try:
+            try:
+                signed = identity.signed_token()
+            except OSError as exc:
+                if asking:
+                    asking = False
+                    identity.release()
+                where = identity.token_file
+                return _Ending(
+                    ConnectionState.FAILED,
+                    f"cannot read the token file {where}: {exc.strerror or exc}",
+                    self.backoff_cap,
+                )
+            headers = {"authorization": f"Bearer {signed}"} if signed else {}
             async with aconnect_ws(
                 self._address(request),
                 client,
                 subprotocols=[v2.SUBPROTOCOL],
                 session_class=BoundedSession,
+                headers=headers,
             ) as ws:
                 chosen = codec.selected(ws.subprotocol)
                 self.v2 = chosen.numbered
@@ -508,11 +522,12 @@ class RoomConnection:
                 return self._on_close(leaf.code, leaf.reason)
             if isinstance(leaf, WebSocketUpgradeError):
                 status = leaf.response.status_code
-                return _Ending(
-                    ConnectionState.FAILED,
-                    f"the server refused the WebSocket handshake (HTTP {status})",
-                    self.backoff_cap,
-                )
+                said = f"the server refused the WebSocket handshake (HTTP {status})"
+                if status == 401:
+                    # A private server: the token is missing or no good (expired, not yet
+                    # rotated). Tried again after a long pause, with the file read again.
+                    said = "the server refused the token (HTTP 401): missing, expired or not its"
+                return _Ending(ConnectionState.FAILED, said, self.backoff_cap)
             if isinstance(leaf, httpx.ConnectError):
                 where = urlsplit(self.url).netloc
                 return _Ending(
@@ -532,7 +547,8 @@ class RoomConnection:
         received = close.received(code, reason)
         then = received.then
         what = f"{code} {close.code_name(code)}".strip()
-        detail = f"closed by the server ({what}{': ' + reason if reason else ''})"
+        said = reason if reason and reason != close.code_name(code) else ""  # once is enough
+        detail = f"closed by the server ({what}{': ' + said if said else ''})"
         if received.close in (close.KICKED, close.BANNED):
             detail = f"you were {reason} ({code})"  # an operator's or moderator's reason
         if then is Then.WITHOUT_NAME and self._name_asked is not None:

@@ -105,6 +105,7 @@ class ChatController(Observable):
         self.config = config
         self.host = host
         self.identity = identity or Identity(config.server)
+        self.identity.token_file = config.token_file or None
         self.clock = clock
         self.monotonic: Callable[[], float] = monotonic or time.monotonic
         self._http_transport = http_transport
@@ -433,7 +434,8 @@ class ChatController(Observable):
         """A moderator's action in the active room, through the server's admin API with the
         token of ``moderator_token_file``; the log says whether it was done."""
         room = self.current
-        path = self.config.moderator_token_file
+        # A moderator token, else a private server's signed token (its "mod" claim).
+        path = self.config.moderator_token_file or self.config.token_file
         if room is None or room.direct:
             self.say(EntryKind.ERROR, f"/{action.verb} acts in a room, not a conversation")
             return False
@@ -568,13 +570,20 @@ class ChatController(Observable):
             self.say(EntryKind.STATUS, "every room is connected")
 
     async def _list_rooms(self, room: str) -> None:
-        line = await commands.fetch_rooms(self.config.server, transport=self._http_transport)
+        line = await commands.fetch_rooms(
+            self.config.server,
+            transport=self._http_transport,
+            headers=self.identity.authorization(),
+        )
         self._output(room, line)
 
     async def _who(self, room: str) -> None:
         asked_at = self.rooms[room].presence_version if room in self.rooms else 0
         line, listed, away = await commands.fetch_members(
-            self.config.server, room, transport=self._http_transport
+            self.config.server,
+            room,
+            transport=self._http_transport,
+            headers=self.identity.authorization(),
         )
         self._members_listed(room, listed, asked_at, away)
         self._output(room, line)

@@ -115,6 +115,9 @@ class Identity:
         self.nick = nick
         # Whether the server selected chat.v2 the last time we asked (None: not known yet).
         self.v2: bool | None = None
+        # A private server's signed token: this file, read at each connection (a rotated
+        # token is used without a restart).
+        self.token_file: str | None = None
         self._asking = False
         self._waiters: list[asyncio.Future[None]] = []
 
@@ -122,6 +125,22 @@ class Identity:
     def kept(cls, server: str, store: TokenStore | None, nick: str | None = None) -> Identity:
         """The identity for ``server``, with the token kept in ``store`` if there is one."""
         return cls(server, store.load(server) if store is not None else None, store, nick)
+
+    def signed_token(self) -> str | None:
+        """The signed token to present, if a token file is configured; raises OSError if it
+        cannot be read."""
+        if not self.token_file:
+            return None
+        return Path(self.token_file).read_text(encoding="utf-8").strip() or None
+
+    def authorization(self) -> dict[str, str]:
+        """The header that presents the signed token (none without one, or if it cannot be
+        read: the server then says what it misses)."""
+        try:
+            signed = self.signed_token()
+        except OSError:
+            return {}
+        return {"authorization": f"Bearer {signed}"} if signed else {}
 
     async def claim(self) -> str | None:
         """The token to connect with. None: there is none yet and the caller asks for one; it
