@@ -142,6 +142,10 @@ TOKEN_EXPIRED: Final = Close(C.TOKEN_EXPIRED, "token expired", "token", _E, Then
 ADDRESS_FULL: Final = Close(
     C.TRY_AGAIN_LATER, "too many connections from your address", "address", _R, Then.BACK_OFF
 )
+# One client address brought more rooms into being than its share (a flood of rooms).
+ROOMS_FULL: Final = Close(
+    C.TRY_AGAIN_LATER, "too many new rooms from your address", "address", _R, Then.BACK_OFF
+)
 SERVER_FULL: Final = Close(
     C.TRY_AGAIN_LATER, "server full ({} connections)", "limit", _R, Then.RECONNECT
 )
@@ -217,6 +221,7 @@ TABLE: Final[tuple[Close, ...]] = (
     TOKEN_EXPIRED,
     SERVER_FULL,
     ADDRESS_FULL,
+    ROOMS_FULL,
     BROKER_UNAVAILABLE,
     NOT_IN_ROOM,
     MISSED_EVENTS,

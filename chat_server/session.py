@@ -191,7 +191,12 @@ class ChatSession:
         try:
             joined = await self._join(member)
             if joined is not None and not isinstance(joined, BrokerUnavailable):
-                joined = await self._replay(member, joined)
+                if self._too_many_rooms(joined):
+                    ending = Ending(close.ROOMS_FULL)
+                    code = ending.close.label
+                    joined = None
+                else:
+                    joined = await self._replay(member, joined)
             if isinstance(joined, BrokerUnavailable):
                 ending = _unavailable(joined)
                 code = ending.close.label
@@ -237,6 +242,13 @@ class ChatSession:
             return exc
         finally:
             self._join_settled.set()
+
+    def _too_many_rooms(self, joined: Published) -> bool:
+        """Whether this join brought the room into being (the first event of its sequence)
+        past the client address's share of new rooms."""
+        if joined.serial != 1 or self.conversation is not None:
+            return False
+        return not self.node.may_create_room(self.client_address)
 
     async def _replay(
         self, member: Member, joined: Published

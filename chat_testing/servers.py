@@ -75,6 +75,7 @@ ADDRESS_SHARES_OFF = {
     "CHAT_SERVER_MAX_CONNECTIONS_PER_ADDRESS": "0",
     "CHAT_SERVER_MAX_HANDSHAKES_PER_ADDRESS": "0",
     "CHAT_SERVER_MAX_MESSAGES_PER_ADDRESS": "0",
+    "CHAT_SERVER_MAX_NEW_ROOMS_PER_ADDRESS": "0",
 }
 # "0": start every server as a process of its own (python -m chat_server), not forked from a
 # zygote (chat_testing/zygote.py) that imported it once.

@@ -254,6 +254,13 @@ class Settings:
         "(2 s worth in a burst); more are refused like a connection's own rate; `0` = off",
         check=off_or_positive,
     )
+    max_new_rooms_per_address: int = option(
+        60,
+        "rooms one client address may bring into being a minute (joining a room nobody is in "
+        "and none was kept for); more are closed with 1013 `too many new rooms from your "
+        "address`; `0` = off",
+        check=not_negative,
+    )
     max_message_chars: int = option(
         limits.MAX_MESSAGE_CHARS,
         "longest chat message; longer ones are refused with an `error:` notice",
@@ -342,8 +349,8 @@ class Settings:
     )
     history_rooms: int = option(
         1000,
-        "with `memory://`: rooms without members whose history is kept (the one idle longest "
-        "is forgotten first)",
+        "rooms without members whose history is kept (the one idle longest is forgotten "
+        "first; on Redis too)",
         check=not_negative,
     )
     history_bytes: int = option(
@@ -381,8 +388,8 @@ class Settings:
     )
     max_reservations: int = option(
         100_000,
-        "with `memory://`: names kept reserved for their tokens at once; past it, the oldest "
-        "reservation ends early",
+        "names kept reserved for their tokens at once (on Redis too); past it, the reservation "
+        "that would end first ends early",
         check=positive,
     )
     node_name: str = option(

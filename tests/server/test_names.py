@@ -197,7 +197,6 @@ async def test_a_name_is_one_persons_across_processes() -> None:
             await asyncio.sleep(0.05)
 
 
-@pytest.mark.memory_only
 async def test_reservations_are_bounded_the_oldest_ending_first(
     server_factory: Any,
 ) -> None:

@@ -371,8 +371,8 @@ class RedisBackend(Backend):
                 announced += 1
         forgotten = await self.redis.script(
             "forget_node",
-            [keys.NODES, keys.node_members(node), keys.node_names(node)],
-            [node, keys.NAME_KEY_PREFIX, self.redis.reservation_ms],
+            [keys.NODES, keys.node_members(node), keys.node_names(node), keys.RESERVED],
+            [node, keys.NAME_KEY_PREFIX, self.redis.reservation_ms, self.settings.max_reservations],
         )
         if announced:
             log.warning("reaped node=%s left=%d", node, announced)

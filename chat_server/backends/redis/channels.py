@@ -46,9 +46,10 @@ def room_history_keys(room: str) -> tuple[str, ...]:
 
 _KIND_BULKS = {kind: encode_bulk(code) for kind, code in codec.KIND_CODES.items()}
 _NO_NONCE = encode_bulk(codec.NO_NONCE)
-# EVALSHA {sha} 9 KEYS[1-9] ARGV[1-17]: 29 parts in all.
-_ROOM_EVENT_HEAD = b"*29\r\n" + b"".join(
-    map(encode_bulk, ("EVALSHA", SCRIPTS["room_event"].sha, "9"))
+_IDLE_ROOMS = encode_bulk(keys.IDLE_ROOMS)
+# EVALSHA {sha} 10 KEYS[1-10] ARGV[1-19]: 32 parts in all.
+_ROOM_EVENT_HEAD = b"*32\r\n" + b"".join(
+    map(encode_bulk, ("EVALSHA", SCRIPTS["room_event"].sha, "10"))
 )
 
 
@@ -89,7 +90,7 @@ class RedisChannels(ChannelBackend):
     def connected(self, run_id: str) -> None:
         """Connected to the Redis process ``run_id`` (whose rooms' epochs are its own)."""
         settings = self._redis.settings
-        # ARGV 13-17 of the event script: the same for every event while this Redis runs.
+        # ARGV 13-19 of the event script: the same for every event while this Redis runs.
         self._retention_tail = b"".join(
             map(
                 encode_bulk,
@@ -99,6 +100,8 @@ class RedisChannels(ChannelBackend):
                     keys.NODE_KEY_PREFIX,
                     DEDUP_PER_ROOM,
                     run_id,
+                    settings.history_rooms,
+                    keys.ROOM_KEY_PREFIX,
                 ),
             )
         )
@@ -181,7 +184,7 @@ class RedisChannels(ChannelBackend):
             token_key = encode_bulk(keys.room_token_nonces(room, dedup_token(nonce)))
         deadline = b"%d" % (redis.redis_now_ms() + redis.timeout * 1000)
         ref_b = b"-" if ref is None else b"%d" % ref
-        # The hot path of a publish: KEYS 1-9, then ARGV 1-17 in the script's order.
+        # The hot path of a publish: KEYS 1-10, then ARGV 1-19 in the script's order.
         command = b"".join(
             (
                 _ROOM_EVENT_HEAD,
@@ -189,6 +192,7 @@ class RedisChannels(ChannelBackend):
                 members_key,
                 history_keys,
                 token_key,
+                _IDLE_ROOMS,
                 room_args,
                 _KIND_BULKS[kind],
                 member,

@@ -13,6 +13,12 @@ PREFIX = "chat:"
 # Sorted set, all scores 0: rooms that have presence entries, by name (paged with BYLEX).
 # (``chat:rooms`` was a set before; a new name, so that an older cluster's key is no surprise.)
 ROOMS = PREFIX + "room-index"
+# Sorted set: rooms without members, by when they emptied (ms): past ``--history-rooms`` of
+# them, the one idle longest is forgotten (its sequence, history and nonces).
+IDLE_ROOMS = PREFIX + "idle-rooms"
+# Sorted set: the name records kept only as reservations, by when they expire (ms): past
+# ``--max-reservations``, the one that ends first ends now.
+RESERVED = PREFIX + "reserved"
 NODES = PREFIX + "nodes"  # sorted set: node id -> expiry of its heartbeat (ms, Redis clock)
 ROOM_CHANNEL_PREFIX = PREFIX + "room:"  # pub/sub: one channel per room
 NODE_CHANNEL_PREFIX = PREFIX + "node:"  # pub/sub: one channel per node (its probes)

@@ -52,8 +52,14 @@ class RedisRegistry(Registry):
         node = redis.node_id
         await redis.script(
             "release_name",
-            [keys.name(name), keys.node_names(node)],
-            [node, name, redis.reservation_ms, keys.NAME_KEY_PREFIX],
+            [keys.name(name), keys.node_names(node), keys.RESERVED],
+            [
+                node,
+                name,
+                redis.reservation_ms,
+                keys.NAME_KEY_PREFIX,
+                redis.settings.max_reservations,
+            ],
         )
 
     async def set_away(self, name: str, message: str | None) -> None:

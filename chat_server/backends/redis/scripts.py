@@ -31,7 +31,8 @@ end
 
 # KEYS: 1 sequence, 2 presence, 3 room's node counts, 4 rooms, 5 member's node's members,
 #       6 history (a stream), 7 nonces (hash: key -> "offset time"), 8 nonces in order (a list),
-#       9 the sender's token's nonces in order (a list; for a message with a nonce)
+#       9 the sender's token's nonces in order (a list; for a message with a nonce),
+#       10 rooms without members, by when they emptied (a sorted set)
 # ARGV: 1 channel, 2 room, 3 kind (m/j/l/t/a/b/n), 4 the member's node, 5 name, 6 text,
 #       7 nonce ('-' for none): the sender's de-duplication key (codec-encoded),
 #       8 origin (the publishing node: a reaper announces for another),
@@ -42,7 +43,8 @@ end
 #       so a node that gave up waiting can tell its member "not sent" and be right,
 #       12 ref: the serial of the member's own join ('-': any join by the member's node),
 #       13 history size (0 = no history), 14 nonces kept per token, 15 the node key prefix,
-#       16 nonces kept per room, 17 Redis's run_id as the node read it when it connected.
+#       16 nonces kept per room, 17 Redis's run_id as the node read it when it connected,
+#       18 rooms without members whose history is kept at most, 19 the room key prefix.
 # Returns {serial, offset, epoch, time} once published; {0} if the member is not (for a
 # message or leave with a ref: not with that join) present: nothing was published; {-1} if
 # past the deadline; {-2, offset, epoch, time} for a message whose nonce the room already
@@ -144,6 +146,7 @@ elseif kind == 'n' then
   redis.call('SREM', KEYS[5], entry)
   redis.call('SADD', KEYS[5], ARGV[2] .. ' ' .. new)
 elseif kind == 'j' then
+  redis.call('ZREM', KEYS[10], ARGV[2])
   redis.call('HSET', KEYS[2], name, node .. ' ' .. serial)
   redis.call('SADD', KEYS[5], entry)
   redis.call('HINCRBY', KEYS[3], node, 1)
@@ -156,6 +159,17 @@ else
   if redis.call('EXISTS', KEYS[2]) == 0 then
     redis.call('DEL', KEYS[3])
     redis.call('ZREM', KEYS[4], ARGV[2])
+    -- Idle now: past the bound, the room idle longest is forgotten (one here, one more
+    -- when the set grew past it: never a long walk in one event).
+    redis.call('ZADD', KEYS[10], now, ARGV[2])
+    for _ = 1, 2 do
+      if redis.call('ZCARD', KEYS[10]) <= tonumber(ARGV[18]) then break end
+      local oldest = redis.call('ZPOPMIN', KEYS[10])[1]
+      local p = ARGV[19] .. oldest
+      if redis.call('EXISTS', p .. ':presence') == 0 then
+        redis.call('DEL', p .. ':seq', p .. ':history', p .. ':nonces', p .. ':nonce-order')
+      end
+    end
   end
 end
 -- The room's keys live ttl seconds after its last event.
@@ -170,15 +184,30 @@ return {serial, offset, epoch, now}
 
 # A name's record (KEYS[1], a hash): one field per node with how many of its connections hold
 # the name, and ``d``, the digest of the name's resume token, if it has one. A token's name
-# that nobody holds any more stays, with an expiry: the reservation window.
+# that nobody holds any more stays, with an expiry: the reservation window. Reserved names are
+# also in a sorted set (``reserved``, by expiry) of at most ``bound``: past it, the reservation
+# that ends first ends now (a flood of tokens cannot fill Redis with names).
 _NAME_RECORD = """
-local function settle(key, reservation)
+local function held(key)
+  for _, f in ipairs(redis.call('HKEYS', key)) do
+    if f ~= 'd' and f ~= 'a' and f ~= 'n' and f ~= 'f' then return true end
+  end
+  return false
+end
+local function settle(key, reservation, reserved, bound)
   local token = false
   for _, f in ipairs(redis.call('HKEYS', key)) do
     if f == 'd' then token = true elseif f ~= 'a' and f ~= 'n' then return end
   end
   if token and tonumber(reservation) > 0 then
     redis.call('PEXPIRE', key, reservation)
+    local t = redis.call('TIME')
+    redis.call('ZADD', reserved, tonumber(t[1]) * 1000 + tonumber(reservation), key)
+    for _ = 1, 2 do
+      if redis.call('ZCARD', reserved) <= tonumber(bound) then break end
+      local oldest = redis.call('ZPOPMIN', reserved)[1]
+      if not held(oldest) then redis.call('DEL', oldest) end
+    end
   else
     redis.call('DEL', key)
   end
@@ -331,8 +360,8 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 
-# KEYS: 1 name, 2 the node's names. ARGV: 1 node, 2 name, 3 reservation (ms), 4 name key
-# prefix. (A former name: the name it became.)
+# KEYS: 1 name, 2 the node's names, 3 reserved names. ARGV: 1 node, 2 name, 3 reservation (ms),
+# 4 name key prefix, 5 most reservations kept. (A former name: the name it became.)
 RELEASE_NAME = (
     _NAME_RECORD
     + _FOLLOW
@@ -343,7 +372,7 @@ if redis.call('HINCRBY', key, ARGV[1], -1) <= 0 then
   redis.call('HDEL', key, ARGV[1])
   redis.call('SREM', KEYS[2], string.lower(name))
 end
-settle(key, ARGV[3])
+settle(key, ARGV[3], KEYS[3], ARGV[5])
 return 1
 """
 )
@@ -368,8 +397,8 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, tonu
 """
 )
 
-# KEYS: 1 nodes, 2 the node's members, 3 the node's names.
-# ARGV: 1 node, 2 name key prefix, 3 reservation (ms).
+# KEYS: 1 nodes, 2 the node's members, 3 the node's names, 4 reserved names.
+# ARGV: 1 node, 2 name key prefix, 3 reservation (ms), 4 most reservations kept.
 # Once a dead node's members are all announced: let go of its names (a token's name stays
 # reserved for the reservation window) and forget it. Returns 1 when done, 0 if it is alive
 # or still has members to announce.
@@ -380,7 +409,7 @@ FORGET_NODE = (
 if alive(KEYS[1], ARGV[1]) or redis.call('SCARD', KEYS[2]) > 0 then return 0 end
 for _, name in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   local key = ARGV[2] .. string.lower(name)  -- as keys.name: whatever the case
-  if redis.call('HDEL', key, ARGV[1]) > 0 then settle(key, ARGV[3]) end
+  if redis.call('HDEL', key, ARGV[1]) > 0 then settle(key, ARGV[3], KEYS[4], ARGV[4]) end
 end
 redis.call('DEL', KEYS[3])
 redis.call('ZREM', KEYS[1], ARGV[1])

@@ -1,0 +1,93 @@
+"""Every resource bounded, whoever sends it (issue 16, its holes 2 and 3): rooms kept without
+members, the rooms one address brings into being, names kept in reserve, on both brokers. On
+Redis the bound is read from Redis itself: its keys, not the server's word."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from chat_protocol.close import CloseCode
+from chat_testing.redis_servers import start_redis
+from chat_testing.servers import RunningServer
+from chat_testing.waits import wait_until
+from tests.server.hostile import fresh_room, observed
+from tests.server.test_names import refused
+from tests.server.wsclients import join
+
+pytestmark = pytest.mark.fault
+
+
+def from_address(host: str) -> dict[str, object]:
+    return {"local_addr": (host, 0)}
+
+
+async def say_once_and_leave(server: RunningServer, room: str, **how: object) -> None:
+    member = await join(server.chat_url(room), **how)
+    await member.ws.send("one message")
+    await member.recv_until(lambda f: f.endswith(":: one message"))
+    await member.close()
+
+
+async def history_of(server: RunningServer, room: str) -> list[str]:
+    """The messages a newcomer is given (its join notice first, then the history)."""
+    member = await join(server.chat_url(room) + "?history=5")
+    frames = []
+    with pytest.raises(TimeoutError):
+        while True:
+            frames.append(await member.recv(timeout=0.5))
+    await member.close()
+    return [f for f in frames if " :: " in f]
+
+
+async def test_rooms_kept_without_members_are_bounded_the_idle_longest_forgotten(
+    server_factory: Callable[..., RunningServer], broker: str, request: pytest.FixtureRequest
+) -> None:
+    """Hole 2: one client makes room after room with one message each; past --history-rooms
+    the oldest are forgotten (on Redis: their keys go), and a healthy pair loses nothing."""
+    redis_server = start_redis() if broker == "redis" else None
+    request.addfinalizer(lambda: redis_server.stop() if redis_server is not None else None)
+    where = {} if redis_server is None else {"broker_url": redis_server.url}
+    server = server_factory(history_rooms=5, rate_limit=0, **where)
+    rooms = [fresh_room("idle") for _ in range(40)]
+    async with observed(server, fresh_room("idle-pair")) as pair:
+        for room in rooms:
+            await say_once_and_leave(server, room)
+    pair.check()
+    if redis_server is not None:
+        redis = redis_server.client()
+        wait_until(lambda: redis.zcard("chat:idle-rooms") <= 5, what="the idle rooms bound")
+        kept = {key.decode() for key in redis.scan_iter("chat:room:idle-*:seq")}
+        assert len(kept) <= 6, kept  # the bound, and the room being forgotten right now
+        assert not any(key.startswith(f"chat:room:{rooms[0]}:") for key in kept)
+    assert await history_of(server, rooms[-1]) != []
+    assert await history_of(server, rooms[0]) == []
+
+
+@pytest.mark.memory_only
+async def test_one_address_brings_only_its_share_of_rooms_into_being(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    server = server_factory(max_new_rooms_per_address=5)
+    busy = fresh_room("busy")
+    there = await join(server.chat_url(busy), **from_address("127.0.0.9"))
+    async with observed(server, fresh_room("new-pair")) as pair:
+        made = 0
+        for _ in range(10):
+            try:
+                await say_once_and_leave(server, fresh_room("new"), **from_address("127.0.0.8"))
+            except (ConnectionClosed, AssertionError):
+                break
+            made += 1
+        assert made == 5
+        assert await refused(server.chat_url(fresh_room("new")), **from_address("127.0.0.8")) == (
+            CloseCode.TRY_AGAIN_LATER,
+            "too many new rooms from your address",
+        )
+        # A room that exists is no new room; another address is not held back.
+        await say_once_and_leave(server, busy, **from_address("127.0.0.8"))
+        await say_once_and_leave(server, fresh_room("new"), **from_address("127.0.0.10"))
+    pair.check()
+    await there.close()
