@@ -43,21 +43,22 @@ def address_key(host: str) -> str:
     return str(address)
 
 
-def _trusted(host: str, trusted: tuple[Network, ...]) -> bool:
+def trusted(host: str, networks: tuple[Network, ...]) -> bool:
+    """Whether ``host`` is in one of ``networks`` (a trusted proxy)."""
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         return False
-    return any(address in network for network in trusted)
+    return any(address in network for network in networks)
 
 
 def client_address(
-    peer: str | None, headers: Iterable[tuple[bytes, bytes]], trusted: tuple[Network, ...]
+    peer: str | None, headers: Iterable[tuple[bytes, bytes]], proxies: tuple[Network, ...]
 ) -> str:
     """The address a connection from ``peer`` with these request headers counts as."""
     if peer is None:
         return "unknown"
-    if not trusted or not _trusted(peer, trusted):
+    if not proxies or not trusted(peer, proxies):
         return address_key(peer)
     forwarded: list[str] = []
     for name, value in headers:
@@ -69,7 +70,7 @@ def client_address(
     for host in reversed(forwarded):
         if not host:
             continue
-        if not _trusted(host, trusted):
+        if not trusted(host, proxies):
             try:
                 ipaddress.ip_address(host)
             except ValueError:

@@ -12,7 +12,7 @@ from dataclasses import Field
 from pathlib import Path
 from typing import Any
 
-from chat_server.ops.settings import default_text, env_name, flag, how, options
+from chat_server.ops.settings import default_text, env_name, flag, how, is_switch, options
 from chat_tui.config import Config, config_keys, explain
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,8 +33,8 @@ def _table_after(header: str) -> list[str]:
 
 
 def _option_cell(f: Field[Any]) -> str:
-    if f.name == "metrics":
-        return "`--metrics` / `--no-metrics`"
+    if is_switch(f):
+        return f"`--{flag(f)}` / `--no-{flag(f)}`"
     metavar = how(f).metavar
     return f"`--{flag(f)}{' ' + metavar if metavar else ''}`"
 

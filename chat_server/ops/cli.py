@@ -18,6 +18,7 @@ from chat_server.ops.settings import (
     default_text,
     flag,
     how,
+    is_switch,
     options,
     to_text,
     value_type,
@@ -34,8 +35,10 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     for f in _server_options():
         option = how(f)
         help_text = f"{option.help} (default {default_text(f)})"
-        if f.name == "metrics":
-            parser.add_argument("--metrics", action=argparse.BooleanOptionalAction, help=help_text)
+        if is_switch(f):  # --metrics / --no-metrics
+            parser.add_argument(
+                "--" + flag(f), action=argparse.BooleanOptionalAction, help=help_text
+            )
         elif str(f.type).startswith("tuple"):  # repeatable
             parser.add_argument(
                 "--" + flag(f), action="append", metavar=option.metavar, help=help_text

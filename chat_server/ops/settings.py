@@ -210,6 +210,12 @@ class Settings:
         default_text="none (no admin API)",
         check=a_token_file,
     )
+    proxy_protocol: bool = option(
+        False,
+        "read the PROXY protocol header (v1 or v2) that a `--trusted-proxy` balancer sends "
+        "first on each connection: the client's address (connections from others send none)",
+        default_text="off",
+    )
     # Signed connection tokens (chat_server.signed): a private server.
     jwt_secret_file: str = option(
         "",
@@ -545,11 +551,22 @@ def from_text(f: Field[Any], raw: str) -> Any:
         if raw.lower() not in answer:
             raise ValueError(f"{name}={raw!r} is not one of on, off, auto")
         return answer[raw.lower()]
+    if str(f.type) == "bool":
+        switch = {"1": True, "true": True, "yes": True, "on": True}
+        switch |= {"0": False, "false": False, "no": False, "off": False}
+        if raw.lower() not in switch:
+            raise ValueError(f"{name}={raw!r} is not one of on, off")
+        return switch[raw.lower()]
     kind = value_type(f)
     try:
         return kind(raw)
     except ValueError:
         raise ValueError(f"{name}={raw!r} is not a number") from None
+
+
+def is_switch(f: Field[Any]) -> bool:
+    """A setting that is on or off: ``--NAME`` / ``--no-NAME``."""
+    return str(f.type) in ("bool", "bool | None")
 
 
 def value_type(f: Field[Any]) -> type:

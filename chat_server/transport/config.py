@@ -39,6 +39,7 @@ class HttpLimits:
     http_rate: float  # plain HTTP requests per second per client address; 0: no limit
     handshakes_per_minute: int  # new WebSocket handshakes per client address; 0: no limit
     trusted_proxies: tuple[str, ...]  # CIDRs whose forwarding headers give the address
+    proxy_protocol: bool = False  # trusted proxies send a PROXY protocol header first
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,7 @@ class Limits:
                     settings.per_address(settings.max_handshakes_per_address)
                 ),
                 trusted_proxies=settings.trusted_proxy,
+                proxy_protocol=settings.proxy_protocol,
             ),
         )
 

@@ -36,6 +36,7 @@ from uvicorn.server import ServerState
 from chat_server import addresses
 from chat_server.budget import Budget
 from chat_server.stats import stats
+from chat_server.transport import proxy_protocol
 from chat_server.transport.config import FLOOD_BURST_SECONDS, HttpLimits, limits_of
 
 log = logging.getLogger("chat_server")
@@ -56,6 +57,9 @@ _BUDGETS: weakref.WeakKeyDictionary[ServerState, OrderedDict[str, Budget]] = (
 _HANDSHAKES: weakref.WeakKeyDictionary[ServerState, OrderedDict[str, Budget]] = (
     weakref.WeakKeyDictionary()
 )
+# The client of the connection being upgraded to a WebSocket, while its protocol is made
+# (synchronously, in handle_websocket_upgrade): a PROXY header's address, not the TCP peer's.
+upgrading_client: tuple[str, int] | None = None
 # Addresses whose budget is remembered at once (an address not seen for a while starts full).
 MAX_ADDRESSES = 10_000
 
@@ -97,6 +101,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         # status, text, metrics reason (and for a 429, the seconds to wait)
         self._refusal: tuple[int, str, str] | tuple[int, str, str, float] | None = None
         self._done = False  # answered with a refusal; further input is ignored
+        # With --proxy-protocol, from a trusted proxy: the PROXY header read so far (None: not
+        # expected, or read).
+        self._proxy_header: bytearray | None = None
 
     # --- connection -----------------------------------------------------------------------
 
@@ -104,6 +111,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         if self.client is not None:
             self.peer_address = addresses.address_key(self.client[0])
+            if self.limits.proxy_protocol and addresses.trusted(self.client[0], self.trusted):
+                self._proxy_header = bytearray()
         if len(self.pending) >= self.limits.max_pending:
             # The oldest of the address with the most gives way: a real client finishes its
             # handshake in milliseconds, so idle sockets cannot lock it out by filling the cap
@@ -157,6 +166,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._done:
             return
+        if self._proxy_header is not None:
+            rest = self._read_proxy_header(data)
+            if not rest:
+                return
+            data = rest
         self._arm()  # a later keep-alive request has its own deadline
         if self._in_head:
             self._head_bytes += len(data)
@@ -166,6 +180,24 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._in_head and self._head_bytes > self.limits.max_head_bytes:
             # Not finished and already too big: never buffer more of it.
             self._refuse_head(f"request head over {self.limits.max_head_bytes} bytes")
+
+    def _read_proxy_header(self, data: bytes) -> bytes:
+        """Take the PROXY header off the start of the input: what follows it (b"" while it is
+        incomplete, or refused)."""
+        assert self._proxy_header is not None
+        self._proxy_header += data
+        try:
+            header = proxy_protocol.parse(bytes(self._proxy_header))
+        except proxy_protocol.Invalid as exc:
+            self._refuse(400, str(exc), "proxy_header")
+            return b""
+        if header is None:
+            return b""
+        rest = bytes(self._proxy_header[header.length :])
+        self._proxy_header = None
+        if header.client is not None:
+            self.client = header.client  # the request's and the WebSocket's client
+        return rest
 
     def send_400_response(self, msg: str) -> None:
         # httptools raised; a refusal chosen in a callback answers instead of the plain 400.
@@ -221,9 +253,15 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._disarm()
 
     def handle_websocket_upgrade(self) -> None:
-        # The WebSocket protocol takes the connection over, with the handshake request whole.
+        # The WebSocket protocol takes the connection over, with the handshake request whole,
+        # and the client as it is known here (a PROXY header's): see ChatWebSocketProtocol.
         self._settled()
-        super().handle_websocket_upgrade()
+        global upgrading_client
+        upgrading_client = self.client
+        try:
+            super().handle_websocket_upgrade()
+        finally:
+            upgrading_client = None
 
     def _address(self) -> str:
         """The client's address, as a trusted proxy forwards it (the request's headers)."""

@@ -50,6 +50,7 @@ from chat_protocol.close import Close
 from chat_server import asgi
 from chat_server.budget import Budget, budget
 from chat_server.stats import CLOSE_OUTCOMES, stats
+from chat_server.transport import http_guard
 from chat_server.transport.config import InputLimits, limits_of
 
 _WITHIN_RATE = asgi.WITHIN_RATE_KEY
@@ -132,6 +133,12 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
         self._input_closed = False
         self._open = False  # a WebSocket in a room: counted in stats.websockets_open
         self._close_outcome: str | None = None  # set when the server closes first
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        # Upgraded from the guarded HTTP protocol: its client (a PROXY header's address).
+        if http_guard.upgrading_client is not None:
+            self.client = http_guard.upgrading_client
 
     # --- handshake ----------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from chat_protocol.close import CloseCode
 from chat_server.addresses import address_key, client_address, networks
+from chat_server.transport import proxy_protocol
 from chat_testing.servers import RunningServer
 from tests.server.hostile import fresh_room, observed
 from tests.server.wsclients import join
@@ -240,3 +241,90 @@ async def test_join_and_leave_churn_from_one_address_is_held_to_its_handshake_sh
     frames = await watcher.recv_until(lambda f: f.endswith(":: still chatting"), timeout=10)
     assert sum(f.endswith(" joined the chat") for f in frames) == cycles
     await watcher.close()
+
+
+# --- the PROXY protocol -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "client", "length"),
+    [
+        (b"PROXY TCP4 198.51.100.7 10.0.0.1 40000 80\r\nGET /", ("198.51.100.7", 40000), 43),
+        (b"PROXY TCP6 2001:db8::5 ::1 40000 80\r\n", ("2001:db8::5", 40000), 37),
+        (b"PROXY UNKNOWN\r\n", None, 15),
+        (
+            proxy_protocol.V2_SIGNATURE + b"\x21\x11\x00\x0c"
+            + bytes([203, 0, 113, 9, 10, 0, 0, 1]) + (41000).to_bytes(2, "big") + b"\x00\x50",
+            ("203.0.113.9", 41000), 28,
+        ),
+        (proxy_protocol.V2_SIGNATURE + b"\x20\x00\x00\x00", None, 16),  # LOCAL: a health check
+        (b"PROXY TCP4 198.51", None, None),  # not all there yet
+        (proxy_protocol.V2_SIGNATURE[:7], None, None),
+    ],
+)  # fmt: skip
+def test_proxy_protocol_headers_are_read(
+    data: bytes, client: tuple[str, int] | None, length: int | None
+) -> None:
+    header = proxy_protocol.parse(data)
+    if length is None:
+        assert header is None
+    else:
+        assert header == proxy_protocol.Header(client, length)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET /chat/x HTTP/1.1\r\n",
+        b"PROXY TCP4 not-an-address 10.0.0.1 1 2\r\n",
+        b"PROXY TCP4 2001:db8::5 10.0.0.1 1 2\r\n",
+        b"PROXY " + b"x" * 120,
+        proxy_protocol.V2_SIGNATURE + b"\x21\x11\xff\xff",
+    ],
+)
+def test_what_is_no_proxy_protocol_header_is_refused(data: bytes) -> None:
+    with pytest.raises(proxy_protocol.Invalid):
+        proxy_protocol.parse(data)
+
+
+async def test_behind_a_proxy_protocol_balancer_the_clients_address_counts(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    """HAProxy's ``send-proxy-v2`` (and v1): the header's address takes the shares, and a
+    connection from the trusted balancer without a header is refused."""
+    server = server_factory(
+        max_connections_per_address=2, trusted_proxy=["127.0.0.7/32"], proxy_protocol=True
+    )
+    url = server.chat_url(fresh_room("pp"))
+
+    async def via(header: bytes, source: str = "127.0.0.7") -> int | None:
+        sock = socket.create_connection(("127.0.0.1", server.port), source_address=(source, 0))
+        sock.sendall(header)
+        ws = await websockets.connect(url, sock=sock, max_queue=None)
+        try:
+            await asyncio.wait_for(ws.recv(), 5)
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+        held.append(ws)
+        return None
+
+    def v1(host: str) -> bytes:
+        return f"PROXY TCP4 {host} 127.0.0.1 40000 {server.port}\r\n".encode()
+
+    def v2(host: str) -> bytes:
+        body = bytes(map(int, host.split("."))) + bytes(4) + (41000).to_bytes(2, "big") * 2
+        return proxy_protocol.V2_SIGNATURE + b"\x21\x11" + len(body).to_bytes(2, "big") + body
+
+    held: list[websockets.ClientConnection] = []
+    try:
+        assert [await via(v1("203.0.113.9")), await via(v2("203.0.113.9"))] == [None, None]
+        assert await via(v2("203.0.113.9")) == CloseCode.TRY_AGAIN_LATER  # that client's share
+        assert await via(v1("203.0.113.10")) is None
+        # From elsewhere no header is expected (and one would be a bad request).
+        assert [await via(b"", "127.0.0.8") for _ in range(2)] == [None, None]
+        with pytest.raises(InvalidStatus) as refused:
+            await via(b"")  # the balancer itself must send one
+        assert refused.value.response.status_code == 400
+    finally:
+        for ws in held:
+            await ws.close()
