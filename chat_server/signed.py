@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl
 
-import jwt
-
 from chat_protocol import names
 from chat_server import tokens
 from chat_server.ops.settings import Settings
@@ -81,6 +79,11 @@ class Verifier:
     """Checks tokens against the configured key."""
 
     def __init__(self, key: str | bytes, algorithms: list[str], leeway: float) -> None:
+        # Loaded by a private server only: an open one does not carry PyJWT and cryptography
+        # (their objects would cost every garbage collection of the process).
+        import jwt
+
+        self._jwt = jwt
         self._key = key
         self._algorithms = algorithms
         self._leeway = leeway
@@ -97,6 +100,7 @@ class Verifier:
         return None
 
     def verify(self, token: str) -> Signed:
+        jwt = self._jwt
         try:
             claims = jwt.decode(
                 token,

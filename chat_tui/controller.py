@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from chat_protocol import admin, names, text
+from chat_protocol import admin_client, names, text
 from chat_protocol.frames import Frame, FrameKind
 from chat_protocol.v2 import TYPING_EVERY
 from chat_tui import autostart, commands
@@ -453,10 +453,10 @@ class ChatController(Observable):
             return
         method, api_path, body = commands.moderation_request(action, room)
         try:
-            answer = await admin.call(
+            answer = await admin_client.call(
                 self.config.server, token, method, api_path, body, transport=self._http_transport
             )
-        except admin.Unreachable as exc:
+        except admin_client.Unreachable as exc:
             self._output(
                 room, f"/{action.verb}: the server could not be reached ({exc})", error=True
             )

@@ -126,10 +126,14 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         token = admin_tokens(args.token_file)[0][1]
     except (OSError, ValueError) as exc:
         parser.error(f"--token-file cannot be used: {exc}")
+    # Here, not at the top: the server's own process (which imports this module for its
+    # command line) never loads an HTTP client.
+    from chat_protocol import admin_client
+
     method, path, body = request(args)
     try:
-        answer = asyncio.run(admin.call(args.server, token, method, path, body))
-    except admin.Unreachable as exc:
+        answer = asyncio.run(admin_client.call(args.server, token, method, path, body))
+    except admin_client.Unreachable as exc:
         print(f"chat-server admin: cannot reach {args.server}: {exc}", file=sys.stderr)
         return 1
     if not answer.ok:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from chat_protocol import admin
+from chat_protocol import admin, admin_client
 from chat_protocol.close import CloseCode
 from chat_protocol.query import JoinRequest, join_query
 from chat_protocol.v1 import format_error, format_kick, format_topic
@@ -53,8 +53,8 @@ async def ask(
     path: str,
     body: dict[str, object] | None = None,
     token: str = ADMIN_TOKEN,
-) -> admin.Answer:
-    return await admin.call(server.http_url, token, method, path, body)
+) -> admin_client.Answer:
+    return await admin_client.call(server.http_url, token, method, path, body)
 
 
 async def done(server: RunningServer, method: str, path: str, body: dict[str, object]) -> dict:

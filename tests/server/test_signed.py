@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from websockets.exceptions import InvalidStatus
 
-from chat_protocol import admin
+from chat_protocol import admin, admin_client
 from chat_protocol.close import CloseCode
 from chat_protocol.v1 import format_join
 from chat_protocol.v2 import change_nick
@@ -144,16 +144,16 @@ async def test_the_mod_claim_moderates_its_rooms_through_the_admin_api(
     room = fresh_room()
     moderator = token("Mod", mod=[room])
     member = await join(private.chat_url(room), **bearer(token("Kim")))
-    kicked = await admin.call(
+    kicked = await admin_client.call(
         private.http_url, moderator, "POST", admin.KICK_PATH, {"room": room, "name": "Kim"}
     )
     assert kicked.ok, kicked
     assert (await closed_with(member))[0] == CloseCode.KICKED
-    outside = await admin.call(private.http_url, moderator, "POST", admin.room_path("x"), {})
+    outside = await admin_client.call(private.http_url, moderator, "POST", admin.room_path("x"), {})
     assert (outside.status, outside.detail) == (403, "Mod may not act in x")
-    plain = await admin.call(private.http_url, token("Kim"), "GET", admin.room_path(room))
+    plain = await admin_client.call(private.http_url, token("Kim"), "GET", admin.room_path(room))
     assert plain.status == 403
-    forged = await admin.call(
+    forged = await admin_client.call(
         private.http_url, token("Mod", key=b"y" * 48, mod=[room]), "GET", admin.room_path(room)
     )
     assert forged.status == 401
@@ -163,8 +163,8 @@ async def test_the_mod_claim_moderates_its_rooms_through_the_admin_api(
 async def test_who_is_where_is_for_token_holders_only(private: RunningServer) -> None:
     room = fresh_room()
     member = await join(private.chat_url(room), **bearer(token("Lou")))
-    assert (await admin.call(private.http_url, "", "GET", f"/rooms/{room}")).status == 401
-    listed = await admin.call(private.http_url, token("Viv"), "GET", f"/rooms/{room}")
+    assert (await admin_client.call(private.http_url, "", "GET", f"/rooms/{room}")).status == 401
+    listed = await admin_client.call(private.http_url, token("Viv"), "GET", f"/rooms/{room}")
     assert listed.body["members"] == ["Lou"]
     assert private.health() is not None  # a balancer's health check needs no token
     await member.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from chat_protocol import admin
+from chat_protocol import admin, admin_client
 from chat_testing.servers import RunningServer, start_server
 from tests.tui.app_helpers import joined, log_lines, make_app, room_name, send, until
 
@@ -89,7 +89,7 @@ async def test_an_admin_token_moderates_and_the_room_answers(
             lambda: app.screen.query_one("#topic").render().plain == "topic: -- the plan",  # type: ignore[attr-defined]
             "the topic under the status line",
         )
-        answer = await admin.call(
+        answer = await admin_client.call(
             server.http_url,
             token,
             "POST",

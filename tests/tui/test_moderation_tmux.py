@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chat_protocol import admin
+from chat_protocol import admin, admin_client
 from chat_testing.servers import RunningServer, start_server
 from chat_testing.tmux import Tmux
 from tests.tui.tmux_screen import CHAT_TUI, JOINED, STARTUP, status_row
@@ -32,7 +32,7 @@ def governed_server(tmp_path: Path) -> RunningServer:
 def moderator_config(server: RunningServer, room: str, tmp_path: Path) -> Path:
     """A config whose moderator_token_file holds a new moderator token for ``room``."""
     made = asyncio.run(
-        admin.call(
+        admin_client.call(
             server.http_url,
             server.admin_token,  # type: ignore[attr-defined]
             "POST",
