@@ -91,6 +91,11 @@ def mute_key(room: str, name: str) -> str:
     return f"{room} {name_key(name)}"
 
 
+def token_mute(room: str, token_id: str) -> str:
+    # A token id is hexadecimal: never a name key, which starts with a letter.
+    return f"{room} token:{token_id}"
+
+
 def network_of(address: str) -> Network | None:
     """An address or CIDR as a network; None if it is neither."""
     try:
@@ -210,8 +215,11 @@ class Governance:
                         return rule
         return None
 
-    def muted(self, room: str, name: str) -> Rule | None:
-        return self._live(RuleKind.MUTE, mute_key(room, name))
+    def muted(self, room: str, name: str, token_id: str | None) -> Rule | None:
+        rule = self._live(RuleKind.MUTE, mute_key(room, name))
+        if rule is None and token_id is not None:
+            rule = self._live(RuleKind.MUTE, token_mute(room, token_id))
+        return rule
 
     def moderator(self, digest: str) -> Rule | None:
         """The moderator token whose digest is ``digest``, if one is kept."""

@@ -262,6 +262,8 @@ class Node:
         problem = names.chosen_name_problem(new)
         if problem is not None:
             return close.INVALID_NAME.text(problem)
+        if self.governance.banned("", new, None, "") is not None:
+            return f"{new} is banned from this server"
         token_id = lease.token_id
         now = time.monotonic()
         recent = [at for at in self._nicks_at.get(token_id, ()) if now - at < NICK_WINDOW]

@@ -400,7 +400,7 @@ class ChatSession:
     def _restriction(self) -> str | None:
         """Why a message cannot go out now in a room with mutes or slow mode, if it cannot."""
         governance = self.node.governance
-        mute = governance.muted(self.room, self.name)
+        mute = governance.muted(self.room, self.name, self.token_id)
         if mute is not None:
             why = rule_reason(mute)
             return f"you are muted in this room: {why}" if why else "you are muted in this room"

@@ -33,6 +33,7 @@ from chat_server.governance import (
     name_ban,
     network_of,
     token_ban,
+    token_mute,
 )
 from chat_server.node import Node
 from chat_server.ops.settings import admin_tokens
@@ -190,6 +191,34 @@ class AdminApi:
         except RulesFull:
             raise Refused(507, "the server keeps no more rules: lift some first") from None
 
+    async def _with_token(
+        self,
+        kind: RuleKind,
+        key: str,
+        token_key: Callable[[str], str],
+        value: dict[str, Any],
+        expires: float | None,
+    ) -> list[Rule]:
+        """A rule on ``value["name"]``, and the same on the resume token that holds the name
+        (``token_key`` of its id), so that a nick change does not escape it."""
+        held = await self.node.backend.registry.holder(value["name"])
+        if held is None or held.digest is None:
+            return [Rule(kind, key, value, expires)]
+        token_id = tokens.token_id(held.digest)
+        value = {**value, "token": token_id}
+        return [Rule(kind, key, value, expires), Rule(kind, token_key(token_id), value, expires)]
+
+    async def _drop_with_token(
+        self, kind: RuleKind, key: str, token_key: Callable[[str], str]
+    ) -> bool:
+        """Lift a rule on a name, and its twin on the token that held the name."""
+        rule = next((r for r in self.node.governance.rules(kind) if r.key == key), None)
+        lifted = await self.node.backend.drop_rule(kind, key)
+        token_id = None if rule is None else rule.value.get("token")
+        if token_id:
+            await self.node.backend.drop_rule(kind, token_key(str(token_id)))
+        return lifted
+
     def logged(self, grant: Grant, action: str, **what: Any) -> None:
         fields = " ".join(f"{key}=%s" for key in what)
         log.warning(f"admin action=%s by=%s {fields}", action, grant.label, *what.values())
@@ -222,17 +251,11 @@ class AdminApi:
             rules.append(Rule(RuleKind.BAN, address_ban(room, network), value, expires))
             target = str(network)
         else:
-            name = _name(body)
-            value["name"] = name
-            rules.append(Rule(RuleKind.BAN, name_ban(room, name), value, expires))
-            # The resume token that holds the name: banned with it, whatever it is called later.
-            held = await self.node.backend.registry.holder(name)
-            if held is not None and held.digest is not None:
-                token_id = tokens.token_id(held.digest)
-                value = {**value, "token": token_id}
-                rules = [Rule(RuleKind.BAN, name_ban(room, name), value, expires)]
-                rules.append(Rule(RuleKind.BAN, token_ban(room, token_id), value, expires))
-            target = name
+            name = target = _name(body)
+            rules = await self._with_token(
+                RuleKind.BAN, name_ban(room, name), lambda t: token_ban(room, t),
+                {**value, "name": name}, expires,
+            )  # fmt: skip
         for rule in rules:
             await self.keep(rule)
         self.logged(
@@ -253,13 +276,10 @@ class AdminApi:
             target, key = str(network), address_ban(room, network)
             lifted = await backend.drop_rule(RuleKind.BAN, key)
         else:
-            name = _name(body)
-            target, key = name, name_ban(room, name)
-            rule = next((r for r in self.node.governance.rules(RuleKind.BAN) if r.key == key), None)
-            lifted = await backend.drop_rule(RuleKind.BAN, key)
-            token_id = None if rule is None else rule.value.get("token")
-            if token_id:
-                await backend.drop_rule(RuleKind.BAN, token_ban(room, str(token_id)))
+            name = target = _name(body)
+            lifted = await self._drop_with_token(
+                RuleKind.BAN, name_ban(room, name), lambda t: token_ban(room, t)
+            )
         if not lifted:
             raise Refused(404, f"no ban of {target} here")
         self.logged(grant, "unban", room=room or "*", target=target)
@@ -291,7 +311,11 @@ class AdminApi:
         assert room is not None
         why, expires = _reason(body), _expires(body)
         value = {"room": room, "name": name, "reason": why, "by": grant.label}
-        await self.keep(Rule(RuleKind.MUTE, mute_key(room, name), value, expires))
+        rules = await self._with_token(
+            RuleKind.MUTE, mute_key(room, name), lambda t: token_mute(room, t), value, expires
+        )
+        for rule in rules:
+            await self.keep(rule)
         self.logged(
             grant, "mute", room=room, name=name, seconds=body.get("seconds") or 0, reason=why
         )
@@ -303,7 +327,10 @@ class AdminApi:
         self._covered(grant, room)
         name = _name(body)
         assert room is not None
-        if not await self.node.backend.drop_rule(RuleKind.MUTE, mute_key(room, name)):
+        lifted = await self._drop_with_token(
+            RuleKind.MUTE, mute_key(room, name), lambda t: token_mute(room, t)
+        )
+        if not lifted:
             raise Refused(404, f"{name} is not muted in {room}")
         self.logged(grant, "unmute", room=room, name=name)
         return {"unmuted": name, "room": room}

@@ -19,6 +19,7 @@ from chat_protocol import admin, admin_client
 from chat_protocol.close import CloseCode
 from chat_protocol.query import JoinRequest, join_query
 from chat_protocol.v1 import format_error, format_kick, format_topic
+from chat_protocol.v2 import change_nick
 from chat_testing.clusters import running_cluster
 from chat_testing.marks import requires_redis
 from chat_testing.servers import RunningServer
@@ -227,6 +228,29 @@ async def test_a_muted_member_is_refused_and_never_heard(server: RunningServer) 
     assert await listener.recv() == f"{muted.name} :: back"
     for member in (muted, listener, v2_muted):
         await member.close()
+
+
+async def test_a_mute_and_a_ban_follow_the_token_through_a_nick_change(
+    server: RunningServer,
+) -> None:
+    room = fresh_room()
+    url = server.chat_url(room)
+    muted = await join_v2(url, f"name=Mute{secrets.token_hex(3)}")
+    await done(server, "POST", admin.MUTE_PATH, {"room": room, "name": muted.name})
+    new_name = f"Free{secrets.token_hex(3)}"
+    await muted.ws.send(change_nick(new_name))
+    await muted.recv_until(lambda f: f.get("type") == "nick")
+    await muted.send("under my new name", "n1")
+    error = (await muted.recv_until(lambda f: f.get("type") == "error"))[-1]
+    assert error["text"] == "you are muted in this room"
+    # Nobody takes a banned name by a nick change either.
+    await done(server, "POST", admin.BAN_PATH, {"name": "Villain"})
+    other = await join_v2(url)
+    await other.ws.send(change_nick("villain"))
+    error = (await other.recv_until(lambda f: f.get("type") == "error"))[-1]
+    assert error["text"] == "villain is banned from this server"
+    await muted.close()
+    await other.close()
 
 
 async def test_a_rooms_topic_reaches_joiners_and_members(server: RunningServer) -> None:
