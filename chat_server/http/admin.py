@@ -303,12 +303,16 @@ class AdminApi:
 
     # --- mutes ----------------------------------------------------------------------------
 
-    async def mute(self, request: Request) -> dict[str, Any]:
+    async def _in_a_room(self, request: Request) -> tuple[Grant, dict[str, Any], str, str]:
+        """Who asks, the body, and the room (one the grant covers) and name it is about."""
         grant, body = self.grant(request), await _body(request)
         room = _room(body, required=True)
         self._covered(grant, room)
-        name = _name(body)
         assert room is not None
+        return grant, body, room, _name(body)
+
+    async def mute(self, request: Request) -> dict[str, Any]:
+        grant, body, room, name = await self._in_a_room(request)
         why, expires = _reason(body), _expires(body)
         value = {"room": room, "name": name, "reason": why, "by": grant.label}
         rules = await self._with_token(
@@ -322,11 +326,7 @@ class AdminApi:
         return {"muted": name, "room": room, "expires": expires}
 
     async def unmute(self, request: Request) -> dict[str, Any]:
-        grant, body = self.grant(request), await _body(request)
-        room = _room(body, required=True)
-        self._covered(grant, room)
-        name = _name(body)
-        assert room is not None
+        grant, _, room, name = await self._in_a_room(request)
         lifted = await self._drop_with_token(
             RuleKind.MUTE, mute_key(room, name), lambda t: token_mute(room, t)
         )

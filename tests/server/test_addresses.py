@@ -30,6 +30,18 @@ def from_address(host: str) -> dict[str, object]:
     return {"local_addr": (host, 0), "max_queue": None}
 
 
+async def kept_or_refused(
+    ws: websockets.ClientConnection, held: list[websockets.ClientConnection]
+) -> int | None:
+    """The close code if ``ws`` is refused at once, else None (and it is kept in ``held``)."""
+    try:
+        await asyncio.wait_for(ws.recv(), 5)
+    except ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else None
+    held.append(ws)
+    return None
+
+
 async def test_one_address_cannot_take_the_others_connections(
     server_factory: Callable[..., RunningServer],
 ) -> None:
@@ -128,12 +140,7 @@ async def test_behind_a_trusted_proxy_the_forwarded_address_counts(
         ws = await websockets.connect(
             url, additional_headers={"X-Forwarded-For": forwarded}, **from_address(source)
         )
-        try:
-            await asyncio.wait_for(ws.recv(), 5)
-        except ConnectionClosed as closed:
-            return closed.rcvd.code if closed.rcvd else None
-        held.append(ws)
-        return None
+        return await kept_or_refused(ws, held)
 
     held: list[websockets.ClientConnection] = []
     try:
@@ -301,12 +308,7 @@ async def test_behind_a_proxy_protocol_balancer_the_clients_address_counts(
         sock = socket.create_connection(("127.0.0.1", server.port), source_address=(source, 0))
         sock.sendall(header)
         ws = await websockets.connect(url, sock=sock, max_queue=None)
-        try:
-            await asyncio.wait_for(ws.recv(), 5)
-        except ConnectionClosed as closed:
-            return closed.rcvd.code if closed.rcvd else None
-        held.append(ws)
-        return None
+        return await kept_or_refused(ws, held)
 
     def v1(host: str) -> bytes:
         return f"PROXY TCP4 {host} 127.0.0.1 40000 {server.port}\r\n".encode()
