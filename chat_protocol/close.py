@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Final
 
+# The longest close reason: a close frame's payload is at most 125 bytes, 2 of them the code.
+MAX_REASON_BYTES: Final = 123
+
 
 class CloseCode(IntEnum):
     """The WebSocket close codes of this protocol (RFC 6455 7.4.1, and IANA's 1012/1013)."""
@@ -102,10 +105,14 @@ class Close:
         )
 
     def text(self, detail: object = None) -> str:
-        """The reason on the wire (a close reason is at most 123 bytes: cut to 120)."""
+        """The reason on the wire: a close reason is at most 123 bytes of UTF-8 (RFC 6455
+        5.5.1), so a longer one is cut at a character's boundary within them."""
         if "{}" not in self.reason:
             return self.reason
-        return self.reason.format("" if detail is None else detail)[:120]
+        text = self.reason.format("" if detail is None else detail)
+        if len(text) <= MAX_REASON_BYTES // 4:  # short enough in any encoding of it
+            return text
+        return text.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
 
 
 # --- the table -------------------------------------------------------------------------------

@@ -72,7 +72,8 @@ def format_nick(old: str, new: str) -> str:
 
 
 def format_kick(name: str, reason: str) -> str:
-    return f"{name}{KICKED_INFIX}{reason}"
+    # A notice stays a notice: the reason never contains the chat separator.
+    return f"{name}{KICKED_INFIX}{reason.replace(SEPARATOR, ' : ')}"
 
 
 def format_topic(topic: str | None) -> str:

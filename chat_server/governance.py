@@ -19,6 +19,7 @@ import contextlib
 import ipaddress
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -56,6 +57,8 @@ class RoomSettings:
 
 
 OPEN = RoomSettings()
+# Members whose last message a node remembers for slow mode.
+SLOW_KEPT = 100_000
 
 
 class Governable(Protocol):
@@ -115,6 +118,10 @@ class Governance:
         # Rooms with a mute or slow mode: only their messages are looked at (the others are
         # the hot path, and pay one set lookup).
         self.restricted: set[str] = set()
+        # (room, name key) -> when its last message went out, in rooms with slow mode: kept
+        # by name, so that reconnecting does not start the wait afresh; the least recently
+        # written forgotten past SLOW_KEPT.
+        self._last_sent: OrderedDict[tuple[str, str], float] = OrderedDict()
 
     # --- the tables -----------------------------------------------------------------------
 
@@ -213,6 +220,22 @@ class Governance:
                         and self._live(RuleKind.BAN, key) is not None
                     ):
                         return rule
+        return None
+
+    def slowed(self, room: str, name: str) -> float | None:
+        """If ``name`` may not send in ``room`` yet (slow mode), the room's interval; else
+        None, and the message counts as its last."""
+        slow = self.room(room).slow
+        if slow <= 0:
+            return None
+        key, now = (room, name_key(name)), time.monotonic()
+        last = self._last_sent.get(key)
+        if last is not None and now - last < slow:
+            return slow
+        self._last_sent[key] = now
+        self._last_sent.move_to_end(key)
+        if len(self._last_sent) > SLOW_KEPT:
+            self._last_sent.popitem(last=False)
         return None
 
     def muted(self, room: str, name: str, token_id: str | None) -> Rule | None:

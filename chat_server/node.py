@@ -229,7 +229,8 @@ class Node:
                 if name is not None:
                     return NameLease(name, lease_token, resumed=True)
             elif held is None and await registry.claim_name(token.name, token.digest):
-                return NameLease(token.name, lease_token)
+                # The token's own name, as a resumed one is: its conversations may open too.
+                return NameLease(token.name, lease_token, resumed=True)
         raise NameRefused(close.NAME_TAKEN, identity.name)
 
     async def set_away(self, token_id: str, name: str, message: str | None) -> None:

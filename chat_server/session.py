@@ -112,7 +112,6 @@ class ChatSession:
         self._join_settled = asyncio.Event()
         # Why an operator or moderator removed it (its leave is then a kick), if they did.
         self._removed_why: str | None = None
-        self._last_sent = 0.0  # when its last message went out (slow mode)
 
     async def run(self) -> None:
         node, codec = self.node, self.codec
@@ -404,11 +403,9 @@ class ChatSession:
         if mute is not None:
             why = rule_reason(mute)
             return f"you are muted in this room: {why}" if why else "you are muted in this room"
-        slow = governance.room(self.room).slow
-        now = time.monotonic()
-        if slow > 0 and now - self._last_sent < slow:
+        slow = governance.slowed(self.room, self.name)
+        if slow is not None:
             return f"slow mode: one message every {slow:g} s"
-        self._last_sent = now
         return None
 
     def removed_by(self, why: Close, reason: str) -> None:

@@ -98,8 +98,8 @@ async def _body(request: Request) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(data)
-    except ValueError:
-        raise Refused(400, "the body is not JSON") from None
+    except (ValueError, RecursionError):
+        raise Refused(400, "the body is not JSON (or nested too deeply)") from None
     if not isinstance(body, dict):
         raise Refused(400, "the body is a JSON object")
     return body
@@ -142,7 +142,7 @@ def _expires(body: dict[str, Any]) -> float | None:
     if (
         not isinstance(seconds, int | float)
         or isinstance(seconds, bool)
-        or not 0 < seconds <= MAX_SECONDS
+        or not 1 <= seconds <= MAX_SECONDS
     ):
         raise Refused(400, f"seconds must be a number from 1 to {MAX_SECONDS} (or 0: until lifted)")
     return time.time() + seconds

@@ -19,6 +19,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from logging.handlers import RotatingFileHandler
 from typing import Any
+from urllib.parse import unquote_plus
 
 from chat_protocol.rates import TokenBucket
 
@@ -49,14 +50,23 @@ def structured(fmt: str, args: tuple[Any, ...]) -> dict[str, Any] | None:
     return fields if not remaining else None
 
 
-_TOKEN_IN_QUERY = re.compile(r"((?:resume|token)=)[^&\s\"']*")
+_QUERY_PARAMETER = re.compile(r"([?&;])([^=&;\s\"']*)=([^&;\s\"']*)")
+_SECRET_PARAMETERS = frozenset({"resume", "token"})
+
+
+def _masked(match: re.Match[str]) -> str:
+    # Its name as the server reads it: "%74oken" is "token" too.
+    if unquote_plus(match[2]).lower() in _SECRET_PARAMETERS:
+        return f"{match[1]}{match[2]}=***"
+    return match[0]
 
 
 def mask_tokens(text: str) -> str:
-    """``text`` with any ``resume=`` or ``token=`` query parameter's value replaced by ``***``."""
-    if "resume=" not in text and "token=" not in text:
+    """``text`` with the value of any ``resume`` or ``token`` query parameter (however its
+    name is written) replaced by ``***``."""
+    if "=" not in text:
         return text
-    return _TOKEN_IN_QUERY.sub(r"\1***", text)
+    return _QUERY_PARAMETER.sub(_masked, text)
 
 
 class MaskTokens(logging.Filter):

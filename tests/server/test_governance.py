@@ -12,13 +12,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
 from chat_protocol import admin, admin_client
 from chat_protocol.close import CloseCode
+from chat_protocol.frames import FrameKind
 from chat_protocol.query import JoinRequest, join_query
-from chat_protocol.v1 import format_error, format_kick, format_topic
+from chat_protocol.v1 import format_error, format_kick, format_topic, parse_frame
 from chat_protocol.v2 import change_nick
 from chat_testing.clusters import running_cluster
 from chat_testing.marks import requires_redis
@@ -137,6 +139,38 @@ async def test_a_kick_without_a_room_takes_the_name_out_of_every_room(
     await done(server, "POST", admin.KICK_PATH, {"name": first.name, "reason": "go"})
     assert await closed_with(first) == (CloseCode.KICKED, "kicked: go")
     assert await closed_with(second) == (CloseCode.KICKED, "kicked: go")
+
+
+async def test_a_long_reason_in_any_script_still_reaches_the_member_whole_in_its_close(
+    server: RunningServer,
+) -> None:
+    """A close reason is at most 123 bytes: a reason of 70 "é" (140 bytes) is cut there, at a
+    character's boundary, and the member still reads why."""
+    room = fresh_room()
+    member, watcher = await join(server.chat_url(room)), await join(server.chat_url(room))
+    reason = "é" * 70 + " :: fake :: message"
+    await done(
+        server, "POST", admin.KICK_PATH, {"room": room, "name": member.name, "reason": reason}
+    )
+    code, said = await closed_with(member)
+    assert code == CloseCode.KICKED and said.startswith("kicked: éé")
+    assert len(said.encode()) <= 123
+    # The room's notice stays a notice: no " :: " makes it a message of someone else's.
+    notice = await watcher.recv_until(lambda f: " was kicked: " in f)
+    assert parse_frame(notice[-1]).kind is FrameKind.KICK
+    await watcher.close()
+
+
+@pytest.mark.memory_only
+async def test_a_body_nested_too_deeply_is_a_bad_request(server: RunningServer) -> None:
+    async with httpx.AsyncClient(base_url=server.http_url) as client:
+        answer = await client.post(
+            admin.KICK_PATH,
+            content="[" * 16_000,
+            headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+    assert answer.status_code == 400
+    assert server.health() is not None
 
 
 # --- bans ---------------------------------------------------------------------------------
@@ -275,7 +309,8 @@ async def test_slow_mode_allows_one_message_per_member_per_interval(server: Runn
     room = fresh_room()
     url = server.chat_url(room)
     await done(server, "POST", admin.room_path(room), {"slow": 30})
-    one, two = await join(url), await join(url)
+    name = f"Slow{secrets.token_hex(3)}"
+    one, two = await join(f"{url}?name={name}"), await join(url)
     await one.recv()
     await one.ws.send("first")
     await one.ws.send("second")
@@ -283,12 +318,24 @@ async def test_slow_mode_allows_one_message_per_member_per_interval(server: Runn
     # Its refusal and the room's messages may come in either order (a Redis round trip).
     assert sorted([await one.recv() for _ in range(3)]) == sorted(
         [
-            f"{one.name} :: first",
+            f"{name} :: first",
             format_error("slow mode: one message every 30 s"),
             f"{two.name} :: mine",
         ]
     )
+    # Coming back under the same name does not start the wait afresh.
     await one.close()
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            again = await join(f"{url}?name={name}")
+            break
+        except (ConnectionClosed, AssertionError):  # its name not yet free
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    await again.ws.send("third")
+    assert await again.recv() == format_error("slow mode: one message every 30 s")
+    await again.close()
     await two.close()
 
 

@@ -249,3 +249,16 @@ async def test_one_sub_is_one_name_across_processes(secret_file: Path) -> None:
 def test_tokens_in_a_query_are_masked_wherever_a_line_quotes_it() -> None:
     line = '"GET /chat/r?token=eyJ.a.b&history=5&resume=Ann.s3cret HTTP/1.1" 101'
     assert mask_tokens(line) == '"GET /chat/r?token=***&history=5&resume=*** HTTP/1.1" 101'
+    # However the name is written: the server reads "%74oken" as "token".
+    assert mask_tokens("/chat/r?%74oken=eyJ.a.b&x=1") == "/chat/r?%74oken=***&x=1"
+    assert mask_tokens("/chat/r?Resume=Ann.s3cret") == "/chat/r?Resume=***"
+
+
+@pytest.mark.memory_only
+async def test_a_first_connection_may_be_a_conversation(private: RunningServer) -> None:
+    """A signed token is the name's own: no resume token is needed for a conversation."""
+    peer = await join_v2(private.chat_url(fresh_room()), **bearer(token("Pete")))
+    conversation = await join_v2(private.chat_url("@Pete"), **bearer(token("Erin")))
+    assert conversation.name == "Erin"
+    await conversation.close()
+    await peer.close()
