@@ -77,6 +77,9 @@ class Governable(Protocol):
 
     def tell_topic(self, topic: str | None) -> None: ...
 
+    def tell(self, description: str) -> None:
+        """An error notice for this connection alone (``error: ...``)."""
+
 
 def name_ban(room: str | None, name: str) -> str:
     return f"{room or ''} name:{name_key(name)}"
@@ -153,6 +156,12 @@ class Governance:
                 for session in list(self._sessions):
                     self._enforce_bans(session)
         self._restrict()
+        if (
+            isinstance(governed, Rule)
+            and governed.kind is RuleKind.MUTE
+            and " token:" not in governed.key  # its twin on the token: told once, by name
+        ):
+            self._tell_muted(governed)
         if room is not None and self.room(room).topic != before:
             topic = self.room(room).topic
             for session in list(self._sessions):
@@ -253,7 +262,14 @@ class Governance:
     def _enforce_bans(self, session: Governable) -> None:
         rule = self.banned(session.room, session.name, session.token_id, session.client_address)
         if rule is not None:
-            session.removed_by(close.BANNED, rule_reason(rule))
+            session.removed_by(close.BANNED, ban_reason(rule))
+
+    def _tell_muted(self, rule: Rule) -> None:
+        """The member a mute silences learns it now, not at its next message."""
+        room, key = rule.value.get("room"), name_key(str(rule.value.get("name")))
+        for session in list(self._sessions):
+            if session.room == room and name_key(session.name) == key:
+                session.tell(muted_text(rule))
 
     def _kick(self, kick: Kick) -> None:
         key = name_key(kick.name)
@@ -264,3 +280,28 @@ class Governance:
 
 def rule_reason(rule: Rule) -> str:
     return str(rule.value.get("reason") or "")
+
+
+def muted_text(rule: Rule) -> str:
+    """What a muted member is told, when muted and at each message refused."""
+    why = rule_reason(rule)
+    said = f"you are muted in this room: {why}" if why else "you are muted in this room"
+    if rule.expires is not None:
+        said += f" ({_span(rule.expires - time.time())} left)"
+    return said
+
+
+def ban_reason(rule: Rule) -> str:
+    """What a banned connection is told: the reason, and how long the ban has left."""
+    why = rule_reason(rule)
+    if rule.expires is None:
+        return why
+    left = f"{_span(rule.expires - time.time())} left"
+    return f"{why} ({left})" if why else left
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{round(seconds / size)} {unit}"
+    return f"{max(1, round(seconds))} s"

@@ -49,7 +49,7 @@ from chat_server.backends.base import (
 from chat_server.checks import Ending, FrameChecks, Refusal
 from chat_server.conversation import Conversation
 from chat_server.events import EventKind, Published, StoredMessage
-from chat_server.governance import rule_reason
+from chat_server.governance import ban_reason, muted_text
 from chat_server.member import AsgiMember, Member, TransportMember, text_size
 from chat_server.node import NameLease, NameRefused, Node
 from chat_server.signed import Signed
@@ -131,7 +131,7 @@ class ChatSession:
         wanted = identity.name if identity is not None else self.request.name
         ban = governance.banned(self.room, wanted, None, self.client_address)
         if ban is not None:
-            await self._close_now(Ending(close.BANNED, rule_reason(ban)))
+            await self._close_now(Ending(close.BANNED, ban_reason(ban)))
             return
         try:
             lease = await self._claim()
@@ -155,7 +155,7 @@ class ChatSession:
         if ban is not None:
             with contextlib.suppress(BrokerUnavailable):
                 await node.backend.registry.release_name(lease.name)
-            await self._close_now(Ending(close.BANNED, rule_reason(ban)))
+            await self._close_now(Ending(close.BANNED, ban_reason(ban)))
             return
         self.lease = lease
         self.name = lease.name
@@ -401,8 +401,7 @@ class ChatSession:
         governance = self.node.governance
         mute = governance.muted(self.room, self.name, self.token_id)
         if mute is not None:
-            why = rule_reason(mute)
-            return f"you are muted in this room: {why}" if why else "you are muted in this room"
+            return muted_text(mute)
         slow = governance.slowed(self.room, self.name)
         if slow is not None:
             return f"slow mode: one message every {slow:g} s"
@@ -413,6 +412,9 @@ class ChatSession:
         if self._removed_why is None:
             self._removed_why = why.text(reason) if why is not close.KICKED else reason
         self.drop(why, reason)
+
+    def tell(self, description: str) -> None:
+        self._refuse(description)
 
     def tell_topic(self, topic: str | None) -> None:
         if self.member is not None:

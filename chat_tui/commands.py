@@ -163,7 +163,7 @@ COMMANDS: Final[tuple[CommandInfo, ...]] = (
     CommandInfo(
         "ban",
         "/ban NAME [DURATION] [REASON]",
-        "keep NAME out of the room; 10m, 2h, 1d (moderators)",
+        "keep NAME out of the room; 90s, 10m, 2h, 1d (moderators)",
     ),
     CommandInfo("unban", "/unban NAME", "lift NAME's ban in the room (moderators)"),
     CommandInfo("mute", "/mute NAME [DURATION] [REASON]", "refuse NAME's messages (moderators)"),
@@ -255,14 +255,17 @@ def parse(line: str) -> Action:
 
 
 MODERATION: Final = ("kick", "ban", "unban", "mute", "unmute", "topic", "slow", "lock", "unlock")
-_DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
-_UNITS: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# What a duration was meant to be: a word that starts like a number.
+_LOOKS_LIKE_DURATION: Final = re.compile(r"[-+]?\.?\d")
 # The longest ban or mute the server takes (a year); longer is "until lifted".
 MAX_DURATION: Final = 366 * 86400
 
 
 def duration(word: str) -> float | None:
-    """Seconds of a duration such as ``90``, ``10m``, ``2h``, ``1d``; None if it is not one."""
+    """Seconds of a duration such as ``90s``, ``10m``, ``2h``, ``1d``; None if it is not one
+    (a bare number too: "/ban eve 10 minutes" must not be ten seconds)."""
     match = _DURATION.fullmatch(word.lower())
     return None if match is None else float(match[1]) * _UNITS[match[2]]
 
@@ -280,7 +283,8 @@ def _moderation(info: CommandInfo, args: list[str], rest: str) -> Action:
     if verb in ("lock", "unlock"):
         return Moderate(verb) if not args else usage
     if verb == "slow":
-        seconds = duration(args[0]) if len(args) == 1 else None
+        word = args[0] if len(args) == 1 else ""
+        seconds = float(word) if word.isdigit() else duration(word)
         if seconds is None or seconds > 3600:
             return CommandError(f"usage: {info.usage} (0 to 3600)")
         return Moderate(verb, seconds=seconds)
@@ -292,10 +296,16 @@ def _moderation(info: CommandInfo, args: list[str], rest: str) -> Action:
     if verb in ("unban", "unmute"):
         return Moderate(verb, name) if not more else usage
     seconds = None
-    if verb in ("ban", "mute") and more and (seconds := duration(more[0])) is not None:
+    if verb in ("ban", "mute") and more and _LOOKS_LIKE_DURATION.match(more[0]):
+        seconds = duration(more[0])
+        if seconds is None:
+            return CommandError(
+                f"{more[0]!r} is not a duration: a number and its unit, 90s, 10m, 2h or 1d "
+                f"(nothing was done)"
+            )
         more = more[1:]
-        if not 0 < seconds <= MAX_DURATION:
-            return CommandError(f"a {verb} lasts from 1 s to 366 days (none: until lifted)")
+        if not 1 <= seconds <= MAX_DURATION:
+            return CommandError(f"a {verb} lasts from 1s to 366d (none: until lifted)")
     reason = " ".join(more)
     if len(reason) > admin.MAX_REASON_CHARS:
         return CommandError(f"a reason is at most {admin.MAX_REASON_CHARS} characters")

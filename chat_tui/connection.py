@@ -526,7 +526,14 @@ class RoomConnection:
                 if status == 401:
                     # A private server: the token is missing or no good (expired, not yet
                     # rotated). Tried again after a long pause, with the file read again.
-                    said = "the server refused the token (HTTP 401): missing, expired or not its"
+                    where = self.identity.token_file
+                    said = (
+                        f"the server refused the token in {where} (HTTP 401): expired, or "
+                        "not one of this server's; write a fresh one there (ctrl+r: at once)"
+                        if where
+                        else "this server needs a signed token (HTTP 401): give its file "
+                        "with --token-file, or token_file in the config"
+                    )
                 return _Ending(ConnectionState.FAILED, said, self.backoff_cap)
             if isinstance(leaf, httpx.ConnectError):
                 where = urlsplit(self.url).netloc
@@ -550,7 +557,12 @@ class RoomConnection:
         said = reason if reason and reason != close.code_name(code) else ""  # once is enough
         detail = f"closed by the server ({what}{': ' + said if said else ''})"
         if received.close in (close.KICKED, close.BANNED):
-            detail = f"you were {reason} ({code})"  # an operator's or moderator's reason
+            # An operator's or moderator's reason ("kicked: " alone when they gave none).
+            detail = f"you were {reason.removesuffix(': ')} ({code})"
+        elif received.close is close.ROOM_LOCKED:
+            detail = f"this room is locked: nobody new may join it for now ({code})"
+        elif received.close is close.NOT_ALLOWED:
+            detail = f"your token does not let you into this room ({code})"
         if then is Then.WITHOUT_NAME and self._name_asked is not None:
             # The name asked for is taken or invalid: the app says so once (the first room
             # told) and every room goes on without it, this one at once.

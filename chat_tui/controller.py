@@ -449,7 +449,9 @@ class ChatController(Observable):
         try:
             token = Path(path).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            self._output(room, f"/{action.verb}: cannot read {path}: {exc.strerror or exc}")
+            self._output(
+                room, f"/{action.verb}: cannot read {path}: {exc.strerror or exc}", error=True
+            )
             return
         method, api_path, body = commands.moderation_request(action, room)
         try:
@@ -705,7 +707,10 @@ class ChatController(Observable):
 
     async def _members(self, room: str, asked_at: int) -> None:
         _, listed, away = await commands.fetch_members(
-            self.config.server, room, transport=self._http_transport
+            self.config.server,
+            room,
+            transport=self._http_transport,
+            headers=self.identity.authorization(),
         )
         self._members_listed(room, listed, asked_at, away)
 

@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from chat_protocol import admin, http, names, text
+from chat_protocol.names import name_key
 from chat_server import tokens
 from chat_server.backends.base import Kick, Rule, RuleKind, RulesFull
 from chat_server.governance import (
@@ -230,6 +231,13 @@ class AdminApi:
         room = _room(body, required=False)
         self._covered(grant, room)
         name, why = _name(body), _reason(body)
+        registry = self.node.backend.registry
+        if room is not None:
+            present = {name_key(member) for member in await registry.members(room)}
+            if name_key(name) not in present:
+                raise Refused(404, f"{name} is not in {room}")
+        elif await registry.holder(name) is None:
+            raise Refused(404, f"nobody is called {name}")
         await self.node.backend.kick(Kick(name, room, why))
         self.logged(grant, "kick", room=room or "*", name=name, reason=why)
         return {"kicked": name, "room": room}

@@ -180,7 +180,12 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
                 self._server_closes(
                     message.get(asgi.CLOSE_KEY) or close.by_code(message.get("code", 1000))
                 )
+        elif message["type"] == "websocket.http.response.start":
+            stats.refuse("token")  # the app's answer before the upgrade: a signed token's 401
         await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            # Answered: uvicorn would otherwise log that the app never completed the handshake.
+            self.handshake_complete = True
 
     # --- input --------------------------------------------------------------------------------
 

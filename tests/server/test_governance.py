@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -123,6 +124,11 @@ async def test_a_kick_closes_the_member_and_the_room_is_told_why(server: Running
     frame = (await v2_member.recv_until(lambda f: f.get("type") == "kick"))[-1]
     assert (frame["name"], frame["reason"]) == (kicked.name, "spamming links")
     wait_until(lambda: kicked.name not in server.get_json(f"/rooms/{room}")["members"])
+    # Nobody of that name there (or anywhere): said, not "done".
+    nobody = await ask(server, "POST", admin.KICK_PATH, {"room": room, "name": kicked.name})
+    assert (nobody.status, nobody.detail) == (404, f"{kicked.name} is not in {room}")
+    nowhere = await ask(server, "POST", admin.KICK_PATH, {"name": "Nobody"})
+    assert (nowhere.status, nowhere.detail) == (404, "nobody is called Nobody")
     # Said in place of the leave notice: no "left the chat" follows.
     await text_member.ws.send("still here")
     assert await text_member.recv() == f"{text_member.name} :: still here"
@@ -184,15 +190,18 @@ async def test_a_name_ban_closes_the_member_refuses_its_return_and_ends(
     banned = await join_v2(url, "name=Mallory")
     other = await join(url)
     await done(server, "POST", admin.BAN_PATH, {"name": "Mallory", "reason": "abuse", "seconds": 3})
-    assert await closed_with(banned) == (CloseCode.BANNED, "banned: abuse")
-    assert await other.recv() == format_kick("Mallory", "banned: abuse")
+    # Told why, and how long it has left.
+    banned_for_a_while = re.compile(r"banned: abuse \([1-3] s left\)")
+    code, reason = await closed_with(banned)
+    assert code == CloseCode.BANNED and banned_for_a_while.fullmatch(reason), reason
+    assert await other.recv() == format_kick("Mallory", reason)
     # Accepted, then closed the same way: the name, in any case, and the token that held it.
-    assert await refused(f"{url}?name=mallory") == (CloseCode.BANNED, "banned: abuse")
     resume = join_query(JoinRequest(resume=banned.token))
-    assert await refused(f"{url}?{resume}", subprotocols=["chat.v2"]) == (
-        CloseCode.BANNED,
-        "banned: abuse",
-    )
+    for again in (
+        await refused(f"{url}?name=mallory"),
+        await refused(f"{url}?{resume}", subprotocols=["chat.v2"]),
+    ):
+        assert again[0] == CloseCode.BANNED and banned_for_a_while.fullmatch(again[1]), again
     listed = (await ask(server, "GET", admin.BANS_PATH)).body["bans"]
     assert [(b["name"], b["reason"], b["by"]) for b in listed] == [("Mallory", "abuse", "ops")]
     # It ends by itself: the token takes its name back.
@@ -250,8 +259,13 @@ async def test_a_muted_member_is_refused_and_never_heard(server: RunningServer) 
         await done(
             server, "POST", admin.MUTE_PATH, {"room": room, "name": who, "reason": "cool off"}
         )
+    # Each learns it at once, and again at its next message, which nobody hears.
+    told = format_error("you are muted in this room: cool off")
+    assert await muted.recv() == told
+    notice = (await v2_muted.recv_until(lambda f: f.get("type") == "error"))[-1]
+    assert notice == {"type": "error", "text": "you are muted in this room: cool off"}
     await muted.ws.send("can you hear me")
-    assert await muted.recv() == format_error("you are muted in this room: cool off")
+    assert await muted.recv() == told
     await v2_muted.send("and me", "n1")
     error = (await v2_muted.recv_until(lambda f: f.get("type") == "error"))[-1]
     assert (error["text"], error["nonce"]) == ("you are muted in this room: cool off", "n1")

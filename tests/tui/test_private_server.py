@@ -62,6 +62,6 @@ async def test_without_a_good_token_the_screen_says_it_was_refused(
     async with app.run_test(size=(100, 30)) as pilot:
         await until(
             pilot,
-            lambda: in_log(app, "the server refused the token (HTTP 401)"),
+            lambda: in_log(app, "this server needs a signed token (HTTP 401): give its file"),
             "the refusal",
         )
