@@ -112,6 +112,7 @@ class ChatSession:
         self._join_settled = asyncio.Event()
         # Why an operator or moderator removed it (its leave is then a kick), if they did.
         self._removed_why: str | None = None
+        self._counted = False  # in the broker's count of the address's connections
 
     async def run(self) -> None:
         node, codec = self.node, self.codec
@@ -119,6 +120,9 @@ class ChatSession:
         if codec.subprotocol is not None:
             accept["subprotocol"] = codec.subprotocol
         await self._send(accept)
+        if not await self._counted_in_cluster():
+            await self._close_now(Ending(close.ADDRESS_FULL))
+            return
         governance = node.governance
         identity = self.identity
         if self.conversation is None and identity is not None and not identity.may_join(self.room):
@@ -209,6 +213,20 @@ class ChatSession:
             await member.drain()
             if ending is not None:
                 await self._close_now(ending)
+
+    async def _counted_in_cluster(self) -> bool:
+        """The client address's connections over every node (on a shared broker; the node's
+        own share was counted at admission): False if it holds its share already."""
+        settings = self.node.settings
+        limit = int(settings.per_address(settings.max_connections_per_address))
+        if limit <= 0:
+            return True
+        try:
+            counted = await self.node.backend.registry.count_address(self.client_address, limit)
+        except BrokerUnavailable:
+            return True  # the broker's state decides (everyone is closed with 1013)
+        self._counted = counted
+        return counted
 
     async def _claim(self) -> NameLease:
         """This connection's name: its signed token's, the one its resume token keeps, the
@@ -522,10 +540,14 @@ class ChatSession:
         return self._announce_leave()
 
     def release(self) -> None:
-        """Free this connection's place under the connection limit (once)."""
+        """Free this connection's place under the connection limits (once)."""
         if self._admitted:
             self._admitted = False
             self.node.release(self.client_address)
+        if self._counted:
+            self._counted = False
+            registry = self.node.backend.registry
+            self.node.spawn(_without_broker(registry.uncount_address(self.client_address)))
 
     async def _announce_leave(self) -> None:
         backend = self.node.backend

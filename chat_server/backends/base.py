@@ -384,6 +384,16 @@ class Registry(ABC):
         """The token's user read the conversation ``room``: no longer to be said."""
 
     @abstractmethod
+    async def count_address(self, address: str, limit: int) -> bool:
+        r"""One more connection from the client ``address`` on any node, unless it holds
+        ``limit`` of them already (False). Each counted one is :meth:`uncount_address`\ ed
+        once; a dead node's are forgotten with it."""
+
+    @abstractmethod
+    async def uncount_address(self, address: str) -> None:
+        """One connection from ``address`` on this node ended."""
+
+    @abstractmethod
     async def rooms(self, after: str = "", limit: int = ROOMS_PAGE) -> dict[str, int]:
         """Rooms (never conversations) that have members on a live node, with their member
         counts, in name order: at most ``limit`` of them, from the first after ``after``."""

@@ -548,6 +548,12 @@ class MemoryRegistry(Registry):
             if not noted:
                 del self._state.inbox[token_id]
 
+    async def count_address(self, address: str, limit: int) -> bool:
+        return True  # one process: the node's own count (Node.admit) is the whole of it
+
+    async def uncount_address(self, address: str) -> None:
+        pass
+
     async def rooms(self, after: str = "", limit: int = ROOMS_PAGE) -> dict[str, int]:
         rooms = self._state.rooms
         page = heapq.nsmallest(

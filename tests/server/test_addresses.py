@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 import websockets
@@ -17,6 +18,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from chat_protocol.close import CloseCode
 from chat_server.addresses import address_key, client_address, networks
 from chat_server.transport import proxy_protocol
+from chat_testing.clusters import FAST, FAST_NODE_TTL, running_cluster
+from chat_testing.marks import requires_redis
 from chat_testing.servers import RunningServer
 from tests.server.hostile import fresh_room, observed
 from tests.server.wsclients import join
@@ -330,3 +333,38 @@ async def test_behind_a_proxy_protocol_balancer_the_clients_address_counts(
     finally:
         for ws in held:
             await ws.close()
+
+
+@requires_redis
+async def test_on_a_shared_broker_an_address_has_one_share_over_every_process() -> None:
+    """Three processes, a share of 4: a client spreading its connections over them is still
+    held to 4; a connection that ends, or a process that dies, gives its place back."""
+    with running_cluster(3, env=FAST, max_connections_per_address=4) as cluster:
+        room = fresh_room("cluster-share")
+        urls = [node.chat_url(room) for node in cluster.nodes]
+        held: list[websockets.ClientConnection] = []
+
+        async def connect(node: int) -> int | None:
+            ws = await websockets.connect(urls[node], **from_address("127.0.0.12"))
+            return await kept_or_refused(ws, held)
+
+        try:
+            assert [await connect(n % 3) for n in range(4)] == [None] * 4
+            assert [await connect(n) for n in range(3)] == [CloseCode.TRY_AGAIN_LATER] * 3
+            await held.pop(0).close()  # on process 0: its place is free on every process
+            await wait_for_place(lambda: connect(2))
+            # Process 1 dies with one of them: once it is reaped, that place is free too.
+            cluster.nodes[1].stop(signal.SIGKILL)
+            await wait_for_place(lambda: connect(0), timeout=FAST_NODE_TTL * 4)
+        finally:
+            for ws in held:
+                with contextlib.suppress(Exception):
+                    await ws.close()
+
+
+async def wait_for_place(connect: Callable[[], Awaitable[int | None]], timeout: float = 5) -> None:
+    """Until ``connect`` is let in (each refused attempt is gone at once)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while await connect() is not None:
+        assert asyncio.get_running_loop().time() < deadline, "no place came free"
+        await asyncio.sleep(0.1)

@@ -371,7 +371,14 @@ class RedisBackend(Backend):
                 announced += 1
         forgotten = await self.redis.script(
             "forget_node",
-            [keys.NODES, keys.node_members(node), keys.node_names(node), keys.RESERVED],
+            [
+                keys.NODES,
+                keys.node_members(node),
+                keys.node_names(node),
+                keys.RESERVED,
+                keys.ADDRESSES,
+                keys.node_addresses(node),
+            ],
             [node, keys.NAME_KEY_PREFIX, self.redis.reservation_ms, self.settings.max_reservations],
         )
         if announced:

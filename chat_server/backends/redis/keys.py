@@ -19,6 +19,9 @@ IDLE_ROOMS = PREFIX + "idle-rooms"
 # Sorted set: the name records kept only as reservations, by when they expire (ms): past
 # ``--max-reservations``, the one that ends first ends now.
 RESERVED = PREFIX + "reserved"
+# Hash: client address -> its connections on every live node (``--max-connections-per-address``
+# over the cluster); each node's own share in ``node_addresses``.
+ADDRESSES = PREFIX + "addresses"
 NODES = PREFIX + "nodes"  # sorted set: node id -> expiry of its heartbeat (ms, Redis clock)
 ROOM_CHANNEL_PREFIX = PREFIX + "room:"  # pub/sub: one channel per room
 NODE_CHANNEL_PREFIX = PREFIX + "node:"  # pub/sub: one channel per node (its probes)
@@ -84,6 +87,11 @@ def node_members(node: str) -> str:
 def node_names(node: str) -> str:
     """Set: the names the node claimed, in lower case (``name_key``)."""
     return f"{PREFIX}node:{node}:names"
+
+
+def node_addresses(node: str) -> str:
+    """Hash: client address -> how many of its connections the node holds."""
+    return f"{PREFIX}node:{node}:addresses"
 
 
 def name(name: str) -> str:

@@ -62,6 +62,14 @@ class RedisRegistry(Registry):
             ],
         )
 
+    async def count_address(self, address: str, limit: int) -> bool:
+        node_keys = [keys.ADDRESSES, keys.node_addresses(self._redis.node_id)]
+        return bool(await self._redis.script("count_address", node_keys, [address, limit]))
+
+    async def uncount_address(self, address: str) -> None:
+        node_keys = [keys.ADDRESSES, keys.node_addresses(self._redis.node_id)]
+        await self._redis.script("uncount_address", node_keys, [address])
+
     async def set_away(self, name: str, message: str | None) -> None:
         args = ["0"] if message is None else ["1", message]
         await self._redis.script("set_away", [keys.name(name)], args)

@@ -397,7 +397,8 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, tonu
 """
 )
 
-# KEYS: 1 nodes, 2 the node's members, 3 the node's names, 4 reserved names.
+# KEYS: 1 nodes, 2 the node's members, 3 the node's names, 4 reserved names, 5 every node's
+# address counts, 6 the node's.
 # ARGV: 1 node, 2 name key prefix, 3 reservation (ms), 4 most reservations kept.
 # Once a dead node's members are all announced: let go of its names (a token's name stays
 # reserved for the reservation window) and forget it. Returns 1 when done, 0 if it is alive
@@ -412,6 +413,13 @@ for _, name in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   if redis.call('HDEL', key, ARGV[1]) > 0 then settle(key, ARGV[3], KEYS[4], ARGV[4]) end
 end
 redis.call('DEL', KEYS[3])
+local counts = redis.call('HGETALL', KEYS[6])
+for i = 1, #counts, 2 do
+  if redis.call('HINCRBY', KEYS[5], counts[i], -tonumber(counts[i + 1])) <= 0 then
+    redis.call('HDEL', KEYS[5], counts[i])
+  end
+end
+redis.call('DEL', KEYS[6])
 redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 """
@@ -483,6 +491,24 @@ return {#nodes, redis.call('ZCARD', KEYS[1]), connections}
 )
 
 
+# KEYS: 1 every node's address counts, 2 this node's. ARGV: 1 address, 2 most connections.
+# Returns 1 once counted, 0 if the address holds that many already.
+COUNT_ADDRESS = """
+if tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') >= tonumber(ARGV[2]) then return 0 end
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+return 1
+"""
+
+# KEYS, ARGV[1]: as COUNT_ADDRESS. Only what this node counted (a node that came back after an
+# outage is a new one: the old one's counts go with it, FORGET_NODE).
+UNCOUNT_ADDRESS = """
+if tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') <= 0 then return 0 end
+if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
+if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1
+"""
+
 # KEYS: 1 rules. ARGV: 1 field, 2 the rule's JSON, 3 most rules kept, 4 governance channel.
 # Returns 1 once kept and told, 0 for a new rule past the bound.
 KEEP_RULE = """
@@ -532,6 +558,8 @@ SCRIPTS = {
         "members": MEMBERS,
         "cluster": CLUSTER,
         "keep_rule": KEEP_RULE,
+        "count_address": COUNT_ADDRESS,
+        "uncount_address": UNCOUNT_ADDRESS,
         "drop_rule": DROP_RULE,
     }.items()
 }
