@@ -12,6 +12,7 @@ recorded as notes (``notes.py``), worded there.
 from __future__ import annotations
 
 import functools
+import heapq
 import math
 import re
 from collections.abc import Iterable
@@ -32,6 +33,7 @@ PRESENCE_SHOWN = 10
 # Who a room remembers: those present and, of those who left, the most recently active, up to
 # this many in all (a server could announce any number of names).
 PEOPLE_LIMIT = 5000
+FORGOTTEN_AT_ONCE = PEOPLE_LIMIT // 10
 # Text kept and shown per entry, and of a sender's name: what is beyond is not kept.
 TEXT_LIMIT = 16_384
 NAME_LIMIT = 64
@@ -650,12 +652,15 @@ class Room(Observable):
         self.scrollback.append(entry)
 
     def _forget_someone(self) -> None:
-        """Make room for one more person: the least recently active who left, else of all."""
+        """Make room for more people: the least recently active who left, else of all. A
+        tenth of the limit at once, so that a churn of new names costs one walk of the
+        people per FORGOTTEN_AT_ONCE of them, not one each."""
         people = self.people.values()
         gone = [p for p in people if not p.present and p.name not in self._own_names]
         candidates = gone or [p for p in people if p.name not in self._own_names]
-        if candidates:
-            del self.people[min(candidates, key=lambda p: (p.active, p.changed)).name]
+        oldest = heapq.nsmallest(FORGOTTEN_AT_ONCE, candidates, key=lambda p: (p.active, p.changed))
+        for person in oldest:
+            del self.people[person.name]
 
     def _note(self, note: Note, now: datetime, kind: EntryKind = EntryKind.STATUS) -> None:
         self._add(Entry(kind, note.text, now))

@@ -10,7 +10,7 @@ from chat_protocol.frames import Frame, Welcome
 from chat_protocol.v1 import format_join, format_leave, format_message, parse_frame
 from chat_protocol.v2 import message as v2_message_frame
 from chat_protocol.v2 import parse_frame as parse_v2_frame
-from chat_tui.rooms import MemberSource, Room, RoomState, local_time, mentions
+from chat_tui.rooms import PEOPLE_LIMIT, MemberSource, Room, RoomState, local_time, mentions
 from chat_tui.scrollback import Entry, EntryKind, Scrollback, SendState
 from chat_tui.search import Search
 
@@ -329,3 +329,18 @@ def test_an_ack_for_a_message_already_recovered_leaves_one_copy() -> None:
     assert texts(room).count("hello") == 1
     (kept,) = [entry for entry in room.scrollback if entry.text == "hello"]
     assert kept.own and kept.state is SendState.SENT and not room.pending
+
+
+def test_a_churn_of_names_keeps_who_is_here_and_forgets_those_long_gone() -> None:
+    """Past PEOPLE_LIMIT names, those who left longest ago are forgotten: never someone
+    present, never us."""
+    room = room_with_me()
+    now = datetime.now(UTC)
+    room.frame(joined("user_stayer01"), now)
+    for n in range(PEOPLE_LIMIT + 2_000):
+        room.frame(joined(f"user_c{n:07d}"), now)
+        room.frame(left(f"user_c{n:07d}"), now)
+    assert len(room.people) <= PEOPLE_LIMIT
+    assert room.me in room.people and "user_stayer01" in room.people
+    assert f"user_c{PEOPLE_LIMIT + 1_999:07d}" in room.people  # the newest is kept
+    assert "user_c0000000" not in room.people  # the oldest is forgotten
