@@ -4,6 +4,7 @@ server for its user (``chat-tui``'s autostart) reads what happened as a value.""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from dataclasses import dataclass
 from enum import StrEnum
@@ -51,3 +52,11 @@ class Outcome:
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not an outcome: {line[:80]!r}") from exc
+
+
+def version() -> str:
+    """The installed package's version (both commands' ``--version``)."""
+    try:
+        return importlib.metadata.version("terminal-chat")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout not installed
+        return "unknown"

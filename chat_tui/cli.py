@@ -12,7 +12,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from chat_protocol import names
+from chat_protocol import local, names
 from chat_tui.config import (
     DEFAULT_ROOM,
     SERVER_ENV,
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"The server can also be set with {SERVER_ENV}; defaults come from the config "
         f"file {default_config_path()}.",
     )
+    parser.add_argument("--version", action="version", version=f"chat-tui {local.version()}")
     parser.add_argument("rooms", nargs="*", metavar="ROOM", help="a room to join")
     parser.add_argument(
         "--room", action="append", default=[], dest="room_options", metavar="ROOM",

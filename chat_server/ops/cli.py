@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import Field
 from typing import Any
 
+from chat_protocol import local
 from chat_server.ops import admin_cli
 from chat_server.ops.settings import (
     Settings,
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="WebSocket room chat server. Every option can also be set as a "
         "CHAT_SERVER_<OPTION> environment variable (e.g. CHAT_SERVER_PORT=9000).",
     )
+    parser.add_argument("--version", action="version", version=f"chat-server {local.version()}")
     sub = parser.add_subparsers(dest="command", metavar="{run,start,stop,status,admin}")
     run = sub.add_parser("run", help="run in the foreground (the default)")
     start = sub.add_parser("start", help="run in the background; returns once it answers")

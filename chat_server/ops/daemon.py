@@ -62,6 +62,11 @@ def log_path(port: int) -> Path:
     return state_dir() / f"server-{port}.log"
 
 
+def ws_url(http_url: str) -> str:
+    """What ``chat-tui --server`` takes for the server at ``http_url``."""
+    return "ws" + http_url.removeprefix("http")
+
+
 def base_url(host: str, port: int) -> str:
     """The URL a client on this machine uses: wildcard addresses are reached via loopback."""
     if host in {"", "0.0.0.0"}:
@@ -365,7 +370,8 @@ def start(
 
         health = _wait_for_health(host, port, wait, process.poll)
         if health is not None:
-            say.line(f"chat-server is running at {url} (pid {process.pid})")
+            say.line(f"chat-server is running at {ws_url(url)} (pid {process.pid})")
+            say.line(f"health: {url}{http.HEALTH_PATH}")
             say.line(f"log: {log}")
             say.done(State.STARTED, url, process.pid, str(log))
             # It outlives us on purpose; tell Popen not to warn that it is still running.
@@ -447,7 +453,8 @@ def status(settings: Settings, report: Report | None = None) -> int:
         say.line(f"log: {record.log}")
         say.done(State.UNKNOWN, url, record.pid, record.log)
         return STATUS_UNKNOWN
-    say.line(f"chat-server is running at {url} (pid {record.pid})")
+    say.line(f"chat-server is running at {ws_url(url)} (pid {record.pid})")
+    say.line(f"health: {url}{http.HEALTH_PATH}")
     say.line(_counts(found.health))
     say.line(f"log: {record.log}")
     say.done(State.RUNNING, url, record.pid, record.log)

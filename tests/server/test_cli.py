@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import os
 import signal
@@ -38,12 +39,20 @@ def test_console_script_is_installed() -> None:
         assert command in result.stdout
 
 
+def test_version(cli: Cli) -> None:
+    result = cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"chat-server {importlib.metadata.version('terminal-chat')}"
+
+
 def test_start_status_stop(cli: Cli) -> None:
     started = cli("start", "--port", str(cli.port), script=True)
     assert started.returncode == 0, started.stderr
     url = f"http://127.0.0.1:{cli.port}"
     pid = cli.pid()
-    assert url in started.stdout and f"pid {pid}" in started.stdout
+    # What chat-tui --server takes, and where the health check answers.
+    assert f"chat-server is running at ws://127.0.0.1:{cli.port} (pid {pid})" in started.stdout
+    assert f"health: {url}/health" in started.stdout
     assert str(cli.log_file) in started.stdout
     assert alive(pid)
     assert cli.health() is not None  # it answered before start returned

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -215,3 +216,9 @@ def test_main_runs_the_app_with_the_config(
         Config(server="ws://127.0.0.1:9", rooms=["potions"], autostart=False),
     ]
     assert stores == [config_home / "state" / "chat-tui" / TOKENS_FILE]
+
+
+def test_version(config_home: Path) -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"chat-tui {importlib.metadata.version('terminal-chat')}"
