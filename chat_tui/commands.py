@@ -191,9 +191,10 @@ def message_text(line: str) -> str:
 
 
 def parse(line: str) -> Action:
-    """Classify one submitted line. Lines not starting with '/' are chat text, unchanged but
-    for trailing blank lines."""
-    if not line.startswith(PREFIX):
+    """Classify one submitted line. Lines not starting with '/', and text of several lines,
+    are chat text, unchanged but for trailing blank lines."""
+    if not line.startswith(PREFIX) or "\n" in message_text(line):
+        # Several lines are a message, whatever the first starts with (a pasted path).
         return SendText(message_text(line))
     if line.startswith(PREFIX * 2):
         # "//text" is the escape for text that starts with a slash.

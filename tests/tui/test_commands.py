@@ -58,6 +58,10 @@ from tests.tui.app_helpers import (
         ("//join x", SendText("/join x")),
         ("//", SendText("/")),
         ("a\nb", SendText("a\nb")),
+        # Several lines are a message: a pasted path is not a command.
+        ("/frobnicate\nsecond line", SendText("/frobnicate\nsecond line")),
+        ("/join a\nb", SendText("/join a\nb")),
+        ("/join x\n\n", Join("x")),  # a paste's final newline does not make it two lines
         ("/join slytherin", Join("slytherin")),
         ("/JOIN Slytherin", Join("Slytherin")),
         ("/join   spaced  ", Join("spaced")),
@@ -83,7 +87,6 @@ def test_parse(line: str, expected: commands.Action) -> None:
         ("/join a b", "usage: /join ROOM"),
         ("/join no/slash", f"invalid room name 'no/slash': {ROOM_RULE}"),
         ("/join " + "x" * 65, ROOM_RULE),
-        ("/join a\nb", "usage: /join ROOM"),
         ("/leave bad!", ROOM_RULE),
         ("/leave a b", "usage: /leave [ROOM]"),
         ("/who else", "usage: /who (it takes no arguments)"),
