@@ -369,9 +369,18 @@ def start(
         write_pid_file(PidFile(process.pid, host, port, str(log), time.time(), ticks))
 
         health = _wait_for_health(host, port, wait, process.poll)
+        if health is not None and not health.available:
+            # It may still be connecting: a broker that answers is given a moment to.
+            health = _wait_for_broker(host, port, settings.broker_timeout, health)
         if health is not None:
             say.line(f"chat-server is running at {ws_url(url)} (pid {process.pid})")
             say.line(f"health: {url}{http.HEALTH_PATH}")
+            if not health.available:
+                # Started, but of no use yet: said plainly rather than "running" alone.
+                say.line(
+                    f"but it cannot reach its broker ({health.reason or 'unavailable'}): every "
+                    "connection is refused with 1013 until it can; chat-server status says when"
+                )
             say.line(f"log: {log}")
             say.done(State.STARTED, url, process.pid, str(log))
             # It outlives us on purpose; tell Popen not to warn that it is still running.
@@ -476,6 +485,17 @@ def _wait_for_health(
         if exited() is not None or time.monotonic() > deadline:
             return None
         time.sleep(interval)
+
+
+def _wait_for_broker(
+    host: str, port: int, wait: float, health: http.Health, interval: float = 0.05
+) -> http.Health:
+    """``/health`` once it says the broker is available, or as it is after ``wait``."""
+    deadline = time.monotonic() + wait
+    while not health.available and time.monotonic() < deadline:
+        time.sleep(interval)
+        health = probe(host, port, timeout=1.0).health or health
+    return health
 
 
 def _wait_for_exit(pid: int, wait: float) -> bool:

@@ -480,3 +480,12 @@ def test_start_runs_the_installed_server_whatever_the_working_directory(
     assert "the chat_server of the cwd" not in cli.log_file.read_text()
     assert (cli.health() or {}).get("status") == "ok"
     assert cli.on_port("stop").returncode == 0
+
+
+def test_start_says_plainly_when_the_broker_cannot_be_reached(cli: Cli) -> None:
+    port_without_redis = free_port()
+    started = cli.on_port("start", "--broker-url", f"redis://127.0.0.1:{port_without_redis}/0")
+    assert started.returncode == 0, started.stderr
+    assert "but it cannot reach its broker (" in started.stdout
+    assert "every connection is refused with 1013 until it can" in started.stdout
+    assert cli.on_port("stop").returncode == 0
