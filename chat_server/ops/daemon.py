@@ -293,18 +293,30 @@ def is_chat_server_command(argv: Sequence[str]) -> bool:
 
 @contextlib.contextmanager
 def _start_lock(port: int) -> Iterator[None]:
-    """Serialise concurrent ``start`` commands for one port (the second then sees the first)."""
+    """Serialise concurrent ``start`` commands for one port (the second then sees the first).
+    The lock file is removed when done, so that none is left behind: a waiter that locked a
+    file already removed tries again with the new one."""
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock, the port bind still lets only one server win
         yield
         return
-    with open(state_dir() / f"server-{port}.lock", "w") as lock:
+    path = state_dir() / f"server-{port}.lock"
+    while True:
+        lock = open(path, "a")  # noqa: SIM115 - held across the yield, closed below
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            if os.fstat(lock.fileno()).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        lock.close()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # while still locked: nobody can lock this file and keep it
+        lock.close()
 
 
 # ----------------------------------------------------------------------------- commands

@@ -216,6 +216,7 @@ def test_start_refuses_a_port_taken_by_something_else(cli: Cli) -> None:
     assert f"port {cli.port} is in use by an HTTP server" in started.stderr
     assert not cli.pid_file.exists()
     assert chat_server_processes(cli.port) == []
+    assert list(cli.state_dir.glob("*.lock")) == []  # nothing left behind
 
 
 def test_start_that_fails_shows_the_log(cli: Cli) -> None:
@@ -227,6 +228,7 @@ def test_start_that_fails_shows_the_log(cli: Cli) -> None:
     assert "exited with code" in started.stderr
     assert "address already in use" in started.stderr  # the tail of the server's log
     assert not cli.pid_file.exists()
+    assert list(cli.state_dir.glob("*.lock")) == []
 
 
 def test_stale_pid_files_are_cleaned_up(cli: Cli) -> None:
