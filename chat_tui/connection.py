@@ -90,6 +90,10 @@ WAKE_AT = 500
 QUIET_TURNS = 4
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
+# While a lost server's room waits longer than PROBE_EVERY to try again, it asks the server's
+# /health that often (cheap: no handshake, no name), and tries at once when it answers.
+PROBE_EVERY = 1.5
+PROBE_TIMEOUT = 1.0
 
 # Of a frame that cannot be read, this much is shown.
 UNREADABLE_START = 60
@@ -151,6 +155,9 @@ class _Ending:
     retry_in: float | None  # None: never retry
     unreachable: bool = False
     quiet: bool = False  # not a state the user needs to see (connecting again at once)
+    # The server is down or going down (nothing answered; it said it shuts down): while
+    # waiting, ask whether it is back.
+    probe: bool = False
 
 
 class _Rejoin(Exception):
@@ -343,7 +350,10 @@ class RoomConnection:
                         )
                     if ending.retry_in is None:
                         return
-                    await self._pause(ending.retry_in)
+                    # A server that is down: back as soon as it answers again. One that answers
+                    # and then fails is given the whole backoff.
+                    probing = ending.unreachable or ending.probe
+                    await self._pause(ending.retry_in, client if probing else None)
         finally:
             self._running = False
             self._run_done.set()
@@ -414,14 +424,31 @@ class RoomConnection:
         self._settling = False
         self._wake()
 
-    async def _pause(self, seconds: float) -> None:
-        """Wait before the next attempt; close() and retry_now() end the wait early."""
+    async def _pause(self, seconds: float, probing: httpx.AsyncClient | None = None) -> None:
+        """Wait before the next attempt; close() and retry_now() end the wait early, and so
+        does the server answering again, when ``probing`` with a client."""
         waits = [asyncio.ensure_future(e.wait()) for e in (self._stop, self._retry)]
+        if probing is not None and seconds > PROBE_EVERY:
+            waits.append(asyncio.ensure_future(self._until_answering(probing)))
         try:
             await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waits:
                 waiter.cancel()
+
+    async def _until_answering(self, client: httpx.AsyncClient) -> None:
+        """Until the server answers ``/health`` as one that takes connections: 200, or any
+        answer of a server without that endpoint. A 503 (its broker is away) is waited out:
+        the backoff's handshakes are enough for it."""
+        url = http.http_base(self.server_url) + http.HEALTH_PATH
+        while True:
+            await asyncio.sleep(PROBE_EVERY * random.uniform(0.8, 1.2))  # apart, many rooms
+            try:
+                response = await client.get(url, timeout=PROBE_TIMEOUT)
+            except httpx.HTTPError:
+                continue  # still down
+            if response.status_code != 503:
+                return
 
     def _backoff(self) -> float:
         """Exponential backoff with full jitter, capped."""
@@ -589,7 +616,8 @@ class RoomConnection:
                 self.inflight.remove(culprit)
                 self.emit(Refused(culprit.send_id))
             return _Ending(ConnectionState.FAILED, detail, self.backoff_cap)
-        return _Ending(ConnectionState.OFFLINE, detail, None)
+        going_away = received.close.counted is close.Counted.SHUTDOWN
+        return _Ending(ConnectionState.OFFLINE, detail, None, probe=going_away)
 
     async def _write(self, ws: AsyncWebSocketSession, dialogue: Dialogue) -> None:
         """Send queued messages in order while the connection lasts, paced."""

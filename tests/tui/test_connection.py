@@ -822,3 +822,38 @@ async def test_refusals_before_any_frame_are_one_outage_not_a_reconnect_each() -
         *[ConnectionState.OFFLINE] * 4,
         ConnectionState.CONNECTED,
     ]
+
+
+async def test_a_server_back_from_an_outage_is_found_within_seconds_not_the_backoff(
+    server_factory: Callable[..., RunningServer], text_protocol: Callable[[RunningServer], str]
+) -> None:
+    """Waiting 16 s to try again, the room asks the server's /health meanwhile and comes back
+    within a couple of seconds of the server."""
+    server = server_factory(rate_limit=0)
+    restarted: RunningServer | None = None
+    try:
+        async with running(
+            text_protocol(server),
+            "conn-probe",
+            rng=MaxRandom(),
+            backoff_base=16.0,
+            backoff_cap=30.0,
+        ) as (conn, rec, _):
+            await rec.wait_for(lambda: conn.state is ConnectionState.CONNECTED, "connected")
+            server.stop()
+            # The restart's close is tried again soon; then the server is unreachable.
+            await rec.wait_for(
+                lambda: [
+                    m
+                    for m in rec.of(StateChanged)
+                    if m.state == "offline" and (m.retry_in or 0) >= 16.0
+                ],
+                "a long wait",
+            )
+            restarted = server.restart()
+            back_at = time.monotonic()
+            await rec.wait_for(lambda: conn.state is ConnectionState.CONNECTED, "back", timeout=12)
+            assert time.monotonic() - back_at < 6, "waited for the backoff, not the server"
+    finally:
+        if restarted is not None:
+            restarted.stop()
