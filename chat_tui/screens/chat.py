@@ -75,6 +75,8 @@ class ChatScreen(Screen[None]):
         # end: only while scrolled up, otherwise it moves the input's cursor as usual.
         Binding("end", "log_bottom(True)", "Newest", show=False, priority=True),
         Binding("escape", "log_bottom(False)", "Newest", show=False),
+        # Reached when the input has no selection (it copies its own): see action_interrupt.
+        Binding("ctrl+c", "interrupt", "Copy, clear or quit", show=False),
     ]
 
     def __init__(self, controller: ChatController) -> None:
@@ -128,6 +130,20 @@ class ChatScreen(Screen[None]):
         self.input_box.focus()
         # The countdown to the next attempt is shown live; it decides nothing.
         self.set_interval(1.0, self._tick, name="countdown")
+
+    def action_interrupt(self) -> None:
+        """ctrl+c as a shell has it: copy what is selected in the log; else clear the line
+        being typed (up brings it back); else quit (the app's)."""
+        selected = self.get_selected_text()
+        if selected:
+            self.app.copy_to_clipboard(selected)
+            return
+        box = self.input_box
+        if box.value:
+            box.remember(box.message)
+            box.value = ""
+            return
+        raise SkipAction()
 
     def on_resize(self, event: events.Resize) -> None:
         self._fit_layout(event.size.width)

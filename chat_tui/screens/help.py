@@ -34,7 +34,7 @@ KEYS: Final[tuple[tuple[str, str], ...]] = (
     ("paste", "pasted lines stay one message; line breaks show as ⏎"),
     ("click a room", "switch to it"),
     ("f1", "this help"),
-    ("ctrl+c", "copy the selected text, or quit when nothing is selected"),
+    ("ctrl+c", "copy the selection, else clear the line, else quit"),
     ("ctrl+q", "quit"),
 )
 

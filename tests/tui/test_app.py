@@ -332,7 +332,7 @@ async def test_quit_closes_every_socket_with_1000(server_factory) -> None:
         )
 
 
-async def test_ctrl_c_quits_when_nothing_is_selected(server_factory) -> None:
+async def test_ctrl_c_copies_then_clears_the_line_then_quits(server_factory) -> None:
     server: RunningServer = server_factory(rate_limit=0)
     room = room_name()
     app = make_app(server, room)
@@ -343,8 +343,13 @@ async def test_ctrl_c_quits_when_nothing_is_selected(server_factory) -> None:
         await pilot.press("ctrl+c")
         assert app.is_running
         assert app.clipboard == "keep me"
-        await pilot.press("end")  # no selection any more: ctrl+c quits
+        await pilot.press("end")  # no selection any more: ctrl+c clears the line, as a shell
         await pilot.press("ctrl+c")
+        await until(pilot, lambda: app.screen.input_box.value == "", "the line cleared")
+        assert app.is_running
+        await pilot.press("up")  # not lost: it is the room's last line
+        await until(pilot, lambda: app.screen.input_box.value == "keep me", "the line back")
+        await pilot.press("ctrl+c", "ctrl+c")  # cleared, then with nothing typed: quit
         await until(pilot, lambda: not app.is_running, "the app to exit")
     await asyncio.to_thread(_wait_for_log, server, f"left room={room} name={name} code=1000")
 
