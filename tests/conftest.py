@@ -35,6 +35,11 @@ LONG_FIRST = (
     "tests/tui/test_daily_use.py::test_pageup_and_pagedown",
     "tests/server/test_hostile_frames.py::test_compliant_sender",
     "tests/server/test_workers.py::test_workers_are_one_chat",
+    "tests/tui/test_hostile_server.py::test_an_announced_backlog",
+    "tests/tui/test_moderation.py::test_an_admin_token_moderates",
+    "tests/tui/test_moderation_tmux.py::",
+    "tests/server/test_addresses.py::test_on_a_shared_broker",
+    "tests/server/test_governance.py::test_bans_and_kicks_reach_every_process",
 )
 
 _own_directories: Path | None = None
