@@ -464,6 +464,7 @@ async def test_bans_and_kicks_reach_every_process(token_file: Path) -> None:
         await done(one, "POST", admin.room_path(room), {"topic": "kept"})
         # A process that starts later, or restarts, has every rule from the broker.
         restarted = three.restart()
+        cluster.nodes[2] = restarted  # stopped with the cluster
         joiner = await join_v2(restarted.chat_url(room))
         assert joiner.welcome["topic"] == "kept"
         await joiner.close()
