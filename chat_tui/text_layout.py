@@ -267,19 +267,27 @@ def fit_parts(parts: Sequence[tuple[str, int]], width: int, separator: str = " �
     """``parts`` joined by ``separator`` in their order, cut to ``width`` cells.
 
     Each part has a priority (0 = most important). While the line is too wide, the least
-    important part goes (the last one of equal priority first); the most important part
-    left is shortened with "…" only when it alone is too wide.
+    important part goes (the last one of equal priority first); then the parts that went
+    come back, the most important first, wherever they fit again (a long part that had to go
+    may have made room for them). The most important part left is shortened with "…" only
+    when it alone is too wide.
     """
     kept = [(index, text, priority) for index, (text, priority) in enumerate(parts) if text]
+    dropped = []
 
-    def joined() -> str:
-        return separator.join(text for _, text, _ in kept)
+    def joined(chosen: list[tuple[int, str, int]]) -> str:
+        return separator.join(text for _, text, _ in chosen)
 
-    line = joined()
+    line = joined(kept)
     while cell_len(line) > width and len(kept) > 1:
         worst = max(range(len(kept)), key=lambda k: (kept[k][2], k))
-        del kept[worst]
-        line = joined()
+        dropped.append(kept.pop(worst))
+        line = joined(kept)
+    for part in sorted(dropped, key=lambda part: (part[2], part[0])):
+        trial = sorted([*kept, part])  # in their order on the line
+        if cell_len(joined(trial)) <= width:
+            kept = trial
+            line = joined(kept)
     if cell_len(line) <= width:
         return line
     return truncate(line, width)

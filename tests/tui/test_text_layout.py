@@ -55,6 +55,17 @@ def test_fit_parts_drops_the_least_important_first_and_keeps_order() -> None:
     assert truncate("abcdef", 4) == "abc…" and truncate("ab", 4) == "ab"
 
 
+def test_fit_parts_puts_back_what_fits_once_a_long_part_went() -> None:
+    """Issue 17: a long detail that cannot fit must not take the name and server with it."""
+    detail = "cannot connect: " + "x" * 100
+    parts = [
+        ("ws://server", 6), ("#room", 1), ("you are me", 5), ("offline", 0), (detail, 4),
+        ("1 pending", 2),
+    ]  # fmt: skip
+    assert fit_parts(parts, 120) == "ws://server │ #room │ you are me │ offline │ 1 pending"
+    assert fit_parts(parts, 40) == "#room │ you are me │ offline │ 1 pending"
+
+
 def test_sender_colours_are_stable_across_processes_and_spread() -> None:
     # Python's own hash() of a str changes with every process: the colour must not.
     code = "from chat_tui.text_layout import sender_colour as c; print(c('user_aaaaaa11'))"
