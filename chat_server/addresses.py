@@ -15,10 +15,19 @@ from __future__ import annotations
 import ipaddress
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from functools import lru_cache
+from typing import TypeVar
+
+from chat_server.stats import stats
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_V = TypeVar("_V")
+
+# Addresses whose budgets a table remembers at once (an address not seen for a while starts
+# afresh).
+MAX_ADDRESSES = 10_000
 
 # A Forwarded header's for= value: a token, or a quoted "[v6]:port" / "v4:port".
 _FORWARDED_FOR = re.compile(r'for="?\[?([0-9A-Fa-f:.]+)\]?(?::\d+)?"?', re.IGNORECASE)
@@ -100,3 +109,17 @@ class AddressRate:
             return True
         self.tokens = tokens
         return False
+
+
+def remembered(table: OrderedDict[str, _V], address: str, make: Callable[[], _V]) -> _V:
+    """``address``'s entry in ``table`` (``make()`` for one it has none of), the least
+    recently seen forgotten past MAX_ADDRESSES: the bound fails open, counted in /metrics."""
+    value = table.get(address)
+    if value is None:
+        value = table[address] = make()
+        if len(table) > MAX_ADDRESSES:
+            table.popitem(last=False)
+            stats.addresses_forgotten += 1
+    else:
+        table.move_to_end(address)
+    return value

@@ -28,7 +28,6 @@ from chat_server.governance import Governable, Governance
 from chat_server.hub import HubMember, RoomHub
 from chat_server.member import Member
 from chat_server.ops.settings import Settings
-from chat_server.stats import stats
 
 log = logging.getLogger("chat_server")
 _V = TypeVar("_V")
@@ -37,7 +36,6 @@ _V = TypeVar("_V")
 # rates): the least recently changed are forgotten first.
 RATED_TOKENS = 10_000
 ADDRESS_BURST_SECONDS = 2.0  # an address's messages: this many seconds' worth at once
-ADDRESSES_REMEMBERED = 10_000  # client addresses whose new rooms are counted at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +115,8 @@ class Node:
         self.by_address: dict[str, AddressShare] = {}
         self.trusted_proxies = addresses.networks(settings.trusted_proxy)
         # client address -> the rooms it may still bring into being: kept after its last
-        # connection (else each reconnect would start full), the least recently used
-        # forgotten past ADDRESSES_REMEMBERED (failing open, counted in /metrics).
+        # connection (else each reconnect would start full), at most MAX_ADDRESSES of them
+        # (addresses.remembered).
         self._new_rooms: OrderedDict[str, addresses.AddressRate] = OrderedDict()
         self.governance = Governance(backend, self.sessions)
         self.verifier = signed.Verifier.of(settings)  # None: an open server
@@ -168,14 +166,9 @@ class Node:
         per_minute = self.settings.per_address(self.settings.max_new_rooms_per_address)
         if per_minute <= 0:
             return True
-        rate = self._new_rooms.get(address)
-        if rate is None:
-            rate = self._new_rooms[address] = addresses.AddressRate(per_minute / 60, per_minute)
-            if len(self._new_rooms) > ADDRESSES_REMEMBERED:
-                self._new_rooms.popitem(last=False)
-                stats.addresses_forgotten += 1
-        else:
-            self._new_rooms.move_to_end(address)
+        rate = addresses.remembered(
+            self._new_rooms, address, lambda: addresses.AddressRate(per_minute / 60, per_minute)
+        )
         return rate.take()
 
     async def claim_name(

@@ -60,24 +60,6 @@ _HANDSHAKES: weakref.WeakKeyDictionary[ServerState, OrderedDict[str, Budget]] = 
 # The client of the connection being upgraded to a WebSocket, while its protocol is made
 # (synchronously, in handle_websocket_upgrade): a PROXY header's address, not the TCP peer's.
 upgrading_client: tuple[str, int] | None = None
-# Addresses whose budget is remembered at once (an address not seen for a while starts full).
-MAX_ADDRESSES = 10_000
-
-
-def _budget_of(
-    budgets: OrderedDict[str, Budget], address: str, rate: float, burst: float, now: float
-) -> Budget:
-    """``address``'s budget in ``budgets`` (a new, full one if it has none), the least
-    recently seen forgotten past MAX_ADDRESSES (the bound fails open: counted in /metrics)."""
-    budget = budgets.get(address)
-    if budget is None:
-        budget = budgets[address] = Budget(rate, burst, now)
-        if len(budgets) > MAX_ADDRESSES:
-            budgets.popitem(last=False)
-            stats.addresses_forgotten += 1
-    else:
-        budgets.move_to_end(address)
-    return budget
 
 
 class _Refused(Exception):
@@ -275,7 +257,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if per_minute <= 0:
             return 0.0
         now = self.loop.time()
-        budget = _budget_of(self.handshakes, self._address(), per_minute / 60, per_minute, now)
+        budget = addresses.remembered(
+            self.handshakes, self._address(), lambda: Budget(per_minute / 60, per_minute, now)
+        )
         return 0.0 if budget.spend(1, now) else max(budget.wait(1, now), 1.0)
 
     def _within_rate(self) -> bool:
@@ -284,7 +268,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if rate <= 0 or self.client is None:
             return True
         now = self.loop.time()
-        budget = _budget_of(self.budgets, self._address(), rate, rate * FLOOD_BURST_SECONDS, now)
+        burst = rate * FLOOD_BURST_SECONDS
+        budget = addresses.remembered(
+            self.budgets, self._address(), lambda: Budget(rate, burst, now)
+        )
         return budget.spend(1, now)
 
     # --- answers --------------------------------------------------------------------------
