@@ -20,12 +20,13 @@ import ipaddress
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chat_protocol import close
 from chat_protocol.close import Close
-from chat_protocol.names import name_key
+from chat_protocol.names import is_valid_room, name_key
 from chat_server.backends.base import (
     Backend,
     BrokerUnavailable,
@@ -79,6 +80,20 @@ class Governable(Protocol):
 
     def tell(self, description: str) -> None:
         """An error notice for this connection alone (``error: ...``)."""
+
+
+def is_room_pattern(value: object) -> bool:
+    """A room name, or a prefix of room names ending in ``*`` (a moderator's rooms, a signed
+    token's ``rooms`` and ``mod``)."""
+    return isinstance(value, str) and is_valid_room(value.removesuffix("*"))
+
+
+def covers(patterns: Iterable[str], room: str) -> bool:
+    """Whether ``room`` is one of ``patterns``."""
+    return any(
+        room == pattern or (pattern.endswith("*") and room.startswith(pattern[:-1]))
+        for pattern in patterns
+    )
 
 
 def name_ban(room: str | None, name: str) -> str:

@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl
 
 from chat_protocol import names
 from chat_server import tokens
+from chat_server.governance import covers, is_room_pattern
 from chat_server.ops.settings import Settings
 
 SECRET_ALGORITHMS = ["HS256"]
@@ -56,21 +57,11 @@ class Signed:
         return tokens.Token(self.name, secret)
 
 
-def covers(patterns: Iterable[str], room: str) -> bool:
-    """Whether ``room`` is one of ``patterns`` (room names, or ``PREFIX*``)."""
-    return any(
-        room == pattern or (pattern.endswith("*") and room.startswith(pattern[:-1]))
-        for pattern in patterns
-    )
-
-
 def _patterns(claims: dict[str, object], claim: str) -> tuple[str, ...] | None:
     value = claims.get(claim)
     if value is None:
         return None
-    if not isinstance(value, list) or not all(
-        isinstance(p, str) and names.is_valid_room(p.removesuffix("*")) for p in value
-    ):
+    if not isinstance(value, list) or not all(map(is_room_pattern, value)):
         raise InvalidToken(f"the {claim!r} claim is a list of room names (or PREFIX*)")
     return tuple(value)
 

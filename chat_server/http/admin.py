@@ -30,6 +30,8 @@ from chat_server.backends.base import Kick, Rule, RuleKind, RulesFull
 from chat_server.governance import (
     RoomSettings,
     address_ban,
+    covers,
+    is_room_pattern,
     mute_key,
     name_ban,
     network_of,
@@ -65,12 +67,7 @@ class Grant:
     def covers(self, room: str | None) -> bool:
         if self.rooms is None:
             return True
-        if room is None:
-            return False
-        return any(
-            room == pattern or (pattern.endswith("*") and room.startswith(pattern[:-1]))
-            for pattern in self.rooms
-        )
+        return room is not None and covers(self.rooms, room)
 
 
 class Refused(Exception):
@@ -389,13 +386,7 @@ class AdminApi:
         if body.get("role", admin.ROLE_MODERATOR) != admin.ROLE_MODERATOR:
             raise Refused(400, f"role must be {admin.ROLE_MODERATOR}")
         rooms = body.get("rooms")
-        if (
-            not isinstance(rooms, list)
-            or not rooms
-            or not all(
-                isinstance(r, str) and names.is_valid_room(r.removesuffix("*")) for r in rooms
-            )
-        ):
+        if not isinstance(rooms, list) or not rooms or not all(map(is_room_pattern, rooms)):
             raise Refused(400, "rooms must be a list of room names (or prefixes ending in *)")
         token = MODERATOR_TOKEN_PREFIX + secrets.token_urlsafe(24)
         value = {"label": label, "role": admin.ROLE_MODERATOR, "rooms": rooms, "by": grant.label}
