@@ -9,7 +9,7 @@ from typing import Any, Final
 
 import httpx
 
-from chat_protocol.http import http_base
+from chat_protocol.http import bearer, http_base
 
 TIMEOUT: Final = 10.0
 
@@ -51,7 +51,7 @@ async def call(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Answer:
     """One admin request to the server at ``server_url`` (ws://, wss://, http:// or https://)."""
-    headers = {"authorization": f"Bearer {token}"} if token else {}
+    headers = bearer(token)
     try:
         async with httpx.AsyncClient(
             base_url=http_base(server_url), timeout=TIMEOUT, transport=transport, trust_env=False

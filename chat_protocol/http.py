@@ -33,6 +33,12 @@ def room_path(room: str) -> str:
     return f"{ROOMS_PATH}/{quote(room, safe='')}"
 
 
+def bearer(token: str | None) -> dict[str, str]:
+    """The request header that presents ``token`` (a signed token, an admin or moderator
+    token); none without one."""
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
 def http_base(server_url: str) -> str:
     """The HTTP origin of a WebSocket server URL: ws -> http, wss -> https, path dropped."""
     parts = urlsplit(server_url)

@@ -489,7 +489,7 @@ class RoomConnection:
                     f"cannot read the token file {where}: {exc.strerror or exc}",
                     self.backoff_cap,
                 )
-            headers = {"authorization": f"Bearer {signed}"} if signed else {}
+            headers = http.bearer(signed)
             async with aconnect_ws(
                 self._address(request),
                 client,

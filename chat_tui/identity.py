@@ -25,6 +25,8 @@ except ImportError:  # not on this platform: every instance may use the kept nam
 
 from platformdirs import user_state_dir
 
+from chat_protocol import http
+
 TOKENS_FILE = "names.json"
 
 
@@ -140,7 +142,7 @@ class Identity:
             signed = self.signed_token()
         except OSError:
             return {}
-        return {"authorization": f"Bearer {signed}"} if signed else {}
+        return http.bearer(signed)
 
     async def claim(self) -> str | None:
         """The token to connect with. None: there is none yet and the caller asks for one; it
