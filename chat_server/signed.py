@@ -112,6 +112,14 @@ class Verifier:
             sub, float(claims["exp"]), _patterns(claims, "rooms"), _patterns(claims, "mod") or ()
         )
 
+    def verify_request(self, headers: Iterable[tuple[bytes, bytes]], query_string: bytes) -> Signed:
+        """What the token a request presents says; raises :class:`InvalidToken` (for none
+        too)."""
+        token = presented(headers, query_string)
+        if token is None:
+            raise InvalidToken("a signed token is needed (Authorization: Bearer, or ?token=)")
+        return self.verify(token)
+
     def remaining(self, signed: Signed) -> float:
         """Seconds until ``signed`` expires (the leeway included)."""
         return signed.expires + self._leeway - time.time()

@@ -24,7 +24,7 @@ from chat_server.loop_lag import monitor
 from chat_server.node import Node
 from chat_server.ops import logs
 from chat_server.ops.settings import Settings
-from chat_server.signed import InvalidToken, presented
+from chat_server.signed import InvalidToken
 
 
 class ChatApplication:
@@ -90,11 +90,8 @@ def create_app(settings: Settings | None = None) -> ChatApplication:
         """On a private server, who is where is for holders of a good token only."""
         if verifier is None:
             return None
-        token = presented(request.headers.raw, request.url.query.encode())
         try:
-            if token is None:
-                raise InvalidToken("a signed token is needed (Authorization: Bearer)")
-            verifier.verify(token)
+            verifier.verify_request(request.headers.raw, request.url.query.encode())
         except InvalidToken as exc:
             return JSONResponse(http.error_body(str(exc)), 401)
         return None

@@ -20,7 +20,7 @@ from chat_server import addresses, asgi
 from chat_server.backends.base import BrokerUnavailable, public_reason
 from chat_server.node import Node
 from chat_server.session import ChatSession
-from chat_server.signed import InvalidToken, Signed, Verifier, presented
+from chat_server.signed import InvalidToken
 
 log = logging.getLogger("chat_server")
 _HTTP_RESPONSE = "websocket.http.response"
@@ -49,7 +49,9 @@ class ChatEndpoint:
         identity = None
         if node.verifier is not None:
             try:
-                identity = _verified(node.verifier, scope)
+                identity = node.verifier.verify_request(
+                    scope.get("headers") or (), scope.get("query_string", b"")
+                )
             except InvalidToken as exc:
                 await deny(scope, send, 401, str(exc))
                 log.info("refused reason=token")
@@ -100,13 +102,6 @@ class ChatEndpoint:
             await session.run()
         finally:
             session.release()
-
-
-def _verified(verifier: Verifier, scope: asgi.Scope) -> Signed:
-    token = presented(scope.get("headers") or (), scope.get("query_string", b""))
-    if token is None:
-        raise InvalidToken("a signed token is needed (Authorization: Bearer, or ?token=)")
-    return verifier.verify(token)
 
 
 async def deny(scope: asgi.Scope, send: asgi.SendFn, status: int, detail: str) -> None:
