@@ -125,13 +125,21 @@ class Verifier:
         return signed.expires + self._leeway - time.time()
 
 
-def presented(headers: Iterable[tuple[bytes, bytes]], query_string: bytes) -> str | None:
-    """The token a request carries: ``Authorization: Bearer``, else ``?token=``."""
+def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The token of a request's ``Authorization: Bearer`` header, if it has one."""
     for name, value in headers:
         if name.lower() == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
+    return None
+
+
+def presented(headers: Iterable[tuple[bytes, bytes]], query_string: bytes) -> str | None:
+    """The token a request carries: ``Authorization: Bearer``, else ``?token=``."""
+    token = bearer_token(headers)
+    if token is not None:
+        return token
     for key, value in parse_qsl(query_string.decode("latin-1")):
         if key == "token" and value:
             return value

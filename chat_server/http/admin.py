@@ -40,7 +40,7 @@ from chat_server.governance import (
 )
 from chat_server.node import Node
 from chat_server.ops.settings import admin_tokens
-from chat_server.signed import InvalidToken
+from chat_server.signed import InvalidToken, bearer_token
 
 log = logging.getLogger("chat_server")
 
@@ -161,10 +161,10 @@ class AdminApi:
         self.admins = [(label, digest(token)) for label, token in pairs]
 
     def grant(self, request: Request) -> Grant:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        token = bearer_token(request.headers.raw)  # never ?token=: not for these
+        if token is None:
             raise Refused(401, "an admin or moderator token is needed (Authorization: Bearer)")
-        presented = digest(token.strip())
+        presented = digest(token)
         label = None
         for name, kept in self.admins:
             if hmac.compare_digest(presented, kept):
@@ -177,7 +177,7 @@ class AdminApi:
         verifier = self.node.verifier
         if verifier is not None and token.count(".") == 2:  # a JWT: its "mod" claim
             try:
-                signed = verifier.verify(token.strip())
+                signed = verifier.verify(token)
             except InvalidToken as exc:
                 raise Refused(401, str(exc)) from None
             return Grant(signed.name, signed.mod)
