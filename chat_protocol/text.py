@@ -40,3 +40,21 @@ def sanitize(text: str) -> str | None:
     if not text or text.isspace():
         return None
     return text
+
+
+# An action ("/me waves"): plain text on the wire, so that a client that knows nothing of
+# actions shows "alice :: /me waves", which reads as IRC users expect; a client that knows
+# shows "* alice waves".
+ACTION_PREFIX: Final = "/me "
+
+
+def action(text: str) -> str:
+    """The text that carries the action ``text``."""
+    return ACTION_PREFIX + text
+
+
+def action_text(text: str) -> str | None:
+    """What is acted, if ``text`` carries an action; None if it is a plain message."""
+    if text.startswith(ACTION_PREFIX) and text[len(ACTION_PREFIX) :].strip():
+        return text[len(ACTION_PREFIX) :]
+    return None

@@ -47,7 +47,15 @@ class Tmux:
             TERM="xterm-256color",
             XDG_CONFIG_HOME=str(home / "config"),
             XDG_STATE_HOME=str(home / "state"),
+            XDG_DATA_HOME=str(home / "data"),
         )
+        self.home = home
+
+    def configure(self, toml: str) -> None:
+        """The program's config file (chat-tui's), before it starts."""
+        path = self.home / "config" / "chat-tui" / "config.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(toml)
 
     def run(self, *args: str) -> str:
         result = subprocess.run(

@@ -4,14 +4,18 @@ The rooms and what happens to them are the controller's (``controller.py``, no T
 main screen (``screens/chat.py``) shows them. The app is the controller's host: it runs the
 controller's background jobs as Textual workers, hands it the wake-ups of its connections as
 messages to the main screen (so that what they report is applied between keys, in the app's own
-loop), and rings the terminal's bell. It also keeps the terminal's title.
+loop), and notifies (``notify.py``: the terminal's own notification, the desktop's, or the bell).
+It also keeps the terminal's title.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 from collections.abc import Callable, Coroutine
 from datetime import datetime
+from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
@@ -23,13 +27,17 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.worker import Worker
 
+from chat_tui import notify
 from chat_tui.config import Config
 from chat_tui.connection import ConnectionFactory
 from chat_tui.controller import ChatController
 from chat_tui.identity import Identity, TokenStore
+from chat_tui.logbook import Logbook, default_logs_dir
 from chat_tui.messages import EventsWaiting, QuitAsked, UnreadChanged
+from chat_tui.notify import Method, Notice
 from chat_tui.screens.chat import ChatScreen
 from chat_tui.scrollback import EntryKind
+from chat_tui.widgets.chat_input import parse_pasted_escapes
 
 APP_NAME = "chat"
 
@@ -45,6 +53,24 @@ def route_alt_digits() -> None:
     """
     for digit in "0123456789":
         ANSI_SEQUENCES_KEYS.pop("\x1b" + digit, None)
+
+
+async def _desktop(notice: Notice) -> None:
+    """The desktop notifier, waited for (so that it is reaped) but never for long."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *notify.desktop_command(notice),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+    except OSError:
+        return  # uninstalled meanwhile: nothing to show
+    try:
+        await asyncio.wait_for(process.wait(), 10)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
 
 
 def title_text(unread: int) -> str:
@@ -73,9 +99,11 @@ class ChatApp(App[None]):
         connection_factory: ConnectionFactory | None = None,
         http_transport: httpx.AsyncBaseTransport | None = None,
         token_store: TokenStore | None = None,
+        logs_root: Path | None = None,
     ) -> None:
         super().__init__()
         route_alt_digits()
+        parse_pasted_escapes()  # a pasted ESC must not turn the rest of the paste into keys
         self.config = config
         # One name in every room and across reconnects (and restarts, with keep_name).
         store = token_store
@@ -85,15 +113,24 @@ class ChatApp(App[None]):
             store.forget(config.server)
         if not config.keep_name or self.name_in_use:
             store = None
+        # Logs on disk; a failure is said once, from the logbook's thread, in the app's loop.
+        self.logbook = (
+            Logbook(logs_root or default_logs_dir(), config.server, on_error=self._log_failed)
+            if config.log
+            else None
+        )
         self.controller = ChatController(
             config,
             self,
+            logbook=self.logbook,
             identity=Identity.kept(config.server, store, config.nick or None),
             connection_factory=connection_factory,
             clock=clock or datetime.now,
             monotonic=monotonic,
             http_transport=http_transport,
         )
+        self.notify_method = notify.choose(config.notifications)
+        self._running_loop: asyncio.AbstractEventLoop | None = None
         self.terminal_title = title_text(0)
         self._title_written: str | None = None
         self.main_screen = ChatScreen(self.controller)
@@ -106,6 +143,7 @@ class ChatApp(App[None]):
         # the garbage collector's sight, so that its full collections, which come more often as
         # scrollback grows, scan only what came after (they took 60+ ms with all of it).
         gc.freeze()
+        self._running_loop = asyncio.get_running_loop()
         if self.config.theme in self.available_themes:
             self.theme = self.config.theme
         controller = self.controller
@@ -121,7 +159,17 @@ class ChatApp(App[None]):
                 "name of its own",
             )
 
+    def _log_failed(self, message: str) -> None:
+        """From the logbook's thread: said in the app's loop, without waiting for it (the app
+        may be closing the logbook meanwhile)."""
+        loop = self._running_loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+                loop.call_soon_threadsafe(self.controller.say, EntryKind.ERROR, message)
+
     def on_unmount(self) -> None:
+        if self.logbook is not None:
+            self.logbook.close()
         # Back under the collector, so that an app that is gone can be collected (tests run
         # many apps in one process).
         gc.unfreeze()
@@ -150,8 +198,14 @@ class ChatApp(App[None]):
     def wake(self, room: str) -> None:
         self.main_screen.post_message(EventsWaiting(room))
 
-    def ring(self) -> None:
-        self.bell()
+    def alert(self, notice: Notice) -> None:
+        method = self.notify_method
+        if method is Method.BELL:
+            self.bell()
+        elif method is Method.DESKTOP:
+            self.run_worker(_desktop(notice), group="notify", exit_on_error=False)
+        elif method is not Method.OFF:
+            self._write_terminal(notify.sequence(method, notice, tmux=notify.in_tmux()))
 
     # --- the terminal -----------------------------------------------------------------------
 

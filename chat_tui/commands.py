@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from chat_protocol import admin, hosts, http, names, v2
+from chat_protocol import admin, hosts, http, names, text, v2
 
 PREFIX: Final = "/"
 
@@ -94,6 +94,27 @@ class ShowTopic:
 
 
 @dataclass(frozen=True, slots=True)
+class ListLinks:
+    """List the active room's recent links, numbered."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenLink:
+    """Open the ``number``th most recent link of the active room (``anyway``: even if its
+    host may not be what it looks like)."""
+
+    number: int
+    anyway: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Grep:
+    """Search the logs and every room's scrollback for ``text``."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Clear:
     pass
 
@@ -132,6 +153,9 @@ Action = (
     | Msg
     | Moderate
     | ShowTopic
+    | ListLinks
+    | OpenLink
+    | Grep
     | Clear
     | Reconnect
     | Help
@@ -150,10 +174,11 @@ class CommandInfo:
 
 # The one list of commands: the parser and the help screen both read it.
 COMMANDS: Final[tuple[CommandInfo, ...]] = (
-    CommandInfo("join", "/join ROOM", "join ROOM (or switch to it if already joined)"),
-    CommandInfo("leave", "/leave [ROOM]", "leave ROOM, or the active room", ("part",)),
-    CommandInfo("rooms", "/rooms", "list the server's rooms and their member counts"),
-    CommandInfo("who", "/who", "list the members of the active room"),
+    CommandInfo("join", "/join ROOM", "join ROOM (or switch to it if already joined)", ("j",)),
+    CommandInfo("leave", "/leave [ROOM]", "leave ROOM, or the active room", ("part", "close")),
+    CommandInfo("rooms", "/rooms", "list the server's rooms and their member counts", ("list",)),
+    CommandInfo("who", "/who", "list the members of the active room", ("names",)),
+    CommandInfo("me", "/me TEXT", "send TEXT as an action: * name TEXT"),
     CommandInfo("away", "/away [MESSAGE]", "say you are away, in every room (chat.v2)"),
     CommandInfo("back", "/back", "say you are back"),
     CommandInfo("msg", "/msg NAME TEXT", "send TEXT to NAME alone (chat.v2)"),
@@ -172,12 +197,16 @@ COMMANDS: Final[tuple[CommandInfo, ...]] = (
     CommandInfo("slow", "/slow SECONDS", "one message per member per SECONDS; 0: off (moderators)"),
     CommandInfo("lock", "/lock", "refuse new joins to the room (moderators)"),
     CommandInfo("unlock", "/unlock", "let new members join again (moderators)"),
+    CommandInfo("links", "/links", "list the room's recent links, newest first, numbered"),
+    CommandInfo("open", "/open [N]", "open link N of /links (default 1) in the browser"),
+    CommandInfo("grep", "/grep TEXT", "search every room and the logs of past days (ctrl+g)"),
     CommandInfo("clear", "/clear", "clear the active room's log"),
     CommandInfo("reconnect", "/reconnect", "retry every offline room now (ctrl+r)"),
     CommandInfo("help", "/help", "show keys and commands"),
-    CommandInfo("quit", "/quit", "close every connection and quit"),
+    CommandInfo("quit", "/quit", "close every connection and quit", ("exit",)),
 )
 LITERAL_HINT: Final = "//text sends /text literally"
+MAX_LINKS: Final = 20  # /links lists at most this many
 
 _BY_NAME: Final = {alias: c for c in COMMANDS for alias in (c.name, *c.aliases)}
 
@@ -212,6 +241,11 @@ def parse(line: str) -> Action:
         if len(args) != 1:
             return CommandError(f"usage: {info.usage}")
         return _checked_room(args[0], lambda room: Join(room))
+    if info.name == "me":
+        said = message_text(rest)
+        if not said.strip():
+            return CommandError(f"usage: {info.usage}")
+        return SendText(text.action(said))
     if info.name == "away":
         message = " ".join(rest.split())
         if len(message) > v2.MAX_AWAY_CHARS:
@@ -233,6 +267,18 @@ def parse(line: str) -> Action:
         if info.name == "query":
             return Query(who)
         return Msg(who, message_text(said))
+    if info.name == "open":
+        if len(args) > 1:
+            return CommandError(f"usage: {info.usage} (1 to {MAX_LINKS}; see /links)")
+        word = args[0] if args else "1"
+        anyway = word.endswith("!")
+        number = word.removesuffix("!") or "1"
+        if not number.isdigit() or not 1 <= int(number) <= MAX_LINKS:
+            return CommandError(f"usage: {info.usage} (1 to {MAX_LINKS}; see /links)")
+        return OpenLink(int(number), anyway)
+    if info.name == "grep":
+        query = rest.strip()
+        return Grep(query) if query else CommandError(f"usage: {info.usage}")
     if info.name in MODERATION:
         return _moderation(info, args, rest)
     if info.name == "leave":
@@ -245,6 +291,7 @@ def parse(line: str) -> Action:
         return CommandError(f"usage: {info.usage} (it takes no arguments)")
     simple: dict[str, Action] = {
         "rooms": ListRooms(),
+        "links": ListLinks(),
         "who": Who(),
         "back": Away(None),
         "clear": Clear(),
@@ -362,11 +409,18 @@ def format_duration(seconds: float | None) -> str:
 
 
 def _checked_room(room: str, make: Any) -> Action:
+    # The status line shows rooms as "#room": typed back that way, it is the same room.
+    room = room_name(room)
     problem = names.room_problem(room)
     if problem is not None:
         return CommandError(problem)
     result: Action = make(room)
     return result
+
+
+def room_name(word: str) -> str:
+    """A room as typed (``#room`` or ``room``) as the server names it."""
+    return word[1:] if word.startswith("#") and len(word) > 1 else word
 
 
 # --- HTTP look-ups ------------------------------------------------------------------------

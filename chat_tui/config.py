@@ -13,6 +13,7 @@ import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -20,10 +21,17 @@ from urllib.parse import urlsplit, urlunsplit
 from platformdirs import user_config_dir
 
 from chat_protocol import http, names
+from chat_tui import notify
 
 DEFAULT_SERVER = "ws://127.0.0.1:8000"
 DEFAULT_ROOM = "general"
 SERVER_ENV = "CHAT_SERVER_URL"
+
+
+class JoinFilter(StrEnum):
+    SMART = "smart"
+    ALL = "all"
+    NONE = "none"
 
 
 class ConfigError(ValueError):
@@ -93,6 +101,37 @@ def _nick(key: str, value: Any) -> str:
     return value
 
 
+def _choice(kind: type[StrEnum]) -> Callable[[str, Any], str]:
+    allowed = [str(member) for member in kind]
+
+    def check(key: str, value: Any) -> str:
+        if value not in allowed:
+            raise _wrong(key, value, "one of " + ", ".join(repr(a) for a in allowed))
+        return str(value)
+
+    return check
+
+
+def _levels(key: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise _wrong(key, value, 'a table such as { ops = "all", random = "none" }')
+    levels = [str(level) for level in notify.Level]
+    for room, level in value.items():
+        wanted = room.removeprefix("#")
+        problem = names.room_problem(wanted) if not wanted.startswith("@") else None
+        if problem:
+            raise ConfigError(f"{key}: {problem}")
+        if level not in levels:
+            raise _wrong(f"{key}.{room}", level, "one of " + ", ".join(repr(x) for x in levels))
+    return {room.removeprefix("#"): level for room, level in value.items()}
+
+
+def _words(key: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(w, str) and w.strip() for w in value):
+        raise _wrong(key, value, "a list of words such as ['deploy', 'alice']")
+    return [w.strip() for w in value]
+
+
 def _file(key: str, value: Any) -> str:
     if not isinstance(value, str):
         raise _wrong(key, value, "a file's path such as '~/.config/chat-tui/moderator-token'")
@@ -119,6 +158,8 @@ def key(default: Any, doc: str, check: Callable[[str, Any], Any]) -> Any:
     metadata = {"key": Key(doc, check)}
     if isinstance(default, tuple):
         return field(default_factory=lambda: list(default), metadata=metadata)
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
@@ -142,7 +183,19 @@ class Config:
     autostart: bool = key(
         True, "start a local server when a loopback server does not answer", _flag
     )
-    bell: bool = key(True, "ring the terminal bell for a mention out of sight", _flag)
+    bell: bool = key(True, "false: no notification at all (as notifications = 'off')", _flag)
+    notifications: str = key(
+        "auto",
+        "for a mention or direct message out of sight: auto, osc777, osc9, osc99, desktop, "
+        "bell or off",
+        _choice(notify.Method),
+    )
+    notify_rooms: dict[str, str] = key(
+        {},
+        'per room: "all" messages, "mentions" (the default) or "none", as { ops = "all" }',
+        _levels,
+    )
+    highlight: list[str] = key((), "words that count as mentions of you besides your name", _words)
     title: bool = key(True, 'unread count in the terminal\'s title: "(3) chat"', _flag)
     members: bool = key(True, "the members panel where the terminal is wide enough (f2)", _flag)
     history: int = key(
@@ -164,6 +217,15 @@ class Config:
         "a file holding your moderator (or admin) token: /kick, /ban, /mute, /topic, /slow, "
         "/lock in the rooms it covers; read at each use",
         _file,
+    )
+    joins: str = key(
+        "smart",
+        "joins, leaves and renames shown: smart (of those who spoke in the last 10 minutes), "
+        "all or none; alt+j shows the hidden ones",
+        _choice(JoinFilter),
+    )
+    log: bool = key(
+        True, "keep logs on disk, one file per room and day (0600), searched by /grep", _flag
     )
     away_after: int = key(
         0,

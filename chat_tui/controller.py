@@ -33,8 +33,8 @@ import httpx
 from chat_protocol import admin_client, names, text
 from chat_protocol.frames import Frame, FrameKind
 from chat_protocol.v2 import TYPING_EVERY
-from chat_tui import autostart, commands
-from chat_tui.config import Config
+from chat_tui import autostart, commands, grep, links
+from chat_tui.config import Config, JoinFilter
 from chat_tui.connection import Connection, ConnectionFactory, RoomConnection
 from chat_tui.events import (
     Acked,
@@ -47,9 +47,12 @@ from chat_tui.events import (
     Unreadable,
     Welcomed,
 )
+from chat_tui.grep import Hit
 from chat_tui.identity import Identity
+from chat_tui.logbook import Logbook
+from chat_tui.notify import Level, Notice
 from chat_tui.rooms import Room, RoomState, local_time
-from chat_tui.scrollback import EntryKind, Observable
+from chat_tui.scrollback import Entry, EntryKind, Observable
 
 # Events applied per turn: a flood is taken in slices, so that keys typed meanwhile (which
 # wait in the same queue) are handled between two slices.
@@ -74,8 +77,9 @@ class Host(Protocol):
     def wake(self, room: str) -> None:
         """Events wait in ``room``'s connection: call :meth:`ChatController.drain` soon."""
 
-    def ring(self) -> None:
-        """A mention the user is not looking at."""
+    def alert(self, notice: Notice) -> None:
+        """A mention (or a message where the room notifies of all) the user is not looking
+        at: notify as the config says."""
 
 
 @dataclass(eq=False)
@@ -100,6 +104,7 @@ class ChatController(Observable):
         clock: Callable[[], datetime] = datetime.now,
         monotonic: Callable[[], float] | None = None,
         http_transport: httpx.AsyncBaseTransport | None = None,
+        logbook: Logbook | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -118,6 +123,7 @@ class ChatController(Observable):
         self.links: dict[str, RoomLink] = {}
         self.active: str | None = None
         self.focused = True  # the terminal window has the focus (as far as it says)
+        self.logbook = logbook
         self.on_activate: Callable[[Room | None, Room], None] | None = None
         self.connecting = False  # True once startup is done: new rooms connect at once
         self._quitting = False
@@ -225,6 +231,11 @@ class ChatController(Observable):
         if room is not None:
             return room
         room = Room(name, self.config.scrollback)
+        room.highlights = tuple(self.config.highlight)
+        room.notify = Level(self.config.notify_rooms.get(name, Level.MENTIONS))
+        room.joins = JoinFilter(self.config.joins)
+        if self.logbook is not None:
+            room.record = self._record
         # By the room's name now: a conversation follows its person's nick changes.
         connection = self._connection_factory(
             self.config.server, name, lambda: self.host.wake(room.name)
@@ -420,6 +431,16 @@ class ChatController(Observable):
             case commands.ShowTopic():
                 if room is not None:
                     self.say(EntryKind.STATUS, f"topic: {room.topic}" if room.topic else "no topic")
+            case commands.ListLinks():
+                if room is not None:
+                    self.list_links(room)
+            case commands.OpenLink(number, anyway):
+                if room is not None:
+                    found = self.room_links(room)
+                    if number > len(found):
+                        self.say(EntryKind.ERROR, f"there is no link {number} here (/links)")
+                        return False
+                    return self.open_link(found[number - 1], anyway=anyway, number=number)
             case commands.Clear():
                 if room is not None:
                     room.clear()
@@ -428,6 +449,66 @@ class ChatController(Observable):
             case commands.CommandError(message):
                 self.say(EntryKind.ERROR, message)
                 return False
+        return True
+
+    # --- search across rooms and days ------------------------------------------------------------
+
+    async def grep(self, query: str) -> list[Hit]:
+        """Matches of ``query`` in every room's scrollback and this server's logs, newest
+        first; the logs are read in a thread (a year of them takes a tenth of a second)."""
+        live = grep.search_live(((r.name, r.scrollback) for r in self.rooms.values()), query)
+        logged: list[Hit] = []
+        if self.logbook is not None:
+            book = self.logbook
+            await asyncio.to_thread(book.flush)  # what was just said is on disk too
+            server = book.directory.name
+            logged = await asyncio.to_thread(grep.search_logs, book.root, server, query)
+        return grep.merge(logged, live)
+
+    # --- links ------------------------------------------------------------------------------
+
+    def room_links(self, room: Room) -> list[str]:
+        """The room's recent links, newest first (at most :data:`commands.MAX_LINKS`)."""
+        said = (e.text for e in reversed(room.scrollback) if e.kind is EntryKind.MESSAGE)
+        return links.recent_links(said, commands.MAX_LINKS)
+
+    def list_links(self, room: Room) -> None:
+        found = self.room_links(room)
+        if not found:
+            self.say(EntryKind.STATUS, "no links here")
+            return
+        rows = [f"{n}. {links.shown_url(url)}" for n, url in enumerate(found, 1)]
+        rows = [
+            row + (f"  ⚠ {links.shown_host(url)}" if links.suspicious(url) else "")
+            for row, url in zip(rows, found, strict=True)
+        ]
+        self.say(EntryKind.STATUS, "links here, newest first (/open N):\n" + "\n".join(rows))
+
+    def open_link(self, url: str, *, anyway: bool = False, number: int | None = None) -> bool:
+        """Open ``url`` in the browser, unless its host may not be what it looks like (then
+        say what it is, and how to open it anyway)."""
+        if not links.urlsplit_ok(url):
+            self.say(
+                EntryKind.ERROR, f"only http and https links are opened: {links.shown_url(url)}"
+            )
+            return False
+        if links.suspicious(url) and not anyway:
+            again = f"/open {number}!" if number is not None else "/links, then /open N!"
+            self.say(
+                EntryKind.ERROR,
+                f"not opened: its host is {links.shown_host(url)}; {again} opens it anyway",
+            )
+            return False
+        command = links.opener()
+        if command is None:
+            self.say(EntryKind.ERROR, f"no browser to open {links.shown_url(url)}: set $BROWSER")
+            return False
+        try:
+            links.open_link(url, command)
+        except OSError as exc:
+            self.say(EntryKind.ERROR, f"could not run {command[0]}: {exc.strerror or exc}")
+            return False
+        self.say(EntryKind.STATUS, f"opening {links.shown_url(url)}")
         return True
 
     def moderate(self, action: commands.Moderate) -> bool:
@@ -613,14 +694,28 @@ class ChatController(Observable):
         connection = link.connection
         # One time for the burst: it arrived within a few milliseconds.
         now = self.clock()
-        ring = False
         apply = self._apply
         for event in connection.take(DRAIN_LIMIT):
-            ring = apply[type(event)](room, event, now) or ring
+            apply[type(event)](room, event, now)
         if connection.events:  # more than one slice
             self.host.wake(name)
-        if ring and self.config.bell:
-            self.host.ring()
+        self._alert(room)
+
+    def _record(self, room: Room, entry: Entry) -> None:
+        """An entry for the logs on disk (queued: the writing is the logbook's thread's)."""
+        assert self.logbook is not None
+        said, kind = entry.text, entry.kind.value
+        if entry.kind is EntryKind.MESSAGE:
+            acted = text.action_text(said)
+            if acted is not None:
+                said, kind = acted, "action"
+        self.logbook.write(room.name, entry.time, kind, entry.sender, said)
+
+    def _alert(self, room: Room) -> None:
+        """One notification per burst: of its newest message that calls for one."""
+        entry, room.alert = room.alert, None
+        if entry is not None and self.config.bell and room.notify is not Level.NONE:
+            self.host.alert(Notice.of(room.name, entry.sender, entry.text))
 
     def _out_of_sight(self, room: Room) -> bool:
         return room.name != self.active or not self.focused

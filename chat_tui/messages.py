@@ -58,3 +58,10 @@ class UnreadChanged(Message):
 @dataclass
 class QuitAsked(Message):
     """The user asked to quit (``/quit``)."""
+
+
+@dataclass
+class LinkClicked(Message):
+    """The user clicked the link ``url`` in the log."""
+
+    url: str

@@ -15,21 +15,28 @@ import functools
 import heapq
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from chat_protocol.frames import Frame, FrameKind, Welcome
 from chat_protocol.names import DIRECT_PREFIX, GENERATED_PREFIX
 from chat_protocol.v2 import MAX_AWAY_CHARS, TYPING_SHOWN
 from chat_tui import notes
+from chat_tui.config import JoinFilter
 from chat_tui.notes import Note
+from chat_tui.notify import Level
 from chat_tui.scrollback import Entry, EntryKind, Observable, Scrollback, SendState
 
 # Of a run of joins and leaves with nothing said between them, this many are shown one by one;
 # the rest is one line counting them ("12 more joined, 11 left").
 PRESENCE_SHOWN = 10
+# What the logs on disk keep: what was said and what the server told (not the client's words).
+RECORDED = frozenset({EntryKind.MESSAGE, EntryKind.NOTICE})
+# The smart join filter: joins, leaves and renames of those who have not spoken for this long
+# are hidden.
+QUIET_AFTER = timedelta(minutes=10)
 # Who a room remembers: those present and, of those who left, the most recently active, up to
 # this many in all (a server could announce any number of names).
 PEOPLE_LIMIT = 5000
@@ -68,14 +75,28 @@ def clip_name(name: str) -> str:
     return name if len(name) <= NAME_LIMIT else name[: NAME_LIMIT - 1] + "…"
 
 
-def mentions(name: str, text: str) -> bool:
-    """Whether ``text`` names ``name`` as a word of its own (case-insensitive)."""
-    return _mention_pattern(name).search(text) is not None
+def mentions(name: str | tuple[str, ...], text: str) -> bool:
+    """Whether ``text`` names ``name`` (or one of the words ``name`` is) as a word of its own
+    (case-insensitive)."""
+    words = (name,) if isinstance(name, str) else name
+    return bool(words) and _mention_pattern(words).search(text) is not None
 
 
 @functools.lru_cache(maxsize=64)
-def _mention_pattern(name: str) -> re.Pattern[str]:
-    return re.compile(rf"(?<![\w]){re.escape(name)}(?![\w])", re.IGNORECASE)
+def mention_words(me: str, highlights: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The words that make a message a mention of ``me``: the name, the part of a generated
+    name after ``user_`` (people write "hxcwzi55" for "user_hxcwzi55"), the highlight words."""
+    words = [me]
+    if me.startswith(GENERATED_PREFIX) and len(me) > len(GENERATED_PREFIX):
+        words.append(me[len(GENERATED_PREFIX) :])
+    words.extend(w for w in highlights if w.strip())
+    return tuple(dict.fromkeys(words))
+
+
+@functools.lru_cache(maxsize=64)
+def _mention_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+    either = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    return re.compile(rf"(?<![\w])(?:{either})(?![\w])", re.IGNORECASE)
 
 
 def local_time(moment: datetime) -> datetime:
@@ -117,6 +138,7 @@ class Person:
     active: int = 0  # when they last joined or spoke (a counter: higher is later)
     away: str | None = None  # their away message while away (chat.v2)
     changed: int = 0  # the room's presence version when their presence last changed
+    spoke: datetime | None = None  # when they last said something here (local time)
 
 
 @dataclass(eq=False)
@@ -146,6 +168,15 @@ class Room(Observable):
     read_reported: int = 0  # chat.v2: the offset last said to be read (to the server)
     viewed: bool = False  # in the log, and the terminal has focus
     topic: str | None = None  # the room's, as the server last said it
+    highlights: tuple[str, ...] = ()  # words that count as mentions besides our name
+    # The newest unread message that calls for a notification (a mention, or any message
+    # where the room notifies of all), until the controller takes it.
+    alert: Entry | None = None
+    notify: Level = Level.MENTIONS  # what here calls for a notification
+    joins: JoinFilter = JoinFilter.SMART  # which joins, leaves and renames are shown
+    # Called with each entry once it is what the room said (logs on disk): others' messages
+    # and notices as they come, ours once the server has them; not history, not our words.
+    record: Callable[[Room, Entry], None] | None = None
 
     @property
     def direct(self) -> bool:
@@ -297,6 +328,8 @@ class Room(Observable):
                     self.scrollback.insert(entry)  # around what we have of the same numbering
                 else:
                     self._add(entry)
+                if since is not None and self.record is not None:
+                    self.record(self, entry)  # missed in a gap: new to us, so logged
                 if since is not None:
                     # After a gap, newer than all we saw: unread, though not recovered.
                     mention = self._unread(entry) or mention
@@ -317,9 +350,10 @@ class Room(Observable):
                     continue
                 entry = self._message(frame, now, backlog=True)
                 self.scrollback.insert(entry)
+                self._record(entry)
                 mention = self._unread(entry) or mention
                 if frame.name is not None:
-                    self._saw(frame.name, present=True, spoke=True)
+                    self._saw(frame.name, present=True, spoke=True, at=entry.time)
             note = notes.Reconnected(name if renamed else None)
         self._note(note, now)
         if first_unread is not None and self.viewed:
@@ -359,6 +393,7 @@ class Room(Observable):
         entry.state = SendState.SENT
         entry.offset = offset
         entry.time = local_time(time)
+        self._record(entry)
         if scrollback.out_of_order(entry):
             scrollback.reorder(entry)  # others' messages were published before it
         else:
@@ -378,7 +413,7 @@ class Room(Observable):
             entry = self._message(frame, now)
             self._add(entry)
             if frame.name is not None:
-                self._saw(frame.name, present=True, spoke=True)
+                self._saw(frame.name, present=True, spoke=True, at=entry.time)
                 if self._typing:
                     self._typing.pop(frame.name, None)  # said it: no longer typing
             mention = self._unread(entry)
@@ -418,6 +453,7 @@ class Room(Observable):
         if old not in self.people and new in self.people and old != self.me:
             return  # already told (a conversation hears it from a room too)
         self._typing.pop(old, None)
+        quiet = self.quiet(old, when)
         person = self.people.pop(old, None)
         if person is not None:
             person.name = new
@@ -431,7 +467,8 @@ class Room(Observable):
             self.me = new
             self._own_names.add(new)
             self.scrollback.restyle()  # what the log picks out as ours depends on the name
-        self._note(notes.NickChanged(old, new, ours), when)
+        said = notes.NickChanged(old, new, ours).text
+        self._add(Entry(EntryKind.STATUS, said, when, quiet=quiet))
         self.changed()
 
     def name_refused(self, asked: str, reason: str, now: datetime) -> None:
@@ -444,6 +481,23 @@ class Room(Observable):
         self._note(notes.Unreadable(size, start), now, EntryKind.ERROR)
         self.changed()
 
+    def quiet(self, name: str, when: datetime) -> bool:
+        """Whether a join, leave or rename of ``name`` at ``when`` is hidden (the smart filter:
+        they have not spoken in the last :data:`QUIET_AFTER`; our own always shows)."""
+        if self.joins is JoinFilter.ALL or name in self._own_names:
+            return False
+        if self.joins is JoinFilter.NONE:
+            return True
+        person = self.people.get(name)
+        spoke = person.spoke if person is not None else None
+        return spoke is None or when - spoke > QUIET_AFTER
+
+    def show_quiet(self, shown: bool) -> None:
+        """Show (or hide again) the joins, leaves and renames the filter hides, here."""
+        self.scrollback.hide_quiet = not shown
+        self.scrollback.restyle()
+        self.changed()
+
     def _presence(self, frame: Frame, when: datetime) -> None:
         """A join or leave: in the log one by one, unless it is part of a long run of them
         (a churning member must not push what was said out of the scrollback)."""
@@ -451,6 +505,7 @@ class Room(Observable):
         if self._typing:
             self._typing.pop(frame.name, None)  # gone: no longer typing
         joined = frame.kind is FrameKind.JOIN
+        quiet = self.quiet(frame.name, when)
         self._saw(frame.name, present=joined, presence=True)
         scrollback = self.scrollback
         tail = self._run_tail
@@ -458,19 +513,20 @@ class Room(Observable):
             self._run_shown, self._run_more = 0, (0, 0)  # something else came between
         if self._run_shown < PRESENCE_SHOWN:
             self._run_shown += 1
-            self._run_tail = Entry(EntryKind.NOTICE, clip(frame.text), when)
+            self._run_tail = Entry(EntryKind.NOTICE, clip(frame.text), when, quiet=quiet)
             self._add(self._run_tail)
             return
         more_joined, more_left = self._run_more
         self._run_more = (more_joined + joined, more_left + (not joined))
         text = notes.MorePresence(*self._run_more).text
         if self._run_more in ((1, 0), (0, 1)):
-            self._run_tail = Entry(EntryKind.NOTICE, text, when)
+            self._run_tail = Entry(EntryKind.NOTICE, text, when, quiet=quiet)
             self._add(self._run_tail)
         else:
             assert self._run_tail is not None
-            self._run_tail.text, self._run_tail.time = text, when
-            scrollback.touch(self._run_tail)
+            tail = self._run_tail
+            tail.text, tail.time, tail.quiet = text, when, tail.quiet and quiet
+            scrollback.touch(tail)
 
     def _message(
         self, frame: Frame, now: datetime, *, from_history: bool = False, backlog: bool = False
@@ -483,7 +539,8 @@ class Room(Observable):
             self.newest = offset
         own = name is not None and name == self.me
         # In a conversation every message is for us.
-        named = self.me is not None and mentions(self.me, frame.text)
+        me = self.me
+        named = me is not None and mentions(mention_words(me, self.highlights), frame.text)
         mention = not own and (self.direct or named)
         when = local_time(frame.time) if frame.time is not None else now
         return Entry(
@@ -506,6 +563,8 @@ class Room(Observable):
         self.mentions += entry.mention
         if self._first_unread is None:
             self._first_unread = entry
+        if self.notify is Level.ALL or (entry.mention and self.notify is Level.MENTIONS):
+            self.alert = entry
         return entry.mention
 
     def echo(self, send_id: str, frame: Frame) -> None:
@@ -517,6 +576,7 @@ class Room(Observable):
         entry.text = frame.text
         entry.sender = frame.name
         entry.state = SendState.SENT
+        self._record(entry)
         self.scrollback.touch(entry)
         self.changed()
 
@@ -650,6 +710,12 @@ class Room(Observable):
 
     def _add(self, entry: Entry) -> None:
         self.scrollback.append(entry)
+        if self.record is not None and entry.state is SendState.SENT:
+            self._record(entry)
+
+    def _record(self, entry: Entry) -> None:
+        if self.record is not None and not entry.from_history and entry.kind in RECORDED:
+            self.record(self, entry)
 
     def _forget_someone(self) -> None:
         """Make room for more people: the least recently active who left, else of all. A
@@ -666,9 +732,15 @@ class Room(Observable):
         self._add(Entry(kind, note.text, now))
 
     def _saw(
-        self, name: str, *, present: bool, presence: bool = False, spoke: bool = False
+        self,
+        name: str,
+        *,
+        present: bool,
+        presence: bool = False,
+        spoke: bool = False,
+        at: datetime | None = None,
     ) -> None:
-        """``name`` joined, left (``presence``: a join or leave notice) or spoke."""
+        """``name`` joined, left (``presence``: a join or leave notice) or spoke (``at``)."""
         self._tick += 1
         person = self.people.get(name)
         if person is None:
@@ -681,3 +753,5 @@ class Room(Observable):
         person.present = present
         if present and (spoke or presence):
             person.active = self._tick
+        if spoke and at is not None and (person.spoke is None or at > person.spoke):
+            person.spoke = at

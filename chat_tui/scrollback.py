@@ -53,6 +53,9 @@ class Entry:
     from_history: bool = False  # said before we joined (shown dimmed, above the "joined" line)
     # Said on another day than the one it came in on (history, recovery): its stamp has the date.
     dated: bool = False
+    # A join, leave or rename of someone who has not spoken lately: hidden while the
+    # scrollback hides quiet entries (the smart join filter).
+    quiet: bool = False
 
 
 Observer = Callable[[], None]
@@ -93,6 +96,7 @@ class Scrollback(Observable):
         self.total_appended = 0
         self.generation = 0  # bumped when entries were removed or reordered other than by age
         self.style_generation = 0  # bumped when every entry must be drawn again
+        self.hide_quiet = True  # quiet entries take no rows (toggled by the user)
         self._changes: dict[Entry, None] = {}  # changed in place, not yet taken by the view
         self._marker: Entry | None = None
 

@@ -23,7 +23,13 @@ from datetime import datetime
 
 from rich.cells import cell_len, get_character_cell_size
 
-from chat_protocol.text import BIDI_CONTROLS, LINE_SEPARATORS, SURROGATES
+from chat_protocol.text import (
+    ACTION_PREFIX,
+    BIDI_CONTROLS,
+    LINE_SEPARATORS,
+    SURROGATES,
+    action_text,
+)
 from chat_tui.scrollback import Entry, EntryKind, SendState
 
 # --- text made safe for display -------------------------------------------------------------
@@ -123,6 +129,7 @@ REFUSED_MARK = "(refused) "
 KIND_MARKS = {EntryKind.NOTICE: "· ", EntryKind.ERROR: "! ", EntryKind.STATUS: "── "}
 # Below this many cells for text, the first row holds only the time and sender.
 MIN_TEXT_CELLS = 10
+ACTION_MARK = "* "  # before the sender of an action (/me)
 
 
 @dataclass(slots=True)
@@ -147,12 +154,18 @@ def plan_entry(entry: Entry, width: int, time_format: str) -> Plan:
     text = entry.text
     if entry.kind is EntryKind.MESSAGE:
         sender = display_line((entry.sender or "?").replace("\n", " "))
-        head = [(time_text, "time"), (" ", ""), (sender, "sender"), (" ", "")]
+        acted = action_text(text)
+        if acted is None:
+            head = [(time_text, "time"), (" ", ""), (sender, "sender"), (" ", "")]
+        else:  # "* alice waves"
+            text = acted
+            head = [(time_text, "time"), (" ", ""), (ACTION_MARK, "")]
+            head += [(sender, "sender"), (" ", "")]
+        text_column = sum(cell_len(piece) for piece, _ in head)
         if entry.state is SendState.PENDING:
             head.append((PENDING_MARK, "pending-mark"))
         elif entry.state is SendState.REFUSED:
             head.append((REFUSED_MARK, "refused-mark"))
-        text_column = cell_len(time_text) + 1 + cell_len(sender) + 1
     else:
         mark = KIND_MARKS[entry.kind]
         if entry.kind is EntryKind.STATUS and "\n" not in text:
@@ -179,12 +192,14 @@ def plan_entry(entry: Entry, width: int, time_format: str) -> Plan:
     return Plan(head, head_alone, indent, lines, rows)
 
 
-def entry_height(entry: Entry, width: int, time_format: str) -> int:
+def entry_height(entry: Entry, width: int, time_format: str, hide_quiet: bool = False) -> int:
     """Rows of ``entry`` at ``width``: ``len(plan_entry(...).rows)``, without the plan.
 
     Every entry is measured as it arrives, so the common case (a sent message of one printable
     line that fits beside its head) is answered directly; anything else is planned.
     """
+    if entry.quiet and hide_quiet:
+        return 0
     text = entry.text
     sender = entry.sender or "?"
     if (
@@ -192,6 +207,7 @@ def entry_height(entry: Entry, width: int, time_format: str) -> int:
         and entry.state is SendState.SENT
         and text.isprintable()
         and sender.isprintable()
+        and not text.startswith(ACTION_PREFIX)
     ):
         # As plan_entry: the head is "time sender ", the text starts right after it.
         first = width - cell_len(stamp(entry.time, time_format)) - cell_len(sender) - 2

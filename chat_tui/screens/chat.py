@@ -12,6 +12,7 @@ changes to any room.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -24,11 +25,13 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
-from chat_tui import commands
+from chat_tui import commands, grep
 from chat_tui.controller import ChatController
+from chat_tui.grep import Hit
 from chat_tui.messages import (
     EventsWaiting,
     LineSubmitted,
+    LinkClicked,
     QuitAsked,
     RoomSelected,
     SearchChanged,
@@ -37,8 +40,10 @@ from chat_tui.messages import (
     UnreadChanged,
 )
 from chat_tui.rooms import DOWN, Room, RoomState, countdown, typing_text
+from chat_tui.screens.grep import GrepScreen
 from chat_tui.screens.help import HelpScreen
 from chat_tui.screens.switcher import SwitcherScreen
+from chat_tui.scrollback import Entry
 from chat_tui.text_layout import display_line
 from chat_tui.widgets import status_line as status
 from chat_tui.widgets.chat_input import ChatInput
@@ -61,9 +66,11 @@ class ChatScreen(Screen[None]):
         Binding("ctrl+k", "switcher", "Switch room", priority=True),
         Binding("alt+a", "next_unread", "Next unread", priority=True),
         Binding("ctrl+f", "search", "Search", priority=True),
+        Binding("ctrl+g", "grep", "Search all", show=False, priority=True),
         Binding("f2", "toggle_members", "Members"),
         Binding("ctrl+b", "toggle_sidebar", "Sidebar", show=False, priority=True),
         Binding("ctrl+r", "reconnect", "Reconnect", show=False, priority=True),
+        Binding("alt+j", "toggle_joins", "Joins", show=False, priority=True),
         Binding("alt+down", "cycle_room(1)", "Next room", show=False, priority=True),
         Binding("alt+up", "cycle_room(-1)", "Previous room", show=False, priority=True),
         *[
@@ -88,6 +95,7 @@ class ChatScreen(Screen[None]):
         self._sidebar_choice: bool | None = None  # collapsed, as the user chose with ctrl+b
         self._members_choice: bool | None = None  # shown, as the user chose with f2
         self._watched: dict[Room, Callable[[], None]] = {}  # room -> stop observing it
+        self._search_at: Entry | None = None  # the match a search opened from ctrl+g starts at
         self._status = StatusLine(id="status")
         self._topic = Static("", id="topic", markup=False)
         self._sidebar = RoomList(id="sidebar")
@@ -310,12 +318,18 @@ class ChatScreen(Screen[None]):
                 self.action_help()
             case commands.Quit():
                 self.post_message(QuitAsked())
+            case commands.Grep(query):
+                self.action_grep(query)
             case commands.SendText():
                 self.controller.run(action)
                 self.log_view.scroll_to_bottom()  # sending means you are back in the talk
             case _:
                 return self.controller.run(action)
         return True
+
+    @on(LinkClicked)
+    def _link_clicked(self, event: LinkClicked) -> None:
+        self.controller.open_link(event.url)
 
     @on(RoomSelected)
     def _room_clicked(self, event: RoomSelected) -> None:
@@ -326,7 +340,8 @@ class ChatScreen(Screen[None]):
 
     @on(SearchChanged)
     def _search_changed(self, event: SearchChanged) -> None:
-        self.search_bar.show_result(*self.log_view.search(event.query))
+        at, self._search_at = self._search_at, None
+        self.search_bar.show_result(*self.log_view.search(event.query, at))
 
     @on(SearchStep)
     def _search_step(self, event: SearchStep) -> None:
@@ -369,16 +384,59 @@ class ChatScreen(Screen[None]):
         if self.search_bar.query:
             self.search_bar.show_result(*self.log_view.search(self.search_bar.query))
 
+    # A toggle that lands on what the width would choose gives the choice back to the width:
+    # the layout follows resizes again, as before the first toggle.
+
     def action_toggle_members(self) -> None:
-        self._members_choice = not self._members.display
-        self._fit_layout(self.app.size.width)
+        width = self.app.size.width
+        shown = not self._members.display
+        automatic = self.controller.config.members and width >= MEMBERS_HIDE_BELOW
+        self._members_choice = None if shown == automatic else shown
+        self._fit_layout(width)
 
     def action_toggle_sidebar(self) -> None:
-        self._sidebar_choice = not self._sidebar.compact
-        self._fit_layout(self.app.size.width)
+        width = self.app.size.width
+        collapsed = not self._sidebar.compact
+        self._sidebar_choice = None if collapsed == (width < SIDEBAR_COLLAPSE_BELOW) else collapsed
+        self._fit_layout(width)
+
+    def action_toggle_joins(self) -> None:
+        """Show the joins, leaves and renames the filter hides in this room, or hide them."""
+        room = self.controller.current
+        if room is None:
+            return
+        hidden = room.scrollback.hide_quiet
+        room.show_quiet(hidden)
+        said = "shown" if hidden else "hidden again"
+        self.notify(f"joins and leaves of the quiet {said} in {room.name} (alt+j)", timeout=3)
 
     def action_reconnect(self) -> None:
         self.controller.reconnect()
+
+    def action_grep(self, query: str = "") -> None:
+        """Search every room and the logs (ctrl+g, /grep TEXT)."""
+        controller = self.controller
+
+        async def search(text: str) -> list[Hit]:
+            return await controller.grep(text)
+
+        async def context(hit: Hit) -> list[str]:
+            if hit.path is None or hit.line_number is None:
+                return []
+            return await asyncio.to_thread(grep.context, hit.path, hit.line_number)
+
+        def chosen(result: tuple[Hit, str] | None) -> None:
+            hit, found_by = result if result is not None else (None, "")
+            if hit is None or hit.entry is None or hit.room not in controller.rooms:
+                self.input_box.focus()
+                return
+            # The room's own search (ctrl+f) for the query, at the chosen match.
+            controller.activate(hit.room)
+            self._search_at = hit.entry
+            self.search_bar.open()
+            self.search_bar.field.value = found_by
+
+        self.app.push_screen(GrepScreen(query, search, context), chosen)
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen())

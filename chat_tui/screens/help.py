@@ -31,6 +31,7 @@ KEYS: Final[tuple[tuple[str, str], ...]] = (
     ("f2", "members panel (hidden on narrow terminals)"),
     ("ctrl+b", "sidebar: full, or room numbers only"),
     ("ctrl+r", "retry every offline room now"),
+    ("alt+j", "show the joins and leaves the smart filter hides"),
     ("paste", "pasted lines stay one message; line breaks show as ⏎"),
     ("click a room", "switch to it"),
     ("f1", "this help"),

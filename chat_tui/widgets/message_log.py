@@ -42,6 +42,8 @@ from textual.scroll_view import ScrollView
 from textual.selection import Selection
 from textual.strip import Strip
 
+from chat_tui.links import find_links, suspicious
+from chat_tui.messages import LinkClicked
 from chat_tui.scrollback import Entry, EntryKind, Scrollback, SendState
 from chat_tui.search import Search
 from chat_tui.text_layout import entry_height, find_spans, plan_entry, sender_colour
@@ -116,6 +118,7 @@ class MessageLog(ScrollView, can_focus=True):
         "message-log--history",
         "message-log--match",
         "message-log--match-current",
+        "message-log--link",
     }
 
     DEFAULT_CSS = """
@@ -138,6 +141,7 @@ class MessageLog(ScrollView, can_focus=True):
         & > .message-log--history { text-style: dim; }
         & > .message-log--match { background: $warning 45%; }
         & > .message-log--match-current { background: $warning; text-style: bold; }
+        & > .message-log--link { color: $text-accent; text-style: underline; }
     }
     """
 
@@ -234,8 +238,9 @@ class MessageLog(ScrollView, can_focus=True):
 
     # --- search ---------------------------------------------------------------------------------
 
-    def search(self, query: str) -> tuple[int, int]:
-        """Highlight ``query`` and go to its newest match; returns (position, count)."""
+    def search(self, query: str, at: Entry | None = None) -> tuple[int, int]:
+        """Highlight ``query`` and go to its newest match (or to ``at``, if it is one);
+        returns (position, count)."""
         self.sync()
         if not query:
             self.end_search()
@@ -243,9 +248,14 @@ class MessageLog(ScrollView, can_focus=True):
         search = Search(query)
         self._search = search
         self._rows.clear()
-        if self._scrollback is not None:
-            search.update(self._scrollback)
-        search.step(older=True)
+        scrollback = self._scrollback
+        if scrollback is not None:
+            search.update(scrollback)
+        index = scrollback.index_of(at) if scrollback is not None and at is not None else None
+        if index is not None and index in search.matches:
+            search.current = index
+        else:
+            search.step(older=True)
         self._show_match()
         self.refresh()
         return search.position, search.count
@@ -344,7 +354,8 @@ class MessageLog(ScrollView, can_focus=True):
         self.refresh()
 
     def _height(self, entry: Entry, marker: Entry | None, width: int) -> int:
-        return entry_height(entry, width, self.time_format) + (entry is marker)
+        hide = self._scrollback is not None and self._scrollback.hide_quiet
+        return entry_height(entry, width, self.time_format, hide) + (entry is marker)
 
     def _measure_appended(self, layout: _Layout, scrollback: Scrollback) -> int:
         """Measure entries appended since the last sync; returns how many are others' messages."""
@@ -357,10 +368,11 @@ class MessageLog(ScrollView, can_focus=True):
         messages = 0
         if total > layout.known_end:
             width, time_format, marker = layout.width, self.time_format, scrollback.marker
+            hide = scrollback.hide_quiet
             row = starts[-1]
             for index in range(layout.known_end, total):
                 entry = scrollback[index - first]
-                row += entry_height(entry, width, time_format) + (entry is marker)
+                row += entry_height(entry, width, time_format, hide) + (entry is marker)
                 starts.append(row)
                 if entry.kind is EntryKind.MESSAGE and not entry.own:
                     messages += 1
@@ -393,10 +405,11 @@ class MessageLog(ScrollView, can_focus=True):
 
     def _relayout(self, layout: _Layout, scrollback: Scrollback, width: int) -> None:
         time_format, marker = self.time_format, scrollback.marker
+        hide = scrollback.hide_quiet
         starts = [0]
         row = 0
         for entry in scrollback:
-            row += entry_height(entry, width, time_format) + (entry is marker)
+            row += entry_height(entry, width, time_format, hide) + (entry is marker)
             starts.append(row)
         layout.starts = starts
         layout.base = layout.first = scrollback.first_index
@@ -632,6 +645,9 @@ class MessageLog(ScrollView, can_focus=True):
         picks: list[tuple[str, bool, Style]] = []  # (what, case-insensitive, style)
         if is_message and not own and own_name:
             picks.append((own_name, False, self._style("name", overlay=True)))
+        for line in plan.lines if "://" in entry.text else ():
+            for _, _, url in find_links(line):
+                picks.append((url, False, self._link_style(url)))
         search = self._search
         if search is not None:
             role = "match-current" if search.current == index else "match"
@@ -658,6 +674,19 @@ class MessageLog(ScrollView, can_focus=True):
                 segments.extend(_text_segments(line, start, end, text_style, picks))
             strips.append(Strip(segments).crop_extend(0, width, base))
         return strips
+
+    def _link_style(self, url: str) -> Style:
+        """Underlined, and a terminal hyperlink (OSC 8) unless its host may not be what it
+        looks like: then only /open shows and opens it (the terminal would open it unasked)."""
+        underline = self._style("link", overlay=True)
+        return underline if suspicious(url) else underline + Style(link=url)
+
+    def on_click(self, event: events.Click) -> None:
+        # The app captures the mouse, so the terminal never sees the click on its hyperlink.
+        url = event.style.link
+        if url:
+            event.stop()
+            self.post_message(LinkClicked(url))
 
     def _divider(self, width: int) -> Strip:
         style = self._style("divider")

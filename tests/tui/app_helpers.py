@@ -42,6 +42,9 @@ def room_name(prefix: str = "t") -> str:
 def make_app(server: RunningServer | str, *rooms: str, **options: Any) -> ChatApp:
     url = server if isinstance(server, str) else server.ws_url
     options.setdefault("autostart", False)
+    # Every join and leave in the log, as these tests read them (test_joins_filter: "smart").
+    options.setdefault("joins", "all")
+    options.setdefault("notifications", "bell")  # whatever terminal runs the tests
     config = Config(server=url, rooms=list(rooms), **options)
     return ChatApp(config, clock=fixed_clock)
 

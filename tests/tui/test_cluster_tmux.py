@@ -37,6 +37,7 @@ def cluster() -> Iterator[Cluster]:
 
 def start_tui(tmux: Tmux, port: int, room: str) -> str:
     """Start chat-tui on ``room`` through the relay on ``port``; returns the name it got."""
+    tmux.configure('joins = "all"\n')  # every join and leave shows: they are read here
     tmux.start([str(CHAT_TUI), "--server", f"ws://127.0.0.1:{port}", "--no-autostart", room])
     screen = tmux.wait_for(JOINED.search, f"joining {room}", timeout=STARTUP)
     match = JOINED.search(screen)

@@ -21,10 +21,13 @@ from chat_tui import commands
 from chat_tui.commands import (
     Clear,
     CommandError,
+    Grep,
     Help,
     Join,
     Leave,
+    ListLinks,
     ListRooms,
+    OpenLink,
     Quit,
     SendText,
     Who,
@@ -74,6 +77,20 @@ from tests.tui.app_helpers import (
         ("/clear", Clear()),
         ("/help", Help()),
         ("/quit", Quit()),
+        # IRC habits: the aliases, and rooms written as the status line shows them.
+        ("/j #potions", Join("potions")),
+        ("/join #potions", Join("potions")),
+        ("/close", Leave(None)),
+        ("/close #potions", Leave("potions")),
+        ("/names", Who()),
+        ("/list", ListRooms()),
+        ("/exit", Quit()),
+        ("/me waves  at you", SendText("/me waves  at you")),
+        ("/links", ListLinks()),
+        ("/open", OpenLink(1)),
+        ("/open 3", OpenLink(3)),
+        ("/open 2!", OpenLink(2, anyway=True)),
+        ("/grep  deploy failed ", Grep("deploy failed")),
     ],
 )
 def test_parse(line: str, expected: commands.Action) -> None:
@@ -94,6 +111,13 @@ def test_parse(line: str, expected: commands.Action) -> None:
         ("/frobnicate x", "unknown command /frobnicate; type /help"),
         ("/", "unknown command /;"),
         ("/ join", "unknown command /;"),
+        ("/me", "usage: /me TEXT"),
+        ("/me   ", "usage: /me TEXT"),
+        ("/open 0", "usage: /open [N] (1 to 20; see /links)"),
+        ("/open x", "usage: /open [N]"),
+        ("/open 1 2", "usage: /open [N]"),
+        ("/grep", "usage: /grep TEXT"),
+        ("/join #", ROOM_RULE),
     ],
 )
 def test_parse_errors(line: str, error: str) -> None:

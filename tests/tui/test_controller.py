@@ -28,6 +28,7 @@ from chat_tui.events import (
     StateChanged,
     Welcomed,
 )
+from chat_tui.notify import Notice
 from chat_tui.rooms import TYPISTS_KEPT, RoomState, typing_text
 
 ME = "user_meeeee01"
@@ -125,7 +126,7 @@ class Host:
 
     def __init__(self) -> None:
         self.controller: ChatController | None = None
-        self.bells = 0
+        self.notices: list[Notice] = []
         self.tasks: list[asyncio.Task[None]] = []
 
     def spawn(self, work: Coroutine[Any, Any, None], *, group: str, exclusive: bool = False) -> Job:
@@ -137,8 +138,12 @@ class Host:
         assert self.controller is not None
         asyncio.get_running_loop().call_soon(self.controller.drain, room)
 
-    def ring(self) -> None:
-        self.bells += 1
+    def alert(self, notice: Notice) -> None:
+        self.notices.append(notice)
+
+    @property
+    def bells(self) -> int:
+        return len(self.notices)
 
 
 async def settle() -> None:
@@ -159,6 +164,7 @@ async def world() -> Any:
     def make(
         *rooms: str, monotonic: Callable[[], float] = lambda: 100.0, **options: Any
     ) -> ChatController:
+        options.setdefault("joins", "all")  # every join and leave in the log, as read here
         config = Config(server="ws://127.0.0.1:9", rooms=list(rooms), autostart=False, **options)
         controller = ChatController(
             config, host, connection_factory=connect, clock=lambda: T, monotonic=monotonic
@@ -263,6 +269,8 @@ async def test_a_mention_out_of_sight_rings_once_per_burst(world: Any, bell: boo
     say("there", f"{ME}: and here")  # the same burst: one bell
     await settle()
     assert host.bells == (1 if bell else 0)
+    if bell:  # of the burst's newest mention: the room, the sender and the text
+        assert host.notices[0] == Notice("there", f"{PEER}: {ME}: and here")
     say("here", f"{ME}: in view")  # the active room, the terminal focused: no bell
     await settle()
     assert host.bells == (1 if bell else 0)
@@ -271,6 +279,41 @@ async def test_a_mention_out_of_sight_rings_once_per_burst(world: Any, bell: boo
     await settle()
     assert host.bells == (2 if bell else 0)
     assert controller.rooms["here"].unread == 1 and controller.rooms["there"].mentions == 2
+
+
+async def test_highlight_words_and_the_room_levels_decide_what_notifies(world: Any) -> None:
+    make, host, connections = world
+    controller = make(
+        "here",
+        "ops",
+        "random",
+        "quiet",
+        highlight=["deploy"],
+        notify_rooms={"ops": "all", "quiet": "none"},
+    )
+    await settle()
+    for room in ("here", "ops", "random", "quiet"):
+        connections[room].joined()
+    await settle()
+
+    async def said(room: str, text: str) -> None:
+        connections[room].report(parse_frame(format_message(PEER, text)))
+        await settle()
+
+    short = ME.removeprefix("user_")  # "meeeee01" is a mention of "user_meeeee01"
+    await said("random", "nothing for you")
+    assert host.notices == []
+    await said("random", f"{short}: ping")
+    await said("random", "the DEPLOY is done")  # a highlight word, any case
+    await said("random", "redeployed")  # a word of its own only
+    await said("ops", "anything at all")  # ops notifies of every message
+    await said("quiet", f"{ME}: even a mention")  # quiet notifies of nothing
+    assert [n.body for n in host.notices] == [
+        f"{PEER}: {short}: ping",
+        f"{PEER}: the DEPLOY is done",
+        f"{PEER}: anything at all",
+    ]
+    assert controller.rooms["quiet"].mentions == 1  # still counted as a mention
 
 
 async def test_a_flood_is_applied_in_slices_with_the_rest_after(world: Any) -> None:

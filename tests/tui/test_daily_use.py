@@ -67,6 +67,9 @@ def slow_backoff(*rooms: str, seconds: float = 3600) -> Callable[..., RoomConnec
 
 def app_with(server_url: str, *rooms: str, factory: Any = None, **options: Any) -> ChatApp:
     options.setdefault("autostart", False)
+    # Every join and leave in the log, as these tests read them (test_joins_filter: "smart").
+    options.setdefault("joins", "all")
+    options.setdefault("notifications", "bell")  # whatever terminal runs the tests
     config = Config(server=server_url, rooms=list(rooms), **options)
     return ChatApp(config, clock=fixed_clock, connection_factory=factory)
 

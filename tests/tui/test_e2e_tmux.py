@@ -100,6 +100,11 @@ def test_chat_tui_in_a_real_terminal(
     assert tmux.modes() == ALTERNATE_SCREEN_AND_MOUSE
 
     with join_peer(server, room) as (peer, peer_name):
+        # The peer has said nothing: their join is hidden (the smart filter), their name is
+        # in the members panel; alt+j (ESC j from the terminal) shows the hidden lines.
+        tmux.wait_for(lambda s: peer_name in s, "the peer in the members panel")
+        assert f"{peer_name} joined the chat" not in tmux.screen()
+        tmux.keys("M-j")
         tmux.wait_for(lambda s: f"{peer_name} joined the chat" in s, "the peer's join")
 
         # Typed in the terminal, received by another client as the protocol says.

@@ -60,6 +60,9 @@ def make_app(
     **options: Any,
 ) -> ChatApp:
     options.setdefault("autostart", False)
+    # Every join and leave in the log, as these tests read them (test_joins_filter: "smart").
+    options.setdefault("joins", "all")
+    options.setdefault("notifications", "bell")  # whatever terminal runs the tests
     config = Config(server=url, rooms=list(rooms), **options)
     return ChatApp(config, clock=clock or Clock(), token_store=token_store)
 

@@ -152,6 +152,7 @@ def scripted_app(scripts: dict[str, RoomScript], **options: Any) -> ChatApp:
             return httpx.Response(404, json={"detail": "Not Found"})
         return httpx.Response(200, json={"room": room, "members": script.members})
 
+    options.setdefault("joins", "all")
     config = Config(server=SERVER, rooms=list(scripts), autostart=False, **options)
     return ChatApp(
         config,
