@@ -66,9 +66,11 @@ class Codec(Protocol):
         history: int,
         read: int | None = None,
         topic: str | None = None,
+        max_chars: int | None = None,
     ) -> str:
         """Numbered dialects: the first frame, in place of the own join notice (``read``: the
-        offset the token last read in the room, if one is kept; ``topic``: the room's)."""
+        offset the token last read in the room, if one is kept; ``topic``: the room's;
+        ``max_chars``: the longest message text the server takes)."""
 
     def parse(self, frame: str) -> ServerFrame:
         """A server frame as a client reads it; never raises."""

@@ -55,6 +55,7 @@ class Welcome:
     history: int  # message frames of history or recovery that follow, before the live ones
     read: int | None = None  # the offset this token last read here (absent: none kept)
     topic: str | None = None  # the room's topic, if it has one
+    max_chars: int | None = None  # the longest message text the server takes, if it says
 
 
 @dataclass(frozen=True, slots=True)

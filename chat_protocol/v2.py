@@ -116,6 +116,7 @@ def welcome(
     history: int,
     read: int | None = None,
     topic: str | None = None,
+    max_chars: int | None = None,
 ) -> str:
     body: dict[str, Any] = {
         "type": Type.WELCOME,
@@ -132,6 +133,8 @@ def welcome(
         body["read"] = read
     if topic:  # only in a room that has one
         body["topic"] = topic
+    if max_chars is not None:
+        body["max_chars"] = max_chars
     return _dumps(body)
 
 
@@ -232,7 +235,16 @@ def _read_welcome(body: dict[str, Any]) -> ServerFrame:
         _offset(body.get("history", 0)),
         None if body.get("read") is None else _offset(body["read"]),
         None if not body.get("topic") else str(body["topic"]),
+        _limit(body.get("max_chars")),
     )
+
+
+def _limit(value: Any) -> int | None:
+    """A limit the server announces: a positive whole number, else none (not an error: a
+    client that cannot read it checks nothing before sending)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**31:
+        return value
+    return None
 
 
 def _read_typing(body: dict[str, Any]) -> ServerFrame:
@@ -466,8 +478,11 @@ class JsonCodec:
         history: int,
         read: int | None = None,
         topic: str | None = None,
+        max_chars: int | None = None,
     ) -> str:
-        return welcome(room, name, epoch, offset, resume, recovered, resumed, history, read, topic)
+        return welcome(
+            room, name, epoch, offset, resume, recovered, resumed, history, read, topic, max_chars
+        )
 
     def parse(self, frame: str) -> ServerFrame:
         return parse_frame(frame)

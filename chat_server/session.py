@@ -308,7 +308,7 @@ class ChatSession:
                 codec.welcome(
                     self.address, self.name, joined.epoch, joined.offset, str(lease.token),
                     recovered, lease.resumed, len(messages), read,
-                    self.node.governance.room(self.room).topic,
+                    self.node.governance.room(self.room).topic, settings.max_message_chars,
                 )
             )  # fmt: skip
         # Then who wrote to us in conversations we have no connection to (chat.v2).

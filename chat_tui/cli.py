@@ -22,6 +22,7 @@ from chat_tui.config import (
     load_config,
     nick_problem,
     server_url_problem,
+    typed_room,
 )
 
 USAGE_ERROR = 2
@@ -71,7 +72,8 @@ def build_config(
         if problem:
             raise ConfigError(problem)
         config.server = args.server
-    rooms = [*args.rooms, *args.room_options]
+    # "#room" as the status line shows it (quoted in a shell, where # starts a comment).
+    rooms = [typed_room(room) for room in (*args.rooms, *args.room_options)]
     for room in rooms:
         problem = names.room_problem(room)
         if problem:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from chat_protocol import admin, hosts, http, names, text, v2
+from chat_tui.config import typed_room
 
 PREFIX: Final = "/"
 
@@ -410,17 +411,12 @@ def format_duration(seconds: float | None) -> str:
 
 def _checked_room(room: str, make: Any) -> Action:
     # The status line shows rooms as "#room": typed back that way, it is the same room.
-    room = room_name(room)
+    room = typed_room(room)
     problem = names.room_problem(room)
     if problem is not None:
         return CommandError(problem)
     result: Action = make(room)
     return result
-
-
-def room_name(word: str) -> str:
-    """A room as typed (``#room`` or ``room``) as the server names it."""
-    return word[1:] if word.startswith("#") and len(word) > 1 else word
 
 
 # --- HTTP look-ups ------------------------------------------------------------------------

@@ -84,6 +84,7 @@ def _server(key: str, value: Any) -> str:
 def _rooms(key: str, value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
         raise _wrong(key, value, "a list of room names")
+    value = [typed_room(room) for room in value]
     for room in value:
         problem = names.room_problem(room)
         if problem:
@@ -117,13 +118,13 @@ def _levels(key: str, value: Any) -> dict[str, str]:
         raise _wrong(key, value, 'a table such as { ops = "all", random = "none" }')
     levels = [str(level) for level in notify.Level]
     for room, level in value.items():
-        wanted = room.removeprefix("#")
+        wanted = typed_room(room)
         problem = names.room_problem(wanted) if not wanted.startswith("@") else None
         if problem:
             raise ConfigError(f"{key}: {problem}")
         if level not in levels:
             raise _wrong(f"{key}.{room}", level, "one of " + ", ".join(repr(x) for x in levels))
-    return {room.removeprefix("#"): level for room, level in value.items()}
+    return {typed_room(room): level for room, level in value.items()}
 
 
 def _words(key: str, value: Any) -> list[str]:
@@ -136,6 +137,12 @@ def _file(key: str, value: Any) -> str:
     if not isinstance(value, str):
         raise _wrong(key, value, "a file's path such as '~/.config/chat-tui/moderator-token'")
     return str(Path(value).expanduser()) if value else ""
+
+
+def typed_room(word: str) -> str:
+    """A room as typed (``#room``, as the status line shows it, or ``room``) as the server
+    names it."""
+    return word[1:] if word.startswith("#") and len(word) > 1 else word
 
 
 def nick_problem(nick: str) -> str | None:

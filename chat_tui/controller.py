@@ -398,7 +398,7 @@ class ChatController(Observable):
         match action:
             case commands.SendText(line):
                 if room is not None:
-                    self.send(room, line)
+                    return self.send(room, line)
             case commands.Join(name):
                 return self.join(name)
             case commands.Leave(name):
@@ -423,7 +423,8 @@ class ChatController(Observable):
                 self.activate(self.open_conversation(name).name)
             case commands.Msg(name, said):
                 conversation = self.open_conversation(name)
-                self.send(conversation, said)
+                if not self.send(conversation, said):
+                    return False
                 if conversation is not room:
                     self.say(EntryKind.STATUS, f"to {conversation.name}: {said}")
             case commands.Moderate():
@@ -626,12 +627,25 @@ class ChatController(Observable):
         self._typed_at[room.name] = now
         self.links[room.name].connection.typing()
 
-    def send(self, room: Room, line: str) -> None:
-        if text.sanitize(line) is None:
-            return
+    def send(self, room: Room, line: str) -> bool:
+        """Send ``line`` to ``room`` (queued while offline); False if it cannot be sent."""
+        clean = text.sanitize(line)
+        if clean is None:
+            return False
+        if room.max_chars is not None and len(clean) > room.max_chars:
+            # Refused here, not after a round trip: the server said what it takes. The line
+            # is kept with the lines sent (up brings it back to shorten it).
+            self._output(
+                room.name,
+                f"message too long ({len(clean)} characters; {room.name} takes at most "
+                f"{room.max_chars}); nothing was sent",
+                error=True,
+            )
+            return False
         send_id = self.links[room.name].connection.send(line)
         room.sending(send_id, line, self.clock())
         self._quit_asked = False  # a new message not sent yet: quitting warns again
+        return True
 
     def reconnect(self, quiet: bool = False) -> None:
         """Retry every offline room now (ctrl+r, /reconnect)."""

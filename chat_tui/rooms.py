@@ -168,6 +168,7 @@ class Room(Observable):
     read_reported: int = 0  # chat.v2: the offset last said to be read (to the server)
     viewed: bool = False  # in the log, and the terminal has focus
     topic: str | None = None  # the room's, as the server last said it
+    max_chars: int | None = None  # the longest message the server takes, as it announced
     highlights: tuple[str, ...] = ()  # words that count as mentions besides our name
     # The newest unread message that calls for a notification (a mention, or any message
     # where the room notifies of all), until the controller takes it.
@@ -301,6 +302,7 @@ class Room(Observable):
         renamed = name != self.me
         self.me = name
         self.topic = None if welcome.topic is None else clip(welcome.topic)
+        self.max_chars = welcome.max_chars
         self._own_names.add(name)
         self._saw(name, present=True)
         self._announce_reconnect = False

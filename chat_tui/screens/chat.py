@@ -306,7 +306,12 @@ class ChatScreen(Screen[None]):
         # the next message (in the room /join goes to, if that is what enter sent).
         after = chat_input.value
         chat_input.value = ""
-        self.run_command(commands.parse(event.line))
+        action = commands.parse(event.line)
+        if not self.run_command(action) and isinstance(action, commands.SendText) and not after:
+            # A message refused before sending (too long): back in the box, to be shortened.
+            chat_input.value = event.line
+            chat_input.cursor_position = len(event.line)
+            return
         if after:
             chat_input.value += after
             chat_input.cursor_position = len(chat_input.value)
@@ -321,7 +326,8 @@ class ChatScreen(Screen[None]):
             case commands.Grep(query):
                 self.action_grep(query)
             case commands.SendText():
-                self.controller.run(action)
+                if not self.controller.run(action):
+                    return False
                 self.log_view.scroll_to_bottom()  # sending means you are back in the talk
             case _:
                 return self.controller.run(action)

@@ -10,21 +10,49 @@ with it in one read from the terminal (a fast typist, ``tmux send-keys``, a past
 bracketed-paste mode) are already queued behind it and go into an empty box, so each line
 becomes exactly one message. The line goes to the history at the same moment, so that ``up``
 brings back also a line the app then refused (an unknown command).
+
+A bracketed paste is inserted at the cursor as text, in order. Textual's terminal parser takes
+an ESC inside a paste for the start of an escape sequence and hands what follows it to the app
+as keys, ahead of the paste (``one ESC two`` became ``^twoone``, and a pasted line break after
+an ESC would have sent the line), so :class:`PasteParser` shows it pasted ESC bytes as "␛"
+(see :func:`parse_pasted_escapes`). The paste handler then removes escape sequences (colours,
+titles: nothing a reader of the chat could see), keeps a lone ESC as the "␛" the log shows for
+one, turns tabs into spaces (tab stops 4 apart, as the log shows a tab: the input cannot show
+a tab) and removes the other control characters, which the server would remove anyway.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import ClassVar, Final
 
 from textual import events
+from textual._xterm_parser import XTermParser
 from textual.binding import Binding, BindingType
+from textual.message import Message
 from textual.widgets import Input
 
+from chat_protocol.text import STRIPPED_CHARACTERS
 from chat_tui.messages import LineSubmitted
+from chat_tui.text_layout import TAB_SIZE
 
 NEWLINE_MARK: Final = "⏎"
 HISTORY_LIMIT: Final = 500
+ESCAPE_MARK: Final = "\u241b"  # ␛: a pasted ESC, as the parser hands it over and the log shows it
+
+PASTE_START: Final = "\x1b[200~"
+PASTE_END: Final = "\x1b[201~"
+# Escape sequences in pasted text, their ESC already shown as ESCAPE_MARK: CSI (colours, cursor
+# moves), OSC up to its BEL or ST (titles, links), and ESC + intermediates + final (character
+# sets: "ESC ( B"). An ESC that starts none of them stays, as ESCAPE_MARK.
+_PASTED_SEQUENCE = re.compile(
+    rf"{ESCAPE_MARK}\[[0-?]*[ -/]*[@-~]"
+    rf"|{ESCAPE_MARK}\][^\x07{ESCAPE_MARK}]*(?:\x07|{ESCAPE_MARK}\\)"
+    rf"|{ESCAPE_MARK}[ -/]+[0-~]"
+)
+# Control characters a paste loses: what the server strips, but line breaks and tabs.
+_PASTE_STRIP_TABLE: Final = dict.fromkeys(ord(c) for c in STRIPPED_CHARACTERS - {"\n", "\t"})
 
 
 def to_display(text: str) -> str:
@@ -32,11 +60,109 @@ def to_display(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", NEWLINE_MARK)
 
 
+def pasted_text(text: str) -> str:
+    """A paste as it goes into the input: no escape sequences, no control characters, tabs as
+    spaces, line breaks as NEWLINE_MARK (see the module doc)."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x1b", ESCAPE_MARK)
+    text = _PASTED_SEQUENCE.sub("", text)
+    if "\t" in text:
+        text = "\n".join(line.expandtabs(TAB_SIZE) for line in text.split("\n"))
+    return to_display(text.translate(_PASTE_STRIP_TABLE))
+
+
+class PastedEscapes:
+    """The terminal's input with every ESC inside a bracketed paste shown as ESCAPE_MARK.
+
+    Called with each piece of input as it is read; returns what may go on to the parser. The
+    paste's markers may be cut anywhere between reads: the start is looked for across them,
+    and what could be the beginning of the end marker is held back until the next read.
+    """
+
+    def __init__(self) -> None:
+        self._pasting = False
+        # Outside a paste: the last characters passed on (a start marker may end in the next
+        # read). In a paste: characters held back, perhaps the beginning of the end marker.
+        self._tail = ""
+
+    def __call__(self, data: str) -> str:
+        out: list[str] = []
+        while data:
+            seen = self._tail + data
+            if not self._pasting:
+                start = seen.find(PASTE_START)
+                if start < 0:
+                    out.append(data)
+                    self._tail = seen[-(len(PASTE_START) - 1) :]
+                    break
+                end = start + len(PASTE_START) - len(self._tail)  # in data
+                out.append(data[:end])
+                data, self._tail, self._pasting = data[end:], "", True
+                continue
+            stop = seen.find(PASTE_END)
+            if stop >= 0:
+                out += [seen[:stop].replace("\x1b", ESCAPE_MARK), PASTE_END]
+                data, self._tail, self._pasting = seen[stop + len(PASTE_END) :], "", False
+                continue
+            hold = next(
+                (n for n in range(len(PASTE_END) - 1, 0, -1) if seen.endswith(PASTE_END[:n])), 0
+            )
+            out.append(seen[: len(seen) - hold].replace("\x1b", ESCAPE_MARK))
+            self._tail = seen[len(seen) - hold :]
+            break
+        return "".join(out)
+
+
+class PasteParser(XTermParser):
+    """Textual's terminal parser, given pastes whose ESC bytes are shown as ESCAPE_MARK."""
+
+    def __init__(self, debug: bool = False) -> None:
+        super().__init__(debug)
+        self._pasted_escapes = PastedEscapes()
+
+    def feed(self, data: str) -> Iterable[Message]:
+        if data:  # "" is the end of the input
+            data = self._pasted_escapes(data)
+            if not data:
+                return ()  # all held back until the next read
+        return super().feed(data)
+
+
+def parse_pasted_escapes() -> None:
+    """Make the terminal driver read input with :class:`PasteParser`.
+
+    Textual has no public way to give its driver another parser; its Linux/macOS driver makes
+    one from this module-level name each time it starts reading. Idempotent; affects only this
+    process (like ``app.route_alt_digits``).
+    """
+    try:
+        from textual.drivers import linux_driver
+    except ImportError:  # no termios: Windows, whose driver reads keys another way
+        return
+    linux_driver.XTermParser = PasteParser  # type: ignore[misc]
+
+
 def from_display(value: str) -> str:
     return value.replace(NEWLINE_MARK, "\n")
 
 
-class ChatInput(Input):
+class InOrderInput(Input):
+    """Input that runs its own bindings as each key comes, in order with the keys around it."""
+
+    async def _on_key(self, event: events.Key) -> None:
+        # Textual runs a widget's (non-priority) bindings only once the key has bubbled up to
+        # the app, by which time printable keys that came after it in the same burst (a fast
+        # typist, a terminal multiplexer) are already in the box: enter would then send text
+        # typed after it, backspace delete it, left go back over it. Running our own bindings
+        # here keeps every key in order.
+        for binding in self._bindings.key_to_bindings.get(event.key, ()):
+            if await self.app.run_action(binding.action, self):
+                event.stop()
+                event.prevent_default()
+                return
+        await super()._on_key(event)
+
+
+class ChatInput(InOrderInput):
     """Input with per-room sent history (up/down), name completion (tab) and multi-line paste."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -92,29 +218,15 @@ class ChatInput(Input):
         self.remember(line)
         self.post_message(LineSubmitted(line))
 
-    # --- keys ------------------------------------------------------------------------------
-
-    async def _on_key(self, event: events.Key) -> None:
-        # Textual runs a widget's (non-priority) bindings only once the key has bubbled up to
-        # the app, by which time printable keys that came after it in the same burst (a fast
-        # typist, a terminal multiplexer) are already in the box: enter would then send text
-        # typed after it. Running our own bindings here keeps every key in order.
-        for binding in self._bindings.key_to_bindings.get(event.key, ()):
-            if await self.app.run_action(binding.action, self):
-                event.stop()
-                event.prevent_default()
-                return
-        await super()._on_key(event)
-
     # --- paste -------------------------------------------------------------------------------
 
     def _on_paste(self, event: events.Paste) -> None:
         # Replaces Input's handler, which keeps only the first line.
         event.stop()
         event.prevent_default()
-        if not event.text:
+        text = pasted_text(event.text)
+        if not text:
             return
-        text = to_display(event.text)
         start, end = self.selection
         self.replace(text, min(start, end), max(start, end))
 

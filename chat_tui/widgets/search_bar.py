@@ -4,19 +4,28 @@ Typing searches as you go. Enter goes to the next older match and leaves the fie
 ``n`` / ``N`` (next older / newer) and enter / shift+enter step through the matches; ctrl+f
 goes back to the field; escape leaves the search. The bar only says what the user asked for
 (``messages.SearchChanged``, ``SearchStep``, ``SearchClosed``); the screen searches the log.
+
+Keys that arrive in one read (a fast typist, ``tmux send-keys``) keep their order: the app
+hands each to the focused widget as it takes it, so the focus moves at once
+(``Screen.set_focus``; ``Widget.focus`` moves it only after the messages already waiting), and
+the keys that move it are priority bindings, run as the app takes them: the keys after ctrl+f
+reach the field, not the message box; the ones after enter in the field step through the
+matches. The field runs its own editing keys in order with the text (``InOrderInput``).
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from textual import events, on
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
+from textual.widget import Widget
 from textual.widgets import Input, Static
 
 from chat_tui.messages import SearchChanged, SearchClosed, SearchStep
+from chat_tui.widgets.chat_input import InOrderInput
 
 
 def result_text(query: str, position: int, count: int) -> str:
@@ -32,14 +41,19 @@ class SearchBar(Horizontal, can_focus=True):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Leave the search", priority=True),
-        Binding("n,enter", "step(True)", "Older match", show=False),
-        Binding("N,shift+enter", "step(False)", "Newer match", show=False),
+        # priority=True: taken from the field too, before the keys that came after them are
+        # handed on (see the module doc); shift+enter reaches the app as a key of its own only
+        # where the terminal tells it apart from enter.
+        Binding("enter", "older", "Older match", show=False, priority=True),
+        Binding("shift+enter", "step(False)", "Newer match", show=False, priority=True),
+        Binding("n", "step(True)", "Older match", show=False),
+        Binding("N", "step(False)", "Newer match", show=False),
         Binding("ctrl+f,slash", "edit", "Edit the search", show=False),
     ]
 
     def compose(self) -> ComposeResult:
         yield Static("search:", id="search-label")
-        yield Input(placeholder="text to find in this room", id="search-input")
+        yield InOrderInput(placeholder="text to find in this room", id="search-input")
         yield Static("", id="search-result", markup=False)
 
     @property
@@ -52,7 +66,7 @@ class SearchBar(Horizontal, can_focus=True):
 
     def open(self) -> None:
         self.display = True
-        self.field.focus()
+        self._focus(self.field)
 
     def show_result(self, position: int, count: int) -> None:
         self.query_one("#search-result", Static).update(result_text(self.query, position, count))
@@ -62,24 +76,20 @@ class SearchBar(Horizontal, can_focus=True):
         event.stop()
         self.post_message(SearchChanged(event.value))
 
-    @on(Input.Submitted, "#search-input")
-    def _submitted(self, event: Input.Submitted) -> None:
-        event.stop()
+    def action_older(self) -> None:
+        """Enter: the next older match; from the field, leave it (n / N step from here)."""
         self.post_message(SearchStep(older=True))
-        self.focus()  # n / N step from here
-
-    def on_key(self, event: events.Key) -> None:
-        # shift+enter reaches the field as a key of its own only where the terminal tells it
-        # apart from enter; there it steps to a newer match.
-        if event.key == "shift+enter" and self.field.has_focus:
-            event.stop()
-            self.post_message(SearchStep(older=False))
+        self._focus(self)
 
     def action_step(self, older: bool) -> None:
         self.post_message(SearchStep(older))
 
     def action_edit(self) -> None:
-        self.field.focus()
+        self._focus(self.field)
+
+    def _focus(self, widget: Widget) -> None:
+        """Focus ``widget`` now: the next key the app takes goes to it (see the module doc)."""
+        self.screen.set_focus(widget)
 
     def action_close(self) -> None:
         self.display = False

@@ -143,7 +143,9 @@ async def test_v2_welcome_messages_notices_and_acks(shared_server: RunningServer
     welcome = alice.welcome
     assert list(welcome) == [
         "type", "room", "name", "epoch", "offset", "resume", "recovered", "resumed", "history",
+        "max_chars",
     ]  # fmt: skip
+    assert welcome["max_chars"] == 4096  # the server's limit, for a client to check first
     assert welcome["room"] == room and is_valid_name(alice.name)
     assert welcome["offset"] == 0 and welcome["history"] == 0
     assert welcome["recovered"] is None and welcome["resumed"] is False

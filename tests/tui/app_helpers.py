@@ -165,6 +165,11 @@ def in_log(app: ChatApp, text: str) -> bool:
     return any(text in line for line in log_lines(app))
 
 
+def in_log_wrapped(app: ChatApp, text: str) -> bool:
+    """``text`` is in the log, maybe wrapped over several rows (at its spaces)."""
+    return text in " ".join(line.strip() for line in log_lines(app))
+
+
 async def joined(pilot: Pilot[Any], app: ChatApp, room: str, timeout: float = TIMEOUT) -> str:
     """Wait until ``room`` is connected and our name there is known, and the screen has caught
     up with that (the log shows "joined ROOM as NAME" when the room is in view); returns the

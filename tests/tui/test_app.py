@@ -22,6 +22,8 @@ from tests.tui.app_helpers import (
     MaxRandom,
     fixed_clock,
     in_log,
+    in_log_wrapped,
+    input_line,
     joined,
     log_lines,
     log_text,
@@ -214,27 +216,29 @@ async def test_a_flood_in_another_room_is_counted_and_kept_in_order(
             await peer.close()
 
 
-async def test_a_refused_message_is_marked_between_sent_ones(server_factory) -> None:
+async def test_a_message_too_long_is_refused_before_sending(server_factory) -> None:
     server: RunningServer = server_factory(rate_limit=0, max_message_chars=10)
     room = room_name()
     app = make_app(server, room)
     async with app.run_test(size=SIZE) as pilot:
         name = await joined(pilot, app, room)
-        long = "x" * 11
-        for text in ("short", long, "after"):
-            await send(pilot, text)
-        await until(pilot, lambda: not app.controller.rooms[room].pending, "all three answered")
-        states = [(e.text, e.state) for e in app.controller.rooms[room].scrollback if e.own]
-        assert states == [
-            ("short", SendState.SENT),
-            (long, SendState.REFUSED),
-            ("after", SendState.SENT),
-        ]
-        await until(pilot, lambda: in_log(app, f"{name} after"), "the last echo on screen")
-        assert in_log(app, f"{name} short")
-        assert in_log(app, f"{name} (refused) {long}")
-        assert in_log(app, "message too long")
-        assert "pending" not in status_line(app)
+        peer = await join(server.chat_url(room))
+        try:
+            long = "x" * 11
+            for text in ("short", long):
+                await send(pilot, text)
+            # The welcome said the server takes 10 characters: refused here, at once, and
+            # back in the box to be shortened; nothing reached the room.
+            said = f"message too long (11 characters; {room} takes at most 10); nothing was sent"
+            await until(pilot, lambda: in_log_wrapped(app, said), "the refusal")
+            assert input_line(app) == long
+            await pilot.press("backspace", "enter")
+            await until(pilot, lambda: in_log(app, f"{name} {long[:-1]}"), "the shorter one")
+            frames = await peer.recv_until(lambda f: f.endswith(f":: {long[:-1]}"))
+            assert frames == [format_message(name, "short"), format_message(name, long[:-1])]
+            assert not in_log(app, "(refused)")
+        finally:
+            await peer.close()
 
 
 async def test_unreachable_server_is_shown_and_retried() -> None:

@@ -147,6 +147,11 @@ def test_defaults(config_home: Path) -> None:
 def test_rooms_from_arguments_keep_their_order_without_repeats(config_home: Path) -> None:
     config = build_config(["b", "a", "--room", "c", "--room", "b"], environ={})
     assert config.rooms == ["b", "a", "c"]
+    # As the status line shows them ("chat-tui '#potions'", quoted in a shell).
+    assert build_config(["#potions", "potions", "--room", "#c"], environ={}).rooms == [
+        "potions",
+        "c",
+    ]
 
 
 def test_precedence_file_then_environment_then_command_line(config_home: Path) -> None:

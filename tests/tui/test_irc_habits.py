@@ -20,6 +20,7 @@ from tests.tui.app_helpers import (
     SIZE,
     fixed_clock,
     in_log,
+    in_log_wrapped,
     joined,
     log_lines,
     log_text,
@@ -28,11 +29,6 @@ from tests.tui.app_helpers import (
     send,
     until,
 )
-
-
-def shown(app: ChatApp, text: str) -> bool:
-    """``text`` is in the log, maybe wrapped over several rows."""
-    return text in " ".join(line.strip() for line in log_lines(app))
 
 
 def app_logging(server: RunningServer, logs: Path, *rooms: str, **options: Any) -> ChatApp:
@@ -106,7 +102,9 @@ async def test_links_are_listed_opened_and_clicked(
             assert "2. https://example.com/a_(b)" in text and "3." not in text
 
             await send(pilot, "/open")  # the newest: the lookalike, not opened
-            await until(pilot, lambda: shown(app, "/open 1! opens it anyway"), "the refusal")
+            await until(
+                pilot, lambda: in_log_wrapped(app, "/open 1! opens it anyway"), "the refusal"
+            )
             await send(pilot, "/open 2")
             await until(pilot, lambda: opened.exists(), "the browser started")
             wait_until(lambda: opened.read_text() == "https://example.com/a_(b)\n")

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.skipif(not CHAT_TUI.exists(), reason="chat-tui is not i
 
 
 def start(tmux: Tmux, server: RunningServer, room: str, *more: str) -> None:
+    tmux.configure('joins = "all"\n')  # every join and rename shows: they are read here
     tmux.start([str(CHAT_TUI), "--server", server.ws_url, "--no-autostart", *more, room])
 
 

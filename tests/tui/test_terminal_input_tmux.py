@@ -1,0 +1,173 @@
+"""Input as a real terminal delivers it (tmux): pastes that carry escape bytes, and keys that
+arrive in one read with ``ctrl+f``.
+
+Both defects live between the terminal and the widgets, where Pilot tests cannot reach: Pilot
+posts key and paste events, a terminal sends bytes that Textual's parser must split into them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from chat_protocol.frames import FrameKind
+from chat_protocol.v1 import format_message, parse_frame
+from chat_testing.servers import RunningServer
+from chat_testing.tmux import STEP, Tmux
+from tests.tui.tmux_screen import CHAT_TUI, JOINED, STARTUP, input_row
+
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("tmux") is None and not os.environ.get("CI"), reason="tmux is not installed"
+    ),
+    pytest.mark.skipif(not CHAT_TUI.exists(), reason="chat-tui is not installed"),
+]
+
+EMPTY_INPUT = "Message, or /help"
+SEARCH_PLACEHOLDER = "text to find in this room"
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Tmux]:
+    if shutil.which("tmux") is None:
+        pytest.fail("tmux is not installed, and CI must run the end-to-end tests")
+    session = Tmux(tmp_path)
+    try:
+        yield session
+    finally:
+        session.kill()
+
+
+def start(tmux: Tmux, server: RunningServer) -> tuple[str, str]:
+    """chat-tui in a room of its own, joined: the room and our name."""
+    room = f"input-{uuid.uuid4().hex[:8]}"
+    tmux.start([str(CHAT_TUI), "--server", server.ws_url, "--no-autostart", room])
+    screen = tmux.wait_for(
+        lambda s: (m := JOINED.search(s)) is not None and m.group(1) == room,
+        f"joining {room}",
+        timeout=STARTUP,
+    )
+    match = JOINED.search(screen)
+    assert match is not None
+    return room, match.group(2)
+
+
+@contextmanager
+def peer_in(server: RunningServer, room: str) -> Iterator[ClientConnection]:
+    """Another member of ``room`` (a plain WebSocket client), to see what chat-tui sends."""
+    with connect(server.chat_url(room), proxy=None, open_timeout=STEP) as ws:
+        first = parse_frame(str(ws.recv(timeout=STEP)))
+        assert first.kind is FrameKind.JOIN, first
+        yield ws
+
+
+def recv_until(ws: ClientConnection, wanted: str, timeout: float = STEP) -> None:
+    """Read frames until ``wanted`` arrives; fail after ``timeout`` showing what came."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not seen or seen[-1] != wanted:
+        try:
+            seen.append(str(ws.recv(timeout=max(deadline - time.monotonic(), 0.01))))
+        except TimeoutError:
+            raise AssertionError(f"{wanted!r} never arrived; got {seen}") from None
+
+
+def paste(tmux: Tmux, data: bytes, *, bracketed: bool) -> None:
+    """Paste ``data`` as tmux does: ``-p`` wraps it in bracketed-paste markers when the program
+    asked for them (Textual does), without ``-p`` the bytes come as if typed."""
+    buffer = Path(tmux.conf).parent / f"paste-{uuid.uuid4().hex[:8]}"
+    buffer.write_bytes(data)
+    tmux.run("load-buffer", str(buffer))
+    tmux.run("paste-buffer", *(["-p"] if bracketed else []), "-t", tmux.target)
+
+
+def input_text(screen: str) -> str:
+    """What the input box shows (its row between the box's side bars)."""
+    return input_row(screen).strip().strip("▕▊▎▏").strip()
+
+
+def search_row(screen: str) -> str:
+    return next((row for row in screen.splitlines() if " search: " in row), "")
+
+
+def search_query(screen: str) -> str:
+    """The first word in the search field ("text" of its placeholder when it is empty)."""
+    words = search_row(screen).partition("search:")[2].split()
+    return words[0] if words else ""
+
+
+def test_a_bracketed_paste_with_escape_bytes_goes_in_at_the_cursor_in_order(
+    shared_server: RunningServer, tmux: Tmux
+) -> None:
+    """``one ESC two`` showed as ``^twoone``: Textual's parser took the bytes after a pasted ESC
+    for an escape sequence and sent them as keys, ahead of the rest of the paste. Now escape
+    sequences (colours) are dropped, a lone ESC shows as "␛", a tab becomes spaces (to its tab
+    stop, 4 apart, as the log shows a tab), and the text goes in at the cursor, in order."""
+    room, name = start(tmux, shared_server)
+    with peer_in(shared_server, room) as peer:
+        # A lone ESC, into an empty box.
+        paste(tmux, b"one\033two", bracketed=True)
+        tmux.wait_for(lambda s: input_text(s) == "one\u241btwo", "the paste, ESC as a symbol")
+        tmux.keys("Enter")
+        recv_until(peer, format_message(name, "one\u241btwo"))
+        tmux.wait_for(lambda s: EMPTY_INPUT in input_row(s), "an empty input")
+
+        # Colours and a tab, pasted between two typed letters.
+        tmux.keys("AB", literal=True)
+        tmux.keys("Left")
+        paste(tmux, b"pasted \033[31mred\033[0m text and a tab:\there", bracketed=True)
+        wanted = "Apasted red text and a tab:  hereB"
+        tmux.wait_for(lambda s: input_text(s) == wanted, "the paste at the cursor, in order")
+        tmux.keys("C", literal=True)  # the cursor is after the pasted text
+        tmux.wait_for(lambda s: input_text(s) == wanted[:-1] + "CB", "a key typed after it")
+        tmux.keys("Enter")
+        recv_until(peer, format_message(name, wanted[:-1] + "CB"))
+
+
+def test_an_unbracketed_paste_with_escape_bytes_arrives_as_keys_in_order(
+    shared_server: RunningServer, tmux: Tmux
+) -> None:
+    """Without bracketed paste the bytes are keys: colour sequences are keys nobody bound (so
+    nothing), a carriage return is enter. The text keeps its order and nothing raw is sent."""
+    room, name = start(tmux, shared_server)
+    with peer_in(shared_server, room) as peer:
+        paste(tmux, b"pasted \033[31mred\033[0m text\rsecond line\r", bracketed=False)
+        recv_until(peer, format_message(name, "pasted red text"))
+        recv_until(peer, format_message(name, "second line"))
+        tmux.wait_for(lambda s: EMPTY_INPUT in input_row(s), "an empty input")
+
+
+def test_keys_in_the_same_read_as_ctrl_f_go_to_the_search_field(
+    shared_server: RunningServer, tmux: Tmux
+) -> None:
+    """``send-keys C-f abc`` (one write) put "abc" in the message box: the search field got the
+    focus only after the keys behind ctrl+f had been handed to the message box. Likewise the
+    keys after enter in the field went into the query, and backspace or left in the field ran
+    after the keys that followed them."""
+    start(tmux, shared_server)
+    tmux.keys("draft", literal=True)
+    tmux.wait_for(lambda s: input_text(s) == "draft", "the draft")
+    tmux.keys("C-f", "abc")
+    screen = tmux.wait_for(lambda s: search_query(s) == "abc", "abc in the search field")
+    assert input_text(screen) == "draft", screen
+    # Again after escape, with editing keys in the same read: they keep their order.
+    tmux.keys("Escape")
+    tmux.wait_for(lambda s: not search_row(s), "the search closed")
+    tmux.keys("C-f", "xyz", "BSpace", "Z")  # backspace took the Z typed after it
+    tmux.wait_for(lambda s: search_query(s) == "xyZ", "xyZ in the search field")
+    # Enter leaves the field for the matches: n and N after it step through them, and are not
+    # typed into the query (they were). ctrl+f back in the field selects the query (as it does
+    # coming from the message box), so q after it replaces it; typed into a field that kept the
+    # focus it would follow "xyZnN".
+    tmux.keys("Enter", "n", "N", "C-f", "q")
+    screen = tmux.wait_for(lambda s: "q" in search_query(s), "q in the search field")
+    assert search_query(screen) == "q", screen
+    assert input_text(screen) == "draft", screen
