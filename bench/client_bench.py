@@ -1,6 +1,8 @@
-"""Client benchmark (issue 9): what the user sees, the real chat-tui in tmux against bare httpx-ws.
+"""Client benchmark (issues 9 and 17): what the user sees, the real chat-tui in tmux against bare
+clients.
 
-    python bench/client_bench.py [--messages 20000] [--repeats 5] [--memory-rooms 5] [--write]
+    python bench/client_bench.py [--messages 20000] [--repeats 5] [--memory-rooms 5]
+                                 [--recovery-repeats 5] [--write]
 
 A real ``chat-server`` runs as a subprocess on a free loopback port (``--rate-limit 0
 --send-buffer 268435456``: it neither drops nor evicts). A sender process (this script with
@@ -9,6 +11,10 @@ A real ``chat-server`` runs as a subprocess on a free loopback port (``--rate-li
 * ``bare``: an httpx-ws client in this process that only receives and parses frames; the time
   from "go" until the last frame is parsed (the baseline);
 * ``bare A/A``: the same again, to know the noise of the machine;
+* ``Textual, one Input``: bench/input_app.py, a bare Textual app with one ``Input``, in the
+  same kind of tmux pane, whose event loop takes the flood the bare client's way (and shows
+  nothing of it); its time is until the last frame is parsed, and it has the same 5 ms ticker
+  for the longest event-loop stall. It is what a key typed into chat-tui is compared with;
 * ``chat-tui``: the real program (``chat_tui.cli.main``, via bench/tui_probe.py, which adds a
   5 ms ticker that records the longest event-loop stall) in a tmux pane of 160x48,
   ``TERM=xterm-256color``; the time from "go" until the flood's last message is on the pane's
@@ -16,13 +22,16 @@ A real ``chat-server`` runs as a subprocess on a free loopback port (``--rate-li
 * ``chat-tui, scrollback 1000``: the same with ``scrollback = 1000`` in its config file, so that
   the flood passes the bound 20 times.
 
-While chat-tui takes the flood, a key is typed (tmux ``send-keys``) once a quarter of the flood
-is on screen, and the time until it shows in the input box is measured; the same key typed when
-nothing happens gives the idle figure. Memory: chat-tui joins ``--memory-rooms`` rooms, each gets
-10,000 messages, every room is shown once, then its RSS is read.
+While chat-tui (or the Textual app) takes the flood, a key is typed (tmux ``send-keys``) once a
+quarter of the flood is on screen (parsed, for the Textual app), and the time until it shows
+in the input box is measured; the same key typed when nothing happens gives the idle figure.
+Memory: chat-tui joins ``--memory-rooms`` rooms, each gets 10,000 messages, every room is shown
+once, then its RSS is read. Then bench/recovery_bench.py's reconnect runs
+``--recovery-repeats`` times.
 
 ``--write`` replaces the "## Client" section of docs/performance.md (keeping its subsections,
-"### Recovery" from bench/recovery_bench.py and "### History").
+"### History"), its "### Recovery" (bench/recovery_bench.py's table) and the table of
+"## A screen that keeps up (issue 17)" at the end (keeping its own subsections).
 """
 
 from __future__ import annotations
@@ -60,6 +69,7 @@ WIDTH, HEIGHT = 160, 48
 BODY = "the quick brown fox jumps over the lazy dog"
 POLL = 0.003
 PROBE = ROOT / "bench" / "tui_probe.py"
+INPUT_APP = ROOT / "bench" / "input_app.py"
 
 
 def final_text(n: int) -> str:
@@ -132,20 +142,25 @@ class Terminal:
         rooms: list[str],
         scrollback: int | None,
         checkout: Path | None = None,
+        program: list[str] | None = None,
+        config: str = "",
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="chat-bench-"))
         self.socket = f"chat-bench-{uuid.uuid4().hex[:10]}"
         self.probe = self.dir / "probe.json"
+        config_text = config
         config = self.dir / "config" / "chat-tui"
         config.mkdir(parents=True)
         if scrollback is not None:
-            (config / "config.toml").write_text(f"scrollback = {scrollback}\n")
+            config_text = f"scrollback = {scrollback}\n{config_text}"
+        (config / "config.toml").write_text(config_text)
         skip = {"COLUMNS", "LINES", "TMUX", "TMUX_PANE", "CHAT_SERVER_URL"}
         self.env = {k: v for k, v in os.environ.items() if k not in skip}
         self.env.update(
             TERM="xterm-256color",
             XDG_CONFIG_HOME=str(self.dir / "config"),
             XDG_STATE_HOME=str(self.dir / "state"),
+            XDG_DATA_HOME=str(self.dir / "data"),  # its logs on disk (not the user's)
         )
         command = [
             "env",
@@ -155,11 +170,11 @@ class Terminal:
             # comes after sys.path).
             *([f"PYTHONPATH={checkout}"] if checkout else []),
             sys.executable,
-            str(PROBE),
-            "--server",
-            server_url,
-            "--no-autostart",
-            *rooms,
+            *(
+                program
+                if program is not None
+                else [str(PROBE), "--server", server_url, "--no-autostart", *rooms]
+            ),
         ]
         self.tmux("-f", "/dev/null", "new-session", "-d", "-s", "bench", "-x", str(WIDTH),
                   "-y", str(HEIGHT), shlex.join(command))  # fmt: skip
@@ -285,11 +300,16 @@ def input_row(rows: list[str]) -> str:
     return rows[-3] if len(rows) >= 3 else ""
 
 
-def key_latency(term: Terminal, marker: str) -> float:
-    """Type ``marker`` and wait until the input box shows it; seconds."""
+def key_latency(term: Terminal, marker: str, anywhere: bool = False) -> float:
+    """Type ``marker`` and wait until the input box shows it (``anywhere``: on the screen);
+    seconds."""
     start = time.perf_counter()
     term.keys("-l", marker)
-    seen = term.wait(lambda rows: marker in input_row(rows), 30, f"the key {marker!r}")
+    seen = term.wait(
+        shows(marker) if anywhere else (lambda rows: marker in input_row(rows)),
+        30,
+        f"the key {marker!r}",
+    )
     term.keys("C-u")
     return seen - start
 
@@ -304,6 +324,7 @@ class Run:
     key: float = 0.0  # a key typed mid-flood: seconds until it showed
     idle_key: float = 0.0  # the same with nothing happening
     cpu: float = 0.0  # the receiving process's CPU time for the flood (all its threads)
+    gc: float = 0.0  # the longest garbage collection during the flood
 
 
 async def run_bare(server: RunningServer, room: str, count: int) -> Run:
@@ -338,7 +359,9 @@ def run_tui(
     try:
         term.wait(shows(f"joined {room} as"), 60, "joining")
         sender = Sender(server.ws_url, [room], count)
-        term.wait(shows("joined the chat"), 30, "the sender's join")
+        # The sender's join is a quiet one (the smart join filter hides it): the member list
+        # says it is there.
+        term.wait(shows("members (2)"), 30, "the sender's join")
         idle_key = key_latency(term, "idlekey")
         term.measure()  # the stall window starts now
         start = sender.go()
@@ -349,9 +372,42 @@ def run_tui(
         seconds = done - start
         probe = term.measure()
         sender.finish()
-        return Run(seconds, probe["stall"], key, idle_key, probe["cpu"])
+        return Run(seconds, probe["stall"], key, idle_key, probe["cpu"], probe["gc_worst"])
     finally:
         term.close()
+
+
+def run_input(server: RunningServer, room: str, count: int) -> Run:
+    """The bare Textual app with one Input (bench/input_app.py) in the same kind of pane: the
+    same key typed idle and once a quarter of the same flood is parsed in its event loop."""
+    signals = Path(tempfile.mkdtemp(prefix="chat-bench-input-"))
+    program = [str(INPUT_APP), "--url", server.chat_url(room), "--count", str(count)]
+    term = Terminal(server.ws_url, [room], None, program=[*program, "--signals", str(signals)])
+
+    def signalled(name: str, timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        while not (signals / name).exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the input app did not signal {name!r}")
+            time.sleep(POLL)
+        return time.perf_counter()
+
+    try:
+        term.wait(shows("type here"), 60, "the input app")
+        signalled("joined", 30)
+        sender = Sender(server.ws_url, [room], count)
+        time.sleep(0.3)  # the sender's join notice, parsed
+        idle_key = key_latency(term, "idlekey", anywhere=True)
+        start = sender.go()
+        signalled("quarter", 120)
+        key = key_latency(term, "midflood", anywhere=True)
+        done = signalled("done", 300)
+        measured = json.loads((signals / "done").read_text())
+        sender.finish()
+        return Run(done - start, measured["stall"], key, idle_key, measured["cpu"])
+    finally:
+        term.close()
+        shutil.rmtree(signals, ignore_errors=True)
 
 
 def run_memory(server: RunningServer, rooms: int, count: int) -> dict[str, float]:
@@ -377,9 +433,10 @@ def run_memory(server: RunningServer, rooms: int, count: int) -> dict[str, float
 # --- main ------------------------------------------------------------------------------------
 
 
-VARIANTS = ("bare", "bare A/A", "chat-tui", "chat-tui, scrollback 1000")
+TEXTUAL = "Textual, one Input"
+VARIANTS = ("bare", "bare A/A", TEXTUAL, "chat-tui", "chat-tui, scrollback 1000")
 # With --compare: this chat-tui against another checkout's, each with its A/A partner.
-COMPARED = ("bare", "bare A/A", "chat-tui", "chat-tui A/A", "chat-tui (compared)")
+COMPARED = ("bare", "bare A/A", TEXTUAL, "chat-tui", "chat-tui A/A", "chat-tui (compared)")
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -392,6 +449,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 room = f"flood-{repeat}-{uuid.uuid4().hex[:6]}"
                 if name.startswith("bare"):
                     run = await run_bare(server, room, args.messages)
+                elif name == TEXTUAL:
+                    run = await asyncio.to_thread(run_input, server, room, args.messages)
                 else:
                     bound = 1000 if "1000" in name else None
                     checkout = args.compare if "compared" in name else None
@@ -401,7 +460,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 results[name].append(run)
                 print(
                     f"repeat {repeat + 1}: {name:<26} {run.seconds:7.3f} s  cpu {run.cpu:6.3f} s  "
-                    f"stall {run.stall * 1000:5.1f} ms  key {run.key * 1000:6.1f} ms  "
+                    f"stall {run.stall * 1000:5.1f} ms (gc {run.gc * 1000:4.1f})  "
+                    f"key {run.key * 1000:6.1f} ms  "
                     f"(idle {run.idle_key * 1000:5.1f} ms)",
                     file=sys.stderr,
                 )
@@ -430,7 +490,7 @@ def report(args: argparse.Namespace, data: dict[str, Any]) -> str:
         "| receiver | time until the last message is shown | msgs/s | ratio to bare (runs) | "
         "CPU time of the receiving process (ratio) | "
         "longest event-loop stall, median (worst) | key typed mid-flood, shown after, median "
-        "(worst) | the same key when idle |",
+        "(worst) | the same key when idle, median (worst) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, runs in results.items():
@@ -448,9 +508,20 @@ def report(args: argparse.Namespace, data: dict[str, Any]) -> str:
             key = median([r.key for r in runs]) * 1000
             worst_key = max(r.key for r in runs) * 1000
             idle = median([r.idle_key for r in runs]) * 1000
-            row += f"{stall:.0f} ms ({worst:.0f} ms) | {key:.0f} ms ({worst_key:.0f} ms) | "
-            row += f"{idle:.0f} ms |"
+            worst_idle = max(r.idle_key for r in runs) * 1000
+            row += f"{stall:.0f} ms ({worst:.0f} ms) | "
+            row += f"{key:.0f} ms ({worst_key:.0f} ms) | {idle:.0f} ms ({worst_idle:.0f} ms) |"
         lines.append(row)
+    lines += [
+        "",
+        "The chat-tui figures include the probe's 5 ms ticker (bench/tui_probe.py) and the "
+        "rendering for a real pane. The Textual row is bench/input_app.py, a bare Textual app "
+        "with one `Input` whose event loop takes the same flood the bare client's way and shows "
+        "nothing of it: its time is until its last frame is parsed, and it is there for its "
+        "stall and its keys, typed and read as chat-tui's are. The machine is shared: the A/A "
+        "row says how far one run's ratio can be off; the medians over the turns are what to "
+        "read.",
+    ]
     if "chat-tui (compared)" in results:
         # Per repeat, each chat-tui's time against the other's of the same turn.
         ours, again = results["chat-tui"], results["chat-tui A/A"]
@@ -475,6 +546,114 @@ def report(args: argparse.Namespace, data: dict[str, Any]) -> str:
             f"(peak {memory['peak'] / 2**20:.0f} MiB).",
         ]
     return "\n".join(lines)
+
+
+# The table of issue 17 ("A screen that keeps up"): what was measured before, and the goals.
+ISSUE_17 = "## A screen that keeps up (issue 17)"
+BEFORE = {
+    "flood": "1.48 (worst run 2.09)",
+    "stall": "38 ms (worst 65 ms)",
+    "key": "41 ms (worst 103-202 ms)",
+    "recovery": "2.26",
+    "memory": "82 MiB (59 before the floods)",
+}
+
+
+def issue_17(args: argparse.Namespace, data: dict[str, Any], recovery: Any) -> str:
+    """The issue's table: before, goal, now (medians, worst runs, A/A) and whether it is met."""
+    results: dict[str, list[Run]] = data["results"]
+    bare = median([r.seconds for r in results["bare"]])
+    tui, textual, again = results["chat-tui"], results[TEXTUAL], results["bare A/A"]
+
+    def ratios(runs: list[Run]) -> tuple[float, float]:
+        values = [r.seconds / bare for r in runs]
+        return median(values), max(values)
+
+    flood, flood_worst = ratios(tui)
+    noise, noise_worst = ratios(again)
+    stall = median([r.stall for r in tui]) * 1000
+    stall_worst = max(r.stall for r in tui) * 1000
+    plain_stall = median([r.stall for r in textual]) * 1000
+    plain_stall_worst = max(r.stall for r in textual) * 1000
+    key = median([r.key for r in tui]) * 1000
+    key_worst = max(r.key for r in tui) * 1000
+    plain_key = median([r.key for r in textual]) * 1000
+    plain_key_worst = max(r.key for r in textual) * 1000
+    idle_worst = max(r.idle_key for r in tui) * 1000
+    plain_idle_worst = max(r.idle_key for r in textual) * 1000
+
+    def met(ok: bool) -> str:
+        return "**yes**" if ok else "**no**"
+
+    rows = [
+        "| measure | before | goal | now: median (worst run) | met |",
+        "|---|---|---|---|---|",
+        f"| {args.messages:,}-message flood, time until the last message is on screen, vs a "
+        f"bare httpx-ws client | {BEFORE['flood']} | at most 1.3, worst run at most 1.5 | "
+        f"**{flood:.2f}** (worst {flood_worst:.2f}); A/A (bare against bare) {noise:.2f} "
+        f"(worst {noise_worst:.2f}) | {met(flood <= 1.3 and flood_worst <= 1.5)} |",
+        f"| longest event-loop stall during the flood | {BEFORE['stall']} | at most 33 ms "
+        f"worst: two frames at 60 Hz | **{stall:.0f} ms (worst {stall_worst:.0f} ms)**; the "
+        f"bare Textual app taking the same flood the bare client's way: {plain_stall:.0f} ms "
+        f"(worst {plain_stall_worst:.0f} ms) | {met(stall_worst <= 33)} |",
+        f"| a key typed mid-flood, until it shows | {BEFORE['key']} | worst at most 2x the "
+        f"same key in a bare Textual app with one `Input` | **{key:.0f} ms (worst "
+        f"{key_worst:.0f} ms)**; the bare Textual app, mid-flood: {plain_key:.0f} ms (worst "
+        f"{plain_key_worst:.0f} ms): worst {key_worst / plain_key_worst:.2f}x. Idle: worst "
+        f"{idle_worst:.0f} ms against {plain_idle_worst:.0f} ms | "
+        f"{met(key_worst <= 2 * plain_key_worst)} |",
+    ]
+    if recovery is not None:
+        rbare = statistics.median(r.seconds for r in recovery["bare"])
+        rtui = [r.seconds / rbare for r in recovery["chat-tui"]]
+        raa = [r.seconds / rbare for r in recovery["chat-tui A/A"]]
+        rnoise = [r.seconds / rbare for r in recovery["bare A/A"]]
+        rows.append(
+            f"| reconnect after {args.missed:,} missed messages, to a gap-free screen, vs a "
+            f"bare chat.v2 client (bench/recovery_bench.py) | {BEFORE['recovery']} | at most "
+            f"1.5 | **{median(rtui):.2f}** (worst {max(rtui):.2f}); chat-tui A/A "
+            f"{median(raa):.2f} (worst {max(raa):.2f}); bare A/A {median(rnoise):.2f} | "
+            f"{met(median(rtui) <= 1.5)} |"
+        )
+    memory = data["memory"]
+    if memory:
+        after, before = memory["after"] / 2**20, memory["before"] / 2**20
+        rows.append(
+            f"| RSS with {args.memory_rooms} rooms x 10,000 messages | {BEFORE['memory']} | at "
+            f"most 64 MiB | **{after:.0f} MiB** ({before:.0f} before the floods) | "
+            f"{met(after <= 64)} |"
+        )
+    return (
+        f"{args.repeats} repeats of the flood (each receiver in turn within a repeat)"
+        + (f", {args.recovery_repeats} of the reconnect" if recovery is not None else "")
+        + "; medians, the worst run in brackets. The bare Textual app is bench/input_app.py "
+        "(one `Input`), in the same kind of tmux pane, typed into and read the same way, "
+        "taking the same flood with the bare client's code in its event loop.\n\n" + "\n".join(rows)
+    )
+
+
+def write_issue_17(text: str) -> None:
+    """Replace (or add, at the end) the section of issue 17's table, keeping whatever
+    follows its table (the prose written by hand, from "### " on)."""
+    path = ROOT / "docs" / "performance.md"
+    old = path.read_text()
+    body = (
+        f"{ISSUE_17}\n\n"
+        "Reproduce with `python bench/client_bench.py --write` (about five minutes; needs "
+        'tmux), which writes this table, the "## Client" section and its "### Recovery".\n\n'
+        f"{text}\n"
+    )
+    start = old.find(ISSUE_17)
+    if start == -1:
+        new = old.rstrip("\n") + "\n\n" + body
+    else:
+        end = old.find("\n## ", start + 1)
+        section = old[start:] if end == -1 else old[start : end + 1]
+        kept = section.find("\n### ")
+        if kept != -1:
+            body += section[kept:].rstrip("\n") + "\n"
+        new = old[:start] + body + ("" if end == -1 else "\n" + old[end + 1 :])
+    path.write_text(new)
 
 
 def write_section(text: str, command: str) -> None:
@@ -514,6 +693,13 @@ def main() -> int:
     parser.add_argument("--memory-rooms", type=int, default=5, help="0 = skip the memory run")
     parser.add_argument("--write", action="store_true", help="update docs/performance.md")
     parser.add_argument(
+        "--recovery-repeats",
+        type=int,
+        default=5,
+        help="repeats of bench/recovery_bench.py's reconnect, for issue 17's table (0: none)",
+    )
+    parser.add_argument("--missed", type=int, default=1000, help="for the reconnect")
+    parser.add_argument(
         "--compare",
         type=Path,
         metavar="CHECKOUT",
@@ -528,8 +714,23 @@ def main() -> int:
     data = asyncio.run(main_async(args))
     text = report(args, data)
     print(text)
+    recovery = None
+    if args.recovery_repeats and not args.compare:
+        import recovery_bench
+
+        again = argparse.Namespace(missed=args.missed, repeats=args.recovery_repeats)
+        recovery = recovery_bench.main_async_runs(again)
+        recovery_text = recovery_bench.report(again, recovery)
+        print("\n" + recovery_text)
+    table = None if args.compare else issue_17(args, data, recovery)
+    if table is not None:
+        print("\n" + table)
     if args.write:
         write_section(text, "python bench/client_bench.py --write")
+        if recovery is not None:
+            recovery_bench.write_section(recovery_text)
+        if table is not None:
+            write_issue_17(table)
     return 0
 
 

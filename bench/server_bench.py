@@ -606,6 +606,11 @@ def server_command(
     ours = [py, "-m", "chat_server", "run", "--rate-limit", "0", *common]
     if server in {"ours", "ours-aa"}:  # ours-aa: the same code again, to know the noise
         return ours, env, ROOT
+    if server in {"ours-memory", "ours-memory-aa"}:  # memory://, whatever the default is
+        return [*ours, "--broker-url", "memory://"], env, ROOT
+    if server == "ours-sqlite":  # the embedded broker, on a fresh database file
+        database = Path(tempfile.mkdtemp(prefix="bench-sqlite-")) / "chat.db"
+        return [*ours, "--broker-url", f"sqlite://{database}"], env, ROOT
     if server in REDIS_SERVERS:
         assert broker_url is not None
         return [*ours, "--broker-url", broker_url], env, ROOT
@@ -950,7 +955,8 @@ def main() -> None:
     parser.add_argument(
         "--servers",
         help="comma-separated servers to run (default: each scenario's own); also: main "
-        "(with --main-checkout), ours-aa (ours again, for A/A noise), ours-redis (one "
+        "(with --main-checkout), ours-aa (ours again, for A/A noise), ours-memory and "
+        "ours-memory-aa (memory://), ours-sqlite (sqlite:// on a fresh file), ours-redis (one "
         "process on a fresh redis-server), cluster2 (two processes on one redis-server, each "
         "room's members split between them); any of ours with -nohist appended (ours-nohist, "
         "ours-redis-nohist): the same with history off",

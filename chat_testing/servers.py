@@ -77,6 +77,9 @@ ADDRESS_SHARES_OFF = {
     "CHAT_SERVER_MAX_MESSAGES_PER_ADDRESS": "0",
     "CHAT_SERVER_MAX_NEW_ROOMS_PER_ADDRESS": "0",
 }
+# Test servers keep nothing on disk unless a test asks (an option wins over this): the default,
+# sqlite:// in the state directory, is tested on files of the tests' own (test_embedded.py).
+TEST_BROKER = {"CHAT_SERVER_BROKER_URL": "memory://"}
 # "0": start every server as a process of its own (python -m chat_server), not forked from a
 # zygote (chat_testing/zygote.py) that imported it once.
 FORK_ENV = "CHAT_TEST_FORK_SERVERS"
@@ -101,6 +104,7 @@ def start_server(
     extra_env = dict(env or {})
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_SERVER_")}
     env.update(ADDRESS_SHARES_OFF)
+    env.update(TEST_BROKER)
     env.update(extra_env)
     root = os.environ.get(SERVER_ROOT_ENV)
     if root:

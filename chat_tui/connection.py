@@ -65,6 +65,7 @@ from chat_tui.events import (
     ConnectionState,
     Echo,
     Event,
+    Lagging,
     NameAssigned,
     NameRefused,
     Refused,
@@ -99,6 +100,9 @@ PROBE_TIMEOUT = 1.0
 UNREADABLE_START = 60
 # The room's log puts "connection lost: " in front of the detail: the detail says only how.
 _LOST = "dropped (1006, no close frame)"
+# Silence after which the server is pinged, and how late its pong may be before it is lag.
+LAG_PING = 2.0
+LAG_SHOWN = 3.0
 
 
 class Connection(Protocol):
@@ -196,6 +200,8 @@ class RoomConnection:
         history: int = 0,
         identity: Identity | None = None,
         healthy_after: float = HEALTHY_AFTER,
+        lag_ping: float = LAG_PING,
+        lag_shown: float = LAG_SHOWN,
     ) -> None:
         self.server_url = server_url
         self.room = room
@@ -213,6 +219,7 @@ class RoomConnection:
         self.send_rate = send_rate
         self.send_burst = send_burst
         self.healthy_after = healthy_after
+        self.lag_ping, self.lag_shown = lag_ping, lag_shown
         self.state = ConnectionState.CONNECTING
         self.name: str | None = None
         self.events: deque[Event] = deque()  # oldest first; the controller takes them
@@ -224,6 +231,7 @@ class RoomConnection:
         self.inflight: deque[Outgoing] = deque()  # written, not yet answered for
         self._writable = asyncio.Event()  # the writer has something to send
         self._typing_due = False  # "we are typing" is to be written
+        self._heard = 0.0  # time.monotonic() of the last frame from the server (lag)
         self._read_due: int | None = None  # "we read up to" this offset is to be written
         self._away_due: tuple[str | None] | None = None  # (away message, or None: back)
         self._nick_due: str | None = None  # the name to ask the server for
@@ -450,6 +458,19 @@ class RoomConnection:
             if response.status_code != 503:
                 return
 
+    async def _speaks_no_http(self, client: httpx.AsyncClient) -> bool:
+        """The handshake got an answer that is not HTTP: whether ``/health`` gets one too (a
+        Redis or SSH port), rather than a server that went away mid-answer (then this finds
+        nothing listening, or a real answer)."""
+        url = http.http_base(self.server_url) + http.HEALTH_PATH
+        try:
+            await client.get(url, timeout=PROBE_TIMEOUT)
+        except httpx.RemoteProtocolError:
+            return True
+        except httpx.HTTPError:
+            return False
+        return False
+
     def _backoff(self) -> float:
         """Exponential backoff with full jitter, capped."""
         ceiling = backoff_ceiling(self._attempt, self.backoff_base, self.backoff_cap)
@@ -513,6 +534,7 @@ class RoomConnection:
                 # that refuses by accepting and closing at once (1013 while its broker is down)
                 # is one long outage to the user, not a reconnect and a loss per attempt.
                 writer = asyncio.create_task(self._write(ws, dialogue))
+                watcher = asyncio.create_task(self._watch_lag(ws))
                 try:
                     await self._read(ws, dialogue)
                 except WebSocketDisconnect as exc:
@@ -526,11 +548,20 @@ class RoomConnection:
                     ending = _Ending(ConnectionState.OFFLINE, "", 0.0, quiet=True)
                 finally:
                     writer.cancel()
-                    await asyncio.wait({writer})
+                    watcher.cancel()
+                    await asyncio.wait({writer, watcher})
         except Exception as exc:
             # Handshake failures arrive bare; failures inside httpx-ws's task group arrive
             # wrapped in an exception group. Anything else is a bug and propagates.
             ending = self._on_error(exc)
+            if dialogue is None and _garbled(exc) and await self._speaks_no_http(client):
+                where = urlsplit(self.url).netloc
+                ending = _Ending(
+                    ConnectionState.FAILED,
+                    f"what answers at {where} does not speak HTTP, so it is no chat server "
+                    "(another service's port? check --server)",
+                    self.backoff_cap,
+                )
         finally:
             if asking:
                 identity.release()
@@ -659,12 +690,38 @@ class RoomConnection:
 
     async def _read(self, ws: AsyncWebSocketSession, dialogue: Dialogue) -> None:
         """Read frames until the connection ends, which raises."""
+        clock = time.monotonic
         while True:
             try:
                 received = await ws.receive_text()
             except WebSocketInvalidTypeReceived:
                 continue  # binary frames are not part of the protocol: ignore them
+            self._heard = clock()
             dialogue.received(received)
+
+    async def _watch_lag(self, ws: AsyncWebSocketSession) -> None:
+        """Lag, as WeeChat shows it: after ``lag_ping`` seconds of silence, a ping; a pong
+        later than ``lag_shown`` is lag, told until the pong comes. A frozen
+        server (SIGSTOP, a dead link that TCP has not noticed) shows at once, not when the
+        keepalive gives up."""
+        self._heard = time.monotonic()
+        every, late = self.lag_ping, self.lag_shown
+        try:
+            while True:
+                await asyncio.sleep(every)
+                if time.monotonic() - self._heard < every:
+                    continue
+                sent = time.monotonic()
+                pong = await ws.ping()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(pong.wait(), late)
+                    continue
+                self.emit(Lagging(sent))
+                await pong.wait()
+                self._heard = time.monotonic()
+                self.emit(Lagging(None))
+        except Exception:  # any end of the connection: the reader reports it
+            return
 
 
 class Dialogue(Protocol):
@@ -854,6 +911,11 @@ class NumberedDialogue:
                     link.emit(Refused(item.send_id))
                     break
         link.emit(frame)
+
+
+def _garbled(exc: BaseException) -> bool:
+    """Whether the peer answered something that is not HTTP (or hung up mid-answer)."""
+    return any(isinstance(leaf, httpx.RemoteProtocolError) for leaf in _leaves(exc))
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

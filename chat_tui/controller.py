@@ -40,6 +40,7 @@ from chat_tui.events import (
     Acked,
     ConnectionState,
     Echo,
+    Lagging,
     NameAssigned,
     NameRefused,
     Refused,
@@ -143,6 +144,7 @@ class ChatController(Observable):
             StateChanged: self._state_changed,
             Unreadable: self._unreadable,
             NameRefused: self._name_refused,
+            Lagging: self._lagging,
         }
 
     @property
@@ -634,11 +636,12 @@ class ChatController(Observable):
             return False
         if room.max_chars is not None and len(clean) > room.max_chars:
             # Refused here, not after a round trip: the server said what it takes. The line
-            # is kept with the lines sent (up brings it back to shorten it).
+            # is kept with the lines sent: up brings it back to shorten it (not put back in
+            # the box, where what is typed next would be added to it).
             self._output(
                 room.name,
                 f"message too long ({len(clean)} characters; {room.name} takes at most "
-                f"{room.max_chars}); nothing was sent",
+                f"{room.max_chars}); nothing was sent (up brings it back)",
                 error=True,
             )
             return False
@@ -801,6 +804,10 @@ class ChatController(Observable):
                 self.say(
                     EntryKind.ERROR, f"{unsent} message(s) to {room.name} not sent: {event.detail}"
                 )
+        return False
+
+    def _lagging(self, room: Room, lagging: Lagging, now: datetime) -> bool:
+        room.lagging(lagging.since)
         return False
 
     def _name_refused(self, room: Room, refused: NameRefused, now: datetime) -> bool:

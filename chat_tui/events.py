@@ -95,6 +95,14 @@ class NameRefused:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Lagging:
+    """The server has not answered a ping since ``since`` (time.monotonic()); None: it has
+    answered again."""
+
+    since: float | None
+
+
 Event = (
     Frame
     | Echo
@@ -105,4 +113,5 @@ Event = (
     | Welcomed
     | Unreadable
     | NameRefused
+    | Lagging
 )

@@ -169,6 +169,7 @@ class Room(Observable):
     viewed: bool = False  # in the log, and the terminal has focus
     topic: str | None = None  # the room's, as the server last said it
     max_chars: int | None = None  # the longest message the server takes, as it announced
+    lag_since: float | None = None  # monotonic time of a ping the server has not answered
     highlights: tuple[str, ...] = ()  # words that count as mentions besides our name
     # The newest unread message that calls for a notification (a mention, or any message
     # where the room notifies of all), until the controller takes it.
@@ -251,6 +252,7 @@ class Room(Observable):
         monotonic: float,
     ) -> None:
         self.state, self.detail = state, detail
+        self.lag_since = None  # a new connection, or none: no lag to speak of
         waiting = retry_in is not None and state in DOWN
         self.retry_at = monotonic + retry_in if waiting and retry_in is not None else None
         if state is RoomState.CONNECTED:
@@ -336,9 +338,12 @@ class Room(Observable):
                     # After a gap, newer than all we saw: unread, though not recovered.
                     mention = self._unread(entry) or mention
                 elif read is not None and (entry.offset or 0) > read and not entry.own:
-                    # Said after we last read here (another run of the app): unread.
+                    # Said after we last read here (another run of the app, or to us while
+                    # we had no connection here): unread, and new to the logs.
                     first_unread = first_unread or entry
                     mention = self._unread(entry) or mention
+                    if self.record is not None:
+                        self.record(self, entry)
                 if frame.name is not None and frame.name not in self.people:
                     # Known for completion; whether they are here is not history's to say.
                     self.people[frame.name] = Person(frame.name, present=False)
@@ -396,9 +401,7 @@ class Room(Observable):
         entry.offset = offset
         entry.time = local_time(time)
         self._record(entry)
-        if scrollback.out_of_order(entry):
-            scrollback.reorder(entry)  # others' messages were published before it
-        else:
+        if not scrollback.settle(entry):  # in its place already: redrawn where it is
             scrollback.touch(entry)
         self.changed()
 
@@ -494,6 +497,11 @@ class Room(Observable):
         spoke = person.spoke if person is not None else None
         return spoke is None or when - spoke > QUIET_AFTER
 
+    def lagging(self, since: float | None) -> None:
+        """The server has not answered since ``since`` (None: it answers again)."""
+        self.lag_since = since
+        self.changed()
+
     def show_quiet(self, shown: bool) -> None:
         """Show (or hide again) the joins, leaves and renames the filter hides, here."""
         self.scrollback.hide_quiet = not shown
@@ -508,6 +516,8 @@ class Room(Observable):
             self._typing.pop(frame.name, None)  # gone: no longer typing
         joined = frame.kind is FrameKind.JOIN
         quiet = self.quiet(frame.name, when)
+        if joined and frame.name == self.me and self.joins is not JoinFilter.ALL:
+            quiet = True  # the text protocol's own join notice: "joined ROOM as NAME" says it
         self._saw(frame.name, present=joined, presence=True)
         scrollback = self.scrollback
         tail = self._run_tail

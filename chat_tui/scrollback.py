@@ -14,6 +14,7 @@ pending message that was sent).
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -104,6 +105,10 @@ class Scrollback(Observable):
 
     def append(self, entry: Entry) -> None:
         """Add an entry at the end; the oldest is dropped once the limit is reached."""
+        if entry.sender is not None:
+            # One string per name, not one per message (each message's name is a fresh
+            # string from its frame): some 60 bytes an entry, 3 MB in 50,000 entries.
+            entry.sender = sys.intern(entry.sender)
         self._entries.append(entry)
         self.total_appended += 1
         self.changed()
@@ -132,25 +137,33 @@ class Scrollback(Observable):
                 position = index
         return position
 
-    def out_of_order(self, entry: Entry) -> bool:
-        """Whether an entry after ``entry`` has a lower offset (it was numbered after them)."""
+    def settle(self, entry: Entry) -> bool:
+        """``entry`` (ours, pending until now) got its offset: move it after what the room
+        had before it, entries of a lower offset and the lines added while it was pending
+        (notes, such as "reconnected": it was published after them). A message typed offline
+        so goes after the reconnect and what was recovered, in time order, whatever the two
+        clocks say. Other pending messages do not count: they follow it. True if it moved."""
         assert entry.offset is not None
-        for candidate in reversed(self._entries):
+        entries = self._entries
+        after = None  # the index it goes after
+        for index in range(len(entries) - 1, -1, -1):
+            candidate = entries[index]
             if candidate is entry:
-                return False
-            if candidate.offset is not None and candidate.offset < entry.offset:
-                return True
-        return False
-
-    def reorder(self, entry: Entry) -> None:
-        """``entry`` got its offset: move it where that offset belongs."""
-        try:
-            self._entries.remove(entry)
-        except ValueError:
-            return
-        self._entries.insert(self._position(entry), entry)
+                return False  # nothing after it came before it: it stays
+            if candidate.offset is not None:
+                if candidate.offset < entry.offset:
+                    after = index
+                    break
+            elif candidate.state is not SendState.PENDING:
+                after = index
+                break
+        if after is None:
+            return False
+        entries.remove(entry)  # it was before ``after``: that index moves down by one
+        entries.insert(after, entry)
         self.generation += 1
         self.changed()
+        return True
 
     def remove(self, entry: Entry) -> None:
         """Take ``entry`` out (a pending message that turned out to be in the log already)."""

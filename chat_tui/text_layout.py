@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from rich.cells import cell_len, get_character_cell_size
+from rich.cells import cell_len as rich_cell_len
+from rich.cells import get_character_cell_size
 
 from chat_protocol.text import (
     ACTION_PREFIX,
@@ -31,6 +32,18 @@ from chat_protocol.text import (
     action_text,
 )
 from chat_tui.scrollback import Entry, EntryKind, SendState
+
+# --- measuring ----------------------------------------------------------------------------------
+
+
+def cell_len(text: str) -> int:
+    """Cells ``text`` takes on screen: Rich's ``cell_len``, with printable ASCII (one cell a
+    character) answered at once. Rich keeps the last 4,096 strings it measured in a cache:
+    every message's text would go through it (and stay alive in it) for nothing."""
+    if text.isascii() and text.isprintable():
+        return len(text)
+    return rich_cell_len(text)
+
 
 # --- text made safe for display -------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import secrets
 from typing import TYPE_CHECKING
 
 from chat_server.backends.base import Backend
-from chat_server.backends.urls import MEMORY_SCHEMES, scheme_of
+from chat_server.backends.urls import MEMORY_SCHEMES, SQLITE_SCHEMES, scheme_of
 
 if TYPE_CHECKING:
     from chat_server.ops.settings import Settings
@@ -20,10 +20,15 @@ def new_node_id(name: str = "") -> str:
 
 def open_backend(settings: Settings, node_id: str | None = None) -> Backend:
     node_id = node_id or new_node_id(settings.node_name)
-    if scheme_of(settings.broker_url) in MEMORY_SCHEMES:
+    scheme = scheme_of(settings.broker_url)
+    if scheme in MEMORY_SCHEMES:
         from chat_server.backends.memory import MemoryBackend
 
         return MemoryBackend(settings, node_id)
+    if scheme in SQLITE_SCHEMES:
+        from chat_server.backends.sqlite import SqliteBackend
+
+        return SqliteBackend(settings, node_id)
     from chat_server.backends.redis import RedisBackend
 
     return RedisBackend(settings, node_id)

@@ -6,8 +6,10 @@ from typing import Final
 from urllib.parse import urlsplit
 
 MEMORY_SCHEMES: Final = frozenset({"memory"})
-REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
-SCHEMES: Final = MEMORY_SCHEMES | REDIS_SCHEMES
+SQLITE_SCHEMES: Final = frozenset({"sqlite"})  # memory, kept on disk: one process too
+# redis+sentinel://: the master of a Redis Sentinel service, asked for on every connect.
+REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "unix", "redis+sentinel"})
+SCHEMES: Final = MEMORY_SCHEMES | SQLITE_SCHEMES | REDIS_SCHEMES
 
 
 def scheme_of(url: str) -> str:
@@ -19,5 +21,6 @@ def scheme_of(url: str) -> str:
 
 
 def is_shared(url: str) -> bool:
-    """Whether processes using ``url`` form one chat (they do unless it is ``memory://``)."""
-    return scheme_of(url) not in MEMORY_SCHEMES
+    """Whether processes using ``url`` form one chat (only Redis: ``memory://`` and
+    ``sqlite://`` are one process's)."""
+    return scheme_of(url) in REDIS_SCHEMES

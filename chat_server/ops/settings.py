@@ -328,17 +328,19 @@ class Settings:
         20.0, "seconds a client has to answer a ping before it is dropped", check=off_or_positive
     )
     broker_url: str = option(
-        "memory://",
-        "where rooms live: `memory://` (this process) or `redis://[[user]:password@]host:port/db`"
-        " (also `rediss://`, `unix://`) shared by every process of the chat",
+        "sqlite://",
+        "where rooms live: `sqlite://` (this process, kept in `chat-PORT.db` of the state "
+        "directory; `sqlite:///path/file.db` for another file), `memory://` (this process, "
+        "forgotten when it stops) or `redis://[[user]:password@]host:port/db` (also "
+        "`rediss://`, `unix://`) shared by every process of the chat",
         check=a_broker_url,
         metavar="URL",
     )
     # Processes serving the port (uvicorn's --workers); more than one needs a shared broker.
     workers: int = option(
         1,
-        "processes serving the port; more than one needs a `redis://` broker (with `memory://` "
-        "it refuses to start)",
+        "processes serving the port; more than one needs a `redis://` broker (with `sqlite://` "
+        "or `memory://` it refuses to start)",
         check=at_least_one,
     )
     # What the server keeps (see the README's "What the server keeps").
@@ -361,16 +363,16 @@ class Settings:
     )
     history_bytes: int = option(
         2 * 1024 * 1024,
-        "with `memory://`: bytes a room's history keeps at most (each message's text in UTF-8 "
-        "and 100 for its name and time; weighed every 16 KiB of text added, and when the "
-        "room empties); the oldest go first",
+        "with `sqlite://` and `memory://`: bytes a room's history keeps at most (each "
+        "message's text in UTF-8 and 100 for its name and time; weighed every 16 KiB of text "
+        "added, and when the room empties); the oldest go first",
         check=positive,
     )
     history_total_bytes: int = option(
         256 * 1024 * 1024,
-        "with `memory://`: the same for every room together; past it, rooms without members "
-        "are forgotten first (the one idle longest first), then a room written to keeps no "
-        "more than its share",
+        "with `sqlite://` and `memory://`: the same for every room together; past it, rooms "
+        "without members are forgotten first (the one idle longest first), then a room "
+        "written to keeps no more than its share",
         check=positive,
     )
     recovery_limit: int = option(

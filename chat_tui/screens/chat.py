@@ -215,7 +215,8 @@ class ChatScreen(Screen[None]):
     def _tick(self) -> None:
         self.controller.report_read(self.log_view.following)
         self.controller.idle_check()
-        if any(room.retry_at is not None for room in self.controller.rooms.values()):
+        rooms = self.controller.rooms.values()
+        if any(room.retry_at is not None or room.lag_since is not None for room in rooms):
             self._refresh_chrome()  # the countdowns count
         elif self._status.is_attached:
             self._status.set_parts(self.status_parts())  # "is typing" goes when its time is up
@@ -266,16 +267,18 @@ class ChatScreen(Screen[None]):
         you = f"you are {room.me}" + (" (away)" if room.me_away else "")
         parts.append((you if room.me else "name not known yet", status.NAME))
         state = room.state.value
+        now = controller.monotonic() if now is None else now
         if room.retry_at is not None:
-            left = room.retry_at - (controller.monotonic() if now is None else now)
-            state += f", retrying in {countdown(left)}"
+            state += f", retrying in {countdown(room.retry_at - now)}"
+        if room.lag_since is not None and room.state is RoomState.CONNECTED:
+            state += f", no answer for {countdown(now - room.lag_since)} (lag)"
         parts.append((state, status.STATE))
         starting = room.state is RoomState.CONNECTING and not controller.connecting
         if room.detail and (room.state in DOWN or starting):
             parts.append((room.detail, status.DETAIL))
         if room.pending:
             parts.append((f"{len(room.pending)} pending", status.PENDING))
-        typists = room.typists(controller.monotonic() if now is None else now)
+        typists = room.typists(now)
         if typists:
             parts.append((typing_text(typists), status.TYPING))
         return parts
@@ -306,12 +309,7 @@ class ChatScreen(Screen[None]):
         # the next message (in the room /join goes to, if that is what enter sent).
         after = chat_input.value
         chat_input.value = ""
-        action = commands.parse(event.line)
-        if not self.run_command(action) and isinstance(action, commands.SendText) and not after:
-            # A message refused before sending (too long): back in the box, to be shortened.
-            chat_input.value = event.line
-            chat_input.cursor_position = len(event.line)
-            return
+        self.run_command(commands.parse(event.line))
         if after:
             chat_input.value += after
             chat_input.cursor_position = len(chat_input.value)
@@ -413,8 +411,11 @@ class ChatScreen(Screen[None]):
             return
         hidden = room.scrollback.hide_quiet
         room.show_quiet(hidden)
-        said = "shown" if hidden else "hidden again"
-        self.notify(f"joins and leaves of the quiet {said} in {room.name} (alt+j)", timeout=3)
+        if hidden:
+            said = "showing the joins, leaves and renames the smart filter hides"
+        else:
+            said = "hiding the joins, leaves and renames of those who have not spoken"
+        self.notify(f"{said} in {room.name} (alt+j)", timeout=3)
 
     def action_reconnect(self) -> None:
         self.controller.reconnect()

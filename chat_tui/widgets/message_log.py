@@ -14,7 +14,8 @@ Why the screen is right:
   changed anything repaints the widget: the rows on screen may show other entries even when
   neither the virtual size nor the scroll position moved (a full scrollback dropping as many
   entries from the top as arrive at the bottom). That is what Textual's line cache needs to be
-  told, and it is told in one place.
+  told, and it is told in one place. In a flood, syncs come at most every
+  :data:`SYNC_INTERVAL` (``sync_due`` stays true meanwhile: the screen is behind).
 * ``following`` is whether the view is at the end, evaluated whenever the position changes and
   at every sync; when it is, arrivals keep the view at the end (as Textual's ``Log`` checks
   ``is_vertical_scroll_end`` before a write). Otherwise what is on screen stays on screen, and
@@ -24,7 +25,9 @@ Why the screen is right:
 from __future__ import annotations
 
 import re
+import time
 import weakref
+from array import array
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +52,18 @@ from chat_tui.search import Search
 from chat_tui.text_layout import entry_height, find_spans, plan_entry, sender_colour
 
 DIVIDER_TEXT = " new messages "
+LOOKALIKE = "lookalike"  # the style meta key of a link whose host may not be what it seems
+# In a flood (the last sync took in at least BURST_ENTRIES new entries, within 1.5 of these
+# of the one before), syncs (and so repaints of the log) follow one another at least this far
+# apart: a flood is drawn some 20 times a second, not at every slice (each repaint of a screen
+# full of new rows costs several milliseconds). Anything else is shown at once.
+SYNC_INTERVAL = 0.05
+BURST_ENTRIES = 64
+# Rendered rows kept: for the entries of about a screen, and the rows placed on it. Every
+# object kept alive is one more for each full garbage collection to look at (a flood renders
+# thousands of rows that are never shown again).
+ROWS_KEPT = 64
+PLACED_KEPT = 64
 
 
 @dataclass(slots=True, eq=False)
@@ -68,7 +83,8 @@ class _Layout:
     base: int = 0
     first: int = 0
     origin: int = 0
-    starts: list[int] = field(default_factory=lambda: [0])
+    # An array of machine integers: 8 bytes an entry, where a list of ints costs some 36.
+    starts: array[int] = field(default_factory=lambda: array("q", [0]))
     stale: bool = True  # rows must be measured again before use
     generation: int = -1  # the scrollback's generation these rows were measured for
     style_generation: int = -1
@@ -119,6 +135,7 @@ class MessageLog(ScrollView, can_focus=True):
         "message-log--match",
         "message-log--match-current",
         "message-log--link",
+        "message-log--link-lookalike",
     }
 
     DEFAULT_CSS = """
@@ -142,6 +159,7 @@ class MessageLog(ScrollView, can_focus=True):
         & > .message-log--match { background: $warning 45%; }
         & > .message-log--match-current { background: $warning; text-style: bold; }
         & > .message-log--link { color: $text-accent; text-style: underline; }
+        & > .message-log--link-lookalike { color: $text-error; text-style: underline reverse; }
     }
     """
 
@@ -169,11 +187,13 @@ class MessageLog(ScrollView, can_focus=True):
         self._unsubscribe: Callable[[], None] | None = None
         self._layout: _Layout | None = None
         self._layouts: weakref.WeakKeyDictionary[Scrollback, _Layout] = weakref.WeakKeyDictionary()
-        self._rows: LRUCache[Entry, list[Strip]] = LRUCache(512)  # a few screens
+        self._rows: LRUCache[Entry, list[Strip]] = LRUCache(ROWS_KEPT)
         self._styles: dict[str, Style] = {}
         # content row -> (row as rendered, the same with mouse offsets): see render_line.
         self._placed: dict[int, tuple[Strip, Strip]] = {}
         self._sync_due = False
+        self._synced_at = 0.0  # time.monotonic() of the last sync
+        self._burst = False  # the last sync was one of a flood's (see SYNC_INTERVAL)
         self._search: Search | None = None
 
     # --- public API ---------------------------------------------------------------------------
@@ -307,10 +327,19 @@ class MessageLog(ScrollView, can_focus=True):
         return self.scrollable_content_region.width
 
     def _note_change(self) -> None:
-        """The shown scrollback changed: sync once, after whatever is changing it now."""
+        """The shown scrollback changed: sync once, after whatever is changing it now (and
+        no sooner than :data:`SYNC_INTERVAL` after the last sync)."""
         if not self._sync_due:
             self._sync_due = True
-            self.call_later(self._sync)
+            wait = self._synced_at + SYNC_INTERVAL - time.monotonic()
+            if self._burst and wait > 0:
+                self.set_timer(wait, self._sync_if_due)
+            else:
+                self.call_later(self._sync_if_due)
+
+    def _sync_if_due(self) -> None:
+        if self._sync_due:  # else someone synced meanwhile
+            self._sync()
 
     def _sync(self, restore: bool = False) -> None:
         """Bring the view up to date with its scrollback and the widget's width.
@@ -318,6 +347,10 @@ class MessageLog(ScrollView, can_focus=True):
         ``restore``: the scrollback has just been shown again; go back to where it was left.
         """
         self._sync_due = False
+        now = time.monotonic()
+        soon = now - self._synced_at < SYNC_INTERVAL * 1.5
+        self._synced_at = now
+        self._burst = False
         layout, scrollback = self._layout, self._scrollback
         if layout is None or scrollback is None:
             return
@@ -339,11 +372,14 @@ class MessageLog(ScrollView, can_focus=True):
             scrollback.take_changes()  # measured with everything else
             self._apply(layout, at_end, anchor=anchor)
         else:
+            self._burst = soon and scrollback.total_appended - layout.known_end >= BURST_ENTRIES
             unseen = self._measure_appended(layout, scrollback)
             extra = self._measure_changes(layout, scrollback)
             self._apply(layout, at_end, extra=extra, anchor=anchor)
             if unseen and not at_end:
-                self.unseen += unseen
+                # Counted as they come, but no more than the scrollback still holds: what
+                # was dropped from its top can no longer be shown.
+                self.unseen = min(self.unseen + unseen, len(scrollback))
         if restore:
             self._reveal_marker(layout, scrollback)
         if self._search is not None:
@@ -363,7 +399,7 @@ class MessageLog(ScrollView, can_focus=True):
         total = scrollback.total_appended
         if first > layout.known_end:  # everything we knew has gone: start after it
             layout.base = first
-            layout.starts = [layout.starts[-1]]
+            layout.starts = array("q", [layout.starts[-1]])
         starts = layout.starts
         messages = 0
         if total > layout.known_end:
@@ -400,13 +436,13 @@ class MessageLog(ScrollView, can_focus=True):
                 delta = new - old
                 if starts[k] < view_top:
                     extra += delta
-                starts[k + 1 :] = [row + delta for row in starts[k + 1 :]]
+                starts[k + 1 :] = array("q", [row + delta for row in starts[k + 1 :]])
         return extra
 
     def _relayout(self, layout: _Layout, scrollback: Scrollback, width: int) -> None:
         time_format, marker = self.time_format, scrollback.marker
         hide = scrollback.hide_quiet
-        starts = [0]
+        starts = array("q", [0])
         row = 0
         for entry in scrollback:
             row += entry_height(entry, width, time_format, hide) + (entry is marker)
@@ -527,7 +563,7 @@ class MessageLog(ScrollView, can_focus=True):
         if span is not None:
             return self._highlight(strip, *span).apply_offsets(0, content_row)
         placed = strip.apply_offsets(0, content_row)
-        if len(self._placed) > 512:
+        if len(self._placed) > PLACED_KEPT:
             self._placed.clear()
         self._placed[content_row] = (row, placed)
         return placed
@@ -676,14 +712,16 @@ class MessageLog(ScrollView, can_focus=True):
         return strips
 
     def _link_style(self, url: str) -> Style:
-        """Underlined, and a terminal hyperlink (OSC 8) unless its host may not be what it
-        looks like: then only /open shows and opens it (the terminal would open it unasked)."""
-        underline = self._style("link", overlay=True)
-        return underline if suspicious(url) else underline + Style(link=url)
+        """Underlined, and a terminal hyperlink (OSC 8); a link whose host may not be what it
+        looks like stands out, and is no hyperlink (the terminal would open it unasked): a
+        click on it says what it is instead."""
+        if suspicious(url):
+            return self._style("link-lookalike", overlay=True) + Style.from_meta({LOOKALIKE: url})
+        return self._style("link", overlay=True) + Style(link=url)
 
     def on_click(self, event: events.Click) -> None:
         # The app captures the mouse, so the terminal never sees the click on its hyperlink.
-        url = event.style.link
+        url = event.style.link or event.style.meta.get(LOOKALIKE)
         if url:
             event.stop()
             self.post_message(LinkClicked(url))

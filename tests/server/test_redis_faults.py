@@ -37,7 +37,7 @@ from chat_testing.clusters import (
 from chat_testing.marks import requires_redis
 from chat_testing.proxy import TcpProxy
 from chat_testing.redis_servers import start_redis
-from chat_testing.servers import RunningServer
+from chat_testing.servers import RunningServer, start_server
 from chat_testing.waits import eventually, wait_until
 from tests.server.wsclients import Member, join
 
@@ -362,3 +362,30 @@ async def test_an_event_out_of_sequence_sends_the_room_s_members_to_reconnect(
     await c.ws.send("still fine")
     assert await c.recv() == f"{c.name} :: still fine"
     await c.close()
+
+
+@requires_redis
+@pytest.mark.memory_only
+def test_a_redis_that_may_evict_any_key_is_refused_until_it_may_not() -> None:
+    """Under ``allkeys-*`` a full Redis drops names and numbering silently: the server says so
+    and serves nobody; set to ``noeviction``, it serves within a moment."""
+    redis = start_redis("--save", "", "--appendonly", "no", "--maxmemory-policy", "allkeys-lru")
+    server = start_server(rate_limit=0, broker_url=redis.url, wait=False)
+    try:
+        _, body = wait_until(
+            lambda: (h := health_or_none(server)) and h[0] == 503 and h, timeout=30
+        )
+        assert "maxmemory-policy allkeys-lru may evict the chat's keys" in body["reason"]
+        assert "set noeviction" in body["reason"]
+        redis.client().config_set("maxmemory-policy", "noeviction")
+        wait_until(lambda: (h := health_or_none(server)) and h[0] == 200, timeout=10)
+    finally:
+        server.stop()
+        redis.stop()
+
+
+def health_or_none(node: RunningServer) -> tuple[int, dict[str, Any]] | None:
+    try:
+        return health(node)
+    except OSError:
+        return None  # not listening yet

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 from collections.abc import Callable
 
+import pytest
+
 from chat_protocol.v1 import SEPARATOR, format_message
+from chat_testing.marks import requires_redis
 from chat_testing.ports import free_port
 from chat_testing.proxy import TcpProxy
+from chat_testing.redis_servers import start_redis
 from chat_testing.servers import RunningServer, start_server
 from chat_testing.waits import wait_until
 from chat_tui.app import ChatApp
@@ -117,6 +122,31 @@ async def test_scrolled_up_view_does_not_move(shared_server: RunningServer) -> N
             await until(pilot, lambda: "1 new message " in unseen_line(app), "one new")
             await pilot.press("escape")
             await until(pilot, lambda: in_log(app, "one more"), "escape to the bottom")
+        finally:
+            await peer.close()
+
+
+async def test_new_messages_below_count_no_more_than_are_kept(server_factory) -> None:
+    server: RunningServer = server_factory(rate_limit=0)
+    room = room_name()
+    app = make_app(server, room, scrollback=40)
+    async with app.run_test(size=SIZE) as pilot:
+        await joined(pilot, app, room)
+        peer = await join(server.chat_url(room))
+        try:
+            for n in range(40):
+                await peer.ws.send(f"line {n:02d}")
+            await until(pilot, lambda: in_log(app, "line 39"), "the last line")
+            await pilot.press("pageup")
+            for n in range(100):  # more than the scrollback keeps
+                await peer.ws.send(f"late {n}")
+            await until(
+                pilot, lambda: app.controller.rooms[room].scrollback[-1].text == "late 99", "all"
+            )
+            await pilot.pause()
+            assert "40 new messages" in unseen_line(app)  # not 100: 40 can be shown
+            await pilot.press("end")
+            await until(pilot, lambda: in_log(app, "late 99"), "the bottom")
         finally:
             await peer.close()
 
@@ -231,7 +261,10 @@ async def test_a_message_too_long_is_refused_before_sending(server_factory) -> N
             # back in the box to be shortened; nothing reached the room.
             said = f"message too long (11 characters; {room} takes at most 10); nothing was sent"
             await until(pilot, lambda: in_log_wrapped(app, said), "the refusal")
-            assert input_line(app) == long
+            # Not put back: what is typed next must not be added to it. Up brings it back.
+            assert input_line(app) == "Message, or /help"
+            await pilot.press("up")
+            await until(pilot, lambda: input_line(app) == long, "the line back")
             await pilot.press("backspace", "enter")
             await until(pilot, lambda: in_log(app, f"{name} {long[:-1]}"), "the shorter one")
             frames = await peer.recv_until(lambda f: f.endswith(f":: {long[:-1]}"))
@@ -239,6 +272,44 @@ async def test_a_message_too_long_is_refused_before_sending(server_factory) -> N
             assert not in_log(app, "(refused)")
         finally:
             await peer.close()
+
+
+@pytest.mark.memory_only
+async def test_a_frozen_server_shows_as_lag(server_factory) -> None:
+    server: RunningServer = server_factory(rate_limit=0)
+    room = room_name()
+
+    def brisk(url: str, name: str, wake: Callable[[], object]) -> RoomConnection:
+        # Pinged after 0.3 s of silence, lag after 0.5 s (2 s and 3 s by default).
+        return RoomConnection(url, name, wake, lag_ping=0.3, lag_shown=0.5)
+
+    config = Config(server=server.ws_url, rooms=[room], autostart=False, notifications="bell")
+    app = ChatApp(config, clock=fixed_clock, connection_factory=brisk)
+    async with app.run_test(size=(160, SIZE[1])) as pilot:
+        await joined(pilot, app, room)
+        server.process.send_signal(signal.SIGSTOP)  # alive, its sockets open, answering nothing
+        try:
+            await until(pilot, lambda: "(lag)" in status_line(app), "the lag", timeout=10)
+            assert "connected, no answer for " in status_line(app)
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        await until(pilot, lambda: "lag" not in status_line(app), "the answer", timeout=10)
+        assert status_line(app).endswith("connected")
+
+
+@requires_redis
+async def test_a_port_that_is_no_chat_server_is_named_as_such() -> None:
+    redis = await asyncio.to_thread(start_redis, "--save", "", "--appendonly", "no")
+    try:
+        room = room_name()
+        config = Config(server=f"ws://127.0.0.1:{redis.port}", rooms=[room], autostart=False)
+        app = ChatApp(config, clock=fixed_clock)
+        async with app.run_test(size=(160, SIZE[1])) as pilot:
+            said = "does not speak HTTP, so it is no chat server"
+            await until(pilot, lambda: in_log_wrapped(app, said), "what answers there")
+            assert "failed" in status_line(app) and "(1006" not in log_text(app)
+    finally:
+        await asyncio.to_thread(redis.stop)
 
 
 async def test_unreachable_server_is_shown_and_retried() -> None:
@@ -422,14 +493,14 @@ async def test_autostart_starts_a_local_server_and_again_when_it_dies(
                 return [entry.text for entry in app.controller.rooms[room].scrollback]
 
             await until(pilot, lambda: again in said(), "the restart", timeout=40)
+            # The default server keeps its names on disk: the same name, and no gap marker.
             await until(
                 pilot,
-                lambda: (
-                    app.controller.rooms[room].me not in (None, name) and in_log(app, "reconnected")
-                ),
+                lambda: app.controller.rooms[room].me == name and in_log(app, "reconnected"),
                 "rejoining the restarted server",
                 timeout=40,
             )
+            assert not in_log(app, "may be missing") and not in_log(app, "reconnected as")
             started = f"started a local chat server on port {port}"
             await until(
                 pilot,

@@ -240,6 +240,17 @@ async def test_narrow_terminals_collapse_the_sidebar_and_keep_the_state(
         await pilot.resize_terminal(44, 24)
         await until(pilot, lambda: status_line(app).endswith("connected"), "the state kept")
 
+        # Toggled back to what the width gives, the layout follows the width again: wide,
+        # the full sidebar and the members panel come back by themselves.
+        members = app.query_one("#members")
+        await pilot.resize_terminal(80, 24)
+        await pilot.press("ctrl+b", "f2", "f2")  # the sidebar collapsed again; members hidden
+        await until(pilot, lambda: sidebar.region.width <= 8, "collapsed again")
+        assert not members.display
+        await pilot.resize_terminal(130, 30)
+        await until(pilot, lambda: sidebar.region.width > 8, "the width's full sidebar")
+        await until(pilot, lambda: members.display and members.region.width > 0, "the panel")
+
 
 # --- features --------------------------------------------------------------------------------
 

@@ -234,7 +234,7 @@ async def test_messages_typed_offline_are_pending_until_acked_and_reach_the_room
 ) -> None:
     room = room_name("pending")
     with TcpProxy([shared_server.port]) as gate:
-        app = make_app(gate.ws_url, room)
+        app = make_app(gate.ws_url, room, clock=datetime.now)  # notes and messages in one time
         async with app.run_test(size=SIZE) as pilot:
             name = await joined(pilot, app, room)
             listener = await join(shared_server.chat_url(room))
@@ -253,13 +253,17 @@ async def test_messages_typed_offline_are_pending_until_acked_and_reach_the_room
             app.controller.reconnect()
             await until(pilot, lambda: not app.controller.rooms[room].pending, "the acks")
             await until(pilot, lambda: not in_log(app, PENDING_MARK), "no message shown pending")
-            assert [row_of(app, f"{name} {text}") for text in typed] == sorted(
-                row_of(app, f"{name} {text}") for text in typed
-            )
+            rows = [row_of(app, f"{name} {text}") for text in typed]
+            assert rows == sorted(rows)
+            # Acknowledged, they have the room's time and place: after the reconnect, in time
+            # order (typed offline, they were above it, pending).
+            assert row_of(app, "── reconnected ──") < rows[0]
             frames = await listener.recv_until(lambda f: f.endswith(typed[-1]))
             got = [f.partition(SEPARATOR)[2] for f in frames if f.startswith(name + " ::")]
             assert got == typed
-            # And a message the server refuses (too long) is shown refused, by its nonce.
+            # And a message the server refuses (too long) is shown refused, by its nonce: as
+            # from a server that does not say its limit (this one does: the client checks).
+            app.controller.rooms[room].max_chars = None
             app.controller.send(app.controller.rooms[room], "x" * (MAX_MESSAGE_CHARS + 1))
             await until(pilot, lambda: in_log(app, "was not sent"), "the server's error")
             for _ in range(10):  # the message is longer than the screen: up to its first row

@@ -9,15 +9,17 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from chat_protocol.query import JoinRequest, join_query
 from chat_protocol.v1 import format_message
 from chat_testing.servers import RunningServer
 from chat_testing.waits import wait_until
 from chat_tui.app import ChatApp
 from chat_tui.config import Config
 from chat_tui.logbook import Logbook
-from tests.server.wsclients import join
+from tests.server.wsclients import join, join_v2
 from tests.tui.app_helpers import (
     SIZE,
+    bells_rung,
     fixed_clock,
     in_log,
     in_log_wrapped,
@@ -48,7 +50,7 @@ async def test_me_and_the_smart_join_filter(shared_server: RunningServer, tmp_pa
         try:
             await talker.ws.send("hello all")
             await until(pilot, lambda: in_log(app, f"{talker.name} hello all"), "talker's line")
-            await talker.ws.close()
+            await talker.close()
             await until(pilot, lambda: in_log(app, f"{talker.name} left"), "the talker's leave")
             # The quiet one's join is hidden; the talker's leave shows (they spoke just now).
             assert not in_log(app, f"{quiet.name} joined")
@@ -64,7 +66,7 @@ async def test_me_and_the_smart_join_filter(shared_server: RunningServer, tmp_pa
             await quiet.ws.send("/me nods")
             await until(pilot, lambda: in_log(app, f"* {quiet.name} nods"), "their action")
         finally:
-            await quiet.ws.close()
+            await quiet.close()
     # The log on disk: what was said and the server's notices, day by day, private.
     day_file = next(tmp_path.glob(f"*/{room}/*.log"))
     logged = day_file.read_text()
@@ -115,8 +117,15 @@ async def test_links_are_listed_opened_and_clicked(
             log = app.screen.query_one("#log")
             await pilot.click(log, offset=(column + 3, row))
             wait_until(lambda: opened.read_text().count("https://example.com/a_(b)") == 2)
+            # A click on the lookalike opens nothing and says what it is.
+            row = next(i for i, line in enumerate(log_lines(app)) if "and https://p" in line)
+            column = log_lines(app)[row].index("https://p")
+            await pilot.click(log, offset=(column + 3, row))
+            said = "not opened: its host is p\u0430ypal.com = xn--pypal-4ve.com"
+            await until(pilot, lambda: in_log_wrapped(app, said), "what the lookalike is")
+            assert opened.read_text().count("\n") == 2
         finally:
-            await peer.ws.close()
+            await peer.close()
 
 
 async def test_grep_finds_live_and_logged_lines(
@@ -160,7 +169,7 @@ async def test_grep_finds_live_and_logged_lines(
             await until(pilot, lambda: in_log(app, "zanzibar again, today"), "the match in view")
             assert app.screen.search_bar.display
         finally:
-            await peer.ws.close()
+            await peer.close()
 
 
 async def test_logs_that_cannot_be_written_say_so_once(
@@ -180,5 +189,33 @@ async def test_logs_that_cannot_be_written_say_so_once(
             await until(pilot, lambda: in_log(app, "line 2"), "the chat goes on")
             assert sum("logs are not written" in line for line in log_lines(app)) == 1
         finally:
-            await peer.ws.close()
+            await peer.close()
     assert os.path.isfile(blocked)
+
+
+async def test_a_first_direct_message_is_logged_and_notifies(
+    shared_server: RunningServer, tmp_path: Path
+) -> None:
+    room = room_name("dmlog")
+    app = app_logging(shared_server, tmp_path, room)
+    rung = bells_rung(app)
+    async with app.run_test(size=SIZE) as pilot:
+        me = await joined(pilot, app, room)
+        alice = await join_v2(shared_server.chat_url(room_name("dm")), "name=Alice" + room[-6:])
+        to_me = await join_v2(
+            f"{shared_server.ws_url}/chat/@{me}", join_query(JoinRequest(resume=alice.token))
+        )
+        try:
+            # It opens the conversation, which we had no connection to: the message comes
+            # with its welcome, unread, and is what the logs have of it.
+            await to_me.send("a private note", "n1")
+            conversation = f"@{alice.name}"
+            await until(pilot, lambda: len(rung) == 1, "the notification")
+            await until(
+                pilot, lambda: conversation in app.controller.rooms, "the conversation opened"
+            )
+        finally:
+            await to_me.close()
+            await alice.close()
+    logged = next(tmp_path.glob(f"*/{conversation}/*.log")).read_text()
+    assert f"{alice.name} :: a private note" in logged

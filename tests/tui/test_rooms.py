@@ -10,7 +10,16 @@ from chat_protocol.frames import Frame, Welcome
 from chat_protocol.v1 import format_join, format_leave, format_message, parse_frame
 from chat_protocol.v2 import message as v2_message_frame
 from chat_protocol.v2 import parse_frame as parse_v2_frame
-from chat_tui.rooms import PEOPLE_LIMIT, MemberSource, Room, RoomState, local_time, mentions
+from chat_tui.config import JoinFilter
+from chat_tui.rooms import (
+    PEOPLE_LIMIT,
+    MemberSource,
+    Room,
+    RoomState,
+    local_time,
+    mention_words,
+    mentions,
+)
 from chat_tui.scrollback import Entry, EntryKind, Scrollback, SendState
 from chat_tui.search import Search
 
@@ -115,6 +124,31 @@ def test_unread_mentions_and_the_marker_of_the_first_unread() -> None:
 def test_mentions_are_whole_words() -> None:
     assert mentions(ME, f"{ME}: hi") and mentions(ME, f"hi @{ME}!")
     assert not mentions(ME, f"x{ME}") and not mentions(ME, f"{ME}x")
+
+
+def test_mention_words_highlights_and_a_generated_names_short_form() -> None:
+    words = mention_words(ME, ("deploy", "on call"))
+    assert mentions(words, "meeeee01: ping") and mentions(words, "the DEPLOY failed")
+    assert mentions(words, "who is on call?") and not mentions(words, "redeployed")
+    assert not mentions(mention_words("alice"), "malice")
+
+
+def test_the_smart_filter_hides_presence_of_the_silent() -> None:
+    room = room_with_me()
+    for frame in (joined(ALICE), joined(BOB), message(BOB, "hi"), left(BOB), left(ALICE)):
+        room.frame(frame, T)
+    quiet = [e.text for e in room.scrollback if e.quiet]
+    shown = [e.text for e in room.scrollback if e.kind is EntryKind.NOTICE and not e.quiet]
+    # Alice never spoke: her join and leave are hidden; Bob's leave shows (he spoke just now),
+    # his join too was hidden: he had not spoken then.
+    assert quiet == [f"{ALICE} joined the chat", f"{BOB} joined the chat", f"{ALICE} left the chat"]
+    assert shown == [f"{BOB} left the chat"]
+    assert room.scrollback.hide_quiet
+    room.show_quiet(True)
+    assert not room.scrollback.hide_quiet
+    everything = Room("general", 100, joins=JoinFilter.ALL)
+    everything.frame(joined(ALICE), T)
+    assert not any(e.quiet for e in everything.scrollback)
 
 
 def test_our_messages_go_pending_then_sent_or_refused() -> None:

@@ -103,6 +103,7 @@ class RedisBackend(Backend):
         self.registry = RedisRegistry(self.redis)
         self.history = RedisHistory(self.redis)
         self._registered = False
+        self._eviction_told = False  # a warning about the eviction policy was logged
         self._probes: dict[bytes, float] = {}  # probe token -> when it was sent
         self._probe_tokens = itertools.count()
         self._failure: asyncio.Future[str] | None = None
@@ -256,6 +257,7 @@ class RedisBackend(Backend):
             self._spawn_reap(old, expire_first=True)
             self._registered = False
         await self.link.connect(f"chat:{self.node_id}:commands")
+        await self._check_eviction()
         self.channels.connected(await self._run_id())
         await self.pubsub.connect(f"chat:{self.node_id}:pubsub")
         await self.redis.queries.connect(f"chat:{self.node_id}:queries")
@@ -272,6 +274,36 @@ class RedisBackend(Backend):
         while self._probes:
             await asyncio.sleep(0.005)
         self._registered = True
+
+    async def _check_eviction(self) -> None:
+        """Refuse a Redis that may evict any key when full: names, a room's numbering and who
+        is where would vanish without a word (a resume then gets a new name, a room numbers
+        again from 1). ``noeviction`` is right; a ``volatile-*`` policy can only take keys
+        that expire anyway (history, reservations), early: said once, not refused."""
+        try:
+            reply = await self.link.call("CONFIG", "GET", "maxmemory-policy")
+        except RedisError as exc:  # a managed Redis may forbid CONFIG: say so, once
+            if not self._eviction_told:
+                log.warning(
+                    "cannot check redis's maxmemory-policy (%s): it must be noeviction or "
+                    "volatile-*, or the chat's state can vanish when redis is full",
+                    describe(exc),
+                )
+                self._eviction_told = True
+            return
+        policy = reply[1].decode(errors="replace") if len(reply) >= 2 else ""
+        if policy.startswith("allkeys-"):
+            # Short: /health and the 1013 close carry it, cut to a line.
+            raise BrokerUnavailable(
+                f"maxmemory-policy {policy} may evict the chat's keys: set noeviction"
+            )
+        if policy.startswith("volatile-") and not self._eviction_told:
+            log.warning(
+                "redis's maxmemory-policy is %s: when redis is full, history and name "
+                "reservations can go before their time (noeviction keeps them)",
+                policy,
+            )
+            self._eviction_told = True
 
     async def _run_id(self) -> str:
         """The Redis process's run_id: a restart, even from a snapshot, has a new one."""

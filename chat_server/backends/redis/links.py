@@ -26,14 +26,18 @@ import logging
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from chat_server.backends.base import BrokerUnavailable
@@ -47,22 +51,136 @@ OnFailure = Callable[[str], None]
 Convert = Callable[[Any], Any]
 
 
+SENTINEL_SCHEME = "redis+sentinel"
+SENTINEL_PORT = 26379  # Redis Sentinel's own default
+
+
 def connection_factory(url: str, connect_timeout: float) -> MakeConnection:
-    """New, unconnected redis-py connections to ``url``, configured for a chat node."""
-    pool = ConnectionPool.from_url(
-        url,
-        socket_connect_timeout=connect_timeout,
-        socket_keepalive=True,
+    """New, unconnected redis-py connections to ``url``, configured for a chat node.
+
+    For ``redis+sentinel://`` each connection asks the sentinels for the service's master
+    when it connects (redis-py's ``SentinelConnectionPool``): every reconnect goes to the
+    master of the moment, so a node follows a failover by itself."""
+    options: dict[str, Any] = {
+        "socket_connect_timeout": connect_timeout,
+        "socket_keepalive": True,
         # Liveness is the backend's business (timeouts and probes): no hidden pings or retries.
-        health_check_interval=0,
-        retry=Retry(NoBackoff(), 0),
-    )
+        "health_check_interval": 0,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if urlsplit(url).scheme == SENTINEL_SCHEME:
+        pool: ConnectionPool = _sentinel_pool(parse_sentinel_url(url), connect_timeout, options)
+    else:
+        pool = ConnectionPool.from_url(url, **options)
     # RESP2 whatever the URL says: pub/sub messages are then plain replies on their connection.
     pool.connection_kwargs["protocol"] = 2
     # No maintenance push notifications (Redis Enterprise's): with RESP2 and without hiredis
     # redis-py 8 refuses every connection over them rather than going without.
     pool.connection_kwargs["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
     return pool.make_connection
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelUrl:
+    """``redis+sentinel://[[user]:password@]HOST:PORT[,HOST:PORT...]/SERVICE_NAME[/DB]``: the
+    credentials and the database are the master's (the sentinels are asked without)."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    parts = urlsplit(url)
+    if parts.scheme != SENTINEL_SCHEME:
+        raise ValueError(f"not a {SENTINEL_SCHEME}:// URL")
+    if parts.query or parts.fragment:
+        raise ValueError(f"a {SENTINEL_SCHEME}:// URL takes no ?options or #fragment")
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    sentinels = tuple(_host_port(h) for h in hosts.split(","))
+    path = [unquote(p) for p in parts.path.split("/")[1:]]
+    if not 1 <= len(path) <= 2 or not path[0]:
+        raise ValueError(f"a {SENTINEL_SCHEME}:// URL ends in /SERVICE_NAME or /SERVICE_NAME/DB")
+    db = 0
+    if len(path) == 2:
+        if not path[1].isdigit():
+            raise ValueError(f"database {path[1]!r} is not a number")
+        db = int(path[1])
+    return SentinelUrl(sentinels, path[0], db, username, password)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    if text.startswith("["):  # [IPv6]:PORT
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    else:
+        host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+    if not host:
+        raise ValueError(f"sentinel {text!r} has no host")
+    if not port:
+        return host, SENTINEL_PORT
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"sentinel {text!r} has no valid port")
+    return host, int(port)
+
+
+def _sentinel_pool(
+    target: SentinelUrl, connect_timeout: float, options: dict[str, Any]
+) -> SentinelConnectionPool:
+    # Each sentinel gets a share of the connect deadline: one that hangs (paused, or behind
+    # a dead link) must leave time to ask the next one and to reach the master.
+    share = connect_timeout / (len(target.sentinels) + 1)
+    sentinel = _Sentinels(
+        target.sentinels,
+        sentinel_kwargs={
+            "socket_connect_timeout": share,
+            "socket_timeout": share,
+            "socket_keepalive": True,
+            "health_check_interval": 0,
+            "retry": Retry(NoBackoff(), 0),
+            "protocol": 2,
+        },
+    )
+    return SentinelConnectionPool(
+        target.service,
+        sentinel,
+        is_master=True,
+        check_connection=False,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        **options,
+    )
+
+
+class _Sentinels(Sentinel):
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        """redis-py's, with a short reason when no sentinel names a master: it becomes
+        /health's and the log's reason, where redis-py's would list every sentinel's client."""
+        unreachable = 0
+        for index, sentinel in enumerate(self.sentinels):
+            try:
+                masters = await sentinel.sentinel_masters()
+            except (RedisConnectionError, RedisTimeoutError, ResponseError):
+                unreachable += 1
+                continue
+            state = masters.get(service_name)
+            if state and self.check_master_state(state, service_name):
+                # The one that answered is asked first next time.
+                self.sentinels[0], self.sentinels[index] = sentinel, self.sentinels[0]
+                return state["ip"], state["port"]
+        answered = len(self.sentinels) - unreachable
+        raise MasterNotFoundError(
+            f"no sentinel names a master for {service_name!r} "
+            f"({answered} of {len(self.sentinels)} answered; a failover under way?)"
+        )
 
 
 def encode_bulk(value: str | bytes | int) -> bytes:

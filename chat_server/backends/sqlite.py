@@ -1,0 +1,746 @@
+"""``sqlite://``: one process, as ``memory://``, with everything worth keeping on disk.
+
+The rooms live in memory exactly as with ``memory://`` (this backend is the memory backend);
+what a restart must not forget is also written to an SQLite database: each room's epoch,
+offset and history with the nonces of its messages, the names with their resume-token digests
+and reservations, read positions, who wrote to whom, and the operators' rules (bans, mutes,
+room settings). Presence is not kept: after a restart every connection is new.
+
+Writes are grouped: whatever was published in one turn of the event loop is one transaction,
+written by one thread of its own (``sqlite3`` lets go of the GIL while it writes), while the
+next turn's gathers. An event is delivered to the room's members, and a message acknowledged
+to its sender, only once its transaction is committed: what anyone saw or was told is on disk,
+so after a crash (SIGKILL) the room goes on with the same epoch and offsets and a reconnecting
+client recovers exactly. The database runs in WAL mode with ``synchronous=NORMAL``: a commit
+survives the process being killed; a power cut can lose the last transactions (up to the last
+checkpoint's worth), and then a client may hold offsets the room numbers again: see
+docs/scaling.md.
+
+The file: ``sqlite:///path/to/chat.db``, or ``sqlite://`` for ``chat-PORT.db`` in the user's
+state directory (``~/.local/state/chat-server/`` on Linux). One server at a time: the file is
+locked while a server has it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import unquote, urlsplit
+
+from platformdirs import user_state_dir
+
+from chat_protocol.names import name_key
+from chat_server.backends.base import (
+    DEDUP_PER_ROOM,
+    BrokerStatus,
+    BrokerUnavailable,
+    Publishing,
+    Rule,
+    RuleKind,
+)
+from chat_server.backends.memory import (
+    MemoryBackend,
+    MemoryChannels,
+    MemoryHistory,
+    MemoryRegistry,
+    _Name,
+    _Published,
+    _remember,
+    _Room,
+    _State,
+)
+from chat_server.events import EventKind, StoredMessage
+from chat_server.ops.settings import Settings
+
+log = logging.getLogger("chat_server.sqlite")
+_MESSAGE = EventKind.MESSAGE
+
+DEFAULT_FILE: Final = "chat-{port}.db"
+SCHEMA_VERSION: Final = 1
+# Events gathered for one transaction beyond which a message's publish waits for it (the
+# sessions' publish windows then hold their readers back: the disk sets the pace).
+BACKLOG: Final = 5000
+# Under load, what is published within this many seconds is written in one transaction.
+GATHER: Final = 0.001
+# A room's history is trimmed on disk to what memory keeps every this many messages. History
+# is written in chunks, the messages of one room in one transaction as one row (_chunk): one
+# row per room and batch, not one per message.
+TRIM_EVERY: Final = 256
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rooms (
+    room TEXT PRIMARY KEY, epoch TEXT NOT NULL, offset INTEGER NOT NULL, touched REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    room TEXT NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL, messages TEXT NOT NULL,
+    PRIMARY KEY (room, first)
+);
+CREATE TABLE IF NOT EXISTS names (
+    key TEXT PRIMARY KEY, shown TEXT NOT NULL, digest TEXT, expires REAL NOT NULL,
+    forward TEXT
+);
+CREATE TABLE IF NOT EXISTS reads (
+    token TEXT NOT NULL, room TEXT NOT NULL, epoch TEXT NOT NULL, offset INTEGER NOT NULL,
+    seq INTEGER NOT NULL, PRIMARY KEY (token, room)
+);
+CREATE TABLE IF NOT EXISTS inboxes (token TEXT PRIMARY KEY, noted TEXT NOT NULL, seq INTEGER);
+CREATE TABLE IF NOT EXISTS rules (kind TEXT NOT NULL, key TEXT NOT NULL, rule TEXT NOT NULL,
+    PRIMARY KEY (kind, key));
+"""
+
+
+class DatabaseError(RuntimeError):
+    """The database cannot be used (corrupt, not a database, unwritable): the server stops."""
+
+
+def database_path(url: str, port: int) -> Path:
+    """The file ``url`` names: ``sqlite:///abs/path.db``, or ``sqlite://`` for the default,
+    one per port (two servers on one machine must not share one)."""
+    parts = urlsplit(url)
+    path = unquote(parts.path)
+    if parts.netloc:
+        raise ValueError(f"a sqlite:// URL names a file, not a host: {url!r}")
+    if not path or path == "/":
+        return Path(user_state_dir("chat-server")) / DEFAULT_FILE.format(port=port)
+    return Path(path)
+
+
+class _Tracked(OrderedDict[Any, Any]):
+    """A dict that notes which keys were set or removed since :meth:`take` (its values may
+    also change in place: the owner notes those with :meth:`touch`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dirty: set[Any] = set()
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.dirty.add(key)
+
+    def __delitem__(self, key: Any) -> None:
+        super().__delitem__(key)
+        self.dirty.add(key)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        self.dirty.add(key)
+        return super().pop(key, *default)
+
+    def popitem(self, last: bool = True) -> tuple[Any, Any]:
+        key, value = super().popitem(last)
+        self.dirty.add(key)
+        return key, value
+
+    def touch(self, key: Any) -> None:
+        self.dirty.add(key)
+
+    def take(self) -> set[Any]:
+        dirty, self.dirty = self.dirty, set()
+        return dirty
+
+
+@dataclass
+class _Batch:
+    """What one transaction writes, and what waits for it."""
+
+    messages: dict[str, list[_Published]] = field(default_factory=dict)  # room -> its own
+    rooms: dict[str, tuple[str, int, float] | None] = field(default_factory=dict)  # None: gone
+    trims: dict[str, int] = field(default_factory=dict)  # room -> first offset kept
+    names: list[tuple[str, tuple[str, str | None, float, str | None] | None]] = field(
+        default_factory=list
+    )
+    reads: list[tuple[tuple[str, str], tuple[str, int] | None]] = field(default_factory=list)
+    inboxes: list[tuple[str, str | None]] = field(default_factory=list)
+    rules: list[tuple[tuple[str, str], str | None]] = field(default_factory=list)
+    deliveries: list[tuple[str, _Published]] = field(default_factory=list)
+    waiting: list[_Written] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (
+            self.messages or self.rooms or self.trims or self.names or self.reads
+            or self.inboxes or self.rules or self.deliveries or self.waiting
+        )  # fmt: skip
+
+
+# A room's messages of one batch are one row: each message is "offset US name US time US
+# nonce US text", the messages joined by RS. Neither separator can be in a field: text is
+# sanitised (no C0 control but newline and tab), names and nonces are printable.
+_US, _RS = "\x1f", "\x1e"
+
+
+def _chunk(said: list[_Published]) -> str:
+    return _RS.join([
+        f"{e.offset}{_US}{e.name}{_US}{e.time!r}{_US}{e.nonce or ''}{_US}{e.text}" for e in said
+    ])  # fmt: skip
+
+
+def _unchunk(chunk: str) -> list[tuple[int, str, float, str | None, str]]:
+    """The messages of a chunk: (offset, name, time, nonce, text)."""
+    said = []
+    for item in chunk.split(_RS):
+        offset, name, at, nonce, text = item.split(_US, 4)
+        said.append((int(offset), name, float(at), nonce or None, text))
+    return said
+
+
+class _Database:
+    """The connection, used only from the writer thread (and at start, before it)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.con: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Readable by its owner only, and so are the -wal and -shm files SQLite makes
+            # beside it (with the database's mode): made so before SQLite opens it.
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+            self.path.chmod(0o600)
+            con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            # Held from the first write on: a second server on the same file fails at start
+            # rather than the two overwriting each other's rooms.
+            con.execute("PRAGMA locking_mode=EXCLUSIVE")
+            con.execute("PRAGMA busy_timeout=1000")
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            checked = con.execute("PRAGMA quick_check").fetchone()
+            if checked is None or checked[0] != "ok":
+                raise DatabaseError(f"{self.path} is damaged: {checked and checked[0]}")
+            con.executescript(_SCHEMA)
+            version = con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if version is None:
+                con.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif version[0] != str(SCHEMA_VERSION):
+                raise DatabaseError(
+                    f"{self.path} is of schema {version[0]}, this server knows {SCHEMA_VERSION}"
+                )
+        except (sqlite3.Error, OSError) as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            locked = code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            hint = " (another chat-server uses it)" if locked else ""
+            raise DatabaseError(f"cannot use the chat database {self.path}: {exc}{hint}") from exc
+        self.con = con
+
+    def close(self) -> None:
+        if self.con is not None:
+            self.con.close()
+            self.con = None
+
+    def write(self, batch: _Batch) -> None:
+        con = self.con
+        assert con is not None
+        con.execute("BEGIN")
+        try:
+            for room, row in batch.rooms.items():
+                if row is None:
+                    con.execute("DELETE FROM rooms WHERE room=?", (room,))
+                    con.execute("DELETE FROM chunks WHERE room=?", (room,))
+                else:
+                    epoch, offset, touched = row
+                    previous = con.execute(
+                        "SELECT epoch FROM rooms WHERE room=?", (room,)
+                    ).fetchone()
+                    if previous is not None and previous[0] != epoch:
+                        # A new numbering: the old one's messages mean nothing any more.
+                        con.execute("DELETE FROM chunks WHERE room=?", (room,))
+                    con.execute(
+                        "INSERT INTO rooms VALUES (?,?,?,?) ON CONFLICT(room) DO UPDATE SET "
+                        "epoch=excluded.epoch, offset=excluded.offset, touched=excluded.touched",
+                        (room, epoch, offset, touched),
+                    )
+            if batch.messages:
+                con.executemany(
+                    "INSERT OR REPLACE INTO chunks VALUES (?,?,?,?)",
+                    [
+                        (room, said[0].offset, said[-1].offset, _chunk(said))
+                        for room, said in batch.messages.items()
+                    ],
+                )
+            if batch.trims:
+                con.executemany(
+                    "DELETE FROM chunks WHERE room=? AND last<?", list(batch.trims.items())
+                )
+            for key, name in batch.names:
+                if name is None:
+                    con.execute("DELETE FROM names WHERE key=?", (key,))
+                else:
+                    con.execute("INSERT OR REPLACE INTO names VALUES (?,?,?,?,?)", (key, *name))
+            for (token, room), kept in batch.reads:
+                if kept is None:
+                    con.execute("DELETE FROM reads WHERE token=? AND room=?", (token, room))
+                else:
+                    con.execute(
+                        "INSERT OR REPLACE INTO reads VALUES (?,?,?,?,"
+                        "(SELECT COALESCE(MAX(seq), 0) + 1 FROM reads))",
+                        (token, room, *kept),
+                    )
+            for token, noted in batch.inboxes:
+                if noted is None:
+                    con.execute("DELETE FROM inboxes WHERE token=?", (token,))
+                else:
+                    con.execute(
+                        "INSERT OR REPLACE INTO inboxes VALUES (?,?,"
+                        "(SELECT COALESCE(MAX(seq), 0) + 1 FROM inboxes))",
+                        (token, noted),
+                    )
+            for (kind, key), rule in batch.rules:
+                if rule is None:
+                    con.execute("DELETE FROM rules WHERE kind=? AND key=?", (kind, key))
+                else:
+                    con.execute("INSERT OR REPLACE INTO rules VALUES (?,?,?)", (kind, key, rule))
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+
+    def load(self) -> dict[str, list[Any]]:
+        con = self.con
+        assert con is not None
+
+        def rows(query: str) -> list[Any]:
+            return con.execute(query).fetchall()
+
+        return {
+            "rooms": rows("SELECT room, epoch, offset, touched FROM rooms"),
+            "chunks": rows("SELECT room, messages FROM chunks ORDER BY room, first"),
+            "names": rows("SELECT key, shown, digest, expires, forward FROM names"),
+            "reads": rows("SELECT token, room, epoch, offset FROM reads ORDER BY seq"),
+            "inboxes": rows("SELECT token, noted FROM inboxes ORDER BY seq"),
+            "rules": rows("SELECT rule FROM rules"),
+        }
+
+
+class _Journal:
+    """Gathers what changed into a batch, writes it in the writer thread, then lets its events
+    out: one batch written at a time, the next gathering meanwhile."""
+
+    def __init__(self, database: _Database, on_failure: Callable[[str | None], None]) -> None:
+        self.database = database
+        self.batch = _Batch()
+        self._requests: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writing = False
+        self._idle: asyncio.Event | None = None
+        self._busy = False
+        self._last_write = 0.0
+        self._due = False
+        self._failed: str | None = None
+        self._on_failure = on_failure
+        self.deliver: Callable[[str, _Published], None] | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._thread = threading.Thread(target=self._run, name="chat-db", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        """The writer thread: a batch at a time, its outcome handed back to the loop."""
+        loop, requests, write = self._loop, self._requests, self.database.write
+        assert loop is not None
+        while (batch := requests.get()) is not None:
+            try:
+                write(batch)
+                error: BaseException | None = None
+            except Exception as exc:  # told to the loop, which stops taking messages
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(self._written, batch, error)
+
+    def due(self) -> None:
+        """Something was added to the batch: write it soon, with what else comes meanwhile."""
+        if not self._due and not self._writing and self._loop is not None:
+            self._due = True
+            # Under load, what arrives within GATHER goes in one transaction; an idle
+            # room's message goes at once.
+            if self._busy:
+                self._loop.call_later(GATHER, self._write_next)
+            else:
+                self._loop.call_soon(self._write_next)
+
+    def _write_next(self) -> None:
+        self._due = False
+        batch = self.batch
+        if self._writing or batch.empty() or self._thread is None:
+            return
+        self.batch = _Batch()
+        now = time.monotonic()
+        self._busy = now - self._last_write < GATHER  # the last one was just now
+        self._last_write = now
+        self._writing = True
+        assert self._idle is not None
+        self._idle.clear()
+        self._requests.put(batch)
+
+    def _written(self, batch: _Batch, error: BaseException | None) -> None:
+        self._writing = False
+        if error is not None:
+            reason = f"the chat database cannot be written: {error}"
+            if self._failed is None:
+                self._failed = reason
+                log.error("%s", reason)
+                self._on_failure(reason)
+            for waiter in batch.waiting:
+                waiter.settle(BrokerUnavailable(reason))
+        else:
+            if self._failed is not None:  # written again (space was freed): available again
+                log.warning("the chat database is written again")
+                self._failed = None
+                self._on_failure(None)
+            deliver = self.deliver
+            if deliver is not None:
+                for room, event in batch.deliveries:
+                    deliver(room, event)
+            for waiter in batch.waiting:
+                waiter.settle()
+        assert self._idle is not None
+        self._idle.set()
+        if not self.batch.empty():
+            self.due()
+
+    async def drain(self) -> None:
+        """Until everything gathered is written (shutting down)."""
+        while self._idle is not None:
+            await self._idle.wait()
+            if self.batch.empty():
+                return
+            self._write_next()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._requests.put(None)
+            self._thread.join()
+            self._thread = None
+
+
+class _Written:
+    """A publish's result once its transaction is committed. Not an asyncio future: one is
+    made per message, and a future's callbacks each cost a turn of the loop; these are called
+    at once, in order, when the batch is written."""
+
+    __slots__ = ("_callbacks", "_error", "_settled", "published")
+
+    def __init__(self, published: Any) -> None:
+        self.published = published  # the event, or the Duplicate a repeated send is
+        self._callbacks: list[Callable[[Any], object]] = []
+        self._error: BaseException | None = None
+        self._settled = False
+
+    def done(self) -> bool:
+        return self._settled
+
+    def cancelled(self) -> bool:
+        return False
+
+    def result(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self.published
+
+    def add_done_callback(self, callback: Callable[[Any], object]) -> None:
+        if self._settled:
+            callback(self)
+        else:
+            self._callbacks.append(callback)
+
+    def settle(self, error: BaseException | None = None) -> None:
+        self._settled, self._error = True, error
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(self)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if not self._settled:
+            waiter = asyncio.get_running_loop().create_future()
+            self.add_done_callback(lambda _: waiter.done() or waiter.set_result(None))
+            yield from waiter
+        return self.result()
+
+
+class SqliteChannels(MemoryChannels):
+    """The memory channels, whose events wait for their transaction before anyone has them."""
+
+    def __init__(self, state: _State, node_id: str, journal: _Journal) -> None:
+        super().__init__(state, node_id)
+        self._journal = journal
+        self._epochs: dict[str, str] = {}  # the epoch each room's row on disk has
+        super().bind(self._gather)
+
+    def bind(self, deliver: Callable[[str, _Published], None]) -> None:
+        self._journal.deliver = deliver
+
+    def _gather(self, room: str, event: Any) -> None:
+        batch = self._journal.batch
+        batch.deliveries.append((room, event))
+        state = self._state.rooms.get(room)
+        if state is None:
+            self._journal.due()
+            return
+        ring = state.ring
+        if ring is None or self._epochs.get(room) != state.epoch:
+            # A new numbering is written once; its offsets come with the history (or, with
+            # history off, with the room's row each time).
+            self._epochs[room] = state.epoch
+            batch.rooms[room] = (state.epoch, state.offset, state.touched)
+        if event.kind is _MESSAGE and ring is not None:
+            said = batch.messages.get(room)
+            if said is None:
+                said = batch.messages[room] = []
+            said.append(event)  # made into a row by the writer thread
+            if not event.offset % TRIM_EVERY and ring:
+                batch.trims[room] = ring[0].offset
+        journal = self._journal
+        if not journal._due:
+            journal.due()
+
+    def forgotten(self, room: str) -> None:
+        self._epochs.pop(room, None)
+
+    def publish(
+        self,
+        room: str,
+        kind: EventKind,
+        name: str,
+        text: str = "",
+        nonce: str | None = None,
+        ref: int | None = None,
+    ) -> Publishing:
+        published = super().publish(room, kind, name, text, nonce, ref)
+        batch = self._journal.batch
+        if not isinstance(published, _Published):
+            if published.done() and published.result() is not None:
+                # A duplicate: acknowledged only once what it repeats is surely written (it
+                # may be in the batch being gathered).
+                written = _Written(published.result())
+                batch.waiting.append(written)
+                self._journal.due()
+                return written
+            return published  # refused: nothing was written
+        if kind is _MESSAGE and len(batch.deliveries) < BACKLOG:
+            # Settled as with memory://: the sender's echo and ack, like everyone's copy, go
+            # out only with the batch (see _Journal), so nobody hears of it before it is on
+            # disk, and the session needs no bookkeeping per message.
+            return published
+        written = _Written(published)
+        batch.waiting.append(written)
+        self._journal.due()
+        return written
+
+
+class SqliteRegistry(MemoryRegistry):
+    """The memory registry; every name, read position and inbox it changes is written."""
+
+    def __init__(self, state: _State, journal: _Journal) -> None:
+        super().__init__(state)
+        self._journal = journal
+
+    def _flush_changes(self) -> None:
+        state, batch = self._state, self._journal.batch
+        names: _Tracked = state.names  # type: ignore[assignment]
+        for key in names.take():
+            record = names.get(key)
+            batch.names.append((key, None if record is None else _name_row(record)))
+        reads: _Tracked = state.read  # type: ignore[assignment]
+        for key in reads.take():
+            batch.reads.append((key, reads.get(key)))
+        inbox: _Tracked = state.inbox  # type: ignore[assignment]
+        for token in inbox.take():
+            noted = inbox.get(token)
+            batch.inboxes.append((token, None if noted is None else json.dumps(noted)))
+        self._journal.due()
+
+    def _touch(self, name: str) -> None:
+        self._state.names.touch(name_key(name))  # type: ignore[attr-defined]
+
+    async def claim_name(self, name: str, digest: str | None = None) -> bool:
+        claimed = await super().claim_name(name, digest)
+        self._flush_changes()
+        return claimed
+
+    async def resume_name(self, name: str, digest: str) -> str | None:
+        shown = await super().resume_name(name, digest)
+        if shown is not None:
+            self._touch(shown)
+        self._flush_changes()
+        return shown
+
+    async def rename_name(self, old: str, new: str, digest: str) -> bool:
+        renamed = await super().rename_name(old, new, digest)
+        self._touch(old)
+        self._touch(new)
+        self._flush_changes()
+        return renamed
+
+    async def release_name(self, name: str) -> None:
+        record = self._followed(name)
+        await super().release_name(name)
+        if record is not None:
+            self._touch(record.shown)
+        self._flush_changes()
+
+    async def keep_read_position(self, token_id: str, room: str, epoch: str, offset: int) -> None:
+        await super().keep_read_position(token_id, room, epoch, offset)
+        self._flush_changes()
+
+    async def note_direct(self, token_id: str, room: str, sender: str) -> None:
+        await super().note_direct(token_id, room, sender)
+        self._state.inbox.touch(token_id)  # type: ignore[attr-defined]
+        self._flush_changes()
+
+    async def clear_direct(self, token_id: str, room: str) -> None:
+        await super().clear_direct(token_id, room)
+        self._state.inbox.touch(token_id)  # type: ignore[attr-defined]
+        self._flush_changes()
+
+
+def _name_row(record: _Name) -> tuple[str, str | None, float, str | None]:
+    # A name held now is kept as held (expires 0): at the next start it is reserved afresh.
+    return (record.shown, record.digest, 0.0 if record.holds else record.expires, record.forward)
+
+
+class _PersistentState(_State):
+    """The memory state, whose forgetting of rooms (and when they went idle) is written too."""
+
+    journal: _Journal
+    channels: SqliteChannels
+
+    def forget(self, room: str) -> None:
+        super().forget(room)
+        self.channels.forgotten(room)
+        self.journal.batch.rooms[room] = None
+        self.journal.due()
+
+    def room_emptied(self, room: str, state: _Room) -> None:
+        super().room_emptied(room, state)
+        if room in self.rooms:  # kept, idle: since when counts (--history-ttl)
+            self.journal.batch.rooms[room] = (state.epoch, state.offset, state.touched)
+            self.journal.due()
+
+
+class SqliteBackend(MemoryBackend):
+    kind = "sqlite"
+
+    def __init__(self, settings: Settings, node_id: str) -> None:
+        super().__init__(settings, node_id)
+        self.path = database_path(settings.broker_url, settings.port)
+        self._database = _Database(self.path)
+        self._journal = _Journal(self._database, self._failed)
+        state = _PersistentState(settings)
+        state.journal = self._journal
+        state.names = _Tracked()  # type: ignore[assignment]
+        state.read = _Tracked()
+        state.inbox = _Tracked()
+        self._state = state
+        self.channels = SqliteChannels(state, node_id, self._journal)
+        state.channels = self.channels
+        self.registry = SqliteRegistry(state, self._journal)
+        self.history = MemoryHistory(state)
+
+    @property
+    def url(self) -> str:
+        return f"sqlite://{self.path}"
+
+    def _failed(self, reason: str | None) -> None:
+        """The database cannot be written (``reason``), or can again (None)."""
+        self._set_status(BrokerStatus(True) if reason is None else BrokerStatus(False, reason))
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self._database.open)
+            loaded = await loop.run_in_executor(None, self._database.load)
+        except DatabaseError as exc:
+            log.error("%s", exc)
+            raise
+        self._journal.start()
+        self._restore(loaded)
+        log.info(
+            "chat database %s: %d rooms, %d names", self.path, len(loaded["rooms"]),
+            len(loaded["names"]),
+        )  # fmt: skip
+
+    def _restore(self, loaded: dict[str, list[Any]]) -> None:
+        state: _PersistentState = self._state  # type: ignore[assignment]
+        settings = state.settings
+        now = time.time()
+        history: dict[str, list[tuple[int, str, float, str | None, str]]] = {}
+        for room, chunk in loaded["chunks"]:
+            try:
+                history.setdefault(room, []).extend(_unchunk(chunk))
+            except ValueError as exc:
+                raise DatabaseError(f"{self.path}: a damaged chunk of {room}'s history") from exc
+        channels: SqliteChannels = self.channels  # type: ignore[assignment]
+        for room, epoch, offset, touched in sorted(loaded["rooms"], key=lambda r: r[3]):
+            kept = _Room(settings.history_size)
+            said = history.get(room, [])
+            kept.epoch, kept.touched = epoch, touched
+            kept.offset = max(offset, said[-1][0] if said else 0)
+            if kept.ring is not None:
+                for number, name, at, _nonce, text in said[-settings.history_size :]:
+                    kept.ring.append(StoredMessage(number, name, text, at))
+            for number, _name, at, nonce, _text in said[-DEDUP_PER_ROOM:]:
+                if nonce is not None:
+                    _remember(kept, nonce, (number, at))
+            channels._epochs[room] = epoch
+            state.rooms[room] = kept
+            state.idle[room] = None  # nobody is in it after a start
+            if kept.ring is not None:
+                state.weigh(room, kept)
+        names: _Tracked = state.names  # type: ignore[assignment]
+        reservation = settings.name_reservation
+        for key, shown, digest, expires, forward in loaded["names"]:
+            if digest is None:
+                continue  # held by a connection without a token: nobody can take it back
+            if expires == 0.0:  # held when the server stopped: reserved from now on
+                expires = now + reservation
+            if expires <= now:
+                continue
+            record = _Name(shown, digest)
+            record.holds, record.expires, record.forward = 0, expires, forward
+            names[key] = record
+            state.reserved.append((expires, shown))
+        state.reserved = deque(sorted(state.reserved))
+        for token, room, epoch, offset in loaded["reads"]:
+            state.read[(token, room)] = (epoch, offset)
+        for token, noted in loaded["inboxes"]:
+            state.inbox[token] = json.loads(noted)
+        for (data,) in loaded["rules"]:
+            rule = Rule.from_json(data)
+            if rule.live(now):
+                self._rules[rule.kind, rule.key] = rule
+        for table in (names, state.read, state.inbox):
+            table.take()  # what was read is what is written
+        state.forget_idle()  # the bounds of idle rooms apply to what was kept
+
+    async def keep_rule(self, rule: Rule) -> None:
+        await super().keep_rule(rule)
+        self._journal.batch.rules.append(((rule.kind.value, rule.key), rule.to_json()))
+        self._journal.due()
+
+    async def drop_rule(self, kind: RuleKind, key: str) -> bool:
+        dropped = await super().drop_rule(kind, key)
+        self._journal.batch.rules.append(((kind.value, key), None))
+        self._journal.due()
+        return dropped
+
+    async def close(self) -> None:
+        await self._journal.drain()
+        self._journal.stop()
+        self._database.close()
+        await super().close()
