@@ -40,6 +40,7 @@ LONG_FIRST = (
     "tests/tui/test_moderation_tmux.py::",
     "tests/server/test_addresses.py::test_on_a_shared_broker",
     "tests/server/test_governance.py::test_bans_and_kicks_reach_every_process",
+    "tests/server/test_sentinel.py::test_a_failover_is_followed",
 )
 
 _own_directories: Path | None = None

@@ -72,8 +72,6 @@ SCHEMA_VERSION: Final = 1
 # Events gathered for one transaction beyond which a message's publish waits for it (the
 # sessions' publish windows then hold their readers back: the disk sets the pace).
 BACKLOG: Final = 5000
-# Under load, what is published within this many seconds is written in one transaction.
-GATHER: Final = 0.001
 # A room's history is trimmed on disk to what memory keeps every this many messages. History
 # is written in chunks, the messages of one room in one transaction as one row (_chunk): one
 # row per room and batch, not one per message.
@@ -336,8 +334,6 @@ class _Journal:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writing = False
         self._idle: asyncio.Event | None = None
-        self._busy = False
-        self._last_write = 0.0
         self._due = False
         self._failed: str | None = None
         self._on_failure = on_failure
@@ -364,15 +360,12 @@ class _Journal:
                 loop.call_soon_threadsafe(self._written, batch, error)
 
     def due(self) -> None:
-        """Something was added to the batch: write it soon, with what else comes meanwhile."""
+        """Something was added to the batch: write it after this turn of the loop. While a
+        batch is being written the next one gathers, so under load each transaction holds
+        what arrived during the last (group commit), and a lone message waits for none."""
         if not self._due and not self._writing and self._loop is not None:
             self._due = True
-            # Under load, what arrives within GATHER goes in one transaction; an idle
-            # room's message goes at once.
-            if self._busy:
-                self._loop.call_later(GATHER, self._write_next)
-            else:
-                self._loop.call_soon(self._write_next)
+            self._loop.call_soon(self._write_next)
 
     def _write_next(self) -> None:
         self._due = False
@@ -380,9 +373,6 @@ class _Journal:
         if self._writing or batch.empty() or self._thread is None:
             return
         self.batch = _Batch()
-        now = time.monotonic()
-        self._busy = now - self._last_write < GATHER  # the last one was just now
-        self._last_write = now
         self._writing = True
         assert self._idle is not None
         self._idle.clear()
