@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -45,7 +46,6 @@ from chat_protocol.names import name_key
 from chat_server.backends.base import (
     DEDUP_PER_ROOM,
     BrokerStatus,
-    BrokerUnavailable,
     Publishing,
     Rule,
     RuleKind,
@@ -69,6 +69,10 @@ _MESSAGE = EventKind.MESSAGE
 
 DEFAULT_FILE: Final = "chat-{port}.db"
 SCHEMA_VERSION: Final = 1
+# Stopping: how long the last changes may take to be written.
+CLOSE_WAIT: Final = 5.0
+# After a write failed, how long until the same batch is tried again.
+RETRY_EVERY: Final = 1.0
 # Events gathered for one transaction beyond which a message's publish waits for it (the
 # sessions' publish windows then hold their readers back: the disk sets the pace).
 BACKLOG: Final = 5000
@@ -199,43 +203,67 @@ class _Database:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.con: sqlite3.Connection | None = None
+        self._lock: int | None = None  # the file, held open with an exclusive flock
 
     def open(self) -> None:
+        path = self.path
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            # Readable by its owner only, and so are the -wal and -shm files SQLite makes
-            # beside it (with the database's mode): made so before SQLite opens it.
-            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-            self.path.chmod(0o600)
-            con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            # Held from the first write on: a second server on the same file fails at start
-            # rather than the two overwriting each other's rooms.
-            con.execute("PRAGMA locking_mode=EXCLUSIVE")
-            con.execute("PRAGMA busy_timeout=1000")
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=NORMAL")
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with contextlib.suppress(FileExistsError):
+                # A new file is readable by its owner only from the start, and so are the
+                # -wal and -shm files SQLite makes beside it (with the database's mode).
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+            self._lock = os.open(path, os.O_RDWR)
+            try:
+                # One server per file (an advisory lock apart from SQLite's own, which
+                # leaves the file readable meanwhile: `sqlite3 FILE .backup COPY` works).
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise DatabaseError(
+                    f"cannot use the chat database {path}: another chat-server uses it"
+                ) from None
+            con = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            con.execute("PRAGMA busy_timeout=5000")
             checked = con.execute("PRAGMA quick_check").fetchone()
             if checked is None or checked[0] != "ok":
-                raise DatabaseError(f"{self.path} is damaged: {checked and checked[0]}")
+                raise DatabaseError(f"{path} is damaged: {checked and checked[0]}")
+            tables = {
+                row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            if tables and "meta" not in tables:
+                # Someone else's database: never taken over.
+                raise DatabaseError(
+                    f"{path} is not a chat database (its tables: {', '.join(sorted(tables))})"
+                )
+            path.chmod(0o600)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
             con.executescript(_SCHEMA)
             version = con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if version is None:
                 con.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             elif version[0] != str(SCHEMA_VERSION):
                 raise DatabaseError(
-                    f"{self.path} is of schema {version[0]}, this server knows {SCHEMA_VERSION}"
+                    f"{path} is of schema {version[0]}, this server knows {SCHEMA_VERSION}"
                 )
         except (sqlite3.Error, OSError) as exc:
-            code = getattr(exc, "sqlite_errorcode", None)
-            locked = code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-            hint = " (another chat-server uses it)" if locked else ""
-            raise DatabaseError(f"cannot use the chat database {self.path}: {exc}{hint}") from exc
+            self._unlock()
+            raise DatabaseError(f"cannot use the chat database {path}: {exc}") from exc
+        except DatabaseError:
+            self._unlock()
+            raise
         self.con = con
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # the flock goes with it
+            self._lock = None
 
     def close(self) -> None:
         if self.con is not None:
             self.con.close()
             self.con = None
+        self._unlock()
 
     def write(self, batch: _Batch) -> None:
         con = self.con
@@ -379,26 +407,30 @@ class _Journal:
         self._requests.put(batch)
 
     def _written(self, batch: _Batch, error: BaseException | None) -> None:
-        self._writing = False
         if error is not None:
+            # What the batch holds is already what memory has (numbered, in the rooms'
+            # histories): it is written, or nothing after it is. Nobody hears of it meanwhile:
+            # the backend is unavailable (every member is closed with 1013, nobody joins) and
+            # the same batch is tried again until the disk takes it (space freed, say).
             reason = f"the chat database cannot be written: {error}"
             if self._failed is None:
                 self._failed = reason
-                log.error("%s", reason)
+                log.error("%s; trying again every %g s", reason, RETRY_EVERY)
                 self._on_failure(reason)
-            for waiter in batch.waiting:
-                waiter.settle(BrokerUnavailable(reason))
-        else:
-            if self._failed is not None:  # written again (space was freed): available again
-                log.warning("the chat database is written again")
-                self._failed = None
-                self._on_failure(None)
-            deliver = self.deliver
-            if deliver is not None:
-                for room, event in batch.deliveries:
-                    deliver(room, event)
-            for waiter in batch.waiting:
-                waiter.settle()
+            assert self._loop is not None
+            self._loop.call_later(RETRY_EVERY, self._requests.put, batch)
+            return
+        self._writing = False
+        if self._failed is not None:  # written after all (space was freed): available again
+            log.warning("the chat database is written again")
+            self._failed = None
+            self._on_failure(None)
+        deliver = self.deliver
+        if deliver is not None:
+            for room, event in batch.deliveries:
+                deliver(room, event)
+        for waiter in batch.waiting:
+            waiter.settle()
         assert self._idle is not None
         self._idle.set()
         if not self.batch.empty():
@@ -623,6 +655,14 @@ class _PersistentState(_State):
             self.journal.due()
 
 
+def check_database(settings: Settings) -> None:
+    """Open the database ``settings`` name and close it: :class:`DatabaseError` says why it
+    cannot be used."""
+    database = _Database(database_path(settings.broker_url, settings.port))
+    database.open()
+    database.close()
+
+
 class SqliteBackend(MemoryBackend):
     kind = "sqlite"
 
@@ -730,7 +770,11 @@ class SqliteBackend(MemoryBackend):
         return dropped
 
     async def close(self) -> None:
-        await self._journal.drain()
+        try:
+            async with asyncio.timeout(CLOSE_WAIT):
+                await self._journal.drain()
+        except TimeoutError:  # the disk refuses it (full): what it holds is lost, said so
+            log.error("the chat database could not take the last changes before stopping")
         self._journal.stop()
         self._database.close()
         await super().close()

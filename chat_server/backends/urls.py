@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 MEMORY_SCHEMES: Final = frozenset({"memory"})
 SQLITE_SCHEMES: Final = frozenset({"sqlite"})  # memory, kept on disk: one process too
@@ -24,3 +25,58 @@ def is_shared(url: str) -> bool:
     """Whether processes using ``url`` form one chat (only Redis: ``memory://`` and
     ``sqlite://`` are one process's)."""
     return scheme_of(url) in REDIS_SCHEMES
+
+
+SENTINEL_SCHEME: Final = "redis+sentinel"
+SENTINEL_PORT: Final = 26379  # Redis Sentinel's own default
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelUrl:
+    """``redis+sentinel://[[user]:password@]HOST:PORT[,HOST:PORT...]/SERVICE_NAME[/DB]``: the
+    credentials and the database are the master's (the sentinels are asked without)."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    parts = urlsplit(url)
+    if parts.scheme != SENTINEL_SCHEME:
+        raise ValueError(f"not a {SENTINEL_SCHEME}:// URL")
+    if parts.query or parts.fragment:
+        raise ValueError(f"a {SENTINEL_SCHEME}:// URL takes no ?options or #fragment")
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    sentinels = tuple(_host_port(h) for h in hosts.split(","))
+    path = [unquote(p) for p in parts.path.split("/")[1:]]
+    if not 1 <= len(path) <= 2 or not path[0]:
+        raise ValueError(f"a {SENTINEL_SCHEME}:// URL ends in /SERVICE_NAME or /SERVICE_NAME/DB")
+    db = 0
+    if len(path) == 2:
+        if not path[1].isdigit():
+            raise ValueError(f"database {path[1]!r} is not a number")
+        db = int(path[1])
+    return SentinelUrl(sentinels, path[0], db, username, password)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    if text.startswith("["):  # [IPv6]:PORT
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    else:
+        host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+    if not host:
+        raise ValueError(f"sentinel {text!r} has no host")
+    if not port:
+        return host, SENTINEL_PORT
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"sentinel {text!r} has no valid port")
+    return host, int(port)

@@ -59,6 +59,10 @@ def create_app(settings: Settings | None = None) -> ChatApplication:
         logs.mask_uvicorn_tokens()
         reporting = asyncio.create_task(logs.report_sampled(logs.sample_connection_lines()))
         await node.backend.start()
+        if node.backend.status.available:
+            # The rules a broker kept across a restart (sqlite://) hold from the first join;
+            # one that is still connecting (Redis) loads them when it is up.
+            await node.governance.reload()
         try:
             yield
         finally:

@@ -41,7 +41,7 @@ class _Collector(Collector):
         rooms.add_metric([], self.rooms())
         yield rooms
         broker = GaugeMetricFamily(
-            "chat_broker_up", "1 while the broker (memory or Redis) is available, else 0"
+            "chat_broker_up", "1 while the broker (SQLite, memory or Redis) is available, else 0"
         )
         broker.add_metric([], 1 if self.broker_up() else 0)
         yield broker

@@ -17,6 +17,7 @@ import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.supervisors import Multiprocess
 
+from chat_server.backends.urls import SQLITE_SCHEMES, scheme_of
 from chat_server.http.app import create_app
 from chat_server.http.metrics import MetricsApp, metrics_enabled
 from chat_server.ops import logs
@@ -121,11 +122,29 @@ def serve(settings: Settings) -> int:
     )
     logging.getLogger("uvicorn.error").addFilter(_PerConnectionNoise())
     raise_fd_limit(settings)
+    problem = database_problem(settings)
+    if problem is not None:
+        log.error("%s", problem)  # one line, not the traceback a failed startup would print
+        return 3
     server = uvicorn.Server(uvicorn_config(settings))
     with _exit_quietly_on_signals(server):
         server.run()
     # uvicorn.Server.run returns normally on SIGTERM/SIGINT; a failed start sets started=False.
     return 0 if server.started else 1
+
+
+def database_problem(settings: Settings) -> str | None:
+    """Why the embedded broker's database cannot be used, if it is the broker (checked before
+    the server starts; the backend opens it again at startup)."""
+    if scheme_of(settings.broker_url) not in SQLITE_SCHEMES:
+        return None
+    from chat_server.backends.sqlite import DatabaseError, check_database
+
+    try:
+        check_database(settings)
+    except DatabaseError as exc:
+        return str(exc)
+    return None
 
 
 def serve_workers(settings: Settings) -> int:

@@ -15,10 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from chat_protocol import limits
 from chat_server import addresses
-from chat_server.backends.urls import is_shared
+from chat_server.backends.urls import is_shared, parse_sentinel_url, scheme_of
 
 ENV_PREFIX = "CHAT_SERVER_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -142,6 +143,11 @@ def a_node_name(value: str) -> str | None:
 def a_broker_url(value: str) -> str | None:
     try:
         is_shared(value)
+        scheme = scheme_of(value)
+        if scheme == "redis+sentinel":  # its hosts and service, read at start
+            parse_sentinel_url(value)
+        if scheme == "sqlite" and urlsplit(value).netloc:
+            return f"a sqlite:// URL names a file (sqlite:///path/file.db), not a host: {value}"
     except ValueError as exc:
         return str(exc)
     return None
@@ -332,7 +338,8 @@ class Settings:
         "where rooms live: `sqlite://` (this process, kept in `chat-PORT.db` of the state "
         "directory; `sqlite:///path/file.db` for another file), `memory://` (this process, "
         "forgotten when it stops) or `redis://[[user]:password@]host:port/db` (also "
-        "`rediss://`, `unix://`) shared by every process of the chat",
+        "`rediss://`, `unix://`, `redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]`) "
+        "shared by every process of the chat",
         check=a_broker_url,
         metavar="URL",
     )

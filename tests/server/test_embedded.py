@@ -5,19 +5,29 @@ a database that cannot be used stops the server at start with a clear error."""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+import shutil
 import signal
 import sqlite3
 import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
+from chat_protocol import admin, admin_client
+from chat_protocol.close import CloseCode
 from chat_protocol.v2 import read_up_to
+from chat_server.ops.settings import a_broker_url
 from chat_testing.ports import free_port
 from chat_testing.servers import RunningServer, start_server
-from tests.server.wsclients import join, join_v2, resume_query
+from chat_testing.waits import wait_until
+from tests.server.test_names import refused
+from tests.server.wsclients import V2Member, join, join_v2, resume_query
 
 pytestmark = pytest.mark.memory_only  # its own broker: not run again per broker
 
@@ -159,7 +169,146 @@ async def test_two_servers_cannot_share_one_database(tmp_path: Path) -> None:
             timeout=60,
         )  # fmt: skip
         assert result.returncode != 0
-        assert "(another chat-server uses it)" in result.stdout + result.stderr
+        assert "another chat-server uses it" in result.stdout + result.stderr
         assert server.health() is not None  # the first one is unharmed
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("sqlite://", None),
+        ("sqlite:///srv/chat/chat.db", None),
+        ("sqlite://host/chat.db", "names a file (sqlite:///path/file.db), not a host"),
+        ("sqlit:///x.db", "unsupported broker URL"),
+    ],
+)
+def test_a_broker_url_is_checked_before_anything_starts(url: str, problem: str | None) -> None:
+    said = a_broker_url(url)
+    assert said is None if problem is None else problem in (said or "")
+
+
+async def test_bans_topics_and_locks_hold_after_a_crash(tmp_path: Path) -> None:
+    token = "ops-" + secrets.token_hex(12)
+    tokens = tmp_path / "admin-tokens"
+    tokens.write_text(f"ops {token}\n")
+    db = tmp_path / "chat.db"
+
+    def serve(port: int | None = None) -> RunningServer:
+        return start_server(
+            port, rate_limit=0, broker_url=f"sqlite://{db}", admin_token_file=tokens
+        )
+
+    async def done(server: RunningServer, method: str, path: str, body: dict[str, Any]) -> None:
+        answer = await admin_client.call(server.http_url, token, method, path, body)
+        assert answer.ok, answer
+
+    server = serve()
+    port = server.port
+    try:
+        await done(server, "POST", admin.BAN_PATH, {"name": "Mallory", "reason": "abuse"})
+        await done(server, "POST", admin.room_path("kept"), {"topic": "release on friday"})
+        await done(server, "POST", admin.room_path("shut"), {"locked": True})
+    finally:
+        server.stop(signal.SIGKILL)
+    server = serve(port)
+    try:
+        # In force from the first join after the start.
+        code, reason = await refused(f"{server.chat_url('kept')}?name=Mallory")
+        assert code == CloseCode.BANNED and reason.startswith("banned: abuse"), reason
+        assert await refused(server.chat_url("shut")) == (CloseCode.POLICY_VIOLATION, "room locked")
+        member = await join_v2(server.chat_url("kept"))
+        assert member.welcome["topic"] == "release on friday"
+        await member.close()
+    finally:
+        server.stop()
+
+
+def test_someone_elses_database_is_never_taken_over(tmp_path: Path) -> None:
+    db = tmp_path / "theirs.db"
+    with sqlite3.connect(db) as theirs:
+        theirs.execute("CREATE TABLE invoices (amount)")
+    db.chmod(0o644)
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "chat_server", "--port", str(free_port()),
+            "--broker-url", f"sqlite://{db}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert f"{db} is not a chat database (its tables: invoices)" in result.stdout + result.stderr
+    assert stat.S_IMODE(db.stat().st_mode) == 0o644  # not even its mode changed
+    with sqlite3.connect(db) as theirs:
+        tables = theirs.execute("SELECT name FROM sqlite_master").fetchall()
+    assert tables == [("invoices",)]
+
+
+@pytest.mark.skipif(shutil.which("chattr") is None, reason="needs chattr (e2fsprogs)")
+async def test_a_disk_that_refuses_a_write_loses_nothing_that_was_acknowledged(
+    tmp_path: Path,
+) -> None:
+    """The write-ahead log made immutable (what a full or failing disk does to a write, and
+    root cannot write past it either): the server stops taking messages, says why, and once
+    the disk takes writes again it goes on where it was, with what it numbered on disk."""
+    db = tmp_path / "chat.db"
+    wal = tmp_path / "chat.db-wal"
+    server = embedded(db)
+    port = server.port
+    url = server.chat_url("disk")
+    try:
+        alice = await join_v2(url)
+        await alice.send("one", "n1")
+        await alice.recv_until(lambda f: f.get("nonce") == "n1")
+        subprocess.run(["chattr", "+i", str(wal)], check=True)
+        try:
+            await alice.send("two", "n2")
+            code, reason = await closed(alice)
+            assert code == CloseCode.TRY_AGAIN_LATER
+            assert "the chat database cannot be written" in reason, reason
+            # /health answers 503 (so health() has no body to give) while nothing is written.
+            wait_until(lambda: server.health() is None, timeout=10)
+        finally:
+            subprocess.run(["chattr", "-i", str(wal)], check=True)
+        # Written once the disk takes it: the chat is back, with "two" where it was numbered.
+        back = await eventually_joined(url, resume_query(alice, since=1))
+        assert [m["text"] for m in await back.backlog()] == ["two"]
+        await back.send("two", "n2")  # the resend of an unacknowledged send: the same offset
+        assert (await back.recv_until(lambda f: f["type"] == "ack"))[-1]["offset"] == 2
+        await back.close()
+    finally:
+        server.stop(signal.SIGKILL)
+    server = embedded(db, port)
+    try:
+        newcomer = await join_v2(url, "history=10")
+        assert [(m["offset"], m["text"]) for m in await newcomer.backlog()] == [
+            (1, "one"),
+            (2, "two"),
+        ]
+        await newcomer.close()
+    finally:
+        server.stop()
+
+
+async def closed(member: V2Member) -> tuple[int, str]:
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            await asyncio.wait_for(member.ws.recv(), 10)
+    received = info.value.rcvd
+    assert received is not None
+    return received.code, received.reason
+
+
+async def eventually_joined(url: str, query: str) -> V2Member:
+    """A chat.v2 join, tried until the server takes members again (1013 meanwhile)."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        try:
+            return await join_v2(url, query)
+        except (ConnectionClosed, AssertionError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)

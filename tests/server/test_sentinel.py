@@ -26,8 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from chat_protocol.close import CloseCode
 from chat_server.backends.base import BrokerUnavailable, public_reason
 from chat_server.backends.redis.backend import masked
-from chat_server.backends.redis.links import SentinelUrl, parse_sentinel_url
-from chat_server.backends.urls import is_shared
+from chat_server.backends.urls import SentinelUrl, is_shared, parse_sentinel_url
 from chat_testing.clusters import FAST
 from chat_testing.marks import requires_redis
 from chat_testing.redis_servers import (
