@@ -140,6 +140,14 @@ async def test_a_failover_is_followed_by_every_node_and_loses_nothing_silently(
     frames = await a.recv_until(lambda f: f["type"] == "ack" and f["nonce"] == "burst-4")
     chat.master.stop(signal.SIGKILL)
     killed = time.monotonic()
+    # What the replica had when its master died: read at once, while it is surely still a
+    # replica (the sentinels wait down-after-milliseconds before they even vote) and nothing
+    # can change it (its master is gone; once it is promoted, the new epoch's first event
+    # would clear the room).
+    replica = chat.replica.client()
+    assert replica.info("replication")["role"] == "slave"
+    history = replica.xrange(f"chat:room:{room}:history")
+    replicated = {int(entry_id.decode().partition("-")[0]) for entry_id, _ in history}
 
     # nonce -> offset, in the old epoch
     acks: dict[str, int] = {f["nonce"]: f["offset"] for f in frames if f["type"] == "ack"}
@@ -164,13 +172,6 @@ async def test_a_failover_is_followed_by_every_node_and_loses_nothing_silently(
                 await b.recv(5 + SLACK)
     burst_acked = {n: o for n, o in acks.items() if n.startswith("burst-")}
     assert "burst-4" in burst_acked
-    # What of it the replica had when its master died (read before it is promoted: the
-    # nodes cannot write to it until then, and the new epoch's first event clears the room).
-    replica = chat.replica.client()
-    assert replica.info("replication")["role"] == "slave"
-    history = replica.xrange(f"chat:room:{room}:history")
-    replicated = {int(entry_id.decode().partition("-")[0]) for entry_id, _ in history}
-    assert replica.info("replication")["role"] == "slave"
 
     # Every node follows the new master by itself.
     wait_until(
