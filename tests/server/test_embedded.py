@@ -36,6 +36,21 @@ def embedded(path: Path, port: int | None = None) -> RunningServer:
     return start_server(port, rate_limit=0, broker_url=f"sqlite://{path}")
 
 
+def refused_start(db: Path) -> str:
+    """What chat-server says when it will not start on ``db`` (it must not start)."""
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "chat_server", "--port", str(free_port()),
+            "--broker-url", f"sqlite://{db}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 3, result
+    return result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["stop", "kill"])
 async def test_a_restart_keeps_names_history_and_numbering(
     tmp_path: Path, stop: signal.Signals
@@ -131,22 +146,7 @@ def test_a_database_that_cannot_be_used_stops_the_server_with_a_clear_error(
         db.write_bytes(b"this is not a database" * 100)
     else:
         db.mkdir()  # a directory where the file should be: unwritable even for root
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chat_server",
-            "--port",
-            str(free_port()),
-            "--broker-url",
-            f"sqlite://{db}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode != 0
-    said = result.stdout + result.stderr
+    said = refused_start(db)
     assert f"cannot use the chat database {db}" in said, said
     if damage == "garbage":
         # Never silently replaced: the file is as it was.
@@ -159,17 +159,8 @@ async def test_two_servers_cannot_share_one_database(tmp_path: Path) -> None:
     db = tmp_path / "chat.db"
     server = embedded(db)
     try:
-        result = subprocess.run(
-            [
-                sys.executable, "-m", "chat_server", "--port", str(free_port()),
-                "--broker-url", f"sqlite://{db}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )  # fmt: skip
-        assert result.returncode != 0
-        assert "another chat-server uses it" in result.stdout + result.stderr
+        said = refused_start(db)
+        assert "another chat-server uses it" in said
         assert server.health() is not None  # the first one is unharmed
     finally:
         server.stop()
@@ -230,17 +221,8 @@ def test_someone_elses_database_is_never_taken_over(tmp_path: Path) -> None:
     with sqlite3.connect(db) as theirs:
         theirs.execute("CREATE TABLE invoices (amount)")
     db.chmod(0o644)
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "chat_server", "--port", str(free_port()),
-            "--broker-url", f"sqlite://{db}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )  # fmt: skip
-    assert result.returncode != 0
-    assert f"{db} is not a chat database (its tables: invoices)" in result.stdout + result.stderr
+    said = refused_start(db)
+    assert f"{db} is not a chat database (its tables: invoices)" in said
     assert stat.S_IMODE(db.stat().st_mode) == 0o644  # not even its mode changed
     with sqlite3.connect(db) as theirs:
         tables = theirs.execute("SELECT name FROM sqlite_master").fetchall()

@@ -13,12 +13,9 @@ import asyncio
 import json
 import signal
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -38,6 +35,7 @@ from chat_testing.redis_servers import (
 )
 from chat_testing.servers import RunningServer, start_server, wait_ready
 from chat_testing.waits import eventually, wait_until
+from tests.server.test_redis_faults import health
 from tests.server.wsclients import V2Member, join_v2, resume_query
 
 SERVICE = "chat"
@@ -89,14 +87,6 @@ def chat(tmp_path: Path) -> Iterator[SentinelChat]:
         yield chat
     finally:
         chat.stop()
-
-
-def health(node: RunningServer) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(node.http_url + "/health", timeout=5) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.load(exc)
 
 
 async def acked(member: V2Member, nonce: str) -> int:

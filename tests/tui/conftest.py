@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from chat_testing.tmux import Tmux, two_terminals
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Tmux]:
+    """One real terminal (tmux) with a home of its own."""
+    if shutil.which("tmux") is None:
+        pytest.fail("tmux is not installed, and CI must run the tests that see a terminal")
+    session = Tmux(tmp_path)
+    try:
+        yield session
+    finally:
+        session.kill()
 
 
 @pytest.fixture

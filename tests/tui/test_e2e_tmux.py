@@ -9,20 +9,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from websockets.sync.client import ClientConnection, connect
 
-from chat_protocol.frames import FrameKind
-from chat_protocol.v1 import format_message, parse_frame
+from chat_protocol.v1 import format_message
 from chat_testing.servers import RunningServer
 from chat_testing.tmux import MODE_FLAGS, STEP, Tmux
 from chat_testing.waits import wait_until
+from tests.tui.peers import join_peer, recv_until
 from tests.tui.tmux_screen import CHAT_TUI, STARTUP, input_row, status_row
 
 # Headless apps write nothing to a terminal, so only this test sees what reaches one: on CI a
@@ -35,37 +32,6 @@ BOUND = 200  # the scrollback bound the program is given
 FLOOD = 4000  # twenty times the bound
 ALTERNATE_SCREEN_AND_MOUSE = dict(zip(MODE_FLAGS, ("1", "0", "1", "1"), strict=True))
 NORMAL_SCREEN = dict(zip(MODE_FLAGS, ("0", "1", "0", "0"), strict=True))
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    if shutil.which("tmux") is None:
-        pytest.fail("tmux is not installed, and CI must run the end-to-end test")
-    session = Tmux(tmp_path)
-    try:
-        yield session
-    finally:
-        session.kill()
-
-
-@contextmanager
-def join_peer(server: RunningServer, room: str) -> Iterator[tuple[ClientConnection, str]]:
-    """A second member of ``room`` (a plain WebSocket client) and its name."""
-    with connect(server.chat_url(room), proxy=None, open_timeout=STEP) as ws:
-        first = parse_frame(str(ws.recv(timeout=STEP)))
-        assert first.kind is FrameKind.JOIN and first.name is not None, first
-        yield ws, first.name
-
-
-def recv_until(ws: ClientConnection, wanted: str, timeout: float = STEP) -> None:
-    """Read frames until ``wanted`` arrives; fail after ``timeout`` showing what came."""
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while not seen or seen[-1] != wanted:
-        try:
-            seen.append(str(ws.recv(timeout=max(deadline - time.monotonic(), 0.01))))
-        except TimeoutError:
-            raise AssertionError(f"{wanted!r} never arrived; got {seen}") from None
 
 
 def test_chat_tui_in_a_real_terminal(

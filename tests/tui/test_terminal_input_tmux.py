@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from websockets.sync.client import ClientConnection, connect
 
-from chat_protocol.frames import FrameKind
-from chat_protocol.v1 import format_message, parse_frame
+from chat_protocol.v1 import format_message
 from chat_testing.servers import RunningServer
-from chat_testing.tmux import STEP, Tmux
+from chat_testing.tmux import Tmux
+from tests.tui.peers import join_peer, recv_until
 from tests.tui.tmux_screen import CHAT_TUI, JOINED, STARTUP, input_row
 
 pytestmark = [
@@ -33,17 +29,6 @@ pytestmark = [
 
 EMPTY_INPUT = "Message, or /help"
 SEARCH_PLACEHOLDER = "text to find in this room"
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    if shutil.which("tmux") is None:
-        pytest.fail("tmux is not installed, and CI must run the end-to-end tests")
-    session = Tmux(tmp_path)
-    try:
-        yield session
-    finally:
-        session.kill()
 
 
 def start(tmux: Tmux, server: RunningServer) -> tuple[str, str]:
@@ -58,26 +43,6 @@ def start(tmux: Tmux, server: RunningServer) -> tuple[str, str]:
     match = JOINED.search(screen)
     assert match is not None
     return room, match.group(2)
-
-
-@contextmanager
-def peer_in(server: RunningServer, room: str) -> Iterator[ClientConnection]:
-    """Another member of ``room`` (a plain WebSocket client), to see what chat-tui sends."""
-    with connect(server.chat_url(room), proxy=None, open_timeout=STEP) as ws:
-        first = parse_frame(str(ws.recv(timeout=STEP)))
-        assert first.kind is FrameKind.JOIN, first
-        yield ws
-
-
-def recv_until(ws: ClientConnection, wanted: str, timeout: float = STEP) -> None:
-    """Read frames until ``wanted`` arrives; fail after ``timeout`` showing what came."""
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while not seen or seen[-1] != wanted:
-        try:
-            seen.append(str(ws.recv(timeout=max(deadline - time.monotonic(), 0.01))))
-        except TimeoutError:
-            raise AssertionError(f"{wanted!r} never arrived; got {seen}") from None
 
 
 def paste(tmux: Tmux, data: bytes, *, bracketed: bool) -> None:
@@ -112,7 +77,7 @@ def test_a_bracketed_paste_with_escape_bytes_goes_in_at_the_cursor_in_order(
     sequences (colours) are dropped, a lone ESC shows as "␛", a tab becomes spaces (to its tab
     stop, 4 apart, as the log shows a tab), and the text goes in at the cursor, in order."""
     room, name = start(tmux, shared_server)
-    with peer_in(shared_server, room) as peer:
+    with join_peer(shared_server, room) as (peer, _):
         # A lone ESC, into an empty box.
         paste(tmux, b"one\033two", bracketed=True)
         tmux.wait_for(lambda s: input_text(s) == "one\u241btwo", "the paste, ESC as a symbol")
@@ -138,7 +103,7 @@ def test_an_unbracketed_paste_with_escape_bytes_arrives_as_keys_in_order(
     """Without bracketed paste the bytes are keys: colour sequences are keys nobody bound (so
     nothing), a carriage return is enter. The text keeps its order and nothing raw is sent."""
     room, name = start(tmux, shared_server)
-    with peer_in(shared_server, room) as peer:
+    with join_peer(shared_server, room) as (peer, _):
         paste(tmux, b"pasted \033[31mred\033[0m text\rsecond line\r", bracketed=False)
         recv_until(peer, format_message(name, "pasted red text"))
         recv_until(peer, format_message(name, "second line"))

@@ -12,12 +12,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
 from chat_protocol.v1 import parse_frame
 from chat_testing.pty_run import PtyProgram
 from chat_testing.servers import RunningServer
-from chat_testing.tmux import STEP
+from tests.tui.peers import join_peer
 from tests.tui.tmux_screen import CHAT_TUI, STARTUP
 
 
@@ -45,14 +45,6 @@ def running(program: PtyProgram) -> Iterator[PtyProgram]:
         yield program
     finally:
         program.close()
-
-
-@contextmanager
-def peer_in(server: RunningServer, room: str) -> Iterator[tuple[ClientConnection, str]]:
-    with connect(server.chat_url(room), proxy=None, open_timeout=STEP) as ws:
-        first = parse_frame(str(ws.recv(timeout=STEP)))
-        assert first.name is not None
-        yield ws, first.name
 
 
 def name_of_the_program(ws: ClientConnection) -> str:
@@ -90,7 +82,7 @@ def test_a_mention_out_of_sight_reaches_the_terminal_as_its_notification(
 ) -> None:
     shown, elsewhere = f"pty-{uuid.uuid4().hex[:6]}", f"pty-{uuid.uuid4().hex[:6]}"
     with (
-        peer_in(shared_server, elsewhere) as (ws, peer),
+        join_peer(shared_server, elsewhere) as (ws, peer),
         running(start(tmp_path, shared_server, shown, elsewhere, **env)) as program,
     ):
         me = name_of_the_program(ws)
@@ -108,7 +100,7 @@ def test_links_are_terminal_hyperlinks_and_a_lookalike_is_not(
 ) -> None:
     room = f"pty-{uuid.uuid4().hex[:6]}"
     with (
-        peer_in(shared_server, room) as (ws, _),
+        join_peer(shared_server, room) as (ws, _),
         running(start(tmp_path, shared_server, room)) as program,
     ):
         name_of_the_program(ws)
