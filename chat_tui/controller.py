@@ -4,9 +4,10 @@ the commands, and the policies that span rooms. No Textual here.
 The controller owns the room models (``rooms.py``) and one connection per room
 (``connection.py``), each run as a background job. It runs in a :class:`Host`: the Textual
 app, or a test. The host gives it jobs (``spawn``), wakes it when a connection has events
-waiting (``wake``, so that they are applied in the host's own loop, between keys), and rings
-for mentions out of sight. The screen observes the controller (rooms joined or left, the active
-room) and the rooms (everything else); it never changes a room itself.
+waiting (``wake``, so that they are applied in the host's own loop, between keys), and
+notifies (``alert``) of mentions out of sight. The screen observes the controller (rooms
+joined or left, the active room) and the rooms (everything else); it never changes a room
+itself.
 
 Policies kept here, where they are tested without a screen:
 
@@ -14,7 +15,8 @@ Policies kept here, where they are tested without a screen:
 * the local server we started, found gone, is started again (once at a time);
 * quitting with messages not yet acknowledged waits for the connected rooms' acks, then says
   how many are still not sent, and quits only when asked again;
-* a mention in a room out of sight (or while the terminal is unfocused) rings.
+* a mention in a room out of sight (or while the terminal is unfocused) is one notification
+  per burst, of its newest (the room's level and ``bell`` permitting).
 """
 
 from __future__ import annotations
@@ -134,7 +136,8 @@ class ChatController(Observable):
         self._typed_at: dict[str, float] = {}  # room -> when we last said we are typing
         self._last_key = self.monotonic()  # the user's last edit of the input box
         self._idle_away = False  # we said we are away because the user was idle
-        self._apply: dict[type, Callable[[Room, Any, datetime], bool]] = {
+        # Each applies one kind of event; notifying is after the burst (_alert), not here.
+        self._apply: dict[type, Callable[[Room, Any, datetime], None]] = {
             Frame: self._frame,
             Echo: self._echo,
             Acked: self._acked,
@@ -458,8 +461,11 @@ class ChatController(Observable):
 
     async def grep(self, query: str) -> list[Hit]:
         """Matches of ``query`` in every room's scrollback and this server's logs, newest
-        first; the logs are read in a thread (a year of them takes a tenth of a second)."""
-        live = grep.search_live(((r.name, r.scrollback) for r in self.rooms.values()), query)
+        first. Both are searched in a thread (a year of logs takes a tenth of a second, tens
+        of thousands of entries some tens of milliseconds): only the list of the entries is
+        taken here, where the scrollbacks change."""
+        entries = [(r.name, list(r.scrollback)) for r in self.rooms.values()]
+        live = await asyncio.to_thread(grep.search_live, entries, query)
         logged: list[Hit] = []
         if self.logbook is not None:
             book = self.logbook
@@ -734,15 +740,12 @@ class ChatController(Observable):
         if entry is not None and self.config.bell and room.notify is not Level.NONE:
             self.host.alert(Notice.of(room.name, entry.sender, entry.text))
 
-    def _out_of_sight(self, room: Room) -> bool:
-        return room.name != self.active or not self.focused
-
-    def _frame(self, room: Room, frame: Frame, now: datetime) -> bool:
+    def _frame(self, room: Room, frame: Frame, now: datetime) -> None:
         kind = frame.kind
         if kind is FrameKind.TYPING:
             if self.config.typing and frame.name is not None:
                 room.typing_seen(frame.name, self.monotonic())
-            return False
+            return
         if kind is FrameKind.NICK and frame.name is not None:
             if frame.name == room.me:
                 self.identity.renamed(frame.text)  # our token and the name we ask for follow
@@ -750,44 +753,37 @@ class ChatController(Observable):
                 self._follow(frame.name, frame.text)
         if kind is FrameKind.DIRECT:
             # Someone wrote to us where we have no connection: the conversation opens (its
-            # welcome brings the unread messages).
+            # welcome brings the unread messages, and with them the notification).
             if frame.name is not None and names.is_valid_name(frame.name):
-                opened = names.DIRECT_PREFIX + frame.name in self.rooms
-                conversation = self.open_conversation(frame.name)
-                return not opened and self._out_of_sight(conversation)
-            return False
+                self.open_conversation(frame.name)
+            return
         if kind is FrameKind.AWAY or kind is FrameKind.BACK:
             if frame.name is not None:
                 message = frame.text if kind is FrameKind.AWAY else None
                 when = local_time(frame.time) if frame.time is not None else now
                 room.away_changed(frame.name, message, when)
-            return False
-        return room.frame(frame, now) and self._out_of_sight(room)
+            return
+        room.frame(frame, now)
 
-    def _echo(self, room: Room, echo: Echo, now: datetime) -> bool:
+    def _echo(self, room: Room, echo: Echo, now: datetime) -> None:
         room.echo(echo.send_id, echo.frame)
-        return False
 
-    def _acked(self, room: Room, acked: Acked, now: datetime) -> bool:
+    def _acked(self, room: Room, acked: Acked, now: datetime) -> None:
         room.acked(acked.send_id, acked.text, acked.offset, acked.time)
-        return False
 
-    def _refused(self, room: Room, refused: Refused, now: datetime) -> bool:
+    def _refused(self, room: Room, refused: Refused, now: datetime) -> None:
         room.refused(refused.send_id)
-        return False
 
-    def _welcomed(self, room: Room, welcomed: Welcomed, now: datetime) -> bool:
-        mention = room.welcomed(welcomed.welcome, welcomed.backlog, welcomed.since, now)
+    def _welcomed(self, room: Room, welcomed: Welcomed, now: datetime) -> None:
+        room.welcomed(welcomed.welcome, welcomed.backlog, welcomed.since, now)
         if not room.direct:  # a conversation has no listing: its two people are seen
             self._fetch_members(room)
-        return mention and self._out_of_sight(room)
 
-    def _name_assigned(self, room: Room, assigned: NameAssigned, now: datetime) -> bool:
+    def _name_assigned(self, room: Room, assigned: NameAssigned, now: datetime) -> None:
         room.name_assigned(assigned.name, now)
         self._fetch_members(room)
-        return False
 
-    def _state_changed(self, room: Room, event: StateChanged, now: datetime) -> bool:
+    def _state_changed(self, room: Room, event: StateChanged, now: datetime) -> None:
         state = RoomState(event.state.value)
         room.connection_changed(state, event.detail, event.retry_in, now, self.monotonic())
         if event.state is ConnectionState.CONNECTED:
@@ -804,19 +800,15 @@ class ChatController(Observable):
                 self.say(
                     EntryKind.ERROR, f"{unsent} message(s) to {room.name} not sent: {event.detail}"
                 )
-        return False
 
-    def _lagging(self, room: Room, lagging: Lagging, now: datetime) -> bool:
+    def _lagging(self, room: Room, lagging: Lagging, now: datetime) -> None:
         room.lagging(lagging.since)
-        return False
 
-    def _name_refused(self, room: Room, refused: NameRefused, now: datetime) -> bool:
+    def _name_refused(self, room: Room, refused: NameRefused, now: datetime) -> None:
         room.name_refused(refused.asked, refused.reason, now)
-        return False
 
-    def _unreadable(self, room: Room, unreadable: Unreadable, now: datetime) -> bool:
+    def _unreadable(self, room: Room, unreadable: Unreadable, now: datetime) -> None:
         room.unreadable(unreadable.size, unreadable.start, now)
-        return False
 
     def _fetch_members(self, room: Room) -> None:
         self.host.spawn(self._members(room.name, room.presence_version), group="members")

@@ -18,6 +18,7 @@ from textual.widgets.option_list import Option
 
 from chat_protocol.names import DIRECT_PREFIX
 from chat_tui.grep import Hit
+from chat_tui.screens.switcher import move_highlight
 from chat_tui.text_layout import display_line
 
 Search = Callable[[str], Awaitable[list[Hit]]]
@@ -97,10 +98,7 @@ class GrepScreen(ModalScreen[tuple[Hit, str] | None]):
         self._show_context(None)
 
     def action_move(self, step: int) -> None:
-        options = self.query_one("#grep-options", OptionList)
-        if options.option_count:
-            current = options.highlighted if options.highlighted is not None else -1
-            options.highlighted = (current + step) % options.option_count
+        move_highlight(self.query_one("#grep-options", OptionList), step)
 
     @on(OptionList.OptionSelected, "#grep-options")
     def _selected(self, event: OptionList.OptionSelected) -> None:

@@ -29,6 +29,13 @@ def filter_rooms(rooms: list[str], query: str) -> list[str]:
     return prefix + inside
 
 
+def move_highlight(options: OptionList, step: int) -> None:
+    """Up and down in a list whose input keeps the focus: round from the last to the first."""
+    if options.option_count:
+        current = options.highlighted if options.highlighted is not None else -1
+        options.highlighted = (current + step) % options.option_count
+
+
 class SwitcherScreen(ModalScreen[str | None]):
     """Dismisses with the chosen room name (joined or to join), or None when cancelled."""
 
@@ -85,10 +92,7 @@ class SwitcherScreen(ModalScreen[str | None]):
         error.set_class(bool(problem), "-visible")
 
     def action_move(self, step: int) -> None:
-        options = self.query_one("#switcher-options", OptionList)
-        if options.option_count:
-            current = options.highlighted if options.highlighted is not None else -1
-            options.highlighted = (current + step) % options.option_count
+        move_highlight(self.query_one("#switcher-options", OptionList), step)
 
     @on(Input.Submitted, "#switcher-input")
     def _submitted(self, event: Input.Submitted) -> None:

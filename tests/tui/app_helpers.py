@@ -39,14 +39,19 @@ def room_name(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+def app_config(url: str, *rooms: str, **options: Any) -> Config:
+    """The config of the tests' apps: no local server started, every join and leave in the
+    log as the tests read them (the smart filter has tests of its own), and the bell whatever
+    terminal runs the tests; ``options`` win."""
+    options.setdefault("autostart", False)
+    options.setdefault("joins", "all")
+    options.setdefault("notifications", "bell")
+    return Config(server=url, rooms=list(rooms), **options)
+
+
 def make_app(server: RunningServer | str, *rooms: str, **options: Any) -> ChatApp:
     url = server if isinstance(server, str) else server.ws_url
-    options.setdefault("autostart", False)
-    # Every join and leave in the log, as these tests read them (test_joins_filter: "smart").
-    options.setdefault("joins", "all")
-    options.setdefault("notifications", "bell")  # whatever terminal runs the tests
-    config = Config(server=url, rooms=list(rooms), **options)
-    return ChatApp(config, clock=fixed_clock)
+    return ChatApp(app_config(url, *rooms, **options), clock=fixed_clock)
 
 
 async def until(

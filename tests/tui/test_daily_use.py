@@ -20,13 +20,13 @@ from chat_protocol.v1 import format_join, format_message, parse_frame
 from chat_testing.ports import free_port
 from chat_testing.servers import RunningServer
 from chat_tui.app import ChatApp
-from chat_tui.config import Config
 from chat_tui.connection import RoomConnection
 from chat_tui.screens.help import HelpScreen
 from tests.server.wsclients import join
 from tests.tui.app_helpers import (
     SIZE,
     MaxRandom,
+    app_config,
     bells_rung,
     fixed_clock,
     in_log,
@@ -66,11 +66,7 @@ def slow_backoff(*rooms: str, seconds: float = 3600) -> Callable[..., RoomConnec
 
 
 def app_with(server_url: str, *rooms: str, factory: Any = None, **options: Any) -> ChatApp:
-    options.setdefault("autostart", False)
-    # Every join and leave in the log, as these tests read them (test_joins_filter: "smart").
-    options.setdefault("joins", "all")
-    options.setdefault("notifications", "bell")  # whatever terminal runs the tests
-    config = Config(server=server_url, rooms=list(rooms), **options)
+    config = app_config(server_url, *rooms, **options)
     return ChatApp(config, clock=fixed_clock, connection_factory=factory)
 
 

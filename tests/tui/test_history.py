@@ -21,7 +21,6 @@ from chat_protocol.v2 import parse_time
 from chat_testing.proxy import TcpProxy
 from chat_testing.servers import RunningServer
 from chat_tui.app import ChatApp
-from chat_tui.config import Config
 from chat_tui.identity import TOKENS_FILE, TokenStore
 from chat_tui.rooms import RoomState, local_time
 from chat_tui.text_layout import PENDING_MARK, REFUSED_MARK
@@ -30,6 +29,7 @@ from tests.server.wsclients import V2Member, join, join_v2
 from tests.tui.app_helpers import (
     FIXED_NOW,
     SIZE,
+    app_config,
     in_log,
     joined,
     log_lines,
@@ -59,11 +59,7 @@ def make_app(
     token_store: TokenStore | None = None,
     **options: Any,
 ) -> ChatApp:
-    options.setdefault("autostart", False)
-    # Every join and leave in the log, as these tests read them (test_joins_filter: "smart").
-    options.setdefault("joins", "all")
-    options.setdefault("notifications", "bell")  # whatever terminal runs the tests
-    config = Config(server=url, rooms=list(rooms), **options)
+    config = app_config(url, *rooms, **options)
     return ChatApp(config, clock=clock or Clock(), token_store=token_store)
 
 

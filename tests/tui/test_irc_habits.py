@@ -14,11 +14,11 @@ from chat_protocol.v1 import format_message
 from chat_testing.servers import RunningServer
 from chat_testing.waits import wait_until
 from chat_tui.app import ChatApp
-from chat_tui.config import Config
 from chat_tui.logbook import Logbook
 from tests.server.wsclients import join, join_v2
 from tests.tui.app_helpers import (
     SIZE,
+    app_config,
     bells_rung,
     fixed_clock,
     in_log,
@@ -34,9 +34,9 @@ from tests.tui.app_helpers import (
 
 
 def app_logging(server: RunningServer, logs: Path, *rooms: str, **options: Any) -> ChatApp:
-    options.setdefault("autostart", False)
-    options.setdefault("notifications", "bell")
-    config = Config(server=server.ws_url, rooms=list(rooms), **options)
+    # The filter as users have it: these tests read what it hides.
+    options.setdefault("joins", "smart")
+    config = app_config(server.ws_url, *rooms, **options)
     return ChatApp(config, clock=fixed_clock, logs_root=logs)
 
 
