@@ -711,7 +711,12 @@ def main() -> int:
         parser.error("--compare prints its table; it does not --write")
     if shutil.which("tmux") is None:
         parser.error("tmux is needed: the benchmark reads chat-tui's screen in a tmux pane")
+    if args.repeats < 1 and args.write:
+        parser.error("--write needs the flood (--repeats 1 or more)")
     data = asyncio.run(main_async(args))
+    if args.repeats < 1:  # the memory run alone (while working on memory)
+        print(f"memory: {data['memory']}")
+        return 0
     text = report(args, data)
     print(text)
     recovery = None

@@ -35,6 +35,13 @@ Scenarios:
 * ``idle``   - 2,000 idle connections (200 rooms x 10): server RSS per connection.
 
 The report is a Markdown table of medians over the repeats, with ratios to the baseline.
+
+On a Redis broker (``ours-redis``, ``main-redis``, ...) it also reports redis-server's CPU per
+1,000 messages sent (user + system, from /proc) and, from ``INFO commandstats`` (reset at the
+start of the measured window), the event script's calls per message and Redis's time in it
+per call and per message (``usec``: wall time inside Redis, so a redis-server that shares a
+busy core reads high; its CPU is the steadier number). redis-server gets a core of its own
+where there is a third (``--redis-cpu`` to choose).
 """
 
 from __future__ import annotations
@@ -56,10 +63,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CPU = 0
 LOAD_CPU = 1
+# redis-server gets a core of its own where there is a third; on two cores it is left to the
+# scheduler (pinned to either, it would take that core from the server or the load generator)
+# unless --redis-cpu says which.
+REDIS_CPU: int | None = 2
 
 # --- scenario parameters ------------------------------------------------------------------------
 
@@ -432,9 +444,11 @@ async def run_load(params: dict[str, Any]) -> dict[str, Any]:
             room.sending = True
             room.pump()
         await asyncio.sleep(s.warmup)
+        reset_redis_stats(params.get("redis_port"))
         start = snapshot()
         await asyncio.sleep(s.duration)
         end = snapshot()
+        redis_script_stats(result, params.get("redis_port"), end.sent - start.sent)
         for room in gen.rooms:
             room.sending = False
         _rates(result, start, end)
@@ -442,6 +456,7 @@ async def run_load(params: dict[str, Any]) -> dict[str, Any]:
         for room in gen.rooms:
             room.latencies = gen.latencies
         gen.t_send0 = time.monotonic()
+        reset_redis_stats(params.get("redis_port"))
         start = snapshot()
         max_lag = await pace(gen, s)
         sent = sum(r.sent for r in gen.rooms)
@@ -460,6 +475,7 @@ async def run_load(params: dict[str, Any]) -> dict[str, Any]:
             await asyncio.sleep(0.02)
         end = snapshot()
         _rates(result, start, end)
+        redis_script_stats(result, params.get("redis_port"), end.sent - start.sent)
         lat = sorted(gen.latencies)
         result["sent"] = sent
         result["pacing_max_lag_ms"] = round(max_lag * 1e3, 2)
@@ -492,6 +508,48 @@ async def run_load(params: dict[str, Any]) -> dict[str, Any]:
     if stalled is not None:
         stalled.sock.close()
     return result
+
+
+def redis_command(port: int, *args: str) -> bytes:
+    """One command to the run's redis-server; its reply's payload (a status or bulk string).
+    Blocking: used only outside the measured window, or at its very edges."""
+    packed = b"*%d\r\n" % len(args) + b"".join(
+        b"$%d\r\n%b\r\n" % (len(a.encode()), a.encode()) for a in args
+    )
+    with socket.create_connection(("127.0.0.1", port), 5) as sock:
+        sock.sendall(packed)
+        data = b""
+        while b"\r\n" not in data:
+            data += sock.recv(65536)
+        head, _, rest = data.partition(b"\r\n")
+        if not head.startswith(b"$"):
+            return head[1:]
+        size = int(head[1:])
+        while len(rest) < size:
+            rest += sock.recv(65536)
+        return rest[:size]
+
+
+def reset_redis_stats(port: int | None) -> None:
+    """Zero INFO commandstats: what it shows at the end is the measured window's."""
+    if port:
+        redis_command(port, "CONFIG", "RESETSTAT")
+
+
+def redis_script_stats(result: dict[str, Any], port: int | None, sent: int) -> None:
+    """The event script's share of Redis, from INFO commandstats: its calls per message sent,
+    Redis's own time per call (usec_per_call) and per message. (The commands a script runs
+    are counted inside its time, and again in their own lines: only EVALSHA is read.)"""
+    if not port or not sent:
+        return
+    info = redis_command(port, "INFO", "commandstats").decode()
+    for line in info.splitlines():
+        if line.startswith("cmdstat_evalsha:"):
+            stats = dict(part.split("=") for part in line.partition(":")[2].split(","))
+            calls, usec = int(stats["calls"]), int(stats["usec"])
+            result["redis_evalsha_calls_per_message"] = calls / sent
+            result["redis_evalsha_us_per_call"] = usec / calls if calls else None
+            result["redis_evalsha_us_per_message"] = usec / sent
 
 
 @dataclass(frozen=True)
@@ -587,7 +645,13 @@ def free_port() -> int:
 # measurements of the code before a change, side by side in one script.
 MAIN_CHECKOUT: Path | None = None
 # Servers that need a redis-server, and how many chat-server processes each runs.
-REDIS_SERVERS = {"ours-redis": 1, "ours-redis-nohist": 1, "cluster2": 2}
+REDIS_SERVERS = {
+    "ours-redis": 1,
+    "ours-redis-aa": 1,
+    "ours-redis-nohist": 1,
+    "cluster2": 2,
+    "main-redis": 1,
+}
 # A server name ending so runs that server with history off (--history-size 0): history's cost.
 NO_HISTORY = "-nohist"
 
@@ -611,13 +675,16 @@ def server_command(
     if server == "ours-sqlite":  # the embedded broker, on a fresh database file
         database = Path(tempfile.mkdtemp(prefix="bench-sqlite-")) / "chat.db"
         return [*ours, "--broker-url", f"sqlite://{database}"], env, ROOT
-    if server in REDIS_SERVERS:
+    if server in REDIS_SERVERS and server != "main-redis":
         assert broker_url is not None
         return [*ours, "--broker-url", broker_url], env, ROOT
-    if server == "main":
+    if server in {"main", "main-redis"}:
         if MAIN_CHECKOUT is None:
             raise ValueError("server 'main' needs --main-checkout PATH")
         env["PYTHONPATH"] = str(MAIN_CHECKOUT)
+        if server == "main-redis":
+            assert broker_url is not None
+            return [*ours, "--broker-url", broker_url], env, MAIN_CHECKOUT
         return ours, env, MAIN_CHECKOUT
     baseline = str(ROOT / "bench" / "baseline_server.py")
     if server == "baseline":
@@ -648,6 +715,7 @@ class Running:
     pids: list[int]
     logs: list[Path]
     redis_pid: int | None = None
+    redis_port: int | None = None
 
 
 def _answers_http(port: int) -> bool:
@@ -678,6 +746,9 @@ def _redis_server() -> Iterator[tuple[str, int]]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=_pin(REDIS_CPU)
+        if REDIS_CPU is not None and REDIS_CPU in os.sched_getaffinity(0)
+        else None,
     )
     try:
         deadline = time.monotonic() + 10
@@ -705,6 +776,8 @@ def running_server(server: str) -> Iterator[Running]:
         if server in REDIS_SERVERS:
             broker_url, redis_pid = stack.enter_context(_redis_server())
         running = Running([], [], [], redis_pid)
+        if broker_url is not None:
+            running.redis_port = urlsplit(broker_url).port
         procs = []
         for _ in range(REDIS_SERVERS.get(server, 1)):
             port = free_port()
@@ -754,6 +827,7 @@ def run_once(server: str, scenario: Scenario) -> dict[str, Any]:
             "ports": running.ports,
             "server_pids": running.pids,
             "redis_pid": running.redis_pid,
+            "redis_port": running.redis_port,
             "timeout": timeout,
         }
         proc = subprocess.run(
@@ -796,6 +870,9 @@ COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
         ("load_cpu_pct", "load-gen CPU %", "{:.0f}", True),
         ("other_cpu_on_server_core_pct", "others on server core %", "{:.0f}", False),
         ("redis_ms_per_1k_messages", "redis-server CPU ms / 1k msgs", "{:.1f}", False),
+        ("redis_evalsha_us_per_call", "evalsha usec/call", "{:.1f}", False),
+        ("redis_evalsha_calls_per_message", "evalsha calls/msg", "{:.2f}", False),
+        ("redis_evalsha_us_per_message", "evalsha usec/msg", "{:.1f}", False),
     ],
     "paced": [
         ("p50_ms", "p50 ms", "{:.2f}", False),
@@ -806,6 +883,8 @@ COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
         ("load_cpu_pct", "load-gen CPU %", "{:.0f}", True),
         ("other_cpu_on_server_core_pct", "others on server core %", "{:.0f}", False),
         ("redis_ms_per_1k_messages", "redis-server CPU ms / 1k msgs", "{:.1f}", False),
+        ("redis_evalsha_us_per_call", "evalsha usec/call", "{:.1f}", False),
+        ("redis_evalsha_us_per_message", "evalsha usec/msg", "{:.1f}", False),
     ],
     "idle": [
         ("kib_per_conn", "RSS KiB/connection", "{:.1f}", False),
@@ -937,6 +1016,9 @@ SUMMARY_KEYS = {
     "kib_per_conn",
     "stalled_evicted",
     "rss_max_mib",
+    "redis_ms_per_1k_messages",
+    "redis_evalsha_us_per_call",
+    "redis_evalsha_calls_per_message",
 }
 
 
@@ -956,8 +1038,9 @@ def main() -> None:
         "--servers",
         help="comma-separated servers to run (default: each scenario's own); also: main "
         "(with --main-checkout), ours-aa (ours again, for A/A noise), ours-memory and "
-        "ours-memory-aa (memory://), ours-sqlite (sqlite:// on a fresh file), ours-redis (one "
-        "process on a fresh redis-server), cluster2 (two processes on one redis-server, each "
+        "ours-memory-aa (memory://), ours-sqlite (sqlite:// on a fresh file), ours-redis and "
+        "ours-redis-aa (one process on a fresh redis-server), main-redis (--main-checkout's "
+        "code on one), cluster2 (two processes on one redis-server, each "
         "room's members split between them); any of ours with -nohist appended (ours-nohist, "
         "ours-redis-nohist): the same with history off",
     )
@@ -975,6 +1058,12 @@ def main() -> None:
     parser.add_argument(
         "--window", type=int, help="messages in flight per room in fanout/rooms (override)"
     )
+    parser.add_argument(
+        "--redis-cpu",
+        type=int,
+        help="the core redis-server is pinned to (default 2 where there is one, else none; "
+        f"{LOAD_CPU}: the load generator's, keeping it off the server's)",
+    )
     parser.add_argument("--json", type=Path, help="also write every run's raw numbers here")
     parser.add_argument(
         "--write",
@@ -991,8 +1080,10 @@ def main() -> None:
         worker_main(args.worker)
         return
     _raise_nofile()
-    global MAIN_CHECKOUT
+    global MAIN_CHECKOUT, REDIS_CPU
     MAIN_CHECKOUT = args.main_checkout.resolve() if args.main_checkout else None
+    if args.redis_cpu is not None:
+        REDIS_CPU = args.redis_cpu
     repeats = args.repeats or (1 if args.quick else 3)
     chosen = [SCENARIOS[name] for name in args.scenarios.split(",") if name]
     if args.quick:

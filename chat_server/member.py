@@ -87,6 +87,7 @@ class Member:
         "_joined",
         "_queued_bytes",
         "ack_prefix",
+        "admit",
         "after_join",
         "closed",
         "codec",
@@ -132,6 +133,10 @@ class Member:
         self._joined: asyncio.Future[None] | None = None
         # A frame of its own right after its join notice (the room's topic, text dialect).
         self.after_join: str | None = None
+        # Whether its own join notice admits it (the session's per-address share of new
+        # rooms): asked when the notice comes, before anything reaches the client, whenever
+        # the broker delivers it (before or after the publish's result).
+        self.admit: Callable[[RoomEvent], bool] | None = None
 
     def deliver(self, event: RoomEvent) -> None:
         """Fan-out's hot path, one call per member and event: never blocks."""
@@ -154,6 +159,8 @@ class Member:
         if self._awaiting_join:
             if event.kind is not _JOIN or event.name != self.join_name:
                 return False
+            if self.admit is not None and not self.admit(event):
+                return False  # refused: the session closes it, not even its join notice sent
             self._awaiting_join = False
             if self._joined is not None and not self._joined.done():
                 self._joined.set_result(None)

@@ -48,7 +48,7 @@ from chat_server.backends.base import (
 )
 from chat_server.checks import Ending, FrameChecks, Refusal
 from chat_server.conversation import Conversation
-from chat_server.events import EventKind, Published, StoredMessage
+from chat_server.events import EventKind, Published, RoomEvent, StoredMessage
 from chat_server.governance import ban_reason, muted_text
 from chat_server.member import AsgiMember, Member, TransportMember, text_size
 from chat_server.node import NameLease, NameRefused, Node
@@ -103,6 +103,7 @@ class ChatSession:
         self.name = ""
         self.lease: NameLease | None = None
         self._join_serial: int | None = None  # our join's: what our messages and leave carry
+        self._room_verdict: bool | None = None  # on the join (_new_room_allowed), once reached
         self._epoch: str | None = None  # the room's numbering when we joined
         self._admitted = True
         self.member: Member | None = None
@@ -187,6 +188,7 @@ class ChatSession:
         topic = governance.room(self.room).topic
         if topic and not codec.numbered:
             member.after_join = codec.topic(topic, time.time())
+        member.admit = self._new_room_allowed
         self.member = member
         node.add_session(self, self.token_id)
         ending: Ending | None = None
@@ -263,9 +265,18 @@ class ChatSession:
     def _too_many_rooms(self, joined: Published) -> bool:
         """Whether this join brought the room into being (the first event of its sequence)
         past the client address's share of new rooms."""
-        if joined.serial != 1 or self.conversation is not None:
-            return False
-        return not self.node.may_create_room(self.client_address)
+        return not self._new_room_allowed(joined)
+
+    def _new_room_allowed(self, join: Published | RoomEvent) -> bool:
+        """The verdict on this connection's join, reached once: from the publish's result or
+        from the join notice reaching the member, whichever comes first."""
+        if self._room_verdict is None:
+            self._room_verdict = (
+                join.serial != 1
+                or self.conversation is not None
+                or self.node.may_create_room(self.client_address)
+            )
+        return self._room_verdict
 
     async def _replay(
         self, member: Member, joined: Published

@@ -1,4 +1,6 @@
-"""Several real ``chat-server`` processes sharing one real ``redis-server``: one chat."""
+"""Several real ``chat-server`` processes sharing one real ``redis-server`` (or, with
+``CHAT_TEST_SHARED_BROKER=sentinel``, one Sentinel service: ``chat_testing/brokers.py``): one
+chat."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from chat_testing.redis_servers import RedisServer, start_redis
+from chat_testing.brokers import SharedBroker, SingleRedis, start_shared_broker
+from chat_testing.redis_servers import RedisServer
 from chat_testing.servers import RunningServer, start_server, wait_ready
 
 # Short failure timings so that the tests of them take seconds, not the defaults' tens of
@@ -24,8 +27,9 @@ FAST_PROBE_INTERVAL = 0.5
 
 @dataclass
 class Cluster:
-    redis: RedisServer
+    redis: RedisServer  # the master the nodes started on
     nodes: list[RunningServer]
+    broker: SharedBroker | None = None  # what the nodes share, if more than ``redis``
 
     def url(self, node: int, room: str) -> str:
         return self.nodes[node].chat_url(room)
@@ -33,17 +37,19 @@ class Cluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
-        self.redis.stop()
+        (self.broker or SingleRedis(self.redis)).stop()
 
 
 def start_nodes(
-    redis: RedisServer, count: int, env: dict[str, str] | None = None, **options: Any
+    redis: RedisServer | SharedBroker,
+    count: int,
+    env: dict[str, str] | None = None,
+    **options: Any,
 ) -> list[RunningServer]:
     """``count`` chat-servers on ``redis``, started side by side; returns once all answer."""
     env = {**FAST, **(env or {})}
-    nodes = [
-        start_server(broker_url=redis.url, env=env, wait=False, **options) for _ in range(count)
-    ]
+    url = redis.url if isinstance(redis, RedisServer) else redis.broker_url()
+    nodes = [start_server(broker_url=url, env=env, wait=False, **options) for _ in range(count)]
     for node in nodes:
         wait_ready(node)
     return nodes
@@ -53,11 +59,12 @@ def start_nodes(
 def running_cluster(
     count: int = 3, *redis_args: str, env: dict[str, str] | None = None, **options: Any
 ) -> Iterator[Cluster]:
-    redis = start_redis(*redis_args)
+    shared = start_shared_broker(None, *redis_args)
+    master = shared.server if isinstance(shared, SingleRedis) else shared.master
     try:
-        cluster = Cluster(redis, start_nodes(redis, count, env, **options))
+        cluster = Cluster(master, start_nodes(shared, count, env, **options), shared)
     except BaseException:
-        redis.stop()
+        shared.stop()
         raise
     try:
         yield cluster

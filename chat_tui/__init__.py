@@ -7,3 +7,11 @@ policies that span them), the model (``rooms``, ``scrollback``, ``notes``, ``sea
 ``text_layout``), and the connection (``connection``, ``events``, ``identity``); around them
 ``commands``, ``config``, ``autostart`` and ``cli``. The wire protocol is ``chat_protocol``'s.
 """
+
+import sys
+
+if "httpx" not in sys.modules:
+    # httpx imports its own command-line tool whenever click is installed (click, pygments,
+    # rich.syntax: some 3 MiB of every chat-tui's memory); chat-tui never runs it. Marked
+    # missing, httpx defines a stub in its place (its ``except ImportError``).
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]

@@ -707,22 +707,24 @@ class ChatController(Observable):
 
     # --- what the connections report ----------------------------------------------------------
 
-    def drain(self, name: str) -> None:
+    def drain(self, name: str) -> int:
         """Apply what ``name``'s connection has queued (at most :data:`DRAIN_LIMIT` events;
-        the rest after whatever else waits)."""
+        the rest after whatever else waits); returns how many were applied."""
         room = self.rooms.get(name)
         link = self.links.get(name)
         if room is None or link is None:
-            return  # a room left meanwhile: what its connection still says is dropped
+            return 0  # a room left meanwhile: what its connection still says is dropped
         connection = link.connection
         # One time for the burst: it arrived within a few milliseconds.
         now = self.clock()
         apply = self._apply
-        for event in connection.take(DRAIN_LIMIT):
+        events = connection.take(DRAIN_LIMIT)
+        for event in events:
             apply[type(event)](room, event, now)
         if connection.events:  # more than one slice
             self.host.wake(name)
         self._alert(room)
+        return len(events)
 
     def _record(self, room: Room, entry: Entry) -> None:
         """An entry for the logs on disk (queued: the writing is the logbook's thread's)."""

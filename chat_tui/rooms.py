@@ -99,9 +99,35 @@ def _mention_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(rf"(?<![\w])(?:{either})(?![\w])", re.IGNORECASE)
 
 
+# The local zone's offset from UTC over one quarter hour (first second, end, offset): a zone's
+# offset changes only on a quarter hour, and ``astimezone()`` asks the C library for the zone
+# each time (several microseconds, two or three times a message in a flood).
+_ZONE_SPAN = 900
+_zone: tuple[float, float, timedelta | None] = (0.0, 0.0, None)
+# The last time converted, and what it became: the server's times are in milliseconds, and a
+# burst has many messages in one; their entries then share one datetime (48 bytes each).
+_last: tuple[datetime, datetime] | None = None
+
+
 def local_time(moment: datetime) -> datetime:
     """A server time (aware, UTC) as the log shows times: naive, in the local zone."""
-    return moment.astimezone().replace(tzinfo=None) if moment.tzinfo is not None else moment
+    global _zone, _last
+    if moment.tzinfo is None:
+        return moment
+    last = _last
+    if last is not None and last[0] == moment:
+        return last[1]
+    second = moment.timestamp()
+    start, end, offset = _zone
+    if not start <= second < end or offset is None:
+        local = moment.astimezone()
+        start = second - second % _ZONE_SPAN
+        _zone = (start, start + _ZONE_SPAN, local.utcoffset())
+        shown = local.replace(tzinfo=None)
+    else:
+        shown = (moment + offset).replace(tzinfo=None)
+    _last = (moment, shown)
+    return shown
 
 
 def countdown(seconds: float) -> str:

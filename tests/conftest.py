@@ -41,6 +41,7 @@ LONG_FIRST = (
     "tests/server/test_addresses.py::test_on_a_shared_broker",
     "tests/server/test_governance.py::test_bans_and_kicks_reach_every_process",
     "tests/server/test_sentinel.py::test_a_failover_is_followed",
+    "tests/server/test_redis_cluster_links.py::",
 )
 
 _own_directories: Path | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 MEMORY_SCHEMES: Final = frozenset({"memory"})
 SQLITE_SCHEMES: Final = frozenset({"sqlite"})  # memory, kept on disk: one process too
@@ -44,17 +44,7 @@ class SentinelUrl:
 
 
 def parse_sentinel_url(url: str) -> SentinelUrl:
-    parts = urlsplit(url)
-    if parts.scheme != SENTINEL_SCHEME:
-        raise ValueError(f"not a {SENTINEL_SCHEME}:// URL")
-    if parts.query or parts.fragment:
-        raise ValueError(f"a {SENTINEL_SCHEME}:// URL takes no ?options or #fragment")
-    userinfo, at, hosts = parts.netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
+    parts, hosts, username, password = _split(url, SENTINEL_SCHEME)
     sentinels = tuple(_host_port(h) for h in hosts.split(","))
     path = [unquote(p) for p in parts.path.split("/")[1:]]
     if not 1 <= len(path) <= 2 or not path[0]:
@@ -67,16 +57,59 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
     return SentinelUrl(sentinels, path[0], db, username, password)
 
 
-def _host_port(text: str) -> tuple[str, int]:
+def _split(url: str, scheme: str) -> tuple[SplitResult, str, str | None, str | None]:
+    """A ``scheme://[[user]:password@]HOSTS...`` URL: its parts, hosts, user and password."""
+    parts = urlsplit(url)
+    if parts.scheme != scheme:
+        raise ValueError(f"not a {scheme}:// URL")
+    if parts.query or parts.fragment:
+        raise ValueError(f"a {scheme}:// URL takes no ?options or #fragment")
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    return parts, hosts, username, password
+
+
+def _host_port(
+    text: str, default_port: int = SENTINEL_PORT, what: str = "sentinel"
+) -> tuple[str, int]:
     if text.startswith("["):  # [IPv6]:PORT
         host, _, rest = text[1:].partition("]")
         port = rest.removeprefix(":")
     else:
         host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
     if not host:
-        raise ValueError(f"sentinel {text!r} has no host")
+        raise ValueError(f"{what} {text!r} has no host")
     if not port:
-        return host, SENTINEL_PORT
+        return host, default_port
     if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"sentinel {text!r} has no valid port")
+        raise ValueError(f"{what} {text!r} has no valid port")
     return host, int(port)
+
+
+# redis+cluster://: a Redis Cluster, found from any of its nodes (not yet among SCHEMES: the
+# backend is not wired to it yet; see docs/scaling.md, "Redis Cluster").
+CLUSTER_SCHEME: Final = "redis+cluster"
+REDIS_PORT: Final = 6379
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterUrl:
+    """``redis+cluster://[[user]:password@]HOST:PORT[,HOST:PORT...]``: seed nodes (any of the
+    cluster's: the others are learnt from them), and the credentials of every node. A cluster
+    has only database 0, so the URL has no path (or ``/0``)."""
+
+    seeds: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_cluster_url(url: str) -> ClusterUrl:
+    parts, hosts, username, password = _split(url, CLUSTER_SCHEME)
+    if parts.path not in ("", "/", "/0"):
+        raise ValueError(f"a {CLUSTER_SCHEME}:// URL has no path (a cluster has database 0 only)")
+    seeds = tuple(_host_port(h, REDIS_PORT, "cluster node") for h in hosts.split(","))
+    return ClusterUrl(seeds, username, password)

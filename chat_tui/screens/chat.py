@@ -13,6 +13,7 @@ changes to any room.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -57,6 +58,15 @@ from chat_tui.widgets.status_line import StatusLine
 SIDEBAR_COLLAPSE_BELOW = 100
 # Below this many columns the members panel is hidden (f2 toggles).
 MEMBERS_HIDE_BELOW = 120
+# Every this many events applied, what survived them (mostly the entries) is frozen, out of
+# the garbage collector's sight, as the startup heap is (ChatApp.on_mount); otherwise each full
+# collection in a flood walks every entry so far, inside a repaint. Not at every drain: what is
+# alive at a freeze and dies later (a screen's rendered rows, which Textual's caches make into
+# reference cycles) is only freed by the collection after the flood (COLLECT_AFTER).
+FREEZE_EVERY = 2000
+# Seconds after the last freeze: the heap is unfrozen and collected once (cyclic garbage that
+# was alive at a freeze is found then), and frozen again. One pause, once things are quiet.
+COLLECT_AFTER = 2.0
 
 
 class ChatScreen(Screen[None]):
@@ -96,8 +106,11 @@ class ChatScreen(Screen[None]):
         self._members_choice: bool | None = None  # shown, as the user chose with f2
         self._watched: dict[Room, Callable[[], None]] = {}  # room -> stop observing it
         self._search_at: Entry | None = None  # the match a search opened from ctrl+g starts at
+        self._unfrozen = 0  # events applied since the last freeze (FREEZE_EVERY)
+        self._frozen_at: float | None = None  # when the last one was, until it is collected
         self._status = StatusLine(id="status")
         self._topic = Static("", id="topic", markup=False)
+        self._topic_shown: str | None = None  # the topic self._topic shows
         self._sidebar = RoomList(id="sidebar")
         self._members = MembersPanel(id="members")
         self.log_view = MessageLog(time_format=config.time_format, own_name=self._me, id="log")
@@ -202,7 +215,20 @@ class ChatScreen(Screen[None]):
 
     @on(EventsWaiting)
     def _events_waiting(self, event: EventsWaiting) -> None:
-        self.controller.drain(event.room)
+        self._unfrozen += self.controller.drain(event.room)
+        if self._unfrozen >= FREEZE_EVERY:
+            gc.freeze()  # O(1): the generations are moved, not walked
+            self._unfrozen = 0
+            self._frozen_at = self.controller.monotonic()
+
+    def _collect_after_flood(self) -> None:
+        """After a flood, once it is over: collect what the freezes kept from the collector."""
+        frozen_at = self._frozen_at
+        if frozen_at is not None and self.controller.monotonic() - frozen_at >= COLLECT_AFTER:
+            self._frozen_at = None
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
 
     # --- chrome: status line, sidebar, members panel, title -----------------------------------
 
@@ -213,6 +239,7 @@ class ChatScreen(Screen[None]):
             self.call_later(self._refresh_chrome)
 
     def _tick(self) -> None:
+        self._collect_after_flood()
         self.controller.report_read(self.log_view.following)
         self.controller.idle_check()
         rooms = self.controller.rooms.values()
@@ -244,9 +271,13 @@ class ChatScreen(Screen[None]):
         self._status.set_parts(self.status_parts(now))
         current = controller.current
         topic = current.topic if current is not None else None
-        # Text from the network: a Text, never markup, and one line without controls.
-        self._topic.update(Text(display_line(f"topic: {topic}"), no_wrap=True) if topic else "")
-        self._topic.set_class(bool(topic), "-visible")
+        if topic != self._topic_shown:
+            # Only when it changed: an update asks Textual for a layout of the whole screen,
+            # and the chrome is refreshed after every drain of a flood.
+            self._topic_shown = topic
+            # Text from the network: a Text, never markup, and one line without controls.
+            self._topic.update(Text(display_line(f"topic: {topic}"), no_wrap=True) if topic else "")
+            self._topic.set_class(bool(topic), "-visible")
         if current is not None and self._members.display:
             self._members.show_members(
                 current.members(), current.me, current.member_source, current.away_of()

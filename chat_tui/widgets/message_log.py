@@ -49,7 +49,7 @@ from chat_tui.links import find_links, suspicious
 from chat_tui.messages import LinkClicked
 from chat_tui.scrollback import Entry, EntryKind, Scrollback, SendState
 from chat_tui.search import Search
-from chat_tui.text_layout import entry_height, find_spans, plan_entry, sender_colour
+from chat_tui.text_layout import cell_len, entry_height, find_spans, plan_entry, sender_colour
 
 DIVIDER_TEXT = " new messages "
 LOOKALIKE = "lookalike"  # the style meta key of a link whose host may not be what it seems
@@ -708,7 +708,7 @@ class MessageLog(ScrollView, can_focus=True):
             if number >= 0:
                 line = plan.lines[number]
                 segments.extend(_text_segments(line, start, end, text_style, picks))
-            strips.append(Strip(segments).crop_extend(0, width, base))
+            strips.append(_fitted(segments, width, base))
         return strips
 
     def _link_style(self, url: str) -> Style:
@@ -732,6 +732,18 @@ class MessageLog(ScrollView, can_focus=True):
         left = side // 2
         text = "─" * left + DIVIDER_TEXT + "─" * (side - left)
         return Strip([Segment(text[:width], style)]).crop_extend(0, width, self._style(""))
+
+
+def _fitted(segments: list[Segment], width: int, pad: Style) -> Strip:
+    """A row of exactly ``width`` cells, as ``Strip(segments).crop_extend(0, width, pad)``
+    makes it, but one Strip instead of up to three (each comes with seven caches), and none
+    that caches itself (a reference cycle, left for the garbage collector)."""
+    cells = sum(cell_len(segment.text) for segment in segments)
+    if cells < width:
+        segments.append(Segment(" " * (width - cells), pad))
+    elif cells > width:
+        return Strip(segments, cells).crop(0, width)
+    return Strip(segments, width)
 
 
 def _text_segments(

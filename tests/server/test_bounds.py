@@ -5,11 +5,13 @@ Redis the bound is read from Redis itself: its keys, not the server's word."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 
 from chat_protocol.close import CloseCode
+from chat_testing.brokers import sqlite_url
 from chat_testing.redis_servers import start_redis
 from chat_testing.servers import RunningServer
 from chat_testing.waits import wait_until
@@ -74,10 +76,15 @@ async def test_rooms_kept_without_members_are_bounded_the_idle_longest_forgotten
 
 
 @pytest.mark.memory_only
+@pytest.mark.parametrize("embedded", [False, True], ids=["memory", "sqlite"])
 async def test_one_address_brings_only_its_share_of_rooms_into_being(
-    server_factory: Callable[..., RunningServer],
+    server_factory: Callable[..., RunningServer], embedded: bool, tmp_path: Path
 ) -> None:
-    server = server_factory(max_new_rooms_per_address=5)
+    """Past the share, the join is refused with nothing else said, not even its own join
+    notice: on the embedded default too, whose join reaches the member only once written (as
+    the publish's result does: the verdict is reached by whichever comes first)."""
+    where = {"broker_url": sqlite_url(tmp_path)} if embedded else {}
+    server = server_factory(max_new_rooms_per_address=5, **where)
     busy = fresh_room("busy")
     there = await join(server.chat_url(busy), **from_address("127.0.0.9"))
     async with observed(server, fresh_room("new-pair")) as pair:

@@ -13,6 +13,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,10 @@ from websockets.exceptions import ConnectionClosed
 from chat_protocol import admin, admin_client
 from chat_protocol.close import CloseCode
 from chat_protocol.v2 import read_up_to
-from chat_server.ops.settings import a_broker_url
+from chat_server.backends import sqlite
+from chat_server.backends.sqlite import SqliteBackend
+from chat_server.events import EventKind, RoomEvent
+from chat_server.ops.settings import Settings, a_broker_url
 from chat_testing.ports import free_port
 from chat_testing.servers import RunningServer, start_server
 from chat_testing.waits import wait_until
@@ -294,3 +298,95 @@ async def eventually_joined(url: str, query: str) -> V2Member:
             if asyncio.get_running_loop().time() > deadline:
                 raise
             await asyncio.sleep(0.1)
+
+
+async def test_history_on_disk_is_what_the_rooms_keep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written in the order said and swept now and then: after a restart each room has the
+    last messages it kept, a room numbered anew none of its old ones, and the file holds
+    about what the rooms keep, however much was said."""
+    # Trimmed every 10 messages, swept from 16 rows, 32 a slice: a few hundred messages sweep
+    # often.
+    monkeypatch.setattr(sqlite, "TRIM_EVERY", 10)
+    monkeypatch.setattr(sqlite, "SWEEP_ROWS", 16)
+    monkeypatch.setattr(sqlite, "SWEEP_SLICE", 32)
+    db = tmp_path / "chat.db"
+    settings = Settings(broker_url=f"sqlite://{db}", history_size=5, history_rooms=2)
+    backend = SqliteBackend(settings, "node-1")
+    await backend.start()
+    channels = backend.channels
+    seen: asyncio.Queue[RoomEvent] = asyncio.Queue()
+    channels.bind(lambda room, event: seen.put_nowait(event))  # once on disk
+    for room in ("kept", "anew"):
+        await channels.publish(room, EventKind.JOIN, "alice")
+    for n in range(300):
+        for room in ("kept", "anew"):
+            channels.publish(room, EventKind.MESSAGE, "alice", f"{room} {n}")
+            # Seen before the next is said: each its own transaction, many rows to sweep.
+            while (await seen.get()).text != f"{room} {n}":
+                pass
+    # Left, then forgotten as two more rooms go idle (history_rooms 2): numbered anew.
+    await channels.publish("anew", EventKind.LEAVE, "alice")
+    for room in ("idle-1", "idle-2"):
+        await channels.publish(room, EventKind.JOIN, "bob")
+        await channels.publish(room, EventKind.LEAVE, "bob")
+    await channels.publish("anew", EventKind.JOIN, "bob")
+    await channels.publish("anew", EventKind.MESSAGE, "bob", "new numbering")
+    await channels.publish("kept", EventKind.MESSAGE, "alice", "kept 300")
+    await channels.publish("kept", EventKind.LEAVE, "alice")  # idle since now: kept longest
+    await backend.close()
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT count(*) FROM said").fetchone()[0]
+    # Not the 600 written: what the rooms keep (two rooms, 5 and up to 10 not yet trimmed
+    # each), up to twice that before a sweep.
+    assert rows <= 2 * 2 * (5 + 10), rows
+
+    backend = SqliteBackend(settings, "node-1")
+    await backend.start()  # the two rooms touched last are kept, idle
+    try:
+        kept = await backend.history.latest("kept", 1000, 10)
+        assert [(m.offset, m.text) for m in kept] == [(n + 1, f"kept {n}") for n in range(296, 301)]
+        anew = await backend.history.latest("anew", 1000, 10)
+        assert [(m.offset, m.text) for m in anew] == [(1, "new numbering")]
+    finally:
+        await backend.close()
+
+
+async def test_a_database_of_the_first_schema_is_read(tmp_path: Path) -> None:
+    """A database written by the server before history was kept in write order (schema 1):
+    converted at the first start, nothing it held lost."""
+    db = tmp_path / "chat.db"
+    said = "\x1e".join(
+        f"{n}\x1fAlice\x1f{1700000000.0 + n!r}\x1fkey:{n}\x1fmessage {n}" for n in (1, 2)
+    )
+    with sqlite3.connect(db) as con:
+        con.executescript(
+            """
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            INSERT INTO meta VALUES ('schema', '1');
+            CREATE TABLE rooms (room TEXT PRIMARY KEY, epoch TEXT NOT NULL,
+                offset INTEGER NOT NULL, touched REAL NOT NULL);
+            CREATE TABLE chunks (room TEXT NOT NULL, first INTEGER NOT NULL,
+                last INTEGER NOT NULL, messages TEXT NOT NULL, PRIMARY KEY (room, first));
+            """
+        )
+        con.execute("INSERT INTO rooms VALUES ('old', 'cafe0001', 2, ?)", (time.time(),))
+        con.execute("INSERT INTO chunks VALUES ('old', 1, 2, ?)", (said,))
+    db.chmod(0o600)
+    server = embedded(db)
+    try:
+        newcomer = await join_v2(server.chat_url("old"), "history=10")
+        assert newcomer.welcome["epoch"] == "cafe0001"
+        backlog = await newcomer.backlog()
+        assert [(m["offset"], m["name"], m["text"]) for m in backlog] == [
+            (1, "Alice", "message 1"),
+            (2, "Alice", "message 2"),
+        ]
+        await newcomer.send("three", "n3")
+        assert (await newcomer.recv_until(lambda f: f["type"] == "ack"))[-1]["offset"] == 3
+        await newcomer.close()
+    finally:
+        server.stop()
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("2",)

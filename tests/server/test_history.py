@@ -10,7 +10,7 @@ import asyncio
 import itertools
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -25,7 +25,6 @@ from chat_protocol.query import JoinRequest, join_query
 from chat_protocol.v1 import format_join, format_leave, parse_frame
 from chat_protocol.v2 import SUBPROTOCOL as SUBPROTOCOL_V2
 from chat_server.backends.memory import CHECK_EVERY
-from chat_testing.redis_servers import RedisServer
 from chat_testing.servers import RunningServer, start_server
 from tests.server.wsclients import V2Member, join, join_v2, resume_query
 
@@ -39,13 +38,11 @@ def fresh_room(prefix: str = "hist") -> str:
 
 
 @pytest.fixture(scope="module")
-def small_server(broker: str, request: pytest.FixtureRequest) -> Iterator[RunningServer]:
+def small_server(
+    shared_broker_options: Callable[[], dict[str, object]],
+) -> Iterator[RunningServer]:
     """History 5 messages, recovery 8, names reserved 0.5 s."""
-    options: dict[str, Any] = dict(SMALL)
-    if broker == "redis":
-        redis: RedisServer = request.getfixturevalue("session_redis")
-        options["broker_url"] = redis.url
-    server = start_server(**options)
+    server = start_server(**SMALL, **shared_broker_options())
     try:
         yield server
     finally:

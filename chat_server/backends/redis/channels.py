@@ -1,9 +1,12 @@
 """The channel backend on Redis: one pub/sub channel per room, every event from one script.
 
-A publish runs the room event script (``scripts.py``), which advances the room's sequence,
-updates its presence and history and publishes, in one atomic step; its command is put
-together here from parts encoded once (this is the publish's hot path). Events come back on
-the subscriber link and go to the hub.
+A publish runs the room events script (``scripts.py``), which advances the room's sequence,
+updates its presence and history and publishes, in one atomic step. The events a node issues
+for one room before its command link next writes go in one call of it, and come back in one
+pub/sub message (``codec.py``): under load a call carries many, so that Redis, and this
+process, pay for a call once for all of them. The call is put together here from parts
+encoded once (this is the publish's hot path). Events come back on the subscriber link and
+go to the hub.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Callable, Generator
 from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
@@ -25,7 +29,7 @@ from chat_server.backends.base import (
 )
 from chat_server.backends.redis import codec, keys
 from chat_server.backends.redis.context import RedisContext
-from chat_server.backends.redis.links import encode_bulk
+from chat_server.backends.redis.links import Gathered, encode_bulk
 from chat_server.backends.redis.scripts import SCRIPTS
 from chat_server.events import Duplicate, EventKind
 
@@ -35,22 +39,29 @@ ROOM_CACHE_SIZE = 4096
 
 
 def room_event_keys(room: str) -> tuple[str, ...]:
-    """The event script's keys before the member node's set (KEYS 1-4)."""
-    return (keys.room_sequence(room), keys.room_presence(room), keys.room_nodes(room), keys.ROOMS)
-
-
-def room_history_keys(room: str) -> tuple[str, ...]:
-    """The event script's keys after the member node's set (KEYS 6-8)."""
-    return (keys.room_history(room), keys.room_nonces(room), keys.room_nonce_order(room))
+    """The event script's keys of the room (KEYS 1-8)."""
+    return (
+        keys.room_sequence(room),
+        keys.room_presence(room),
+        keys.room_nodes(room),
+        keys.ROOMS,
+        keys.room_history(room),
+        keys.room_nonces(room),
+        keys.room_nonce_order(room),
+        keys.IDLE_ROOMS,
+    )
 
 
 _KIND_BULKS = {kind: encode_bulk(code) for kind, code in codec.KIND_CODES.items()}
+_MESSAGE = EventKind.MESSAGE
+_MESSAGE_BULK = _KIND_BULKS[_MESSAGE]
 _NO_NONCE = encode_bulk(codec.NO_NONCE)
-_IDLE_ROOMS = encode_bulk(keys.IDLE_ROOMS)
-# EVALSHA {sha} 10 KEYS[1-10] ARGV[1-19]: 32 parts in all.
-_ROOM_EVENT_HEAD = b"*32\r\n" + b"".join(
-    map(encode_bulk, ("EVALSHA", SCRIPTS["room_event"].sha, "10"))
-)
+_NO_REF = encode_bulk("-")
+_ROOM_EVENTS_HEAD = b"".join(map(encode_bulk, ("EVALSHA", SCRIPTS["room_events"].sha)))
+ROOM_KEYS, FIXED_ARGS, KEYS_PER_EVENT, ARGS_PER_EVENT = 8, 13, 2, 6
+# Events in one script call at most (a burst makes several): bounds the call's time in Redis
+# and its Lua stack (a call unpacks its nonces).
+MAX_BATCH = 128
 
 
 class Landed(tuple[int, int, str, float]):
@@ -83,14 +94,17 @@ class RedisChannels(ChannelBackend):
         self._deliver: Deliver | None = None
         # The rooms the hub wants: resubscribed whenever the subscriber connects again.
         self.subscribed: set[str] = set()
-        self._room_cache: dict[str, tuple[bytes, bytes, bytes, bytes]] = {}
+        self._room_cache: dict[str, tuple[bytes, bytes, bytes]] = {}
+        self._senders: dict[tuple[str, str, int | None], tuple[bytes, bytes, bytes]] = {}
+        # Each room's script call that still takes events (until the link's writer seals it).
+        self._gathering: dict[str, _RoomBatch] = {}
         self._retention_tail = b""
         self.incarnated()
 
     def connected(self, run_id: str) -> None:
         """Connected to the Redis process ``run_id`` (whose rooms' epochs are its own)."""
         settings = self._redis.settings
-        # ARGV 13-19 of the event script: the same for every event while this Redis runs.
+        # ARGV 6-12 of the event script: the same for every call while this Redis runs.
         self._retention_tail = b"".join(
             map(
                 encode_bulk,
@@ -115,7 +129,9 @@ class RedisChannels(ChannelBackend):
         epoch_token = secrets.token_hex(2)
         # The parts of the event script's command that are this node's, encoded once.
         self._own_member_parts = (encode_bulk(keys.node_members(node_id)), encode_bulk(node_id))
+        self._senders = {}
         ttl = max(1, round(redis.settings.history_ttl))
+        # ARGV 3-5: origin, epoch token, ttl.
         self._own_tail = b"".join(map(encode_bulk, (node_id, epoch_token, ttl)))
 
     def bind(self, deliver: Deliver) -> None:
@@ -130,19 +146,21 @@ class RedisChannels(ChannelBackend):
         self._redis.pubsub.unsubscribe(keys.room_channel(room))
 
     def received(self, channel: bytes, data: bytes) -> bool:
-        """A pub/sub message: a room's event goes to the hub. False if ``channel`` is not a
+        """A pub/sub message: a room's events go to the hub. False if ``channel`` is not a
         room's."""
         if not channel.startswith(keys.ROOM_CHANNEL_PREFIX_BYTES):
             return False
         room = channel[len(keys.ROOM_CHANNEL_PREFIX_BYTES) :].decode()
         try:
-            event = codec.decode(data)
+            events = codec.decode(data)
         except codec.MalformedEvent as exc:
             # Skipped here; the next event's serial shows the room's members the gap.
             log.error("room=%s %s", room, exc)
             return True
-        if self._deliver is not None:
-            self._deliver(room, event)
+        deliver = self._deliver
+        if deliver is not None:
+            for event in events:
+                deliver(room, event)
         return True
 
     def publish(
@@ -153,7 +171,7 @@ class RedisChannels(ChannelBackend):
         text: str = "",
         nonce: str | None = None,
         ref: int | None = None,
-    ) -> asyncio.Future[Landed | Duplicate | None]:
+    ) -> _Landing:
         return self.room_event(room, kind, self._redis.node_id, name, text, nonce, ref)
 
     def room_event(
@@ -165,47 +183,81 @@ class RedisChannels(ChannelBackend):
         text: str = "",
         nonce: str | None = None,
         ref: int | None = None,
-    ) -> asyncio.Future[Landed | Duplicate | None]:
-        """Issue the room event script now, for a member of ``member_node`` (this node's, or a
-        dead node's that a reaper announces); the future gets where it landed, ``None`` if the
-        member was not present."""
-        redis = self._redis
-        room_keys, history_keys, room_args, no_token = self._room_parts(room)
-        if member_node == redis.node_id:
+    ) -> _Landing:
+        """Issue the room event now, for a member of ``member_node`` (this node's, or a dead
+        node's that a reaper announces); what it returns gets where it landed, ``None`` if
+        the member was not present. Events for one room issued before the link writes go in
+        one script call, in the order issued, at the place of the first."""
+        batch = self._gathering.get(room)
+        if batch is None or batch.sealed or len(batch.landings) >= MAX_BATCH:
+            link = self._redis.link
+            if link.down_reason is not None:
+                failed = _Landing()
+                failed.settle(error=BrokerUnavailable(link.down_reason))
+                return failed
+            batch = self._open_batch(room)
+        # The hot path of a publish: this event's KEYS and its ARGV, in the script's order
+        # (the parts that are the sender's, encoded once per sender).
+        sender = self._senders.get((member_node, name, ref))
+        if sender is None:
+            sender = self._sender(member_node, name, ref)
+        members_key, member_and_name, ref_b = sender
+        text_b = text.encode()
+        if nonce is None:
+            nonce_b, token_key = _NO_NONCE, batch.no_token
+        else:
+            nonce_b = encode_bulk(codec.encode_nonce(nonce))
+            token_key = encode_bulk(keys.room_token_nonces(room, dedup_token(nonce)))
+        batch.keys.append(members_key + token_key)
+        batch.args.append(
+            b"%b%b$%d\r\n%b\r\n%b%b"
+            % (
+                # A message's is the common case: Enum's hash is a Python call.
+                _MESSAGE_BULK if kind is _MESSAGE else _KIND_BULKS[kind],
+                member_and_name,
+                len(text_b),
+                text_b,
+                nonce_b,
+                ref_b,
+            )
+        )
+        landing = _Landing()
+        batch.landings.append(landing)
+        return landing
+
+    def _sender(self, member_node: str, name: str, ref: int | None) -> tuple[bytes, bytes, bytes]:
+        """The event script's parts that are one sender's: its node's members key, its node
+        and name (ARGV), its ref."""
+        if len(self._senders) >= ROOM_CACHE_SIZE:
+            self._senders.clear()
+        if member_node == self._redis.node_id:
             members_key, member = self._own_member_parts
         else:
             members_key = encode_bulk(keys.node_members(member_node))
             member = encode_bulk(member_node)
-        name_b, text_b = name.encode(), text.encode()
-        if nonce is None:
-            nonce_b, token_key = _NO_NONCE, no_token
-        else:
-            nonce_b = encode_bulk(codec.encode_nonce(nonce))
-            token_key = encode_bulk(keys.room_token_nonces(room, dedup_token(nonce)))
-        deadline = b"%d" % (redis.redis_now_ms() + redis.timeout * 1000)
-        ref_b = b"-" if ref is None else b"%d" % ref
-        # The hot path of a publish: KEYS 1-10, then ARGV 1-19 in the script's order.
-        command = b"".join(
-            (
-                _ROOM_EVENT_HEAD,
-                room_keys,
-                members_key,
-                history_keys,
-                token_key,
-                _IDLE_ROOMS,
-                room_args,
-                _KIND_BULKS[kind],
-                member,
-                b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(name_b), name_b, len(text_b), text_b),
-                nonce_b,
-                self._own_tail,
-                b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(deadline), deadline, len(ref_b), ref_b),
-                self._retention_tail,
-            )
+        parts = self._senders[(member_node, name, ref)] = (
+            members_key,
+            member + encode_bulk(name),
+            _NO_REF if ref is None else encode_bulk(ref),
         )
-        return redis.link.call_packed(command, self._reply)
+        return parts
 
-    def _reply(self, reply: Any) -> Landed | Duplicate | None:
+    def _open_batch(self, room: str) -> _RoomBatch:
+        room_keys, room_args, no_token = self._room_parts(room)
+        redis = self._redis
+        deadline = b"%d" % (redis.redis_now_ms() + redis.timeout * 1000)
+        batch = _RoomBatch(self, room, room_keys, room_args, no_token, encode_bulk(deadline))
+        self._gathering[room] = batch
+        issued = redis.link.call_gathered(batch, batch.landed)
+        issued.add_done_callback(batch.settled)
+        return batch
+
+    def _sealed(self, batch: _RoomBatch) -> None:
+        if self._gathering.get(batch.room) is batch:
+            del self._gathering[batch.room]
+
+    def _landed(self, reply: Any, landings: list[_Landing]) -> None:
+        """Each event's outcome, from the script's reply (see scripts.ROOM_EVENTS)."""
         redis = self._redis
         if isinstance(reply, NoScriptError):
             # Loaded on every connect: someone flushed Redis's scripts. Connect again.
@@ -217,26 +269,160 @@ class RedisChannels(ChannelBackend):
             raise redis.refused(reply)
         if isinstance(reply, Exception):
             raise reply
-        if len(reply) == 1:
-            if reply[0] == -1:
-                raise BrokerUnavailable(f"redis took over {redis.timeout:g} s to publish")
-            return None
-        serial, offset, epoch, time_ms = reply
-        if serial == -2:
-            return Duplicate(offset, epoch.decode(), time_ms / 1000)
-        return Landed((serial, offset, epoch.decode(), time_ms / 1000))
+        epoch = reply[0].decode()
+        time = reply[1] / 1000
+        index = 2
+        for landing in landings:
+            serial, offset, when = reply[index], reply[index + 1], reply[index + 2]
+            index += 3
+            if serial > 0:
+                landing.settle(Landed((serial, offset, epoch, time)))
+            elif serial == 0:
+                landing.settle(None)
+            elif serial == -2:
+                landing.settle(Duplicate(offset, epoch, when / 1000))
+            else:
+                landing.settle(
+                    error=BrokerUnavailable(f"redis took over {redis.timeout:g} s to publish")
+                )
 
-    def _room_parts(self, room: str) -> tuple[bytes, bytes, bytes, bytes]:
+    def _room_parts(self, room: str) -> tuple[bytes, bytes, bytes]:
         """The room's keys and arguments of the event script, encoded once (a hot path), and
-        the KEYS[9] of a message without nonce (never written: any of the room's keys)."""
+        the token key of a message without nonce (never written: any of the room's keys)."""
         parts = self._room_cache.get(room)
         if parts is None:
             if len(self._room_cache) >= ROOM_CACHE_SIZE:
                 self._room_cache.clear()
             parts = self._room_cache[room] = (
                 b"".join(map(encode_bulk, room_event_keys(room))),
-                b"".join(map(encode_bulk, room_history_keys(room))),
                 encode_bulk(keys.room_channel(room)) + encode_bulk(room),
                 encode_bulk(keys.room_nonce_order(room)),
             )
         return parts
+
+
+class _RoomBatch(Gathered):
+    """One room's events in one script call, taken until the link's writer seals it."""
+
+    __slots__ = (
+        "args",
+        "channels",
+        "deadline",
+        "keys",
+        "landings",
+        "no_token",
+        "room",
+        "room_args",
+        "room_keys",
+    )
+
+    def __init__(
+        self,
+        channels: RedisChannels,
+        room: str,
+        room_keys: bytes,
+        room_args: bytes,
+        no_token: bytes,
+        deadline: bytes,
+    ) -> None:
+        super().__init__()
+        self.deadline = deadline
+        self.channels = channels
+        self.room = room
+        self.room_keys = room_keys
+        self.room_args = room_args
+        self.no_token = no_token
+        self.keys: list[bytes] = []
+        self.args: list[bytes] = []
+        self.landings: list[_Landing] = []
+
+    def seal(self) -> bytes:
+        self.sealed = True
+        channels = self.channels
+        channels._sealed(self)
+        count = len(self.landings)
+        # EVALSHA sha numkeys, KEYS, ARGV (counted in arguments: some parts hold two).
+        nkeys = ROOM_KEYS + KEYS_PER_EVENT * count
+        parts = 3 + nkeys + FIXED_ARGS + ARGS_PER_EVENT * count
+        return b"".join(
+            (
+                b"*%d\r\n" % parts,
+                _ROOM_EVENTS_HEAD,
+                encode_bulk(nkeys),
+                self.room_keys,
+                *self.keys,
+                self.room_args,
+                channels._own_tail,
+                channels._retention_tail,
+                self.deadline,
+                *self.args,
+            )
+        )
+
+    def landed(self, reply: Any) -> None:
+        self.channels._landed(reply, self.landings)
+
+    def settled(self, issued: asyncio.Future[None]) -> None:
+        """The call is over: if it failed (the link went down, an error reply), so did each
+        of its events."""
+        self.sealed = True
+        self.channels._sealed(self)
+        if issued.cancelled():
+            exc: BaseException = BrokerUnavailable("cancelled")
+        else:
+            exc_or_none = issued.exception()
+            if exc_or_none is None:
+                return
+            exc = exc_or_none
+        for landing in self.landings:
+            if not landing.done():
+                landing.settle(error=exc)
+
+
+class _Landing:
+    """A room event's outcome, once its script call is answered (a ``Publishing``). Not an
+    asyncio future: one is made per event, and a future's callbacks each cost a turn of the
+    loop; these are called at once, in order, when the reply is read."""
+
+    __slots__ = ("_callbacks", "_error", "_settled", "_value")
+
+    def __init__(self) -> None:
+        self._settled = False
+        self._value: Landed | Duplicate | None = None
+        self._error: BaseException | None = None
+        self._callbacks: list[Callable[[Any], object]] = []
+
+    def done(self) -> bool:
+        return self._settled
+
+    def cancelled(self) -> bool:
+        return False
+
+    def result(self) -> Landed | Duplicate | None:
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def add_done_callback(self, callback: Callable[[Any], object]) -> None:
+        if self._settled:
+            callback(self)
+        else:
+            self._callbacks.append(callback)
+
+    def settle(
+        self, value: Landed | Duplicate | None = None, error: BaseException | None = None
+    ) -> None:
+        self._settled, self._value, self._error = True, value, error
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:  # one publisher's trouble must not stop the link's reader
+                log.exception("a publish's callback failed")
+
+    def __await__(self) -> Generator[Any, None, Landed | Duplicate | None]:
+        if not self._settled:
+            waiter = asyncio.get_running_loop().create_future()
+            self.add_done_callback(lambda _: waiter.done() or waiter.set_result(None))
+            yield from waiter
+        return self.result()

@@ -44,7 +44,10 @@ def node_channel(node: str) -> str:
 
 
 def room_sequence(room: str) -> str:
-    """Hash: ``e`` epoch, ``o`` last message offset, ``n`` last event serial."""
+    """Hash: ``e`` epoch, ``r`` the run_id of the Redis process that numbered it, ``o`` last
+    message offset, ``n`` last event serial; ``x`` when the room's keys' expiry is next
+    refreshed (ms, Redis clock: once per ttl/8, not at every event) and ``h`` the history size
+    of that refresh."""
     return f"{PREFIX}room:{room}:seq"
 
 

@@ -3,10 +3,13 @@
 redis-py does the connecting (TCP, TLS for ``rediss://``, Unix sockets, AUTH, SELECT, the
 RESP parser, hiredis when installed); these classes do what a chat node needs on top:
 
-* :class:`CommandLink`: every command of the node on one connection, pipelined. Commands
-  issued in the same event-loop iteration go out in one write, replies are matched in order,
-  and the node's commands reach Redis in the order they were issued (a member's join before
-  its first message). The age of the oldest unanswered command is watched by the backend.
+* :class:`CommandLink`: every command of the node on one connection, pipelined. One write
+  is in flight at a time: commands issued while Redis answers the last one go out together
+  in the next (at once when nothing is in flight), replies are matched in order, and the
+  node's commands reach Redis in the order they were issued (a member's join before its
+  first message). A :class:`Gathered` command (a room's events in one script call) takes
+  more parts until it is written, in the place where it was issued. The age of the oldest
+  unanswered command is watched by the backend.
 * :class:`PubSubLink`: the subscriber connection. ``subscribe`` resolves when Redis confirms
   the subscription, so nothing published after it can be missed. Its reader hands every
   message to a callback that never blocks: Redis never has to buffer for a slow node.
@@ -170,17 +173,33 @@ def describe(exc: BaseException) -> str:
     return text if len(text) < 200 else text[:197] + "..."
 
 
+class Gathered:
+    """A command that takes more parts while it waits in the outbox (several room events in
+    one script call): the writer seals it when it takes it, and then it is final."""
+
+    __slots__ = ("sealed",)
+
+    def __init__(self) -> None:
+        self.sealed = False
+
+    def seal(self) -> bytes:
+        """The command as written; called once, by the writer."""
+        raise NotImplementedError
+
+
 class _Wire:
     """One connection and what is queued for it: a link gets a new one per connection, so
     that nothing of a failed connection (its outbox, a task that outlived it) touches the
     next one."""
 
-    __slots__ = ("conn", "outbox", "tasks", "wakeup")
+    __slots__ = ("answered", "conn", "outbox", "tasks", "wakeup")
 
     def __init__(self, conn: AbstractConnection) -> None:
         self.conn = conn
-        self.outbox: list[list[bytes]] = []
+        self.outbox: list[list[bytes] | Gathered] = []
         self.wakeup = asyncio.Event()
+        # Set when every command written has its reply (a CommandLink writes again then).
+        self.answered = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
 
 
@@ -227,13 +246,23 @@ class Link:
     async def _write_loop(self, wire: _Wire) -> None:
         while wire is self._wire:
             await wire.wakeup.wait()
+            await self._turn(wire)
             wire.wakeup.clear()
             outbox, wire.outbox = wire.outbox, []
             if outbox and wire is self._wire:
                 self._sending(len(outbox))
                 # One buffer, one write: a list would be one system call per part.
-                data = b"".join([part for command in outbox for part in command])
+                parts: list[bytes] = []
+                for command in outbox:
+                    if type(command) is list:
+                        parts += command
+                    else:
+                        parts.append(command.seal())  # type: ignore[union-attr]
+                data = b"".join(parts)
                 await wire.conn.send_packed_command(data, False)
+
+    async def _turn(self, wire: _Wire) -> None:
+        """Until the link may write what is queued (at once, unless a subclass says)."""
 
     def _sending(self, count: int) -> None:
         """``count`` commands are about to be written."""
@@ -317,6 +346,33 @@ class CommandLink(Link):
         self._send_packed(command)
         return future
 
+    def call_gathered(
+        self, command: Gathered, convert: Callable[[Any], Any] | None = None
+    ) -> asyncio.Future[Any]:
+        """:meth:`call_packed` for a command that may take more parts until the writer seals
+        it (in this loop iteration or the next): its place among the node's commands is where
+        it was issued."""
+        future = asyncio.get_running_loop().create_future()
+        if self.down_reason is not None:
+            command.sealed = True
+            future.set_exception(BrokerUnavailable(self.down_reason))
+            return future
+        self._waiting.append((future, convert))
+        wire = self._wire
+        assert wire is not None
+        wire.outbox.append(command)
+        wire.wakeup.set()
+        return future
+
+    async def _turn(self, wire: _Wire) -> None:
+        """One write in flight at a time: what is issued while Redis answers the last one
+        goes out together once it has (a group commit: when busy, fewer and larger writes
+        and script calls, for Redis and for this process; when idle, no wait at all). A
+        write that is never answered is the watchdog's (``oldest_wait``)."""
+        while self._inflight and wire is self._wire:
+            wire.answered.clear()
+            await wire.answered.wait()
+
     def _sending(self, count: int) -> None:
         now = running_time()
         waiting, inflight = self._waiting, self._inflight
@@ -351,6 +407,8 @@ class CommandLink(Link):
                     future.exception()  # whoever awaits it still gets it; no "never retrieved"
                 else:
                     future.set_result(reply)
+            if not inflight:
+                wire.answered.set()
 
     def _failed(self, exc: BrokerUnavailable) -> None:
         pending = [f for f, _, _ in self._inflight] + [f for f, _ in self._waiting]

@@ -3,10 +3,11 @@
 Times are Redis's clock (``TIME``, in ms), so that nodes with skewed clocks agree on expiry.
 A node is alive while its score in ``chat:nodes`` is at least Redis's now.
 
-The room event script is the one place where a room's sequence advances, in the same step as
-the publish, so that every subscriber sees one numbered order (Centrifugo's model of a
+The room events script is the one place where a room's sequence advances, in the same step
+as the publish, so that every subscriber sees one numbered order (Centrifugo's model of a
 per-channel offset + epoch). History (a stream per room, ``XADD`` beside the ``PUBLISH``) and
-de-duplication by nonce are in this same script.
+de-duplication by nonce are in this same script; one call numbers and publishes a batch of
+events (every event a node has for the room when its command link writes).
 """
 
 from __future__ import annotations
@@ -29,158 +30,265 @@ local function alive(nodes_key, node)
 end
 """
 
-# KEYS: 1 sequence, 2 presence, 3 room's node counts, 4 rooms, 5 member's node's members,
-#       6 history (a stream), 7 nonces (hash: key -> "offset time"), 8 nonces in order (a list),
-#       9 the sender's token's nonces in order (a list; for a message with a nonce),
-#       10 rooms without members, by when they emptied (a sorted set)
-# ARGV: 1 channel, 2 room, 3 kind (m/j/l/t/a/b/n), 4 the member's node, 5 name, 6 text,
-#       7 nonce ('-' for none): the sender's de-duplication key (codec-encoded),
-#       8 origin (the publishing node: a reaper announces for another),
-#       9 the publisher's epoch token: a room whose sequence starts now gets the epoch
+# Every event a node has for one room in one turn of its loop, in one call (a publish costs
+# Redis a fraction of a script call, not one each), numbered in the order given.
+# KEYS: 1 sequence, 2 presence, 3 room's node counts, 4 rooms, 5 history (a stream),
+#       6 nonces (hash: key -> "offset time"), 7 nonces in order (a list),
+#       8 rooms without members, by when they emptied (a sorted set); then per event i
+#       (from 0): 9 + 2i the member's node's members, 10 + 2i the sender's token's nonces in
+#       order (a list; for a message with a nonce, else any of the room's keys: unused)
+# ARGV: 1 channel, 2 room, 3 origin (the publishing node: a reaper announces for another),
+#       4 the publisher's epoch token: a room whose sequence starts now gets the epoch
 #       "{token}{Redis's clock in ms, hex}", different from any epoch before it,
-#       10 ttl of the room's keys (s), from its last event,
-#       11 deadline (ms, Redis clock; 0 = none): a publish that arrives after it is refused,
-#       so a node that gave up waiting can tell its member "not sent" and be right,
-#       12 ref: the serial of the member's own join ('-': any join by the member's node),
-#       13 history size (0 = no history), 14 nonces kept per token, 15 the node key prefix,
-#       16 nonces kept per room, 17 Redis's run_id as the node read it when it connected,
-#       18 rooms without members whose history is kept at most, 19 the room key prefix.
-# Returns {serial, offset, epoch, time} once published; {0} if the member is not (for a
-# message or leave with a ref: not with that join) present: nothing was published; {-1} if
-# past the deadline; {-2, offset, epoch, time} for a message whose nonce the room already
-# published (the original's offset and time; nothing published now).
+#       5 ttl of the room's keys (s), from its last event, 6 history size (0 = no history),
+#       7 nonces kept per token, 8 the node key prefix, 9 nonces kept per room,
+#       10 Redis's run_id as the node read it when it connected,
+#       11 rooms without members whose history is kept at most, 12 the room key prefix,
+#       13 deadline (ms, Redis clock; 0 = none): a call that arrives after it is refused, so a
+#       node that gave up waiting can tell its members "not sent" and be right (the first
+#       event's: the others were issued in the same loop iteration);
+#       then 6 per event (from 13 + 6i + 1): kind (m/j/l/t/a/b/n/k), the member's node, name,
+#       text, nonce ('-' for none: the sender's de-duplication key, codec-encoded),
+#       ref (the serial of the member's own join; '-': any join by the member's node).
+# Returns {epoch, now, then three per event}: {serial, offset, 0} once published; {0, 0, 0}
+# if the member is not (for a message or leave with a ref: not with that join) present:
+# nothing was published; {-1, 0, 0} if past the deadline; {-2, offset, time} for a message
+# whose nonce the room already published (the original's; nothing published now).
 #
-# History is written here, beside the PUBLISH: a message is in the stream (entry id
-# "{offset}-0") if and only if it was delivered live. A join of a name already present (the
-# same token's newer connection) first publishes the old connection's leave ("replaced").
+# One PUBLISH carries the call's events (codec.py, v2). History is written here, beside it: a
+# message is in the stream (entry id "{offset}-0") if and only if it was delivered live. A
+# join of a name already present (the same token's newer connection) first publishes the old
+# connection's leave ("replaced").
+#
+# The sequence hash (``keys.room_sequence``) is read once and written once per call; its
+# ``x`` is when the room's keys' expiry is next due: they are set to live ttl + ttl/8 from
+# then, so that a room's keys outlive its last event by ttl to ttl + ttl/8 with one round of
+# EXPIREs per ttl/8, not per event. A key this call creates gets its expiry at once: the
+# sequence (a new epoch), the stream (the sequence's first message, or ``h``, the history
+# size of the last round, differs), the nonces (their list's first).
 #
 # A room's epoch belongs to the Redis process (its run_id) that numbered it: after Redis
 # restarted, whatever it had kept may be older than what was said (a snapshot taken before the
 # last messages), so the room's numbering starts over under a new epoch rather than giving
 # the same offsets to new messages.
-ROOM_EVENT = (
-    _PRELUDE
-    + """
-if ARGV[11] ~= '0' and now > tonumber(ARGV[11]) then return {-1} end
-local kind, node, name = ARGV[3], ARGV[4], ARGV[5]
-local entry = ARGV[2] .. ' ' .. name
-local present = redis.call('HGET', KEYS[2], name)
-local owner = present and string.match(present, '^(%S+)')
-if kind ~= 'j' and (owner ~= node or (ARGV[12] ~= '-' and present ~= node .. ' ' .. ARGV[12])) then
-  if (kind == 'l' or kind == 'k') and owner ~= node then redis.call('SREM', KEYS[5], entry) end
-  return {0}
+ROOM_EVENTS = r"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local count = (#ARGV - 13) / 6
+if ARGV[13] ~= '0' and now > tonumber(ARGV[13]) then
+  local late = {'', now}
+  for i = 0, count - 1 do late[3 + 3 * i], late[4 + 3 * i], late[5 + 3 * i] = -1, 0, 0 end
+  return late
 end
-local ttl = ARGV[10]
-local epoch = redis.call('HGET', KEYS[1], 'e')
-if epoch and redis.call('HGET', KEYS[1], 'r') ~= ARGV[17] then
-  redis.call('DEL', KEYS[1])
-  epoch = false
-end
-if not epoch then
-  epoch = ARGV[9] .. string.format('%x', now)
-  redis.call('HSET', KEYS[1], 'e', epoch, 'r', ARGV[17])
+local room, node_prefix = ARGV[2], ARGV[8]
+local ttl = tonumber(ARGV[5])
+local slack = math.ceil(ttl / 8)
+local seq = redis.call('HMGET', KEYS[1], 'e', 'r', 'o', 'n', 'x', 'h')
+local epoch = seq[1]
+if epoch and seq[2] ~= ARGV[10] then epoch = false end
+local offset, serial = tonumber(seq[3] or '0'), tonumber(seq[4] or '0')
+-- Due, or the history size not the one the keys' expiry was last set with (a stream that
+-- comes into being in mid-sequence gets its expiry at once).
+local refresh = not epoch or now >= tonumber(seq[5] or '0') or seq[6] ~= ARGV[6]
+local started, changed, forget = false, false, false
+local function start()
+  if epoch then return end
   -- A sequence starting over: what is left of an older one is nobody's history.
-  redis.call('DEL', KEYS[6], KEYS[7], KEYS[8])
+  redis.call('DEL', KEYS[1], KEYS[5], KEYS[6], KEYS[7])
+  epoch = ARGV[4] .. string.format('%x', now)
+  offset, serial, started, refresh = 0, 0, true, true
 end
-local nonce = ARGV[7]
-if kind == 'm' and nonce ~= '-' then
-  local seen = redis.call('HGET', KEYS[7], nonce)
-  if seen then
-    local o, t = string.match(seen, '^(%d+) (%d+)$')
-    return {-2, tonumber(o), epoch, tonumber(t)}
+-- Presence entries ("{node} {join serial}") read once per call, kept as they change.
+local present_cache, owners, joins = {}, {}, {}
+local function presence(name)
+  local p = present_cache[name]
+  if p == nil then
+    p = redis.call('HGET', KEYS[2], name)
+    present_cache[name] = p
+    if p then owners[name], joins[name] = string.match(p, '^(%S+) (%S+)$') end
   end
+  return p, owners[name], joins[name]
 end
-local function publish(serial, offset, k, who, text)
-  redis.call('PUBLISH', ARGV[1], table.concat(
-    {'v1', serial, offset, epoch, now, k, ARGV[8], who, k == 'm' and nonce or '-'}, ' ')
-    .. '\\n' .. text)
-end
-local offset
-if kind == 'm' then
-  offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
-else
-  offset = tonumber(redis.call('HGET', KEYS[1], 'o') or '0')
-end
-if kind == 'j' and present then
-  -- The old connection leaves first, as every member sees it.
-  redis.call('HDEL', KEYS[2], name)
-  if owner ~= node then redis.call('SREM', ARGV[15] .. owner .. ':members', entry) end
-  if redis.call('HINCRBY', KEYS[3], owner, -1) <= 0 then redis.call('HDEL', KEYS[3], owner) end
-  publish(redis.call('HINCRBY', KEYS[1], 'n', 1), offset, 'l', name, 'replaced')
-end
-local serial = redis.call('HINCRBY', KEYS[1], 'n', 1)
-if kind == 'm' then
-  local size = tonumber(ARGV[13])
-  if size > 0 then
-    redis.call('XADD', KEYS[6], 'MAXLEN', '~', size, offset .. '-0',
-      'n', name, 't', ARGV[6], 'm', now)
+local function set_presence(name, value)
+  if value then
+    redis.call('HSET', KEYS[2], name, value)
+    owners[name], joins[name] = string.match(value, '^(%S+) (%S+)$')
+  else
+    redis.call('HDEL', KEYS[2], name)
+    owners[name], joins[name] = nil, nil
   end
-  if nonce ~= '-' then
-    -- Each token keeps its own last nonces (others' sends cannot age them out), the room
-    -- its last ARGV[16] in all.
-    redis.call('HSET', KEYS[7], nonce, offset .. ' ' .. now)
-    if redis.call('RPUSH', KEYS[9], nonce) > tonumber(ARGV[14]) then
-      redis.call('HDEL', KEYS[7], redis.call('LPOP', KEYS[9]))
+  present_cache[name] = value
+end
+local out = {false, now}
+-- What is told (codec.py, v2): numbers, words and texts apart.
+local numbers, words, texts = {}, {}, {}
+local function publish(k, who, nonce, text)
+  local n = #numbers
+  numbers[n + 1], numbers[n + 2], numbers[n + 3] = serial, offset, #text
+  words[n + 1], words[n + 2], words[n + 3] = k, who, nonce
+  texts[#texts + 1] = text
+end
+local size, stored = tonumber(ARGV[6]), 0
+local room_nonces, token_nonces, token_keys  -- made with the call's first nonce
+for i = 0, count - 1 do
+  local a = 13 + 6 * i
+  local kind, node, name, text = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local nonce, ref = ARGV[a + 5], ARGV[a + 6]
+  local members_key = KEYS[9 + 2 * i]
+  local n = #out
+  local present, owner, joined = presence(name)
+  if kind ~= 'j' and (owner ~= node or (ref ~= '-' and joined ~= ref)) then
+    if (kind == 'l' or kind == 'k') and owner ~= node then
+      redis.call('SREM', members_key, room .. ' ' .. name)
     end
-    if redis.call('RPUSH', KEYS[8], nonce) > tonumber(ARGV[16]) then
-      redis.call('HDEL', KEYS[7], redis.call('LPOP', KEYS[8]))
-    end
-    redis.call('EXPIRE', KEYS[9], ttl)
-  end
-elseif kind == 't' or kind == 'a' or kind == 'b' then
-  -- Typing, away, back: in the room's order, never stored.
-elseif kind == 'n' then
-  -- A new name (ARGV[6]) for the same entry: the join's serial stays its ref. A stale entry
-  -- of the new name (a dead node's, not reaped yet) is taken over.
-  local new = ARGV[6]
-  local stale = redis.call('HGET', KEYS[2], new)
-  if stale then
-    local stale_owner = string.match(stale, '^(%S+)')
-    redis.call('SREM', ARGV[15] .. stale_owner .. ':members', ARGV[2] .. ' ' .. new)
-    if redis.call('HINCRBY', KEYS[3], stale_owner, -1) <= 0 then
-      redis.call('HDEL', KEYS[3], stale_owner)
-    end
-  end
-  redis.call('HDEL', KEYS[2], name)
-  redis.call('HSET', KEYS[2], new, present)
-  redis.call('SREM', KEYS[5], entry)
-  redis.call('SADD', KEYS[5], ARGV[2] .. ' ' .. new)
-elseif kind == 'j' then
-  redis.call('ZREM', KEYS[10], ARGV[2])
-  redis.call('HSET', KEYS[2], name, node .. ' ' .. serial)
-  redis.call('SADD', KEYS[5], entry)
-  redis.call('HINCRBY', KEYS[3], node, 1)
-  -- Conversations ("@...") are nobody's to list.
-  if string.sub(ARGV[2], 1, 1) ~= '@' then redis.call('ZADD', KEYS[4], 0, ARGV[2]) end
-else
-  redis.call('HDEL', KEYS[2], name)
-  redis.call('SREM', KEYS[5], entry)
-  if redis.call('HINCRBY', KEYS[3], node, -1) <= 0 then redis.call('HDEL', KEYS[3], node) end
-  if redis.call('EXISTS', KEYS[2]) == 0 then
-    redis.call('DEL', KEYS[3])
-    redis.call('ZREM', KEYS[4], ARGV[2])
-    -- Idle now: past the bound, the room idle longest is forgotten (one here, one more
-    -- when the set grew past it: never a long walk in one event).
-    redis.call('ZADD', KEYS[10], now, ARGV[2])
-    for _ = 1, 2 do
-      if redis.call('ZCARD', KEYS[10]) <= tonumber(ARGV[18]) then break end
-      local oldest = redis.call('ZPOPMIN', KEYS[10])[1]
-      local p = ARGV[19] .. oldest
-      if redis.call('EXISTS', p .. ':presence') == 0 then
-        redis.call('DEL', p .. ':seq', p .. ':history', p .. ':nonces', p .. ':nonce-order')
+    out[n + 1], out[n + 2], out[n + 3] = 0, 0, 0
+  else
+    start()
+    local seen = kind == 'm' and nonce ~= '-' and redis.call('HGET', KEYS[6], nonce)
+    if seen then
+      local o, w = string.match(seen, '^(%d+) (%d+)$')
+      out[n + 1], out[n + 2], out[n + 3] = -2, tonumber(o), tonumber(w)
+    else
+      changed = true
+      local entry = kind ~= 'm' and room .. ' ' .. name  -- a member entry: not for messages
+      if kind == 'm' then offset = offset + 1 end
+      if kind == 'j' and present then
+        -- The old connection leaves first, as every member sees it.
+        set_presence(name, false)
+        if owner ~= node then redis.call('SREM', node_prefix .. owner .. ':members', entry) end
+        if redis.call('HINCRBY', KEYS[3], owner, -1) <= 0 then
+          redis.call('HDEL', KEYS[3], owner)
+        end
+        serial = serial + 1
+        publish('l', name, '-', 'replaced')
       end
+      serial = serial + 1
+      if kind == 'm' then
+        if size > 0 then
+          -- The sequence's first message makes its stream: it gets its expiry now.
+          if offset == 1 then refresh = true end
+          stored = stored + 1
+          redis.call('XADD', KEYS[5], offset .. '-0', 'n', name, 't', text, 'm', now)
+        end
+        if nonce ~= '-' then
+          if not room_nonces then room_nonces, token_nonces, token_keys = {}, {}, {} end
+          redis.call('HSET', KEYS[6], nonce, offset .. ' ' .. now)
+          room_nonces[#room_nonces + 1] = nonce
+          local token_key = KEYS[10 + 2 * i]
+          local mine = token_nonces[token_key]
+          if not mine then
+            mine = {}
+            token_nonces[token_key] = mine
+            token_keys[#token_keys + 1] = token_key
+          end
+          mine[#mine + 1] = nonce
+        end
+      elseif kind == 't' or kind == 'a' or kind == 'b' then
+        -- Typing, away, back: in the room's order, never stored.
+      elseif kind == 'n' then
+        -- A new name (the text) for the same entry: the join's serial stays its ref. A stale
+        -- entry of the new name (a dead node's, not reaped yet) is taken over.
+        local stale = presence(text)
+        if stale then
+          local stale_owner = string.match(stale, '^(%S+)')
+          redis.call('SREM', node_prefix .. stale_owner .. ':members', room .. ' ' .. text)
+          if redis.call('HINCRBY', KEYS[3], stale_owner, -1) <= 0 then
+            redis.call('HDEL', KEYS[3], stale_owner)
+          end
+        end
+        set_presence(name, false)
+        set_presence(text, present)
+        redis.call('SREM', members_key, entry)
+        redis.call('SADD', members_key, room .. ' ' .. text)
+      elseif kind == 'j' then
+        redis.call('ZREM', KEYS[8], room)
+        set_presence(name, node .. ' ' .. serial)
+        redis.call('SADD', members_key, entry)
+        redis.call('HINCRBY', KEYS[3], node, 1)
+        -- Conversations ("@...") are nobody's to list.
+        if string.sub(room, 1, 1) ~= '@' then redis.call('ZADD', KEYS[4], 0, room) end
+      else
+        set_presence(name, false)
+        redis.call('SREM', members_key, entry)
+        if redis.call('HINCRBY', KEYS[3], node, -1) <= 0 then redis.call('HDEL', KEYS[3], node) end
+        if redis.call('EXISTS', KEYS[2]) == 0 then
+          redis.call('DEL', KEYS[3])
+          redis.call('ZREM', KEYS[4], room)
+          -- Idle now: past the bound, the room idle longest is forgotten (one here, one more
+          -- when the set grew past it: never a long walk in one event).
+          redis.call('ZADD', KEYS[8], now, room)
+          for _ = 1, 2 do
+            if redis.call('ZCARD', KEYS[8]) <= tonumber(ARGV[11]) then break end
+            local oldest = redis.call('ZPOPMIN', KEYS[8])[1]
+            local p = ARGV[12] .. oldest
+            if oldest == room then
+              forget = true  -- at the end: this call still numbers and publishes
+            elseif redis.call('EXISTS', p .. ':presence') == 0 then
+              redis.call('DEL', p .. ':seq', p .. ':history', p .. ':nonces', p .. ':nonce-order')
+            end
+          end
+        end
+      end
+      publish(kind, name, kind == 'm' and nonce or '-', text)
+      out[n + 1], out[n + 2], out[n + 3] = serial, offset, 0
     end
   end
 end
--- The room's keys live ttl seconds after its last event.
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('EXPIRE', KEYS[6], ttl)
-redis.call('EXPIRE', KEYS[7], ttl)
-redis.call('EXPIRE', KEYS[8], ttl)
-publish(serial, offset, kind, name, ARGV[6])
-return {serial, offset, epoch, now}
+if not changed then
+  out[1] = epoch or ''
+  return out
+end
+out[1] = epoch
+if stored > 0 and offset % 64 < stored then
+  -- Trimmed (whole nodes of the stream, "~") each time the offsets pass a multiple of 64:
+  -- about size messages kept, never fewer, for one XTRIM per 64 rather than per message.
+  redis.call('XTRIM', KEYS[5], 'MAXLEN', '~', size)
+end
+if room_nonces then
+  -- The oldest n of a list of nonces, and their entries (LRANGE and LTRIM: LPOP's count is
+  -- Redis 6.2's).
+  local function forget(list, n)
+    redis.call('HDEL', KEYS[6], unpack(redis.call('LRANGE', list, 0, n - 1)))
+    redis.call('LTRIM', list, n, -1)
+  end
+  -- Each token keeps its own last nonces (others' sends cannot age them out), the room its
+  -- last ARGV[9] in all.
+  local per_token = tonumber(ARGV[7])
+  for _, token_key in ipairs(token_keys) do
+    local mine = token_nonces[token_key]
+    local kept = redis.call('RPUSH', token_key, unpack(mine))
+    if kept > per_token then forget(token_key, kept - per_token) end
+    redis.call('EXPIRE', token_key, ttl + slack)
+  end
+  local kept = redis.call('RPUSH', KEYS[7], unpack(room_nonces))
+  if kept == #room_nonces then refresh = true end  -- the room's first: new keys
+  if kept > tonumber(ARGV[9]) then forget(KEYS[7], kept - tonumber(ARGV[9])) end
+end
+if forget and redis.call('EXISTS', KEYS[2]) == 0 then
+  -- This room, empty now, was the idle one past the bound: its sequence goes (the next
+  -- event starts another), unless someone joined it in this same call.
+  redis.call('DEL', KEYS[1], KEYS[5], KEYS[6], KEYS[7])
+else
+  local fields = {'o', offset, 'n', serial}
+  if started then
+    fields[5], fields[6], fields[7], fields[8] = 'e', epoch, 'r', ARGV[10]
+  end
+  if refresh then
+    fields[#fields + 1], fields[#fields + 2] = 'x', now + slack * 1000
+    fields[#fields + 1], fields[#fields + 2] = 'h', ARGV[6]
+  end
+  redis.call('HSET', KEYS[1], unpack(fields))
+  if refresh then
+    -- The room's keys live at least ttl seconds after its last event.
+    for k = 5, 7 do redis.call('EXPIRE', KEYS[k], ttl + slack) end
+    redis.call('EXPIRE', KEYS[1], ttl + slack)
+  end
+end
+redis.call('PUBLISH', ARGV[1], 'v2 ' .. epoch .. ' ' .. now .. ' ' .. ARGV[3] .. '\n'
+  .. table.concat(numbers, ' ') .. '\n' .. table.concat(words, ' ') .. '\n'
+  .. table.concat(texts))
+return out
 """
-)
 
 # A name's record (KEYS[1], a hash): one field per node with how many of its connections hold
 # the name, and ``d``, the digest of the name's resume token, if it has one. A token's name
@@ -541,7 +649,7 @@ class Script:
 SCRIPTS = {
     name: Script(source)
     for name, source in {
-        "room_event": ROOM_EVENT,
+        "room_events": ROOM_EVENTS,
         "claim_name": CLAIM_NAME,
         "keep_read": KEEP_READ,
         "note_direct": NOTE_DIRECT,

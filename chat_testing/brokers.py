@@ -1,0 +1,130 @@
+"""The broker a test's servers use, chosen by name, so that the same suites run on each.
+
+* ``memory``: ``memory://``, each server its own (the default of every test server);
+* ``sqlite``: ``sqlite://``, each server its own file (the embedded default of ``chat-server``);
+* ``redis``: one real ``redis-server``;
+* ``sentinel``: ``redis+sentinel://`` on a master, a replica and three sentinels.
+
+``CHAT_TEST_BROKERS`` (comma-separated, default ``memory,redis``) picks the brokers the server
+suite is parametrized over; ``CHAT_TEST_SHARED_BROKER`` (``redis`` or ``sentinel``, default
+``redis``) the one that several processes share in ``running_cluster``. CI runs the defaults
+within its time; the others are run on demand, e.g.::
+
+    CHAT_TEST_BROKERS=sqlite,sentinel CHAT_TEST_SHARED_BROKER=sentinel \
+        python -m pytest tests/server/test_conformance.py tests/server/test_history.py \
+        tests/server/test_cluster.py tests/server/test_history_cluster.py
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import redis
+
+from chat_testing.redis_servers import (
+    RedisSentinel,
+    RedisServer,
+    start_redis,
+    start_replica,
+    start_sentinels,
+)
+
+BROKERS_ENV = "CHAT_TEST_BROKERS"
+SHARED_BROKER_ENV = "CHAT_TEST_SHARED_BROKER"
+DEFAULT_BROKERS = ("memory", "redis")
+KINDS = frozenset({"memory", "sqlite", "redis", "sentinel"})
+SHARED_KINDS = frozenset({"redis", "sentinel"})  # brokers several processes can share
+SENTINEL_SERVICE = "chat"
+
+
+def chosen_brokers() -> list[str]:
+    """The brokers of ``CHAT_TEST_BROKERS``, in its order (a name not known is an error: a typo
+    must not quietly test less)."""
+    raw = os.environ.get(BROKERS_ENV, "")
+    kinds = [k.strip() for k in raw.split(",") if k.strip()] or list(DEFAULT_BROKERS)
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise ValueError(f"{BROKERS_ENV}: unknown broker(s) {unknown} (known: {sorted(KINDS)})")
+    return kinds
+
+
+def shared_broker() -> str:
+    kind = os.environ.get(SHARED_BROKER_ENV, "").strip() or "redis"
+    if kind not in SHARED_KINDS:
+        raise ValueError(f"{SHARED_BROKER_ENV}: {kind!r} is not one of {sorted(SHARED_KINDS)}")
+    return kind
+
+
+class SharedBroker(Protocol):
+    """What the tests need of a broker that several chat-servers share."""
+
+    def broker_url(self, db: int = 0) -> str: ...
+
+    def client(self) -> redis.Redis: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class SingleRedis:
+    server: RedisServer
+
+    def broker_url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.server.port}/{db}"
+
+    def client(self) -> redis.Redis:
+        return self.server.client()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@dataclass
+class SentinelRedis:
+    """A master, its replica and three sentinels: servers find the master through them."""
+
+    master: RedisServer
+    replica: RedisServer
+    sentinels: list[RedisSentinel] = field(default_factory=list)
+
+    def broker_url(self, db: int = 0) -> str:
+        hosts = ",".join(s.url for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{SENTINEL_SERVICE}/{db}"
+
+    def client(self) -> redis.Redis:
+        """The master of the moment, as the first sentinel names it."""
+        port = self.sentinels[0].master_port_now()
+        server = self.master if port == self.master.port else self.replica
+        return server.client()
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, self.replica, self.master]:
+            server.stop()
+
+
+def start_shared_broker(kind: str | None = None, *redis_args: str) -> SingleRedis | SentinelRedis:
+    kind = kind or shared_broker()
+    master = start_redis(*redis_args)
+    if kind == "redis":
+        return SingleRedis(master)
+    started: list[RedisServer] = [master]
+    try:
+        replica = start_replica(master, *redis_args)
+        started.append(replica)
+        return SentinelRedis(master, replica, start_sentinels(master, service=SENTINEL_SERVICE))
+    except BaseException:
+        for server in started:
+            server.stop()
+        raise
+
+
+_files = itertools.count()
+
+
+def sqlite_url(directory: Path) -> str:
+    """A fresh database file in ``directory``, for one server."""
+    return f"sqlite://{directory / f'chat-{os.getpid()}-{next(_files)}.db'}"
