@@ -57,9 +57,15 @@ def start_nodes(
 
 @contextlib.contextmanager
 def running_cluster(
-    count: int = 3, *redis_args: str, env: dict[str, str] | None = None, **options: Any
+    count: int = 3,
+    *redis_args: str,
+    env: dict[str, str] | None = None,
+    shared_kind: str | None = None,
+    **options: Any,
 ) -> Iterator[Cluster]:
-    shared = start_shared_broker(None, *redis_args)
+    """``count`` chat-servers on a shared broker of ``shared_kind`` (by default
+    ``CHAT_TEST_SHARED_BROKER``'s, ``redis`` unless it says)."""
+    shared = start_shared_broker(shared_kind, *redis_args)
     master = shared.server if isinstance(shared, SingleRedis) else shared.master
     try:
         cluster = Cluster(master, start_nodes(shared, count, env, **options), shared)

@@ -267,7 +267,9 @@ def search_live(
         return []
     hits: list[Hit] = []
     for room, entries in rooms:
-        for entry in entries:
+        # Newest first within the room: entries of the same time (a burst) stay in the
+        # room's order, reversed, through the stable sort below.
+        for entry in reversed(list(entries)):
             if needle in _fold(entry.text) or (
                 entry.sender is not None and needle in _fold(entry.sender)
             ):
@@ -300,4 +302,5 @@ def merge(log_hits: list[Hit], live_hits: list[Hit], *, limit: int = 200) -> lis
     live one: choosing it shows it in its room's scrollback)."""
     live = {_as_logged(h) for h in live_hits}
     old = [h for h in log_hits if (h.room, h.when, h.sender, h.text) not in live]
-    return sorted([*old, *live_hits], key=lambda hit: hit.when, reverse=True)[:limit]
+    # Stable: of the same second, the live ones (the scrollback keeps the newest) first.
+    return sorted([*live_hits, *old], key=lambda hit: hit.when, reverse=True)[:limit]

@@ -662,8 +662,14 @@ class Room(Observable):
         until the room is left.
         """
         self.viewed = True
-        if self._first_unread is not None:
-            self.scrollback.marker = self._first_unread
+        first = self._first_unread
+        if first is not None:
+            scrollback = self.scrollback
+            if len(scrollback) and scrollback.index_of(first) is None:
+                # More came than the scrollback keeps: the oldest kept is the first unread
+                # there is to show (not the newest, with the rest skipped unseen).
+                first = scrollback[0]
+            scrollback.marker = first
             self._first_unread = None
         self.unread = self.mentions = 0
         self.changed()

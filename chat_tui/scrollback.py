@@ -235,7 +235,12 @@ class Scrollback(Observable):
                 break
         if after is None:
             return False
-        entries.remove(entry)  # it was before ``after``: that index moves down by one
+        try:
+            entries.remove(entry)  # it was before ``after``: that index moves down by one
+        except ValueError:
+            # Pushed out of the scrollback while pending (a flood of more than it keeps came
+            # first): nothing to move, nothing to draw.
+            return False
         entries.insert(after, entry)
         self.generation += 1
         self.changed()

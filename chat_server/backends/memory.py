@@ -162,6 +162,18 @@ class _State:
         # token id -> {conversation: who wrote last} (Registry.note_direct)
         self.inbox: OrderedDict[str, dict[str, str]] = OrderedDict()
 
+    def bound_for(self, state: _Room, weight: int) -> int:
+        """Take ``weight`` bytes as ``state``'s history now; the bound it must be brought
+        within: its own, or its share of all rooms' once the idle ones are forgotten."""
+        self.kept_bytes += weight - state.kept_bytes
+        state.kept_bytes = weight
+        room_bound = self.room_bound
+        if self.kept_bytes > self.total_bound:
+            self.forget_idle(until_within=True)
+            if self.kept_bytes > self.total_bound:
+                room_bound = min(room_bound, self.total_bound // len(self.rooms))
+        return room_bound
+
     def weigh(self, room: str, state: _Room) -> None:
         """Weigh ``state``'s history in bytes and bring it within the bounds: the room's, then
         all rooms' (idle rooms go first, then this room keeps no more than its share); the
@@ -171,14 +183,7 @@ class _State:
         ring = state.ring
         assert ring is not None
         state.added = 0
-        weight = sum(map(_size, ring))
-        self.kept_bytes += weight - state.kept_bytes
-        state.kept_bytes = weight
-        room_bound = self.room_bound
-        if self.kept_bytes > self.total_bound:
-            self.forget_idle(until_within=True)
-            if self.kept_bytes > self.total_bound:
-                room_bound = min(room_bound, self.total_bound // len(self.rooms))
+        room_bound = self.bound_for(state, sum(map(_size, ring)))
         while state.kept_bytes > room_bound and len(ring) > 1:
             size = _size(ring.popleft())
             state.kept_bytes -= size
@@ -322,13 +327,17 @@ class MemoryChannels(ChannelBackend):
             self._deliver(room, event)
         return event
 
+    def _new_room(self) -> _Room:
+        """A room's state when it comes into being (a subclass may keep more)."""
+        return _Room(self._state.settings.history_size)
+
     def _joining(self, room: str, state: _Room | None, name: str) -> _Room:
         shared = self._state
         if state is not None and room in shared.idle:
             state = shared.live_room(room)
             shared.idle.pop(room, None)
         if state is None:
-            state = shared.rooms[room] = _Room(shared.settings.history_size)
+            state = shared.rooms[room] = self._new_room()
         if name in state.members:
             # The same token's newer connection: the old one leaves first, as others see it.
             del state.members[name]

@@ -1,10 +1,14 @@
 """``sqlite://``: one process, as ``memory://``, with everything worth keeping on disk.
 
-The rooms live in memory exactly as with ``memory://`` (this backend is the memory backend);
-what a restart must not forget is also written to an SQLite database: each room's epoch,
-offset and history with the nonces of its messages, the names with their resume-token digests
-and reservations, read positions, who wrote to whom, and the operators' rules (bans, mutes,
-room settings). Presence is not kept: after a restart every connection is new.
+The rooms live in memory as with ``memory://`` (this backend is the memory backend), except
+their history: memory keeps each room's newest WINDOW messages (its window), the database all
+of it (``--history-size``, the bounds in bytes), and a client asking for more than the window
+(history, recovery) gets the older messages read from disk, in a thread of their own, served
+as if they were in memory (SqliteHistory). What a restart must not forget is written to an
+SQLite database: each room's epoch, offset and history with the nonces of its messages, the
+names with their resume-token digests and reservations, read positions, who wrote to whom, and
+the operators' rules (bans, mutes, room settings). Presence is not kept: after a restart every
+connection is new.
 
 Writes are grouped: whatever was published while the last transaction was written is the next
 one, written by one thread of its own (``sqlite3`` lets go of the GIL while it writes). An
@@ -24,6 +28,7 @@ locked while a server has it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import fcntl
 import gc
@@ -36,15 +41,15 @@ import sys
 import threading
 import time
 from array import array
+from bisect import bisect_left
 from collections import OrderedDict, deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from itertools import islice
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
-
-from platformdirs import user_state_dir
 
 from chat_protocol.names import name_key
 from chat_server.backends.base import (
@@ -55,6 +60,7 @@ from chat_server.backends.base import (
     RuleKind,
 )
 from chat_server.backends.memory import (
+    MESSAGE_OVERHEAD,
     MemoryBackend,
     MemoryChannels,
     MemoryHistory,
@@ -63,9 +69,11 @@ from chat_server.backends.memory import (
     _Published,
     _remember,
     _Room,
+    _size,
     _State,
 )
 from chat_server.events import EventKind, StoredMessage
+from chat_server.ops.daemon import state_dir
 from chat_server.ops.settings import Settings
 
 log = logging.getLogger("chat_server.sqlite")
@@ -82,15 +90,15 @@ RETRY_EVERY: Final = 1.0
 # Events gathered for one transaction beyond which a message's publish waits for it (the
 # sessions' publish windows then hold their readers back: the disk sets the pace).
 BACKLOG: Final = 5000
-# How often (in a room's messages) where its history on disk begins moves up to what memory
-# keeps. History is written in chunks, the messages of one room in one transaction as one row
-# (_chunk), appended in the order written: a transaction dirties the few pages at the table's
-# end, not a page in each room's region of a table ordered by room (70 pages of 4 KiB a
-# transaction in 50 rooms, each copied again by the checkpoint). What no room keeps any more
-# is deleted by a sweep, one pass over the table, once it has grown to twice what the last
-# sweep left (and at least SWEEP_ROWS): at most two rows read per row written, and the file
-# holds at most about twice what the rooms keep. A pass goes SWEEP_SLICE rows after each
-# transaction, so that no commit waits long for one.
+# How often (in a room's messages) where its history on disk begins moves up to where its history
+# begins (--history-size, the bounds in bytes). History is written in chunks, the messages of one
+# room in one transaction as one row (_chunk), appended in the order written: a transaction dirties
+# the few pages at the table's end, not a page in each room's region of a table ordered by room (70
+# pages of 4 KiB a transaction in 50 rooms, each copied again by the checkpoint). What no room keeps
+# any more is deleted by a sweep, one pass over the table, once it has grown to twice what the last
+# sweep left (and at least SWEEP_ROWS): at most two rows read per row written, and the file holds at
+# most about twice what the rooms keep. A pass goes SWEEP_SLICE rows after each transaction, so that
+# no commit waits long for one.
 TRIM_EVERY: Final = 256
 SWEEP_ROWS: Final = 4096
 SWEEP_SLICE: Final = 4096
@@ -101,6 +109,23 @@ SWEEP_SLICE: Final = 4096
 # whose events are let go of as soon as delivered. Objects in cycles are collected that much
 # later: a few MB at most.
 GC_THRESHOLD: Final = 20_000
+# Messages of each room kept in memory (the window): the newest; the rest of its history
+# (--history-size) is read from the database when asked for. chat-tui asks for 50 on joining,
+# and a reconnect after a short outage misses a few dozen at most: those are served from
+# memory, and memory follows the number of rooms, not --history-size.
+WINDOW: Final = 100
+# The window is restored every SPILL messages of a room: up to SPILL messages past it stay in
+# memory until they are let go together (one call for SPILL messages, not one for each).
+SPILL: Final = 32
+# Messages beyond --history-size (at most a 16th of it) before the oldest are let go, in one
+# go rather than one at each message (a session never asks for more than --history-size).
+SLACK: Final = 64
+# What one turn of the loop delivers of a written batch at most, as a share of --send-buffer
+# (characters of text): a batch gathered under load can hold megabytes, and a sender's own
+# echoes would all land in its member's queue in one turn, before any of it could go to its
+# socket: a client that reads as fast as it can, taken for a slow consumer. The sockets are
+# written between slices (the members' flush is due before the next slice).
+DELIVER_SLICE_SHARE: Final = 4
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -156,7 +181,8 @@ def database_path(url: str, port: int) -> Path:
     if parts.netloc:
         raise ValueError(f"a sqlite:// URL names a file, not a host: {url!r}")
     if not path or path == "/":
-        return Path(user_state_dir("chat-server")) / DEFAULT_FILE.format(port=port)
+        # The server's state directory, as its pid file and log ($CHAT_SERVER_STATE_DIR).
+        return state_dir() / DEFAULT_FILE.format(port=port)
     return Path(path)
 
 
@@ -209,6 +235,7 @@ class _Batch:
     # room -> its events in order (no tuple per event: fewer objects for the collector)
     deliveries: dict[str, list[_Published]] = field(default_factory=dict)
     events: int = 0  # in deliveries
+    first_id: int = 0  # the row id of the first of messages' chunks, once written
     waiting: list[_Written] = field(default_factory=list)
 
     def empty(self) -> bool:
@@ -285,6 +312,7 @@ class _Database:
         self.rows = 0  # in the table said
         self._sweep_at = SWEEP_ROWS  # rows at which the next sweep starts
         self._swept: int | None = None  # during a sweep: the id it goes on from
+        self.next_id = 1  # of the next row of history
 
     def open(self) -> None:
         path = self.path
@@ -332,6 +360,7 @@ class _Database:
             elif version[0] == "1":
                 con.executescript(_FROM_1)
             self.rows = con.execute("SELECT count(*) FROM said").fetchone()[0]
+            self.next_id = (con.execute("SELECT max(id) FROM said").fetchone()[0] or 0) + 1
             self._sweep_at = max(2 * self.rows, SWEEP_ROWS)
         except (sqlite3.Error, OSError) as exc:
             self._unlock()
@@ -375,11 +404,14 @@ class _Database:
                     (room, said[0].epoch, said[0].offset, said[-1].offset, _chunk(said))
                     for room, said in batch.messages.items()
                 ]
+                # Numbered here (the rowid SQLite would choose), so that the loop learns where each
+                # room's chunk is (_Journal._written): a read beyond the window goes to its rows.
+                batch.first_id = self.next_id
                 con.executemany(
-                    "INSERT INTO said (room, epoch, first, last, messages) VALUES (?,?,?,?,?)",
-                    rows,
+                    "INSERT INTO said (id, room, epoch, first, last, messages) "
+                    "VALUES (?,?,?,?,?,?)",
+                    [(self.next_id + i, *row) for i, row in enumerate(rows)],
                 )
-                self.rows += len(rows)
             if batch.trims:
                 con.executemany(
                     "UPDATE rooms SET kept=? WHERE room=?",
@@ -414,6 +446,9 @@ class _Database:
                 else:
                     con.execute("INSERT OR REPLACE INTO rules VALUES (?,?,?)", (kind, key, rule))
             con.execute("COMMIT")
+            if batch.messages:
+                self.next_id += len(batch.messages)
+                self.rows += len(batch.messages)
         except BaseException:
             if con.in_transaction:
                 con.execute("ROLLBACK")
@@ -435,7 +470,7 @@ class _Database:
             self._swept = None
             self._sweep_at = max(2 * self.rows, SWEEP_ROWS)
 
-    def load(self) -> dict[str, list[Any]]:
+    def load(self, history_size: int) -> dict[str, Any]:
         con = self.con
         assert con is not None
 
@@ -444,23 +479,105 @@ class _Database:
 
         return {
             "rooms": rows("SELECT room, epoch, offset, touched FROM rooms"),
-            "said": rows(
-                "SELECT said.room, messages FROM said JOIN rooms ON rooms.room = said.room "
-                "AND rooms.epoch = said.epoch AND said.last >= rooms.kept ORDER BY said.id"
-            ),
+            "said": self._histories(history_size),
             "names": rows("SELECT key, shown, digest, expires, forward FROM names"),
             "reads": rows("SELECT token, room, epoch, offset FROM reads ORDER BY seq"),
             "inboxes": rows("SELECT token, noted FROM inboxes ORDER BY seq"),
             "rules": rows("SELECT rule FROM rules"),
         }
 
+    def _histories(self, history_size: int) -> dict[str, _Loaded]:
+        """Each room's history as a start needs it, read a row at a time: its window's
+        messages, the sizes of the older ones, where its rows are, its last nonces."""
+        con = self.con
+        assert con is not None
+        window = min(WINDOW, history_size)
+        slack = max(1, min(SLACK, history_size // 16))
+        histories: dict[str, _Loaded] = {}
+        for room, row, last, chunk in con.execute(
+            "SELECT said.room, said.id, said.last, messages FROM said JOIN rooms "
+            "ON rooms.room = said.room AND rooms.epoch = said.epoch "
+            "AND said.last >= rooms.kept ORDER BY said.id"
+        ):
+            kept = histories.get(room)
+            if kept is None:
+                kept = histories[room] = _Loaded(deque(maxlen=window))
+            try:
+                said = _unchunk(chunk)
+            except ValueError as exc:
+                raise DatabaseError(f"{self.path}: a damaged chunk of {room}'s history") from exc
+            kept.chunks.append((row, last))
+            ring, sizes = kept.ring, kept.sizes
+            for number, name, at, nonce, text in said:
+                kept.last = number
+                if nonce is not None:
+                    kept.nonces.append((nonce, number, at))
+                if history_size:
+                    if len(ring) == window:
+                        size = len(ring[0].text.encode())
+                        sizes.append(size)
+                        kept.disk_bytes += size
+                    ring.append(StoredMessage(number, name, text, at))
+            if len(sizes) > history_size - window + slack:
+                gone = len(sizes) - (history_size - window)
+                kept.disk_bytes -= sum(sizes[:gone])
+                del sizes[:gone]
+        return histories
+
+
+@dataclass
+class _Loaded:
+    """A room's history as read at start (see _Database._histories)."""
+
+    ring: deque[StoredMessage]
+    sizes: array[int] = field(default_factory=lambda: array("i"))
+    disk_bytes: int = 0
+    chunks: list[tuple[int, int]] = field(default_factory=list)  # (row id, last offset)
+    nonces: deque[tuple[str, int, float]] = field(
+        default_factory=lambda: deque(maxlen=DEDUP_PER_ROOM)
+    )
+    last: int = 0  # the offset of the last message
+
+
+class _Delivery:
+    """A written batch's events, delivered a slice at a time (see DELIVER_SLICE_SHARE)."""
+
+    __slots__ = ("event", "room", "rooms")
+
+    def __init__(self, deliveries: dict[str, list[_Published]]) -> None:
+        self.rooms = list(deliveries.items())
+        self.room = 0  # where the next slice starts: room, and event within it
+        self.event = 0
+
+    def run(self, deliver: Callable[[str, _Published], None], budget: int) -> int:
+        """Deliver until ``budget`` characters of text are spent or all is delivered; what is
+        left of the budget (at most 0: more is to come)."""
+        rooms = self.rooms
+        while self.room < len(rooms):
+            room, events = rooms[self.room]
+            start = self.event
+            for index in range(start, len(events)):
+                event = events[index]
+                deliver(room, event)
+                budget -= len(event.text) + 64  # and its frame's own bytes, roughly
+                if budget <= 0:
+                    self.event = index + 1
+                    if self.event == len(events):
+                        self.room, self.event = self.room + 1, 0
+                    return budget if self.room < len(rooms) else 1
+            self.room, self.event = self.room + 1, 0
+        return budget
+
 
 class _Journal:
     """Gathers what changed into a batch, writes it in the writer thread, then lets its events
     out: one batch written at a time, the next gathering meanwhile."""
 
-    def __init__(self, database: _Database, on_failure: Callable[[str | None], None]) -> None:
+    def __init__(
+        self, database: _Database, on_failure: Callable[[str | None], None], slice_chars: int
+    ) -> None:
         self.database = database
+        self._slice = slice_chars  # delivered a turn at most (DELIVER_SLICE_SHARE)
         self.batch = _Batch()
         self._requests: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -474,6 +591,9 @@ class _Journal:
         self._failed: str | None = None
         self._on_failure = on_failure
         self.deliver: Callable[[str, _Published], None] | None = None
+        # Told of each batch's chunks of history once they are written (before anyone waits).
+        self.on_chunks: Callable[[_Batch], None] | None = None
+        self._out: deque[_Delivery] = deque()  # written batches' events still to deliver
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -541,17 +661,40 @@ class _Journal:
             log.warning("the chat database is written again")
             self._failed = None
             self._on_failure(None)
-        deliver = self.deliver
-        if deliver is not None:
-            for room, events in batch.deliveries.items():
-                for event in events:
-                    deliver(room, event)
+        if batch.messages and self.on_chunks is not None:
+            self.on_chunks(batch)
+        if self.deliver is not None and batch.deliveries:
+            self._out.append(_Delivery(batch.deliveries))
+            if len(self._out) == 1:
+                self._deliver_slice()
         for waiter in batch.waiting:
             waiter.settle()
         assert self._idle is not None
         self._idle.set()
         if not self.batch.empty():
             self.due()
+
+    def _deliver_slice(self) -> None:
+        """Deliver written batches' events in order, a slice of text a turn."""
+        deliver, out = self.deliver, self._out
+        budget = self._slice
+        while out and deliver is not None:
+            budget = out[0].run(deliver, budget)
+            if budget <= 0:
+                assert self._loop is not None
+                self._loop.call_soon(self._deliver_slice)
+                return
+            out.popleft()
+
+    async def flushed(self) -> None:
+        """Until everything gathered or being written now is written (a read of history that
+        is not in memory waits for it: what left the window may not be written yet)."""
+        if self._thread is None or (self.batch.empty() and not self._writing):
+            return
+        written = _Written(None)
+        self.batch.waiting.append(written)
+        self.due()
+        await written
 
     async def drain(self) -> None:
         """Until everything gathered is written (shutting down)."""
@@ -612,6 +755,39 @@ class _Written:
         return self.result()
 
 
+class _DiskRoom(_Room):
+    """A room whose history is its window (``ring``, the newest WINDOW messages) and, before
+    it, messages on disk alone: their sizes (for the bounds in bytes), and where their chunks
+    are (the row ids, with the last offset of each)."""
+
+    __slots__ = ("chunk_ids", "chunk_lasts", "disk_bytes", "sizes")
+
+    def __init__(self, history_size: int) -> None:
+        super().__init__(history_size)
+        if self.ring is not None:
+            self.ring = deque()  # bounded by the window (_PersistentState.window)
+        # The UTF-8 sizes of the texts of the messages before the window, oldest first.
+        self.sizes = array("i")
+        self.disk_bytes = 0  # their sum
+        self.chunk_ids = array("q")  # the room's rows of history, in order
+        self.chunk_lasts = array("q")  # the last offset in each
+
+    def first(self, history_size: int) -> int:
+        """The offset of the oldest message of the history (the ring is not empty): of the
+        last ``history_size`` (a few more may be kept, see SLACK)."""
+        assert self.ring
+        newest = self.ring[-1].offset
+        return max(self.ring[0].offset - len(self.sizes), newest - history_size + 1)
+
+    def drop_chunks(self) -> None:
+        """Forget the rows that hold nothing of the history any more."""
+        if self.ring:
+            gone = bisect_left(self.chunk_lasts, self.ring[0].offset - len(self.sizes))
+            if gone:
+                del self.chunk_ids[:gone]
+                del self.chunk_lasts[:gone]
+
+
 class SqliteChannels(MemoryChannels):
     """The memory channels, whose events wait for their transaction before anyone has them."""
 
@@ -620,7 +796,13 @@ class SqliteChannels(MemoryChannels):
         self._journal = journal
         self._epochs: dict[str, str] = {}  # the epoch each room's row on disk has
         self._history = state.settings.history_size > 0  # each room then has a ring
+        self._history_size = state.settings.history_size
+        self._window = min(WINDOW, self._history_size)
+        self._spill = self._window + SPILL
         super().bind(self._gather)
+
+    def _new_room(self) -> _Room:
+        return _DiskRoom(self._state.settings.history_size)
 
     def bind(self, deliver: Callable[[str, _Published], None]) -> None:
         self._journal.deliver = deliver
@@ -641,10 +823,15 @@ class SqliteChannels(MemoryChannels):
             if said is None:
                 said = batch.messages[room] = []
             said.append(event)  # made into a row by the writer thread
-            if not event.offset % TRIM_EVERY:
-                state = self._state.rooms.get(room)
-                if state is not None and state.ring:
-                    batch.trims[room] = state.ring[0].offset
+            offset = event.offset
+            if not offset % SPILL:  # the window, every SPILL messages of the room
+                state = self._state.rooms[room]
+                if len(state.ring) > self._window:  # type: ignore[arg-type]
+                    self._state.window(state)  # type: ignore[attr-defined]
+            if not offset % TRIM_EVERY:
+                state = self._state.rooms[room]
+                if state.ring:
+                    batch.trims[room] = state.first(self._history_size)  # type: ignore[attr-defined]
         if not journal.busy:
             journal.due()
 
@@ -663,6 +850,8 @@ class SqliteChannels(MemoryChannels):
                 # A chunk is of one numbering (an earlier one's messages are moot).
                 said = batch.messages[room] = []
             said.append(event)
+            if len(state.ring) > self._spill:  # type: ignore[arg-type]
+                self._state.window(state)  # type: ignore[attr-defined]
 
     def forgotten(self, room: str) -> None:
         self._epochs.pop(room, None)
@@ -764,6 +953,114 @@ class SqliteRegistry(MemoryRegistry):
         self._flush_changes()
 
 
+class _Reader:
+    """Reads history from the database in a thread of its own, on a read-only connection of
+    its own (WAL: it sees every committed transaction, and never waits for the writer)."""
+
+    def __init__(self, path: Path) -> None:
+        self._uri = path.resolve().as_uri() + "?mode=ro"
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, "chat-db-read")
+        self._con: sqlite3.Connection | None = None  # the thread's
+
+    def _read(self, ids: list[int], start: int, stop: int) -> list[StoredMessage]:
+        if self._con is None:
+            self._con = sqlite3.connect(self._uri, uri=True, check_same_thread=False)
+            self._con.execute("PRAGMA busy_timeout=5000")
+        said = []
+        for (chunk,) in self._con.execute(
+            "SELECT messages FROM said WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+            (json.dumps(ids),),
+        ):
+            for number, name, at, _nonce, text in _unchunk(chunk):
+                if start <= number <= stop:
+                    said.append(StoredMessage(number, name, text, at))
+        return said
+
+    async def messages(self, ids: list[int], start: int, stop: int) -> list[StoredMessage]:
+        """The messages of offsets in [start, stop] of the rows ``ids``, in order."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._read, ids, start, stop
+        )
+
+    def _close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def close(self) -> None:
+        self._executor.submit(self._close)
+        self._executor.shutdown(wait=True)
+
+
+class SqliteHistory(MemoryHistory):
+    """The memory history over each room's window; what is older is read from disk, so that
+    a room's history is served as if all of it were in memory."""
+
+    def __init__(self, state: _State, journal: _Journal, reader: _Reader) -> None:
+        super().__init__(state)
+        self._journal = journal
+        self._reader = reader
+
+    async def latest(self, room: str, upto: int, count: int) -> list[StoredMessage]:
+        state = self._state.rooms.get(room)
+        if not isinstance(state, _DiskRoom) or not state.ring or count <= 0:
+            return []
+        ring = state.ring
+        in_memory = ring[0].offset
+        end = min(upto, ring[-1].offset)
+        start = max(state.first(self._state.settings.history_size), end - count + 1)
+        if start >= in_memory:
+            return list(islice(ring, start - in_memory, end - in_memory + 1))
+        newer = list(islice(ring, 0, max(0, end - in_memory + 1)))  # taken before any wait
+        older = await self._older(room, state, start, min(end, in_memory - 1))
+        # Only what goes on without a gap up to the window (never a hole in history).
+        expected = min(end, in_memory - 1)
+        keep = len(older)
+        while keep and older[keep - 1].offset == expected - (len(older) - keep):
+            keep -= 1
+        return older[keep:] + newer
+
+    async def since(self, room: str, after: int, upto: int) -> list[StoredMessage] | None:
+        if upto <= after:
+            return [] if upto == after else None
+        state = self._state.rooms.get(room)
+        if not isinstance(state, _DiskRoom) or not state.ring:
+            return None
+        ring = state.ring
+        in_memory = ring[0].offset
+        first = state.first(self._state.settings.history_size)
+        if first > after + 1 or ring[-1].offset < upto:
+            return None
+        if after + 1 >= in_memory:
+            return await super().since(room, after, upto)
+        newer = list(islice(ring, 0, max(0, upto - in_memory + 1)))
+        stop = min(upto, in_memory - 1)
+        older = await self._older(room, state, after + 1, stop)
+        if [m.offset for m in older] != list(range(after + 1, stop + 1)):
+            return None  # never a partial range
+        return older + newer
+
+    async def _older(
+        self, room: str, state: _DiskRoom, start: int, stop: int
+    ) -> list[StoredMessage]:
+        """The messages with offsets in [start, stop] that the database holds, in order."""
+        if not state.chunk_lasts or state.chunk_lasts[-1] < stop:
+            await self._journal.flushed()  # they left the window before they were written
+        if self._state.rooms.get(room) is not state:
+            return []  # forgotten meanwhile
+        lasts = state.chunk_lasts
+        first, after = bisect_left(lasts, start), bisect_left(lasts, stop) + 1
+        ids = list(state.chunk_ids[first:after])
+        if not ids:
+            return []
+        try:
+            return await self._reader.messages(ids, start, stop)
+        except (sqlite3.Error, ValueError) as exc:
+            # Served as not retained (a recovery then says so), never as a gap.
+            log.error("the chat database could not be read for %s's history: %s", room, exc)
+            return []
+
+
 def _name_row(record: _Name) -> tuple[str, str | None, float, str | None]:
     # A name held now is kept as held (expires 0): at the next start it is reserved afresh.
     return (record.shown, record.digest, 0.0 if record.holds else record.expires, record.forward)
@@ -774,6 +1071,54 @@ class _PersistentState(_State):
 
     journal: _Journal
     channels: SqliteChannels
+
+    def window(self, state: _DiskRoom) -> None:
+        """Messages past the room's window (SPILL of them) leave memory (they are on disk, or
+        will be with the batch being gathered); past --history-size, the oldest leave the
+        history."""
+        ring, sizes = state.ring, state.sizes
+        assert ring is not None
+        limit = min(WINDOW, self.settings.history_size)
+        out = len(ring) - limit
+        if out > 0:
+            # At C level: the UTF-8 sizes of their texts (_size without MESSAGE_OVERHEAD),
+            # and a new window, not one popleft each.
+            before = len(sizes)
+            sizes.extend(map(len, map(str.encode, map(_text, islice(ring, out)))))
+            state.disk_bytes += sum(sizes[before:])
+            state.ring = deque(islice(ring, out, None))
+        history_size = self.settings.history_size
+        beyond = len(sizes) - (history_size - limit)
+        if beyond >= max(1, min(SLACK, history_size // 16)):
+            state.disk_bytes -= sum(sizes[:beyond])
+            del sizes[:beyond]
+            state.drop_chunks()
+
+    def weigh(self, room: str, state: _Room) -> None:
+        """As the memory broker's, over the whole history: the window and what is on disk
+        alone (the oldest go first, from disk, then from the window)."""
+        assert isinstance(state, _DiskRoom)
+        ring, sizes = state.ring, state.sizes
+        assert ring is not None
+        state.added = 0
+        weight = sum(map(_size, ring)) + state.disk_bytes + MESSAGE_OVERHEAD * len(sizes)
+        room_bound = self.bound_for(state, weight)
+        if state.kept_bytes > room_bound and sizes:
+            over, gone = state.kept_bytes - room_bound, 0
+            while gone < len(sizes) and over > 0:
+                over -= sizes[gone] + MESSAGE_OVERHEAD
+                gone += 1
+            texts = sum(sizes[:gone])
+            del sizes[:gone]
+            state.disk_bytes -= texts
+            dropped = texts + MESSAGE_OVERHEAD * gone
+            state.kept_bytes -= dropped
+            self.kept_bytes -= dropped
+        while state.kept_bytes > room_bound and len(ring) > 1:
+            size = _size(ring.popleft())
+            state.kept_bytes -= size
+            self.kept_bytes -= size
+        state.drop_chunks()
 
     def forget(self, room: str) -> None:
         super().forget(room)
@@ -803,7 +1148,9 @@ class SqliteBackend(MemoryBackend):
         super().__init__(settings, node_id)
         self.path = database_path(settings.broker_url, settings.port)
         self._database = _Database(self.path)
-        self._journal = _Journal(self._database, self._failed)
+        self._journal = _Journal(
+            self._database, self._failed, max(4096, settings.send_buffer // DELIVER_SLICE_SHARE)
+        )
         state = _PersistentState(settings)
         state.journal = self._journal
         state.names = _Tracked()  # type: ignore[assignment]
@@ -813,12 +1160,23 @@ class SqliteBackend(MemoryBackend):
         self.channels = SqliteChannels(state, node_id, self._journal)
         state.channels = self.channels
         self.registry = SqliteRegistry(state, self._journal)
-        self.history = MemoryHistory(state)
+        self._reader = _Reader(self.path)
+        self.history = SqliteHistory(state, self._journal, self._reader)
+        self._journal.on_chunks = self._chunks_written
         self._gc_threshold: tuple[int, ...] | None = None  # the collector's, before start
 
     @property
     def url(self) -> str:
         return f"sqlite://{self.path}"
+
+    def _chunks_written(self, batch: _Batch) -> None:
+        """Where each room's chunk of ``batch`` is, for reads beyond its window."""
+        rooms = self._state.rooms
+        for number, (room, said) in enumerate(batch.messages.items(), batch.first_id):
+            state = rooms.get(room)
+            if isinstance(state, _DiskRoom) and state.epoch == said[0].epoch:
+                state.chunk_ids.append(number)
+                state.chunk_lasts.append(said[-1].offset)
 
     def _failed(self, reason: str | None) -> None:
         """The database cannot be written (``reason``), or can again (None)."""
@@ -828,7 +1186,9 @@ class SqliteBackend(MemoryBackend):
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(None, self._database.open)
-            loaded = await loop.run_in_executor(None, self._database.load)
+            loaded = await loop.run_in_executor(
+                None, self._database.load, self._state.settings.history_size
+            )
         except DatabaseError as exc:
             log.error("%s", exc)
             raise
@@ -845,23 +1205,22 @@ class SqliteBackend(MemoryBackend):
         state: _PersistentState = self._state  # type: ignore[assignment]
         settings = state.settings
         now = time.time()
-        history: dict[str, list[tuple[int, str, float, str | None, str]]] = {}
-        for room, chunk in loaded["said"]:
-            try:
-                history.setdefault(room, []).extend(_unchunk(chunk))
-            except ValueError as exc:
-                raise DatabaseError(f"{self.path}: a damaged chunk of {room}'s history") from exc
+        history: dict[str, _Loaded] = loaded["said"]
         channels: SqliteChannels = self.channels  # type: ignore[assignment]
         for room, epoch, offset, touched in sorted(loaded["rooms"], key=lambda r: r[3]):
-            kept = _Room(settings.history_size)
-            said = history.get(room, [])
+            kept = _DiskRoom(settings.history_size)
+            said = history.pop(room, None)
             kept.epoch, kept.touched = epoch, touched
-            kept.offset = max(offset, said[-1][0] if said else 0)
-            if kept.ring is not None:
-                for number, name, at, _nonce, text in said[-settings.history_size :]:
-                    kept.ring.append(StoredMessage(number, name, text, at))
-            for number, _name, at, nonce, _text in said[-DEDUP_PER_ROOM:]:
-                if nonce is not None:
+            kept.offset = max(offset, said.last if said is not None else 0)
+            if said is not None:
+                if kept.ring is not None:
+                    kept.ring.extend(said.ring)
+                    kept.sizes, kept.disk_bytes = said.sizes, said.disk_bytes
+                    for row, last in said.chunks:
+                        kept.chunk_ids.append(row)
+                        kept.chunk_lasts.append(last)
+                    kept.drop_chunks()
+                for nonce, number, at in said.nonces:
                     _remember(kept, nonce, (number, at))
             channels._epochs[room] = epoch
             state.rooms[room] = kept
@@ -912,6 +1271,7 @@ class SqliteBackend(MemoryBackend):
         except TimeoutError:  # the disk refuses it (full): what it holds is lost, said so
             log.error("the chat database could not take the last changes before stopping")
         self._journal.stop()
+        self._reader.close()
         self._database.close()
         if self._gc_threshold is not None:
             gc.set_threshold(*self._gc_threshold)

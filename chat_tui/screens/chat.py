@@ -113,7 +113,10 @@ class ChatScreen(Screen[None]):
         self._topic_shown: str | None = None  # the topic self._topic shows
         self._sidebar = RoomList(id="sidebar")
         self._members = MembersPanel(id="members")
-        self.log_view = MessageLog(time_format=config.time_format, own_name=self._me, id="log")
+        # The "N new messages" bar (#unseen, one row) sits below the log, taking a row.
+        self.log_view = MessageLog(
+            time_format=config.time_format, own_name=self._me, count_bar_rows=1, id="log"
+        )
         # The input keeps the focus: keys scroll the log, clicks must not steal focus.
         self.log_view.can_focus = False
         self._unseen = Static("", id="unseen", markup=False)

@@ -175,6 +175,7 @@ class MessageLog(ScrollView, can_focus=True):
         *,
         time_format: str = "%H:%M",
         own_name: Callable[[], str | None] | None = None,
+        count_bar_rows: int = 0,
         name: str | None = None,
         id: str | None = None,
         classes: str | None = None,
@@ -182,6 +183,8 @@ class MessageLog(ScrollView, can_focus=True):
     ) -> None:
         super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self.time_format = time_format
+        # Rows that the screen's bar telling ``unseen`` takes from the log when it shows.
+        self._count_bar_rows = count_bar_rows
         self._own_name = own_name or (lambda: None)
         self._scrollback: Scrollback | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -513,15 +516,27 @@ class MessageLog(ScrollView, can_focus=True):
         if row >= round(self.scroll_y):
             return  # on screen already
         self._move_to(max(row - 1, 0))  # one row of what came before, for context
-        bottom = layout.top + round(self.scroll_y) + self.scrollable_content_region.height
+        self.unseen = self._unseen_below(layout, scrollback)
+
+    def _unseen_below(self, layout: _Layout, scrollback: Scrollback) -> int:
+        """Others' messages that start below the view's last row (none are seen there). The
+        screen's bar that tells a count takes rows from the view: if it is not shown yet,
+        the view's last rows are about to go."""
+        height = self.scrollable_content_region.height
+        if self.unseen == 0:
+            height -= self._count_bar_rows
+        bottom = layout.top + round(self.scroll_y) + height
         below = layout.find(bottom)
-        if below is not None:
-            first = scrollback.first_index
-            self.unseen = sum(
-                1
-                for i in range(layout.base + below, scrollback.total_appended)
-                if (e := scrollback[i - first]).kind is EntryKind.MESSAGE and not e.own
-            )
+        if below is None:
+            return 0
+        if layout.starts[below] < bottom:
+            below += 1  # its top rows are in view: it has been seen
+        first = scrollback.first_index
+        return sum(
+            1
+            for i in range(layout.base + below, scrollback.total_appended)
+            if (e := scrollback[i - first]).kind is EntryKind.MESSAGE and not e.own
+        )
 
     def _move_to(self, y: int) -> None:
         self.scroll_to(y=y, animate=False, immediate=True)
@@ -529,6 +544,10 @@ class MessageLog(ScrollView, can_focus=True):
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
         self.following = self.is_vertical_scroll_end
+        layout, scrollback = self._layout, self._scrollback
+        if new_value > old_value and self.unseen and layout is not None and scrollback is not None:
+            # Scrolling down reads what was counted: the count goes down with it.
+            self.unseen = min(self.unseen, self._unseen_below(layout, scrollback))
 
     def watch_following(self, following: bool) -> None:
         if following:

@@ -390,3 +390,109 @@ async def test_a_database_of_the_first_schema_is_read(tmp_path: Path) -> None:
         server.stop()
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("2",)
+
+
+async def test_history_beyond_the_window_is_read_from_disk(tmp_path: Path) -> None:
+    """Memory keeps each room's newest WINDOW messages; a client asking for more gets the
+    older ones from the database, in order, as if they were in memory, before and after a
+    restart; a recovery across where the window begins is exact, one past the history is
+    refused whole."""
+    db = tmp_path / "chat.db"
+    said = 250  # the window is 100: 150 on disk alone
+
+    def serve(port: int | None = None) -> RunningServer:
+        return start_server(port, rate_limit=0, broker_url=f"sqlite://{db}", history_size=200)
+
+    async def check(url: str, member: V2Member) -> None:
+        # --history-size (200) is what is promised: the newest 200, from disk and memory.
+        newcomer = await join_v2(url, "history=1000")
+        assert [(m["offset"], m["text"]) for m in await newcomer.backlog()] == [
+            (n, f"m{n}") for n in range(said - 199, said + 1)
+        ]
+        await newcomer.close()
+        # Across the window's edge (151): exactly what was missed, nothing twice.
+        for since in (said - 200, 120, 150, 151):
+            back = await join_v2(url, resume_query(member, since=since))
+            assert back.welcome["recovered"] is True, since
+            assert [m["offset"] for m in await back.backlog()] == list(
+                range(since + 1, said + 1)
+            ), since
+            await back.close()
+        # One message more than the history keeps: not recovered, never a partial range.
+        lost = await join_v2(url, resume_query(member, since=said - 201))
+        assert lost.welcome["recovered"] is False
+        await lost.close()
+
+    server = serve()
+    port = server.port
+    url = server.chat_url("deep")
+    try:
+        alice = await join_v2(url)
+        for n in range(1, said + 1):
+            await alice.send(f"m{n}", f"n{n}")
+        await alice.recv_until(lambda f: f.get("nonce") == f"n{said}", timeout=30)
+        await check(url, alice)
+    finally:
+        server.stop(signal.SIGKILL)
+    server = serve(port)
+    try:
+        await check(url, alice)
+    finally:
+        server.stop()
+
+
+async def test_the_window_is_what_memory_keeps(tmp_path: Path) -> None:
+    """In the backend: a room keeps WINDOW messages in memory, whatever --history-size; a
+    read asked for before what left the window is written waits for it."""
+    settings = Settings(broker_url=f"sqlite://{tmp_path / 'chat.db'}", history_size=500)
+    backend = SqliteBackend(settings, "node-1")
+    await backend.start()
+    try:
+        channels = backend.channels
+        await channels.publish("room", EventKind.JOIN, "alice")
+        for n in range(1, 401):  # one batch: none of it written yet
+            channels.publish("room", EventKind.MESSAGE, "alice", f"m{n}")
+        ring = backend._state.rooms["room"].ring
+        assert ring is not None and sqlite.WINDOW <= len(ring) <= sqlite.WINDOW + sqlite.SPILL
+        kept = await backend.history.latest("room", 400, 1000)
+        assert [(m.offset, m.text) for m in kept] == [(n, f"m{n}") for n in range(1, 401)]
+        missed = await backend.history.since("room", 250, 400)
+        assert missed is not None and [m.offset for m in missed] == list(range(251, 401))
+        older = await backend.history.latest("room", 150, 3)
+        assert [(m.offset, m.name, m.text, m.time) for m in older] == [
+            (m.offset, m.name, m.text, m.time) for m in kept[147:150]
+        ]
+    finally:
+        await backend.close()
+
+
+async def test_a_fast_sender_is_not_taken_for_a_slow_consumer(tmp_path: Path) -> None:
+    """A client sends as fast as it can and reads as fast as it can: a transaction then holds
+    many of its messages, whose echoes must not all land in its queue in one turn of the loop
+    (it was closed 1008 "slow consumer" although it read everything at once)."""
+    server = start_server(
+        rate_limit=0, broker_url=f"sqlite://{tmp_path / 'chat.db'}", send_buffer=64 * 1024
+    )
+    try:
+        sender = await join_v2(server.chat_url("fast"))
+        texts = [f"{n:03d} " + "x" * 4000 for n in range(300)]  # 1.2 MB, 19 send buffers
+        for n, text in enumerate(texts):
+            await sender.send(text, f"f{n}")
+        frames = await sender.recv_until(
+            lambda f: f["type"] == "message" and f["text"] == texts[-1], timeout=30
+        )
+        said = [f["text"] for f in frames if f["type"] == "message"]
+        assert said == texts
+        await sender.close()
+    finally:
+        server.stop()
+
+
+def test_the_default_file_is_in_the_servers_state_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sqlite://`` is ``chat-PORT.db`` of the state directory, where the pid file and the
+    log are: $CHAT_SERVER_STATE_DIR when it is set."""
+    monkeypatch.setenv("CHAT_SERVER_STATE_DIR", str(tmp_path))
+    assert sqlite.database_path("sqlite://", 8123) == tmp_path / "chat-8123.db"
+    assert sqlite.database_path("sqlite:///srv/chat.db", 8123) == Path("/srv/chat.db")

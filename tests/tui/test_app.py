@@ -205,6 +205,12 @@ async def test_alt_a_prefers_mentions(shared_server: RunningServer) -> None:
             await peer_c.close()
 
 
+def unseen_count(app: ChatApp) -> int:
+    """The number the "N new messages" bar says (0 without the bar)."""
+    found = re.search(r"(\d+) new messages?", unseen_line(app))
+    return int(found.group(1)) if found else 0
+
+
 async def test_a_flood_in_another_room_is_counted_and_kept_in_order(
     shared_server: RunningServer,
 ) -> None:
@@ -239,6 +245,13 @@ async def test_a_flood_in_another_room_is_counted_and_kept_in_order(
             assert len(shown) > 10
             assert shown == [f"{peer.name} {t}" for t in texts[: len(shown)]]
             assert "new messages (end or escape" in unseen_line(app)
+            # The count is what starts below the view, and goes down as the view does.
+            assert unseen_count(app) == len(texts) - len(shown)
+            await pilot.press("pagedown")
+            await until(pilot, lambda: unseen_count(app) < len(texts) - len(shown), "fewer")
+            lines = log_lines(app)
+            last = max(i for i, t in enumerate(texts) if any(line.endswith(t) for line in lines))
+            assert unseen_count(app) == len(texts) - 1 - last
             await pilot.press("end")
             await until(pilot, lambda: in_log(app, texts[-1]), "the newest")
             assert unseen_line(app) == ""

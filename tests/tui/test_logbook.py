@@ -579,6 +579,21 @@ def test_live_hits_merge_with_logged_ones_once(tmp_path: Path) -> None:
     assert [(h.sender, h.source) for h in both] == [("bob", "live"), ("alice", "live")]
 
 
+def test_a_burst_of_one_second_is_found_newest_first_live_and_logged(tmp_path: Path) -> None:
+    """Messages of the same time (a burst): /grep lists them newest first, the live ones as
+    the logged ones, and the live ones (the newest the scrollback keeps) before."""
+    said = datetime(2024, 3, 1, 10, 0, 0)
+    book = Logbook(tmp_path, SERVER, on_error=pytest.fail)
+    for n in range(3):  # pushed out of the scrollback, kept in the log
+        book.write("lobby", said, "message", "flood", f"burst {n}")
+    book.close()
+    entries = [Entry(EntryKind.MESSAGE, f"burst {n}", said, sender="flood") for n in range(3, 6)]
+    live = search_live([("lobby", entries)], "burst")
+    assert [h.text for h in live] == ["burst 5", "burst 4", "burst 3"]
+    both = merge(search_logs(tmp_path, None, "burst"), live)
+    assert [h.text for h in both] == [f"burst {n}" for n in range(5, -1, -1)]
+
+
 def test_a_year_of_a_million_lines_is_searched_to_the_planted_entries(tmp_path: Path) -> None:
     """A year of logs, 1,000,000 lines in 1,095 files: a rare word is found exactly where it
     was said, newest first (how fast is bench/grep_bench.py's to say)."""

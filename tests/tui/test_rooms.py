@@ -101,6 +101,18 @@ def test_entries_with_offsets_go_in_offset_order() -> None:
 # --- a room -----------------------------------------------------------------------------------
 
 
+def test_more_unread_than_kept_marks_the_oldest_kept() -> None:
+    """150 unread in a scrollback of 100: the first unread is gone, and the divider goes
+    above the oldest kept, where reading starts (not at the newest, 100 skipped unseen)."""
+    room = room_with_me()
+    room.look_away(leaving=True)
+    for n in range(150):
+        room.frame(message(ALICE, f"unread {n}"), T)
+    room.look()
+    marker = room.scrollback.marker
+    assert marker is room.scrollback[0] and marker.text == "unread 50"
+
+
 def test_unread_mentions_and_the_marker_of_the_first_unread() -> None:
     room = room_with_me()
     room.look()
@@ -351,6 +363,20 @@ def test_an_ack_makes_a_pending_message_sent_in_the_rooms_order() -> None:
     assert entry.state is SendState.SENT and entry.offset == 8 and entry.sender == ME
     assert texts(room)[-2:] == ["published first", "mine"]
     assert not room.pending
+
+
+def test_an_ack_after_more_than_the_scrollback_keeps_came_first_is_taken_calmly() -> None:
+    """A flood of more messages than the scrollback keeps arrives between our send and its ack
+    (the ack comes in the room's order): our entry was pushed out while pending. The ack
+    settles it (nothing pending any more) without a crash, and the screen keeps the flood."""
+    room = v2_room()
+    room.sending("s-1", "mine", T)
+    for offset in range(1, 151):
+        room.frame(v2_message(ALICE, f"flood {offset}", offset), T)
+    assert "mine" not in texts(room)
+    room.acked("s-1", "mine", 151, UTC_T)
+    assert not room.pending
+    assert texts(room)[-1] == "flood 150" and len(room.scrollback) == 100
 
 
 def test_an_ack_for_a_message_already_recovered_leaves_one_copy() -> None:
