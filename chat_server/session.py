@@ -196,7 +196,7 @@ class ChatSession:
         try:
             joined = await self._join(member)
             if joined is not None and not isinstance(joined, BrokerUnavailable):
-                if self._too_many_rooms(joined):
+                if not self._new_room_allowed(joined):
                     ending = Ending(close.ROOMS_FULL)
                     code = ending.close.label
                     joined = None
@@ -262,14 +262,10 @@ class ChatSession:
         finally:
             self._join_settled.set()
 
-    def _too_many_rooms(self, joined: Published) -> bool:
-        """Whether this join brought the room into being (the first event of its sequence)
-        past the client address's share of new rooms."""
-        return not self._new_room_allowed(joined)
-
     def _new_room_allowed(self, join: Published | RoomEvent) -> bool:
-        """The verdict on this connection's join, reached once: from the publish's result or
-        from the join notice reaching the member, whichever comes first."""
+        """False if this join brought the room into being (the first event of its sequence)
+        past the client address's share of new rooms. Reached once: from the publish's result
+        or from the join notice reaching the member, whichever comes first."""
         if self._room_verdict is None:
             self._room_verdict = (
                 join.serial != 1
