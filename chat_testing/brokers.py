@@ -3,12 +3,13 @@
 * ``memory``: ``memory://``, each server its own (the default of every test server);
 * ``sqlite``: ``sqlite://``, each server its own file (the embedded default of ``chat-server``);
 * ``redis``: one real ``redis-server``;
-* ``sentinel``: ``redis+sentinel://`` on a master, a replica and three sentinels.
+* ``sentinel``: ``redis+sentinel://`` on a master, a replica and three sentinels;
+* ``cluster``: ``redis+cluster://`` on a Redis Cluster of three masters, a replica each.
 
 ``CHAT_TEST_BROKERS`` (comma-separated, default ``memory,redis``) picks the brokers the server
-suite is parametrized over; ``CHAT_TEST_SHARED_BROKER`` (``redis`` or ``sentinel``, default
-``redis``) the one that several processes share in ``running_cluster``. CI runs the defaults
-within its time; the others are run on demand, e.g.::
+suite is parametrized over; ``CHAT_TEST_SHARED_BROKER`` (``redis``, ``sentinel`` or
+``cluster``, default ``redis``) the one that several processes share in ``running_cluster``.
+CI runs the defaults within its time; the others are run on demand, e.g.::
 
     CHAT_TEST_BROKERS=sqlite,sentinel CHAT_TEST_SHARED_BROKER=sentinel \
         python -m pytest tests/server/test_conformance.py tests/server/test_history.py \
@@ -25,6 +26,8 @@ from typing import Protocol
 
 import redis
 
+from chat_server.backends.redis.keys import CLUSTER, SINGLE, Layout
+from chat_testing.redis_clusters import RedisCluster, start_cluster
 from chat_testing.redis_servers import (
     RedisSentinel,
     RedisServer,
@@ -36,8 +39,9 @@ from chat_testing.redis_servers import (
 BROKERS_ENV = "CHAT_TEST_BROKERS"
 SHARED_BROKER_ENV = "CHAT_TEST_SHARED_BROKER"
 DEFAULT_BROKERS = ("memory", "redis")
-KINDS = frozenset({"memory", "sqlite", "redis", "sentinel"})
-SHARED_KINDS = frozenset({"redis", "sentinel"})  # brokers several processes can share
+KINDS = frozenset({"memory", "sqlite", "redis", "sentinel", "cluster"})
+# Brokers several processes can share.
+SHARED_KINDS = frozenset({"redis", "sentinel", "cluster"})
 SENTINEL_SERVICE = "chat"
 
 
@@ -64,7 +68,17 @@ class SharedBroker(Protocol):
 
     def broker_url(self, db: int = 0) -> str: ...
 
+    layout: Layout  # the chat's key names on it
+
     def client(self) -> redis.Redis: ...
+
+    def admins(self) -> list[redis.Redis]:
+        """A plain client of each master (``CLIENT LIST``, ``INFO``: per server)."""
+        ...
+
+    def subscribers(self, channel: str) -> int:
+        """How many connections subscribe ``channel`` (sharded in a cluster)."""
+        ...
 
     def stop(self) -> None: ...
 
@@ -76,8 +90,16 @@ class SingleRedis:
     def broker_url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.server.port}/{db}"
 
+    layout: Layout = SINGLE
+
     def client(self) -> redis.Redis:
         return self.server.client()
+
+    def admins(self) -> list[redis.Redis]:
+        return [self.server.client()]
+
+    def subscribers(self, channel: str) -> int:
+        return _numsub(self.client(), channel)
 
     def stop(self) -> None:
         self.server.stop()
@@ -90,6 +112,7 @@ class SentinelRedis:
     master: RedisServer
     replica: RedisServer
     sentinels: list[RedisSentinel] = field(default_factory=list)
+    layout: Layout = SINGLE
 
     def broker_url(self, db: int = 0) -> str:
         hosts = ",".join(s.url for s in self.sentinels)
@@ -101,13 +124,60 @@ class SentinelRedis:
         server = self.master if port == self.master.port else self.replica
         return server.client()
 
+    def admins(self) -> list[redis.Redis]:
+        return [self.client()]
+
+    def subscribers(self, channel: str) -> int:
+        return _numsub(self.client(), channel)
+
     def stop(self) -> None:
         for server in [*self.sentinels, self.replica, self.master]:
             server.stop()
 
 
-def start_shared_broker(kind: str | None = None, *redis_args: str) -> SingleRedis | SentinelRedis:
+@dataclass
+class ClusterRedis:
+    """A Redis Cluster: servers find its masters from any node."""
+
+    cluster: RedisCluster
+    layout: Layout = CLUSTER
+
+    @property
+    def master(self) -> RedisServer:
+        """The master of the first slots (the chat's directory is elsewhere: see keys.py)."""
+        return self.cluster.masters()[0]
+
+    def broker_url(self, db: int = 0) -> str:
+        assert db == 0, "a Redis Cluster has database 0 only"
+        return self.cluster.url
+
+    def client(self) -> redis.RedisCluster:
+        node = self.cluster.live()[0]
+        return redis.RedisCluster(host="127.0.0.1", port=node.port, protocol=2)
+
+    def admins(self) -> list[redis.Redis]:
+        return [node.admin() for node in self.cluster.masters()]
+
+    def subscribers(self, channel: str) -> int:
+        owner = self.cluster.master_of(channel).admin()
+        reply = owner.execute_command("PUBSUB", "SHARDNUMSUB", channel)
+        return int(dict(zip(reply[::2], reply[1::2], strict=True))[channel.encode()])
+
+    def flush(self) -> None:
+        """Every master emptied (a test's servers start on an empty cluster)."""
+        for node in self.cluster.masters():
+            node.admin().flushall()
+
+    def stop(self) -> None:
+        self.cluster.stop()
+
+
+def start_shared_broker(
+    kind: str | None = None, *redis_args: str
+) -> SingleRedis | SentinelRedis | ClusterRedis:
     kind = kind or shared_broker()
+    if kind == "cluster":
+        return ClusterRedis(start_cluster(3, 1, *redis_args))
     master = start_redis(*redis_args)
     if kind == "redis":
         return SingleRedis(master)
@@ -120,6 +190,10 @@ def start_shared_broker(kind: str | None = None, *redis_args: str) -> SingleRedi
         for server in started:
             server.stop()
         raise
+
+
+def _numsub(client: redis.Redis, channel: str) -> int:
+    return int(dict(client.pubsub_numsub(channel))[channel.encode()])
 
 
 _files = itertools.count()

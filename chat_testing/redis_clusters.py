@@ -203,8 +203,9 @@ def _node_id(node: ClusterNode) -> str:
     return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
-def start_cluster(masters: int = 3, replicas: int = 1) -> RedisCluster:
-    """``masters`` masters with ``replicas`` replicas each, joined and agreed (state ok)."""
+def start_cluster(masters: int = 3, replicas: int = 1, *redis_args: str) -> RedisCluster:
+    """``masters`` masters with ``replicas`` replicas each, joined and agreed (state ok);
+    ``redis_args`` go to every node."""
     assert REDIS_CLI is not None, "redis-cli is not installed"
     log_dir = Path(os.environ.get("CHAT_TEST_LOG_DIR", "/tmp"))
     directory = Path(tempfile.mkdtemp(prefix="redis-cluster-"))
@@ -222,6 +223,7 @@ def start_cluster(masters: int = 3, replicas: int = 1) -> RedisCluster:
                 *("--cluster-require-full-coverage", "no"),
                 # A replica's first sync streams at once, rather than waiting for others.
                 *("--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"),
+                *redis_args,
             )
             log_path = log_dir / f"redis-cluster-{port}-{os.getpid()}.log"
             node = ClusterNode(port, log_path, extra, config=config)

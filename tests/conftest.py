@@ -42,6 +42,7 @@ LONG_FIRST = (
     "tests/server/test_governance.py::test_bans_and_kicks_reach_every_process",
     "tests/server/test_sentinel.py::test_a_failover_is_followed",
     "tests/server/test_redis_cluster_links.py::",
+    "tests/server/test_redis_cluster.py::",
 )
 
 _own_directories: Path | None = None

@@ -8,8 +8,9 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 MEMORY_SCHEMES: Final = frozenset({"memory"})
 SQLITE_SCHEMES: Final = frozenset({"sqlite"})  # memory, kept on disk: one process too
-# redis+sentinel://: the master of a Redis Sentinel service, asked for on every connect.
-REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "unix", "redis+sentinel"})
+# redis+sentinel://: the master of a Redis Sentinel service, asked for on every connect;
+# redis+cluster://: a Redis Cluster, found from any of its nodes.
+REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "unix", "redis+sentinel", "redis+cluster"})
 SCHEMES: Final = MEMORY_SCHEMES | SQLITE_SCHEMES | REDIS_SCHEMES
 
 
@@ -90,8 +91,8 @@ def _host_port(
     return host, int(port)
 
 
-# redis+cluster://: a Redis Cluster, found from any of its nodes (not yet among SCHEMES: the
-# backend is not wired to it yet; see docs/scaling.md, "Redis Cluster").
+# redis+cluster://: a Redis Cluster, found from any of its nodes (docs/scaling.md, "Redis
+# Cluster").
 CLUSTER_SCHEME: Final = "redis+cluster"
 REDIS_PORT: Final = 6379
 

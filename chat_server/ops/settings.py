@@ -19,7 +19,12 @@ from urllib.parse import urlsplit
 
 from chat_protocol import limits
 from chat_server import addresses
-from chat_server.backends.urls import is_shared, parse_sentinel_url, scheme_of
+from chat_server.backends.urls import (
+    is_shared,
+    parse_cluster_url,
+    parse_sentinel_url,
+    scheme_of,
+)
 
 ENV_PREFIX = "CHAT_SERVER_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -146,6 +151,8 @@ def a_broker_url(value: str) -> str | None:
         scheme = scheme_of(value)
         if scheme == "redis+sentinel":  # its hosts and service, read at start
             parse_sentinel_url(value)
+        if scheme == "redis+cluster":  # its seed nodes
+            parse_cluster_url(value)
         if scheme == "sqlite" and urlsplit(value).netloc:
             return f"a sqlite:// URL names a file (sqlite:///path/file.db), not a host: {value}"
     except ValueError as exc:

@@ -2,7 +2,7 @@
 
 ``shared_server`` and ``server_factory`` are parametrized here (not for the client's tests):
 ``memory`` is one process's broker, ``redis`` a single chat-server on a real redis-server;
-``CHAT_TEST_BROKERS`` adds ``sqlite`` (the embedded default) and ``sentinel``
+``CHAT_TEST_BROKERS`` adds ``sqlite`` (the embedded default), ``sentinel`` and ``cluster``
 (``chat_testing/brokers.py``).
 """
 
@@ -15,6 +15,7 @@ import pytest
 
 from chat_testing.brokers import (
     SHARED_KINDS,
+    ClusterRedis,
     SharedBroker,
     chosen_brokers,
     sqlite_url,
@@ -103,6 +104,18 @@ def factory_sentinel() -> Iterator[SharedBroker]:
         shared.stop()
 
 
+@pytest.fixture(scope="session")
+def factory_cluster() -> Iterator[ClusterRedis]:
+    """One Redis Cluster for every test's servers (it takes seconds to start): emptied before
+    each test's first server."""
+    shared = start_shared_broker("cluster")
+    assert isinstance(shared, ClusterRedis)
+    try:
+        yield shared
+    finally:
+        shared.stop()
+
+
 @pytest.fixture
 def server_factory(
     broker: str, request: pytest.FixtureRequest, tmp_path: Path
@@ -120,6 +133,10 @@ def server_factory(
             elif broker == "sentinel" and shared is None:
                 shared = request.getfixturevalue("factory_sentinel")
                 shared.client().flushall()
+            elif broker == "cluster" and shared is None:
+                cluster = request.getfixturevalue("factory_cluster")
+                cluster.flush()
+                shared = cluster
             elif broker == "sqlite":
                 options["broker_url"] = sqlite_url(tmp_path)
             if shared is not None:

@@ -215,11 +215,12 @@ async def test_http_endpoints_are_cluster_wide(cluster: Cluster) -> None:
 
 async def test_a_room_crosses_redis_once_per_process_that_has_members(cluster: Cluster) -> None:
     room = fresh_room("numsub")
-    redis = cluster.redis.client()
-    channel = f"chat:room:{room}"
+    broker = cluster.broker
+    assert broker is not None
+    channel = broker.layout.room_channel(room)
 
     def subscribers() -> int:
-        return int(dict(redis.pubsub_numsub(channel))[channel.encode()])
+        return broker.subscribers(channel)
 
     assert subscribers() == 0
     a1 = await join(cluster.url(0, room))
@@ -251,10 +252,12 @@ async def test_a_member_that_stops_reading_never_makes_redis_buffer_for_its_proc
         peaks: list[int] = []
         sampling = True
 
+        assert c.broker is not None
+        admins = c.broker.admins()
+
         def sample() -> None:
-            redis = c.redis.client()
             while sampling:
-                for client in redis.client_list():
+                for client in (client for admin in admins for client in admin.client_list()):
                     if client.get("name", "").endswith(":pubsub"):
                         peaks.append(int(client["omem"]))
                 time.sleep(0.02)
@@ -300,8 +303,9 @@ async def test_a_killed_process_s_members_leave_once_and_its_names_come_free() -
         victims = [m for i, m in enumerate(members) if i % 3 == 2]
         survivors = [m for i, m in enumerate(members) if i % 3 != 2]
         lone = await join(c.url(2, other))
-        redis = c.redis.client()
-        assert all(redis.exists(f"chat:name:{m.name}") for m in [*victims, lone])
+        assert c.broker is not None
+        redis, name_key = c.broker.client(), c.broker.layout.name
+        assert all(redis.exists(name_key(m.name)) for m in [*victims, lone])
 
         killed_at = time.monotonic()
         c.nodes[2].stop(signal.SIGKILL)
@@ -330,7 +334,7 @@ async def test_a_killed_process_s_members_leave_once_and_its_names_come_free() -
             assert other not in {r["room"] for r in node.get_json("/rooms")}
             assert node.get_json("/health")["cluster"]["nodes"] == 2
         wait_until(
-            lambda: not any(redis.exists(f"chat:name:{m.name}") for m in [*victims, lone]),
+            lambda: not any(redis.exists(name_key(m.name)) for m in [*victims, lone]),
             what="the dead node's names to be freed",
         )
         await close_all(survivors)

@@ -50,7 +50,7 @@ return offset
 SCRIPT_SHA = hashlib.sha1(NUMBER_STORE_PUBLISH.encode()).hexdigest()
 
 
-async def load_script(link: CommandLink) -> None:
+async def load_script(address: tuple[str, int], link: CommandLink) -> None:
     """What the backend does on every master it connects to: Redis does not replicate its
     script cache, so a promoted replica has none."""
     assert await link.call("SCRIPT", "LOAD", NUMBER_STORE_PUBLISH) == SCRIPT_SHA.encode()
@@ -203,7 +203,7 @@ async def test_sharded_messages_arrive_on_one_connection_per_master(
         for data in (f"via-links {index}", f"direct {index}"):
             await eventually(lambda r=room, d=data: heard.got(channel(r), d.encode()), timeout=5)
     for master in cluster.masters():
-        subscribers = [c for c in master.admin().client_list() if c["name"] == "test-node:sub"]
+        subscribers = [c for c in master.admin().client_list() if c["name"] == "test-node:pubsub"]
         assert len(subscribers) == 1
         assert int(subscribers[0]["ssub"]) == 3
 

@@ -17,6 +17,10 @@ What runs here, besides the two links (``links.py``):
 
 After an outage the node comes back under a new id (a new incarnation): what was registered
 under the old one is reaped, by this node at once or by any other once it lapses.
+
+On a Redis Cluster (``redis+cluster://``) the same runs over the links to every master
+(``cluster.py``, ``routes.py``), with the cluster's key layout (``keys.py``): a probe per
+master, and a failure of any master's link is the broker failing, as with one Redis.
 """
 
 from __future__ import annotations
@@ -47,8 +51,8 @@ from chat_server.backends.base import (
     governed_from_json,
     governed_to_json,
 )
-from chat_server.backends.redis import keys
 from chat_server.backends.redis.channels import RedisChannels
+from chat_server.backends.redis.cluster import Address, ClusterLinks
 from chat_server.backends.redis.context import RedisContext
 from chat_server.backends.redis.history import RedisHistory
 from chat_server.backends.redis.links import (
@@ -58,13 +62,13 @@ from chat_server.backends.redis.links import (
     describe,
 )
 from chat_server.backends.redis.registry import RedisRegistry
+from chat_server.backends.redis.routes import ClusterRoutes, Routes, SingleRoutes
 from chat_server.backends.redis.scripts import SCRIPTS
+from chat_server.backends.urls import CLUSTER_SCHEME, scheme_of
 from chat_server.events import EventKind
 from chat_server.loop_lag import running_time
 from chat_server.ops.settings import Settings
 
-_PEOPLE = keys.PEOPLE_CHANNEL.encode()
-_GOVERNANCE = keys.GOVERNANCE_CHANNEL.encode()
 log = logging.getLogger("chat_server.redis")
 
 RETRY_INTERVAL = 0.2  # between reconnection attempts: back within 1 s of Redis answering
@@ -73,6 +77,8 @@ WATCH_INTERVAL = 0.1
 # that "gave up" means "never published".
 GIVE_UP_MARGIN = 0.25
 REAP_BATCH = 16  # dead nodes handled per reaper round
+# A cluster node's probe channels: tried in turn for one whose slot each master owns.
+PROBE_PARTS = 4096
 
 
 def masked(url: str) -> str:
@@ -94,11 +100,25 @@ class RedisBackend(Backend):
         self._url = settings.broker_url
         self.timeout = settings.broker_timeout
         self.status = BrokerStatus(False, f"connecting to redis at {masked(settings.broker_url)}")
-        make = connection_factory(settings.broker_url, settings.broker_timeout)
-        link = CommandLink(make, self._link_failed)
-        pubsub = PubSubLink(make, self._on_message, self._link_failed)
-        queries = CommandLink(make, self._link_failed)
-        self.redis = RedisContext(settings, node_id, link, pubsub, queries)
+        routes: Routes
+        if scheme_of(settings.broker_url) == CLUSTER_SCHEME:
+            self._single: SingleRoutes | None = None
+            self._cluster: ClusterRoutes | None = ClusterRoutes(self._new_cluster_links())
+            routes = self._cluster
+        else:
+            make = connection_factory(settings.broker_url, settings.broker_timeout)
+            link = CommandLink(make, self._link_failed)
+            pubsub = PubSubLink(make, self._on_message, self._link_failed)
+            queries = CommandLink(make, self._link_failed)
+            self._single, self._cluster = SingleRoutes(link, pubsub, queries), None
+            routes = self._single
+        self.redis = RedisContext(settings, node_id, routes)
+        self.keys = routes.keys
+        # The command that tells every node: a sharded channel's in a cluster.
+        self._publish = "SPUBLISH" if routes.cluster else "PUBLISH"
+        self._people = self.keys.people_channel.encode()
+        self._governance = self.keys.governance_channel.encode()
+        self._probe_channels: list[str] = []
         self.channels = RedisChannels(self.redis)
         self.registry = RedisRegistry(self.redis)
         self.history = RedisHistory(self.redis)
@@ -115,12 +135,24 @@ class RedisBackend(Backend):
         return masked(self._url)
 
     @property
-    def link(self) -> CommandLink:
-        return self.redis.link
+    def routes(self) -> Routes:
+        return self.redis.routes
 
-    @property
-    def pubsub(self) -> PubSubLink:
-        return self.redis.pubsub
+    def _new_cluster_links(self) -> ClusterLinks:
+        return ClusterLinks(
+            self._url,
+            f"chat:{self.node_id}",
+            self._on_message,
+            self._missed,
+            connect_timeout=self.timeout,
+            prepare=self._prepare_master,
+            on_down=self._link_failed,
+        )
+
+    def _missed(self, channels: list[str]) -> None:
+        # Subscribed again after a loss: never the case here, since any lost link is the
+        # broker failing (a new incarnation, subscribed afresh); said, should it happen.
+        self._link_failed(f"{len(channels)} channels were resubscribed")
 
     async def start(self) -> None:
         """Connect in the background: until Redis answers, the node is unavailable."""
@@ -133,16 +165,19 @@ class RedisBackend(Backend):
                 await self._supervisor
         for task in list(self._reaping):
             task.cancel()
-        if self.link.up:
+        if self.routes.down_reason is None:
             # Leaving the cluster: whatever is still registered here is announced and freed
             # now rather than when the heartbeat lapses.
             with contextlib.suppress(BrokerUnavailable, RedisError, TimeoutError):
                 async with asyncio.timeout(self.timeout):
-                    await self.link.call("ZADD", keys.NODES, "XX", 0, self.node_id)
+                    await self.redis.call("ZADD", self.keys.nodes, "XX", 0, self.node_id)
                     await self.reap(self.node_id)
-        await self.link.close()
-        await self.pubsub.close()
-        await self.redis.queries.close()
+        if self._single is not None:
+            await self._single.link.close()
+            await self._single.pubsub.close()
+            await self._single.queries.close()
+        if self._cluster is not None:
+            await self._cluster.links.close()
 
     def _become(self, node_id: str) -> None:
         """Take ``node_id``: a new incarnation, after an outage."""
@@ -153,14 +188,14 @@ class RedisBackend(Backend):
     def _on_message(self, channel: bytes, data: bytes) -> None:
         if self.channels.received(channel, data):
             return
-        if channel == self.redis.node_channel:
+        if channel == self.redis.node_channel or channel.startswith(b"chat:node:"):
             self._probes.pop(data, None)
-        elif channel == _PEOPLE and self._on_person is not None:
+        elif channel == self._people and self._on_person is not None:
             head, _, text = data.decode(errors="replace").partition("\n")
             token_id, code, name = [*head.split(" "), "", "", ""][:3]
             with contextlib.suppress(ValueError):  # a newer node's change: not ours to act on
                 self._on_person(PersonChanged(token_id, Change(code), name, text))
-        elif channel == _GOVERNANCE:
+        elif channel == self._governance:
             try:
                 governed = governed_from_json(data)
             except (ValueError, KeyError, TypeError):
@@ -170,26 +205,26 @@ class RedisBackend(Backend):
 
     async def announce(self, changed: PersonChanged) -> None:
         payload = f"{changed.token_id} {changed.change.value} {changed.name}\n{changed.text}"
-        await self.redis.call("PUBLISH", keys.PEOPLE_CHANNEL, payload)
+        await self.redis.call(self._publish, self.keys.people_channel, payload)
 
     # --- governance ---------------------------------------------------------------------------
 
     async def keep_rule(self, rule: Rule) -> None:
         field = f"{rule.kind.value} {rule.key}"
-        args = [field, rule.to_json(), MAX_RULES, keys.GOVERNANCE_CHANNEL]
-        if await self.redis.script("keep_rule", [keys.RULES], args):
+        args = [field, rule.to_json(), MAX_RULES, self.keys.governance_channel, self._publish]
+        if await self.redis.script("keep_rule", [self.keys.rules], args):
             return
         await self.rules()  # forget the rules that ended, then try once more
-        if not await self.redis.script("keep_rule", [keys.RULES], args):
+        if not await self.redis.script("keep_rule", [self.keys.rules], args):
             raise RulesFull
 
     async def drop_rule(self, kind: RuleKind, key: str) -> bool:
         told = governed_to_json(RuleDropped(kind, key))
-        args = [f"{kind.value} {key}", told, keys.GOVERNANCE_CHANNEL]
-        return bool(await self.redis.script("drop_rule", [keys.RULES], args))
+        args = [f"{kind.value} {key}", told, self.keys.governance_channel, self._publish]
+        return bool(await self.redis.script("drop_rule", [self.keys.rules], args))
 
     async def rules(self) -> list[Rule]:
-        raw = await self.redis.call("HGETALL", keys.RULES)
+        raw = await self.redis.call("HGETALL", self.keys.rules)
         now, kept, ended = time.time(), [], []
         for field, data in zip(raw[::2], raw[1::2], strict=True):
             try:
@@ -202,11 +237,12 @@ class RedisBackend(Backend):
             else:
                 ended.append(field)
         if ended:
-            await self.redis.call("HDEL", keys.RULES, *ended)
+            await self.redis.call("HDEL", self.keys.rules, *ended)
         return kept
 
     async def kick(self, kick: Kick) -> None:
-        await self.redis.call("PUBLISH", keys.GOVERNANCE_CHANNEL, governed_to_json(kick))
+        kicked = governed_to_json(kick)
+        await self.redis.call(self._publish, self.keys.governance_channel, kicked)
 
     # --- supervision ------------------------------------------------------------------------
 
@@ -244,9 +280,7 @@ class RedisBackend(Backend):
             await asyncio.sleep(RETRY_INTERVAL)
 
     def _drop_links(self, reason: str) -> None:
-        self.link.fail(reason)
-        self.pubsub.fail(reason)
-        self.redis.queries.fail(reason)
+        self.routes.fail(reason)
         self._probes.clear()
 
     async def _connect(self) -> None:
@@ -256,32 +290,73 @@ class RedisBackend(Backend):
             self._become(f"{old.rsplit('-', 1)[0]}-{secrets.token_hex(3)}")
             self._spawn_reap(old, expire_first=True)
             self._registered = False
-        await self.link.connect(f"chat:{self.node_id}:commands")
-        await self._check_eviction()
-        self.channels.connected(await self._run_id())
-        await self.pubsub.connect(f"chat:{self.node_id}:pubsub")
-        await self.redis.queries.connect(f"chat:{self.node_id}:queries")
-        await asyncio.gather(
-            *(self.link.call("SCRIPT", "LOAD", s.source) for s in SCRIPTS.values())
-        )
+        if self._single is not None:
+            await self._connect_single(self._single)
+        else:
+            assert self._cluster is not None
+            await self._connect_cluster(self._cluster)
+        self.channels.connected()
         await self._heartbeat(register=True)
-        channels = [self.redis.node_channel.decode(), keys.PEOPLE_CHANNEL]
-        channels.append(keys.GOVERNANCE_CHANNEL)
-        channels += [keys.room_channel(room) for room in self.channels.subscribed]
-        await self.pubsub.subscribe(channels)
+        channels = [*self._probe_channels, self.keys.people_channel]
+        channels.append(self.keys.governance_channel)
+        channels += [self.keys.room_channel(room) for room in self.channels.subscribed]
+        await self.routes.subscribe(channels)
         # The whole path, end to end, before anyone is told it works.
         await self._probe()
         while self._probes:
             await asyncio.sleep(0.005)
         self._registered = True
 
-    async def _check_eviction(self) -> None:
+    async def _connect_single(self, single: SingleRoutes) -> None:
+        await single.link.connect(f"chat:{self.node_id}:commands")
+        await self._check_eviction(single.link)
+        single.redis_run_id = await self._run_id(single.link)
+        await single.pubsub.connect(f"chat:{self.node_id}:pubsub")
+        await single.queries.connect(f"chat:{self.node_id}:queries")
+        await asyncio.gather(
+            *(single.link.call("SCRIPT", "LOAD", s.source) for s in SCRIPTS.values())
+        )
+        self._probe_channels = [self.redis.node_channel.decode()]
+
+    async def _connect_cluster(self, cluster: ClusterRoutes) -> None:
+        """New links to the cluster's masters, every one of them prepared (``_prepare_master``)
+        before the node is available: a failure of any later is the broker failing."""
+        await cluster.links.close()
+        cluster.run_ids = {}
+        cluster.links = self._new_cluster_links()
+        await cluster.links.start()
+        self._probe_channels = self._cluster_probe_channels(cluster.links)
+
+    async def _prepare_master(self, address: Address, link: CommandLink) -> None:
+        """On every master, before it serves: its eviction policy, its run_id (its rooms'
+        epochs are its own), the scripts (a promoted replica has none)."""
+        await self._check_eviction(link)
+        assert self._cluster is not None
+        self._cluster.run_ids[address] = await self._run_id(link)
+        await asyncio.gather(*(link.call("SCRIPT", "LOAD", s.source) for s in SCRIPTS.values()))
+
+    def _cluster_probe_channels(self, links: ClusterLinks) -> list[str]:
+        """One of this node's channels on each master: a probe through every subscriber
+        link, since any of them can stop delivering without closing."""
+        wanted = set(links.masters)
+        found: list[str] = []
+        for part in range(PROBE_PARTS):
+            channel = self.keys.node_channel(self.node_id, part)
+            owner = links.owner(channel)
+            if owner in wanted:
+                wanted.discard(owner)
+                found.append(channel)
+                if not wanted:
+                    break
+        return found
+
+    async def _check_eviction(self, link: CommandLink) -> None:
         """Refuse a Redis that may evict any key when full: names, a room's numbering and who
         is where would vanish without a word (a resume then gets a new name, a room numbers
         again from 1). ``noeviction`` is right; a ``volatile-*`` policy can only take keys
         that expire anyway (history, reservations), early: said once, not refused."""
         try:
-            reply = await self.link.call("CONFIG", "GET", "maxmemory-policy")
+            reply = await link.call("CONFIG", "GET", "maxmemory-policy")
         except RedisError as exc:  # a managed Redis may forbid CONFIG: say so, once
             if not self._eviction_told:
                 log.warning(
@@ -305,9 +380,9 @@ class RedisBackend(Backend):
             )
             self._eviction_told = True
 
-    async def _run_id(self) -> str:
+    async def _run_id(self, link: CommandLink) -> str:
         """The Redis process's run_id: a restart, even from a snapshot, has a new one."""
-        info = await self.link.call("INFO", "server")
+        info = await link.call("INFO", "server")
         for line in info.decode(errors="replace").splitlines():
             key, _, value = line.partition(":")
             if key == "run_id":
@@ -346,9 +421,8 @@ class RedisBackend(Backend):
     async def _heartbeat(self, register: bool = False) -> None:
         sent = time.time() * 1000
         ttl_ms = int(self.settings.node_ttl * 1000)
-        ok, now = await self.redis.script(
-            "heartbeat", [keys.NODES], [self.node_id, ttl_ms, "1" if register else "0"]
-        )
+        args = [self.node_id, ttl_ms, "1" if register else "0"]
+        ok, now = await self.redis.script("heartbeat", [self.keys.nodes], args)
         self.redis.clock_offset_ms = now - (sent + time.time() * 1000) / 2
         if not ok:
             raise BrokerUnavailable(
@@ -357,13 +431,16 @@ class RedisBackend(Backend):
             )
 
     async def _probe(self) -> None:
-        token = str(next(self._probe_tokens)).encode()
-        self._probes[token] = running_time()
-        await self.link.call("PUBLISH", self.redis.node_channel, token)
+        sent = []
+        for channel in self._probe_channels:
+            token = str(next(self._probe_tokens)).encode()
+            self._probes[token] = running_time()
+            sent.append(self.redis.call(self._publish, channel, token))
+        await asyncio.gather(*sent)
 
     async def _check_timeouts(self) -> None:
         limit = self.timeout + GIVE_UP_MARGIN
-        waited = self.link.oldest_wait()
+        waited = self.routes.oldest_wait()
         if waited > limit:
             raise BrokerUnavailable(f"redis did not answer for {waited:.1f} s")
         if self._probes:
@@ -376,7 +453,7 @@ class RedisBackend(Backend):
     # --- reaping ------------------------------------------------------------------------------
 
     async def _reap_dead(self) -> None:
-        dead = await self.redis.script("dead_nodes", [keys.NODES], [REAP_BATCH])
+        dead = await self.redis.script("dead_nodes", [self.keys.nodes], [REAP_BATCH])
         for node in dead:
             await self.reap(node.decode())
 
@@ -386,7 +463,7 @@ class RedisBackend(Backend):
                 while not self.status.available:
                     await asyncio.sleep(RETRY_INTERVAL)
                 if expire_first:
-                    await self.link.call("ZADD", keys.NODES, "XX", 0, node)
+                    await self.redis.call("ZADD", self.keys.nodes, "XX", 0, node)
                 await self.reap(node)
 
         task = asyncio.create_task(reap())
@@ -395,25 +472,54 @@ class RedisBackend(Backend):
 
     async def reap(self, node: str) -> None:
         """Announce a dead node's members as left, free its names and forget it."""
-        entries = await self.link.call("SMEMBERS", keys.node_members(node))
+        layout = self.keys
         announced = 0
-        for entry in entries:
-            room, _, name = entry.decode().partition(" ")
+        for room, name in await self._members_of(node):
             if await self.channels.room_event(room, EventKind.LEAVE, node, name) is not None:
                 announced += 1
+        node_keys = [
+            layout.nodes,
+            layout.node_rooms(node) if layout.cluster else layout.node_members(node),
+            layout.node_names(node),
+            layout.reserved,
+            layout.addresses,
+            layout.node_addresses(node),
+        ]
+        if layout.cluster:
+            node_keys.append(layout.node_member_counts)
         forgotten = await self.redis.script(
             "forget_node",
+            node_keys,
             [
-                keys.NODES,
-                keys.node_members(node),
-                keys.node_names(node),
-                keys.RESERVED,
-                keys.ADDRESSES,
-                keys.node_addresses(node),
+                node,
+                layout.name_key_prefix,
+                self.redis.reservation_ms,
+                self.settings.max_reservations,
             ],
-            [node, keys.NAME_KEY_PREFIX, self.redis.reservation_ms, self.settings.max_reservations],
         )
         if announced:
             log.warning("reaped node=%s left=%d", node, announced)
         elif forgotten:
             log.info("forgot node=%s", node)
+
+    async def _members_of(self, node: str) -> list[tuple[str, str]]:
+        """(room, name) of every member ``node`` holds: its members set on one Redis; in a
+        cluster, the presence entries that name it in each of its rooms."""
+        layout = self.keys
+        if not layout.cluster:
+            entries = await self.redis.call("SMEMBERS", layout.node_members(node))
+            return [tuple(e.decode().partition(" ")[::2]) for e in entries]  # type: ignore[misc]
+        members = []
+        owner = node.encode()
+        for raw in await self.redis.call("SMEMBERS", layout.node_rooms(node)):
+            room = raw.decode()
+            presence = await self.redis.call("HGETALL", layout.room_presence(room))
+            pairs = (
+                presence.items()
+                if isinstance(presence, dict)
+                else zip(presence[::2], presence[1::2], strict=True)
+            )
+            for name, entry in pairs:
+                if entry.partition(b" ")[0] == owner:
+                    members.append((room, name.decode()))
+        return members

@@ -36,19 +36,22 @@ from chat_server.events import Duplicate, EventKind
 log = logging.getLogger("chat_server.redis")
 
 ROOM_CACHE_SIZE = 4096
+ROOM_OCCUPIED = 1  # a cluster's event call's state: a join made or kept the room occupied
 
 
-def room_event_keys(room: str) -> tuple[str, ...]:
-    """The event script's keys of the room (KEYS 1-8)."""
+def room_event_keys(layout: keys.Layout, room: str) -> tuple[str, ...]:
+    """The event script's keys of the room (KEYS 1-8; in a cluster, 4 and 8 are not used
+    there and stand in as keys of the room's slot)."""
+    sequence = layout.room_sequence(room)
     return (
-        keys.room_sequence(room),
-        keys.room_presence(room),
-        keys.room_nodes(room),
-        keys.ROOMS,
-        keys.room_history(room),
-        keys.room_nonces(room),
-        keys.room_nonce_order(room),
-        keys.IDLE_ROOMS,
+        sequence,
+        layout.room_presence(room),
+        layout.room_nodes(room),
+        sequence if layout.cluster else layout.rooms,
+        layout.room_history(room),
+        layout.room_nonces(room),
+        layout.room_nonce_order(room),
+        sequence if layout.cluster else layout.idle_rooms,
     )
 
 
@@ -58,7 +61,7 @@ _MESSAGE_BULK = _KIND_BULKS[_MESSAGE]
 _NO_NONCE = encode_bulk(codec.NO_NONCE)
 _NO_REF = encode_bulk("-")
 _ROOM_EVENTS_HEAD = b"".join(map(encode_bulk, ("EVALSHA", SCRIPTS["room_events"].sha)))
-ROOM_KEYS, FIXED_ARGS, KEYS_PER_EVENT, ARGS_PER_EVENT = 8, 13, 2, 6
+ROOM_KEYS, FIXED_ARGS, KEYS_PER_EVENT, ARGS_PER_EVENT = 8, 14, 2, 6
 # Events in one script call at most (a burst makes several): bounds the call's time in Redis
 # and its Lua stack (a call unpacks its nonces).
 MAX_BATCH = 128
@@ -98,27 +101,38 @@ class RedisChannels(ChannelBackend):
         self._senders: dict[tuple[str, str, int | None], tuple[bytes, bytes, bytes]] = {}
         # Each room's script call that still takes events (until the link's writer seals it).
         self._gathering: dict[str, _RoomBatch] = {}
-        self._retention_tail = b""
+        # ARGV 6-12 of the event script, per Redis process (a cluster's masters each have
+        # their run_id): the same for every call while that process runs.
+        self._retention_tails: dict[str, bytes] = {}
+        self._directory: set[asyncio.Task[None]] = set()  # a cluster's directory steps
+        self._split_mode = redis.routes.cluster
+        self._split = encode_bulk("1" if self._split_mode else "0")  # ARGV 14
         self.incarnated()
 
-    def connected(self, run_id: str) -> None:
-        """Connected to the Redis process ``run_id`` (whose rooms' epochs are its own)."""
-        settings = self._redis.settings
-        # ARGV 6-12 of the event script: the same for every call while this Redis runs.
-        self._retention_tail = b"".join(
-            map(
-                encode_bulk,
-                (
-                    settings.history_size,
-                    DEDUP_PER_TOKEN,
-                    keys.NODE_KEY_PREFIX,
-                    DEDUP_PER_ROOM,
-                    run_id,
-                    settings.history_rooms,
-                    keys.ROOM_KEY_PREFIX,
-                ),
+    def connected(self) -> None:
+        """Connected to Redis again: its processes' run_ids are the routes' now."""
+        self._retention_tails = {}
+        self._room_cache = {}
+
+    def _retention_tail(self, run_id: str) -> bytes:
+        tail = self._retention_tails.get(run_id)
+        if tail is None:
+            settings, layout = self._redis.settings, self._redis.keys
+            tail = self._retention_tails[run_id] = b"".join(
+                map(
+                    encode_bulk,
+                    (
+                        settings.history_size,
+                        DEDUP_PER_TOKEN,
+                        layout.node_key_prefix,
+                        DEDUP_PER_ROOM,
+                        run_id,
+                        settings.history_rooms,
+                        layout.room_key_prefix,
+                    ),
+                )
             )
-        )
+        return tail
 
     def incarnated(self) -> None:
         """This node has a new id (``redis.node_id``, at start and after an outage)."""
@@ -128,7 +142,10 @@ class RedisChannels(ChannelBackend):
         # node incarnation and per start.
         epoch_token = secrets.token_hex(2)
         # The parts of the event script's command that are this node's, encoded once.
-        self._own_member_parts = (encode_bulk(keys.node_members(node_id)), encode_bulk(node_id))
+        self._own_member_parts = (
+            encode_bulk(redis.keys.node_members(node_id)),
+            encode_bulk(node_id),
+        )
         self._senders = {}
         ttl = max(1, round(redis.settings.history_ttl))
         # ARGV 3-5: origin, epoch token, ttl.
@@ -139,18 +156,31 @@ class RedisChannels(ChannelBackend):
 
     def subscribe(self, room: str) -> asyncio.Future[None]:
         self.subscribed.add(room)
-        return self._redis.pubsub.subscribe([keys.room_channel(room)])
+        redis = self._redis
+        channel = redis.keys.room_channel(room)
+        if not redis.routes.cluster:
+            return redis.routes.subscribe([channel])
+        return asyncio.ensure_future(self._subscribe_in_cluster(room, channel))
+
+    async def _subscribe_in_cluster(self, room: str, channel: str) -> None:
+        """In a cluster, the room goes in this node's rooms (what a reaper reads: no member
+        sets there) before the subscription is live, and so before any member's join."""
+        redis = self._redis
+        await redis.call("SADD", redis.keys.node_rooms(redis.node_id), room)
+        await redis.routes.subscribe([channel])
 
     def unsubscribe(self, room: str) -> None:
         self.subscribed.discard(room)
-        self._redis.pubsub.unsubscribe(keys.room_channel(room))
+        # (In a cluster the room stays in the node's rooms: a member's leave may still be on
+        # its way, and the set goes with the node.)
+        self._redis.routes.unsubscribe(self._redis.keys.room_channel(room))
 
     def received(self, channel: bytes, data: bytes) -> bool:
         """A pub/sub message: a room's events go to the hub. False if ``channel`` is not a
         room's."""
-        if not channel.startswith(keys.ROOM_CHANNEL_PREFIX_BYTES):
+        room = self._redis.keys.room_of_channel(channel)
+        if room is None:
             return False
-        room = channel[len(keys.ROOM_CHANNEL_PREFIX_BYTES) :].decode()
         try:
             events = codec.decode(data)
         except codec.MalformedEvent as exc:
@@ -190,10 +220,10 @@ class RedisChannels(ChannelBackend):
         one script call, in the order issued, at the place of the first."""
         batch = self._gathering.get(room)
         if batch is None or batch.sealed or len(batch.landings) >= MAX_BATCH:
-            link = self._redis.link
-            if link.down_reason is not None:
+            down = self._redis.routes.down_reason
+            if down is not None:
                 failed = _Landing()
-                failed.settle(error=BrokerUnavailable(link.down_reason))
+                failed.settle(error=BrokerUnavailable(down))
                 return failed
             batch = self._open_batch(room)
         # The hot path of a publish: this event's KEYS and its ARGV, in the script's order
@@ -202,12 +232,14 @@ class RedisChannels(ChannelBackend):
         if sender is None:
             sender = self._sender(member_node, name, ref)
         members_key, member_and_name, ref_b = sender
+        if self._split_mode:
+            members_key = batch.no_token  # a key of the room's slot: member sets are not kept
         text_b = text.encode()
         if nonce is None:
             nonce_b, token_key = _NO_NONCE, batch.no_token
         else:
             nonce_b = encode_bulk(codec.encode_nonce(nonce))
-            token_key = encode_bulk(keys.room_token_nonces(room, dedup_token(nonce)))
+            token_key = encode_bulk(self._redis.keys.room_token_nonces(room, dedup_token(nonce)))
         batch.keys.append(members_key + token_key)
         batch.args.append(
             b"%b%b$%d\r\n%b\r\n%b%b"
@@ -233,7 +265,7 @@ class RedisChannels(ChannelBackend):
         if member_node == self._redis.node_id:
             members_key, member = self._own_member_parts
         else:
-            members_key = encode_bulk(keys.node_members(member_node))
+            members_key = encode_bulk(self._redis.keys.node_members(member_node))
             member = encode_bulk(member_node)
         parts = self._senders[(member_node, name, ref)] = (
             members_key,
@@ -243,12 +275,13 @@ class RedisChannels(ChannelBackend):
         return parts
 
     def _open_batch(self, room: str) -> _RoomBatch:
-        room_keys, room_args, no_token = self._room_parts(room)
+        room_keys, room_args, no_token, room_key = self._room_parts(room)
         redis = self._redis
         deadline = b"%d" % (redis.redis_now_ms() + redis.timeout * 1000)
-        batch = _RoomBatch(self, room, room_keys, room_args, no_token, encode_bulk(deadline))
+        fixed = self._retention_tail(redis.routes.run_id(room_key)) + encode_bulk(deadline)
+        batch = _RoomBatch(self, room, room_keys, room_args, no_token, fixed + self._split)
         self._gathering[room] = batch
-        issued = redis.link.call_gathered(batch, batch.landed)
+        issued = redis.routes.call_gathered(room_key, batch, batch.landed)
         issued.add_done_callback(batch.settled)
         return batch
 
@@ -256,19 +289,37 @@ class RedisChannels(ChannelBackend):
         if self._gathering.get(batch.room) is batch:
             del self._gathering[batch.room]
 
-    def _landed(self, reply: Any, landings: list[_Landing]) -> None:
+    def _landed(self, reply: Any, landings: list[_Landing], room: str) -> None:
         """Each event's outcome, from the script's reply (see scripts.ROOM_EVENTS)."""
         redis = self._redis
         if isinstance(reply, NoScriptError):
             # Loaded on every connect: someone flushed Redis's scripts. Connect again.
             asyncio.get_running_loop().call_soon(
-                redis.link.fail, "redis lost its scripts (SCRIPT FLUSH?)"
+                redis.routes.fail, "redis lost its scripts (SCRIPT FLUSH?)"
             )
             raise BrokerUnavailable("redis lost its scripts")
         if isinstance(reply, ResponseError):
             raise redis.refused(reply)
         if isinstance(reply, Exception):
             raise reply
+        index = 2 + 3 * len(landings)
+        if len(reply) > index + 2 or (len(reply) > index and reply[index]):
+            # A cluster's room that a join or a leave changed: the directory's side, in its
+            # own slot (scripts.ROOM_STATE). A join's outcome waits for it, so that whoever
+            # was told "joined" finds the room listed and counted; a leave's does not, so
+            # that its name (released once it lands) is free as soon as the leave is seen.
+            if reply[index] != ROOM_OCCUPIED:
+                self._settle(reply, landings)
+                landings = []
+            task = asyncio.get_running_loop().create_task(
+                self._directory_step(room, reply, index, landings)
+            )
+            self._directory.add(task)
+            task.add_done_callback(self._directory.discard)
+            return
+        self._settle(reply, landings)
+
+    def _settle(self, reply: Any, landings: list[_Landing]) -> None:
         epoch = reply[0].decode()
         time = reply[1] / 1000
         index = 2
@@ -283,20 +334,59 @@ class RedisChannels(ChannelBackend):
                 landing.settle(Duplicate(offset, epoch, when / 1000))
             else:
                 landing.settle(
-                    error=BrokerUnavailable(f"redis took over {redis.timeout:g} s to publish")
+                    error=BrokerUnavailable(f"redis took over {self._redis.timeout:g} s to publish")
                 )
 
-    def _room_parts(self, room: str) -> tuple[bytes, bytes, bytes]:
-        """The room's keys and arguments of the event script, encoded once (a hot path), and
-        the token key of a message without nonce (never written: any of the room's keys)."""
+    async def _directory_step(
+        self, room: str, reply: Any, index: int, landings: list[_Landing]
+    ) -> None:
+        redis = self._redis
+        layout = redis.keys
+        state, serial, deltas = reply[index], reply[index + 1], reply[index + 2 :]
+        try:
+            forget = await redis.script(
+                "room_state",
+                [layout.rooms, layout.idle_rooms, layout.room_states, layout.node_member_counts],
+                [room, reply[1], serial, state, redis.settings.history_rooms, *deltas],
+            )
+            if landings:
+                self._settle(reply, landings)
+            for idle in forget:
+                idle_room = idle.decode()
+                await redis.script(
+                    "forget_room",
+                    [
+                        layout.room_sequence(idle_room),
+                        layout.room_history(idle_room),
+                        layout.room_nonces(idle_room),
+                        layout.room_nonce_order(idle_room),
+                        layout.room_presence(idle_room),
+                    ],
+                    [],
+                )
+        except BrokerUnavailable as exc:
+            # The broker is failing: everyone is told by that. The index is a directory (who
+            # is where is the rooms' presence); the room's next join or leave sets it right.
+            log.info("room=%s directory step not done: %s", room, exc)
+        finally:
+            if landings and not landings[0].done():
+                self._settle(reply, landings)  # the events were published all the same
+
+    def _room_parts(self, room: str) -> tuple[bytes, bytes, bytes, str]:
+        """The room's keys and arguments of the event script, encoded once (a hot path), the
+        token key of a message without nonce (never written: any of the room's keys), and a
+        key of the room (its slot, in a cluster)."""
         parts = self._room_cache.get(room)
         if parts is None:
             if len(self._room_cache) >= ROOM_CACHE_SIZE:
                 self._room_cache.clear()
+            layout = self._redis.keys
+            sequence = layout.room_sequence(room)
             parts = self._room_cache[room] = (
-                b"".join(map(encode_bulk, room_event_keys(room))),
-                encode_bulk(keys.room_channel(room)) + encode_bulk(room),
-                encode_bulk(keys.room_nonce_order(room)),
+                b"".join(map(encode_bulk, room_event_keys(layout, room))),
+                encode_bulk(layout.room_channel(room)) + encode_bulk(room),
+                encode_bulk(layout.room_nonce_order(room)),
+                sequence,
             )
         return parts
 
@@ -307,7 +397,7 @@ class _RoomBatch(Gathered):
     __slots__ = (
         "args",
         "channels",
-        "deadline",
+        "fixed",
         "keys",
         "landings",
         "no_token",
@@ -323,10 +413,10 @@ class _RoomBatch(Gathered):
         room_keys: bytes,
         room_args: bytes,
         no_token: bytes,
-        deadline: bytes,
+        fixed: bytes,
     ) -> None:
         super().__init__()
-        self.deadline = deadline
+        self.fixed = fixed  # ARGV 6-14
         self.channels = channels
         self.room = room
         self.room_keys = room_keys
@@ -353,14 +443,13 @@ class _RoomBatch(Gathered):
                 *self.keys,
                 self.room_args,
                 channels._own_tail,
-                channels._retention_tail,
-                self.deadline,
+                self.fixed,
                 *self.args,
             )
         )
 
     def landed(self, reply: Any) -> None:
-        self.channels._landed(reply, self.landings)
+        self.channels._landed(reply, self.landings, self.room)
 
     def settled(self, issued: asyncio.Future[None]) -> None:
         """The call is over: if it failed (the link went down, an error reply), so did each

@@ -35,7 +35,7 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import AskError, ClusterDownError, MovedError
 
 from chat_server.backends.base import BrokerUnavailable
-from chat_server.backends.redis.links import CommandLink, connection_factory, describe
+from chat_server.backends.redis.links import CommandLink, Gathered, connection_factory, describe
 from chat_server.backends.redis.sharded import ShardedPubSubLink
 from chat_server.backends.urls import ClusterUrl, parse_cluster_url
 
@@ -120,17 +120,21 @@ class ClusterLinks:
         on_message: Callable[[bytes, bytes], None],
         on_missed: Callable[[list[str]], None],
         connect_timeout: float = 2.0,
-        prepare: Callable[[CommandLink], Awaitable[None]] | None = None,
+        prepare: Callable[[Address, CommandLink], Awaitable[None]] | None = None,
+        on_down: Callable[[str], None] | None = None,
     ) -> None:
         """``on_message(channel, data)`` for every sharded message; ``on_missed(channels)``
-        once channels that were subscribed and lost are subscribed again; ``prepare(link)``
-        runs on every new master's command link before it serves calls (``SCRIPT LOAD``)."""
+        once channels that were subscribed and lost are subscribed again; ``prepare(address,
+        link)`` runs on every new master's command link before it serves calls (``SCRIPT
+        LOAD``); ``on_down(reason)`` whenever a master's link goes down (the chat's backend
+        takes that as the broker failing, as with one Redis)."""
         self.target: ClusterUrl = parse_cluster_url(url)
         self._client_name = client_name
         self._on_message = on_message
         self._on_missed = on_missed
         self._connect_timeout = connect_timeout
         self._prepare = prepare
+        self._on_down = on_down
         self._map = SlotMap((None,) * REDIS_CLUSTER_HASH_SLOTS)
         self._nodes: dict[Address, _Node] = {}
         self._wanted: set[str] = set()
@@ -215,6 +219,23 @@ class ClusterLinks:
                 raise
             reply = exc
         return reply if convert is None else convert(reply)
+
+    def call_gathered(
+        self, key: str | bytes, command: Gathered, convert: Callable[[Any], Any] | None = None
+    ) -> asyncio.Future[Any]:
+        """``CommandLink.call_gathered`` on the master of ``key``'s slot. Not redirected: a
+        ``MOVED`` or ``ASK`` reaches ``convert`` as the reply (the chat's room batches take it
+        as the broker failing: a slot that moves is a new epoch for its rooms anyway)."""
+        owner = self._map.owners[slot_of(key)]
+        try:
+            link = self._command_link(owner)
+        except BrokerUnavailable as exc:
+            command.sealed = True
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            failed.exception()
+            return failed
+        return link.call_gathered(command, convert)
 
     async def call_node(self, address: Address, *args: Any) -> Any:
         """Run ``args`` on one master (what is per node: ``SCRIPT LOAD``, ``PING``, ``TIME``)."""
@@ -447,10 +468,12 @@ class ClusterLinks:
                         node.command.connect(self._client_name), self._connect_timeout
                     )
                     if self._prepare is not None:
-                        await asyncio.wait_for(self._prepare(node.command), self._connect_timeout)
+                        await asyncio.wait_for(
+                            self._prepare(address, node.command), self._connect_timeout
+                        )
                 if not node.pubsub.up:
                     await asyncio.wait_for(
-                        node.pubsub.connect(self._client_name + ":sub"), self._connect_timeout
+                        node.pubsub.connect(self._client_name + ":pubsub"), self._connect_timeout
                     )
                 self.down_reasons.pop(address, None)
             except Exception as exc:
@@ -468,6 +491,8 @@ class ClusterLinks:
             self.down_reasons[address] = reason
             log.warning("redis cluster: link to %s down: %s", node.name, reason)
             self._mark_dirty()
+            if self._on_down is not None:
+                self._on_down(f"{node.name}: {reason}")
 
         node = _Node(
             address,

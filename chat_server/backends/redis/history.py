@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from chat_server.backends.base import History
-from chat_server.backends.redis import keys
 from chat_server.backends.redis.context import RedisContext
 from chat_server.events import StoredMessage
 
@@ -33,7 +32,7 @@ class RedisHistory(History):
         if count <= 0 or upto <= 0:
             return []
         entries = await self._redis.call(
-            "XREVRANGE", keys.room_history(room), f"{upto}-0", "-", "COUNT", count
+            "XREVRANGE", self._redis.keys.room_history(room), f"{upto}-0", "-", "COUNT", count
         )
         return [_stored(entry) for entry in reversed(entries)]
 
@@ -42,7 +41,12 @@ class RedisHistory(History):
             return [] if upto == after else None
         wanted = upto - after
         entries = await self._redis.call(
-            "XRANGE", keys.room_history(room), f"{after + 1}-0", f"{upto}-0", "COUNT", wanted
+            "XRANGE",
+            self._redis.keys.room_history(room),
+            f"{after + 1}-0",
+            f"{upto}-0",
+            "COUNT",
+            wanted,
         )
         if len(entries) != wanted:
             return None  # some of them are no longer retained

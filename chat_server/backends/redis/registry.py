@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
 from chat_protocol.http import ROOMS_PAGE
 from chat_protocol.names import name_key
 from chat_server.backends.base import DIRECTS_PER_TOKEN, ClusterInfo, Holder, Registry
-from chat_server.backends.redis import keys
 from chat_server.backends.redis.context import RedisContext
+
+
+def _pairs(flat: Any) -> Iterable[tuple[bytes, bytes]]:
+    """A hash's fields and values, as Redis gave them (a list, or a dict in RESP3)."""
+    if isinstance(flat, dict):
+        return flat.items()
+    return zip(flat[::2], flat[1::2], strict=True)
 
 
 class RedisRegistry(Registry):
@@ -17,13 +27,19 @@ class RedisRegistry(Registry):
         node = self._redis.node_id
         claimed = await self._redis.script(
             "claim_name",
-            [keys.name(name), keys.NODES, keys.node_names(node)],
+            [
+                self._redis.keys.name(name),
+                self._redis.keys.nodes,
+                self._redis.keys.node_names(node),
+            ],
             [node, name, digest or "-"],
         )
         return bool(claimed)
 
     async def holder(self, name: str) -> Holder | None:
-        found = await self._redis.script("holder", [keys.name(name)], [name, keys.NAME_KEY_PREFIX])
+        found = await self._redis.script(
+            "holder", [self._redis.keys.name(name)], [name, self._redis.keys.name_key_prefix]
+        )
         if not found:
             return None
         shown, digest = (part.decode("utf-8", "replace") for part in found)
@@ -33,8 +49,8 @@ class RedisRegistry(Registry):
         node = self._redis.node_id
         resumed = await self._redis.script(
             "resume_name",
-            [keys.name(name), keys.node_names(node)],
-            [node, name, digest, keys.NAME_KEY_PREFIX],
+            [self._redis.keys.name(name), self._redis.keys.node_names(node)],
+            [node, name, digest, self._redis.keys.name_key_prefix],
         )
         return resumed.decode() if isinstance(resumed, bytes) else None
 
@@ -42,8 +58,8 @@ class RedisRegistry(Registry):
         redis = self._redis
         renamed = await redis.script(
             "rename_name",
-            [keys.name(old), keys.name(new), keys.NODES],
-            [digest, new, redis.reservation_ms, keys.NODE_KEY_PREFIX, name_key(old)],
+            [self._redis.keys.name(old), self._redis.keys.name(new), self._redis.keys.nodes],
+            [digest, new, redis.reservation_ms, self._redis.keys.node_key_prefix, name_key(old)],
         )
         return bool(renamed)
 
@@ -52,77 +68,142 @@ class RedisRegistry(Registry):
         node = redis.node_id
         await redis.script(
             "release_name",
-            [keys.name(name), keys.node_names(node), keys.RESERVED],
+            [
+                self._redis.keys.name(name),
+                self._redis.keys.node_names(node),
+                self._redis.keys.reserved,
+            ],
             [
                 node,
                 name,
                 redis.reservation_ms,
-                keys.NAME_KEY_PREFIX,
+                self._redis.keys.name_key_prefix,
                 redis.settings.max_reservations,
             ],
         )
 
     async def count_address(self, address: str, limit: int) -> bool:
-        node_keys = [keys.ADDRESSES, keys.node_addresses(self._redis.node_id)]
+        node_keys = [
+            self._redis.keys.addresses,
+            self._redis.keys.node_addresses(self._redis.node_id),
+        ]
         return bool(await self._redis.script("count_address", node_keys, [address, limit]))
 
     async def uncount_address(self, address: str) -> None:
-        node_keys = [keys.ADDRESSES, keys.node_addresses(self._redis.node_id)]
+        node_keys = [
+            self._redis.keys.addresses,
+            self._redis.keys.node_addresses(self._redis.node_id),
+        ]
         await self._redis.script("uncount_address", node_keys, [address])
 
     async def set_away(self, name: str, message: str | None) -> None:
         args = ["0"] if message is None else ["1", message]
-        await self._redis.script("set_away", [keys.name(name)], args)
+        await self._redis.script("set_away", [self._redis.keys.name(name)], args)
 
     async def away(self, names: list[str]) -> dict[str, str]:
         if not names:
             return {}
-        found = await self._redis.query("away", [keys.name(n) for n in names], [])
+        found = await self._redis.query("away", [self._redis.keys.name(n) for n in names], [])
         return {n: m.decode() for n, m in zip(names, found, strict=True) if m is not None}
 
     async def read_position(self, token_id: str, room: str, epoch: str) -> int | None:
-        kept = await self._redis.call("HGET", keys.read_positions(token_id), room)
+        kept = await self._redis.call("HGET", self._redis.keys.read_positions(token_id), room)
         if kept is None:
             return None
         kept_epoch, _, offset = kept.decode("ascii", "replace").partition(" ")
         return int(offset) if kept_epoch == epoch and offset.isdigit() else None
 
     async def keep_read_position(self, token_id: str, room: str, epoch: str, offset: int) -> None:
-        ttl = max(1, round(self._redis.settings.history_ttl))
-        await self._redis.script(
+        redis = self._redis
+        ttl = max(1, round(redis.settings.history_ttl))
+        layout = redis.keys
+        if not layout.cluster:
+            await redis.script(
+                "keep_read",
+                [layout.read_positions(token_id), layout.room_sequence(room)],
+                [room, epoch, offset, ttl],
+            )
+            return
+        # In a cluster the room's sequence is another slot: read first, then kept if the
+        # epoch still was the room's a moment ago (a position is a hint, never history).
+        now_epoch, newest = await redis.call("HMGET", layout.room_sequence(room), "e", "o")
+        if now_epoch is None:
+            return
+        await redis.script(
             "keep_read",
-            [keys.read_positions(token_id), keys.room_sequence(room)],
-            [room, epoch, offset, ttl],
+            [layout.read_positions(token_id)],
+            [room, epoch, offset, ttl, now_epoch, newest or b"0"],
         )
 
     async def note_direct(self, token_id: str, room: str, sender: str) -> None:
         ttl = max(1, round(self._redis.settings.history_ttl))
         await self._redis.script(
-            "note_direct", [keys.inbox(token_id)], [room, sender, DIRECTS_PER_TOKEN, ttl]
+            "note_direct",
+            [self._redis.keys.inbox(token_id)],
+            [room, sender, DIRECTS_PER_TOKEN, ttl],
         )
 
     async def directs(self, token_id: str) -> dict[str, str]:
-        flat = await self._redis.call("HGETALL", keys.inbox(token_id))
-        if isinstance(flat, dict):
-            return {k.decode(): v.decode() for k, v in flat.items()}
-        return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+        flat = await self._redis.call("HGETALL", self._redis.keys.inbox(token_id))
+        return {k.decode(): v.decode() for k, v in _pairs(flat)}
 
     async def clear_direct(self, token_id: str, room: str) -> None:
-        await self._redis.call("HDEL", keys.inbox(token_id), room)
+        await self._redis.call("HDEL", self._redis.keys.inbox(token_id), room)
 
     async def rooms(self, after: str = "", limit: int = ROOMS_PAGE) -> dict[str, int]:
-        flat = await self._redis.query(
-            "rooms", [keys.ROOMS, keys.NODES], [keys.ROOM_KEY_PREFIX, after, limit]
+        redis = self._redis
+        layout = redis.keys
+        if not layout.cluster:
+            flat = await redis.query(
+                "rooms", [layout.rooms, layout.nodes], [layout.room_key_prefix, after, limit]
+            )
+            return {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        # In a cluster: a page of the index (the directory's slot), then each room's
+        # per-node counts in its own slot, live nodes only (the single Redis's script).
+        start = f"({after}" if after else "-"
+        page = await redis.read("ZRANGE", layout.rooms, start, "+", "BYLEX", "LIMIT", 0, limit)
+        live = await self._live_nodes()
+        counts = await asyncio.gather(
+            *(redis.read("HGETALL", layout.room_nodes(room.decode())) for room in page)
         )
-        return {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        listed = {}
+        for room, flat in zip(page, counts, strict=True):
+            pairs = _pairs(flat)
+            count = sum(int(n) for node, n in pairs if node in live)
+            if count > 0:
+                listed[room.decode()] = count
+        return listed
 
     async def members(self, room: str) -> list[str]:
-        flat = await self._redis.query("members", [keys.room_presence(room), keys.NODES], [])
+        redis = self._redis
+        layout = redis.keys
+        if not layout.cluster:
+            flat = await redis.query("members", [layout.room_presence(room), layout.nodes], [])
+        else:
+            entries = await redis.read("HGETALL", layout.room_presence(room))
+            live = await self._live_nodes()
+            flat = []
+            pairs = _pairs(entries)
+            for name, entry in pairs:
+                node, _, serial = entry.partition(b" ")
+                if node in live:
+                    flat += [name, serial]
         pairs = sorted((int(flat[i + 1]), flat[i].decode()) for i in range(0, len(flat), 2))
         return [name for _, name in pairs]
 
+    async def _live_nodes(self) -> set[bytes]:
+        """The ids of the nodes whose heartbeat has not lapsed (by this node's estimate of
+        Redis's clock: a node's members stop counting within a heartbeat of its death)."""
+        redis = self._redis
+        now = int(redis.redis_now_ms())
+        return set(await redis.read("ZRANGEBYSCORE", redis.keys.nodes, now, "+inf"))
+
     async def cluster(self) -> ClusterInfo:
+        layout = self._redis.keys
+        chat_keys = [layout.rooms, layout.nodes]
+        if layout.cluster:
+            chat_keys.append(layout.node_member_counts)
         nodes, rooms, connections = await self._redis.query(
-            "cluster", [keys.ROOMS, keys.NODES], [keys.NODE_KEY_PREFIX]
+            "cluster", chat_keys, [layout.node_key_prefix]
         )
         return ClusterInfo(nodes=nodes, rooms=rooms, connections=connections)

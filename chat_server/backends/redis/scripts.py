@@ -47,13 +47,22 @@ end
 #       13 deadline (ms, Redis clock; 0 = none): a call that arrives after it is refused, so a
 #       node that gave up waiting can tell its members "not sent" and be right (the first
 #       event's: the others were issued in the same loop iteration);
-#       then 6 per event (from 13 + 6i + 1): kind (m/j/l/t/a/b/n/k), the member's node, name,
+#       14 '1' in a Redis Cluster (the room's slot only: see below), else '0';
+#       then 6 per event (from 14 + 6i + 1): kind (m/j/l/t/a/b/n/k), the member's node, name,
 #       text, nonce ('-' for none: the sender's de-duplication key, codec-encoded),
 #       ref (the serial of the member's own join; '-': any join by the member's node).
 # Returns {epoch, now, then three per event}: {serial, offset, 0} once published; {0, 0, 0}
 # if the member is not (for a message or leave with a ref: not with that join) present:
 # nothing was published; {-1, 0, 0} if past the deadline; {-2, offset, time} for a message
 # whose nonce the room already published (the original's; nothing published now).
+#
+# In a Redis Cluster the script touches the room's slot only: KEYS 4, 8 and the members keys
+# are any of the room's keys (unused), the nodes' member sets are not kept (a node's rooms
+# are: keys.node_rooms), and the room index and idle rooms are the caller's next step (the
+# directory's slot: ROOM_STATE), told by more values at the end of the reply: 1 if the call
+# made or kept the room occupied by a join, 2 if it emptied it, else 0; the last serial; then
+# node, change for each node whose members here changed (the directory counts them). The
+# events go out with SPUBLISH (the room's sharded channel).
 #
 # One PUBLISH carries the call's events (codec.py, v2). History is written here, beside it: a
 # message is in the stream (entry id "{offset}-0") if and only if it was delivered live. A
@@ -74,7 +83,8 @@ end
 ROOM_EVENTS = r"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local count = (#ARGV - 13) / 6
+local count = (#ARGV - 14) / 6
+local split = ARGV[14] == '1'
 if ARGV[13] ~= '0' and now > tonumber(ARGV[13]) then
   local late = {'', now}
   for i = 0, count - 1 do late[3 + 3 * i], late[4 + 3 * i], late[5 + 3 * i] = -1, 0, 0 end
@@ -90,7 +100,16 @@ local offset, serial = tonumber(seq[3] or '0'), tonumber(seq[4] or '0')
 -- Due, or the history size not the one the keys' expiry was last set with (a stream that
 -- comes into being in mid-sequence gets its expiry at once).
 local refresh = not epoch or now >= tonumber(seq[5] or '0') or seq[6] ~= ARGV[6]
-local started, changed, forget = false, false, false
+local started, changed, forget, occupancy = false, false, false, false
+-- In a cluster, each node's members here changed by (for the directory's counts).
+local deltas, moved = {}, {}
+local function counted(owner, d)
+  if split then
+    if deltas[owner] == nil then moved[#moved + 1], deltas[owner] = owner, 0 end
+    deltas[owner] = deltas[owner] + d
+  end
+  return redis.call('HINCRBY', KEYS[3], owner, d)
+end
 local function start()
   if epoch then return end
   -- A sequence starting over: what is left of an older one is nobody's history.
@@ -131,14 +150,14 @@ end
 local size, stored = tonumber(ARGV[6]), 0
 local room_nonces, token_nonces, token_keys  -- made with the call's first nonce
 for i = 0, count - 1 do
-  local a = 13 + 6 * i
+  local a = 14 + 6 * i
   local kind, node, name, text = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local nonce, ref = ARGV[a + 5], ARGV[a + 6]
   local members_key = KEYS[9 + 2 * i]
   local n = #out
   local present, owner, joined = presence(name)
   if kind ~= 'j' and (owner ~= node or (ref ~= '-' and joined ~= ref)) then
-    if (kind == 'l' or kind == 'k') and owner ~= node then
+    if (kind == 'l' or kind == 'k') and owner ~= node and not split then
       redis.call('SREM', members_key, room .. ' ' .. name)
     end
     out[n + 1], out[n + 2], out[n + 3] = 0, 0, 0
@@ -155,10 +174,10 @@ for i = 0, count - 1 do
       if kind == 'j' and present then
         -- The old connection leaves first, as every member sees it.
         set_presence(name, false)
-        if owner ~= node then redis.call('SREM', node_prefix .. owner .. ':members', entry) end
-        if redis.call('HINCRBY', KEYS[3], owner, -1) <= 0 then
-          redis.call('HDEL', KEYS[3], owner)
+        if owner ~= node and not split then
+          redis.call('SREM', node_prefix .. owner .. ':members', entry)
         end
+        if counted(owner, -1) <= 0 then redis.call('HDEL', KEYS[3], owner) end
         serial = serial + 1
         publish('l', name, '-', 'replaced')
       end
@@ -191,27 +210,35 @@ for i = 0, count - 1 do
         local stale = presence(text)
         if stale then
           local stale_owner = string.match(stale, '^(%S+)')
-          redis.call('SREM', node_prefix .. stale_owner .. ':members', room .. ' ' .. text)
-          if redis.call('HINCRBY', KEYS[3], stale_owner, -1) <= 0 then
-            redis.call('HDEL', KEYS[3], stale_owner)
+          if not split then
+            redis.call('SREM', node_prefix .. stale_owner .. ':members', room .. ' ' .. text)
           end
+          if counted(stale_owner, -1) <= 0 then redis.call('HDEL', KEYS[3], stale_owner) end
         end
         set_presence(name, false)
         set_presence(text, present)
-        redis.call('SREM', members_key, entry)
-        redis.call('SADD', members_key, room .. ' ' .. text)
+        if not split then
+          redis.call('SREM', members_key, entry)
+          redis.call('SADD', members_key, room .. ' ' .. text)
+        end
       elseif kind == 'j' then
-        redis.call('ZREM', KEYS[8], room)
+        occupancy = true
         set_presence(name, node .. ' ' .. serial)
-        redis.call('SADD', members_key, entry)
-        redis.call('HINCRBY', KEYS[3], node, 1)
-        -- Conversations ("@...") are nobody's to list.
-        if string.sub(room, 1, 1) ~= '@' then redis.call('ZADD', KEYS[4], 0, room) end
+        counted(node, 1)
+        if not split then
+          redis.call('ZREM', KEYS[8], room)
+          redis.call('SADD', members_key, entry)
+          -- Conversations ("@...") are nobody's to list.
+          if string.sub(room, 1, 1) ~= '@' then redis.call('ZADD', KEYS[4], 0, room) end
+        end
       else
         set_presence(name, false)
-        redis.call('SREM', members_key, entry)
-        if redis.call('HINCRBY', KEYS[3], node, -1) <= 0 then redis.call('HDEL', KEYS[3], node) end
-        if redis.call('EXISTS', KEYS[2]) == 0 then
+        if not split then redis.call('SREM', members_key, entry) end
+        if counted(node, -1) <= 0 then redis.call('HDEL', KEYS[3], node) end
+        if split then
+          occupancy = true
+          if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('DEL', KEYS[3]) end
+        elseif redis.call('EXISTS', KEYS[2]) == 0 then
           redis.call('DEL', KEYS[3])
           redis.call('ZREM', KEYS[4], room)
           -- Idle now: past the bound, the room idle longest is forgotten (one here, one more
@@ -234,9 +261,21 @@ for i = 0, count - 1 do
     end
   end
 end
+local function told(reply)
+  -- In a cluster: whether the room is occupied now, for the directory (see above).
+  if split then
+    local state = 0
+    if occupancy then state = redis.call('EXISTS', KEYS[2]) == 1 and 1 or 2 end
+    reply[#reply + 1], reply[#reply + 2] = state, serial
+    for _, n in ipairs(moved) do
+      if deltas[n] ~= 0 then reply[#reply + 1], reply[#reply + 2] = n, deltas[n] end
+    end
+  end
+  return reply
+end
 if not changed then
   out[1] = epoch or ''
-  return out
+  return told(out)
 end
 out[1] = epoch
 if stored > 0 and offset % 64 < stored then
@@ -284,10 +323,11 @@ else
     redis.call('EXPIRE', KEYS[1], ttl + slack)
   end
 end
-redis.call('PUBLISH', ARGV[1], 'v2 ' .. epoch .. ' ' .. now .. ' ' .. ARGV[3] .. '\n'
+redis.call(split and 'SPUBLISH' or 'PUBLISH', ARGV[1],
+  'v2 ' .. epoch .. ' ' .. now .. ' ' .. ARGV[3] .. '\n'
   .. table.concat(numbers, ' ') .. '\n' .. table.concat(words, ' ') .. '\n'
   .. table.concat(texts))
-return out
+return told(out)
 """
 
 # A name's record (KEYS[1], a hash): one field per node with how many of its connections hold
@@ -445,12 +485,19 @@ for i, key in ipairs(KEYS) do away[i] = redis.call('HGET', key, 'a') end
 return away
 """
 
-# KEYS: 1 the token's read positions, 2 the room's sequence. ARGV: 1 room, 2 epoch,
-# 3 offset read, 4 ttl (s). Kept as "{epoch} {offset}", never past the room's newest message;
-# not at all if the epoch is no longer the room's.
+# KEYS: 1 the token's read positions, 2 the room's sequence (not in a cluster: another slot;
+# then ARGV 5 and 6 are its epoch and newest offset, as the node read them just before).
+# ARGV: 1 room, 2 epoch, 3 offset read, 4 ttl (s). Kept as "{epoch} {offset}", never past the
+# room's newest message; not at all if the epoch is no longer the room's.
 KEEP_READ = """
-if redis.call('HGET', KEYS[2], 'e') ~= ARGV[2] then return 0 end
-local newest = redis.call('HGET', KEYS[2], 'o') or '0'
+local epoch, newest
+if #KEYS >= 2 then
+  epoch, newest = redis.call('HGET', KEYS[2], 'e'), redis.call('HGET', KEYS[2], 'o')
+else
+  epoch, newest = ARGV[5], ARGV[6]
+end
+if epoch ~= ARGV[2] then return 0 end
+newest = newest or '0'
 local offset = ARGV[3]
 if #offset > #newest or (#offset == #newest and offset > newest) then offset = newest end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. offset)
@@ -506,7 +553,8 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, tonu
 )
 
 # KEYS: 1 nodes, 2 the node's members, 3 the node's names, 4 reserved names, 5 every node's
-# address counts, 6 the node's.
+# address counts, 6 the node's; in a cluster, 2 is the node's rooms (announced by the
+# caller: not checked here) and 7 the nodes' member counts.
 # ARGV: 1 node, 2 name key prefix, 3 reservation (ms), 4 most reservations kept.
 # Once a dead node's members are all announced: let go of its names (a token's name stays
 # reserved for the reservation window) and forget it. Returns 1 when done, 0 if it is alive
@@ -515,7 +563,13 @@ FORGET_NODE = (
     _PRELUDE
     + _NAME_RECORD
     + """
-if alive(KEYS[1], ARGV[1]) or redis.call('SCARD', KEYS[2]) > 0 then return 0 end
+if alive(KEYS[1], ARGV[1]) then return 0 end
+if #KEYS >= 7 then
+  redis.call('DEL', KEYS[2])
+  redis.call('HDEL', KEYS[7], ARGV[1])
+elseif redis.call('SCARD', KEYS[2]) > 0 then
+  return 0
+end
 for _, name in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   local key = ARGV[2] .. string.lower(name)  -- as keys.name: whatever the case
   if redis.call('HDEL', key, ARGV[1]) > 0 then settle(key, ARGV[3], KEYS[4], ARGV[4]) end
@@ -583,7 +637,7 @@ return out
 """
 )
 
-# KEYS: 1 rooms, 2 nodes. ARGV: 1 node key prefix.
+# KEYS: 1 rooms, 2 nodes, 3 (in a cluster) the nodes' member counts. ARGV: 1 node key prefix.
 # Returns {live nodes, rooms with members, members (connections in rooms)}, in time that
 # grows with the nodes, not the rooms (a dead node's rooms count until it is reaped).
 CLUSTER = (
@@ -592,7 +646,11 @@ CLUSTER = (
 local nodes = redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf')
 local connections = 0
 for _, node in ipairs(nodes) do
-  connections = connections + redis.call('SCARD', ARGV[1] .. node .. ':members')
+  if #KEYS >= 3 then
+    connections = connections + tonumber(redis.call('HGET', KEYS[3], node) or '0')
+  else
+    connections = connections + redis.call('SCARD', ARGV[1] .. node .. ':members')
+  end
 end
 return {#nodes, redis.call('ZCARD', KEYS[1]), connections}
 """
@@ -617,7 +675,8 @@ if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS
 return 1
 """
 
-# KEYS: 1 rules. ARGV: 1 field, 2 the rule's JSON, 3 most rules kept, 4 governance channel.
+# KEYS: 1 rules. ARGV: 1 field, 2 the rule's JSON, 3 most rules kept, 4 governance channel,
+# 5 how it is told (PUBLISH; SPUBLISH in a cluster, the channel in the rules' slot).
 # Returns 1 once kept and told, 0 for a new rule past the bound.
 KEEP_RULE = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
@@ -625,14 +684,66 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
   return 0
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('PUBLISH', ARGV[4], ARGV[2])
+redis.call(ARGV[5], ARGV[4], ARGV[2])
 return 1
 """
 
-# KEYS: 1 rules. ARGV: 1 field, 2 what is told ("dropped"), 3 governance channel.
+# KEYS: 1 rules. ARGV: 1 field, 2 what is told ("dropped"), 3 governance channel, 4 as
+# KEEP_RULE's 5.
 DROP_RULE = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('PUBLISH', ARGV[3], ARGV[2])
+redis.call(ARGV[4], ARGV[3], ARGV[2])
+return 1
+"""
+
+# In a cluster, the directory's side of a room event call (ROOM_EVENTS, "occupied"), in the
+# directory's slot: calls of different rooms' slots reach it in any order, so each carries the
+# call's time and last serial, and only a newer one than the last applied counts.
+# KEYS: 1 rooms, 2 rooms without members, 3 the rooms' states, 4 the nodes' member counts.
+# ARGV: 1 room, 2 the call's time (ms, Redis clock), 3 its last serial, 4 '1' occupied, '2'
+# empty, '0' neither, 5 rooms without members whose history is kept at most; then node,
+# change pairs (counts add up in any order: applied whatever the time).
+# Returns the rooms to forget now (FORGET_ROOM, each in its own slot): past the bound, the
+# room idle longest (one, and one more when the set grew past it).
+ROOM_STATE = """
+for i = 6, #ARGV, 2 do
+  -- Exactly 0 only: a leave's change may come before its join's (another node's call).
+  if redis.call('HINCRBY', KEYS[4], ARGV[i], ARGV[i + 1]) == 0 then
+    redis.call('HDEL', KEYS[4], ARGV[i])
+  end
+end
+if ARGV[4] == '0' then return {} end
+local room, t, serial = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local last = redis.call('HGET', KEYS[3], room)
+if last then
+  local lt, ls = string.match(last, '^(%d+) (%d+)$')
+  lt, ls = tonumber(lt), tonumber(ls)
+  if lt > t or (lt == t and ls >= serial) then return {} end
+end
+redis.call('HSET', KEYS[3], room, ARGV[2] .. ' ' .. ARGV[3])
+if ARGV[4] == '1' then
+  redis.call('ZREM', KEYS[2], room)
+  -- Conversations ("@...") are nobody's to list.
+  if string.sub(room, 1, 1) ~= '@' then redis.call('ZADD', KEYS[1], 0, room) end
+  return {}
+end
+redis.call('ZREM', KEYS[1], room)
+redis.call('ZADD', KEYS[2], t, room)
+local forget = {}
+for _ = 1, 2 do
+  if redis.call('ZCARD', KEYS[2]) <= tonumber(ARGV[5]) then break end
+  local oldest = redis.call('ZPOPMIN', KEYS[2])[1]
+  redis.call('HDEL', KEYS[3], oldest)
+  forget[#forget + 1] = oldest
+end
+return forget
+"""
+
+# In a cluster: forget an idle room (ROOM_STATE said), in its own slot, unless someone joined
+# it meanwhile. KEYS: 1 sequence, 2 history, 3 nonces, 4 nonces in order, 5 presence.
+FORGET_ROOM = """
+if redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 return 1
 """
 
@@ -669,5 +780,7 @@ SCRIPTS = {
         "count_address": COUNT_ADDRESS,
         "uncount_address": UNCOUNT_ADDRESS,
         "drop_rule": DROP_RULE,
+        "room_state": ROOM_STATE,
+        "forget_room": FORGET_ROOM,
     }.items()
 }

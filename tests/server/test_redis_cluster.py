@@ -1,0 +1,219 @@
+"""``redis+cluster://``: two chat-servers on a Redis Cluster of three masters with a replica
+each, all real processes. The master of one room's slot is killed; the cluster promotes its
+replica, and both chat-servers follow by themselves. See docs/scaling.md, "Redis Cluster".
+
+What must hold, as with Sentinel: the chat is back on both servers within the documented
+time; a client that comes back either recovers exactly or is told that the room's numbering
+started over (a new epoch); nothing its sender saw acknowledged is silently gone. And what a
+cluster adds: a room on a master that did not fail keeps its epoch and recovers exactly.
+
+The suites of one Redis (conformance, scale-out, history) run on a cluster with
+``CHAT_TEST_BROKERS=cluster CHAT_TEST_SHARED_BROKER=cluster`` (see chat_testing/brokers.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import redis
+from websockets.exceptions import ConnectionClosed
+
+from chat_protocol.close import CloseCode
+from chat_server.backends.redis.keys import CLUSTER
+from chat_testing.clusters import FAST
+from chat_testing.marks import requires_redis
+from chat_testing.redis_clusters import FAILOVER_WITHIN, ClusterNode, RedisCluster, start_cluster
+from chat_testing.servers import RunningServer, start_server, wait_ready
+from chat_testing.waits import wait_until
+from tests.server.test_redis_faults import health
+from tests.server.wsclients import V2Member, join_v2, resume_query
+
+pytestmark = [requires_redis, pytest.mark.xdist_group("redis-cluster")]
+
+# The chat is back on every node within this of the master's death (docs/scaling.md): the
+# cluster's failover (node timeout, election), then a node's reconnect, which asks again every
+# 0.2 s; FAILOVER_WITHIN already holds what a loaded 2-core machine adds.
+BACK_WITHIN = FAILOVER_WITHIN
+SLACK = 5.0
+
+
+@dataclass
+class ClusterChat:
+    redis: RedisCluster
+    nodes: list[RunningServer]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        self.redis.stop()
+
+
+@pytest.fixture
+def chat() -> Iterator[ClusterChat]:
+    redis = start_cluster(3, 1)
+    try:
+        nodes = [
+            start_server(broker_url=redis.url, env=FAST, wait=False, rate_limit=0) for _ in range(2)
+        ]
+    except BaseException:
+        redis.stop()
+        raise
+    chat = ClusterChat(redis, nodes)
+    try:
+        for node in nodes:
+            wait_ready(node)
+        yield chat
+    finally:
+        chat.stop()
+
+
+def rooms_on(redis: RedisCluster) -> tuple[str, str, ClusterNode]:
+    """Two rooms on two different masters, neither the directory's; the first one's master."""
+    owner = {n.port: n for n in redis.masters()}
+    directory = redis.master_of(CLUSTER.rooms).port
+    found: dict[int, str] = {}
+    for i in itertools.count():
+        room = f"shard{i}"
+        port = redis.master_of(CLUSTER.room_sequence(room)).port
+        if port != directory and port not in found:
+            found[port] = room
+        if len(found) == 2:
+            break
+    (doomed_port, doomed), (_, spared) = found.items()
+    return doomed, spared, owner[doomed_port]
+
+
+async def acked(member: V2Member, nonce: str) -> int:
+    frames = await member.recv_until(lambda f: f["type"] == "ack" and f["nonce"] == nonce)
+    return int(frames[-1]["offset"])
+
+
+async def one_chat(a: V2Member, b: V2Member, text: str) -> int:
+    """A message of ``a`` reaches ``b`` (on the other node); its offset."""
+    nonce = "n-" + "".join(c if c.isalnum() else "-" for c in text)
+    await a.send(text, nonce=nonce)
+    offset = await acked(a, nonce)
+    await b.recv_until(lambda f: f["type"] == "message" and f["text"] == text)
+    return offset
+
+
+async def closed(member: V2Member, seen: int, acks: dict[str, int]) -> tuple[int, int]:
+    """Read until the server closes; the close code and the newest offset seen (acks and
+    offsets noted on the way)."""
+    with pytest.raises(ConnectionClosed) as info:
+        async with asyncio.timeout(5 + SLACK):
+            while True:
+                frame = await member.recv(5 + SLACK)
+                if frame["type"] == "ack":
+                    acks[frame["nonce"]] = frame["offset"]
+                if "offset" in frame:
+                    seen = max(seen, int(frame["offset"]))
+    assert info.value.rcvd is not None
+    return info.value.rcvd.code, seen
+
+
+async def test_a_killed_master_fails_over_and_loses_nothing_silently(chat: ClusterChat) -> None:
+    node0, node1 = chat.nodes
+    status, body = health(node0)
+    assert status == 200 and body["broker"]["url"].startswith("redis+cluster://"), body
+    doomed, spared, master = rooms_on(chat.redis)
+
+    # The two chat-servers are one chat, in a room on each of two masters.
+    a = await join_v2(node0.chat_url(doomed))
+    b = await join_v2(node1.chat_url(doomed))
+    await a.recv_until(lambda f: f["type"] == "join" and f["name"] == b.name)
+    await one_chat(a, b, "before")
+    c = await join_v2(node0.chat_url(spared))
+    d = await join_v2(node1.chat_url(spared))
+    await c.recv_until(lambda f: f["type"] == "join" and f["name"] == d.name)
+    spared_seen = await one_chat(d, c, "spared before")
+    epoch, spared_epoch = str(a.welcome["epoch"]), str(c.welcome["epoch"])
+
+    # A burst in flight when the master dies: whatever was acknowledged must not vanish.
+    sent = 30
+    for i in range(sent):
+        await a.send(f"burst {i}", nonce=f"burst-{i}")
+    frames = await a.recv_until(lambda f: f["type"] == "ack" and f["nonce"] == "burst-4")
+    replica = chat.redis.replicas_of(master)[0]
+    chat.redis.kill(master)
+    killed = time.monotonic()
+    # What the replica had when its master died, read while it is surely still a replica
+    # (the cluster waits its node timeout before it even votes).
+    reader = redis.Redis(port=replica.port, single_connection_client=True)
+    reader.execute_command("READONLY")  # a replica answers for its master's slots
+    history = reader.xrange(CLUSTER.room_history(doomed))
+    reader.close()
+    replicated = {int(entry_id.decode().partition("-")[0]) for entry_id, _ in history}
+
+    acks: dict[str, int] = {f["nonce"]: f["offset"] for f in frames if f["type"] == "ack"}
+    seen = max(int(f["offset"]) for f in frames if "offset" in f)
+    code, seen = await closed(a, seen, acks)
+    # A lost master is a broker failure: the outage policy (docs/scaling.md, "When Redis
+    # fails") closes everyone with 1013 rather than let them talk into the void.
+    assert code == CloseCode.TRY_AGAIN_LATER, code
+    burst_acked = {n: o for n, o in acks.items() if n.startswith("burst-")}
+    assert "burst-4" in burst_acked
+    for member in (b, c, d):
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(5 + SLACK):
+                while True:
+                    await member.recv(5 + SLACK)
+
+    promoted = chat.redis.wait_failover(master, timeout=BACK_WITHIN + SLACK)
+    promoted_after = time.monotonic() - killed
+    for node in chat.nodes:
+        wait_until(
+            lambda n=node: health(n)[0] == 200,
+            timeout=BACK_WITHIN + SLACK,
+            interval=0.05,
+            what=f"node {node.port} back",
+        )
+    back = time.monotonic() - killed
+    print(
+        f"cluster failover: replica {promoted.port} promoted after {promoted_after:.2f} s, "
+        f"chat back on both nodes after {back:.2f} s"
+    )
+    assert back < BACK_WITHIN + SLACK, back
+    # Each node is a new incarnation; the old ones are reaped.
+    wait_until(lambda: health(node1)[1]["cluster"]["nodes"] == 2, timeout=10, what="reaped")
+
+    # The failed master's room: exact recovery, or told that it started over.
+    a2 = await join_v2(node0.chat_url(doomed), resume_query(a, since=seen, history=50))
+    assert a2.name == a.name  # the names live in the directory's slot, on a master alive
+    backlog = await a2.backlog()
+    new_epoch = str(a2.welcome["epoch"])
+    if new_epoch == epoch:
+        assert a2.welcome["recovered"] is True, a2.welcome
+        recovered = {f["offset"] for f in backlog if f["type"] == "message"}
+        assert recovered == set(range(seen + 1, int(a2.welcome["offset"]) + 1)), backlog
+    else:
+        assert a2.welcome["recovered"] is False, a2.welcome
+    missing = {n: o for n, o in burst_acked.items() if o not in replicated}
+    print(
+        f"acknowledged before the close: {len(burst_acked)} of {sent}, of which on the replica: "
+        f"{len(burst_acked) - len(missing)}; epoch {'kept' if new_epoch == epoch else 'changed'}"
+    )
+    assert not missing or new_epoch != epoch, missing
+
+    # The other master's room lost nothing: same epoch, exact recovery.
+    c2 = await join_v2(node0.chat_url(spared), resume_query(c, since=spared_seen, history=50))
+    assert c2.name == c.name
+    assert str(c2.welcome["epoch"]) == spared_epoch, c2.welcome
+    assert c2.welcome["recovered"] is True, c2.welcome
+    assert await c2.backlog() == []
+
+    # And the two chat-servers are one chat again, in both rooms.
+    b2 = await join_v2(node1.chat_url(doomed), resume_query(b))
+    await a2.recv_until(lambda f: f["type"] == "join" and f["name"] == b2.name)
+    await one_chat(a2, b2, "after")
+    await one_chat(b2, a2, "after, back")
+    d2 = await join_v2(node1.chat_url(spared), resume_query(d))
+    await c2.recv_until(lambda f: f["type"] == "join" and f["name"] == d2.name)
+    assert await one_chat(d2, c2, "spared after") == spared_seen + 1
+    for member in (a2, b2, c2, d2):
+        await member.close()
