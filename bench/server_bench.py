@@ -63,7 +63,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CPU = 0
@@ -347,7 +346,7 @@ async def run_load(params: dict[str, Any]) -> dict[str, Any]:
     ports = params["ports"]
     port = ports[0]
     servers = [psutil.Process(pid) for pid in params["server_pids"]]
-    redis = psutil.Process(params["redis_pid"]) if params.get("redis_pid") else None
+    redis = [psutil.Process(pid) for pid in params.get("redis_pids", [])]
     gen = LoadGen(params)
     conn_class = make_listener_class()
     result: dict[str, Any] = {}
@@ -413,10 +412,7 @@ async def run_load(params: dict[str, Any]) -> dict[str, Any]:
 
     def snapshot() -> Snapshot:
         cpu = sum(c.user + c.system for c in (server.cpu_times() for server in servers))
-        redis_cpu = 0.0
-        if redis is not None:
-            redis_times = redis.cpu_times()
-            redis_cpu = redis_times.user + redis_times.system
+        redis_cpu = sum(t.user + t.system for t in (r.cpu_times() for r in redis))
         cores = psutil.cpu_times(percpu=True)
         return Snapshot(
             time.monotonic(),
@@ -444,11 +440,11 @@ async def run_load(params: dict[str, Any]) -> dict[str, Any]:
             room.sending = True
             room.pump()
         await asyncio.sleep(s.warmup)
-        reset_redis_stats(params.get("redis_port"))
+        reset_redis_stats(params.get("redis_ports", []))
         start = snapshot()
         await asyncio.sleep(s.duration)
         end = snapshot()
-        redis_script_stats(result, params.get("redis_port"), end.sent - start.sent)
+        redis_script_stats(result, params.get("redis_ports", []), end.sent - start.sent)
         for room in gen.rooms:
             room.sending = False
         _rates(result, start, end)
@@ -456,7 +452,7 @@ async def run_load(params: dict[str, Any]) -> dict[str, Any]:
         for room in gen.rooms:
             room.latencies = gen.latencies
         gen.t_send0 = time.monotonic()
-        reset_redis_stats(params.get("redis_port"))
+        reset_redis_stats(params.get("redis_ports", []))
         start = snapshot()
         max_lag = await pace(gen, s)
         sent = sum(r.sent for r in gen.rooms)
@@ -475,7 +471,7 @@ async def run_load(params: dict[str, Any]) -> dict[str, Any]:
             await asyncio.sleep(0.02)
         end = snapshot()
         _rates(result, start, end)
-        redis_script_stats(result, params.get("redis_port"), end.sent - start.sent)
+        redis_script_stats(result, params.get("redis_ports", []), end.sent - start.sent)
         lat = sorted(gen.latencies)
         result["sent"] = sent
         result["pacing_max_lag_ms"] = round(max_lag * 1e3, 2)
@@ -530,26 +526,29 @@ def redis_command(port: int, *args: str) -> bytes:
         return rest[:size]
 
 
-def reset_redis_stats(port: int | None) -> None:
+def reset_redis_stats(ports: list[int]) -> None:
     """Zero INFO commandstats: what it shows at the end is the measured window's."""
-    if port:
+    for port in ports:
         redis_command(port, "CONFIG", "RESETSTAT")
 
 
-def redis_script_stats(result: dict[str, Any], port: int | None, sent: int) -> None:
-    """The event script's share of Redis, from INFO commandstats: its calls per message sent,
-    Redis's own time per call (usec_per_call) and per message. (The commands a script runs
-    are counted inside its time, and again in their own lines: only EVALSHA is read.)"""
-    if not port or not sent:
+def redis_script_stats(result: dict[str, Any], ports: list[int], sent: int) -> None:
+    """The event script's share of Redis (every master's, in a cluster), from INFO
+    commandstats: its calls per message sent, Redis's own time per call (usec_per_call) and
+    per message. (The commands a script runs are counted inside its time, and again in their
+    own lines: only EVALSHA is read.)"""
+    if not ports or not sent:
         return
-    info = redis_command(port, "INFO", "commandstats").decode()
-    for line in info.splitlines():
-        if line.startswith("cmdstat_evalsha:"):
-            stats = dict(part.split("=") for part in line.partition(":")[2].split(","))
-            calls, usec = int(stats["calls"]), int(stats["usec"])
-            result["redis_evalsha_calls_per_message"] = calls / sent
-            result["redis_evalsha_us_per_call"] = usec / calls if calls else None
-            result["redis_evalsha_us_per_message"] = usec / sent
+    calls = usec = 0
+    for port in ports:
+        info = redis_command(port, "INFO", "commandstats").decode()
+        for line in info.splitlines():
+            if line.startswith("cmdstat_evalsha:"):
+                stats = dict(part.split("=") for part in line.partition(":")[2].split(","))
+                calls, usec = calls + int(stats["calls"]), usec + int(stats["usec"])
+    result["redis_evalsha_calls_per_message"] = calls / sent
+    result["redis_evalsha_us_per_call"] = usec / calls if calls else None
+    result["redis_evalsha_us_per_message"] = usec / sent
 
 
 @dataclass(frozen=True)
@@ -651,7 +650,11 @@ REDIS_SERVERS = {
     "ours-redis-nohist": 1,
     "cluster2": 2,
     "main-redis": 1,
+    "ours-rcluster": 1,
 }
+# Servers whose broker is a Redis Cluster of this many masters (no replicas) rather than one
+# redis-server.
+REDIS_CLUSTER_SERVERS = {"ours-rcluster": 3}
 # A server name ending so runs that server with history off (--history-size 0): history's cost.
 NO_HISTORY = "-nohist"
 
@@ -714,8 +717,8 @@ class Running:
     ports: list[int]
     pids: list[int]
     logs: list[Path]
-    redis_pid: int | None = None
-    redis_port: int | None = None
+    redis_pids: list[int] = field(default_factory=list)
+    redis_ports: list[int] = field(default_factory=list)
 
 
 def _answers_http(port: int) -> bool:
@@ -763,21 +766,36 @@ def _redis_server() -> Iterator[tuple[str, int]]:
             if time.monotonic() > deadline:
                 raise RuntimeError("redis-server did not answer within 10 s")
             time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0", proc.pid
+        yield f"redis://127.0.0.1:{port}/0", [proc.pid], [port]
     finally:
         proc.terminate()
         proc.wait(10)
 
 
 @contextlib.contextmanager
+def _redis_cluster(masters: int) -> Iterator[tuple[str, list[int], list[int]]]:
+    """A Redis Cluster of ``masters`` masters, no replicas (chat_testing's, as the tests
+    run it: made with ``redis-cli --cluster create``)."""
+    from chat_testing.redis_clusters import start_cluster
+
+    cluster = start_cluster(masters, 0)
+    try:
+        nodes = cluster.masters()
+        yield cluster.url, [n.process.pid for n in nodes if n.process], [n.port for n in nodes]
+    finally:
+        cluster.stop()
+
+
+@contextlib.contextmanager
 def running_server(server: str) -> Iterator[Running]:
     with contextlib.ExitStack() as stack:
-        broker_url, redis_pid = None, None
-        if server in REDIS_SERVERS:
-            broker_url, redis_pid = stack.enter_context(_redis_server())
-        running = Running([], [], [], redis_pid)
-        if broker_url is not None:
-            running.redis_port = urlsplit(broker_url).port
+        broker_url, redis_pids, redis_ports = None, [], []
+        if server in REDIS_CLUSTER_SERVERS:
+            cluster = _redis_cluster(REDIS_CLUSTER_SERVERS[server])
+            broker_url, redis_pids, redis_ports = stack.enter_context(cluster)
+        elif server in REDIS_SERVERS:
+            broker_url, redis_pids, redis_ports = stack.enter_context(_redis_server())
+        running = Running([], [], [], redis_pids, redis_ports)
         procs = []
         for _ in range(REDIS_SERVERS.get(server, 1)):
             port = free_port()
@@ -826,8 +844,8 @@ def run_once(server: str, scenario: Scenario) -> dict[str, Any]:
             "scenario": {k: v for k, v in scenario.__dict__.items() if k != "servers"},
             "ports": running.ports,
             "server_pids": running.pids,
-            "redis_pid": running.redis_pid,
-            "redis_port": running.redis_port,
+            "redis_pids": running.redis_pids,
+            "redis_ports": running.redis_ports,
             "timeout": timeout,
         }
         proc = subprocess.run(

@@ -68,6 +68,7 @@ class RoomHub:
         self._on_failed = on_failed
         self._rooms: dict[str, _LocalRoom] = {}
         channels.bind(self.deliver)
+        channels.on_interrupted(self.interrupted)
 
     async def enter(self, room: str, member: HubMember) -> None:
         """Make ``member`` receive every event of ``room`` published from now on.
@@ -151,6 +152,18 @@ class RoomHub:
         # Members that join from here on start from this event.
         local.serial = event.serial
         local.epoch = event.epoch
+        members = list(local.members)
+        if members:
+            self._on_lost(room, members, why)
+
+    def interrupted(self, room: str, why: str) -> None:
+        """The room's channel was lost for a while: what was published meanwhile never came.
+        Its members here go (as for a gap) and come back with recovery; the next event is the
+        baseline of those who join from here on."""
+        local = self._rooms.get(room)
+        if local is None:
+            return
+        local.epoch = None
         members = list(local.members)
         if members:
             self._on_lost(room, members, why)

@@ -48,6 +48,8 @@ from chat_protocol.http import ROOMS_PAGE
 from chat_server.events import EventKind, Published, RoomEvent, StoredMessage
 
 Deliver = Callable[[str, RoomEvent], None]
+# (room, why): the room's channel was interrupted; events published meanwhile may be missing.
+Interrupted = Callable[[str, str], None]
 
 
 class Change(StrEnum):
@@ -265,9 +267,22 @@ class ClusterInfo:
 class ChannelBackend(ABC):
     """Carries each room's events between the nodes, one channel per room."""
 
+    _interrupted: Interrupted | None = None
+
     @abstractmethod
     def bind(self, deliver: Deliver) -> None:
         """Set the one callback that receives every event of every subscribed room."""
+
+    def on_interrupted(self, callback: Interrupted) -> None:
+        """Set who is told that a subscribed room's channel was lost and subscribed again
+        (a broker that moves a channel: a Redis Cluster's slot migration). The others close
+        every member instead when a subscription fails; they never call it."""
+        self._interrupted = callback
+
+    def interrupted(self, room: str, why: str) -> None:
+        """Tell whoever asked (:meth:`on_interrupted`) that ``room``'s channel was lost."""
+        if self._interrupted is not None:
+            self._interrupted(room, why)
 
     @abstractmethod
     def subscribe(self, room: str) -> Awaitable[None]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import pytest
 import redis
+from redis.crc import key_slot
 from websockets.exceptions import ConnectionClosed
 
 from chat_protocol.close import CloseCode
@@ -216,4 +217,47 @@ async def test_a_killed_master_fails_over_and_loses_nothing_silently(chat: Clust
     await c2.recv_until(lambda f: f["type"] == "join" and f["name"] == d2.name)
     assert await one_chat(d2, c2, "spared after") == spared_seen + 1
     for member in (a2, b2, c2, d2):
+        await member.close()
+
+
+async def test_a_rooms_slot_migrated_to_another_master_keeps_the_chat(chat: ClusterChat) -> None:
+    # What `redis-cli --cluster reshard` does to one room: its keys move (MIGRATE), its slot's
+    # owner changes, and Redis unsubscribes its sharded channel on the old master.
+    node0, node1 = chat.nodes
+    room, _, master = rooms_on(chat.redis)
+    a = await join_v2(node0.chat_url(room))
+    b = await join_v2(node1.chat_url(room))
+    await a.recv_until(lambda f: f["type"] == "join" and f["name"] == b.name)
+    await one_chat(a, b, "before")
+
+    slot = key_slot(CLUSTER.room_sequence(room).encode())
+    target = next(n for n in chat.redis.masters() if n is not master)
+    chat.redis.move_slot(slot, target)
+    assert chat.redis.master_of(CLUSTER.room_sequence(room)) is target
+
+    # Nobody is closed for the broker (1013): a migration is not a failure. The channel was
+    # lost for a moment, so each node resumes its members or closes them with 1012 (a gap,
+    # then they come back); either way the chat goes on between the two nodes.
+    async def settled(member: V2Member, url: str) -> V2Member:
+        """``member`` if it stays (2 s without a frame), else its resumed connection."""
+        try:
+            while True:
+                await member.recv(2)
+        except TimeoutError:
+            return member
+        except ConnectionClosed as exc:
+            assert exc.rcvd is not None and exc.rcvd.code == CloseCode.SERVICE_RESTART, exc
+            return await join_v2(url, resume_query(member))
+
+    a2 = await settled(a, node0.chat_url(room))
+    b2 = await settled(b, node1.chat_url(room))
+    assert (a2.name, b2.name) == (a.name, b.name)
+    if b2 is not b:
+        await a2.recv_until(lambda f: f["type"] == "join" and f["name"] == b2.name)
+    await one_chat(a2, b2, "after the move")
+    await one_chat(b2, a2, "after the move, back")
+    for node in chat.nodes:
+        assert health(node)[0] == 200
+        assert "broker unavailable" not in node.log()
+    for member in (a2, b2):
         await member.close()

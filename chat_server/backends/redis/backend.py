@@ -150,9 +150,20 @@ class RedisBackend(Backend):
         )
 
     def _missed(self, channels: list[str]) -> None:
-        # Subscribed again after a loss: never the case here, since any lost link is the
-        # broker failing (a new incarnation, subscribed afresh); said, should it happen.
-        self._link_failed(f"{len(channels)} channels were resubscribed")
+        """Channels subscribed again after Redis dropped them while the links stayed up: a
+        slot migration moved them. A lost link is the broker failing (a new incarnation,
+        subscribed afresh), never this."""
+        others = 0
+        for channel in channels:
+            room = self.keys.room_of_channel(channel.encode())
+            if room is not None and room in self.channels.subscribed:
+                self.channels.interrupted(room, "the room's channel moved to another master")
+            elif room is None:
+                others += 1
+        if others:
+            # Everyone's channels (names, direct messages, rules) or a probe: what they missed
+            # is no one room's. As for a lost link.
+            self._link_failed(f"{others} channels were resubscribed")
 
     async def start(self) -> None:
         """Connect in the background: until Redis answers, the node is unavailable."""

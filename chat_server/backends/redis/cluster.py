@@ -65,6 +65,13 @@ class SlotMap:
 
     owners: tuple[Address | None, ...]
     replicas: frozenset[Address] = frozenset()
+    # Read on every call's way out (``down_reason``): counted once, not over 16384 slots.
+    masters: frozenset[Address] = field(init=False)
+    unowned: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "masters", frozenset(a for a in self.owners if a is not None))
+        object.__setattr__(self, "unowned", self.owners.count(None))
 
     @classmethod
     def parse(cls, reply: list[Any], asked: Address) -> SlotMap:
@@ -76,10 +83,6 @@ class SlotMap:
                 owners[slot] = owner
             replicas.update(_address(r, asked) for r in others)
         return cls(tuple(owners), frozenset(replicas))
-
-    @property
-    def masters(self) -> set[Address]:
-        return {a for a in self.owners if a is not None}
 
     def moved(self, slot: int, owner: Address) -> SlotMap:
         """This map with one slot's owner corrected (what a ``MOVED`` says)."""
@@ -169,7 +172,7 @@ class ClusterLinks:
     @property
     def down_reason(self) -> str | None:
         """Why some slot has no master this node can reach (None: every slot has one)."""
-        unowned = self._map.owners.count(None)
+        unowned = self._map.unowned
         if unowned:
             return f"{unowned} slots have no master (cluster not ready?)"
         for address in sorted(self._map.masters):
