@@ -566,8 +566,11 @@ class ChatSession:
                 kind, text = EventKind.KICK, self._removed_why
             else:
                 kind, text = EventKind.LEAVE, ""
-            await backend.channels.publish(self.room, kind, self.name, text, ref=self._join_serial)
+            # The name first: whoever sees the leave may take the name at once (a newer join
+            # of it before the leave lands replaces this entry, and the leave, for this join
+            # only, then finds nobody and says nothing).
             await backend.registry.release_name(self.name)
+            await backend.channels.publish(self.room, kind, self.name, text, ref=self._join_serial)
 
     def _close_later(self, ending: Ending) -> Awaitable[None] | None:
         """Close without waiting on a socket that may not drain (abort-capable servers)."""

@@ -345,8 +345,8 @@ class Settings:
         "where rooms live: `sqlite://` (this process, kept in `chat-PORT.db` of the state "
         "directory; `sqlite:///path/file.db` for another file), `memory://` (this process, "
         "forgotten when it stops) or `redis://[[user]:password@]host:port/db` (also "
-        "`rediss://`, `unix://`, `redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]`) "
-        "shared by every process of the chat",
+        "`rediss://`, `unix://`, `redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]`, "
+        "`redis+cluster://HOST:PORT[,HOST:PORT...]`) shared by every process of the chat",
         check=a_broker_url,
         metavar="URL",
     )
