@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 from collections.abc import Callable, Coroutine
 from datetime import datetime
@@ -25,6 +26,7 @@ from textual._ansi_sequences import ANSI_SEQUENCES_KEYS
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
+from textual.strip import Strip
 from textual.worker import Worker
 
 from chat_tui import notify
@@ -53,6 +55,30 @@ def route_alt_digits() -> None:
     """
     for digit in "0123456789":
         ANSI_SEQUENCES_KEYS.pop("\x1b" + digit, None)
+
+
+# Styles whose terminal codes Textual keeps (Strip.render_ansi's cache holds 16,384).
+ANSI_KEPT = 1024
+
+
+def bound_ansi_cache(kept: int = ANSI_KEPT) -> None:
+    """Make Textual keep the terminal codes of at most ``kept`` styles, not 16,384.
+
+    Every row the log shows carries the mouse offsets of its cells (selection needs them:
+    ``Strip.apply_offsets``), so each row of a flood has styles of its own, never seen again;
+    Textual's cache of their codes (``Strip.render_ansi``) keeps each with its style, its meta
+    and its link id, some 500 bytes, until 16,384 are held: about 3 MiB after 5 x 10,000
+    messages, 8 MiB once full. A screen's styles fit in ``kept``; one not in it is worked out
+    again in microseconds. The same function, cached less; left alone if Textual's is not a
+    cached function. Idempotent; affects only this process.
+    """
+    cached = Strip.__dict__.get("render_ansi")
+    function = getattr(cached, "__func__", None)
+    inner = getattr(function, "__wrapped__", None)
+    if inner is None or not hasattr(function, "cache_info"):
+        return
+    if function.cache_info().maxsize != kept:
+        Strip.render_ansi = classmethod(functools.lru_cache(maxsize=kept)(inner))  # type: ignore[method-assign,assignment]
 
 
 async def _desktop(notice: Notice) -> None:
@@ -103,6 +129,7 @@ class ChatApp(App[None]):
     ) -> None:
         super().__init__()
         route_alt_digits()
+        bound_ansi_cache()
         parse_pasted_escapes()  # a pasted ESC must not turn the rest of the paste into keys
         self.config = config
         # One name in every room and across reconnects (and restarts, with keep_name).

@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import secrets
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -103,6 +105,15 @@ _LOST = "dropped (1006, no close frame)"
 # Silence after which the server is pinged, and how late its pong may be before it is lag.
 LAG_PING = 2.0
 LAG_SHOWN = 3.0
+
+
+@functools.cache
+def tls_context(trust_env: bool) -> ssl.SSLContext:
+    """The TLS settings every client of this process shares, made as httpx makes its default
+    (certifi's roots, or ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when the environment is trusted).
+    Each ``httpx.AsyncClient`` would otherwise load the roots into a context of its own when it
+    is made, wss:// or not: about 1.1 MiB a room for as long as it is joined."""
+    return httpx.create_ssl_context(trust_env=trust_env)
 
 
 class Connection(Protocol):
@@ -329,7 +340,9 @@ class RoomConnection:
         try:
             # Proxy variables are for the outside world; they must not capture a local server.
             trust_env = not is_local(self.url)
-            async with httpx.AsyncClient(timeout=CONNECT_TIMEOUT, trust_env=trust_env) as client:
+            async with httpx.AsyncClient(
+                timeout=CONNECT_TIMEOUT, trust_env=trust_env, verify=tls_context(trust_env)
+            ) as client:
                 while not self._closing:
                     self._retry.clear()
                     self.set_state(

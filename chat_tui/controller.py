@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -463,9 +464,16 @@ class ChatController(Observable):
         """Matches of ``query`` in every room's scrollback and this server's logs, newest
         first. Both are searched in a thread (a year of logs takes a tenth of a second, tens
         of thousands of entries some tens of milliseconds): only the list of the entries is
-        taken here, where the scrollbacks change."""
-        entries = [(r.name, list(r.scrollback)) for r in self.rooms.values()]
-        live = await asyncio.to_thread(grep.search_live, entries, query)
+        taken here, where the scrollbacks change: each frozen as it is (the entries that are
+        objects, and the packed ones' chunks); a hit's entry is then the scrollback's own."""
+        frozen = {r.name: r.scrollback.frozen() for r in self.rooms.values()}
+        live = await asyncio.to_thread(grep.search_live, list(frozen.items()), query)
+        live = [
+            dataclasses.replace(hit, entry=f.scrollback.held(f, hit.index, hit.entry))
+            if hit.entry is not None and hit.index is not None and (f := frozen.get(hit.room))
+            else hit
+            for hit in live
+        ]
         logged: list[Hit] = []
         if self.logbook is not None:
             book = self.logbook
@@ -478,7 +486,9 @@ class ChatController(Observable):
 
     def room_links(self, room: Room) -> list[str]:
         """The room's recent links, newest first (at most :data:`commands.MAX_LINKS`)."""
-        said = (e.text for e in reversed(room.scrollback) if e.kind is EntryKind.MESSAGE)
+        said = (
+            e.text for e in room.scrollback.scan(newest_first=True) if e.kind is EntryKind.MESSAGE
+        )
         return links.recent_links(said, commands.MAX_LINKS)
 
     def list_links(self, room: Room) -> None:

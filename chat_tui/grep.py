@@ -34,7 +34,7 @@ from chat_tui.logbook import (
     clean_text,
     server_dirname,
 )
-from chat_tui.scrollback import Entry, EntryKind
+from chat_tui.scrollback import Entry, EntryKind, Frozen
 
 HitKind = Literal["message", "action", "notice", "error", "status"]
 
@@ -64,6 +64,8 @@ class Hit:
     kind: HitKind = "message"
     server: str | None = None  # the server's directory name (logbook.server_dirname)
     entry: Entry | None = field(default=None, compare=False)  # a live hit's, to show it
+    # A live hit read from a frozen scrollback: its absolute index there (Scrollback.held).
+    index: int | None = field(default=None, compare=False)
 
 
 # --- reading lines back ---------------------------------------------------------------------
@@ -258,10 +260,11 @@ def _fold(text: str) -> str:
 
 
 def search_live(
-    rooms: Iterable[tuple[str, Iterable[Entry]]], query: str, *, limit: int = 200
+    rooms: Iterable[tuple[str, Frozen | Iterable[Entry]]], query: str, *, limit: int = 200
 ) -> list[Hit]:
     """The ``limit`` newest entries of live scrollbacks (``(room, entries)`` pairs, entries
-    oldest first as a Scrollback iterates) whose text or sender contains ``query``."""
+    oldest first as a Scrollback iterates, or a scrollback frozen for this thread) whose text
+    or sender contains ``query``."""
     needle = _fold(query)
     if not needle.strip() or limit <= 0:
         return []
@@ -269,16 +272,20 @@ def search_live(
     for room, entries in rooms:
         # Newest first within the room: entries of the same time (a burst) stay in the
         # room's order, reversed, through the stable sort below.
-        for entry in reversed(list(entries)):
+        if isinstance(entries, Frozen):
+            newest: Iterable[tuple[int | None, Entry]] = entries.newest_first()
+        else:
+            newest = ((None, entry) for entry in reversed(list(entries)))
+        for index, entry in newest:
             if needle in _fold(entry.text) or (
                 entry.sender is not None and needle in _fold(entry.sender)
             ):
-                hits.append(_live_hit(room, entry))
+                hits.append(_live_hit(room, entry, index))
     hits.sort(key=lambda hit: hit.when, reverse=True)
     return hits[:limit]
 
 
-def _live_hit(room: str, entry: Entry) -> Hit:
+def _live_hit(room: str, entry: Entry, index: int | None = None) -> Hit:
     kind: HitKind = "message"
     text = entry.text
     if entry.kind is EntryKind.MESSAGE:
@@ -288,7 +295,7 @@ def _live_hit(room: str, entry: Entry) -> Hit:
     else:
         kind = entry.kind.value
     when = entry.time.astimezone().replace(tzinfo=None) if entry.time.tzinfo else entry.time
-    return Hit(room, when, entry.sender, text, "live", None, None, kind, entry=entry)
+    return Hit(room, when, entry.sender, text, "live", None, None, kind, entry=entry, index=index)
 
 
 def _as_logged(hit: Hit) -> tuple[str, datetime, str | None, str]:

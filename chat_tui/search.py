@@ -40,8 +40,8 @@ class Search:
             self._looked_up_to = first
         start = max(self._looked_up_to, first)
         query = self.query
-        for index in range(start, total):
-            if entry_matches(scrollback[index - first], query):
+        for index, entry in enumerate(scrollback.scan(start - first), start):
+            if entry_matches(entry, query):
                 self.matches.append(index)
         self._looked_up_to = total
         dropped = bisect_left(self.matches, first)

@@ -13,7 +13,6 @@ changes to any room.
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -58,15 +57,11 @@ from chat_tui.widgets.status_line import StatusLine
 SIDEBAR_COLLAPSE_BELOW = 100
 # Below this many columns the members panel is hidden (f2 toggles).
 MEMBERS_HIDE_BELOW = 120
-# Every this many events applied, what survived them (mostly the entries) is frozen, out of
-# the garbage collector's sight, as the startup heap is (ChatApp.on_mount); otherwise each full
-# collection in a flood walks every entry so far, inside a repaint. Not at every drain: what is
-# alive at a freeze and dies later (a screen's rendered rows, which Textual's caches make into
-# reference cycles) is only freed by the collection after the flood (COLLECT_AFTER).
-FREEZE_EVERY = 2000
-# Seconds after the last freeze: the heap is unfrozen and collected once (cyclic garbage that
-# was alive at a freeze is found then), and frozen again. One pause, once things are quiet.
-COLLECT_AFTER = 2.0
+# No freezing of the heap in a flood (gc.freeze every 2,000 events, as there was): a room's
+# older entries are packed (chat_tui/scrollback.py), not objects the collector walks, so a
+# freeze no longer shortened the collections measurably, and what it kept from them (the
+# rows alive at each freeze, reference cycles once they die) cost 1-2 MiB after a flood.
+# The startup heap is still frozen (ChatApp.on_mount).
 
 
 class ChatScreen(Screen[None]):
@@ -106,8 +101,6 @@ class ChatScreen(Screen[None]):
         self._members_choice: bool | None = None  # shown, as the user chose with f2
         self._watched: dict[Room, Callable[[], None]] = {}  # room -> stop observing it
         self._search_at: Entry | None = None  # the match a search opened from ctrl+g starts at
-        self._unfrozen = 0  # events applied since the last freeze (FREEZE_EVERY)
-        self._frozen_at: float | None = None  # when the last one was, until it is collected
         self._status = StatusLine(id="status")
         self._topic = Static("", id="topic", markup=False)
         self._topic_shown: str | None = None  # the topic self._topic shows
@@ -218,20 +211,7 @@ class ChatScreen(Screen[None]):
 
     @on(EventsWaiting)
     def _events_waiting(self, event: EventsWaiting) -> None:
-        self._unfrozen += self.controller.drain(event.room)
-        if self._unfrozen >= FREEZE_EVERY:
-            gc.freeze()  # O(1): the generations are moved, not walked
-            self._unfrozen = 0
-            self._frozen_at = self.controller.monotonic()
-
-    def _collect_after_flood(self) -> None:
-        """After a flood, once it is over: collect what the freezes kept from the collector."""
-        frozen_at = self._frozen_at
-        if frozen_at is not None and self.controller.monotonic() - frozen_at >= COLLECT_AFTER:
-            self._frozen_at = None
-            gc.unfreeze()
-            gc.collect()
-            gc.freeze()
+        self.controller.drain(event.room)
 
     # --- chrome: status line, sidebar, members panel, title -----------------------------------
 
@@ -242,7 +222,6 @@ class ChatScreen(Screen[None]):
             self.call_later(self._refresh_chrome)
 
     def _tick(self) -> None:
-        self._collect_after_flood()
         self.controller.report_read(self.log_view.following)
         self.controller.idle_check()
         rooms = self.controller.rooms.values()

@@ -409,8 +409,7 @@ class MessageLog(ScrollView, can_focus=True):
             width, time_format, marker = layout.width, self.time_format, scrollback.marker
             hide = scrollback.hide_quiet
             row = starts[-1]
-            for index in range(layout.known_end, total):
-                entry = scrollback[index - first]
+            for entry in scrollback.scan(layout.known_end - first):
                 row += entry_height(entry, width, time_format, hide) + (entry is marker)
                 starts.append(row)
                 if entry.kind is EntryKind.MESSAGE and not entry.own:
@@ -447,7 +446,7 @@ class MessageLog(ScrollView, can_focus=True):
         hide = scrollback.hide_quiet
         starts = array("q", [0])
         row = 0
-        for entry in scrollback:
+        for entry in scrollback.scan():
             row += entry_height(entry, width, time_format, hide) + (entry is marker)
             starts.append(row)
         layout.starts = starts
@@ -531,12 +530,7 @@ class MessageLog(ScrollView, can_focus=True):
             return 0
         if layout.starts[below] < bottom:
             below += 1  # its top rows are in view: it has been seen
-        first = scrollback.first_index
-        return sum(
-            1
-            for i in range(layout.base + below, scrollback.total_appended)
-            if (e := scrollback[i - first]).kind is EntryKind.MESSAGE and not e.own
-        )
+        return scrollback.others_messages(layout.base + below - scrollback.first_index)
 
     def _move_to(self, y: int) -> None:
         self.scroll_to(y=y, animate=False, immediate=True)

@@ -38,3 +38,18 @@ def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home))
     monkeypatch.delenv("CHAT_SERVER_URL", raising=False)
     return home
+
+
+@pytest.fixture(autouse=True)
+def _small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``CHAT_TUI_TEST_CHUNK=N``: scrollbacks keep one entry as an object and pack the rest N at
+    a time, so that every in-process test runs on packed entries (a check of the packing, not
+    how the program runs: tests/tui/test_scrollback_packing.py tests it at its own sizes)."""
+    import os
+
+    from chat_tui import scrollback
+
+    size = os.environ.get("CHAT_TUI_TEST_CHUNK")
+    if size:
+        monkeypatch.setattr(scrollback, "CHUNK", int(size))
+        monkeypatch.setattr(scrollback, "HOT", 1)

@@ -172,6 +172,36 @@ def text_protocol() -> Iterator[Callable[[RunningServer], str]]:
         proxy.__exit__()
 
 
+async def test_every_room_shares_one_tls_context(
+    shared_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The roots are loaded once for the process, not once a room (about 1.1 MiB each)."""
+    import ssl
+
+    import httpx
+
+    from chat_tui import connection as connection_module
+
+    made: list[Any] = []
+
+    class Recording(httpx.AsyncClient):
+        def __init__(self, **options: Any) -> None:
+            made.append(options.get("verify"))
+            super().__init__(**options)
+
+    monkeypatch.setattr(connection_module.httpx, "AsyncClient", Recording)
+    async with (
+        running(shared_server.ws_url, "tls-a") as (a, rec_a, _),
+        running(shared_server.ws_url, "tls-b") as (b, rec_b, _),
+    ):
+        await rec_a.wait_for(lambda: a.name, "a's name")
+        await rec_b.wait_for(lambda: b.name, "b's name")
+    assert len(made) == 2 and made[0] is made[1]
+    assert isinstance(made[0], ssl.SSLContext)
+    assert made[0].cert_store_stats()["x509_ca"] > 0  # the roots httpx would load itself
+    assert made[0].verify_mode is ssl.CERT_REQUIRED and made[0].check_hostname
+
+
 async def test_learns_name_and_echoes_mark_messages_sent(
     shared_server: RunningServer, text_protocol: Callable[[RunningServer], str]
 ) -> None:
