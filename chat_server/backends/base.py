@@ -229,8 +229,8 @@ class BrokerUnavailable(Exception):
 # Where the broker is (its URL, host and port) is the operator's to know, not every client's:
 # /health and the log say it; a close reason says only what went wrong.
 _BROKER_ADDRESS = re.compile(
-    r" at (?:rediss?|unix|redis\+sentinel)://\S+?(?=:? |$)|"
-    r"(?:rediss?|unix|redis\+sentinel)://\S+|"
+    r" at (?:rediss?|unix|redis\+sentinel|redis\+cluster)://\S+?(?=:? |$)|"
+    r"(?:rediss?|unix|redis\+sentinel|redis\+cluster)://\S+|"
     r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}\b"
 )
 

@@ -495,7 +495,7 @@ class ClusterLinks:
             log.warning("redis cluster: link to %s down: %s", node.name, reason)
             self._mark_dirty()
             if self._on_down is not None:
-                self._on_down(f"{node.name}: {reason}")
+                self._on_down(f"a master, {node.name}: {reason}")
 
         node = _Node(
             address,
