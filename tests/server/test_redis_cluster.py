@@ -32,7 +32,15 @@ from chat_testing.redis_clusters import FAILOVER_WITHIN, ClusterNode, RedisClust
 from chat_testing.servers import RunningServer, start_server, wait_ready
 from chat_testing.waits import wait_until
 from tests.server.test_redis_faults import health
-from tests.server.wsclients import V2Member, join_v2, resume_query
+from tests.server.wsclients import (
+    V2Member,
+    join_v2,
+    nothing_lost_silently,
+    one_chat,
+    read_until_closed,
+    recovered_or_told,
+    resume_query,
+)
 
 pytestmark = [requires_redis, pytest.mark.xdist_group("redis-cluster")]
 
@@ -89,33 +97,15 @@ def rooms_on(redis: RedisCluster) -> tuple[str, str, ClusterNode]:
     return doomed, spared, owner[doomed_port]
 
 
-async def acked(member: V2Member, nonce: str) -> int:
-    frames = await member.recv_until(lambda f: f["type"] == "ack" and f["nonce"] == nonce)
-    return int(frames[-1]["offset"])
-
-
-async def one_chat(a: V2Member, b: V2Member, text: str) -> int:
-    """A message of ``a`` reaches ``b`` (on the other node); its offset."""
-    nonce = "n-" + "".join(c if c.isalnum() else "-" for c in text)
-    await a.send(text, nonce=nonce)
-    offset = await acked(a, nonce)
-    await b.recv_until(lambda f: f["type"] == "message" and f["text"] == text)
-    return offset
-
-
-async def closed(member: V2Member, seen: int, acks: dict[str, int]) -> tuple[int, int]:
-    """Read until the server closes; the close code and the newest offset seen (acks and
-    offsets noted on the way)."""
-    with pytest.raises(ConnectionClosed) as info:
-        async with asyncio.timeout(5 + SLACK):
-            while True:
-                frame = await member.recv(5 + SLACK)
-                if frame["type"] == "ack":
-                    acks[frame["nonce"]] = frame["offset"]
-                if "offset" in frame:
-                    seen = max(seen, int(frame["offset"]))
-    assert info.value.rcvd is not None
-    return info.value.rcvd.code, seen
+def wait_back(nodes: list[RunningServer]) -> None:
+    """Until every node answers /health with 200 again."""
+    for node in nodes:
+        wait_until(
+            lambda n=node: health(n)[0] == 200,
+            timeout=BACK_WITHIN + SLACK,
+            interval=0.05,
+            what=f"node {node.port} back",
+        )
 
 
 async def test_a_killed_master_fails_over_and_loses_nothing_silently(chat: ClusterChat) -> None:
@@ -153,7 +143,8 @@ async def test_a_killed_master_fails_over_and_loses_nothing_silently(chat: Clust
 
     acks: dict[str, int] = {f["nonce"]: f["offset"] for f in frames if f["type"] == "ack"}
     seen = max(int(f["offset"]) for f in frames if "offset" in f)
-    code, seen = await closed(a, seen, acks)
+    close, seen = await read_until_closed(a, seen, acks, 5 + SLACK)
+    code = close.code
     # A lost master is a broker failure: the outage policy (docs/scaling.md, "When Redis
     # fails") closes everyone with 1013 rather than let them talk into the void.
     assert code == CloseCode.TRY_AGAIN_LATER, code
@@ -167,13 +158,7 @@ async def test_a_killed_master_fails_over_and_loses_nothing_silently(chat: Clust
 
     promoted = chat.redis.wait_failover(master, timeout=BACK_WITHIN + SLACK)
     promoted_after = time.monotonic() - killed
-    for node in chat.nodes:
-        wait_until(
-            lambda n=node: health(n)[0] == 200,
-            timeout=BACK_WITHIN + SLACK,
-            interval=0.05,
-            what=f"node {node.port} back",
-        )
+    wait_back(chat.nodes)
     back = time.monotonic() - killed
     print(
         f"cluster failover: replica {promoted.port} promoted after {promoted_after:.2f} s, "
@@ -186,20 +171,9 @@ async def test_a_killed_master_fails_over_and_loses_nothing_silently(chat: Clust
     # The failed master's room: exact recovery, or told that it started over.
     a2 = await join_v2(node0.chat_url(doomed), resume_query(a, since=seen, history=50))
     assert a2.name == a.name  # the names live in the directory's slot, on a master alive
-    backlog = await a2.backlog()
-    new_epoch = str(a2.welcome["epoch"])
-    if new_epoch == epoch:
-        assert a2.welcome["recovered"] is True, a2.welcome
-        recovered = {f["offset"] for f in backlog if f["type"] == "message"}
-        assert recovered == set(range(seen + 1, int(a2.welcome["offset"]) + 1)), backlog
-    else:
-        assert a2.welcome["recovered"] is False, a2.welcome
-    missing = {n: o for n, o in burst_acked.items() if o not in replicated}
-    print(
-        f"acknowledged before the close: {len(burst_acked)} of {sent}, of which on the replica: "
-        f"{len(burst_acked) - len(missing)}; epoch {'kept' if new_epoch == epoch else 'changed'}"
-    )
-    assert not missing or new_epoch != epoch, missing
+    kept = await recovered_or_told(a2, seen, epoch)
+    # Nothing acknowledged is silently lost: on the promoted replica, or a new epoch.
+    nothing_lost_silently(burst_acked, replicated, kept)
 
     # The other master's room lost nothing: same epoch, exact recovery.
     c2 = await join_v2(node0.chat_url(spared), resume_query(c, since=spared_seen, history=50))
@@ -288,16 +262,10 @@ async def test_the_directorys_master_killed_fails_over_with_names_and_rooms_kept
     )
     chat.redis.kill(directory)
     for member in (a, b):
-        code, _ = await closed(member, 0, {})
-        assert code == CloseCode.TRY_AGAIN_LATER, code
+        close, _ = await read_until_closed(member, 0, {}, 5 + SLACK)
+        assert close.code == CloseCode.TRY_AGAIN_LATER, close
     chat.redis.wait_failover(directory, timeout=BACK_WITHIN + SLACK)
-    for node in chat.nodes:
-        wait_until(
-            lambda n=node: health(n)[0] == 200,
-            timeout=BACK_WITHIN + SLACK,
-            interval=0.05,
-            what=f"node {node.port} back",
-        )
+    wait_back(chat.nodes)
     a2 = await join_v2(node0.chat_url(room), resume_query(a, since=seen, history=50))
     b2 = await join_v2(node1.chat_url(room), resume_query(b, since=seen, history=50))
     assert (a2.name, b2.name) == (a.name, b.name)

@@ -14,6 +14,8 @@ from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close
 
 from chat_protocol.frames import Frame, FrameKind
 from chat_protocol.query import JoinRequest, join_query
@@ -190,3 +192,62 @@ def resume_query(member: V2Member, since: int | None = None, history: int = 0) -
     """The query that takes ``member``'s name back (and recovers after ``since``)."""
     epoch = str(member.welcome["epoch"]) if since is not None else None
     return join_query(JoinRequest(history=history, since=since, epoch=epoch, resume=member.token))
+
+
+async def acked(member: V2Member, nonce: str) -> int:
+    """Read until the ack of ``nonce``; its offset."""
+    frames = await member.recv_until(lambda f: f["type"] == "ack" and f["nonce"] == nonce)
+    return int(frames[-1]["offset"])
+
+
+async def one_chat(a: V2Member, b: V2Member, text: str) -> int:
+    """A message of ``a`` reaches ``b`` (on another node, say); its offset."""
+    nonce = "n-" + "".join(c if c.isalnum() else "-" for c in text)
+    await a.send(text, nonce=nonce)
+    offset = await acked(a, nonce)
+    await b.recv_until(lambda f: f["type"] == "message" and f["text"] == text)
+    return offset
+
+
+async def recovered_or_told(rejoined: V2Member, seen: int, epoch: str) -> bool:
+    """A failover's promise to a client back with ``since=seen`` of ``epoch``: every message
+    after ``seen`` recovered exactly, or told that the room started over (a new epoch, and
+    ``recovered: false``). Whether the epoch was kept."""
+    backlog = await rejoined.backlog()
+    if str(rejoined.welcome["epoch"]) != epoch:
+        assert rejoined.welcome["recovered"] is False, rejoined.welcome
+        return False
+    assert rejoined.welcome["recovered"] is True, rejoined.welcome
+    recovered = {f["offset"] for f in backlog if f["type"] == "message"}
+    assert recovered == set(range(seen + 1, int(rejoined.welcome["offset"]) + 1)), backlog
+    return True
+
+
+async def read_until_closed(
+    member: V2Member, seen: int, acks: dict[str, int], timeout: float
+) -> tuple[Close, int]:
+    """Read until the server closes (within ``timeout``): its close, and the newest offset
+    seen, ``seen`` or later (each ack's offset noted in ``acks`` on the way)."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await member.recv(timeout)
+                if frame["type"] == "ack":
+                    acks[frame["nonce"]] = frame["offset"]
+                if "offset" in frame:
+                    seen = max(seen, int(frame["offset"]))
+    except ConnectionClosed as exc:
+        assert exc.rcvd is not None, exc
+        return exc.rcvd, seen
+
+
+def nothing_lost_silently(acked: dict[str, int], replicated: set[int], kept: bool) -> None:
+    """A failover's promise to a sender: every message acknowledged to it (nonce -> offset)
+    is on the replica that took over (``replicated``: the offsets it had), or the room's epoch
+    changed (``kept`` false: its clients are told messages may be missing)."""
+    missing = {n: o for n, o in acked.items() if o not in replicated}
+    print(
+        f"acknowledged before the close: {len(acked)}, of which on the replica: "
+        f"{len(acked) - len(missing)}; epoch {'kept' if kept else 'changed'}"
+    )
+    assert not missing or not kept, missing
