@@ -123,6 +123,7 @@ class Node:
         backend.on_status(self._broker_status)
         backend.on_person(self._person_changed)
         backend.on_governed(self.governance.apply)
+        backend.on_rules_missed(self.governance.reload)
 
     def add_session(self, session: Session, token_id: str | None) -> None:
         self.sessions.add(session)

@@ -438,6 +438,13 @@ class Backend(ABC):
         self._on_status: Callable[[BrokerStatus], None] | None = None
         self._on_person: OnPerson | None = None
         self._on_governed: OnGoverned | None = None
+        self._on_rules_missed: Callable[[], Awaitable[None]] | None = None
+
+    def on_rules_missed(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Call ``callback`` when rules may have been kept or dropped unheard (a broker whose
+        governance channel moved and was subscribed again, the node staying up): it reads
+        them all again."""
+        self._on_rules_missed = callback
 
     @property
     @abstractmethod

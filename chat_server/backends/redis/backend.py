@@ -31,6 +31,7 @@ import itertools
 import logging
 import secrets
 import time
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -151,19 +152,24 @@ class RedisBackend(Backend):
 
     def _missed(self, channels: list[str]) -> None:
         """Channels subscribed again after Redis dropped them while the links stayed up: a
-        slot migration moved them. A lost link is the broker failing (a new incarnation,
-        subscribed afresh), never this."""
-        others = 0
+        slot migration moved them (a lost link is the broker failing: a new incarnation,
+        subscribed afresh, never this). Each is made good by what it carries."""
         for channel in channels:
             room = self.keys.room_of_channel(channel.encode())
-            if room is not None and room in self.channels.subscribed:
-                self.channels.interrupted(room, "the room's channel moved to another master")
-            elif room is None:
-                others += 1
-        if others:
-            # Everyone's channels (names, direct messages, rules) or a probe: what they missed
-            # is no one room's. As for a lost link.
-            self._link_failed(f"{others} channels were resubscribed")
+            if room is not None:
+                if room in self.channels.subscribed:
+                    self.channels.interrupted(room, "the room's channel moved to another master")
+            elif channel == self.keys.governance_channel:
+                # Rules are kept in Redis: read again. (A kick told meanwhile is not: the
+                # kicked member stays, as if the kick had come before it joined.)
+                log.warning("governance channel moved: reading the rules again")
+                if self._on_rules_missed is not None:
+                    self._spawn(self._on_rules_missed())
+            elif channel == self.keys.people_channel:
+                # Away, back, new names and direct-message notices told meanwhile are not
+                # heard here; each is also kept where it is read (names, inboxes).
+                log.warning("people channel moved: changes told meanwhile were not heard")
+            # A probe channel: the probes through it go on, and tell if it stops delivering.
 
     async def start(self) -> None:
         """Connect in the background: until Redis answers, the node is unavailable."""
@@ -467,6 +473,12 @@ class RedisBackend(Backend):
         dead = await self.redis.script("dead_nodes", [self.keys.nodes], [REAP_BATCH])
         for node in dead:
             await self.reap(node.decode())
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        """Run ``work`` in the background (kept until done; cancelled on close)."""
+        task = asyncio.ensure_future(work)
+        self._reaping.add(task)
+        task.add_done_callback(self._reaping.discard)
 
     def _spawn_reap(self, node: str, expire_first: bool = False) -> None:
         async def reap() -> None:

@@ -65,6 +65,9 @@ ROOM_KEYS, FIXED_ARGS, KEYS_PER_EVENT, ARGS_PER_EVENT = 8, 14, 2, 6
 # Events in one script call at most (a burst makes several): bounds the call's time in Redis
 # and its Lua stack (a call unpacks its nonces).
 MAX_BATCH = 128
+# Times a room's call may be sent again elsewhere by a cluster (MOVED, ASK, TRYAGAIN): a
+# migration takes one or two; TRYAGAIN waits TRYAGAIN_DELAY each (cluster.py).
+MAX_REDIRECTS = 40
 
 
 class Landed(tuple[int, int, str, float]):
@@ -279,7 +282,9 @@ class RedisChannels(ChannelBackend):
         redis = self._redis
         deadline = b"%d" % (redis.redis_now_ms() + redis.timeout * 1000)
         fixed = self._retention_tail(redis.routes.run_id(room_key)) + encode_bulk(deadline)
-        batch = _RoomBatch(self, room, room_keys, room_args, no_token, fixed + self._split)
+        batch = _RoomBatch(
+            self, room, room_keys, room_args, no_token, fixed + self._split, room_key
+        )
         self._gathering[room] = batch
         issued = redis.routes.call_gathered(room_key, batch, batch.landed)
         issued.add_done_callback(batch.settled)
@@ -401,8 +406,11 @@ class _RoomBatch(Gathered):
         "keys",
         "landings",
         "no_token",
+        "packed",
+        "redirects",
         "room",
         "room_args",
+        "room_key",
         "room_keys",
     )
 
@@ -414,9 +422,13 @@ class _RoomBatch(Gathered):
         room_args: bytes,
         no_token: bytes,
         fixed: bytes,
+        room_key: str,
     ) -> None:
         super().__init__()
         self.fixed = fixed  # ARGV 6-14
+        self.room_key = room_key  # a key of the room's slot
+        self.packed = b""  # the call as written, once sealed
+        self.redirects = 0  # times a cluster sent it elsewhere
         self.channels = channels
         self.room = room
         self.room_keys = room_keys
@@ -434,7 +446,7 @@ class _RoomBatch(Gathered):
         # EVALSHA sha numkeys, KEYS, ARGV (counted in arguments: some parts hold two).
         nkeys = ROOM_KEYS + KEYS_PER_EVENT * count
         parts = 3 + nkeys + FIXED_ARGS + ARGS_PER_EVENT * count
-        return b"".join(
+        self.packed = b"".join(
             (
                 b"*%d\r\n" % parts,
                 _ROOM_EVENTS_HEAD,
@@ -447,8 +459,20 @@ class _RoomBatch(Gathered):
                 *self.args,
             )
         )
+        return self.packed
 
     def landed(self, reply: Any) -> None:
+        if isinstance(reply, ResponseError) and self.redirects < MAX_REDIRECTS:
+            # A cluster's slot that moved or is moving: the call did not run; sent again
+            # where the slot is (in order with the room's later calls, which come back the
+            # same way). Past a few, as any refusal: the broker is failing.
+            resent = self.channels._redis.routes.resend(
+                self.room_key, self.packed, reply, self.landed
+            )
+            if resent is not None:
+                self.redirects += 1
+                resent.add_done_callback(self.settled)
+                return
         self.channels._landed(reply, self.landings, self.room)
 
     def settled(self, issued: asyncio.Future[None]) -> None:

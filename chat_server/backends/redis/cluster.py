@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import quote
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
-from redis.exceptions import AskError, ClusterDownError, MovedError
+from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 
 from chat_server.backends.base import BrokerUnavailable
 from chat_server.backends.redis.links import CommandLink, Gathered, connection_factory, describe
@@ -48,6 +48,8 @@ RETRY_INTERVAL = 0.2
 # How often it asks anyway, with nothing amiss: a slot can change hands without a word to
 # this node (a subscription that Redis did not unsubscribe when its slot moved).
 REFRESH_INTERVAL = 5.0
+# A call that came back TRYAGAIN (a migration has split its keys) is sent again after this.
+TRYAGAIN_DELAY = 0.05
 
 
 def slot_of(key: str | bytes) -> int:
@@ -239,6 +241,50 @@ class ClusterLinks:
             failed.exception()
             return failed
         return link.call_gathered(command, convert)
+
+    def resend(
+        self,
+        key: str | bytes,
+        command: bytes,
+        error: MovedError | AskError | TryAgainError,
+        convert: Callable[[Any], Any],
+    ) -> asyncio.Future[Any]:
+        """A gathered call that came back ``MOVED``, ``ASK`` or ``TRYAGAIN`` (not run), sent
+        again: to the slot's new master, to the migration's target (after ``ASKING``), or to
+        the same master a moment later (a migration has split the keys). A room's later calls
+        come back the same way, in order, and are sent again in that order."""
+        if isinstance(error, MovedError):
+            self._map = self._map.moved(error.slot_id, error.node_addr)
+            self._mark_dirty()
+            return self._packed_to(error.node_addr, command, convert)
+        if isinstance(error, AskError):
+            return self._packed_to(error.node_addr, command, convert, asking=True)
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[Any] = loop.create_future()
+
+        def again() -> None:
+            sent = self._packed_to(self._map.owners[slot_of(key)], command, convert)
+            sent.add_done_callback(lambda done: _pass_on(done, result))
+
+        loop.call_later(TRYAGAIN_DELAY, again)
+        return result
+
+    def _packed_to(
+        self,
+        address: Address | None,
+        command: bytes,
+        convert: Callable[[Any], Any],
+        asking: bool = False,
+    ) -> asyncio.Future[Any]:
+        try:
+            link = self._command_link(address)
+        except BrokerUnavailable as exc:
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            return failed
+        if asking:  # the next command on the connection: adjacent, as ASK requires
+            link.call("ASKING").add_done_callback(_retrieved)
+        return link.call_packed(command, convert)
 
     async def call_node(self, address: Address, *args: Any) -> Any:
         """Run ``args`` on one master (what is per node: ``SCRIPT LOAD``, ``PING``, ``TIME``)."""
@@ -513,3 +559,21 @@ class ClusterLinks:
 
 def _quote(text: str) -> str:
     return quote(text, safe="")
+
+
+def _pass_on(done: asyncio.Future[Any], result: asyncio.Future[Any]) -> None:
+    """``done``'s outcome, given to ``result``."""
+    if result.done():
+        return
+    if done.cancelled():
+        result.cancel()
+    elif done.exception() is not None:
+        result.set_exception(done.exception())  # type: ignore[arg-type]
+    else:
+        result.set_result(done.result())
+
+
+def _retrieved(done: asyncio.Future[Any]) -> None:
+    """A reply nobody waits for (``ASKING``'s): its error, if any, is not "never retrieved"."""
+    if not done.cancelled():
+        done.exception()

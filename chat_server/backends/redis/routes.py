@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
+from redis.exceptions import AskError, MovedError, TryAgainError
+
 from chat_server.backends.redis import keys
 from chat_server.backends.redis.cluster import Address, ClusterLinks
 from chat_server.backends.redis.links import CommandLink, Gathered, PubSubLink
@@ -39,6 +41,10 @@ class Routes(Protocol):
     def fail(self, reason: str) -> None: ...
 
     def run_id(self, key: str | bytes) -> str: ...
+
+    def resend(
+        self, key: str | bytes, command: bytes, error: Exception, convert: Callable[[Any], Any]
+    ) -> asyncio.Future[Any] | None: ...
 
 
 class SingleRoutes:
@@ -87,6 +93,11 @@ class SingleRoutes:
     def run_id(self, key: str | bytes) -> str:
         return self.redis_run_id
 
+    def resend(
+        self, key: str | bytes, command: bytes, error: Exception, convert: Callable[[Any], Any]
+    ) -> asyncio.Future[Any] | None:
+        return None  # one Redis redirects nothing
+
 
 class ClusterRoutes:
     """A Redis Cluster: each command on the master of its key's slot (``ClusterLinks``), the
@@ -126,6 +137,15 @@ class ClusterRoutes:
     def fail(self, reason: str) -> None:
         for address in self.links.masters:
             self.links.fail(address, reason)
+
+    def resend(
+        self, key: str | bytes, command: bytes, error: Exception, convert: Callable[[Any], Any]
+    ) -> asyncio.Future[Any] | None:
+        """A gathered call that came back redirected (``MOVED``, ``ASK``, ``TRYAGAIN``: not
+        run), sent again where it now belongs; None if ``error`` is no redirection."""
+        if isinstance(error, MovedError | AskError | TryAgainError):
+            return self.links.resend(key, command, error, convert)
+        return None
 
     def run_id(self, key: str | bytes) -> str:
         """The run_id of the master that owns ``key``'s slot: a room's epoch is that
