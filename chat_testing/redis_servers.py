@@ -50,9 +50,14 @@ class RedisServer:
     def start(self) -> RedisServer:
         assert REDIS_SERVER is not None
         args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--save", "", "--appendonly", "no", *self.extra]
-        # A replica's full sync writes an RDB file: beside the log, never in the working tree.
-        args += ["--dir", str(self.log_path.parent), "--dbfilename", f"dump-{self.port}.rdb"]
+        args += ["--save", "", "--appendonly", "no"]
+        # A replica's full sync writes an RDB file: beside the log, never in the working tree,
+        # and gone before a server starts on that port again (a later test's server would
+        # load it: nothing is persisted here unless a test's own --dir/--dbfilename say so).
+        dump = self.log_path.parent / f"dump-{self.port}.rdb"
+        if "--dbfilename" not in self.extra:
+            dump.unlink(missing_ok=True)
+        args += ["--dir", str(dump.parent), "--dbfilename", dump.name, *self.extra]
         if self.password is not None:
             args += ["--requirepass", self.password, "--masterauth", self.password]
         with self.log_path.open("ab") as log:
