@@ -9,7 +9,8 @@
 ``CHAT_TEST_BROKERS`` (comma-separated, default ``memory,redis``) picks the brokers the server
 suite is parametrized over; ``CHAT_TEST_SHARED_BROKER`` (``redis``, ``sentinel`` or
 ``cluster``, default ``redis``) the one that several processes share in ``running_cluster``.
-CI runs the defaults within its time; the others are run on demand, e.g.::
+CI runs the defaults within its time, and the conformance, history and names suites once
+more on ``cluster`` (.ci/run); the others are run on demand, e.g.::
 
     CHAT_TEST_BROKERS=sqlite,sentinel CHAT_TEST_SHARED_BROKER=sentinel \
         python -m pytest tests/server/test_conformance.py tests/server/test_history.py \
