@@ -152,9 +152,7 @@ class RoomHub:
         # Members that join from here on start from this event.
         local.serial = event.serial
         local.epoch = event.epoch
-        members = list(local.members)
-        if members:
-            self._on_lost(room, members, why)
+        self._hand_over(room, local, why)
 
     def interrupted(self, room: str, why: str) -> None:
         """The room's channel was lost for a while: what was published meanwhile never came.
@@ -164,6 +162,10 @@ class RoomHub:
         if local is None:
             return
         local.epoch = None
+        self._hand_over(room, local, why)
+
+    def _hand_over(self, room: str, local: _LocalRoom, why: str) -> None:
+        """The room's members here missed events: each goes to ``on_lost``."""
         members = list(local.members)
         if members:
             self._on_lost(room, members, why)

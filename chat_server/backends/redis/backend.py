@@ -54,7 +54,7 @@ from chat_server.backends.base import (
 )
 from chat_server.backends.redis.channels import RedisChannels
 from chat_server.backends.redis.cluster import Address, ClusterLinks
-from chat_server.backends.redis.context import RedisContext
+from chat_server.backends.redis.context import RedisContext, hash_pairs
 from chat_server.backends.redis.history import RedisHistory
 from chat_server.backends.redis.links import (
     CommandLink,
@@ -205,7 +205,7 @@ class RedisBackend(Backend):
     def _on_message(self, channel: bytes, data: bytes) -> None:
         if self.channels.received(channel, data):
             return
-        if channel == self.redis.node_channel or channel.startswith(b"chat:node:"):
+        if channel.startswith(b"chat:node:"):  # a probe (one per master in a cluster)
             self._probes.pop(data, None)
         elif channel == self._people and self._on_person is not None:
             head, _, text = data.decode(errors="replace").partition("\n")
@@ -532,17 +532,14 @@ class RedisBackend(Backend):
         if not layout.cluster:
             entries = await self.redis.call("SMEMBERS", layout.node_members(node))
             return [tuple(e.decode().partition(" ")[::2]) for e in entries]  # type: ignore[misc]
-        members = []
         owner = node.encode()
-        for raw in await self.redis.call("SMEMBERS", layout.node_rooms(node)):
-            room = raw.decode()
-            presence = await self.redis.call("HGETALL", layout.room_presence(room))
-            pairs = (
-                presence.items()
-                if isinstance(presence, dict)
-                else zip(presence[::2], presence[1::2], strict=True)
-            )
-            for name, entry in pairs:
-                if entry.partition(b" ")[0] == owner:
-                    members.append((room, name.decode()))
-        return members
+        rooms = [r.decode() for r in await self.redis.call("SMEMBERS", layout.node_rooms(node))]
+        presences = await asyncio.gather(
+            *(self.redis.call("HGETALL", layout.room_presence(room)) for room in rooms)
+        )
+        return [
+            (room, name.decode())
+            for room, presence in zip(rooms, presences, strict=True)
+            for name, entry in hash_pairs(presence)
+            if entry.partition(b" ")[0] == owner
+        ]

@@ -228,18 +228,15 @@ class ClusterLinks:
     def call_gathered(
         self, key: str | bytes, command: Gathered, convert: Callable[[Any], Any] | None = None
     ) -> asyncio.Future[Any]:
-        """``CommandLink.call_gathered`` on the master of ``key``'s slot. Not redirected: a
-        ``MOVED`` or ``ASK`` reaches ``convert`` as the reply (the chat's room batches take it
-        as the broker failing: a slot that moves is a new epoch for its rooms anyway)."""
+        """``CommandLink.call_gathered`` on the master of ``key``'s slot. Not redirected
+        here: a ``MOVED``, ``ASK`` or ``TRYAGAIN`` reaches ``convert`` as the reply, and the
+        caller sends the sealed command again (:meth:`resend`)."""
         owner = self._map.owners[slot_of(key)]
         try:
             link = self._command_link(owner)
         except BrokerUnavailable as exc:
             command.sealed = True
-            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            failed.set_exception(exc)
-            failed.exception()
-            return failed
+            return _failed(exc)
         return link.call_gathered(command, convert)
 
     def resend(
@@ -279,9 +276,7 @@ class ClusterLinks:
         try:
             link = self._command_link(address)
         except BrokerUnavailable as exc:
-            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            failed.set_exception(exc)
-            return failed
+            return _failed(exc)
         if asking:  # the next command on the connection: adjacent, as ASK requires
             link.call("ASKING").add_done_callback(_retrieved)
         return link.call_packed(command, convert)
@@ -559,6 +554,15 @@ class ClusterLinks:
 
 def _quote(text: str) -> str:
     return quote(text, safe="")
+
+
+def _failed(exc: BaseException) -> asyncio.Future[Any]:
+    """A call that failed before it was sent (its exception retrieved: the caller's
+    callbacks read it, or nobody needs to)."""
+    failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    failed.set_exception(exc)
+    failed.exception()
+    return failed
 
 
 def _pass_on(done: asyncio.Future[Any], result: asyncio.Future[Any]) -> None:

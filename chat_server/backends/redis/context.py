@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
@@ -70,21 +71,18 @@ class RedisContext:
         """A read-only script on the query link, given up after the broker timeout (the
         question fails; the node is not taken for dead)."""
         script = SCRIPTS[name]
-        try:
-            async with asyncio.timeout(self.timeout):
-                return await self.routes.query(
-                    keys_[0], "EVALSHA", script.sha, len(keys_), *keys_, *args
-                )
-        except TimeoutError:
-            raise BrokerUnavailable(f"redis took over {self.timeout:g} s to answer") from None
-        except ResponseError as exc:
-            raise BrokerUnavailable(f"redis refused a query: {describe(exc)}") from None
+        return await self._asked(keys_[0], "EVALSHA", script.sha, len(keys_), *keys_, *args)
 
     async def read(self, command: str, key: str | bytes, *args: Any) -> Any:
         """:meth:`call` for the operator's questions (:meth:`query`'s link and deadline)."""
+        return await self._asked(key, command, key, *args)
+
+    async def _asked(self, key: str | bytes, *args: Any) -> Any:
+        """An operator's question on ``key``'s link for them, within the broker timeout; a
+        slow or refused one is the question's failure, not the broker's."""
         try:
             async with asyncio.timeout(self.timeout):
-                return await self.routes.query(key, command, key, *args)
+                return await self.routes.query(key, *args)
         except TimeoutError:
             raise BrokerUnavailable(f"redis took over {self.timeout:g} s to answer") from None
         except ResponseError as exc:
@@ -97,3 +95,11 @@ class RedisContext:
         reason = f"redis refused a command: {describe(error)}"
         asyncio.get_running_loop().call_soon(self.routes.fail, reason)
         return BrokerUnavailable(reason)
+
+
+def hash_pairs(flat: Any) -> Iterable[tuple[bytes, bytes]]:
+    """A hash's fields and values as Redis gave them (``HGETALL``: a flat list, or a dict in
+    RESP3)."""
+    if isinstance(flat, dict):
+        return flat.items()
+    return zip(flat[::2], flat[1::2], strict=True)

@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-from typing import Any
 
 from chat_protocol.http import ROOMS_PAGE
 from chat_protocol.names import name_key
 from chat_server.backends.base import DIRECTS_PER_TOKEN, ClusterInfo, Holder, Registry
-from chat_server.backends.redis.context import RedisContext
-
-
-def _pairs(flat: Any) -> Iterable[tuple[bytes, bytes]]:
-    """A hash's fields and values, as Redis gave them (a list, or a dict in RESP3)."""
-    if isinstance(flat, dict):
-        return flat.items()
-    return zip(flat[::2], flat[1::2], strict=True)
+from chat_server.backends.redis.context import RedisContext, hash_pairs
 
 
 class RedisRegistry(Registry):
@@ -145,7 +136,7 @@ class RedisRegistry(Registry):
 
     async def directs(self, token_id: str) -> dict[str, str]:
         flat = await self._redis.call("HGETALL", self._redis.keys.inbox(token_id))
-        return {k.decode(): v.decode() for k, v in _pairs(flat)}
+        return {k.decode(): v.decode() for k, v in hash_pairs(flat)}
 
     async def clear_direct(self, token_id: str, room: str) -> None:
         await self._redis.call("HDEL", self._redis.keys.inbox(token_id), room)
@@ -168,7 +159,7 @@ class RedisRegistry(Registry):
         )
         listed = {}
         for room, flat in zip(page, counts, strict=True):
-            pairs = _pairs(flat)
+            pairs = hash_pairs(flat)
             count = sum(int(n) for node, n in pairs if node in live)
             if count > 0:
                 listed[room.decode()] = count
@@ -183,7 +174,7 @@ class RedisRegistry(Registry):
             entries = await redis.read("HGETALL", layout.room_presence(room))
             live = await self._live_nodes()
             flat = []
-            pairs = _pairs(entries)
+            pairs = hash_pairs(entries)
             for name, entry in pairs:
                 node, _, serial = entry.partition(b" ")
                 if node in live:
