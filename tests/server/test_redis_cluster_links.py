@@ -212,6 +212,22 @@ async def test_sharded_messages_arrive_on_one_connection_per_master(
     assert not heard.missed
 
 
+async def test_a_channel_subscribed_again_before_its_unsubscribe_is_confirmed_stays(
+    cluster: RedisCluster, links: ClusterLinks, heard: Heard
+) -> None:
+    # A room's last member leaves and a new one enters at once: the SSUBSCRIBE follows the
+    # SUNSUBSCRIBE that Redis has not confirmed yet. It must be sent, not taken as done.
+    room = channel("left-and-entered")
+    await links.subscribe([room])
+    links.unsubscribe(room)
+    await links.subscribe([room])
+
+    await links.call(room, "SPUBLISH", room, "after the second subscribe")
+    await eventually(lambda: heard.got(room, b"after the second subscribe"), timeout=5)
+    assert links.subscribed(room) == ("127.0.0.1", cluster.master_of(room).port)
+    assert not heard.missed
+
+
 async def test_a_subscription_follows_its_slot_to_another_master(
     cluster: RedisCluster, links: ClusterLinks, heard: Heard
 ) -> None:

@@ -49,7 +49,9 @@ class ShardedPubSubLink(Link):
         self._on_message = on_message
         self._on_unsubscribed = on_unsubscribed
         self._commands: deque[_Command] = deque()
-        # Subscribed on this connection, as Redis said (not as asked); a new one starts empty.
+        # Subscribed on this connection: as Redis confirmed, less those asked to go (a
+        # channel subscribed again before Redis confirms its unsubscribe must be sent again,
+        # not taken for subscribed). A new connection starts empty.
         self.channels: set[str] = set()
 
     async def connect(self, client_name: str) -> None:
@@ -63,6 +65,7 @@ class ShardedPubSubLink(Link):
         return self._command(SUBSCRIBE, list(channels))
 
     def unsubscribe(self, channel: str) -> asyncio.Future[None]:
+        self.channels.discard(channel)
         return self._command(UNSUBSCRIBE, [channel])
 
     def _command(self, kind: bytes, channels: list[str]) -> asyncio.Future[None]:
