@@ -1,10 +1,13 @@
 """Profile chat-tui (in tmux, as bench/client_bench.py runs it) while it takes a flood.
 
     python bench/flood_profile.py [--messages 20000] [--out /tmp/flood.txt]
+    python bench/flood_profile.py --no-spy [--ab CHECKOUT | --patch FILE] [--repeats 5]
 
 Runs ``py-spy record --format raw`` (collapsed stacks) on the chat-tui process from "go" until
 the flood's last message is on screen, and prints the functions with the most samples
-(own time and total time). A tool for finding where the time goes, not a benchmark.
+(own time and total time). A tool for finding where the time goes, not a benchmark. With
+``--ab`` or ``--patch``, this chat-tui and another take turns on the same flood (pairs), and
+the medians of the probe's figures are printed.
 """
 
 from __future__ import annotations
@@ -47,7 +50,9 @@ def summarise(path: Path, top: int) -> str:
 
 
 def ab(args: argparse.Namespace) -> int:
-    """This chat-tui and CHECKOUT's, taking turns: medians of the probe's figures."""
+    """This chat-tui and CHECKOUT's (or this one with ``--patch`` run first), taking turns:
+    medians of the probe's figures."""
+    import os
     import statistics
 
     server = start_server(rate_limit=0, send_buffer=256 * 2**20, log_level="warning")
@@ -57,9 +62,15 @@ def ab(args: argparse.Namespace) -> int:
             for name in ("ours", "theirs") if repeat % 2 == 0 else ("theirs", "ours"):
                 checkout = args.ab if name == "theirs" else args.ours
                 room = f"ab-{uuid.uuid4().hex[:6]}"
+                # A patch (bench/tui_probe.py's $CHAT_TUI_PATCH) reaches the program through
+                # the environment its terminal is given.
+                os.environ.pop("CHAT_TUI_PATCH", None)
+                if name == "theirs" and args.patch:
+                    os.environ["CHAT_TUI_PATCH"] = str(args.patch.resolve())
                 term = Terminal(
                     server.ws_url, [room], args.scrollback, checkout, config=args.config
                 )
+                os.environ.pop("CHAT_TUI_PATCH", None)
                 try:
                     term.wait(shows(f"joined {room} as"), 60, "joining")
                     sender = Sender(server.ws_url, [room], args.messages)
@@ -103,8 +114,15 @@ def main() -> int:
     parser.add_argument("--ab", type=Path, metavar="CHECKOUT", help="compare with CHECKOUT's")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--ours", type=Path, metavar="CHECKOUT", help="with --ab: instead of ours")
+    parser.add_argument(
+        "--patch",
+        type=Path,
+        metavar="FILE",
+        help="compare with this chat-tui with FILE's Python run first ($CHAT_TUI_PATCH): a "
+        "change tried, or one switched off, without a copy",
+    )
     args = parser.parse_args()
-    if args.ab:
+    if args.ab or args.patch:
         return ab(args)
     server = start_server(rate_limit=0, send_buffer=256 * 2**20, log_level="warning")
     room = f"prof-{uuid.uuid4().hex[:6]}"

@@ -1,6 +1,6 @@
 """The bare Textual app for bench/client_bench.py: one ``Input``, nothing else.
 
-    python bench/input_app.py [--url WS_URL --count N --signals DIR]
+    python bench/input_app.py [--url WS_URL --count N --signals DIR] [--show]
 
 What a key typed into chat-tui is compared with: the same Textual, the same terminal (a tmux
 pane), the same way of typing and of reading the screen, and an app that does nothing but show
@@ -11,6 +11,11 @@ in ``--signals``: ``joined`` (connected), ``quarter`` (a quarter of the flood pa
 ``done`` (the last message parsed; it holds the longest event-loop stall and the CPU time
 from "joined" on, as JSON, measured as bench/tui_probe.py does for chat-tui: a task that
 sleeps 5 ms at a time).
+
+With ``--show``, the app also shows each message, as one line of Textual's own ``Log`` above
+the ``Input`` (a log whose cost follows the screen): the least a Textual app that shows a flood
+has to do, for what the screen's updates alone cost an event loop on this machine. Its "done"
+comes once the last message is parsed and written; the benchmark waits for it on the screen.
 """
 
 from __future__ import annotations
@@ -22,18 +27,24 @@ import time
 from pathlib import Path
 
 from textual.app import App, ComposeResult
-from textual.widgets import Input
+from textual.widgets import Input, Log
+
+# With --show, lines are written to the Log this many at a time (a line at a time, the Log
+# asks for a refresh and a scroll per line, and that is what would be measured).
+SHOWN_AT_ONCE = 50
 
 
 class InputApp(App[None]):
     CSS = "Input { dock: bottom; }"
 
-    def __init__(self, url: str | None, count: int, signals: Path | None) -> None:
+    def __init__(self, url: str | None, count: int, signals: Path | None, show: bool) -> None:
         super().__init__()
-        self.url, self.count, self.signals = url, count, signals
+        self.url, self.count, self.signals, self.show = url, count, signals, show
         self.stall = 0.0  # the longest event-loop stall since "joined"
 
     def compose(self) -> ComposeResult:
+        if self.show:
+            yield Log()
         yield Input(placeholder="type here")
 
     def on_mount(self) -> None:
@@ -64,6 +75,8 @@ class InputApp(App[None]):
         last = f"flood {self.count - 1} "
         quarter = self.count // 4
         received = 0
+        log = self.query_one(Log) if self.show else None
+        shown: list[str] = []
         async with httpx.AsyncClient() as client, aconnect_ws(self.url, client) as ws:
             parse_frame(await ws.receive_text())  # our join notice
             self.signal("joined")
@@ -72,6 +85,11 @@ class InputApp(App[None]):
                 frame = parse_frame(await ws.receive_text())
                 if frame.kind is FrameKind.MESSAGE:
                     received += 1
+                    if log is not None:
+                        shown.append(f"{time.strftime('%H:%M')} {frame.name} :: {frame.text}")
+                        if len(shown) == SHOWN_AT_ONCE or frame.text.startswith(last):
+                            log.write_lines(shown)  # one refresh for them all
+                            shown.clear()
                     if received == quarter:
                         self.signal("quarter")
                     if frame.text.startswith(last):
@@ -88,8 +106,9 @@ def main() -> None:
     parser.add_argument("--url")
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--signals", type=Path)
+    parser.add_argument("--show", action="store_true", help="each message in a Textual Log")
     args = parser.parse_args()
-    InputApp(args.url, args.count, args.signals).run()
+    InputApp(args.url, args.count, args.signals, args.show).run()
 
 
 if __name__ == "__main__":
