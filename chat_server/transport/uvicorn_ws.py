@@ -6,7 +6,9 @@ write buffer to drain) nor the keepalive timeout frees the connection. ASGI has 
 a transport, so this subclass offers one to the app as the ASGI scope extension
 ``"chat.abort"``: ``abort(close, detail)`` queues a close frame behind whatever is pending and
 aborts the TCP connection shortly after unless it closed by itself. Keepalive timeouts and
-server shutdown are bounded the same way.
+server shutdown are bounded the same way. An abort resets the connection (``SO_LINGER`` 0, as
+nginx's ``reset_timedout_connection``): a plain close would leave the kernel holding what the
+peer never read (megabytes per socket, for minutes) after the server let go of it.
 
 It also offers ``"chat.frames"``, a sink for pre-encoded frames (see ``member.py``): a
 room's frame is encoded once and the same bytes are written to every member's transport.
@@ -36,7 +38,10 @@ theirs (``asgi.CLOSE_KEY``), the parser's and keepalive's are known by their cod
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +68,8 @@ _READ_HEAD_SIZE = len(_READ_HEAD)
 _SMALL = 48
 # How long a close frame may wait in the write buffer before the connection is aborted.
 ABORT_GRACE_SECONDS = 2.0
+# SO_LINGER on, 0 s: closing the socket sends a reset and frees its buffers at once.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 # Input is parsed this many bytes at a time, so that a read full of tiny frames is cut short
 # as soon as the frame budget runs out (parsing costs ~4 us per frame).
 PARSE_SLICE = 16 * 1024
@@ -307,7 +314,7 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
             self._evict(close.FLOOD, what)
         else:
             self._input_closed = True
-            self.transport.abort()
+            self._reset()
 
     def _evict(self, why: Close, detail: object = None) -> None:
         """Close for what the peer did and tell the app. Its input is read but no longer
@@ -351,7 +358,17 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
     def _abort_if_open(self) -> None:
         self.close_timer = None
         if not self.disconnected:
-            self.transport.abort()
+            self._reset()
+
+    def _reset(self) -> None:
+        """Drop the connection and what is queued for it, the kernel's part too (a reset):
+        aborting only drops this process's buffer, and the kernel would go on trying to
+        send its own (up to a few MiB) to a peer that does not read, long after."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        self.transport.abort()
 
     def keepalive_timeout(self) -> None:
         # uvicorn closes politely, which never completes if the peer stopped reading.

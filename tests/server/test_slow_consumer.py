@@ -10,10 +10,11 @@ import psutil
 import pytest
 
 from chat_protocol.v1 import parse_frame
+from chat_server.transport.uvicorn_ws import ABORT_GRACE_SECONDS
 from chat_testing.servers import RunningServer
 from chat_testing.waits import wait_until
 from tests.server.hostile import server_frames
-from tests.server.wsclients import join_many, raw_handshake
+from tests.server.wsclients import join_many, raw_handshake, server_send_queue
 
 MESSAGES = 1500
 PAYLOAD = "p" * 4000  # ~6 MB in all: far past kernel buffers plus the 1 MiB send buffer
@@ -21,6 +22,8 @@ PAYLOAD = "p" * 4000  # ~6 MB in all: far past kernel buffers plus the 1 MiB sen
 # shares this test process with: unthrottled, it outpaces their reading on a loaded machine
 # and makes them slow consumers too, which is the server right and the test wrong.
 WINDOW = 64
+# The close frame a slow consumer finds at the end of its backlog.
+SLOW_CONSUMER_CLOSE = b"\x88\x0f" + (1008).to_bytes(2, "big") + b"slow consumer"
 
 
 class Window:
@@ -91,8 +94,14 @@ async def test_stalled_member_is_evicted_and_others_get_everything_promptly(
     assert elapsed < 30, elapsed
     assert stalled_name not in server.get_json("/rooms/stall")["members"]
     if not plain_uvicorn:
-        # The stalled socket itself is freed (plain uvicorn has no way to abort it).
+        # The stalled socket itself is freed (plain uvicorn has no way to abort it), and with
+        # it what the kernel still had to send: reset, not left to drain for minutes into a
+        # window that never opens.
         wait_until(lambda: server.get_json("/health")["connections"] == 2, what="eviction")
+        wait_until(
+            lambda: server_send_queue(server.port, stalled) is None,
+            what="the server's socket of the stalled member gone, its send queue with it",
+        )
     assert "evicted room=stall name=" + stalled_name in server.log()
     # Memory stayed bounded: nowhere near the ~6 MB that was sent past the stalled member.
     growth = rss.memory_info().rss - rss_before
@@ -105,12 +114,15 @@ async def test_stalled_member_is_evicted_and_others_get_everything_promptly(
 async def test_slow_member_finds_close_1008_slow_consumer_after_its_backlog(
     server_factory: Callable[..., RunningServer],
 ) -> None:
-    """A peer that was only slow, not dead, reads the reason in the close frame."""
+    """A peer that was only slow, not dead, reads the reason in the close frame: it catches up
+    once it is evicted, within the grace the server gives a close (ABORT_GRACE_SECONDS)
+    before it resets the connection."""
     server = server_factory(rate_limit=0)
     alice = (await join_many(server.chat_url("slow"), 1))[0]
     slow = raw_handshake(server.port, "/chat/slow", rcvbuf=4096)
     slow_name = parse_frame(await alice.recv()).name
     left = f"{slow_name} left the chat"
+    evicted = asyncio.Event()
 
     window = Window(1)
 
@@ -126,18 +138,29 @@ async def test_slow_member_finds_close_1008_slow_consumer_after_its_backlog(
             while chat < MESSAGES or left not in seen:
                 frame = await alice.recv(timeout=10)
                 seen.append(frame)
-                if frame != left:
+                if frame == left:
+                    evicted.set()
+                else:
                     chat += 1
                     window.advance(0)
         return seen
 
-    _, seen = await asyncio.gather(send_all(), receive_all())
+    def read_to_the_close() -> bytes:
+        """Everything the server sent, up to and with its close frame."""
+        slow.settimeout(5)
+        data = b""
+        while not data.endswith(SLOW_CONSUMER_CLOSE):
+            chunk = slow.recv(1 << 20)
+            assert chunk, "the connection ended before its close frame"
+            data += chunk
+        return data
+
+    async def catch_up() -> bytes:
+        await evicted.wait()
+        return await asyncio.to_thread(read_to_the_close)
+
+    _, seen, data = await asyncio.gather(send_all(), receive_all(), catch_up())
     assert left in seen
-    # The slow peer now catches up: its backlog, then the close frame with the reason.
-    slow.settimeout(5)
-    data = b""
-    while chunk := slow.recv(65536):
-        data += chunk
     frames = server_frames(data)
     assert frames[-1] == (0x8, (1008).to_bytes(2, "big") + b"slow consumer")
     texts = [payload.decode() for opcode, payload in frames if opcode == 0x1]
@@ -145,4 +168,34 @@ async def test_slow_member_finds_close_1008_slow_consumer_after_its_backlog(
     # What it did get is an unbroken prefix of the room's order.
     assert texts[1:] == [f"{alice.name} :: {i} {PAYLOAD}" for i in range(len(texts) - 1)]
     slow.close()
+    await alice.close()
+
+
+async def test_a_member_that_never_reads_its_close_is_reset_after_the_grace(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    """Evicted and still not reading: after the grace the connection is reset, and the
+    kernel's queue for it goes with it (a close would leave megabytes queued for minutes)."""
+    server = server_factory(rate_limit=0, history_size=0)
+    alice = (await join_many(server.chat_url("deaf"), 1))[0]
+    deaf = raw_handshake(server.port, "/chat/deaf", rcvbuf=4096)
+    deaf_name = parse_frame(await alice.recv()).name
+    left = f"{deaf_name} left the chat"
+    sent = 0
+    async with asyncio.timeout(30):
+        while True:  # one message at a time, read back: alice never lags
+            await alice.ws.send(f"{sent} {PAYLOAD}")
+            sent += 1
+            if await alice.recv(timeout=10) == left:
+                break
+    evicted_at = time.monotonic()
+    wait_until(
+        lambda: server_send_queue(server.port, deaf) is None,
+        what="the deaf member's connection reset",
+    )
+    assert time.monotonic() - evicted_at >= ABORT_GRACE_SECONDS - 0.5  # the grace was given
+    with pytest.raises(ConnectionResetError):  # what the peer finds when it reads at last
+        while deaf.recv(1 << 20):
+            pass
+    deaf.close()
     await alice.close()

@@ -128,6 +128,21 @@ def raw_handshake(port: int, path: str, rcvbuf: int | None = None) -> socket.soc
     return sock
 
 
+def server_send_queue(server_port: int, peer: socket.socket) -> int | None:
+    """Bytes the kernel still holds to send on the server's side of ``peer``'s connection
+    (Linux's /proc/net/tcp), or None once the server's socket is gone."""
+    peer_port = peer.getsockname()[1]
+    with open("/proc/net/tcp") as table:
+        next(table)  # the header
+        for line in table:
+            fields = line.split()
+            local_port = int(fields[1].rpartition(":")[2], 16)
+            remote_port = int(fields[2].rpartition(":")[2], 16)
+            if local_port == server_port and remote_port == peer_port:
+                return int(fields[4].partition(":")[0], 16)
+    return None
+
+
 # --- chat.v2 ------------------------------------------------------------------------------------
 
 
