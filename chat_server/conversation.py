@@ -33,6 +33,15 @@ def conversation_room(token_a: str, token_b: str) -> str:
     return names.DIRECT_PREFIX + "~".join(sorted((token_a, token_b)))
 
 
+def conversation_peer(room: str, token_id: str) -> str | None:
+    """The other token of the conversation ``room`` of ``token_id``'s user (None if the room
+    is not one of theirs)."""
+    pair = room.removeprefix(names.DIRECT_PREFIX).split("~")
+    if len(pair) != 2 or token_id not in pair:
+        return None
+    return pair[1] if pair[0] == token_id else pair[0]
+
+
 class Conversation:
     """One connection's side of a conversation with ``peer`` (the name it was addressed by)."""
 

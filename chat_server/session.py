@@ -38,16 +38,17 @@ from chat_protocol.close import Close, CloseCode
 from chat_protocol.codec import Codec
 from chat_protocol.frames import Away, ClientFrame, Nick, Read, Send, Typing
 from chat_protocol.query import JoinRequest
-from chat_server import asgi
+from chat_server import asgi, tokens
 from chat_server.backends.base import (
     BrokerUnavailable,
     Change,
     PersonChanged,
     Publishing,
+    Registry,
     public_reason,
 )
 from chat_server.checks import Ending, FrameChecks, Refusal
-from chat_server.conversation import Conversation
+from chat_server.conversation import Conversation, conversation_peer
 from chat_server.events import EventKind, Published, RoomEvent, StoredMessage
 from chat_server.governance import ban_reason, muted_text
 from chat_server.member import AsgiMember, Member, TransportMember, text_size
@@ -294,6 +295,7 @@ class ChatSession:
                     read = await registry.read_position(token_id, self.room, joined.epoch)
                     directs = await registry.directs(token_id)
                     directs.pop(self.room, None)  # this one is open: its read position says
+                    directs = await _as_named_now(registry, token_id, directs)
         except TimeoutError:
             return BrokerUnavailable("the room's history did not come in time")
         except BrokerUnavailable as exc:
@@ -584,6 +586,24 @@ class ChatSession:
         closing = self._close_later(ending)
         if closing is not None:
             await closing
+
+
+async def _as_named_now(
+    registry: Registry, token_id: str, directs: dict[str, str]
+) -> dict[str, str]:
+    """Each conversation's last writer by the name they go by now: a notice under a former
+    name would open a second conversation with the same person. A name that is no longer
+    the conversation's other token's (it lapsed, and someone else may hold it) is not said:
+    under it the conversation cannot be reached."""
+    senders = list(directs.items())
+    held = await asyncio.gather(*(registry.holder(sender) for _, sender in senders))
+    named: dict[str, str] = {}
+    for (room, _), holder in zip(senders, held, strict=True):
+        if holder is None or holder.digest is None:
+            continue
+        if tokens.token_id(holder.digest) == conversation_peer(room, token_id):
+            named[room] = holder.name
+    return named
 
 
 def _newest_within(frames: list[str], limit: int) -> list[str]:

@@ -271,3 +271,34 @@ async def test_a_conversation_knows_its_person_after_a_nick_change(
     finally:
         for member in (to_bob, to_alice, alice, bob):
             await member.close()
+
+
+async def test_a_writer_renamed_since_is_told_by_their_new_name(
+    shared_server: RunningServer,
+) -> None:
+    """Alice wrote to Bob, who was out, then became someone else: Bob's next welcome names
+    her new name, under which the conversation opens (a notice under the old name would make
+    a client open a second conversation with the same person)."""
+    base = shared_server.ws_url
+    alice = await person(shared_server.chat_url(fresh_room()), "Alice")
+    bob = await person(shared_server.chat_url(fresh_room()), "Bob")
+    await bob.close()
+    try:
+        to_bob = await conversation(base, alice, bob.name)
+        await to_bob.send("while you were out", "o1")
+        await until_type(to_bob, "message")
+        await to_bob.close()
+        renamed = fresh_name("Alicia")
+        await alice.ws.send(change_nick(renamed))
+        assert (await until_type(alice, "nick"))["new"] == renamed
+        back = await join_v2(
+            shared_server.chat_url(fresh_room()), join_query(JoinRequest(resume=bob.token))
+        )
+        told = await until_type(back, "direct")
+        assert told["name"] == renamed
+        opened = await conversation(base, back, told["name"], history=10)
+        assert [m["text"] for m in await opened.backlog()] == ["while you were out"]
+        for member in (opened, back):
+            await member.close()
+    finally:
+        await alice.close()
