@@ -370,9 +370,8 @@ class Room(Observable):
                     mention = self._unread(entry) or mention
                     if self.record is not None:
                         self.record(self, entry)
-                if frame.name is not None and frame.name not in self.people:
-                    # Known for completion; whether they are here is not history's to say.
-                    self.people[frame.name] = Person(frame.name, present=False)
+                if frame.name is not None:
+                    self._spoke_before(frame.name, entry.time)
             if since is None:
                 note: Note = notes.Joined(self.name, name)
             else:
@@ -774,6 +773,17 @@ class Room(Observable):
 
     def _note(self, note: Note, now: datetime, kind: EntryKind = EntryKind.STATUS) -> None:
         self._add(Entry(kind, note.text, now))
+
+    def _spoke_before(self, name: str, at: datetime) -> None:
+        """``name`` spoke at ``at``, as history says: known for completion, and to the smart
+        filter as someone who spoke then; whether they are here is not history's to say."""
+        person = self.people.get(name)
+        if person is None:
+            if len(self.people) >= PEOPLE_LIMIT:
+                self._forget_someone()
+            person = self.people[name] = Person(name, present=False)
+        if person.spoke is None or at > person.spoke:
+            person.spoke = at
 
     def _saw(
         self,

@@ -10,6 +10,7 @@ from chat_protocol.frames import Frame, Welcome
 from chat_protocol.v1 import format_join, format_leave, format_message, parse_frame
 from chat_protocol.v2 import message as v2_message_frame
 from chat_protocol.v2 import parse_frame as parse_v2_frame
+from chat_protocol.v2 import presence as v2_presence
 from chat_tui.config import JoinFilter
 from chat_tui.rooms import (
     PEOPLE_LIMIT,
@@ -161,6 +162,24 @@ def test_the_smart_filter_hides_presence_of_the_silent() -> None:
     everything = Room("general", 100, joins=JoinFilter.ALL)
     everything.frame(joined(ALICE), T)
     assert not any(e.quiet for e in everything.scrollback)
+
+
+def test_the_smart_filter_counts_what_history_showed_someone_say() -> None:
+    # Alice spoke a minute before we joined (we saw it in the history): her leave now is
+    # news; Bob's words were an hour older than that, and his leave stays hidden.
+    said_at = datetime(2024, 5, 1, 9, 6, tzinfo=UTC).timestamp()
+    long_ago = datetime(2024, 5, 1, 8, 0, tzinfo=UTC).timestamp()
+    history = [
+        parse_v2_frame(v2_message_frame(BOB, "an hour ago", 1, long_ago)),
+        parse_v2_frame(v2_message_frame(ALICE, "a minute ago", 2, said_at)),
+    ]
+    room = v2_room(*history)  # type: ignore[arg-type]
+    now = local_time(datetime(2024, 5, 1, 9, 7, tzinfo=UTC))
+    for name in (ALICE, BOB):
+        room.frame(parse_v2_frame(v2_presence(False, name, now.timestamp())), now)  # type: ignore[arg-type]
+    shown = [e.text for e in room.scrollback if e.kind is EntryKind.NOTICE and not e.quiet]
+    assert shown == [f"{ALICE} left the chat"]
+    assert ALICE in room.people and not room.people[ALICE].present  # history says not
 
 
 def test_our_messages_go_pending_then_sent_or_refused() -> None:
