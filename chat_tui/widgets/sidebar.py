@@ -57,14 +57,15 @@ def room_label(
     glyph = STATE_GLYPHS.get(info.state, "?")
     glyph_style = STATE_STYLES.get(info.state, "")
     if compact:
-        label = Text(f"{number}" if number <= 9 else " ", style="bold" if active else "dim")
+        # Past 9 no alt+digit reaches it, but the number still tells one room from another.
+        label = Text(f"{number}", style="bold" if active else "dim")
         label.append(glyph, style=glyph_style)
         if info.unread:
             label.append(str(info.unread) if info.unread < 100 else "99+", style="bold")
         if info.mentions:
             label.append(MENTION_MARK, style="bold reverse")
         return label
-    prefix = Text(f"{number} " if number <= 9 else "  ", style="dim")
+    prefix = Text(f"{number} ", style="dim")
     prefix.append(glyph + " ", style=glyph_style)
     suffix = Text()
     if info.unread:
@@ -127,6 +128,7 @@ class RoomList(VerticalScroll, can_focus=False):
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._items: dict[str, RoomItem] = {}
+        self._active: str | None = None  # the active room when the list was last set
 
     @property
     def compact(self) -> bool:
@@ -155,3 +157,10 @@ class RoomList(VerticalScroll, can_focus=False):
             item.set_class(bool(info.unread), "-unread")
             item.set_class(bool(info.mentions), "-mention")
             item.set_class(info.state in ("offline", "failed"), "-down")
+        if active != self._active:
+            # A room switched to (or joined) below the fold is scrolled into sight, once:
+            # the user's own scrolling of the list is theirs until the next switch.
+            self._active = active
+            item = self._items.get(active) if active is not None else None
+            if item is not None:
+                self.call_after_refresh(item.scroll_visible, animate=False)

@@ -248,6 +248,34 @@ async def test_narrow_terminals_collapse_the_sidebar_and_keep_the_state(
         await until(pilot, lambda: members.display and members.region.width > 0, "the panel")
 
 
+async def test_a_long_room_list_keeps_the_active_room_in_sight_and_numbers_every_room(
+    shared_server: RunningServer,
+) -> None:
+    """More rooms than the sidebar has rows: a room switched to below the fold is scrolled
+    into sight, and in the collapsed list rooms past 9 still have their numbers."""
+    rooms = [room_name(f"r{n}") for n in range(1, 13)]
+    app = make_app(shared_server, *rooms)
+    async with app.run_test(size=(80, 12)) as pilot:
+        for room in rooms:
+            await joined(pilot, app, room)
+        sidebar = app.query_one("#sidebar")
+        await until(pilot, lambda: sidebar.region.width <= 8, "the collapsed sidebar")
+        assert len(sidebar_lines(app)) < len(rooms)  # not all of them fit
+        await send(pilot, f"/join {rooms[-1]}")  # already joined: switches to it
+        await until(pilot, lambda: app.controller.active == rooms[-1], "the last room active")
+        await until(pilot, lambda: "12●" in sidebar_lines(app), "the last room's line in sight")
+        await send(pilot, f"/join {rooms[0]}")
+        await until(pilot, lambda: "1●" in sidebar_lines(app), "back up to the first room")
+        await pilot.press("ctrl+b")  # the full list: numbers and names past 9 too
+        await until(pilot, lambda: sidebar.region.width > 8, "the full sidebar")
+        await send(pilot, f"/join {rooms[10]}")
+        await until(
+            pilot,
+            lambda: any(line.startswith("11 ● r11-") for line in sidebar_lines(app)),
+            "room 11 in sight, numbered and named",
+        )
+
+
 # --- features --------------------------------------------------------------------------------
 
 
