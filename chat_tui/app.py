@@ -179,8 +179,8 @@ class ChatApp(App[None]):
             controller.say(
                 EntryKind.ERROR, f"unknown theme {self.config.theme!r}; using the default"
             )
-        if self.name_in_use:
-            controller.say(
+        if self.name_in_use and controller.current is not None:
+            controller.current.with_join(
                 EntryKind.STATUS,
                 "another chat-tui of yours is running and keeps your name; this one gets a "
                 "name of its own",

@@ -215,6 +215,9 @@ class Room(Observable):
         Observable.__init__(self)
         self.scrollback = Scrollback(self.scrollback_limit)
         self._announce_reconnect = False  # say "reconnected" once we know our new name
+        # Lines about the join under way, said right after its history and "joined" line
+        # (said before, they would end up above the history, out of sight).
+        self._with_join: list[tuple[EntryKind, str]] = []
         self._own_names: set[str] = set()  # every name we had here
         self._first_unread: Entry | None = None
         self._tick = 0
@@ -301,7 +304,18 @@ class Room(Observable):
                 self.lost_at = now
             self.lost = True
             self._note(notes.Refused(self.name, detail, retry_in), now, EntryKind.ERROR)
+            self._say_with_join(now)  # no join follows: said now rather than never
         self.changed()
+
+    def with_join(self, kind: EntryKind, text: str) -> None:
+        """A line about the join under way (why we are not who we asked to be): said after
+        its history and "joined" line, where it is seen."""
+        self._with_join.append((kind, clip(text)))
+
+    def _say_with_join(self, now: datetime) -> None:
+        said, self._with_join = self._with_join, []
+        for kind, text in said:
+            self._add(Entry(kind, text, now))
 
     def name_assigned(self, name: str, now: datetime) -> None:
         self.me = name
@@ -312,6 +326,7 @@ class Room(Observable):
             self._note(notes.Reconnected(name), now)
         else:
             self._note(notes.Joined(self.name, name), now)
+        self._say_with_join(now)
         self.scrollback.restyle()  # what the log picks out as ours depends on the name
         self.changed()
 
@@ -388,6 +403,7 @@ class Room(Observable):
                     self._saw(frame.name, present=True, spoke=True, at=entry.time)
             note = notes.Reconnected(name if renamed else None)
         self._note(note, now)
+        self._say_with_join(now)
         if first_unread is not None and self.viewed:
             self.scrollback.marker = first_unread  # looked at now: the divider shows at once
         if renamed:
@@ -502,9 +518,9 @@ class Room(Observable):
         self.changed()
 
     def name_refused(self, asked: str, reason: str, now: datetime) -> None:
-        """The server would not give us the name we asked for."""
-        self._note(notes.NameNotTaken(asked, clip(reason)), now, EntryKind.ERROR)
-        self.changed()
+        """The server would not give us the name we asked for (said with the join that
+        follows, under another name)."""
+        self.with_join(EntryKind.ERROR, notes.NameNotTaken(asked, clip(reason)).text)
 
     def unreadable(self, size: int, start: str, now: datetime) -> None:
         """The server sent a frame this client cannot read."""

@@ -41,6 +41,10 @@ async def test_a_taken_nick_is_said_and_the_app_goes_on(shared_server: RunningSe
     holder = await join(shared_server.chat_url(room_name("holder")) + f"?name={name}")
     peer = await join(shared_server.chat_url(room))
     try:
+        # More history than the screen has rows: the refusal is said after it, in sight.
+        for number in range(40):
+            await peer.ws.send(f"said before {number}")
+            assert await peer.recv() == format_message(peer.name, f"said before {number}")
         # Another case of the same name is the same name.
         app = make_app(shared_server, room, nick=name.lower())
         async with app.run_test(size=SIZE) as pilot:
@@ -49,6 +53,7 @@ async def test_a_taken_nick_is_said_and_the_app_goes_on(shared_server: RunningSe
             said = f"cannot be {name.lower()} (name taken: {name.lower()})"
             await until(pilot, lambda: in_log(app, said), "the refusal on screen")
             await until(pilot, lambda: in_log(app, f"joined {room} as {me}"), "the join")
+            assert in_log(app, "said before 39")  # the history above them
             assert await peer.recv() == format_join(me)
             await send(pilot, "still here")
             assert await peer.recv() == format_message(me, "still here")
