@@ -335,7 +335,7 @@ def start(
         if record is not None:
             health = _wait_for_health(record.host, port, wait, lambda: why_not_ours(record))
             if health is not None:
-                say.line(f"chat-server is already running at {url} (pid {record.pid})")
+                say.line(f"chat-server is already running at {ws_url(url)} (pid {record.pid})")
                 say.done(State.RUNNING, url, record.pid, record.log)
                 return 0
             if read_pid_file(port, say.line) is not None:
@@ -350,7 +350,7 @@ def start(
         found = probe(host, port)
         if found.health is not None:
             say.line(
-                f"a chat server is already running at {url} "
+                f"a chat server is already running at {ws_url(url)} "
                 "(not started by 'chat-server start', so 'stop' will not stop it)"
             )
             say.done(State.RUNNING, url)
@@ -455,7 +455,9 @@ def status(settings: Settings, report: Report | None = None) -> int:
     found = probe(host, port)
     if record is None:
         if found.health is not None:
-            say.line(f"a chat server is running at {url} (not started by 'chat-server start')")
+            say.line(
+                f"a chat server is running at {ws_url(url)} (not started by 'chat-server start')"
+            )
             say.line(_counts(found.health))
             say.done(State.RUNNING, url)
             return 0

@@ -60,6 +60,8 @@ def test_start_status_stop(cli: Cli) -> None:
     again = cli.on_port("start")
     assert again.returncode == 0, again.stderr
     assert "already running" in again.stdout and f"pid {pid}" in again.stdout
+    # The URL chat-tui --server takes, as a fresh start says it.
+    assert f"running at ws://127.0.0.1:{cli.port} (pid {pid})" in again.stdout
     assert [p.pid for p in chat_server_processes(cli.port)] == [pid]
 
     with connect(f"ws://127.0.0.1:{cli.port}/chat/lobby") as ws:
