@@ -176,7 +176,12 @@ class CommandInfo:
 # The one list of commands: the parser and the help screen both read it.
 COMMANDS: Final[tuple[CommandInfo, ...]] = (
     CommandInfo("join", "/join ROOM", "join ROOM (or switch to it if already joined)", ("j",)),
-    CommandInfo("leave", "/leave [ROOM]", "leave ROOM, or the active room", ("part", "close")),
+    CommandInfo(
+        "leave",
+        "/leave [ROOM [REASON]]",
+        "leave ROOM, or the active room (a reason, as IRC has it, is not sent)",
+        ("part", "close"),
+    ),
     CommandInfo("rooms", "/rooms", "list the server's rooms and their member counts", ("list",)),
     CommandInfo("who", "/who", "list the members of the active room", ("names",)),
     CommandInfo("me", "/me TEXT", "send TEXT as an action: * name TEXT"),
@@ -204,7 +209,12 @@ COMMANDS: Final[tuple[CommandInfo, ...]] = (
     CommandInfo("clear", "/clear", "clear the active room's log"),
     CommandInfo("reconnect", "/reconnect", "retry every offline room now (ctrl+r)"),
     CommandInfo("help", "/help", "show keys and commands"),
-    CommandInfo("quit", "/quit", "close every connection and quit", ("exit",)),
+    CommandInfo(
+        "quit",
+        "/quit [REASON]",
+        "close every connection and quit (a reason, as IRC has it, is not sent)",
+        ("exit",),
+    ),
 )
 LITERAL_HINT: Final = "//text sends /text literally"
 MAX_LINKS: Final = 20  # /links lists at most this many
@@ -282,12 +292,12 @@ def parse(line: str) -> Action:
         return Grep(query) if query else CommandError(f"usage: {info.usage}")
     if info.name in MODERATION:
         return _moderation(info, args, rest)
-    if info.name == "leave":
-        if len(args) > 1:
-            return CommandError(f"usage: {info.usage}")
+    if info.name == "leave":  # what follows the room is IRC's part reason: no place for it
         if not args:
             return Leave(None)
         return _checked_room(args[0], lambda room: Leave(room))
+    if info.name == "quit":  # IRC's quit reason: the room sees a plain leave
+        return Quit()
     if args:
         return CommandError(f"usage: {info.usage} (it takes no arguments)")
     simple: dict[str, Action] = {
@@ -298,7 +308,6 @@ def parse(line: str) -> Action:
         "clear": Clear(),
         "reconnect": Reconnect(),
         "help": Help(),
-        "quit": Quit(),
     }
     return simple[info.name]
 
