@@ -579,7 +579,7 @@ class ChatController(Observable):
         if self._through_one_room(lambda connection: connection.away(message)):
             return True
         if not quiet:
-            self.say(EntryKind.ERROR, "away needs a room connected to a server that speaks chat.v2")
+            self.say(EntryKind.ERROR, self._none_to_ask("away"))
         return False
 
     def nick(self, name: str) -> bool:
@@ -587,8 +587,15 @@ class ChatController(Observable):
         can: the server renames us in every room (or says why not, in that room)."""
         if self._through_one_room(lambda connection: connection.nick(name)):
             return True
-        self.say(EntryKind.ERROR, "/nick needs a room connected to a server that speaks chat.v2")
+        self.say(EntryKind.ERROR, self._none_to_ask("/nick"))
         return False
+
+    def _none_to_ask(self, what: str) -> str:
+        """Why ``what`` found no room to go through: none connected now, or a server without
+        chat.v2."""
+        if not any(room.state is RoomState.CONNECTED for room in self.rooms.values()):
+            return f"{what} needs the server, and no room is connected now: try again once one is"
+        return f"{what} needs a room connected to a server that speaks chat.v2"
 
     def _through_one_room(self, ask: Callable[[Connection], bool]) -> bool:
         """``ask`` the connection of one connected room, the active one first, until one

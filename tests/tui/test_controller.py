@@ -90,6 +90,9 @@ class FakeConnection:
         self.aways.append(message)
         return True
 
+    def nick(self, name: str) -> bool:
+        return False  # a connection without chat.v2
+
     async def run(self) -> None:
         self.runs += 1
         await self._stop.wait()
@@ -493,3 +496,19 @@ async def test_away_after_0_never_says_away(world: Any) -> None:
     now[0] += 10**6
     controller.idle_check()
     assert connections["a"].aways == []
+
+
+async def test_a_nick_with_no_room_to_ask_says_why(world: Any) -> None:
+    make, _, connections = world
+    controller = make("a")
+    await settle()
+    connections["a"].state(ConnectionState.OFFLINE, retry_in=30.0)
+    await settle()
+    assert not controller.nick("Hal")
+    said = controller.rooms["a"].scrollback[-1].text
+    assert said == "/nick needs the server, and no room is connected now: try again once one is"
+    connections["a"].joined()  # back, but its server has no chat.v2
+    await settle()
+    assert not controller.nick("Hal")
+    said = controller.rooms["a"].scrollback[-1].text
+    assert said == "/nick needs a room connected to a server that speaks chat.v2"
