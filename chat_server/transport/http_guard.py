@@ -30,6 +30,7 @@ import weakref
 from collections import OrderedDict
 from typing import Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
@@ -156,12 +157,27 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._arm()  # a later keep-alive request has its own deadline
         if self._in_head:
             self._head_bytes += len(data)
-        super().data_received(data)
+        self._parse(data)
         if self._done:
             return
         if self._in_head and self._head_bytes > self.limits.max_head_bytes:
             # Not finished and already too big: never buffer more of it.
             self._refuse_head(f"request head over {self.limits.max_head_bytes} bytes")
+
+    def _parse(self, data: bytes) -> None:
+        """uvicorn's ``data_received``, without its warning line for each request it cannot
+        parse or upgrade: those are answered (400, or the refusal a callback chose: 429,
+        431) and counted in /metrics, and a line each would let any client write thousands
+        of lines a second."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.send_400_response("Invalid HTTP request received.")
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            # Else an upgrade to something else: answered as the plain request it also is.
 
     def _read_proxy_header(self, data: bytes) -> bytes:
         """Take the PROXY header off the start of the input: what follows it (b"" while it is

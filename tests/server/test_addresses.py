@@ -21,6 +21,7 @@ from chat_server.transport import proxy_protocol
 from chat_testing.clusters import FAST, FAST_NODE_TTL, running_cluster
 from chat_testing.marks import requires_redis
 from chat_testing.servers import RunningServer
+from chat_testing.waits import wait_until
 from tests.server.hostile import fresh_room, observed
 from tests.server.wsclients import join
 
@@ -108,6 +109,11 @@ def test_new_handshakes_per_address_are_limited_before_any_websocket_work(
     status, retry = _upgrade(server.port, "127.0.0.4")
     assert status == 429 and retry is not None and int(retry) >= 1  # a minute's share spent
     assert _upgrade(server.port, "127.0.0.5")[0] == 101  # another address: its own share
+    # A refusal is counted in /metrics, not logged: a line each would be the attacker's.
+    wait_until(lambda: server.log().count("left room=handshakes") == 11, what="their leaves")
+    lines = len(server.log().splitlines())
+    assert {_upgrade(server.port, "127.0.0.4")[0] for _ in range(50)} == {429}
+    assert len(server.log().splitlines()) == lines
 
 
 async def test_an_address_shares_one_message_rate_over_its_connections(
