@@ -102,13 +102,16 @@ def create_app(settings: Settings | None = None) -> ChatApplication:
 
     @api.get(http.ROOMS_PATH)
     async def list_rooms(
-        request: Request, after: str = "", limit: int = http.ROOMS_PAGE
+        request: Request, after: str = "", limit: str = str(http.ROOMS_PAGE)
     ) -> JSONResponse:
         if (refused := unsigned(request)) is not None:
             return refused
-        if (after and not names.is_valid_room(after)) or not 1 <= limit <= http.ROOMS_PAGE:
+        # The limit read here, not by FastAPI: a word that is no number is a 400 like any
+        # other value out of range, not a 422 with FastAPI's own body.
+        count = int(limit) if limit.isascii() and limit.isdigit() and len(limit) < 6 else 0
+        if (after and not names.is_valid_room(after)) or not 1 <= count <= http.ROOMS_PAGE:
             return JSONResponse(http.error_body(http.PAGE_RULE), 400)
-        rooms = await listings.get((after, limit), lambda: registry.rooms(after, limit))
+        rooms = await listings.get((after, count), lambda: registry.rooms(after, count))
         return JSONResponse(http.rooms_body(rooms))
 
     @api.get(http.ROOMS_PATH + "/{room}")

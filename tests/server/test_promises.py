@@ -460,6 +460,9 @@ def test_the_rooms_listing_pages_and_checks_its_query(
     server = server_factory()
     assert _get(server.http_url + "/rooms?limit=0")[0] == 400
     assert _get(server.http_url + "/rooms?limit=1001")[0] == 400
+    for word in ("abc", "-1", "1e3", "%C2%B2", "9" * 30):  # no number: the same 400
+        status, body, _ = _get(server.http_url + f"/rooms?limit={word}")
+        assert status == 400 and "detail" in json.loads(body), (word, status, body)
     assert _get(server.http_url + "/rooms?after=bad%20name")[0] == 400
     assert json.loads(_get(server.http_url + "/rooms?after=zzz")[1]) == []
 
