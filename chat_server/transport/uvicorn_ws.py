@@ -320,12 +320,15 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
         """Close for what the peer did and tell the app. Its input is read but no longer
         parsed (closing with unread input would reset the connection and could lose the
         close frame), until it closes or the abort grace runs out."""
-        room = self.scope["path"][len(http.CHAT_PATH_PREFIX) :]
         reason = why.text(detail)
-        log.warning("evicted room=%s reason=%s", room, reason)
+        self._log_eviction(reason)
         self._input_closed = True
         self.queue.put_nowait({"type": "websocket.disconnect", "code": why.code, "reason": reason})
         self.abort_with_close(why, detail)
+
+    def _log_eviction(self, reason: str) -> None:
+        room = self.scope["path"][len(http.CHAT_PATH_PREFIX) :]
+        log.warning("evicted room=%s reason=%s", room, reason)
 
     def _server_closes(self, why: Close) -> None:
         outcome = stats.closed(why)
@@ -374,6 +377,7 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
         # uvicorn closes politely, which never completes if the peer stopped reading.
         if not self.close_sent:
             self._server_closes(close.PING_TIMEOUT)
+            self._log_eviction(close.PING_TIMEOUT.text(None))
         super().keepalive_timeout()
         self._abort_later(1.0)
 

@@ -215,6 +215,8 @@ async def test_silent_peer_is_dropped_within_ping_interval_plus_timeout(
     assert await alice.recv(timeout=5) == f"{joined.name} left the chat"
     # Within interval + timeout, plus scheduling slack on a busy machine.
     assert time.monotonic() - started < 0.5 + 0.5 + 1.5
+    # Logged as the eviction it is, like a slow consumer's.
+    assert "evicted room=dead reason=keepalive ping timeout" in server.log()
     silent.close()
     # alice answers pings (websockets does) and stays.
     await asyncio.sleep(1.5)  # three ping rounds: the rule under test is time-based
