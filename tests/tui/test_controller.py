@@ -240,12 +240,18 @@ async def test_quitting_with_messages_not_sent_asks_again(world: Any) -> None:
     assert connections["a"].closed and connections["b"].closed
 
 
-async def test_a_new_message_makes_quitting_warn_again(world: Any) -> None:
+async def offline_room(world: Any) -> tuple[ChatController, dict[str, FakeConnection]]:
+    """A controller of one room, "a", that lost its connection and waits to retry."""
     make, _, connections = world
     controller = make("a")
     await settle()
     connections["a"].state(ConnectionState.OFFLINE, retry_in=30.0)
     await settle()
+    return controller, connections
+
+
+async def test_a_new_message_makes_quitting_warn_again(world: Any) -> None:
+    controller, connections = await offline_room(world)
     controller.send(controller.rooms["a"], "one")
     assert await controller.quit(wait=0.1) is False
     controller.send(controller.rooms["a"], "two")
@@ -499,11 +505,7 @@ async def test_away_after_0_never_says_away(world: Any) -> None:
 
 
 async def test_a_nick_with_no_room_to_ask_says_why(world: Any) -> None:
-    make, _, connections = world
-    controller = make("a")
-    await settle()
-    connections["a"].state(ConnectionState.OFFLINE, retry_in=30.0)
-    await settle()
+    controller, connections = await offline_room(world)
     assert not controller.nick("Hal")
     said = controller.rooms["a"].scrollback[-1].text
     assert said == "/nick needs the server, and no room is connected now: try again once one is"
