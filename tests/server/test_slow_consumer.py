@@ -171,6 +171,7 @@ async def test_slow_member_finds_close_1008_slow_consumer_after_its_backlog(
     await alice.close()
 
 
+@pytest.mark.memory_only  # the transport's doing: the same whatever the broker
 async def test_a_member_that_never_reads_its_close_is_reset_after_the_grace(
     server_factory: Callable[..., RunningServer],
 ) -> None:
