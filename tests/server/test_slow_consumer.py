@@ -115,9 +115,9 @@ async def test_slow_member_finds_close_1008_slow_consumer_after_its_backlog(
     server_factory: Callable[..., RunningServer],
 ) -> None:
     """A peer that was only slow, not dead, reads the reason in the close frame: it catches up
-    once it is evicted, within the grace the server gives a close (ABORT_GRACE_SECONDS)
-    before it resets the connection."""
-    server = server_factory(rate_limit=0)
+    once it is evicted, within the grace the server gives a close before it resets the
+    connection (30 s here, so that a loaded machine's slow reader is still in time)."""
+    server = server_factory(rate_limit=0, env={"CHAT_SERVER_CLOSE_GRACE": "30"})
     alice = (await join_many(server.chat_url("slow"), 1))[0]
     slow = raw_handshake(server.port, "/chat/slow", rcvbuf=4096)
     slow_name = parse_frame(await alice.recv()).name
