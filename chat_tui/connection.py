@@ -97,6 +97,9 @@ BACKOFF_CAP = 30.0
 # /health that often (cheap: no handshake, no name), and tries at once when it answers.
 PROBE_EVERY = 1.5
 PROBE_TIMEOUT = 1.0
+# How long the one look at a port that answered the handshake with no HTTP waits for its
+# answer to /health: a busy machine's Redis or SSH port can take over a second.
+NO_HTTP_TIMEOUT = 5.0
 
 # Of a frame that cannot be read, this much is shown.
 UNREADABLE_START = 60
@@ -477,7 +480,7 @@ class RoomConnection:
         nothing listening, or a real answer)."""
         url = http.http_base(self.server_url) + http.HEALTH_PATH
         try:
-            await client.get(url, timeout=PROBE_TIMEOUT)
+            await client.get(url, timeout=NO_HTTP_TIMEOUT)
         except httpx.RemoteProtocolError:
             return True
         except httpx.HTTPError:
