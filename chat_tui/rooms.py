@@ -166,6 +166,11 @@ class Person:
     changed: int = 0  # the room's presence version when their presence last changed
     spoke: datetime | None = None  # when they last said something here (local time)
 
+    def said_something(self, at: datetime) -> None:
+        """They said something at ``at`` (kept if later than what was known)."""
+        if self.spoke is None or at > self.spoke:
+            self.spoke = at
+
 
 @dataclass(eq=False)
 class Room(Observable):
@@ -718,9 +723,7 @@ class Room(Observable):
                 person.present = person.name in listed
         for name in names:
             if name not in self.people:
-                if len(self.people) >= PEOPLE_LIMIT:
-                    self._forget_someone()
-                self.people[name] = Person(name, present=True, changed=asked_at)
+                self._person(name, present=True).changed = asked_at
         for name, message in (away or {}).items():
             person = self.people.get(clip_name(name))
             if person is not None and person.changed <= asked_at:
@@ -793,13 +796,16 @@ class Room(Observable):
     def _spoke_before(self, name: str, at: datetime) -> None:
         """``name`` spoke at ``at``, as history says: known for completion, and to the smart
         filter as someone who spoke then; whether they are here is not history's to say."""
+        self._person(name, present=False).said_something(at)
+
+    def _person(self, name: str, present: bool) -> Person:
+        """``name``'s entry, added (as ``present``) if new, within PEOPLE_LIMIT."""
         person = self.people.get(name)
         if person is None:
             if len(self.people) >= PEOPLE_LIMIT:
                 self._forget_someone()
-            person = self.people[name] = Person(name, present=False)
-        if person.spoke is None or at > person.spoke:
-            person.spoke = at
+            person = self.people[name] = Person(name, present)
+        return person
 
     def _saw(
         self,
@@ -812,16 +818,12 @@ class Room(Observable):
     ) -> None:
         """``name`` joined, left (``presence``: a join or leave notice) or spoke (``at``)."""
         self._tick += 1
-        person = self.people.get(name)
-        if person is None:
-            if len(self.people) >= PEOPLE_LIMIT:
-                self._forget_someone()
-            person = self.people[name] = Person(name, present)
+        person = self._person(name, present)
         if presence:
             self._presence_version += 1
             person.changed = self._presence_version
         person.present = present
         if present and (spoke or presence):
             person.active = self._tick
-        if spoke and at is not None and (person.spoke is None or at > person.spoke):
-            person.spoke = at
+        if spoke and at is not None:
+            person.said_something(at)
