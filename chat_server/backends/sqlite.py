@@ -55,6 +55,7 @@ from chat_protocol.names import name_key
 from chat_server.backends.base import (
     DEDUP_PER_ROOM,
     BrokerStatus,
+    BrokerUnavailable,
     Publishing,
     Rule,
     RuleKind,
@@ -594,6 +595,11 @@ class _Journal:
         # Told of each batch's chunks of history once they are written (before anyone waits).
         self.on_chunks: Callable[[_Batch], None] | None = None
         self._out: deque[_Delivery] = deque()  # written batches' events still to deliver
+
+    @property
+    def failure(self) -> str | None:
+        """Why the disk refuses the batch it is given again and again, while it does."""
+        return self._failed
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -1256,13 +1262,27 @@ class SqliteBackend(MemoryBackend):
     async def keep_rule(self, rule: Rule) -> None:
         await super().keep_rule(rule)
         self._journal.batch.rules.append(((rule.kind.value, rule.key), rule.to_json()))
-        self._journal.due()
+        await self._rules_written()
 
     async def drop_rule(self, kind: RuleKind, key: str) -> bool:
         dropped = await super().drop_rule(kind, key)
         self._journal.batch.rules.append(((kind.value, key), None))
-        self._journal.due()
+        await self._rules_written()
         return dropped
+
+    async def _rules_written(self) -> None:
+        """Until the rules just changed are committed: an operator told "done" finds them in
+        force after a crash (no event follows them to order them behind, as a name's change
+        is ordered behind the join or nick notice that tells of it). A disk that refuses them
+        for ``broker_timeout``: BrokerUnavailable (503); they are in force meanwhile, and
+        written once the disk takes them."""
+        try:
+            async with asyncio.timeout(self._state.settings.broker_timeout):
+                await self._journal.flushed()
+        except TimeoutError:
+            raise BrokerUnavailable(
+                self._journal.failure or "the chat database did not take the change in time"
+            ) from None
 
     async def close(self) -> None:
         try:

@@ -220,6 +220,52 @@ async def test_bans_topics_and_locks_hold_after_a_crash(tmp_path: Path) -> None:
         server.stop()
 
 
+async def test_an_operator_is_told_done_only_once_the_rule_is_on_disk(tmp_path: Path) -> None:
+    """A rule's "done" means on disk, as a message's acknowledgement does: with the disk
+    refusing writes (the write-ahead log made immutable), a lock is answered 503 with the
+    reason, not "done"; it is in force meanwhile, and once the disk takes writes again it is
+    on disk, so that a SIGKILL then loses nothing."""
+    token = "ops-" + secrets.token_hex(12)
+    tokens = tmp_path / "admin-tokens"
+    tokens.write_text(f"ops {token}\n")
+    db = tmp_path / "chat.db"
+    wal = tmp_path / "chat.db-wal"
+
+    def serve(port: int | None = None) -> RunningServer:
+        return start_server(
+            port,
+            rate_limit=0,
+            broker_url=f"sqlite://{db}",
+            admin_token_file=tokens,
+            env={"CHAT_SERVER_BROKER_TIMEOUT": "0.5"},
+        )
+
+    server = serve()
+    port = server.port
+    try:
+        first = await admin_client.call(
+            server.http_url, token, "POST", admin.room_path("open"), {"topic": "hello"}
+        )
+        assert first.ok, first  # the write-ahead log exists from here on
+        subprocess.run(["chattr", "+i", str(wal)], check=True)
+        try:
+            answer = await admin_client.call(
+                server.http_url, token, "POST", admin.room_path("shut"), {"locked": True}
+            )
+            assert answer.status == 503, answer
+            assert "the chat database cannot be written" in str(answer.body), answer
+        finally:
+            subprocess.run(["chattr", "-i", str(wal)], check=True)
+        wait_until(lambda: server.health() is not None, timeout=10)  # written: available again
+    finally:
+        server.stop(signal.SIGKILL)
+    server = serve(port)
+    try:
+        assert await refused(server.chat_url("shut")) == (CloseCode.POLICY_VIOLATION, "room locked")
+    finally:
+        server.stop()
+
+
 def test_someone_elses_database_is_never_taken_over(tmp_path: Path) -> None:
     db = tmp_path / "theirs.db"
     with sqlite3.connect(db) as theirs:

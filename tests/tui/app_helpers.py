@@ -61,12 +61,17 @@ async def until(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
+        # Every message queued so far handled, then laid out and painted: a frame a terminal
+        # is shown. Read straight after a sleep, the screen can hold a widget's new content in
+        # the last layout's regions (a list grown by one row, its last row cut off), a frame
+        # no terminal ever shows, since Textual lays out before it paints.
+        await pilot.pause()
         value = condition()
         if value:
             return value
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await pilot.pause(0.02)
+        await asyncio.sleep(0.02)
 
 
 # --- reading the screen ---------------------------------------------------------------------
