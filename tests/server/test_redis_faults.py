@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+import psutil
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
@@ -395,3 +396,46 @@ def health_or_none(node: RunningServer) -> tuple[int, dict[str, Any]] | None:
         return health(node)
     except OSError:
         return None  # not listening yet
+
+
+async def test_a_server_takes_no_join_before_its_first_try_to_reach_redis() -> None:
+    """Started while Redis does not answer (paused: connections open, nothing answers), a
+    server waits for its first try (up to the broker timeout) before it takes connections: a
+    join sent meanwhile waits and then joins, rather than being refused with "connecting to
+    redis" (which, with several workers, a client met after another worker's /health had
+    said the chat was up)."""
+    redis = start_redis()
+    redis.pause()
+    server = None
+    try:
+        server = start_server(
+            broker_url=redis.url, wait=False, env={"CHAT_SERVER_BROKER_TIMEOUT": "5"}
+        )
+        process = psutil.Process(server.process.pid)
+        wait_until(
+            lambda: any(c.raddr and c.raddr.port == redis.port for c in process.net_connections()),
+            timeout=30,
+            what="the server's first try to reach redis",
+        )
+        early = asyncio.create_task(_join_once_listening(server.chat_url("early")))
+        # The window under test: a server taking connections answers a join within it.
+        done, _ = await asyncio.wait({early}, timeout=1.0)
+        assert not done, early.result() if not early.exception() else early.exception()
+        redis.resume()
+        member = await asyncio.wait_for(early, 15)
+        assert member.name
+        await member.close()
+    finally:
+        redis.resume()
+        if server is not None:
+            server.stop()
+        redis.stop()
+
+
+async def _join_once_listening(url: str) -> Member:
+    """A join, tried again while nothing listens on the port yet."""
+    while True:
+        try:
+            return await join(url)
+        except OSError:
+            await asyncio.sleep(0.05)

@@ -129,6 +129,7 @@ class RedisBackend(Backend):
         self._probe_tokens = itertools.count()
         self._failure: asyncio.Future[str] | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._attempted = asyncio.Event()  # the first connection attempt ended
         self._reaping: set[asyncio.Task[None]] = set()
 
     @property
@@ -172,8 +173,17 @@ class RedisBackend(Backend):
             # A probe channel: the probes through it go on, and tell if it stops delivering.
 
     async def start(self) -> None:
-        """Connect in the background: until Redis answers, the node is unavailable."""
+        """Connect in the background: until Redis answers, the node is unavailable.
+
+        Returns after the first attempt (at most ``broker_timeout``): the server takes no
+        connection before it, so that a normal start never answers a join with "connecting"
+        (with ``--workers``, one worker's /health said the chat was up while another,
+        already taking joins, was still connecting). Redis down, the server starts anyway
+        and says so (1013, /health 503) until it is up."""
         self._supervisor = asyncio.create_task(self._supervise())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.timeout + 1):
+                await self._attempted.wait()
 
     async def close(self) -> None:
         if self._supervisor is not None:
@@ -286,10 +296,12 @@ class RedisBackend(Backend):
                     outage_logged = True
                 self._drop_links(reason)
                 self._set_status(BrokerStatus(False, reason))
+                self._attempted.set()
                 await asyncio.sleep(RETRY_INTERVAL)
                 continue
             outage_logged = False
             self._set_status(BrokerStatus(True))
+            self._attempted.set()
             reason = await self._watch(self._failure)
             log.warning("redis at %s failed: %s", self.url, reason)
             self._drop_links(reason)
