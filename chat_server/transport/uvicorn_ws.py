@@ -70,6 +70,12 @@ _SMALL = 48
 ABORT_GRACE_SECONDS = 2.0
 # SO_LINGER on, 0 s: closing the socket sends a reset and frees its buffers at once.
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+# What the kernel may hold to send on one WebSocket (Linux doubles it for its bookkeeping):
+# left to itself it grows a socket's buffer up to net.ipv4.tcp_wmem's maximum (4 MiB), which
+# a member that never reads holds until its ping times out, from every connection an address
+# may open. What waits beyond it is --send-buffer's to bound; 256 KiB still keeps a link of
+# 100 ms at 20 Mbit/s full, far more than a chat needs.
+KERNEL_SEND_BUFFER = 256 * 1024
 # Input is parsed this many bytes at a time, so that a read full of tiny frames is cut short
 # as soon as the frame budget runs out (parsing costs ~4 us per frame).
 PARSE_SLICE = 16 * 1024
@@ -143,6 +149,10 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
         # Upgraded from the guarded HTTP protocol: its client (a PROXY header's address).
         if http_guard.upgrading_client is not None:
             self.client = http_guard.upgrading_client

@@ -10,10 +10,11 @@ import psutil
 import pytest
 
 from chat_protocol.v1 import parse_frame
-from chat_server.transport.uvicorn_ws import ABORT_GRACE_SECONDS
+from chat_server.transport.uvicorn_ws import ABORT_GRACE_SECONDS, KERNEL_SEND_BUFFER
 from chat_testing.servers import RunningServer
 from chat_testing.waits import wait_until
 from tests.server.hostile import server_frames
+from tests.server.test_promises import ROOMY_HISTORY, _post_big
 from tests.server.wsclients import join_many, raw_handshake, server_send_queue
 
 MESSAGES = 1500
@@ -200,3 +201,25 @@ async def test_a_member_that_never_reads_its_close_is_reset_after_the_grace(
             pass
     deaf.close()
     await alice.close()
+
+
+@pytest.mark.memory_only  # the transport's doing: the same whatever the broker
+async def test_a_member_that_never_reads_holds_little_of_the_kernels_memory(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    """A member that never reads, sent 3.2 MiB of history: the kernel holds at most twice
+    KERNEL_SEND_BUFFER of it (Linux doubles what is asked), not the 2.8 MiB it held, up to
+    4 MiB, for each connection an address may open, until the ping timed out."""
+    server = server_factory(rate_limit=0, env=ROOMY_HISTORY)
+    await _post_big(server.chat_url("deaf-history"), 200)
+    deaf = raw_handshake(server.port, "/chat/deaf-history?history=200", rcvbuf=4096)
+    try:
+        queued = lambda: server_send_queue(server.port, deaf) or 0  # noqa: E731
+        wait_until(lambda: queued() >= KERNEL_SEND_BUFFER, what="the kernel's queue filled")
+        # Filled as far as it goes (it went on to 2.8 MiB within a quarter of a second).
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            assert queued() <= 2 * KERNEL_SEND_BUFFER
+            await asyncio.sleep(0.05)
+    finally:
+        deaf.close()
