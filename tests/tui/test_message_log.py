@@ -7,6 +7,7 @@ rows here just as it would in a terminal.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -62,10 +63,13 @@ def rows(app: LogHost) -> list[str]:
 async def until(pilot: Pilot[None], condition: Callable[[], object], timeout: float = 10.0) -> None:
     """Let the app run until ``condition()`` holds (the machine is busy: no fixed sleeps)."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while True:
+        await pilot.pause()  # a laid-out screen, as app_helpers.until reads it
+        if condition():
+            return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {condition}")
-        await pilot.pause(0.01)
+        await asyncio.sleep(0.01)
 
 
 async def synced(pilot: Pilot[None], log: MessageLog) -> None:
@@ -320,8 +324,11 @@ async def test_height_change_while_following_stays_at_the_bottom() -> None:
             app.say(f"message {n}")
         await synced(pilot, log)
         await pilot.resize_terminal(60, 6)
-        await until(pilot, lambda: rows(app)[-1] == "09:07 user_aaaaaa11 message 49")
-        assert log.size.height == 6
+        # The last row is message 49 before the resize too: wait for the new size as well.
+        await until(
+            pilot,
+            lambda: log.size.height == 6 and rows(app)[-1] == "09:07 user_aaaaaa11 message 49",
+        )
         assert log.following
 
 
