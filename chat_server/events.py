@@ -13,7 +13,9 @@ with the publish:
 * ``epoch``: changes whenever the room's sequence starts over (a memory broker that forgot the
   room, a Redis that lost its data), so that an offset is only ever compared within one epoch.
 * ``time``: server time of the publish, seconds since the Unix epoch.
-* ``origin``: the node that published it; ``nonce``: the sender's idempotency key, if any.
+* ``origin``: the node that published it; ``nonce``: the sender's idempotency key, if any;
+  a join's is its connection's own mark (:data:`JOIN_MARK` and random hex), by which that
+  connection knows its join notice from another's under the same name.
 
 Each connection speaks one dialect (``chat_protocol.codec``). An event is encoded once per
 dialect for all the members that speak it: :meth:`RoomEvent.frame` keeps the text of each, and
@@ -60,6 +62,8 @@ _MESSAGE, _JOIN, _NICK = EventKind.MESSAGE, EventKind.JOIN, EventKind.NICK
 # Per codec slot, nothing yet: a new event's caches are copies (cheaper than building them).
 _NOTHING: Final[list[Any]] = [None] * len(CODECS)
 REPLACED = "replaced"
+# What a join's nonce starts with: never a resume token's id (hex), so never taken for an ack.
+JOIN_MARK: Final = "="
 
 
 class RoomEvent:

@@ -28,6 +28,7 @@ before the messages themselves.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -37,7 +38,7 @@ from chat_protocol import close
 from chat_protocol.close import Close
 from chat_protocol.codec import Codec
 from chat_server import asgi
-from chat_server.events import REPLACED, EventKind, RoomEvent
+from chat_server.events import JOIN_MARK, REPLACED, EventKind, RoomEvent
 from chat_server.stats import stats
 
 # Most bytes handed to a transport in one write: what sits in the transport's own buffer
@@ -91,6 +92,7 @@ class Member:
         "after_join",
         "closed",
         "codec",
+        "join_mark",
         "join_name",
         "limit_bytes",
         "name",
@@ -112,6 +114,11 @@ class Member:
         self.name = name
         # The name its join is published under (its name may change while it joins).
         self.join_name = name
+        # Its join's own mark (published as the join's nonce): two connections of one resume
+        # token joining at once each know their own join notice, not the other's, which has
+        # the same name (each took the first for its own, and the leave that replaced the
+        # older then closed both).
+        self.join_mark = JOIN_MARK + secrets.token_hex(8)
         self.room = room
         self.codec = codec
         self.limit_bytes = limit_bytes
@@ -159,6 +166,8 @@ class Member:
         if self._awaiting_join:
             if event.kind is not _JOIN or event.name != self.join_name:
                 return False
+            if event.nonce is not None and event.nonce != self.join_mark:
+                return False  # another connection's join under the same name
             if self.admit is not None and not self.admit(event):
                 return False  # refused: the session closes it, not even its join notice sent
             self._awaiting_join = False

@@ -251,7 +251,9 @@ class ChatSession:
                 return None
             joining = member.join_name = self.name
             channels = self.node.backend.channels
-            joined = await channels.publish(self.room, EventKind.JOIN, joining)
+            joined = await channels.publish(
+                self.room, EventKind.JOIN, joining, nonce=member.join_mark
+            )
             if joined is None:
                 return BrokerUnavailable("it refused the join")
             self._join_serial = joined.serial

@@ -7,6 +7,7 @@ a client that asks for nothing new sees what it always saw.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import re
 import secrets
@@ -24,6 +25,7 @@ from chat_protocol.names import is_valid_name
 from chat_protocol.query import JoinRequest, join_query
 from chat_protocol.v1 import format_join, format_leave, parse_frame
 from chat_protocol.v2 import SUBPROTOCOL as SUBPROTOCOL_V2
+from chat_protocol.v2 import send as v2_send
 from chat_server.backends.memory import CHECK_EVERY
 from chat_testing.servers import RunningServer, start_server
 from tests.server.wsclients import V2Member, join, join_v2, resume_query
@@ -350,6 +352,54 @@ async def test_a_newer_connection_replaces_the_old_one_under_the_same_name(
     await new.close()
     assert await watcher.recv() == format_leave(old.name)
     await watcher.close()
+
+
+async def test_connections_of_one_token_joining_at_once_leave_one_of_them_in_the_room(
+    shared_server: RunningServer,
+) -> None:
+    """Three connections with one resume token join a room at the same moment (a client that
+    came back twice, or a copy of it): the room keeps one, the others are replaced. Each took
+    the first join notice, of the same name, for its own, and the leave that replaced the
+    older one then closed them all."""
+    room = fresh_room()
+    url = shared_server.chat_url(room)
+    watcher = await join(url)
+    first = await join_v2(url)
+    await first.close()
+    target = f"{url}?{resume_query(first)}"
+    racing = await asyncio.gather(
+        *(websockets.connect(target, subprotocols=[SUBPROTOCOL_V2]) for _ in range(3))
+    )
+
+    async def drain(ws: websockets.ClientConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in ws:
+                pass
+
+    draining = [asyncio.create_task(drain(ws)) for ws in racing]
+    try:
+        await wait_for(lambda: sum(task.done() for task in draining) >= 2, "two replaced")
+        ended = [ws for ws, task in zip(racing, draining, strict=True) if task.done()]
+        closes = [(ws.close_code, ws.close_reason) for ws in ended]
+        assert closes == [(CloseCode.POLICY_VIOLATION, REPLACED.reason)] * 2
+        (kept,) = [ws for ws, task in zip(racing, draining, strict=True) if not task.done()]
+        await kept.send(v2_send("still here", "n1"))
+        while (said := await watcher.recv()) != f"{first.name} :: still here":
+            assert first.name in said, said  # only the replacements' leaves and joins
+        assert shared_server.get_json(f"/rooms/{room}")["members"] == [watcher.name, first.name]
+    finally:
+        for ws in racing:
+            await ws.close()
+        await asyncio.gather(*draining)
+        await watcher.close()
+
+
+async def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize("token", ["forged", "unknown", "malformed", "expired"])

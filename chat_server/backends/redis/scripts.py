@@ -256,7 +256,8 @@ for i = 0, count - 1 do
           end
         end
       end
-      publish(kind, name, kind == 'm' and nonce or '-', text)
+      -- A message's nonce, or a join's mark (its connection's: events.JOIN_MARK).
+      publish(kind, name, (kind == 'm' or kind == 'j') and nonce or '-', text)
       out[n + 1], out[n + 2], out[n + 3] = serial, offset, 0
     end
   end
