@@ -468,5 +468,5 @@ class ChatScreen(Screen[None]):
             self.input_box.focus()
 
         self.app.push_screen(
-            SwitcherScreen(self.controller.order(), self.controller.active), chosen
+            SwitcherScreen(self.controller.order(), self.controller.active, chosen)
         )

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from chat_protocol import names
+from chat_tui.widgets.chat_input import InOrderInput
 
 JOIN_PREFIX = "join:"
 ROOM_PREFIX = "room:"
@@ -36,6 +38,34 @@ def move_highlight(options: OptionList, step: int) -> None:
         options.highlighted = (current + step) % options.option_count
 
 
+class SwitcherInput(InOrderInput):
+    """The switcher's field: enter is taken in order with the keys typed around it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "choose", show=False)]
+
+    def action_choose(self) -> None:
+        screen = self.screen
+        if isinstance(screen, SwitcherScreen):
+            screen.submit(self.value)
+
+    def hand_over_keys(self, screen: Screen[object]) -> None:
+        """Give the keys still queued for this field to ``screen``'s focused widget, in
+        order, before any key that comes after them can reach it."""
+        # Private: Textual has no public way to take back what was queued for a widget (the
+        # next message waits apart, peeked at while the current one runs).
+        queue = self._message_queue
+        waiting = [self._pending_message] if self._pending_message is not None else []
+        self._pending_message = None
+        while not queue.empty():
+            waiting.append(queue.get_nowait())
+        target = screen.focused or screen
+        for message in waiting:
+            if isinstance(message, events.Key):
+                target.post_message(message)
+            else:
+                queue.put_nowait(message)  # None: the field is closing
+
+
 class SwitcherScreen(ModalScreen[str | None]):
     """Dismisses with the chosen room name (joined or to join), or None when cancelled."""
 
@@ -45,15 +75,20 @@ class SwitcherScreen(ModalScreen[str | None]):
         Binding("down", "move(1)", "Down", show=False),
     ]
 
-    def __init__(self, rooms: list[str], active: str | None) -> None:
+    def __init__(
+        self, rooms: list[str], active: str | None, on_choice: Callable[[str | None], None]
+    ) -> None:
         super().__init__()
         self.rooms = list(rooms)
         self.active = active
+        self._on_choice = on_choice  # called at once, before the keys that follow the enter
+        self._shown_for: str | None = None  # the field's value the list shows the matches of
+        self._ended = False
 
     def compose(self) -> ComposeResult:
         with Vertical(id="switcher"):
             yield Static("Switch to a room, or type a new name to join it", id="switcher-title")
-            yield Input(placeholder="room name", id="switcher-input")
+            yield SwitcherInput(placeholder="room name", id="switcher-input")
             yield OptionList(id="switcher-options")
             yield Static("", id="switcher-error", markup=False)
         # Its own keys at the bottom: the main screen's do not work while it is open.
@@ -69,6 +104,7 @@ class SwitcherScreen(ModalScreen[str | None]):
         self._refresh_options(event.value)
 
     def _refresh_options(self, query: str) -> None:
+        self._shown_for = query
         options = self.query_one("#switcher-options", OptionList)
         error = self.query_one("#switcher-error", Static)
         name = query.strip()
@@ -94,17 +130,28 @@ class SwitcherScreen(ModalScreen[str | None]):
     def action_move(self, step: int) -> None:
         move_highlight(self.query_one("#switcher-options", OptionList), step)
 
-    @on(Input.Submitted, "#switcher-input")
-    def _submitted(self, event: Input.Submitted) -> None:
-        event.stop()
+    def submit(self, value: str) -> None:
+        """Enter, run by the field in order with the keys around it: the highlighted room if
+        the list shows ``value``'s matches, else ``value``'s first match (the list is
+        redrawn a message later than the keys: "gen" and enter in one burst chose from
+        what "ge" matched, or nothing)."""
         options = self.query_one("#switcher-options", OptionList)
-        if options.highlighted is None or not options.option_count:
-            name = event.value.strip()
-            if not name:
-                self.dismiss(None)
+        if self._shown_for == value and options.highlighted is not None:
+            chosen = options.get_option_at_index(options.highlighted).id
+        else:
+            name = value.strip()
+            matches = filter_rooms(self.rooms, name)
+            chosen = None
+            if matches:
+                chosen = ROOM_PREFIX + matches[0]
+            elif name and names.is_valid_room(name):
+                chosen = JOIN_PREFIX + name
+        if chosen is None:
+            if not value.strip():
+                self._end(None)
             # Otherwise the error line already says why nothing can be chosen.
             return
-        self._choose(options.get_option_at_index(options.highlighted).id)
+        self._choose(chosen)
 
     @on(OptionList.OptionSelected, "#switcher-options")
     def _selected(self, event: OptionList.OptionSelected) -> None:
@@ -115,7 +162,20 @@ class SwitcherScreen(ModalScreen[str | None]):
         if option_id is None:
             return
         _, _, room = option_id.partition(":")
-        self.dismiss(room)
+        self._end(room)
 
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        self._end(None)
+
+    def _end(self, room: str | None) -> None:
+        """Go with ``room`` (or none), once: a second enter of the same burst found the screen
+        gone (Textual: "Can't pop screen"). The room is taken now and the keys typed after
+        the enter, still queued for this screen's field, go to the main screen in order:
+        "ctrl+k gen enter hello enter" as fast as a terminal sends it says hello in gen."""
+        if self._ended:
+            return
+        self._ended = True
+        field = self.query_one("#switcher-input", SwitcherInput)
+        self.dismiss(room)
+        self._on_choice(room)
+        field.hand_over_keys(self.app.screen)

@@ -18,7 +18,7 @@ from chat_protocol.v1 import format_message
 from chat_testing.servers import RunningServer
 from chat_testing.tmux import Tmux
 from tests.tui.peers import join_peer, recv_until
-from tests.tui.tmux_screen import CHAT_TUI, JOINED, STARTUP, input_row
+from tests.tui.tmux_screen import CHAT_TUI, JOINED, STARTUP, input_row, status_row
 
 pytestmark = [
     pytest.mark.skipif(
@@ -136,3 +136,24 @@ def test_keys_in_the_same_read_as_ctrl_f_go_to_the_search_field(
     screen = tmux.wait_for(lambda s: "q" in search_query(s), "q in the search field")
     assert search_query(screen) == "q", screen
     assert input_text(screen) == "draft", screen
+
+
+def test_keys_in_the_same_read_as_the_switchers_enter_go_to_the_chosen_room(
+    shared_server: RunningServer, tmux: Tmux
+) -> None:
+    """``send-keys C-k ROOM Enter hello Enter`` (one write): the second enter reached the
+    switcher after it had gone and the app crashed ("Can't pop screen"); the keys after the
+    first enter belong to the room chosen, in order."""
+    room, _ = start(tmux, shared_server)
+    other = f"input-{uuid.uuid4().hex[:8]}"
+    tmux.keys("C-k", other, "Enter")
+    tmux.wait_for(lambda s: f"joined {other} as" in s, f"joined {other}", timeout=STARTUP)
+    tmux.keys("C-k", room, "Enter", "hello from a burst", "Enter")
+    screen = tmux.wait_for(lambda s: "hello from a burst" in s, "the line sent")
+    assert tmux.exit_status() is None, screen
+    assert f"#{room} " in status_row(screen), screen
+    assert input_text(screen) == EMPTY_INPUT, screen
+    tmux.keys("C-k", other, "Enter", "Enter")  # the crash of the second enter
+    screen = tmux.wait_for(lambda s: f"#{other} " in status_row(s), f"back in {other}")
+    assert tmux.exit_status() is None, screen
+    assert "hello from a burst" not in screen, screen  # the line was said in the first room
