@@ -115,6 +115,7 @@ class ChatScreen(Screen[None]):
         self._unseen = Static("", id="unseen", markup=False)
         self.search_bar = SearchBar(id="search")
         self.input_box = ChatInput(placeholder="Message, or /help", id="input")
+        self.search_bar.typing_target = self.input_box
 
     def compose(self) -> ComposeResult:
         yield self._status

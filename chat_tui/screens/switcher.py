@@ -6,16 +6,16 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from rich.text import Text
-from textual import events, on
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import ModalScreen, Screen
+from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from chat_protocol import names
-from chat_tui.widgets.chat_input import InOrderInput
+from chat_tui.widgets.chat_input import InOrderInput, hand_over_keys
 
 JOIN_PREFIX = "join:"
 ROOM_PREFIX = "room:"
@@ -47,23 +47,6 @@ class SwitcherInput(InOrderInput):
         screen = self.screen
         if isinstance(screen, SwitcherScreen):
             screen.submit(self.value)
-
-    def hand_over_keys(self, screen: Screen[object]) -> None:
-        """Give the keys still queued for this field to ``screen``'s focused widget, in
-        order, before any key that comes after them can reach it."""
-        # Private: Textual has no public way to take back what was queued for a widget (the
-        # next message waits apart, peeked at while the current one runs).
-        queue = self._message_queue
-        waiting = [self._pending_message] if self._pending_message is not None else []
-        self._pending_message = None
-        while not queue.empty():
-            waiting.append(queue.get_nowait())
-        target = screen.focused or screen
-        for message in waiting:
-            if isinstance(message, events.Key):
-                target.post_message(message)
-            else:
-                queue.put_nowait(message)  # None: the field is closing
 
 
 class SwitcherScreen(ModalScreen[str | None]):
@@ -178,4 +161,5 @@ class SwitcherScreen(ModalScreen[str | None]):
         field = self.query_one("#switcher-input", SwitcherInput)
         self.dismiss(room)
         self._on_choice(room)
-        field.hand_over_keys(self.app.screen)
+        screen = self.app.screen
+        hand_over_keys(field, screen.focused or screen)

@@ -31,6 +31,7 @@ from textual import events
 from textual._xterm_parser import XTermParser
 from textual.binding import Binding, BindingType
 from textual.message import Message
+from textual.widget import Widget
 from textual.widgets import Input
 
 from chat_protocol.text import STRIPPED_CHARACTERS
@@ -143,6 +144,24 @@ def parse_pasted_escapes() -> None:
 
 def from_display(value: str) -> str:
     return value.replace(NEWLINE_MARK, "\n")
+
+
+def hand_over_keys(source: Widget, target: Widget) -> None:
+    """Give the keys still queued for ``source`` to ``target``, in order, before any key that
+    comes after them can reach it (call it as the focus moves to ``target``: the app hands
+    each later key to the focused widget as it takes it)."""
+    # Private: Textual has no public way to take back what was queued for a widget (the next
+    # message waits apart, peeked at while the current one runs).
+    queue = source._message_queue
+    waiting = [source._pending_message] if source._pending_message is not None else []
+    source._pending_message = None
+    while not queue.empty():
+        waiting.append(queue.get_nowait())
+    for message in waiting:
+        if isinstance(message, events.Key):
+            target.post_message(message)
+        else:
+            queue.put_nowait(message)  # None: the widget is closing
 
 
 class InOrderInput(Input):

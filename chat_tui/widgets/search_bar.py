@@ -2,7 +2,8 @@
 
 Typing searches as you go. Enter goes to the next older match and leaves the field, so that
 ``n`` / ``N`` (next older / newer) and enter / shift+enter step through the matches; ctrl+f
-goes back to the field; escape leaves the search. The bar only says what the user asked for
+goes back to the field; escape leaves the search, and so does any other key typed while
+stepping, which goes to the message box. The bar only says what the user asked for
 (``messages.SearchChanged``, ``SearchStep``, ``SearchClosed``); the screen searches the log.
 
 Keys that arrive in one read (a fast typist, ``tmux send-keys``) keep their order: the app
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
@@ -25,7 +26,10 @@ from textual.widget import Widget
 from textual.widgets import Input, Static
 
 from chat_tui.messages import SearchChanged, SearchClosed, SearchStep
-from chat_tui.widgets.chat_input import InOrderInput
+from chat_tui.widgets.chat_input import InOrderInput, hand_over_keys
+
+# The printable keys the bar takes while stepping through the matches (its bindings).
+STEPPING_KEYS = frozenset("nN/")
 
 
 def result_text(query: str, position: int, count: int) -> str:
@@ -50,6 +54,9 @@ class SearchBar(Horizontal, can_focus=True):
         Binding("N", "step(False)", "Newer match", show=False),
         Binding("ctrl+f,slash", "edit", "Edit the search", show=False),
     ]
+
+    # Where typing goes that is not for the search (the message box; the screen sets it).
+    typing_target: Widget | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("search:", id="search-label")
@@ -90,6 +97,26 @@ class SearchBar(Horizontal, can_focus=True):
     def _focus(self, widget: Widget) -> None:
         """Focus ``widget`` now: the next key the app takes goes to it (see the module doc)."""
         self.screen.set_focus(widget)
+
+    def on_key(self, event: events.Key) -> None:
+        """A printable key while stepping through the matches, other than the bar's own
+        (n, N, /): the user is typing again. The search closes, and this key and those
+        queued behind it go to the message box, in order ("good morning" typed after an
+        enter in the search went nowhere, and "/who" became a search for "who")."""
+        target = self.typing_target
+        if (
+            target is None
+            or not self.has_focus
+            or not event.is_printable
+            or event.character in STEPPING_KEYS
+        ):
+            return
+        event.stop()
+        event.prevent_default()
+        self.screen.set_focus(target)
+        self.action_close()
+        target.post_message(events.Key(event.key, event.character))
+        hand_over_keys(self, target)
 
     def action_close(self) -> None:
         self.display = False

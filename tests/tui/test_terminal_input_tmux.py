@@ -157,3 +157,22 @@ def test_keys_in_the_same_read_as_the_switchers_enter_go_to_the_chosen_room(
     screen = tmux.wait_for(lambda s: f"#{other} " in status_row(s), f"back in {other}")
     assert tmux.exit_status() is None, screen
     assert "hello from a burst" not in screen, screen  # the line was said in the first room
+
+
+def test_typing_while_stepping_through_matches_goes_back_to_the_message_box(
+    shared_server: RunningServer, tmux: Tmux
+) -> None:
+    """After enter in the search, a printable key other than the search's own (n, N, /)
+    leaves it, and it and the keys behind it go to the message box in order: "good morning"
+    typed there went nowhere. (An enter in the same read as them is still taken for the next
+    match: it is taken before the keys ahead of it have left the search.)"""
+    start(tmux, shared_server)
+    tmux.keys("findable line", "Enter")
+    tmux.wait_for(lambda s: "findable line" in s and input_text(s) == EMPTY_INPUT, "said")
+    tmux.keys("C-f", "findable", "Enter", "good morning")
+    screen = tmux.wait_for(lambda s: input_text(s) == "good morning", "typed in the box")
+    assert not search_row(screen), screen
+    tmux.keys("Enter")
+    tmux.wait_for(
+        lambda s: "good morning" in s and input_text(s) == EMPTY_INPUT, "the message sent"
+    )
