@@ -289,12 +289,26 @@ class ChatController(Observable):
 
     def open_conversation(self, peer: str) -> Room:
         """The conversation with ``peer`` (opened, not shown, if it was not)."""
-        name = names.DIRECT_PREFIX + peer
+        name = self._open_as(names.DIRECT_PREFIX + peer)
         if name in self.rooms:
             return self.rooms[name]
         room = self.add_room(name)
         room.conversation_with(peer, self.current.me if self.current is not None else None)
         return room
+
+    def _open_as(self, name: str) -> str:
+        """``name``, or the conversation already open with the same person under another
+        case (a name is one name whatever its case: @bob and @Bob were two conversations
+        whose connections replaced each other at the server)."""
+        peer = names.direct_peer(name)
+        if peer is None or name in self.rooms:
+            return name
+        key = names.name_key(peer)
+        for existing in self.rooms:
+            other = names.direct_peer(existing)
+            if other is not None and names.name_key(other) == key:
+                return existing
+        return name
 
     def _follow(self, old: str, new: str) -> None:
         """``old`` is known as ``new`` now: our conversation with them follows (while the
@@ -323,6 +337,7 @@ class ChatController(Observable):
         if problem is not None:
             self.say(EntryKind.ERROR, problem)
             return False
+        name = self._open_as(name)
         room = self.rooms.get(name)
         if room is None:
             room = self.add_room(name)

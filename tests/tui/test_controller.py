@@ -514,3 +514,18 @@ async def test_a_nick_with_no_room_to_ask_says_why(world: Any) -> None:
     assert not controller.nick("Hal")
     said = controller.rooms["a"].scrollback[-1].text
     assert said == "/nick needs a room connected to a server that speaks chat.v2"
+
+
+async def test_a_conversation_is_one_whatever_the_case_the_name_is_typed_in(world: Any) -> None:
+    """/query bob, /query Bob and /msg BOB are one conversation (a name is one name whatever
+    its case): they were three, whose connections replaced each other at the server."""
+    make, _, connections = world
+    controller = make("general")
+    await settle()
+    assert controller.join("@bob")
+    assert controller.join("@Bob")
+    assert controller.open_conversation("BOB") is controller.rooms["@bob"]
+    await settle()
+    assert [name for name in controller.rooms if name.startswith("@")] == ["@bob"]
+    assert controller.active == "@bob"
+    assert [room for room in connections if room.startswith("@")] == ["@bob"]
