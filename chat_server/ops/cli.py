@@ -32,17 +32,21 @@ def _server_options() -> list[Field[Any]]:
     return [f for f in options() if how(f).cli]
 
 
-def _add_server_options(parser: argparse.ArgumentParser) -> None:
+def _add_server_options(parser: argparse.ArgumentParser, *, sub: bool = False) -> None:
+    """The server's options. On a command (``sub``) an option not given leaves the namespace
+    alone: argparse would otherwise put the command's default (None) over a value given
+    before the command (``chat-server --port 9000 start`` started on 8000)."""
+    unset: dict[str, Any] = {"default": argparse.SUPPRESS} if sub else {}
     for f in _server_options():
         option = how(f)
         help_text = f"{option.help} (default {default_text(f)})"
         if is_switch(f):  # --metrics / --no-metrics
             parser.add_argument(
-                "--" + flag(f), action=argparse.BooleanOptionalAction, help=help_text
+                "--" + flag(f), action=argparse.BooleanOptionalAction, help=help_text, **unset
             )
         elif str(f.type).startswith("tuple"):  # repeatable
             parser.add_argument(
-                "--" + flag(f), action="append", metavar=option.metavar, help=help_text
+                "--" + flag(f), action="append", metavar=option.metavar, help=help_text, **unset
             )
         else:
             parser.add_argument(
@@ -51,6 +55,7 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
                 choices=option.choices,
                 metavar=option.metavar,
                 help=help_text,
+                **unset,
             )
 
 
@@ -67,11 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     stop = sub.add_parser("stop", help="stop the background server")
     status = sub.add_parser("status", help="say whether a background server runs")
     admin_cli.add_parser(sub)
-    for p in (parser, run, start):
-        _add_server_options(p)
+    _add_server_options(parser)
+    for p in (run, start):
+        _add_server_options(p, sub=True)
     for p in (stop, status):
-        p.add_argument("--host", help="address of the server (default 127.0.0.1)")
-        p.add_argument("--port", type=int, help="port of the server (default 8000)")
+        p.add_argument(
+            "--host", help="address of the server (default 127.0.0.1)", default=argparse.SUPPRESS
+        )
+        p.add_argument(
+            "--port", type=int, help="port of the server (default 8000)", default=argparse.SUPPRESS
+        )
     start.add_argument(
         "--wait",
         type=float,

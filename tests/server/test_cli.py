@@ -130,6 +130,22 @@ def test_start_passes_options_to_the_server(cli: Cli) -> None:
     assert cli.on_port("stop").returncode == 0
 
 
+def test_options_before_the_command_count_as_after_it(cli: Cli) -> None:
+    """``chat-server --port P start`` (as --help lists the options, before the command):
+    they were silently dropped, and the server started on 8000 (stop then stopped that)."""
+    port = ["--port", str(cli.port)]
+    started = cli(*port, "start", "--max-message-chars", "5", "--rate-limit", "0")
+    assert started.returncode == 0, started.stderr
+    assert f"ws://127.0.0.1:{cli.port}" in started.stdout, started.stdout
+    with connect(f"ws://127.0.0.1:{cli.port}/chat/lobby") as ws:
+        ws.recv(timeout=5)
+        ws.send("too long")
+        assert str(ws.recv(timeout=5)).startswith("error: message too long")
+    assert f"running at ws://127.0.0.1:{cli.port}" in cli(*port, "status").stdout
+    assert cli(*port, "stop").returncode == 0
+    assert not cli.pid_file.exists()
+
+
 def test_stop_kills_a_server_that_does_not_exit(cli: Cli) -> None:
     assert cli.on_port("start").returncode == 0
     pid = cli.pid()
