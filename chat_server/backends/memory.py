@@ -151,6 +151,9 @@ class _State:
         self.reserved: deque[tuple[float, str]] = deque()
         self.rooms: dict[str, _Room] = {}
         self.idle: dict[str, None] = {}  # rooms without members, the longest idle first
+        # Of them, those where nothing was ever said: forgotten first past the bound (a churn
+        # of joins and leaves of new rooms pushed out the history of rooms that had one).
+        self.idle_silent: dict[str, None] = {}
         # Kept as members join and leave: /health never walks the rooms.
         self.occupied = 0  # rooms with members
         self.present = 0  # members of rooms
@@ -203,20 +206,26 @@ class _State:
         if state.ring is not None:
             self.weigh(room, state)  # what idle rooms keep is counted exactly
         self.idle[room] = None
+        if state.offset == 0:
+            self.idle_silent[room] = None
         self.forget_idle()
 
     def forget_idle(self, until_within: bool = False) -> None:
         """Idle rooms past the bound or the ttl are forgotten, the longest idle first (with
         ``until_within``, also until every history is within its total bound)."""
-        idle, rooms = self.idle, self.rooms
+        idle, silent, rooms = self.idle, self.idle_silent, self.rooms
         limit = self.settings.history_rooms
         expired = _now() - self.settings.history_ttl
         while idle:
-            room = next(iter(idle))
-            over = until_within and self.kept_bytes > self.total_bound
-            if len(idle) <= limit and rooms[room].touched >= expired and not over:
-                break
+            if len(idle) > limit and silent:
+                room = next(iter(silent))  # nothing to lose: before any history
+            else:
+                room = next(iter(idle))
+                over = until_within and self.kept_bytes > self.total_bound
+                if len(idle) <= limit and rooms[room].touched >= expired and not over:
+                    break
             del idle[room]
+            silent.pop(room, None)
             self.forget(room)
 
     def live_room(self, room: str) -> _Room | None:
@@ -225,6 +234,7 @@ class _State:
         expired = _now() - self.settings.history_ttl
         if state is not None and room in self.idle and state.touched < expired:
             del self.idle[room]
+            self.idle_silent.pop(room, None)
             self.forget(room)
             return None
         return state
@@ -336,6 +346,7 @@ class MemoryChannels(ChannelBackend):
         if state is not None and room in shared.idle:
             state = shared.live_room(room)
             shared.idle.pop(room, None)
+            shared.idle_silent.pop(room, None)
         if state is None:
             state = shared.rooms[room] = self._new_room()
         if name in state.members:
@@ -631,5 +642,6 @@ class MemoryBackend(Backend):
         self._state.rooms.clear()
         self._state.kept_bytes = 0
         self._state.idle.clear()
+        self._state.idle_silent.clear()
         self._state.occupied = self._state.present = 0
         self._state.names.clear()

@@ -1231,6 +1231,8 @@ class SqliteBackend(MemoryBackend):
             channels._epochs[room] = epoch
             state.rooms[room] = kept
             state.idle[room] = None  # nobody is in it after a start
+            if kept.offset == 0:
+                state.idle_silent[room] = None
             if kept.ring is not None:
                 state.weigh(room, kept)
         names: _Tracked = state.names  # type: ignore[assignment]

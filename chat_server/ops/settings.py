@@ -371,8 +371,8 @@ class Settings:
     )
     history_rooms: int = option(
         1000,
-        "rooms without members whose history is kept (the one idle longest is forgotten "
-        "first; on Redis too)",
+        "rooms without members whose history is kept (rooms where nothing was said are "
+        "forgotten first, then the one idle longest; on Redis too)",
         check=not_negative,
     )
     history_bytes: int = option(

@@ -75,6 +75,23 @@ async def test_rooms_kept_without_members_are_bounded_the_idle_longest_forgotten
     assert await history_of(server, rooms[0]) == []
 
 
+async def test_rooms_where_nothing_was_said_do_not_push_out_the_history_of_others(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    """Rooms joined and left without a word took places among the --history-rooms kept, and
+    pushed out rooms that had a history: a churn of joins wiped what others had said, and
+    sent them round again with a new epoch (found by a hostile-client run)."""
+    server = server_factory(history_rooms=5, rate_limit=0)
+    said = [fresh_room("said") for _ in range(5)]
+    for room in said:
+        await say_once_and_leave(server, room)
+    for _ in range(8):
+        member = await join(server.chat_url(fresh_room("silent")))
+        await member.close()
+    for room in said:
+        assert await history_of(server, room) != [], room
+
+
 @pytest.mark.memory_only
 @pytest.mark.parametrize("embedded", [False, True], ids=["memory", "sqlite"])
 async def test_one_address_brings_only_its_share_of_rooms_into_being(

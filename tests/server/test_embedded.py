@@ -372,10 +372,12 @@ async def test_history_on_disk_is_what_the_rooms_keep(
             # Seen before the next is said: each its own transaction, many rows to sweep.
             while (await seen.get()).text != f"{room} {n}":
                 pass
-    # Left, then forgotten as two more rooms go idle (history_rooms 2): numbered anew.
+    # Left, then forgotten as two more rooms with a history go idle (history_rooms 2; rooms
+    # where nothing was said would go first): numbered anew.
     await channels.publish("anew", EventKind.LEAVE, "alice")
     for room in ("idle-1", "idle-2"):
         await channels.publish(room, EventKind.JOIN, "bob")
+        await channels.publish(room, EventKind.MESSAGE, "bob", "a word")
         await channels.publish(room, EventKind.LEAVE, "bob")
     await channels.publish("anew", EventKind.JOIN, "bob")
     await channels.publish("anew", EventKind.MESSAGE, "bob", "new numbering")

@@ -44,9 +44,10 @@ class Layout:
 
     @property
     def idle_rooms(self) -> str:
-        """Sorted set: rooms without members, by when they emptied (ms): past
-        ``--history-rooms`` of them, the one idle longest is forgotten (its sequence, history
-        and nonces)."""
+        """Sorted set: rooms without members, by when they emptied (ms; 0 for a room where
+        nothing was said): past ``--history-rooms`` of them, the lowest is forgotten (its
+        sequence, history and nonces): a room without history first, then the one idle
+        longest. (A cluster's directory keeps them by when they emptied only.)"""
         return self.base + "idle-rooms"
 
     @property

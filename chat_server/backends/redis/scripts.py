@@ -243,7 +243,8 @@ for i = 0, count - 1 do
           redis.call('ZREM', KEYS[4], room)
           -- Idle now: past the bound, the room idle longest is forgotten (one here, one more
           -- when the set grew past it: never a long walk in one event).
-          redis.call('ZADD', KEYS[8], now, room)
+          -- A room where nothing was said goes first (score 0): it has no history to lose.
+          redis.call('ZADD', KEYS[8], offset > 0 and now or 0, room)
           for _ = 1, 2 do
             if redis.call('ZCARD', KEYS[8]) <= tonumber(ARGV[11]) then break end
             local oldest = redis.call('ZPOPMIN', KEYS[8])[1]
