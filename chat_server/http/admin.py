@@ -22,6 +22,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from chat_protocol import admin, http, names, text
 from chat_protocol.names import name_key
@@ -86,12 +87,20 @@ def _answer(status: int, detail: str) -> JSONResponse:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    """The request's JSON object, read up to MAX_BODY_BYTES."""
+    """The request's JSON object, read up to MAX_BODY_BYTES (a longer declared length is
+    refused before anything is read)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > admin.MAX_BODY_BYTES:
+        raise Refused(413, f"a body is at most {admin.MAX_BODY_BYTES} bytes")
     data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > admin.MAX_BODY_BYTES:
-            raise Refused(413, f"a body is at most {admin.MAX_BODY_BYTES} bytes")
+    try:
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > admin.MAX_BODY_BYTES:
+                raise Refused(413, f"a body is at most {admin.MAX_BODY_BYTES} bytes")
+    except ClientDisconnect:
+        # Gone, or its body never came (the transport answered 408): nobody to answer.
+        raise Refused(408, "the body did not come") from None
     if not data:
         return {}
     try:

@@ -135,12 +135,18 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._deadline = None
         if self._done or self.transport.is_closing():
             return
-        if self.cycle is not None and not self.cycle.response_complete:
-            # The app is answering a request whose body never ends: no room for a response.
-            stats.refuse("handshake_timeout")
-            self._done = True
-            self.transport.close()
-            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # The app has the request and waits for a body that never ends: it is told the
+            # client went (so that it stops reading), and the client is told why, unless the
+            # app's own answer has begun.
+            cycle.disconnected = True
+            cycle.message_event.set()
+            if cycle.response_started:
+                stats.refuse("handshake_timeout")
+                self._done = True
+                self.transport.close()
+                return
         timeout = self.limits.handshake_timeout
         self._refuse(408, f"request not complete within {timeout:g} s", "handshake_timeout")
 

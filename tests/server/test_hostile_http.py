@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import secrets
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import websockets
@@ -343,3 +345,31 @@ async def test_ordinary_clients_pass_the_guard(
         assert isinstance(first, str) and first.endswith(" joined the chat")
         await ws.send("hello")
         assert (await asyncio.wait_for(ws.recv(), 5)).endswith(" :: hello")
+
+
+def test_a_request_whose_body_never_comes_is_answered_408_and_a_body_too_big_413_at_once(
+    server_factory: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    """An admin request that declares a body and never sends all of it was closed at the
+    deadline with no answer at all; one that declares 100 MB was read up to the bound before
+    the 413 (found by a hostile-client run)."""
+    token = secrets.token_hex(16)
+    tokens = tmp_path / "admin-tokens"
+    tokens.write_text(f"ops {token}\n")
+    server = server_factory(admin_token_file=tokens, handshake_timeout=2)
+
+    def post(length: int, body: bytes, wait: float) -> bytes:
+        """What the server sent within ``wait`` seconds (up to its close)."""
+        sock = connect(server.port, timeout=10)
+        sock.sendall(
+            b"POST /admin/kick HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %b\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
+            % (token.encode(), length, body)
+        )
+        data, _ = read_response(sock, timeout=wait)
+        sock.close()
+        return data
+
+    assert status_of(post(99_999_999, b"{", wait=1.5)) == 413  # before the 2 s deadline
+    assert status_of(post(100, b"{}", wait=10)) == 408  # at the deadline
+    assert "Traceback" not in server.log()
