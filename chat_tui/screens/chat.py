@@ -342,6 +342,9 @@ class ChatScreen(Screen[None]):
                     return False
                 self.log_view.scroll_to_bottom()  # sending means you are back in the talk
             case _:
+                # Its answer is said in the log (now, or when the server answers): to the
+                # newest, or it is said out of sight with nothing to show it came.
+                self.log_view.scroll_to_bottom()
                 return self.controller.run(action)
         return True
 

@@ -512,6 +512,28 @@ async def test_pageup_and_pagedown_in_the_app(shared_server: RunningServer) -> N
             await peer.close()
 
 
+async def test_a_commands_answer_is_shown_when_the_log_was_scrolled_up(
+    shared_server: RunningServer,
+) -> None:
+    """/who typed while reading further up: its answer was said below the screen, with no
+    "new messages" bar to say it came (found by a new-user run)."""
+    room = room_name()
+    app = make_app(shared_server, room)
+    async with app.run_test(size=SIZE) as pilot:
+        await joined(pilot, app, room)
+        peer = await join(shared_server.chat_url(room))
+        try:
+            for n in range(80):
+                await peer.ws.send(f"line {n:02d}")
+            await until(pilot, lambda: in_log(app, "line 79"), "the last line")
+            await pilot.press("pageup", "pageup")
+            await until(pilot, lambda: not in_log(app, "line 79"), "scrolled up")
+            await send(pilot, "/who")
+            await until(pilot, lambda: in_log(app, f"members of {room} (2)"), "the answer")
+        finally:
+            await peer.close()
+
+
 async def test_the_help_screen_closes_with_q(shared_server: RunningServer) -> None:
     room = room_name()
     app = make_app(shared_server, room)
