@@ -6,9 +6,9 @@ of it (``--history-size``, the bounds in bytes), and a client asking for more th
 (history, recovery) gets the older messages read from disk, in a thread of their own, served
 as if they were in memory (SqliteHistory). What a restart must not forget is written to an
 SQLite database: each room's epoch, offset and history with the nonces of its messages, the
-names with their resume-token digests and reservations, read positions, who wrote to whom, and
-the operators' rules (bans, mutes, room settings). Presence is not kept: after a restart every
-connection is new.
+names with their resume-token digests, reservations and away messages, read positions, who
+wrote to whom, and the operators' rules (bans, mutes, room settings). Presence is not kept:
+after a restart every connection is new.
 
 Writes are grouped: whatever was published while the last transaction was written is the next
 one, written by one thread of its own (``sqlite3`` lets go of the GIL while it writes). An
@@ -83,7 +83,7 @@ _MESSAGE = EventKind.MESSAGE
 DEFAULT_FILE: Final = "chat-{port}.db"
 # 2: history appended in write order (table said), trimmed by sweeps; a database of schema 1
 # (table chunks, one region per room) is converted at its first start.
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 # Stopping: how long the last changes may take to be written.
 CLOSE_WAIT: Final = 5.0
 # After a write failed, how long until the same batch is tried again.
@@ -140,7 +140,7 @@ CREATE TABLE IF NOT EXISTS said (
 );
 CREATE TABLE IF NOT EXISTS names (
     key TEXT PRIMARY KEY, shown TEXT NOT NULL, digest TEXT, expires REAL NOT NULL,
-    forward TEXT
+    forward TEXT, away TEXT
 );
 CREATE TABLE IF NOT EXISTS reads (
     token TEXT NOT NULL, room TEXT NOT NULL, epoch TEXT NOT NULL, offset INTEGER NOT NULL,
@@ -161,6 +161,9 @@ DROP TABLE chunks;
 UPDATE meta SET value = '2' WHERE key = 'schema';
 COMMIT;
 """
+# Schema 2 to 3: a name's away message (it was lost at a restart); the column is added to a
+# names table that lacks it (one made by this schema already has it).
+_AWAY_COLUMN: Final = "ALTER TABLE names ADD COLUMN away TEXT"
 # Rows of history (of an id range) that no room keeps: of a room gone or numbered anew, or
 # before its trim.
 _SWEEP: Final = """
@@ -351,15 +354,23 @@ class _Database:
             version = None
             if tables:
                 version = con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if version is not None and version[0] not in ("1", str(SCHEMA_VERSION)):
+            if version is not None and version[0] not in ("1", "2", str(SCHEMA_VERSION)):
                 raise DatabaseError(
                     f"{path} is of schema {version[0]}, this server knows {SCHEMA_VERSION}"
                 )
-            con.executescript(_SCHEMA)
+            con.executescript(_SCHEMA)  # the tables an older schema lacks, made new
             if version is None:
                 con.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif version[0] == "1":
-                con.executescript(_FROM_1)
+            else:  # then each step up from the version it is
+                if version[0] == "1":
+                    con.executescript(_FROM_1)
+                columns = {row[1] for row in con.execute("PRAGMA table_info(names)")}
+                if "away" not in columns:
+                    con.execute(_AWAY_COLUMN)
+                con.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),)
+                )
+                con.commit()
             self.rows = con.execute("SELECT count(*) FROM said").fetchone()[0]
             self.next_id = (con.execute("SELECT max(id) FROM said").fetchone()[0] or 0) + 1
             self._sweep_at = max(2 * self.rows, SWEEP_ROWS)
@@ -422,7 +433,7 @@ class _Database:
                 if name is None:
                     con.execute("DELETE FROM names WHERE key=?", (key,))
                 else:
-                    con.execute("INSERT OR REPLACE INTO names VALUES (?,?,?,?,?)", (key, *name))
+                    con.execute("INSERT OR REPLACE INTO names VALUES (?,?,?,?,?,?)", (key, *name))
             for (token, room), kept in batch.reads:
                 if kept is None:
                     con.execute("DELETE FROM reads WHERE token=? AND room=?", (token, room))
@@ -481,7 +492,7 @@ class _Database:
         return {
             "rooms": rows("SELECT room, epoch, offset, touched FROM rooms"),
             "said": self._histories(history_size),
-            "names": rows("SELECT key, shown, digest, expires, forward FROM names"),
+            "names": rows("SELECT key, shown, digest, expires, forward, away FROM names"),
             "reads": rows("SELECT token, room, epoch, offset FROM reads ORDER BY seq"),
             "inboxes": rows("SELECT token, noted FROM inboxes ORDER BY seq"),
             "rules": rows("SELECT rule FROM rules"),
@@ -944,6 +955,11 @@ class SqliteRegistry(MemoryRegistry):
             self._touch(record.shown)
         self._flush_changes()
 
+    async def set_away(self, name: str, message: str | None) -> None:
+        await super().set_away(name, message)
+        self._touch(name)
+        self._flush_changes()
+
     async def keep_read_position(self, token_id: str, room: str, epoch: str, offset: int) -> None:
         await super().keep_read_position(token_id, room, epoch, offset)
         self._flush_changes()
@@ -1067,9 +1083,10 @@ class SqliteHistory(MemoryHistory):
             return []
 
 
-def _name_row(record: _Name) -> tuple[str, str | None, float, str | None]:
+def _name_row(record: _Name) -> tuple[str, str | None, float, str | None, str | None]:
     # A name held now is kept as held (expires 0): at the next start it is reserved afresh.
-    return (record.shown, record.digest, 0.0 if record.holds else record.expires, record.forward)
+    expires = 0.0 if record.holds else record.expires
+    return (record.shown, record.digest, expires, record.forward, record.away)
 
 
 class _PersistentState(_State):
@@ -1237,7 +1254,7 @@ class SqliteBackend(MemoryBackend):
                 state.weigh(room, kept)
         names: _Tracked = state.names  # type: ignore[assignment]
         reservation = settings.name_reservation
-        for key, shown, digest, expires, forward in loaded["names"]:
+        for key, shown, digest, expires, forward, away in loaded["names"]:
             if digest is None:
                 continue  # held by a connection without a token: nobody can take it back
             if expires == 0.0:  # held when the server stopped: reserved from now on
@@ -1246,6 +1263,7 @@ class SqliteBackend(MemoryBackend):
                 continue
             record = _Name(shown, digest)
             record.holds, record.expires, record.forward = 0, expires, forward
+            record.away = away
             names[key] = record
             state.reserved.append((expires, shown))
         state.reserved = deque(sorted(state.reserved))

@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from chat_protocol import admin, admin_client
 from chat_protocol.close import CloseCode
+from chat_protocol.v2 import away as v2_away
 from chat_protocol.v2 import read_up_to
 from chat_server.backends import sqlite
 from chat_server.backends.sqlite import SqliteBackend
@@ -437,7 +438,9 @@ async def test_a_database_of_the_first_schema_is_read(tmp_path: Path) -> None:
     finally:
         server.stop()
     with sqlite3.connect(db) as con:
-        assert con.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("2",)
+        assert con.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == (
+            str(sqlite.SCHEMA_VERSION),
+        )
 
 
 async def test_history_beyond_the_window_is_read_from_disk(tmp_path: Path) -> None:
@@ -544,3 +547,49 @@ def test_the_default_file_is_in_the_servers_state_directory(
     monkeypatch.setenv("CHAT_SERVER_STATE_DIR", str(tmp_path))
     assert sqlite.database_path("sqlite://", 8123) == tmp_path / "chat-8123.db"
     assert sqlite.database_path("sqlite:///srv/chat.db", 8123) == Path("/srv/chat.db")
+
+
+async def test_an_away_message_is_kept_across_a_restart(tmp_path: Path) -> None:
+    """Away, then the server stopped and started: the name came back, its away message did
+    not (the listings, and a direct message's "is away" answer, said nothing; found by a
+    new-user run)."""
+    db = tmp_path / "chat.db"
+    server = embedded(db)
+    port = server.port
+    url = server.chat_url("afk")
+    try:
+        alice = await join_v2(url)
+        await alice.ws.send(v2_away("gone fishing"))
+        wait_until(
+            lambda: server.get_json("/rooms/afk").get("away") == {alice.name: "gone fishing"},
+            what="the away message in the listing",
+        )
+        await alice.close()
+    finally:
+        server.stop()
+    server = embedded(db, port)
+    try:
+        back = await join_v2(url, resume_query(alice))
+        assert back.name == alice.name
+        assert server.get_json("/rooms/afk")["away"] == {alice.name: "gone fishing"}
+        await back.close()
+    finally:
+        server.stop()
+
+
+def test_a_database_of_the_second_schema_gets_the_away_column(tmp_path: Path) -> None:
+    """Schema 2 (no away messages): its names are read, and kept with room for one."""
+    db = tmp_path / "chat.db"
+    with sqlite3.connect(db) as con:
+        con.executescript(sqlite._SCHEMA.replace("forward TEXT, away TEXT", "forward TEXT"))
+        con.execute("INSERT INTO meta VALUES ('schema', '2')")
+        con.execute("INSERT INTO names VALUES ('alice', 'Alice', 'digest', 0.0, NULL)")
+    db.chmod(0o600)
+    database = sqlite._Database(db)
+    database.open()
+    try:
+        assert database.load(10)["names"] == [("alice", "Alice", "digest", 0.0, None, None)]
+    finally:
+        database.close()
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("3",)
