@@ -9,6 +9,7 @@ import asyncio
 import secrets
 import shutil
 import signal
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -518,23 +519,24 @@ async def test_the_window_is_what_memory_keeps(tmp_path: Path) -> None:
 
 
 async def test_a_fast_sender_is_not_taken_for_a_slow_consumer(tmp_path: Path) -> None:
-    """A client sends as fast as it can while it reads as fast as it can: a transaction holds
-    many of its messages, whose echoes must not all land in its queue in one turn of the loop
-    (it was closed 1008 "slow consumer" although it read everything at once)."""
+    """A client sends as fast as it can: a transaction then holds many of its messages, whose
+    echoes must not all land in its queue in one turn of the loop (it was closed 1008 "slow
+    consumer" although it took everything at once). Its socket takes in 4 MiB, so that only
+    the server's handing out decides, not how soon this loaded test process reads."""
     server = start_server(
-        rate_limit=0, broker_url=f"sqlite://{tmp_path / 'chat.db'}", send_buffer=256 * 1024
+        rate_limit=0, broker_url=f"sqlite://{tmp_path / 'chat.db'}", send_buffer=64 * 1024
     )
     try:
-        sender = await join_v2(server.chat_url("fast"))
-        texts = [f"{n:03d} " + "x" * 4000 for n in range(300)]  # 1.2 MB, 5 send buffers
-        # Reading while it sends: one that read only once all was sent would be a slow
-        # consumer (its echoes wait for it), once past what the kernels hold.
-        reading = asyncio.create_task(
-            sender.recv_until(lambda f: f["type"] == "message" and f["text"] == texts[-1], 30)
-        )
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.connect(("127.0.0.1", server.port))
+        sender = await join_v2(server.chat_url("fast"), sock=sock)
+        texts = [f"{n:03d} " + "x" * 4000 for n in range(300)]  # 1.2 MB, 19 send buffers
         for n, text in enumerate(texts):
             await sender.send(text, f"f{n}")
-        frames = await reading
+        frames = await sender.recv_until(
+            lambda f: f["type"] == "message" and f["text"] == texts[-1], timeout=30
+        )
         said = [f["text"] for f in frames if f["type"] == "message"]
         assert said == texts
         await sender.close()
