@@ -244,7 +244,7 @@ class Room(Observable):
         person = self.people.get(name)
         if person is not None:
             person.away = message
-        self._note(notes.AwayChanged(name, message, name == self.me), when)
+        self._note(notes.AwayChanged(name, message, name == self.me), when, EntryKind.NOTICE)
         self.changed()
 
     def away_of(self) -> dict[str, str]:
@@ -519,7 +519,8 @@ class Room(Observable):
             self._own_names.add(new)
             self.scrollback.restyle()  # what the log picks out as ours depends on the name
         said = notes.NickChanged(old, new, ours).text
-        self._add(Entry(EntryKind.STATUS, said, when, quiet=quiet))
+        # The server's notice, logged as the room's (it was said on screen only).
+        self._add(Entry(EntryKind.NOTICE, said, when, quiet=quiet))
         self.changed()
 
     def name_refused(self, asked: str, reason: str, now: datetime) -> None:

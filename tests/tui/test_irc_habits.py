@@ -11,6 +11,8 @@ from typing import Any
 
 from chat_protocol.query import JoinRequest, join_query
 from chat_protocol.v1 import format_message
+from chat_protocol.v2 import away as v2_away
+from chat_protocol.v2 import change_nick as v2_nick
 from chat_testing.servers import RunningServer
 from chat_testing.waits import wait_until
 from chat_tui.app import ChatApp
@@ -219,3 +221,26 @@ async def test_a_first_direct_message_is_logged_and_notifies(
             await alice.close()
     logged = next(tmp_path.glob(f"*/{conversation}/*.log")).read_text()
     assert f"{alice.name} :: a private note" in logged
+
+
+async def test_renames_and_away_notices_are_logged(
+    shared_server: RunningServer, tmp_path: Path
+) -> None:
+    """ "X is now known as Y" and "X is away: ..." were on screen only: /grep and the files
+    had none of them (found by a new-user run)."""
+    room = room_name("notices")
+    app = app_logging(shared_server, tmp_path, room, joins="all")
+    async with app.run_test(size=SIZE) as pilot:
+        await joined(pilot, app, room)
+        other = await join_v2(shared_server.chat_url(room))
+        new = "Nia" + room[-6:]
+        try:
+            await other.ws.send(v2_nick(new))
+            await until(pilot, lambda: in_log(app, f"{other.name} is now known as {new}"), "nick")
+            await other.ws.send(v2_away("lunch time"))
+            await until(pilot, lambda: in_log(app, f"{new} is away: lunch time"), "away")
+        finally:
+            await other.close()
+    logged = next(tmp_path.glob(f"*/{room}/*.log")).read_text()
+    assert f"{other.name} is now known as {new}" in logged, logged
+    assert f"{new} is away: lunch time" in logged, logged
