@@ -22,7 +22,7 @@ from chat_testing.servers import RunningServer
 from chat_tui.app import ChatApp
 from chat_tui.connection import RoomConnection
 from chat_tui.screens.help import HelpScreen
-from tests.server.wsclients import join
+from tests.server.wsclients import Member, join
 from tests.tui.app_helpers import (
     SIZE,
     MaxRandom,
@@ -491,6 +491,15 @@ async def test_join_of_a_joined_room_switches_to_it(shared_server: RunningServer
         assert len(sidebar_lines(app)) == 2
 
 
+async def scrolled_up_after_80_lines(pilot: Any, app: ChatApp, peer: Member) -> None:
+    """80 lines from ``peer``, then two pages up: the newest out of sight."""
+    for n in range(80):
+        await peer.ws.send(f"line {n:02d}")
+    await until(pilot, lambda: in_log(app, "line 79"), "the last line")
+    await pilot.press("pageup", "pageup")
+    await until(pilot, lambda: not in_log(app, "line 79"), "scrolled up")
+
+
 async def test_pageup_and_pagedown_in_the_app(shared_server: RunningServer) -> None:
     room = room_name()
     app = make_app(shared_server, room)
@@ -498,11 +507,7 @@ async def test_pageup_and_pagedown_in_the_app(shared_server: RunningServer) -> N
         await joined(pilot, app, room)
         peer = await join(shared_server.chat_url(room))
         try:
-            for n in range(80):
-                await peer.ws.send(f"line {n:02d}")
-            await until(pilot, lambda: in_log(app, "line 79"), "the last line")
-            await pilot.press("pageup", "pageup")
-            await until(pilot, lambda: not in_log(app, "line 79"), "scrolled up")
+            await scrolled_up_after_80_lines(pilot, app, peer)
             await peer.ws.send("while away")
             await until(pilot, lambda: "1 new message " in unseen_line(app), "counted")
             await pilot.press("pagedown", "pagedown", "pagedown")
@@ -523,11 +528,7 @@ async def test_a_commands_answer_is_shown_when_the_log_was_scrolled_up(
         await joined(pilot, app, room)
         peer = await join(shared_server.chat_url(room))
         try:
-            for n in range(80):
-                await peer.ws.send(f"line {n:02d}")
-            await until(pilot, lambda: in_log(app, "line 79"), "the last line")
-            await pilot.press("pageup", "pageup")
-            await until(pilot, lambda: not in_log(app, "line 79"), "scrolled up")
+            await scrolled_up_after_80_lines(pilot, app, peer)
             await send(pilot, "/who")
             await until(pilot, lambda: in_log(app, f"members of {room} (2)"), "the answer")
         finally:
