@@ -90,6 +90,7 @@ class _Layout:
     style_generation: int = -1
     # Where the view was when this scrollback was last shown.
     following: bool = True
+    revealed: Entry | None = None  # the "new messages" marker last brought into view
     anchor: tuple[int, int] | None = None  # (entry, row within it) at the top of the view
     unseen: int = 0
 
@@ -383,7 +384,9 @@ class MessageLog(ScrollView, can_focus=True):
                 # Counted as they come, but no more than the scrollback still holds: what
                 # was dropped from its top can no longer be shown.
                 self.unseen = min(self.unseen + unseen, len(scrollback))
-        if restore:
+        if restore or (scrollback.marker is not None and scrollback.marker is not layout.revealed):
+            # Entering the room, or a divider set while it is shown (the unread of a start,
+            # which come with the welcome): shown on top, not left a screen or more above.
             self._reveal_marker(layout, scrollback)
         if self._search is not None:
             self._search.update(scrollback)
@@ -511,6 +514,7 @@ class MessageLog(ScrollView, can_focus=True):
         index = scrollback.index_of(marker)
         if index is None:
             return
+        layout.revealed = marker
         row = layout.starts[index - layout.base] - layout.top
         if row >= round(self.scroll_y):
             return  # on screen already

@@ -71,3 +71,39 @@ async def test_a_restart_shows_unread_and_the_divider_where_the_user_stopped(
     finally:
         await peer_here.close()
         await peer_there.close()
+
+
+async def test_more_than_a_screen_unread_at_a_start_opens_at_the_divider(
+    shared_server: RunningServer, tmp_path: Path
+) -> None:
+    """More than a screen said while the app was not running: the log opened at the newest,
+    with the divider far above and nothing to say so; switching rooms went to the divider
+    (found by a new-user run)."""
+    here = room_name("more")
+    store = TokenStore(tmp_path / "state" / TOKENS_FILE)
+    peer = await join(shared_server.chat_url(here))
+    try:
+        first = make_app(shared_server.ws_url, here, token_store=store)
+        async with first.run_test(size=SIZE) as pilot:
+            await joined(pilot, first, here)
+            await peer.ws.send("read before")
+            await until(pilot, lambda: in_log(first, "read before"), "seen")
+            room = first.controller.rooms[here]
+            await until(pilot, lambda: room.read_reported >= 1, "the read reported")
+            await pilot.press("ctrl+q")
+            await until(pilot, lambda: not first.is_running, "the app to exit")
+        for n in range(60):
+            await peer.ws.send(f"while away {n:02d}")
+
+        again = make_app(shared_server.ws_url, here, token_store=store, history=100)
+        async with again.run_test(size=SIZE) as pilot:
+            await joined(pilot, again, here)
+            await until(
+                pilot,
+                lambda: any(DIVIDER_TEXT in line for line in screen_lines(again)),
+                "the divider on screen",
+            )
+            assert row(again, DIVIDER_TEXT) < row(again, "while away 00")
+            assert not in_log(again, "while away 59")  # below: the newest are counted
+    finally:
+        await peer.close()
