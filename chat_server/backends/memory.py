@@ -205,14 +205,24 @@ class _State:
             return
         if state.ring is not None:
             self.weigh(room, state)  # what idle rooms keep is counted exactly
+        self.mark_idle(room, state)
+        self.forget_idle()
+
+    def mark_idle(self, room: str, state: _Room) -> None:
+        """``room`` is kept without members (with ``idle_silent`` if nothing was said in it)."""
         self.idle[room] = None
         if state.offset == 0:
             self.idle_silent[room] = None
-        self.forget_idle()
+
+    def unmark_idle(self, room: str) -> None:
+        """``room`` is idle no longer (entered again, or forgotten)."""
+        self.idle.pop(room, None)
+        self.idle_silent.pop(room, None)
 
     def forget_idle(self, until_within: bool = False) -> None:
-        """Idle rooms past the bound or the ttl are forgotten, the longest idle first (with
-        ``until_within``, also until every history is within its total bound)."""
+        """Idle rooms past the bound or the ttl are forgotten: past the bound those where
+        nothing was said first, then the longest idle (with ``until_within``, also until
+        every history is within its total bound)."""
         idle, silent, rooms = self.idle, self.idle_silent, self.rooms
         limit = self.settings.history_rooms
         expired = _now() - self.settings.history_ttl
@@ -224,8 +234,7 @@ class _State:
                 over = until_within and self.kept_bytes > self.total_bound
                 if len(idle) <= limit and rooms[room].touched >= expired and not over:
                     break
-            del idle[room]
-            silent.pop(room, None)
+            self.unmark_idle(room)
             self.forget(room)
 
     def live_room(self, room: str) -> _Room | None:
@@ -233,8 +242,7 @@ class _State:
         state = self.rooms.get(room)
         expired = _now() - self.settings.history_ttl
         if state is not None and room in self.idle and state.touched < expired:
-            del self.idle[room]
-            self.idle_silent.pop(room, None)
+            self.unmark_idle(room)
             self.forget(room)
             return None
         return state
@@ -345,8 +353,7 @@ class MemoryChannels(ChannelBackend):
         shared = self._state
         if state is not None and room in shared.idle:
             state = shared.live_room(room)
-            shared.idle.pop(room, None)
-            shared.idle_silent.pop(room, None)
+            shared.unmark_idle(room)
         if state is None:
             state = shared.rooms[room] = self._new_room()
         if name in state.members:

@@ -81,8 +81,9 @@ log = logging.getLogger("chat_server.sqlite")
 _MESSAGE = EventKind.MESSAGE
 
 DEFAULT_FILE: Final = "chat-{port}.db"
-# 2: history appended in write order (table said), trimmed by sweeps; a database of schema 1
-# (table chunks, one region per room) is converted at its first start.
+# 2: history appended in write order (table said), trimmed by sweeps; 3: a name's away message.
+# A database of schema 1 (table chunks, one region per room) or 2 is converted at its first
+# start.
 SCHEMA_VERSION: Final = 3
 # Stopping: how long the last changes may take to be written.
 CLOSE_WAIT: Final = 5.0
@@ -1247,9 +1248,7 @@ class SqliteBackend(MemoryBackend):
                     _remember(kept, nonce, (number, at))
             channels._epochs[room] = epoch
             state.rooms[room] = kept
-            state.idle[room] = None  # nobody is in it after a start
-            if kept.offset == 0:
-                state.idle_silent[room] = None
+            state.mark_idle(room, kept)  # nobody is in it after a start
             if kept.ring is not None:
                 state.weigh(room, kept)
         names: _Tracked = state.names  # type: ignore[assignment]

@@ -82,6 +82,16 @@ PARSE_SLICE = 16 * 1024
 
 log = logging.getLogger("chat_server")
 
+
+def _set_socket_option(transport: Any, option: int, value: int | bytes) -> None:
+    """A socket-level option of the transport's socket, if it has one that takes it (a
+    closed socket, or another transport, goes without)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, option, value)
+
+
 _BAD_REQUEST_TEXT = b"not a valid WebSocket upgrade request\n"
 _BAD_REQUEST = (
     b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -149,10 +159,7 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
+        _set_socket_option(transport, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
         # Upgraded from the guarded HTTP protocol: its client (a PROXY header's address).
         if http_guard.upgrading_client is not None:
             self.client = http_guard.upgrading_client
@@ -377,10 +384,7 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
         """Drop the connection and what is queued for it, the kernel's part too (a reset):
         aborting only drops this process's buffer, and the kernel would go on trying to
         send its own (up to a few MiB) to a peer that does not read, long after."""
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        _set_socket_option(self.transport, socket.SO_LINGER, _RESET_ON_CLOSE)
         self.transport.abort()
 
     def keepalive_timeout(self) -> None:
