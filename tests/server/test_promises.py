@@ -192,9 +192,14 @@ async def _post_big(url: str, count: int) -> str:
     """``count`` messages of 16 KiB from a member that then leaves; returns its name."""
     sender = await join_v2(url)
     try:
+        # Reading its echoes while it sends, as a client does: one that read only once all
+        # was sent would be a slow consumer past what the kernels and the send buffer hold.
+        echoed = asyncio.create_task(
+            sender.recv_until(lambda f: f.get("nonce") == f"b{count - 1}", timeout=30)
+        )
         for n in range(count):
             await sender.send(f"{n:03d}{BIG[3:]}", f"b{n}")
-        await sender.recv_until(lambda f: f.get("nonce") == f"b{count - 1}", timeout=30)
+        await echoed
         return sender.name
     finally:
         await sender.close()
