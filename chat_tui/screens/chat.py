@@ -452,15 +452,16 @@ class ChatScreen(Screen[None]):
         def chosen(result: tuple[Hit, str] | None) -> None:
             hit, found_by = result if result is not None else (None, "")
             if hit is None or hit.entry is None or hit.room not in controller.rooms:
-                self.input_box.focus()
+                self.set_focus(self.input_box)
                 return
-            # The room's own search (ctrl+f) for the query, at the chosen match.
+            # The room's own search (ctrl+f) for the query, at the chosen match, stepping
+            # through the matches as after enter in it: n / N step, typing goes to the box.
             controller.activate(hit.room)
             self._search_at = hit.entry
-            self.search_bar.open()
+            self.search_bar.open(stepping=True)
             self.search_bar.field.value = found_by
 
-        self.app.push_screen(GrepScreen(query, search, context), chosen)
+        self.app.push_screen(GrepScreen(query, search, context, chosen))
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen())

@@ -146,10 +146,11 @@ def from_display(value: str) -> str:
     return value.replace(NEWLINE_MARK, "\n")
 
 
-def hand_over_keys(source: Widget, target: Widget) -> None:
-    """Give the keys still queued for ``source`` to ``target``, in order, before any key that
-    comes after them can reach it (call it as the focus moves to ``target``: the app hands
-    each later key to the focused widget as it takes it)."""
+def hand_over_keys(source: Widget, target: Widget, ahead: Iterable[events.Key] = ()) -> None:
+    """Give the keys still queued for ``source`` to ``target``, in order, after ``ahead``
+    (keys taken from ``source`` earlier) and before any key that comes after them can reach it
+    (call it as the focus moves to ``target``: the app hands each later key to the focused
+    widget as it takes it). ``target`` may be ``source`` itself."""
     # Private: Textual has no public way to take back what was queued for a widget (the next
     # message waits apart, peeked at while the current one runs).
     queue = source._message_queue
@@ -157,11 +158,11 @@ def hand_over_keys(source: Widget, target: Widget) -> None:
     source._pending_message = None
     while not queue.empty():
         waiting.append(queue.get_nowait())
-    for message in waiting:
-        if isinstance(message, events.Key):
-            target.post_message(message)
-        else:
-            queue.put_nowait(message)  # None: the widget is closing
+    others = [message for message in waiting if not isinstance(message, events.Key)]
+    for key in [*ahead, *(message for message in waiting if isinstance(message, events.Key))]:
+        target.post_message(key)
+    for message in others:
+        queue.put_nowait(message)  # None: the widget is closing
 
 
 class InOrderInput(Input):

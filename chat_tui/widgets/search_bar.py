@@ -71,9 +71,10 @@ class SearchBar(Horizontal, can_focus=True):
     def query(self) -> str:
         return self.field.value
 
-    def open(self) -> None:
+    def open(self, *, stepping: bool = False) -> None:
+        """Show the bar, in its field, or stepping through the matches."""
         self.display = True
-        self._focus(self.field)
+        self._focus(self if stepping else self.field)
 
     def show_result(self, position: int, count: int) -> None:
         self.query_one("#search-result", Static).update(result_text(self.query, position, count))

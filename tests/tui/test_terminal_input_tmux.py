@@ -159,6 +159,38 @@ def test_keys_in_the_same_read_as_the_switchers_enter_go_to_the_chosen_room(
     assert "hello from a burst" not in screen, screen  # the line was said in the first room
 
 
+def test_keys_in_the_same_read_as_the_search_everywhere_enters_go_to_the_matchs_room(
+    shared_server: RunningServer, tmux: Tmux
+) -> None:
+    """``send-keys C-g WORD Enter Enter hello Enter`` (one write): the enters were taken after
+    the keys behind them, so the dialog searched again for "WORDhello" and showed nothing.
+    The second enter waits for the matches and opens the newest in its room, stepping through
+    the matches (n goes older); the keys after it go there, in order."""
+    room, _ = start(tmux, shared_server)
+    word = f"zebra{uuid.uuid4().hex[:6]}"
+    tmux.keys(f"older {word}", "Enter", f"newer {word}", "Enter")
+    tmux.wait_for(lambda s: f"newer {word}" in s and input_text(s) == EMPTY_INPUT, "said")
+    other = f"input-{uuid.uuid4().hex[:8]}"
+    tmux.keys("C-k", other, "Enter")
+    tmux.wait_for(lambda s: f"#{other} " in status_row(s), f"in {other}", timeout=STARTUP)
+    tmux.keys("C-g", word, "Enter", "Enter", "n")
+    screen = tmux.wait_for(lambda s: f"#{room} " in status_row(s), "the match's room")
+    screen = tmux.wait_for(lambda s: "2 of 2" in search_row(s), "n: the older match")
+    assert search_query(screen) == word, screen
+    tmux.keys("hello after the search")  # typing leaves the search (see the next test)
+    screen = tmux.wait_for(lambda s: input_text(s) == "hello after the search", "typed")
+    assert not search_row(screen), screen
+    tmux.keys("Enter")
+    screen = tmux.wait_for(
+        lambda s: "hello after the search" in s and input_text(s) == EMPTY_INPUT, "sent"
+    )
+    assert tmux.exit_status() is None, screen
+    # A search that finds nothing keeps the dialog, with what was typed after the enter.
+    tmux.keys("C-g", f"nothing{word}", "Enter", "Enter", "XY")
+    tmux.wait_for(lambda s: f"0 matches for 'nothing{word}'" in s, "no matches")
+    tmux.wait_for(lambda s: f"nothing{word}XY" in s, "the keys after it in the field")
+
+
 def test_typing_while_stepping_through_matches_goes_back_to_the_message_box(
     shared_server: RunningServer, tmux: Tmux
 ) -> None:
