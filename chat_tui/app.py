@@ -142,7 +142,12 @@ class ChatApp(App[None]):
             store = None
         # Logs on disk; a failure is said once, from the logbook's thread, in the app's loop.
         self.logbook = (
-            Logbook(logs_root or default_logs_dir(), config.server, on_error=self._log_failed)
+            Logbook(
+                logs_root or default_logs_dir(),
+                config.server,
+                on_error=self._log_failed,
+                on_notice=self._log_status,
+            )
             if config.log
             else None
         )
@@ -187,12 +192,18 @@ class ChatApp(App[None]):
             )
 
     def _log_failed(self, message: str) -> None:
+        self._from_logbook(EntryKind.ERROR, message)
+
+    def _log_status(self, message: str) -> None:
+        self._from_logbook(EntryKind.STATUS, message)
+
+    def _from_logbook(self, kind: EntryKind, message: str) -> None:
         """From the logbook's thread: said in the app's loop, without waiting for it (the app
         may be closing the logbook meanwhile)."""
         loop = self._running_loop
         if loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
-                loop.call_soon_threadsafe(self.controller.say, EntryKind.ERROR, message)
+                loop.call_soon_threadsafe(self.controller.say, kind, message)
 
     def on_unmount(self) -> None:
         if self.logbook is not None:

@@ -20,21 +20,31 @@ entry to a bounded queue; a daemon thread formats the lines and does the disk I/
 time (it lets a burst gather for up to :data:`GATHER` seconds, so that a flood wakes it a few
 times a second rather than for every message). The first OSError
 (a full disk, an unwritable directory) is reported once and logging stops for the session.
+
+Two apps of one user in the same room (two terminals, the same data directory) see the same
+lines: one of them writes the room's files, the one holding the room's lock (an ``flock`` on
+``ROOM/.lock``, taken as it writes, kept while it goes on writing and let go after
+:data:`CLAIM_IDLE` seconds without a line), so that each line is there once, not twice. The
+other says so once and tries again at each of its later lines of the room: it takes over when
+the first has left the room or quit.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import math
 import os
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
 from typing import Final, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from chat_protocol.text import STRIPPED_CHARACTERS
 
@@ -48,6 +58,8 @@ SUFFIX: Final = ".log"
 DAY_FORMAT: Final = "%Y-%m-%d"
 MAX_QUEUED: Final = 10_000
 GATHER: Final = 0.1  # seconds the writer waits for more once an entry is queued
+CLAIM_IDLE: Final = 30.0  # seconds without a line of a room before its lock is let go
+LOCK_FILE: Final = ".lock"
 FILE_MODE: Final = 0o600
 DIR_MODE: Final = 0o700
 
@@ -143,6 +155,8 @@ class Logbook:
     passes ``lambda message: app.call_from_thread(app.notify, message)`` (or similar). It is
     called at most once for a failure (after which nothing more is written this session) and
     at most once for lines dropped because the queue was full (logging goes on).
+    ``on_notice(message)`` (from the same thread; ``on_error`` if not given) is told once per
+    room that another app is writing it.
     """
 
     def __init__(
@@ -151,11 +165,13 @@ class Logbook:
         server: str,
         *,
         on_error: Callable[[str], None],
+        on_notice: Callable[[str], None] | None = None,
         max_queued: int = MAX_QUEUED,
     ) -> None:
         self.root = root
         self.directory = root / server_dirname(server)
         self._on_error = on_error
+        self._on_notice = on_notice or on_error
         # (room, time, kind, sender, text): formatted by the writer.
         self._queue: deque[tuple[str, datetime, str, str | None, str]] = deque()
         self._max_queued = max_queued
@@ -169,6 +185,10 @@ class Logbook:
         self._drop_reported = False
         self._thread: threading.Thread | None = None
         self._known_dirs: set[Path] = set()
+        # The writer's alone: the rooms whose lock it holds (room dir -> the lock's descriptor,
+        # when it last wrote there), and those another app was found writing.
+        self._claims: dict[str, tuple[int, float]] = {}
+        self._others: set[str] = set()
 
     @property
     def failed(self) -> bool:
@@ -242,9 +262,11 @@ class Logbook:
                 self._lock.notify_all()  # flush() waiters
                 while not self._queue and not self._closing:
                     self._idle = True
-                    self._lock.wait()
+                    self._lock.wait(self._next_release())
+                    self._release_claims(time.monotonic() - CLAIM_IDLE)
                 self._idle = False
                 if not self._queue:  # closing, and everything is written
+                    self._release_claims(math.inf)
                     return
                 # A burst comes as many entries within milliseconds: one batch for all of it
                 # (or for the first eighth of the queue's bound, which the writer then has
@@ -282,10 +304,58 @@ class Logbook:
             moment = local(when)
             lines = format_entry(moment, kind, sender, text)
             groups.setdefault((folder, moment.date()), []).append(lines)
+        now = time.monotonic()
         for (room, day), chunks in groups.items():
             folder = self.directory / room
+            if not self._claim(room, folder, now):
+                continue
             path = folder / (day.strftime(DAY_FORMAT) + SUFFIX)
             self._append(folder, path, "".join(chunks).encode("utf-8", "replace"))
+        self._release_claims(now - CLAIM_IDLE)
+
+    def _claim(self, room: str, folder: Path, now: float) -> bool:
+        """Whether this app writes ``room``'s files now: it holds the room's lock, or took it."""
+        claim = self._claims.get(room)
+        if claim is not None:
+            self._claims[room] = (claim[0], now)
+            return True
+        if folder not in self._known_dirs:
+            self._make_dirs(folder)
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if room not in self._others:
+                self._others.add(room)
+                name = unquote(room)
+                shown = name if name.startswith("@") else f"#{name}"
+                with contextlib.suppress(Exception):
+                    self._on_notice(
+                        f"logs: another chat-tui on this machine is logging {shown}; this "
+                        "one takes over when it leaves or quits"
+                    )
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        self._claims[room] = (fd, now)
+        return True
+
+    def _next_release(self) -> float | None:
+        """Seconds until the oldest lock held is to be let go (None: none is held)."""
+        if not self._claims:
+            return None
+        oldest = min(used for _, used in self._claims.values())
+        return max(0.0, oldest + CLAIM_IDLE - time.monotonic())
+
+    def _release_claims(self, before: float) -> None:
+        """Let go of the locks of the rooms last written before ``before``."""
+        for room, (fd, used) in list(self._claims.items()):
+            if used < before:
+                del self._claims[room]
+                with contextlib.suppress(OSError):
+                    os.close(fd)  # the lock goes with the descriptor
 
     def _append(self, folder: Path, path: Path, data: bytes) -> None:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
@@ -324,6 +394,7 @@ class Logbook:
     def _fail(self, error: OSError) -> None:
         where = f"{error.filename}: " if error.filename else ""
         reason = error.strerror or str(error)
+        self._release_claims(math.inf)
         with self._lock:
             self._failed = True
             self._queue.clear()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import random
 import select
+import shutil
 import stat
 import threading
 import time
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from chat_tui import logbook as logbook_module
 from chat_tui.grep import Hit, context, merge, parse_line, search_live, search_logs
 from chat_tui.logbook import (
     CONTINUATION,
@@ -190,11 +193,82 @@ def test_a_removed_directory_is_made_again(book: Logbook, tmp_path: Path) -> Non
     book.write("lobby", DAY, "message", "a", "one")
     assert book.flush()
     path = day_file(tmp_path / "logs")
-    path.unlink()
-    path.parent.rmdir()
+    shutil.rmtree(path.parent)
     book.write("lobby", DAY, "message", "a", "two")
     assert book.flush()
     assert path.read_text() == "14:02:11 a :: two\n"
+
+
+def test_two_apps_in_one_room_write_each_line_once(tmp_path: Path) -> None:
+    """Two chat-tui of one user in the same room (two terminals, one data directory) wrote
+    every line twice. The first to write a room logs it; the other says so once and still
+    logs its own rooms."""
+    root = tmp_path / "logs"
+    told = Errors()
+    first = Logbook(root, SERVER, on_error=Errors())
+    second = Logbook(root, SERVER, on_error=Errors(), on_notice=told)
+    try:
+        first.write("lobby", DAY, "message", "a", "one")
+        assert first.flush()
+        for book in (first, second):  # both see the same lines
+            book.write("lobby", DAY, "message", "a", "two")
+            book.write("lobby", DAY, "message", "a", "three")
+            assert book.flush()
+        second.write("hall", DAY, "message", "b", "only here")
+        assert second.flush()
+        assert day_file(root).read_text() == (
+            "14:02:11 a :: one\n14:02:11 a :: two\n14:02:11 a :: three\n"
+        )
+        assert day_file(root, "hall").read_text() == "14:02:11 b :: only here\n"
+        assert told.messages == [
+            "logs: another chat-tui on this machine is logging #lobby; this one takes over "
+            "when it leaves or quits"
+        ]
+        # The first quits: the second writes the room from its next line on.
+        first.close()
+        second.write("lobby", DAY, "message", "a", "four")
+        assert second.flush()
+        assert day_file(root).read_text().endswith("14:02:11 a :: three\n14:02:11 a :: four\n")
+        assert len(told.messages) == 1
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_room_left_idle_is_let_go_for_another_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An app that stops writing a room (it left it, or went quiet while running) lets its
+    lock go after CLAIM_IDLE seconds, without a line to wake it: another app in the room then
+    logs it."""
+    monkeypatch.setattr(logbook_module, "CLAIM_IDLE", 0.05)
+    root = tmp_path / "logs"
+    first = Logbook(root, SERVER, on_error=Errors())
+    second = Logbook(root, SERVER, on_error=Errors(), on_notice=Errors())
+    try:
+        first.write("lobby", DAY, "message", "a", "one")
+        assert first.flush()
+        lock = day_file(root).parent / ".lock"
+
+        def free() -> bool:
+            fd = os.open(lock, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            finally:
+                os.close(fd)  # and the lock with it
+            return True
+
+        assert not free()
+        wait_until(free, "the idle room's lock let go")
+        second.write("lobby", DAY, "message", "a", "two")
+        assert second.flush()
+        assert day_file(root).read_text() == "14:02:11 a :: one\n14:02:11 a :: two\n"
+        assert oct(os.stat(lock).st_mode & 0o777) == "0o600"
+    finally:
+        first.close()
+        second.close()
 
 
 @pytest.mark.parametrize(
