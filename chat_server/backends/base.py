@@ -24,7 +24,8 @@ Contract every backend keeps:
 * **A message is in history if and only if it was published**, in the same atomic step:
   history is what was delivered live, with the same offsets. A message whose nonce the room
   already published for the same token (among that token's last ``DEDUP_PER_TOKEN`` nonces
-  in the room, and the room's last ``DEDUP_PER_ROOM``) is not published again.
+  in the room, within ``DEDUP_PER_ROOM`` of the room's in all, the heaviest token's oldest
+  forgotten first) is not published again.
 * **A name joins a room once.** A join of a name already present in the room (the same token
   from a newer connection) first publishes the old connection's leave, with the text
   ``events.REPLACED``; that connection's later messages and leave publish nothing (they carry
@@ -164,8 +165,9 @@ def governed_from_json(data: str | bytes) -> Governed:
 
 
 # Nonces remembered per room for exactly-once: each token's last DEDUP_PER_TOKEN sends with a
-# nonce (so that others' sends cannot age them out), and at most DEDUP_PER_ROOM in all (the
-# oldest go first).
+# nonce (so that others' sends cannot age them out), and at most DEDUP_PER_ROOM in all (past
+# it, the oldest of the token holding the most go first: a flood of many tokens makes its own
+# tokens forget, not a quiet member).
 DEDUP_PER_TOKEN = 1000
 DEDUP_PER_ROOM = 20_000
 # Read positions (token, room) the memory broker keeps at most (the least recently read go).

@@ -45,8 +45,8 @@ from chat_server.backends.base import (
     RuleKind,
     RulesFull,
     Settled,
-    dedup_token,
 )
+from chat_server.backends.nonces import RoomNonces
 from chat_server.events import (
     REPLACED,
     SIGNALS,
@@ -109,7 +109,6 @@ class _Room:
         "offset",
         "ring",
         "serial",
-        "token_nonces",
         "touched",
     )
 
@@ -124,8 +123,7 @@ class _Room:
         )
         self.kept_bytes = 0  # of the ring's messages when last weighed (see _State.weigh)
         self.added = 0  # characters of messages added since
-        self.nonces: dict[str, tuple[int, float]] = {}  # de-duplication key -> (offset, time)
-        self.token_nonces: dict[str, deque[str]] = {}  # token -> its keys, oldest first
+        self.nonces = RoomNonces()  # de-duplication key -> (offset, time)
         self.touched = _now()
 
 
@@ -373,24 +371,9 @@ class MemoryChannels(ChannelBackend):
 
 
 def _remember(state: _Room, key: str, landed: tuple[int, float]) -> None:
-    """Keep a published nonce: its token keeps its last DEDUP_PER_TOKEN, the room its last
-    DEDUP_PER_ROOM (the oldest go first)."""
-    nonces = state.nonces
-    nonces[key] = landed
-    token = dedup_token(key)
-    own = state.token_nonces.get(token)
-    if own is None:
-        own = state.token_nonces[token] = deque()
-    own.append(key)
-    if len(own) > DEDUP_PER_TOKEN:
-        nonces.pop(own.popleft(), None)
-    if len(nonces) > DEDUP_PER_ROOM:
-        oldest = next(iter(nonces))
-        del nonces[oldest]
-        theirs = state.token_nonces[dedup_token(oldest)]
-        theirs.popleft()  # a token's keys are in the room's order: the oldest is its first
-        if not theirs:
-            del state.token_nonces[dedup_token(oldest)]
+    """Keep a published nonce (``nonces.RoomNonces``: its token's last DEDUP_PER_TOKEN, the
+    room's DEDUP_PER_ROOM, the heaviest token's oldest forgotten first)."""
+    state.nonces.remember(key, landed, DEDUP_PER_TOKEN, DEDUP_PER_ROOM)
 
 
 class MemoryHistory(History):

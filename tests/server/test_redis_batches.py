@@ -106,7 +106,7 @@ async def test_a_loop_iteration_s_events_for_a_room_are_one_call_each_numbered(
     assert stored is not None and [m.text for m in stored] == ["m0", "m1", "m3", "m4"]
     # The room's keys expire (set once per eighth of their ttl, not per event).
     client = redis_server.client()
-    for key in ("seq", "history", "nonces", "nonce-order"):
+    for key in ("seq", "history", "nonces", "nonce-tokens"):
         assert client.ttl(f"chat:room:batched:{key}") > 0, key
 
     # A member not present (a stale ref) is refused in the same call as the others' events.

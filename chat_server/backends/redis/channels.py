@@ -50,7 +50,7 @@ def room_event_keys(layout: keys.Layout, room: str) -> tuple[str, ...]:
         sequence if layout.cluster else layout.rooms,
         layout.room_history(room),
         layout.room_nonces(room),
-        layout.room_nonce_order(room),
+        layout.room_nonce_tokens(room),
         sequence if layout.cluster else layout.idle_rooms,
     )
 
@@ -364,7 +364,7 @@ class RedisChannels(ChannelBackend):
                         layout.room_sequence(idle_room),
                         layout.room_history(idle_room),
                         layout.room_nonces(idle_room),
-                        layout.room_nonce_order(idle_room),
+                        layout.room_nonce_tokens(idle_room),
                         layout.room_presence(idle_room),
                     ],
                     [],
@@ -390,7 +390,7 @@ class RedisChannels(ChannelBackend):
             parts = self._room_cache[room] = (
                 b"".join(map(encode_bulk, room_event_keys(layout, room))),
                 encode_bulk(layout.room_channel(room)) + encode_bulk(room),
-                encode_bulk(layout.room_nonce_order(room)),
+                encode_bulk(layout.room_nonce_tokens(room)),
                 sequence,
             )
         return parts

@@ -193,10 +193,10 @@ class Layout:
         time"."""
         return self._room(room) + ":nonces"
 
-    def room_nonce_order(self, room: str) -> str:
-        """List: the same keys, oldest first (the oldest is forgotten past the room's
-        window)."""
-        return self._room(room) + ":nonce-order"
+    def room_nonce_tokens(self, room: str) -> str:
+        """Sorted set: the key of each token's list (``room_token_nonces``), scored by how many
+        it holds (past the room's window, the heaviest's oldest is forgotten first)."""
+        return self._room(room) + ":nonce-tokens"
 
     def room_token_nonces(self, room: str, token: str) -> str:
         """List: one token's keys in the room, oldest first (forgotten past its own window)."""

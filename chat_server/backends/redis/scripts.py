@@ -33,7 +33,8 @@ end
 # Every event a node has for one room in one turn of its loop, in one call (a publish costs
 # Redis a fraction of a script call, not one each), numbered in the order given.
 # KEYS: 1 sequence, 2 presence, 3 room's node counts, 4 rooms, 5 history (a stream),
-#       6 nonces (hash: key -> "offset time"), 7 nonces in order (a list),
+#       6 nonces (hash: key -> "offset time"), 7 nonces per token (a sorted set: the token's
+#       list's key, scored by its length),
 #       8 rooms without members, by when they emptied (a sorted set); then per event i
 #       (from 0): 9 + 2i the member's node's members, 10 + 2i the sender's token's nonces in
 #       order (a list; for a message with a nonce, else any of the room's keys: unused)
@@ -252,7 +253,7 @@ for i = 0, count - 1 do
             if oldest == room then
               forget = true  -- at the end: this call still numbers and publishes
             elseif redis.call('EXISTS', p .. ':presence') == 0 then
-              redis.call('DEL', p .. ':seq', p .. ':history', p .. ':nonces', p .. ':nonce-order')
+              redis.call('DEL', p .. ':seq', p .. ':history', p .. ':nonces', p .. ':nonce-tokens')
             end
           end
         end
@@ -292,18 +293,36 @@ if room_nonces then
     redis.call('HDEL', KEYS[6], unpack(redis.call('LRANGE', list, 0, n - 1)))
     redis.call('LTRIM', list, n, -1)
   end
-  -- Each token keeps its own last nonces (others' sends cannot age them out), the room its
-  -- last ARGV[9] in all.
+  -- Each token keeps its own last nonces (others' sends cannot age them out); KEYS[7] counts
+  -- them per token. The room keeps ARGV[9] in all: past it, the token holding the most loses
+  -- its oldest first (a flood of many tokens forgets its own, not a quiet member's).
+  if redis.call('EXISTS', KEYS[7]) == 0 then refresh = true end  -- the room's first: new keys
   local per_token = tonumber(ARGV[7])
   for _, token_key in ipairs(token_keys) do
     local mine = token_nonces[token_key]
     local kept = redis.call('RPUSH', token_key, unpack(mine))
-    if kept > per_token then forget(token_key, kept - per_token) end
+    if kept > per_token then
+      forget(token_key, kept - per_token)
+      kept = per_token
+    end
     redis.call('EXPIRE', token_key, ttl + slack)
+    redis.call('ZADD', KEYS[7], kept, token_key)
   end
-  local kept = redis.call('RPUSH', KEYS[7], unpack(room_nonces))
-  if kept == #room_nonces then refresh = true end  -- the room's first: new keys
-  if kept > tonumber(ARGV[9]) then forget(KEYS[7], kept - tonumber(ARGV[9])) end
+  local over = redis.call('HLEN', KEYS[6]) - tonumber(ARGV[9])
+  while over > 0 do
+    local top = redis.call('ZREVRANGE', KEYS[7], 0, 1, 'WITHSCORES')
+    if not top[1] then break end
+    local count = tonumber(top[2])
+    -- Down to the next heaviest's count, not below: the heaviest take turns.
+    local n = math.min(over, count, math.max(1, count - tonumber(top[4] or '0')))
+    forget(top[1], n)
+    if n >= count then
+      redis.call('ZREM', KEYS[7], top[1])
+    else
+      redis.call('ZINCRBY', KEYS[7], -n, top[1])
+    end
+    over = over - n
+  end
 end
 if forget and redis.call('EXISTS', KEYS[2]) == 0 then
   -- This room, empty now, was the idle one past the bound: its sequence goes (the next
