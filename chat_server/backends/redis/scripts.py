@@ -61,9 +61,9 @@ end
 # are any of the room's keys (unused), the nodes' member sets are not kept (a node's rooms
 # are: keys.node_rooms), and the room index and idle rooms are the caller's next step (the
 # directory's slot: ROOM_STATE), told by more values at the end of the reply: 1 if the call
-# made or kept the room occupied by a join, 2 if it emptied it, else 0; the last serial; then
-# node, change for each node whose members here changed (the directory counts them). The
-# events go out with SPUBLISH (the room's sharded channel).
+# made or kept the room occupied by a join, 2 if it emptied it (3: and nothing was said in it),
+# else 0; the last serial; then node, change for each node whose members here changed (the
+# directory counts them). The events go out with SPUBLISH (the room's sharded channel).
 #
 # One PUBLISH carries the call's events (codec.py, v2). History is written here, beside it: a
 # message is in the stream (entry id "{offset}-0") if and only if it was delivered live. A
@@ -268,7 +268,9 @@ local function told(reply)
   -- In a cluster: whether the room is occupied now, for the directory (see above).
   if split then
     local state = 0
-    if occupancy then state = redis.call('EXISTS', KEYS[2]) == 1 and 1 or 2 end
+    if occupancy then
+      state = redis.call('EXISTS', KEYS[2]) == 1 and 1 or (offset > 0 and 2 or 3)
+    end
     reply[#reply + 1], reply[#reply + 2] = state, serial
     for _, n in ipairs(moved) do
       if deltas[n] ~= 0 then reply[#reply + 1], reply[#reply + 2] = n, deltas[n] end
@@ -722,10 +724,12 @@ return 1
 # call's time and last serial, and only a newer one than the last applied counts.
 # KEYS: 1 rooms, 2 rooms without members, 3 the rooms' states, 4 the nodes' member counts.
 # ARGV: 1 room, 2 the call's time (ms, Redis clock), 3 its last serial, 4 '1' occupied, '2'
-# empty, '0' neither, 5 rooms without members whose history is kept at most; then node,
-# change pairs (counts add up in any order: applied whatever the time).
+# empty, '3' empty and nothing was said in it, '0' neither, 5 rooms without members whose
+# history is kept at most; then node, change pairs (counts add up in any order: applied
+# whatever the time).
 # Returns the rooms to forget now (FORGET_ROOM, each in its own slot): past the bound, the
-# room idle longest (one, and one more when the set grew past it).
+# room idle longest (one, and one more when the set grew past it); a room where nothing was
+# said first (score 0): it has no history to lose.
 ROOM_STATE = """
 for i = 6, #ARGV, 2 do
   -- Exactly 0 only: a leave's change may come before its join's (another node's call).
@@ -749,7 +753,7 @@ if ARGV[4] == '1' then
   return {}
 end
 redis.call('ZREM', KEYS[1], room)
-redis.call('ZADD', KEYS[2], t, room)
+redis.call('ZADD', KEYS[2], ARGV[4] == '3' and 0 or t, room)
 local forget = {}
 for _ = 1, 2 do
   if redis.call('ZCARD', KEYS[2]) <= tonumber(ARGV[5]) then break end
@@ -761,7 +765,7 @@ return forget
 """
 
 # In a cluster: forget an idle room (ROOM_STATE said), in its own slot, unless someone joined
-# it meanwhile. KEYS: 1 sequence, 2 history, 3 nonces, 4 nonces in order, 5 presence.
+# it meanwhile. KEYS: 1 sequence, 2 history, 3 nonces, 4 nonces per token, 5 presence.
 FORGET_ROOM = """
 if redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
