@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from chat_protocol import admin, hosts, http, names, text, v2
+from chat_tui.bounded_http import get_bounded
 from chat_tui.config import typed_room
 
 PREFIX: Final = "/"
@@ -448,39 +449,28 @@ async def _get_json(
     # Proxy variables are for the outside world; they must not capture a local server.
     trust_env = not hosts.is_loopback(urlsplit(url).hostname or "")
     try:
-        async with (
-            httpx.AsyncClient(
-                timeout=HTTP_TIMEOUT, transport=transport, trust_env=trust_env
-            ) as client,
-            client.stream("GET", url, headers=headers) as response,
-        ):
-            body = await _read_at_most(response, MAX_ANSWER_BYTES)
+        async with httpx.AsyncClient(
+            timeout=HTTP_TIMEOUT, transport=transport, trust_env=trust_env
+        ) as client:
+            status, body = await get_bounded(
+                client, url, limit=MAX_ANSWER_BYTES, deadline=HTTP_TIMEOUT, headers=headers
+            )
     except httpx.HTTPError as exc:
         raise EndpointMissing(f"no answer from {url} ({type(exc).__name__})") from exc
     path = urlsplit(url).path
     if body is None:
         raise EndpointMissing(f"{path} answered more than {MAX_ANSWER_BYTES // 1024} KiB")
-    if response.status_code == 404:
+    if status == 404:
         found = _json_or_none(body)
         if http.read_not_found(found) is http.NotFound.ROUTE:
             raise EndpointMissing(f"the server has no {path} endpoint")
         raise LookupError(http.read_detail(found))
-    if response.status_code != 200:
-        raise EndpointMissing(f"{path} answered HTTP {response.status_code}")
+    if status != 200:
+        raise EndpointMissing(f"{path} answered HTTP {status}")
     try:
         return json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise EndpointMissing(f"{path} did not answer JSON") from exc
-
-
-async def _read_at_most(response: httpx.Response, limit: int) -> bytes | None:
-    """The body, or None if it is longer than ``limit`` bytes (the rest is not read)."""
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
 
 
 def _json_or_none(body: bytes) -> Any:

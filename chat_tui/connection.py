@@ -62,6 +62,7 @@ from chat_protocol.frames import Ack, Frame, FrameKind, Welcome
 from chat_protocol.query import JoinRequest
 from chat_protocol.rates import TokenBucket
 from chat_tui.autostart import is_local
+from chat_tui.bounded_http import get_status
 from chat_tui.events import (
     Acked,
     ConnectionState,
@@ -76,9 +77,11 @@ from chat_tui.events import (
     Welcomed,
 )
 from chat_tui.identity import Identity
+from chat_tui.text_layout import display_line
 from chat_tui.websocket import TOO_BIG_CODE, BoundedSession
 
-CONNECT_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 10.0  # per read (httpx's)
+HANDSHAKE_TIMEOUT = 15.0  # for the whole WebSocket handshake
 # How long close() waits for the connection to finish its closing handshake.
 CLOSE_TIMEOUT = 5.0
 # Client-side pacing, below the reference server's default message rate, so that a flush of
@@ -180,6 +183,14 @@ class _Ending:
 
 class _Rejoin(Exception):
     """The welcome gave this connection a name other than the app's: connect again with it."""
+
+
+class _HandshakeFailed(Exception):
+    """The handshake did not give a connection we can use: how the attempt ended."""
+
+    def __init__(self, ending: _Ending) -> None:
+        super().__init__(ending.detail)
+        self.ending = ending
 
 
 def backoff_ceiling(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
@@ -468,10 +479,10 @@ class RoomConnection:
         while True:
             await asyncio.sleep(PROBE_EVERY * random.uniform(0.8, 1.2))  # apart, many rooms
             try:
-                response = await client.get(url, timeout=PROBE_TIMEOUT)
+                status = await get_status(client, url, deadline=PROBE_TIMEOUT)
             except httpx.HTTPError:
                 continue  # still down
-            if response.status_code != 503:
+            if status != 503:
                 return
 
     async def _speaks_no_http(self, client: httpx.AsyncClient) -> bool:
@@ -480,7 +491,7 @@ class RoomConnection:
         nothing listening, or a real answer)."""
         url = http.http_base(self.server_url) + http.HEALTH_PATH
         try:
-            await client.get(url, timeout=NO_HTTP_TIMEOUT)
+            await get_status(client, url, deadline=NO_HTTP_TIMEOUT)
         except httpx.RemoteProtocolError:
             return True
         except httpx.HTTPError:
@@ -527,13 +538,28 @@ class RoomConnection:
                     self.backoff_cap,
                 )
             headers = http.bearer(signed)
-            async with aconnect_ws(
-                self._address(request),
-                client,
-                subprotocols=[v2.SUBPROTOCOL],
-                session_class=BoundedSession,
-                headers=headers,
-            ) as ws:
+            async with contextlib.AsyncExitStack() as stack:
+                # httpx's timeouts are per read: a handshake answered a byte at a time gets
+                # a deadline of its own.
+                try:
+                    async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                        ws = await stack.enter_async_context(
+                            aconnect_ws(
+                                self._address(request),
+                                client,
+                                subprotocols=[v2.SUBPROTOCOL],
+                                session_class=BoundedSession,
+                                headers=headers,
+                            )
+                        )
+                except TimeoutError:
+                    said = f"the server did not finish the handshake in {HANDSHAKE_TIMEOUT:g} s"
+                    raise _HandshakeFailed(_Ending(ConnectionState.OFFLINE, said, None)) from None
+                if ws.subprotocol not in (None, v2.SUBPROTOCOL):
+                    # RFC 6455: the client fails a connection whose server chose otherwise.
+                    chose = display_line(ws.subprotocol)[:40]
+                    said = f"the server chose a subprotocol that was not offered ({chose!r})"
+                    raise _HandshakeFailed(_Ending(ConnectionState.FAILED, said, self.backoff_cap))
                 chosen = codec.selected(ws.subprotocol)
                 self.v2 = chosen.numbered
                 if chosen.numbered:
@@ -592,6 +618,8 @@ class RoomConnection:
 
     def _on_error(self, exc: Exception) -> _Ending:
         for leaf in _leaves(exc):
+            if isinstance(leaf, _HandshakeFailed):
+                return leaf.ending
             if isinstance(leaf, WebSocketDisconnect):
                 return self._on_close(leaf.code, leaf.reason)
             if isinstance(leaf, WebSocketUpgradeError):
