@@ -39,7 +39,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -104,6 +104,9 @@ PROBE_TIMEOUT = 1.0
 # answer to /health: a busy machine's Redis or SSH port can take over a second.
 NO_HTTP_TIMEOUT = 5.0
 
+# Frames other than the backlog's that may come before the backlog is complete (none, from
+# chat-server): past it, the backlog is taken as it is.
+LATER_LIMIT = 1000
 # Of a frame that cannot be read, this much is shown.
 UNREADABLE_START = 60
 # The room's log puts "connection lost: " in front of the detail: the detail says only how.
@@ -885,6 +888,14 @@ class NumberedDialogue:
             self._waiting -= 1
         elif self._waiting:
             self._later.append(item)
+            if len(self._later) > LATER_LIMIT:
+                # A server that never finishes the backlog it announced, while other frames
+                # come: the room is shown with what came (not recovered: some is missing).
+                self._waiting = 0
+                welcome = self._welcome
+                if welcome is not None:
+                    missing = False if welcome.recovered else welcome.recovered
+                    self._backlog_complete(replace(welcome, recovered=missing))
             return
         else:
             self._live(item)

@@ -23,7 +23,7 @@ from chat_testing.ports import free_port
 from chat_testing.proxy import TcpProxy
 from chat_testing.servers import RunningServer, start_server
 from chat_testing.waits import eventually
-from chat_tui.connection import WAKE_AT, RoomConnection, backoff_ceiling
+from chat_tui.connection import LATER_LIMIT, WAKE_AT, RoomConnection, backoff_ceiling
 from chat_tui.events import (
     Acked,
     ConnectionState,
@@ -793,6 +793,39 @@ async def test_a_refusal_without_chat_v2_does_not_make_the_next_attempt_a_strang
     assert "resume=" not in paths[0]
     for path in paths[1:3]:
         assert f"resume={quote(token, safe='')}" in path and "since=0&epoch=e1" in path, path
+
+
+async def test_a_backlog_that_never_comes_is_not_waited_for_with_everything_else_held() -> None:
+    """A welcome announcing 5 messages of history, one of them, then error frames without end:
+    each was held until the backlog was complete, which it never was (680 MB, and the room
+    never shown, in a hostile-server run). Past LATER_LIMIT held frames the room is shown with
+    what came, as not recovered, and the rest arrives live."""
+    token = "user_aaaaaa11.tokentokentokentokentok"
+
+    def select(ws: ServerConnection, offered: Any) -> Any:
+        return SUBPROTOCOL_V2
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(v2_welcome("lobby", "user_aaaaaa11", "e1", 5, token, None, False, 5))
+        await ws.send(
+            '{"type": "message", "name": "bob", "text": "one", "offset": 1,'
+            ' "time": "2026-12-06T12:00:00.000Z"}'
+        )
+        for n in range(LATER_LIMIT + 10):
+            await ws.send(f'{{"type": "error", "text": "noise {n}"}}')
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0, select_subprotocol=select) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with running(f"ws://127.0.0.1:{port}", "lobby", history=5) as (_, rec, _):
+            await rec.wait_for(
+                lambda: any(f.text == f"noise {LATER_LIMIT + 9}" for f in rec.frames()),
+                "the last frame, live",
+            )
+            (welcomed,) = rec.of(Welcomed)
+            assert [f.text for f in welcomed.backlog] == ["one"]
+            noise = [f.text for f in rec.frames() if f.text.startswith("noise")]
+            assert noise == [f"noise {n}" for n in range(LATER_LIMIT + 10)]  # in order, once
 
 
 async def test_chat_v2_lost_on_the_way_is_asked_again_without_it() -> None:
