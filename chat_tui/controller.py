@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ import httpx
 
 from chat_protocol import admin_client, names, text
 from chat_protocol.frames import Frame, FrameKind
+from chat_protocol.rates import TokenBucket
 from chat_protocol.v2 import TYPING_EVERY
 from chat_tui import autostart, commands, grep, links
 from chat_tui.config import Config, JoinFilter
@@ -63,6 +65,13 @@ from chat_tui.scrollback import Entry, EntryKind, Observable
 DRAIN_LIMIT = 500
 # Quitting with messages not yet acknowledged by a connected room: how long to wait for them.
 QUIT_WAIT = 3.0
+# Conversations a server may open by saying someone wrote to us: 10 at once, then one every 6
+# s, and never past 100 open (a hostile server's 3,000 "direct" frames opened 3,000). Past
+# that the user is told who wrote, at most once a minute, and opens it with /query.
+SERVER_OPENS_BURST = 10
+SERVER_OPENS_EVERY = 6.0
+MAX_CONVERSATIONS = 100
+NOT_OPENED_SAID_EVERY = 60.0
 
 
 class Job(Protocol):
@@ -137,6 +146,12 @@ class ChatController(Observable):
         self._typed_at: dict[str, float] = {}  # room -> when we last said we are typing
         self._last_key = self.monotonic()  # the user's last edit of the input box
         self._idle_away = False  # we said we are away because the user was idle
+        self._server_opens = TokenBucket(
+            1 / SERVER_OPENS_EVERY, SERVER_OPENS_BURST, self.monotonic()
+        )
+        self._not_opened: list[str] = []  # who wrote, not opened since it was last said
+        self._not_opened_count = 0
+        self._not_opened_said = -math.inf
         # Each applies one kind of event; notifying is after the burst (_alert), not here.
         self._apply: dict[type, Callable[[Room, Any, datetime], None]] = {
             Frame: self._frame,
@@ -295,6 +310,35 @@ class ChatController(Observable):
         room = self.add_room(name)
         room.conversation_with(peer, self.current.me if self.current is not None else None)
         return room
+
+    def _someone_wrote(self, peer: str) -> None:
+        """The server says ``peer`` wrote to us: their conversation opens, within bounds."""
+        if self._open_as(names.DIRECT_PREFIX + peer) in self.rooms:
+            return
+        now = self.monotonic()
+        open_now = sum(1 for name in self.rooms if names.direct_peer(name) is not None)
+        if open_now < MAX_CONVERSATIONS and self._server_opens.spend(1, now):
+            self.open_conversation(peer)
+            return
+        # Said at the end of the burst (_say_not_opened): the first few names, and a count.
+        if len(self._not_opened) < 5 and peer not in self._not_opened:
+            self._not_opened.append(peer)
+        self._not_opened_count += 1
+
+    def _say_not_opened(self) -> None:
+        """Who wrote to us and was not opened: said once a minute at most, for a burst."""
+        now = self.monotonic()
+        if not self._not_opened or now - self._not_opened_said < NOT_OPENED_SAID_EVERY:
+            return
+        self._not_opened_said = now
+        more = self._not_opened_count - len(self._not_opened)
+        shown = ", ".join(self._not_opened) + (f" and {more} more" if more > 0 else "")
+        self._not_opened, self._not_opened_count = [], 0
+        self.say(
+            EntryKind.ERROR,
+            f"wrote to you, not opened (too many conversations at once): {shown}; "
+            "/query NAME opens one",
+        )
 
     def _open_as(self, name: str) -> str:
         """``name``, or the conversation already open with the same person under another
@@ -755,6 +799,8 @@ class ChatController(Observable):
             apply[type(event)](room, event, now)
         if connection.events:  # more than one slice
             self.host.wake(name)
+        else:
+            self._say_not_opened()
         self._alert(room)
         return len(events)
 
@@ -789,7 +835,7 @@ class ChatController(Observable):
             # Someone wrote to us where we have no connection: the conversation opens (its
             # welcome brings the unread messages, and with them the notification).
             if frame.name is not None and names.is_valid_name(frame.name):
-                self.open_conversation(frame.name)
+                self._someone_wrote(frame.name)
             return
         if kind is FrameKind.AWAY or kind is FrameKind.BACK:
             if frame.name is not None:

@@ -529,3 +529,35 @@ async def test_a_conversation_is_one_whatever_the_case_the_name_is_typed_in(worl
     assert [name for name in controller.rooms if name.startswith("@")] == ["@bob"]
     assert controller.active == "@bob"
     assert [room for room in connections if room.startswith("@")] == ["@bob"]
+
+
+async def test_a_server_opens_conversations_within_bounds(world: Any) -> None:
+    """3,000 "someone wrote to you" frames from a hostile server opened 3,000 conversations,
+    each a connection (400 MB, 92 % CPU after the flood). Ten open at once, then one every
+    6 s, at most 100 in all; the others are named once a minute, for /query."""
+    clock = [100.0]
+    make, _, connections = world
+    controller = make("general", monotonic=lambda: clock[0])
+    await settle()
+    connections["general"].joined()
+    wrote = [Frame(FrameKind.DIRECT, "", name=f"Spam{n:05d}") for n in range(3000)]
+    connections["general"].report(*wrote)
+    for _ in range(100):  # taken in slices, a turn each
+        await settle()
+        if not connections["general"].events:
+            break
+    await settle()
+    opened = [name for name in controller.rooms if name.startswith("@")]
+    assert opened == [f"@Spam{n:05d}" for n in range(10)]
+    told = [e.text for e in controller.rooms["general"].scrollback if "not opened" in e.text]
+    assert told == [
+        "wrote to you, not opened (too many conversations at once): Spam00010, Spam00011, "
+        "Spam00012, Spam00013, Spam00014 and 2985 more; /query NAME opens one"
+    ]
+    # Someone who already has a conversation is no new one; later, one more may open.
+    connections["general"].report(Frame(FrameKind.DIRECT, "", name="Spam00003"))
+    clock[0] += 6.0
+    connections["general"].report(Frame(FrameKind.DIRECT, "", name="Friend"))
+    await settle()
+    assert [name for name in controller.rooms if name.startswith("@")][-1] == "@Friend"
+    assert len([name for name in connections if name.startswith("@")]) == 11
