@@ -252,7 +252,7 @@ def parse(line: str) -> Action:
     if info.name == "join":
         if len(args) != 1:
             return CommandError(f"usage: {info.usage}")
-        return _checked_room(args[0], lambda room: Join(room))
+        return _checked_room(args[0], lambda room: Join(room), conversations=True)
     if info.name == "me":
         said = message_text(rest)
         if not said.strip():
@@ -296,7 +296,7 @@ def parse(line: str) -> Action:
     if info.name == "leave":  # what follows the room is IRC's part reason: no place for it
         if not args:
             return Leave(None)
-        return _checked_room(args[0], lambda room: Leave(room))
+        return _checked_room(args[0], lambda room: Leave(room), conversations=True)
     if info.name == "quit":  # IRC's quit reason: the room sees a plain leave
         return Quit()
     if args:
@@ -419,9 +419,15 @@ def format_duration(seconds: float | None) -> str:
     return f"{seconds:g}s"
 
 
-def _checked_room(room: str, make: Any) -> Action:
-    # The status line shows rooms as "#room": typed back that way, it is the same room.
+def _checked_room(room: str, make: Any, *, conversations: bool = False) -> Action:
+    # The status line shows rooms as "#room": typed back that way, it is the same room; and
+    # the sidebar shows a conversation as "@name", which /join and /leave take as it is.
     room = typed_room(room)
+    peer = names.direct_peer(room) if conversations else None
+    if peer is not None:
+        if not names.is_valid_name(peer):
+            return CommandError(f"no one can be called {peer!r}: {names.CHOSEN_RULE}")
+        return make(room)  # type: ignore[no-any-return]
     problem = names.room_problem(room)
     if problem is not None:
         return CommandError(problem)

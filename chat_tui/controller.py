@@ -391,7 +391,7 @@ class ChatController(Observable):
         return True
 
     def leave(self, name: str | None) -> bool:
-        target = name or self.active
+        target = self._open_as(name) if name else self.active
         if target is None or target not in self.rooms:
             self.say(EntryKind.ERROR, f"/leave: you are not in {target}")
             return False

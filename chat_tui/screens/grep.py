@@ -50,7 +50,11 @@ class GrepInput(InOrderInput):
     wait for its search's matches holds the keys typed after it until they have come: they
     belong to the room the match opens, or to this field if it opens none."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "submit_query", show=False)]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "submit_query", show=False),
+        Binding("up", "move(-1)", show=False),
+        Binding("down", "move(1)", show=False),
+    ]
 
     def __init__(self, value: str, **kwargs: object) -> None:
         super().__init__(value, **kwargs)  # type: ignore[arg-type]
@@ -69,6 +73,11 @@ class GrepInput(InOrderInput):
         if isinstance(screen, GrepScreen):
             screen.submit(self.value)
 
+    def action_move(self, step: int) -> None:
+        screen = self.screen
+        if isinstance(screen, GrepScreen):
+            screen.action_move(step)
+
     def release(self, target: Widget) -> None:
         """Give ``target`` the keys held and those queued behind them, in order."""
         held, self.held = self.held or [], None
@@ -80,8 +89,6 @@ class GrepScreen(ModalScreen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Close"),
-        Binding("up", "move(-1)", "Up", show=False),
-        Binding("down", "move(1)", "Down", show=False),
     ]
 
     def __init__(

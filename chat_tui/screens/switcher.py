@@ -38,15 +38,31 @@ def move_highlight(options: OptionList, step: int) -> None:
         options.highlighted = (current + step) % options.option_count
 
 
-class SwitcherInput(InOrderInput):
-    """The switcher's field: enter is taken in order with the keys typed around it."""
+def joinable(name: str) -> bool:
+    """A room name, or a conversation as the sidebar shows it ("@name")."""
+    peer = names.direct_peer(name)
+    return names.is_valid_room(name) if peer is None else names.is_valid_name(peer)
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "choose", show=False)]
+
+class SwitcherInput(InOrderInput):
+    """The switcher's field: enter, up and down are taken in order with the keys typed around
+    them ("down down enter" in one read chose the first room)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "choose", show=False),
+        Binding("up", "move(-1)", show=False),
+        Binding("down", "move(1)", show=False),
+    ]
 
     def action_choose(self) -> None:
         screen = self.screen
         if isinstance(screen, SwitcherScreen):
             screen.submit(self.value)
+
+    def action_move(self, step: int) -> None:
+        screen = self.screen
+        if isinstance(screen, SwitcherScreen):
+            screen.action_move(step)
 
 
 class SwitcherScreen(ModalScreen[str | None]):
@@ -54,8 +70,6 @@ class SwitcherScreen(ModalScreen[str | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel"),
-        Binding("up", "move(-1)", "Up", show=False),
-        Binding("down", "move(1)", "Down", show=False),
     ]
 
     def __init__(
@@ -100,7 +114,7 @@ class SwitcherScreen(ModalScreen[str | None]):
             items.append(Option(label, id=ROOM_PREFIX + room))
         problem = ""
         if name and name not in self.rooms:
-            if names.is_valid_room(name):
+            if joinable(name):
                 items.append(Option(Text(f"join {name}", style="bold"), id=JOIN_PREFIX + name))
             else:
                 problem = f"{name!r} cannot be joined: {names.ROOM_RULE}"
@@ -127,7 +141,7 @@ class SwitcherScreen(ModalScreen[str | None]):
             chosen = None
             if matches:
                 chosen = ROOM_PREFIX + matches[0]
-            elif name and names.is_valid_room(name):
+            elif name and joinable(name):
                 chosen = JOIN_PREFIX + name
         if chosen is None:
             if not value.strip():

@@ -94,6 +94,9 @@ from tests.tui.app_helpers import (
         ("/open 3", OpenLink(3)),
         ("/open 2!", OpenLink(2, anyway=True)),
         ("/grep  deploy failed ", Grep("deploy failed")),
+        # A conversation as the sidebar shows it (the app suggests "/join @NAME" itself).
+        ("/join @Nobody99", Join("@Nobody99")),
+        ("/close @Nobody99", Leave("@Nobody99")),
     ],
 )
 def test_parse(line: str, expected: commands.Action) -> None:
@@ -119,6 +122,7 @@ def test_parse(line: str, expected: commands.Action) -> None:
         ("/open 1 2", "usage: /open [N]"),
         ("/grep", "usage: /grep TEXT"),
         ("/join #", ROOM_RULE),
+        ("/join @no/slash", "no one can be called 'no/slash'"),
     ],
 )
 def test_parse_errors(line: str, error: str) -> None:

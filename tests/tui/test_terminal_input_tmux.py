@@ -159,6 +159,27 @@ def test_keys_in_the_same_read_as_the_switchers_enter_go_to_the_chosen_room(
     assert "hello from a burst" not in screen, screen  # the line was said in the first room
 
 
+def test_down_and_enter_in_one_read_choose_the_room_moved_to(
+    shared_server: RunningServer, tmux: Tmux
+) -> None:
+    """``send-keys C-k Down Enter`` (one write) chose the first room: the switcher's up and
+    down ran after the enter behind them (a laggy SSH link sends keys so)."""
+    room, _ = start(tmux, shared_server)
+    others = [f"input-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    for other in others:
+        tmux.keys("C-k", other, "Enter")
+        tmux.wait_for(lambda s, o=other: f"#{o} " in status_row(s), f"in {other}", timeout=STARTUP)
+    tmux.keys("C-k", "Down", "Enter")  # the list: room, others[0], others[1]
+    tmux.wait_for(lambda s: f"#{others[0]} " in status_row(s), "the room moved to")
+    tmux.keys("C-k", "Down", "Down", "Up", "Up", "Up", "Enter")  # round to the last
+    tmux.wait_for(lambda s: f"#{others[1]} " in status_row(s), "round from the first")
+    # A conversation as the sidebar shows it can be typed in the switcher.
+    tmux.keys("C-k", "@Nobody99", "Enter")
+    screen = tmux.wait_for(lambda s: "#@Nobody99" in s or "@Nobody99 " in status_row(s), "@")
+    assert "cannot be joined" not in screen, screen
+    assert room
+
+
 def test_keys_in_the_same_read_as_the_search_everywhere_enters_go_to_the_matchs_room(
     shared_server: RunningServer, tmux: Tmux
 ) -> None:
