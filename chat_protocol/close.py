@@ -135,7 +135,9 @@ DIRECT_NEEDS_TOKEN: Final = Close(
     _R,
     Then.RECONNECT,
 )
-NOT_HERE: Final = Close(C.POLICY_VIOLATION, "{} is not here", "direct", _R, Then.GIVE_UP)
+# Back off, not give up: a name is away for a while when the broker forgot it (a Redis
+# restarted empty) until its holder reconnects; the conversation comes back by itself then.
+NOT_HERE: Final = Close(C.POLICY_VIOLATION, "{} is not here", "direct", _R, Then.BACK_OFF)
 # What operators and moderators decide (docs/protocol.md, "Governance").
 ROOM_LOCKED: Final = Close(C.POLICY_VIOLATION, "room locked", "locked", _R, Then.GIVE_UP)
 NOT_ALLOWED: Final = Close(

@@ -828,6 +828,34 @@ async def test_a_backlog_that_never_comes_is_not_waited_for_with_everything_else
             assert noise == [f"noise {n}" for n in range(LATER_LIMIT + 10)]  # in order, once
 
 
+async def test_a_conversation_with_someone_not_here_comes_back_when_they_are() -> None:
+    """"NAME is not here" gave up until the user pressed ctrl+r: after a Redis restart a
+    conversation's peer is not here until their client has reconnected, and the conversation
+    stayed dead (found by a new-user run). It is tried again after the longest backoff."""
+    token = "user_aaaaaa11.tokentokentokentokentok"
+
+    def select(ws: ServerConnection, offered: Any) -> Any:
+        return SUBPROTOCOL_V2
+
+    attempts = 0
+
+    async def handler(ws: ServerConnection) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            await ws.close(1008, "Dave is not here")
+            return
+        await ws.send(v2_welcome("@Dave", "user_aaaaaa11", "e1", 0, token, None, False, 0))
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0, select_subprotocol=select) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with running(f"ws://127.0.0.1:{port}", "@Dave") as (_, rec, _):
+            await rec.wait_for(lambda: rec.of(Welcomed), "the conversation back")
+            failed = [e for e in rec.of(StateChanged) if e.state is ConnectionState.FAILED]
+            assert failed[0].detail.endswith("Dave is not here)") and failed[0].retry_in == CAP
+
+
 async def test_chat_v2_lost_on_the_way_is_asked_again_without_it() -> None:
     # A proxy that drops Sec-WebSocket-Protocol: the server refuses chat.v2's query (1008
     # naming chat.v2) and the client asks again at once with nothing of chat.v2's.
