@@ -107,6 +107,8 @@ NO_HTTP_TIMEOUT = 5.0
 # Frames other than the backlog's that may come before the backlog is complete (none, from
 # chat-server): past it, the backlog is taken as it is.
 LATER_LIMIT = 1000
+# The text protocol's sends taken as refused that are remembered, in case one comes back.
+REFUSALS_KEPT = 16
 # Of a frame that cannot be read, this much is shown.
 UNREADABLE_START = 60
 # The room's log puts "connection lost: " in front of the detail: the detail says only how.
@@ -802,6 +804,10 @@ class TextDialogue:
         self.ready = asyncio.Event()
         self.ready.set()  # nothing to wait for
         self.connected_at: float | None = None
+        # Sends taken as refused by an "error:" notice, newest last: a notice can also come
+        # unasked (a moderator's mute says so at once), and the message it was taken to
+        # refuse then comes back as sent after all.
+        self._refused: deque[Outgoing] = deque(maxlen=REFUSALS_KEPT)
 
     def nonce(self, item: Outgoing) -> str | None:
         return None
@@ -824,7 +830,7 @@ class TextDialogue:
         link = self._link
         inflight = link.inflight
         if not inflight:
-            link.emit(frame)
+            link.emit(self._sent_after_all(frame))
             return
         send_id: str | None = None
         if frame.kind is FrameKind.MESSAGE:
@@ -844,8 +850,21 @@ class TextDialogue:
                         send_id = item.send_id
                         break
         elif frame.kind is FrameKind.ERROR:
-            link.emit(Refused(inflight.popleft().send_id))
-        link.emit(frame if send_id is None else Echo(frame, send_id))
+            refused = inflight.popleft()
+            self._refused.append(refused)
+            link.emit(Refused(refused.send_id))
+        link.emit(self._sent_after_all(frame) if send_id is None else Echo(frame, send_id))
+
+    def _sent_after_all(self, frame: Frame) -> Frame | Echo:
+        """Our message that an "error:" was taken to refuse, come back from the room: the
+        error was not its answer (its entry shows it sent, not refused and said again)."""
+        link = self._link
+        if frame.kind is FrameKind.MESSAGE and link.name is not None and frame.name == link.name:
+            for item in self._refused:
+                if item.wire == frame.text:
+                    self._refused.remove(item)
+                    return Echo(frame, item.send_id)
+        return frame
 
 
 class NumberedDialogue:

@@ -29,6 +29,10 @@ from chat_tui.notes import Note
 from chat_tui.notify import Level
 from chat_tui.scrollback import Entry, EntryKind, Observable, Scrollback, SendState
 
+# Our messages marked refused that are remembered, in case one comes back sent after all (the
+# text protocol's errors name no message: see connection.TextDialogue).
+REFUSALS_KEPT = 16
+
 # Of a run of joins and leaves with nothing said between them, this many are shown one by one;
 # the rest is one line counting them ("12 more joined, 11 left").
 PRESENCE_SHOWN = 10
@@ -191,6 +195,8 @@ class Room(Observable):
     people: dict[str, Person] = field(default_factory=dict)
     member_source: MemberSource = MemberSource.UNKNOWN
     pending: dict[str, Entry] = field(default_factory=dict)  # send id -> our entry
+    # The last REFUSALS_KEPT sends marked refused (send id -> entry): one may come back.
+    _refused: dict[str, Entry] = field(default_factory=dict, repr=False)
     ever_connected: bool = False
     lost: bool = False  # a "connection lost" marker is in the log; cleared on reconnect
     lost_at: datetime | None = None  # when the connection was lost (for the gap marker)
@@ -627,8 +633,9 @@ class Room(Observable):
         return entry.mention
 
     def echo(self, send_id: str, frame: Frame) -> None:
-        """Our message came back: its pending entry shows what the room saw, as sent."""
-        entry = self.pending.pop(send_id, None)
+        """Our message came back: its pending entry shows what the room saw, as sent (also
+        one taken as refused: the text protocol's errors name no message)."""
+        entry = self.pending.pop(send_id, None) or self._refused.pop(send_id, None)
         if entry is None:
             return  # cleared from the log meanwhile (/clear)
         # What the room saw (the server sanitises) and under which name (it may have changed).
@@ -643,6 +650,9 @@ class Room(Observable):
         entry = self.pending.pop(send_id, None)
         if entry is None:
             return
+        self._refused[send_id] = entry
+        while len(self._refused) > REFUSALS_KEPT:
+            del self._refused[next(iter(self._refused))]
         entry.state = SendState.REFUSED
         self.scrollback.touch(entry)
         self.changed()

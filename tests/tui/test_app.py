@@ -8,6 +8,7 @@ import signal
 from collections.abc import Callable
 
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
 from chat_protocol.v1 import SEPARATOR, format_message
 from chat_testing.marks import requires_redis
@@ -522,3 +523,30 @@ async def test_autostart_starts_a_local_server_and_again_when_it_dies(
             )
     finally:
         await asyncio.to_thread(stop)
+
+
+async def test_an_error_notice_no_send_asked_for_does_not_refuse_the_message_on_its_way() -> None:
+    """On the text protocol an "error:" notice refuses the oldest message on its way, but a
+    server also sends one unasked (a moderator's mute says so at once): the message on its
+    way was shown refused, then, when its echo came, shown again as sent (found by a
+    hostile-server run). It is shown once, sent."""
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send("user_victim01 joined the chat")
+        async for text in ws:
+            await ws.send("error: you are muted in this room: spam (5 min left)")
+            await ws.send(f"user_victim01 :: {text}")
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        app = make_app(f"ws://127.0.0.1:{port}", "muted")
+        async with app.run_test(size=SIZE) as pilot:
+            await joined(pilot, app, "muted")
+            await send(pilot, "text one")
+            await until(pilot, lambda: in_log(app, "you are muted"), "the notice")
+            await until(pilot, lambda: not app.controller.rooms["muted"].pending, "answered")
+            await pilot.pause()
+            shown = [line for line in log_lines(app) if "text one" in line]
+            assert len(shown) == 1 and "refused" not in shown[0], log_lines(app)
+            (entry,) = [e for e in app.controller.rooms["muted"].scrollback if e.own]
+            assert entry.state is SendState.SENT

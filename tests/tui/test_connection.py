@@ -829,7 +829,7 @@ async def test_a_backlog_that_never_comes_is_not_waited_for_with_everything_else
 
 
 async def test_a_conversation_with_someone_not_here_comes_back_when_they_are() -> None:
-    """"NAME is not here" gave up until the user pressed ctrl+r: after a Redis restart a
+    """ "NAME is not here" gave up until the user pressed ctrl+r: after a Redis restart a
     conversation's peer is not here until their client has reconnected, and the conversation
     stayed dead (found by a new-user run). It is tried again after the longest backoff."""
     token = "user_aaaaaa11.tokentokentokentokentok"
