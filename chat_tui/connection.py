@@ -884,9 +884,9 @@ class NumberedDialogue:
         self._backlog: list[Frame] = []
         self._waiting = 0  # backlog messages still to come
         self._later: list[Frame] = []  # anything else that came meanwhile (nothing, from ours)
-        # Offsets acked to us whose frames have not come yet (ascending): our own frame is
-        # not news, its ack said it all.
-        self._own_offsets: deque[int] = deque()
+        # Offsets acked to us whose frames have not come yet (ascending), with the text sent:
+        # our own frame is not news, its ack said it all.
+        self._own_offsets: deque[tuple[int, str]] = deque()
 
     def nonce(self, item: Outgoing) -> str | None:
         return item.send_id
@@ -962,7 +962,7 @@ class NumberedDialogue:
                 if ack.offset > (link.offset or 0):
                     # Published now: its frame follows. (A repeated ack of a message published
                     # before has no frame to come.)
-                    self._own_offsets.append(ack.offset)
+                    self._own_offsets.append((ack.offset, item.wire))
                 link.emit(Acked(item.send_id, item.wire, ack.offset, ack.time))
                 return
         # Not ours (any more): an ack for a message already acknowledged. Nothing to do.
@@ -973,11 +973,13 @@ class NumberedDialogue:
             offset = frame.offset
             link.offset = max(link.offset or 0, offset)
             own = self._own_offsets
-            while own and own[0] < offset:
+            while own and own[0][0] < offset:
                 own.popleft()  # frames come in offset order: that one will not come now
-            if own and own[0] == offset:
-                own.popleft()
-                return
+            if own and own[0][0] == offset:
+                _, wire = own.popleft()
+                if frame.name == link.name and frame.text == wire:
+                    return
+                # Not what we said: the ack was wrong (a broken or hostile server). Shown.
         elif frame.kind is FrameKind.ERROR and frame.nonce is not None:
             for item in link.inflight:
                 if item.send_id == frame.nonce:

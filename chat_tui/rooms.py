@@ -440,7 +440,7 @@ class Room(Observable):
             return
         scrollback = self.scrollback
         known = scrollback.find_offset(offset)
-        if known is not None:
+        if known is not None and known.text == text and known.sender in (self.me, entry.sender):
             # Published before a reconnect, and already in the log from the recovery: one copy.
             known.own = True
             scrollback.remove(entry)
@@ -450,11 +450,16 @@ class Room(Observable):
         entry.text = text
         entry.sender = self.me
         entry.state = SendState.SENT
-        entry.offset = offset
         entry.time = local_time(time)
         self._record(entry)
-        if not scrollback.settle(entry):  # in its place already: redrawn where it is
+        if known is not None:
+            # Someone else's message has that offset: the ack is wrong (a broken or hostile
+            # server). Both stay, ours where it was, out of the room's numbering.
             scrollback.touch(entry)
+        else:
+            entry.offset = offset
+            if not scrollback.settle(entry):  # in its place already: redrawn where it is
+                scrollback.touch(entry)
         self.changed()
 
     def frame(self, frame: Frame, now: datetime) -> bool:

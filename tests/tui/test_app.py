@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from collections.abc import Callable
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
+from chat_protocol import v2
 from chat_protocol.v1 import SEPARATOR, format_message
 from chat_testing.marks import requires_redis
 from chat_testing.ports import free_port
@@ -550,3 +552,44 @@ async def test_an_error_notice_no_send_asked_for_does_not_refuse_the_message_on_
             assert len(shown) == 1 and "refused" not in shown[0], log_lines(app)
             (entry,) = [e for e in app.controller.rooms["muted"].scrollback if e.own]
             assert entry.state is SendState.SENT
+
+
+async def test_an_ack_with_someone_elses_offset_hides_nothing() -> None:
+    """chat.v2 acks that lie (a hostile-server run): our message acked with an offset a peer's
+    message already has vanished, and the peer's was drawn as ours; a peer's message at an
+    offset acked to us was never shown. Both stay on screen, each under its sender."""
+    token = "user_victim01." + "x" * 22
+    said = '{{"type": "message", "name": "{}", "text": "{}", "offset": {}, "time": "{}"}}'
+    when = "2026-12-06T12:00:00.000Z"
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(v2.welcome("lied", "user_victim01", "e1", 0, token, None, False, 0))
+        await ws.send(said.format("user_peer0002", "peer says ONE", 1, when))
+        offsets = iter([1, 3])
+        async for text in ws:
+            sent = json.loads(text)
+            if sent.get("type") != "send":
+                continue
+            offset = next(offsets)
+            await ws.send(v2.ack(sent["nonce"], offset, 1_765_022_400.0))
+            if offset == 3:
+                await ws.send(said.format("user_peer0002", "PEER-THREE shown", 3, when))
+
+    def select(ws: ServerConnection, offered: object) -> str:
+        return v2.SUBPROTOCOL
+
+    async with serve(handler, "127.0.0.1", 0, select_subprotocol=select) as server:
+        port = server.sockets[0].getsockname()[1]
+        app = make_app(f"ws://127.0.0.1:{port}", "lied")
+        async with app.run_test(size=SIZE) as pilot:
+            await joined(pilot, app, "lied")
+            await until(pilot, lambda: in_log(app, "peer says ONE"), "the peer's first")
+            await send(pilot, "my first")
+            await until(pilot, lambda: not app.controller.rooms["lied"].pending, "acked")
+            await send(pilot, "my second")
+            await until(pilot, lambda: in_log(app, "PEER-THREE shown"), "the peer's at 3")
+            for text in ("peer says ONE", "my first", "my second"):
+                await until(pilot, lambda t=text: in_log(app, t), text)
+            entries = {e.text: e for e in app.controller.rooms["lied"].scrollback if e.sender}
+            assert not entries["peer says ONE"].own and entries["my first"].own
+            assert entries["peer says ONE"].sender == "user_peer0002"
