@@ -123,17 +123,22 @@ class ServerError:
 
 @dataclass(frozen=True, slots=True)
 class Unreadable:
-    """A frame from the server that this client cannot read."""
+    """A frame from the server that this client cannot read (``count`` in a row: the line
+    of the first is counted on, not repeated, for a server that sends nothing else)."""
 
     size: int
     start: str
+    count: int = 1
 
     @property
     def text(self) -> str:
         more = "…" if self.size > len(self.start) else ""
-        return (
+        said = (
             f"the server sent a frame that cannot be read ({self.size} bytes): {self.start}{more}"
         )
+        if self.count > 1:
+            said += f" (and {self.count - 1} more since)"
+        return said
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import heapq
 import math
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -195,6 +195,8 @@ class Room(Observable):
     people: dict[str, Person] = field(default_factory=dict)
     member_source: MemberSource = MemberSource.UNKNOWN
     pending: dict[str, Entry] = field(default_factory=dict)  # send id -> our entry
+    # The last line saying a frame could not be read, and what it says (counted on in a run).
+    _unreadable_run: tuple[Entry, notes.Unreadable] | None = field(default=None, repr=False)
     # The last REFUSALS_KEPT sends marked refused (send id -> entry): one may come back.
     _refused: dict[str, Entry] = field(default_factory=dict, repr=False)
     ever_connected: bool = False
@@ -540,8 +542,19 @@ class Room(Observable):
         self.with_join(EntryKind.ERROR, notes.NameNotTaken(asked, clip(reason)).text)
 
     def unreadable(self, size: int, start: str, now: datetime) -> None:
-        """The server sent a frame this client cannot read."""
-        self._note(notes.Unreadable(size, start), now, EntryKind.ERROR)
+        """The server sent a frame this client cannot read: said once for a run of them (a
+        hostile server's 20,000 were 20,000 lines, each laid out and logged)."""
+        run = self._unreadable_run
+        if run is not None and len(self.scrollback) and self.scrollback[-1] is run[0]:
+            entry, first = run[0], run[1]
+            self._unreadable_run = entry, replace(first, count=first.count + 1)
+            entry.text, entry.time = self._unreadable_run[1].text, now
+            self.scrollback.touch(entry)
+        else:
+            note = notes.Unreadable(size, start)
+            entry = Entry(EntryKind.ERROR, note.text, now)
+            self._unreadable_run = entry, note
+            self._add(entry)
         self.changed()
 
     def quiet(self, name: str, when: datetime) -> bool:

@@ -215,6 +215,7 @@ def entry_height(entry: Entry, width: int, time_format: str, hide_quiet: bool = 
         return 0
     text = entry.text
     sender = entry.sender or "?"
+    when = stamp(entry.time, f"%b %d {time_format}" if entry.dated else time_format)
     if (
         entry.kind is EntryKind.MESSAGE
         and entry.state is SendState.SENT
@@ -223,7 +224,14 @@ def entry_height(entry: Entry, width: int, time_format: str, hide_quiet: bool = 
         and not text.startswith(ACTION_PREFIX)
     ):
         # As plan_entry: the head is "time sender ", the text starts right after it.
-        first = width - cell_len(stamp(entry.time, time_format)) - cell_len(sender) - 2
+        first = width - cell_len(when) - cell_len(sender) - 2
+        if first >= MIN_TEXT_CELLS and cell_len(text) <= first:
+            return 1
+    elif entry.kind is not EntryKind.MESSAGE and text.isprintable():
+        # A notice of one line (a flood of joins or renames is thousands): "time mark text".
+        if entry.kind is EntryKind.STATUS:
+            text = f"{text} ──"
+        first = width - cell_len(when) - 1 - len(KIND_MARKS[entry.kind])
         if first >= MIN_TEXT_CELLS and cell_len(text) <= first:
             return 1
     return len(plan_entry(entry, width, time_format).rows)

@@ -26,6 +26,7 @@ from chat_tui.events import (
     Event,
     NameAssigned,
     StateChanged,
+    Unreadable,
     Welcomed,
 )
 from chat_tui.notify import Notice
@@ -561,3 +562,28 @@ async def test_a_server_opens_conversations_within_bounds(world: Any) -> None:
     await settle()
     assert [name for name in controller.rooms if name.startswith("@")][-1] == "@Friend"
     assert len([name for name in connections if name.startswith("@")]) == 11
+
+
+async def test_a_run_of_frames_that_cannot_be_read_is_one_line(world: Any) -> None:
+    """20,000 frames this client cannot read (a hostile server's) were 20,000 lines, each
+    laid out: keys took 1.6 s to show. A run of them is one line, counted on."""
+    make, _, connections = world
+    controller = make("general")
+    await settle()
+    connections["general"].joined()
+    connections["general"].report(*[Unreadable(40, f'{{"type":"nick" {n}') for n in range(2000)])
+    for _ in range(100):  # taken in slices, a turn each
+        await settle()
+        if not connections["general"].events:
+            break
+    lines = [e.text for e in controller.rooms["general"].scrollback if "cannot be read" in e.text]
+    assert lines == [
+        'the server sent a frame that cannot be read (40 bytes): {"type":"nick" 0… '
+        "(and 1999 more since)"
+    ]
+    # Something else between: the next run has a line of its own.
+    connections["general"].report(Frame(FrameKind.MESSAGE, "hi", name=PEER))
+    connections["general"].report(Unreadable(3, "bad"))
+    await settle()
+    texts = [e.text for e in controller.rooms["general"].scrollback]
+    assert texts[-1] == "the server sent a frame that cannot be read (3 bytes): bad"

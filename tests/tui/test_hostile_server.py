@@ -183,7 +183,9 @@ def test_frames_that_cannot_be_read_are_notices_and_the_room_lives_on(
         terminal.keys("hello", "Enter")
         terminal.wait_for(lambda s: "still talking" in s, "the room living on")
         screen = terminal.screen()
-        assert screen.count("the server sent a frame that cannot be read") == 3, screen
+        # One line for the three in a row, counted on (20,000 were 20,000 lines).
+        assert screen.count("the server sent a frame that cannot be read") == 1, screen
+        assert "(and 2 more since)" in screen, screen
         assert "connected" in screen.splitlines()[0]
         assert_alive_and_responsive(terminal)
 

@@ -13,6 +13,7 @@ from rich.cells import cell_len
 
 from chat_tui.scrollback import Entry, EntryKind, SendState
 from chat_tui.text_layout import (
+    KIND_MARKS,
     contains,
     display_line,
     display_lines,
@@ -121,6 +122,7 @@ def test_a_word_longer_than_a_row_fills_every_row_it_is_cut_into() -> None:
     st.integers(-2, 2),
     st.integers(1, 140),
     st.booleans(),
+    st.booleans(),
 )
 def test_measured_height_is_the_planned_one(
     kind: EntryKind,
@@ -131,11 +133,16 @@ def test_measured_height_is_the_planned_one(
     near: int,
     anywhere: int,
     at_the_edge: bool,
+    dated: bool,
 ) -> None:
     """Arrivals are measured by a shortcut; rendering follows the plan: they must agree."""
-    entry = Entry(kind, text, T, sender, state=state)
+    entry = Entry(kind, text, T, sender, state=state, dated=dated)
     # Half of the widths right around "the whole entry on one row", where it matters most.
-    one_row = cell_len(T.strftime(fmt)) + cell_len(sender or "?") + 2 + cell_len(text)
+    shown = T.strftime(f"%b %d {fmt}" if dated else fmt)
+    one_row = cell_len(shown) + cell_len(sender or "?") + 2 + cell_len(text)
+    if kind is not EntryKind.MESSAGE:  # "time mark text" (a notice: a flood of them is common)
+        one_row = cell_len(shown) + 1 + len(KIND_MARKS[kind]) + cell_len(text)
+        one_row += 3 if kind is EntryKind.STATUS else 0
     width = max(1, one_row + near) if at_the_edge else anywhere
     assert entry_height(entry, width, fmt) == len(plan_entry(entry, width, fmt).rows)
 
@@ -151,3 +158,14 @@ def test_measured_height_is_the_planned_one_at_every_width() -> None:
         for width in range(1, 80):
             planned = len(plan_entry(entry, width, "%H:%M").rows)
             assert entry_height(entry, width, "%H:%M") == planned, (entry, width)
+
+
+def test_a_dated_entry_is_measured_with_its_date() -> None:
+    """An entry of another day shows "May 01 09:07": the shortcut measured it with "09:07"
+    and said one row where the plan drew two (the log's rows then disagreed with its
+    height)."""
+    for kind in EntryKind:
+        entry = Entry(kind, "x" * 20, T, "bob", dated=True)
+        for width in range(20, 60):
+            planned = len(plan_entry(entry, width, "%H:%M").rows)
+            assert entry_height(entry, width, "%H:%M") == planned, (kind, width)
