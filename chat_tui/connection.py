@@ -55,7 +55,7 @@ from httpx_ws import (
 )
 from wsproto.utilities import LocalProtocolError
 
-from chat_protocol import close, codec, http, limits, query, text, v1, v2
+from chat_protocol import close, codec, http, limits, names, query, text, v1, v2
 from chat_protocol.close import CloseCode, Then
 from chat_protocol.codec import Codec
 from chat_protocol.frames import Ack, Frame, FrameKind, Welcome
@@ -820,6 +820,8 @@ class TextDialogue:
             self.connected_at = time.monotonic()
             link.identity.v2 = False
             name = parsed.name if parsed.kind is FrameKind.JOIN else None
+            if name is not None and not names.is_valid_name(name):
+                name = None  # a join notice, but not of a name a chat server gives: not ours
             link.name = name
             link.connected()
             if name is not None:
@@ -924,6 +926,12 @@ class NumberedDialogue:
 
     def _welcomed(self, welcome: Welcome) -> None:
         link = self._link
+        if not names.is_valid_name(welcome.name):
+            # Our name, as the server gives it, is shown everywhere: not 5,000 characters of
+            # escape sequences (a hostile server's).
+            shown = display_line(welcome.name)[:40]
+            said = f"the server gave us a name no chat server gives ({shown!r}…)"
+            raise _HandshakeFailed(_Ending(ConnectionState.FAILED, said, link.backoff_cap))
         if not link.identity.issued(self._request.resume, welcome.resume):
             raise _Rejoin
         # Taken as backlog: at most what was asked for (the history asked, or the range missed

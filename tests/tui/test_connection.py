@@ -856,6 +856,32 @@ async def test_a_conversation_with_someone_not_here_comes_back_when_they_are() -
             assert failed[0].detail.endswith("Dave is not here)") and failed[0].retry_in == CAP
 
 
+async def test_a_welcome_with_a_name_no_server_gives_fails_the_connection() -> None:
+    """A welcome naming us with 5,000 characters of escape sequences filled the log and the
+    members list (a hostile-server run): our name is shown everywhere, so it must be one."""
+    name = "\x1b]0;X\x07" + "A" * 5000
+
+    def select(ws: ServerConnection, offered: Any) -> Any:
+        return SUBPROTOCOL_V2
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(v2_welcome("lobby", name, "e1", 0, name + ".tok", None, False, 0))
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0, select_subprotocol=select) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with running(f"ws://127.0.0.1:{port}", "lobby") as (conn, rec, _):
+            failed = await rec.wait_for(
+                lambda: [e for e in rec.of(StateChanged) if e.state is ConnectionState.FAILED],
+                "the connection failed",
+            )
+            shown = "\u241b]0;X\u2407" + "A" * 34  # its start, control characters as symbols
+            assert (
+                failed[0].detail == f"the server gave us a name no chat server gives ({shown!r}…)"
+            )
+            assert conn.name is None and not rec.of(Welcomed)
+
+
 async def test_chat_v2_lost_on_the_way_is_asked_again_without_it() -> None:
     # A proxy that drops Sec-WebSocket-Protocol: the server refuses chat.v2's query (1008
     # naming chat.v2) and the client asks again at once with nothing of chat.v2's.
