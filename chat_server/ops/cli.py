@@ -7,6 +7,7 @@ with a flag is an option of ``run`` and ``start``, with its help and default fro
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import Field
@@ -123,11 +124,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from chat_server.ops import daemon
 
     report = daemon.Report(json=args.json)
-    if command == "start":
-        return daemon.start(settings, argv_for_child(args), wait=args.wait, report=report)
-    if command == "stop":
-        return daemon.stop(settings, wait=args.wait, report=report)
-    return daemon.status(settings, report=report)
+    try:
+        if command == "start":
+            return daemon.start(settings, argv_for_child(args), wait=args.wait, report=report)
+        if command == "stop":
+            return daemon.stop(settings, wait=args.wait, report=report)
+        return daemon.status(settings, report=report)
+    except BrokenPipeError:
+        # Read by something that stopped reading (`chat-server status | head -1`): what it
+        # did not read is nobody's; no traceback, and none when Python flushes at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports it
 
 
 def argv_for_child(args: argparse.Namespace) -> list[str]:
