@@ -677,7 +677,7 @@ class ChatController(Observable):
         room = self.current
         if room is not None and room.me_away:
             return  # away already, by our own word
-        if self.set_away(f"idle for {minutes} minutes", quiet=True):
+        if self.set_away(f"idle for {minutes} minute{'s' if minutes != 1 else ''}", quiet=True):
             self._idle_away = True
 
     def report_read(self, following: bool) -> None:

@@ -252,7 +252,10 @@ class Room(Observable):
         person = self.people.get(name)
         if person is not None:
             person.away = message
-        self._note(notes.AwayChanged(name, message, name == self.me), when, EntryKind.NOTICE)
+        said = notes.AwayChanged(name, message, name == self.me).text
+        # Under the smart filter as joins are: someone idle who never speaks is away and back
+        # every few minutes, in every room (the members panel still shows who is away).
+        self._add(Entry(EntryKind.NOTICE, said, when, quiet=self.quiet(name, when)))
         self.changed()
 
     def away_of(self) -> dict[str, str]:

@@ -164,6 +164,21 @@ def test_the_smart_filter_hides_presence_of_the_silent() -> None:
     assert not any(e.quiet for e in everything.scrollback)
 
 
+def test_the_smart_filter_hides_away_and_back_of_the_silent() -> None:
+    """Someone idle who never speaks (away_after) is away and back every few minutes, in
+    every room: each was a line shown (found by a new-user run)."""
+    room = room_with_me()
+    room.frame(joined(ALICE), T)
+    room.frame(joined(BOB), T)
+    room.frame(message(BOB, "hi"), T)
+    room.away_changed(ALICE, "idle for 1 minute", T)
+    room.away_changed(BOB, "lunch", T)
+    room.away_changed(ALICE, None, T)
+    shown = [e.text for e in room.scrollback if e.kind is EntryKind.NOTICE and not e.quiet]
+    assert shown == [f"{BOB} is away: lunch"]
+    assert room.away_of() == {BOB: "lunch"}  # the members panel still says who is away
+
+
 def test_the_smart_filter_counts_what_history_showed_someone_say() -> None:
     # Alice spoke a minute before we joined (we saw it in the history): her leave now is
     # news; Bob's words were an hour older than that, and his leave stays hidden.
