@@ -936,11 +936,12 @@ class ChatController(Observable):
             unsent = sum(len(room.pending) for room in self.unsent())
             if unsent:
                 rooms = ", ".join(room.name for room in self.unsent())
-                plural, them = ("message is", "it") if unsent == 1 else ("messages are", "them")
+                plural = "message is" if unsent == 1 else "messages are"
+                # Not "not sent": one already written may have arrived, its answer not yet.
                 self.say(
                     EntryKind.ERROR,
-                    f"{unsent} {plural} not sent yet (pending in {rooms}); "
-                    f"ctrl+q again quits without {them}",
+                    f"{unsent} {plural} not confirmed by the server yet (pending in {rooms}); "
+                    "ctrl+q again quits without waiting (what was sent may still arrive)",
                 )
                 return False
         await self.close()

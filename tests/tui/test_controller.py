@@ -234,7 +234,8 @@ async def test_quitting_with_messages_not_sent_asks_again(world: Any) -> None:
     assert await controller.quit(wait=0.2) is False
     said = [entry.text for entry in controller.rooms["b"].scrollback]
     assert (
-        said[-1] == "2 messages are not sent yet (pending in a, b); ctrl+q again quits without them"
+        said[-1] == "2 messages are not confirmed by the server yet (pending in a, b); "
+        "ctrl+q again quits without waiting (what was sent may still arrive)"
     )
     assert not connections["a"].closed
     assert await controller.quit(wait=0.2) is True  # asked again: it quits

@@ -31,6 +31,7 @@ from tests.tui.app_helpers import (
     SIZE,
     app_config,
     in_log,
+    in_log_wrapped,
     joined,
     log_lines,
     room_name,
@@ -323,7 +324,9 @@ async def test_quit_with_unsent_messages_says_how_many_then_quits_when_asked_aga
             await pilot.press("ctrl+q")
             await until(
                 pilot,
-                lambda: in_log(app, f"2 messages are not sent yet (pending in {room})"),
+                lambda: in_log_wrapped(
+                    app, f"2 messages are not confirmed by the server yet (pending in {room})"
+                ),
                 "the warning",
             )
             assert app.is_running
@@ -340,7 +343,7 @@ async def test_quit_right_after_sending_waits_for_the_ack(shared_server: Running
         await send(pilot, "the last word")
         await pilot.press("ctrl+q")
         await until(pilot, lambda: not app.is_running, "the app to exit")
-        assert not in_log(app, "not sent yet")
+        assert not in_log(app, "not confirmed by the server yet")
     frames = await listener.recv_until(lambda f: f.endswith("the last word"))
     assert frames[-1] == format_message(name, "the last word")
     await listener.close()
