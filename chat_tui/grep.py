@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Final, Literal
 from urllib.parse import unquote
 
+from chat_protocol.names import DIRECT_PREFIX
 from chat_protocol.text import action_text
 from chat_tui.logbook import (
     CONTINUATION,
@@ -298,16 +299,23 @@ def _live_hit(room: str, entry: Entry, index: int | None = None) -> Hit:
     return Hit(room, when, entry.sender, text, "live", None, None, kind, entry=entry, index=index)
 
 
+def _where(room: str) -> str:
+    """A room, or any conversation: one follows its person across name changes while its
+    logs stay under the name it had (``@Bob`` logged, ``@Robert`` live, the same lines)."""
+    return DIRECT_PREFIX if room.startswith(DIRECT_PREFIX) else room
+
+
 def _as_logged(hit: Hit) -> tuple[str, datetime, str | None, str]:
     """What the logbook keeps of a live hit: whole seconds, clean names and text."""
     sender = clean_name(hit.sender) if hit.sender is not None else None
-    return hit.room, hit.when.replace(microsecond=0), sender, clean_text(hit.text).rstrip("\n")
+    text = clean_text(hit.text).rstrip("\n")
+    return _where(hit.room), hit.when.replace(microsecond=0), sender, text
 
 
 def merge(log_hits: list[Hit], live_hits: list[Hit], *, limit: int = 200) -> list[Hit]:
     """Both lists as one, newest first; a live entry that is also logged is shown once (the
     live one: choosing it shows it in its room's scrollback)."""
     live = {_as_logged(h) for h in live_hits}
-    old = [h for h in log_hits if (h.room, h.when, h.sender, h.text) not in live]
+    old = [h for h in log_hits if (_where(h.room), h.when, h.sender, h.text) not in live]
     # Stable: of the same second, the live ones (the scrollback keeps the newest) first.
     return sorted([*live_hits, *old], key=lambda hit: hit.when, reverse=True)[:limit]

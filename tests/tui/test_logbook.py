@@ -653,6 +653,24 @@ def test_live_hits_merge_with_logged_ones_once(tmp_path: Path) -> None:
     assert [(h.sender, h.source) for h in both] == [("bob", "live"), ("alice", "live")]
 
 
+def test_a_conversation_logged_under_an_older_name_is_found_once(tmp_path: Path) -> None:
+    """Bob wrote, then became Robert: the conversation follows him (@Robert, live) while its
+    lines were logged under @Bob. /grep listed the message twice (a new-user run)."""
+    said = datetime(2024, 3, 1, 10, 0, 0)
+    book = Logbook(tmp_path, SERVER, on_error=pytest.fail)
+    book.write("@Bob", said, "message", "Bob", "psst, private")
+    book.write("@Carol", said, "message", "Carol", "psst, private")  # another person's
+    book.close()
+    live = search_live(
+        [("@Robert", [Entry(EntryKind.MESSAGE, "psst, private", said, "Bob")])], "psst"
+    )
+    both = merge(search_logs(tmp_path, None, "psst"), live)
+    assert [(h.room, h.sender, h.source) for h in both] == [
+        ("@Robert", "Bob", "live"),
+        ("@Carol", "Carol", "log"),
+    ]
+
+
 def test_a_burst_of_one_second_is_found_newest_first_live_and_logged(tmp_path: Path) -> None:
     """Messages of the same time (a burst): /grep lists them newest first, the live ones as
     the logged ones, and the live ones (the newest the scrollback keeps) before."""
