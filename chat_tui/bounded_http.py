@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from collections.abc import AsyncIterator
 from typing import Final
 
 import httpx
@@ -62,7 +63,7 @@ async def _read_at_most(response: httpx.Response, limit: int) -> bytes | None:
     # 32 + 15: a gzip or zlib header, whichever comes.
     inflate = zlib.decompressobj(32 + zlib.MAX_WBITS) if encodings else None
     body = bytearray()
-    async for chunk in response.aiter_raw():
+    async for chunk in _raw_chunks(response):
         if inflate is not None:
             try:
                 chunk = inflate.decompress(chunk, limit + 1 - len(body))
@@ -74,3 +75,13 @@ async def _read_at_most(response: httpx.Response, limit: int) -> bytes | None:
         if len(body) > limit:
             return None
     return bytes(body)
+
+
+async def _raw_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as it came, undecoded (one made with its content in memory, as
+    httpx.MockTransport's are, has it at hand already)."""
+    if response.is_stream_consumed:
+        yield response.content
+        return
+    async for chunk in response.aiter_raw():
+        yield chunk
