@@ -192,14 +192,14 @@ async def _post_big(url: str, count: int) -> str:
     """``count`` messages of 16 KiB from a member that then leaves; returns its name."""
     sender = await join_v2(url)
     try:
-        # Reading its echoes while it sends, as a client does: one that read only once all
-        # was sent would be a slow consumer past what the kernels and the send buffer hold.
-        echoed = asyncio.create_task(
-            sender.recv_until(lambda f: f.get("nonce") == f"b{count - 1}", timeout=30)
-        )
-        for n in range(count):
-            await sender.send(f"{n:03d}{BIG[3:]}", f"b{n}")
-        await echoed
+        # At most 16 (256 KiB) ahead of its echoes, as a client that reads as it sends is: one
+        # that read only once all was sent, or that a loaded machine let send 3 MB before its
+        # reader ran, is a slow consumer past what the kernels and the send buffer hold.
+        for start in range(0, count, 16):
+            last = min(start + 16, count) - 1
+            for n in range(start, last + 1):
+                await sender.send(f"{n:03d}{BIG[3:]}", f"b{n}")
+            await sender.recv_until(lambda f, last=last: f.get("nonce") == f"b{last}", 30)
         return sender.name
     finally:
         await sender.close()
