@@ -19,9 +19,9 @@ from textual.widgets.option_list import Option
 
 from chat_protocol.names import DIRECT_PREFIX
 from chat_tui.grep import Hit
-from chat_tui.screens.switcher import move_highlight
+from chat_tui.screens.switcher import PickerInput, move_highlight
 from chat_tui.text_layout import display_line
-from chat_tui.widgets.chat_input import InOrderInput, hand_over_keys
+from chat_tui.widgets.chat_input import hand_over_keys
 
 Search = Callable[[str], Awaitable[list[Hit]]]
 Context = Callable[[Hit], Awaitable[list[str]]]
@@ -45,16 +45,10 @@ def hit_text(hit: Hit) -> Text:
     return line
 
 
-class GrepInput(InOrderInput):
-    """The query field: enter is taken in order with the keys around it. An enter that must
-    wait for its search's matches holds the keys typed after it until they have come: they
-    belong to the room the match opens, or to this field if it opens none."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "submit_query", show=False),
-        Binding("up", "move(-1)", show=False),
-        Binding("down", "move(1)", show=False),
-    ]
+class GrepInput(PickerInput):
+    """The query field (enter, up and down in order with the keys around them). An enter that
+    must wait for its search's matches holds the keys typed after it until they have come:
+    they belong to the room the match opens, or to this field if it opens none."""
 
     def __init__(self, value: str, **kwargs: object) -> None:
         super().__init__(value, **kwargs)  # type: ignore[arg-type]
@@ -67,16 +61,6 @@ class GrepInput(InOrderInput):
             self.held.append(events.Key(event.key, event.character))
             return
         await super()._on_key(event)
-
-    def action_submit_query(self) -> None:
-        screen = self.screen
-        if isinstance(screen, GrepScreen):
-            screen.submit(self.value)
-
-    def action_move(self, step: int) -> None:
-        screen = self.screen
-        if isinstance(screen, GrepScreen):
-            screen.action_move(step)
 
     def release(self, target: Widget) -> None:
         """Give ``target`` the keys held and those queued behind them, in order."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, Protocol, runtime_checkable
 
 from rich.text import Text
 from textual import on
@@ -44,25 +44,38 @@ def joinable(name: str) -> bool:
     return names.is_valid_room(name) if peer is None else names.is_valid_name(peer)
 
 
-class SwitcherInput(InOrderInput):
-    """The switcher's field: enter, up and down are taken in order with the keys typed around
+@runtime_checkable
+class Picker(Protocol):
+    """A screen that picks from a list under its field (the switcher, search everywhere)."""
+
+    def submit(self, value: str) -> None: ...
+
+    def action_move(self, step: int) -> None: ...
+
+
+class PickerInput(InOrderInput):
+    """A picker's field: enter, up and down are taken in order with the keys typed around
     them ("down down enter" in one read chose the first room)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "choose", show=False),
+        Binding("enter", "submit_field", show=False),
         Binding("up", "move(-1)", show=False),
         Binding("down", "move(1)", show=False),
     ]
 
-    def action_choose(self) -> None:
+    def action_submit_field(self) -> None:
         screen = self.screen
-        if isinstance(screen, SwitcherScreen):
+        if isinstance(screen, Picker):
             screen.submit(self.value)
 
     def action_move(self, step: int) -> None:
         screen = self.screen
-        if isinstance(screen, SwitcherScreen):
+        if isinstance(screen, Picker):
             screen.action_move(step)
+
+
+class SwitcherInput(PickerInput):
+    """The switcher's field."""
 
 
 class SwitcherScreen(ModalScreen[str | None]):
