@@ -190,8 +190,9 @@ class _Rejoin(Exception):
     """The welcome gave this connection a name other than the app's: connect again with it."""
 
 
-class _HandshakeFailed(Exception):
-    """The handshake did not give a connection we can use: how the attempt ended."""
+class _Unusable(Exception):
+    """The connection cannot be used (its handshake never ended, the server chose what was
+    not offered, its welcome is no chat server's): how the attempt ended."""
 
     def __init__(self, ending: _Ending) -> None:
         super().__init__(ending.detail)
@@ -559,12 +560,12 @@ class RoomConnection:
                         )
                 except TimeoutError:
                     said = f"the server did not finish the handshake in {HANDSHAKE_TIMEOUT:g} s"
-                    raise _HandshakeFailed(_Ending(ConnectionState.OFFLINE, said, None)) from None
+                    raise _Unusable(_Ending(ConnectionState.OFFLINE, said, None)) from None
                 if ws.subprotocol not in (None, v2.SUBPROTOCOL):
                     # RFC 6455: the client fails a connection whose server chose otherwise.
                     chose = display_line(ws.subprotocol)[:40]
                     said = f"the server chose a subprotocol that was not offered ({chose!r})"
-                    raise _HandshakeFailed(_Ending(ConnectionState.FAILED, said, self.backoff_cap))
+                    raise _Unusable(_Ending(ConnectionState.FAILED, said, self.backoff_cap))
                 chosen = codec.selected(ws.subprotocol)
                 self.v2 = chosen.numbered
                 if chosen.numbered:
@@ -623,7 +624,7 @@ class RoomConnection:
 
     def _on_error(self, exc: Exception) -> _Ending:
         for leaf in _leaves(exc):
-            if isinstance(leaf, _HandshakeFailed):
+            if isinstance(leaf, _Unusable):
                 return leaf.ending
             if isinstance(leaf, WebSocketDisconnect):
                 return self._on_close(leaf.code, leaf.reason)
@@ -931,7 +932,7 @@ class NumberedDialogue:
             # escape sequences (a hostile server's).
             shown = display_line(welcome.name)[:40]
             said = f"the server gave us a name no chat server gives ({shown!r}…)"
-            raise _HandshakeFailed(_Ending(ConnectionState.FAILED, said, link.backoff_cap))
+            raise _Unusable(_Ending(ConnectionState.FAILED, said, link.backoff_cap))
         if not link.identity.issued(self._request.resume, welcome.resume):
             raise _Rejoin
         # Taken as backlog: at most what was asked for (the history asked, or the range missed
