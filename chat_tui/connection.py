@@ -986,7 +986,7 @@ class NumberedDialogue:
                 own.popleft()  # frames come in offset order: that one will not come now
             if own and own[0][0] == offset:
                 _, wire = own.popleft()
-                if frame.name == link.name and frame.text == wire:
+                if frame.text == wire:  # by text alone: the name may have changed (/nick)
                     return
                 # Not what we said: the ack was wrong (a broken or hostile server). Shown.
         elif frame.kind is FrameKind.ERROR and frame.nonce is not None:

@@ -13,6 +13,7 @@ from tests.tui.app_helpers import (
     in_log,
     input_line,
     joined,
+    log_lines,
     make_app,
     members_lines,
     room_name,
@@ -50,6 +51,14 @@ async def test_our_nick_change_reaches_every_room_and_our_token(
             await send(pilot, f"/join {second}")  # switch to the peer's room
             await send(pilot, "hello as new")
             assert await peer.recv() == f"{new} :: hello as new"
+            # Once on our screen too: our frame under the new name is our acked message (it
+            # was shown twice, and logged twice, after every /nick).
+            await send(pilot, "and once more")
+            assert await peer.recv() == f"{new} :: and once more"
+            await until(pilot, lambda: not app.controller.rooms[second].pending, "acked")
+            await pilot.pause()
+            for said in ("hello as new", "and once more"):
+                assert sum(said in line for line in log_lines(app)) == 1, log_lines(app)
         finally:
             await peer.close()
 
