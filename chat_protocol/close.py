@@ -135,9 +135,10 @@ DIRECT_NEEDS_TOKEN: Final = Close(
     _R,
     Then.RECONNECT,
 )
-# Back off, not give up: a name is away for a while when the broker forgot it (a Redis
-# restarted empty) until its holder reconnects; the conversation comes back by itself then.
-NOT_HERE: Final = Close(C.POLICY_VIOLATION, "{} is not here", "direct", _R, Then.BACK_OFF)
+# Give up: nobody holds or keeps the name. (A client whose conversation was up may try again
+# with its backoff: a broker that restarted empty knows a name again only once its holder's
+# client has reconnected.)
+NOT_HERE: Final = Close(C.POLICY_VIOLATION, "{} is not here", "direct", _R, Then.GIVE_UP)
 # What operators and moderators decide (docs/protocol.md, "Governance").
 ROOM_LOCKED: Final = Close(C.POLICY_VIOLATION, "room locked", "locked", _R, Then.GIVE_UP)
 NOT_ALLOWED: Final = Close(

@@ -274,6 +274,7 @@ class RoomConnection:
         self._running = False
         self._run_done = asyncio.Event()
         self._rng = rng or random.Random()
+        self._was_up = False  # a connection of this room was up once (this run of the app)
 
     # --- public API -------------------------------------------------------------------------
 
@@ -444,6 +445,7 @@ class RoomConnection:
 
     def connected(self) -> None:
         """The first frame of this connection arrived: it is up."""
+        self._was_up = True
         self.set_state(StateChanged(ConnectionState.CONNECTED, f"connected to {self.url}"))
 
     # --- internals --------------------------------------------------------------------------
@@ -680,6 +682,10 @@ class RoomConnection:
             return _Ending(ConnectionState.OFFLINE, "", 0.0, quiet=True)
         if then is Then.WITHOUT_NAME:
             then = Then.RECONNECT  # we asked for no name: not ours to act on
+        if received.close is close.NOT_HERE and self._was_up:
+            # Our peer was here: a broker that restarted empty knows their name again once
+            # their client has reconnected. What we typed stays pending meanwhile.
+            then = Then.RECONNECT
         if then is Then.FALL_BACK:
             if not self.v2 and self.identity.v2 is not False:
                 # A server that knows the chat.v2 query but did not select chat.v2 (a proxy

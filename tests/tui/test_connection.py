@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -18,6 +19,7 @@ from chat_protocol.limits import MAX_FRAME_BYTES
 from chat_protocol.names import ROOM_RULE, is_valid_name
 from chat_protocol.v1 import format_join, format_leave, format_message
 from chat_protocol.v2 import SUBPROTOCOL as SUBPROTOCOL_V2
+from chat_protocol.v2 import ack as v2_ack
 from chat_protocol.v2 import welcome as v2_welcome
 from chat_testing.ports import free_port
 from chat_testing.proxy import TcpProxy
@@ -831,8 +833,11 @@ async def test_a_backlog_that_never_comes_is_not_waited_for_with_everything_else
 async def test_a_conversation_with_someone_not_here_comes_back_when_they_are() -> None:
     """ "NAME is not here" gave up until the user pressed ctrl+r: after a Redis restart a
     conversation's peer is not here until their client has reconnected, and the conversation
-    stayed dead (found by a new-user run). It is tried again after the longest backoff."""
+    stayed dead (found by a new-user run). A conversation that was up reconnects with its
+    backoff, what was typed meanwhile still pending and sent once; one to a name that was
+    never here gives up (the README: it "closes with 'NAME is not here'")."""
     token = "user_aaaaaa11.tokentokentokentokentok"
+    received: list[str] = []
 
     def select(ws: ServerConnection, offered: Any) -> Any:
         return SUBPROTOCOL_V2
@@ -842,18 +847,39 @@ async def test_a_conversation_with_someone_not_here_comes_back_when_they_are() -
     async def handler(ws: ServerConnection) -> None:
         nonlocal attempts
         attempts += 1
-        if attempts == 1:
+        if attempts in (2, 3):  # the broker restarted: Dave is not known yet
             await ws.close(1008, "Dave is not here")
             return
         await ws.send(v2_welcome("@Dave", "user_aaaaaa11", "e1", 0, token, None, False, 0))
-        await ws.wait_closed()
+        if attempts == 1:
+            await ws.close(1012, "service restart")
+            return
+        async for text in ws:
+            sent = json.loads(text)
+            if sent.get("type") == "send":
+                received.append(sent["text"])
+                await ws.send(v2_ack(sent["nonce"], len(received), 1_765_022_400.0))
 
     async with serve(handler, "127.0.0.1", 0, select_subprotocol=select) as server:
         port = server.sockets[0].getsockname()[1]
-        async with running(f"ws://127.0.0.1:{port}", "@Dave") as (_, rec, _):
-            await rec.wait_for(lambda: rec.of(Welcomed), "the conversation back")
-            failed = [e for e in rec.of(StateChanged) if e.state is ConnectionState.FAILED]
-            assert failed[0].detail.endswith("Dave is not here)") and failed[0].retry_in == CAP
+        async with running(f"ws://127.0.0.1:{port}", "@Dave") as (conn, rec, _):
+            await rec.wait_for(lambda: rec.of(Welcomed), "the first welcome")
+            sent = conn.send("typed while Dave was away")
+            await rec.wait_for(lambda: len(rec.of(Welcomed)) == 2, "the conversation back")
+            await rec.wait_for(lambda: rec.send_states().get(sent), "the message's outcome")
+            assert rec.send_states()[sent] is SendState.SENT and received == [
+                "typed while Dave was away"
+            ]
+            assert ConnectionState.FAILED not in rec.states()
+
+        # Never up: the name is nobody's.
+        attempts = 1
+        async with running(f"ws://127.0.0.1:{port}", "@Dave") as (conn, rec, _):
+            failed = await rec.wait_for(
+                lambda: [e for e in rec.of(StateChanged) if e.state is ConnectionState.FAILED],
+                "given up",
+            )
+            assert failed[0].detail.endswith("Dave is not here)") and failed[0].retry_in is None
 
 
 async def test_a_welcome_with_a_name_no_server_gives_fails_the_connection() -> None:
