@@ -254,8 +254,10 @@ class Room(Observable):
             person.away = message
         said = notes.AwayChanged(name, message, name == self.me).text
         # Under the smart filter as joins are: someone idle who never speaks is away and back
-        # every few minutes, in every room (the members panel still shows who is away).
-        self._add(Entry(EntryKind.NOTICE, said, when, quiet=self.quiet(name, when)))
+        # every few minutes, in every room (the members panel still shows who is away). Not
+        # in a conversation: there it is the answer to what we wrote.
+        quiet = not self.direct and self.quiet(name, when)
+        self._add(Entry(EntryKind.NOTICE, said, when, quiet=quiet))
         self.changed()
 
     def away_of(self) -> dict[str, str]:

@@ -177,6 +177,10 @@ def test_the_smart_filter_hides_away_and_back_of_the_silent() -> None:
     shown = [e.text for e in room.scrollback if e.kind is EntryKind.NOTICE and not e.quiet]
     assert shown == [f"{BOB} is away: lunch"]
     assert room.away_of() == {BOB: "lunch"}  # the members panel still says who is away
+    # In a conversation it answers what we wrote: shown, whoever it is from.
+    talk = Room(f"@{ALICE}", 100)
+    talk.away_changed(ALICE, "lunch", T)
+    assert not talk.scrollback[-1].quiet
 
 
 def test_the_smart_filter_counts_what_history_showed_someone_say() -> None:
