@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import dataclasses
 import math
+import re
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -59,6 +60,14 @@ from chat_tui.logbook import Logbook
 from chat_tui.notify import Level, Notice
 from chat_tui.rooms import Room, RoomState, local_time
 from chat_tui.scrollback import Entry, EntryKind, Observable
+
+# What the app says for us when we are away by idling (away_after), and how it knows it again.
+IDLE_AWAY = re.compile(r"idle for \d+ minutes?")
+
+
+def idle_text(minutes: int) -> str:
+    return f"idle for {minutes} minute{'s' if minutes != 1 else ''}"
+
 
 # Events applied per turn: a flood is taken in slices, so that keys typed meanwhile (which
 # wait in the same queue) are handled between two slices.
@@ -677,8 +686,15 @@ class ChatController(Observable):
         room = self.current
         if room is not None and room.me_away:
             return  # away already, by our own word
-        if self.set_away(f"idle for {minutes} minute{'s' if minutes != 1 else ''}", quiet=True):
+        if self.set_away(idle_text(minutes), quiet=True):
             self._idle_away = True
+
+    def _away_by_idling(self) -> bool:
+        """Whether we are away with the message the app says for an idle user."""
+        room = self.current
+        me = room.people.get(room.me) if room is not None and room.me is not None else None
+        away = me.away if me is not None else None
+        return self.config.away_after > 0 and away is not None and bool(IDLE_AWAY.fullmatch(away))
 
     def report_read(self, following: bool) -> None:
         """The screen's once-a-second look: if the user sees the newest messages of the active
@@ -697,7 +713,9 @@ class ChatController(Observable):
         """The input box now holds ``line``: a chat.v2 room hears that we are typing, at most
         once every TYPING_EVERY seconds (a command being typed is not chat)."""
         self._last_key = self.monotonic()
-        if self._idle_away:  # back from idling: as the idle one said away, it says back
+        if self._idle_away or self._away_by_idling():
+            # Back from idling: as the idle one said away, it says back (an away of the last
+            # run too: the server keeps it across a restart, the app's flag is new).
             self._idle_away = False
             self.set_away(None)
         room = self.current

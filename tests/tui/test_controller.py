@@ -494,6 +494,25 @@ async def test_idle_for_away_after_minutes_says_away_and_a_key_says_back(world: 
     assert a.aways == ["idle for 5 minutes", None]
 
 
+async def test_an_idle_away_of_the_last_run_ends_at_the_first_key(world: Any) -> None:
+    """Marked away by idling, the app quit and started again: the server kept the away, the
+    app's own flag was new, and a key cleared it on our screen only (found by a new-user run).
+    An away we said ourselves stays."""
+    make, _, connections = world
+    controller = make("a", away_after=1)
+    await settle()
+    a = connections["a"]
+    a.joined()
+    a.report(Frame(FrameKind.AWAY, "idle for 1 minute", name=ME))
+    await settle()
+    controller.typed("x")
+    assert a.aways == [None]
+    a.report(Frame(FrameKind.AWAY, "lunch", name=ME))
+    await settle()
+    controller.typed("xy")
+    assert a.aways == [None]
+
+
 async def test_away_after_0_never_says_away(world: Any) -> None:
     make, _, connections = world
     now = [100.0]
