@@ -320,6 +320,10 @@ class ChatController(Observable):
         room.conversation_with(peer, self.current.me if self.current is not None else None)
         return room
 
+    def _is_me(self, name: str) -> bool:
+        me = self.current.me if self.current is not None else None
+        return me is not None and names.name_key(me) == names.name_key(name)
+
     def _someone_wrote(self, peer: str) -> None:
         """The server says ``peer`` wrote to us: their conversation opens, within bounds."""
         if self._open_as(names.DIRECT_PREFIX + peer) in self.rooms:
@@ -387,6 +391,8 @@ class ChatController(Observable):
         problem = names.room_problem(name) if peer is None else None
         if peer is not None and not names.is_valid_name(peer):
             problem = f"no one can be called {peer!r}: {names.CHOSEN_RULE}"
+        elif peer is not None and self._is_me(peer):
+            problem = f"{peer} is you: a conversation is with someone else"
         if problem is not None:
             self.say(EntryKind.ERROR, problem)
             return False
@@ -493,6 +499,9 @@ class ChatController(Observable):
                 self.set_away(message)
             case commands.Nick(name):
                 return self.nick(name)
+            case commands.Query(name) | commands.Msg(name) if self._is_me(name):
+                self.say(EntryKind.ERROR, f"{name} is you: a conversation is with someone else")
+                return False
             case commands.Query(name):
                 self.activate(self.open_conversation(name).name)
             case commands.Msg(name, said):

@@ -18,6 +18,7 @@ import pytest
 from chat_protocol.frames import Frame, FrameKind, Welcome
 from chat_protocol.v1 import format_leave, format_message, parse_frame
 from chat_protocol.v2 import TYPING_SHOWN
+from chat_tui.commands import Join, Msg, Query
 from chat_tui.config import Config
 from chat_tui.controller import ChatController
 from chat_tui.events import (
@@ -607,3 +608,20 @@ async def test_a_run_of_frames_that_cannot_be_read_is_one_line(world: Any) -> No
     await settle()
     texts = [e.text for e in controller.rooms["general"].scrollback]
     assert texts[-1] == "the server sent a frame that cannot be read (3 bytes): bad"
+
+
+async def test_a_conversation_with_oneself_is_refused(world: Any) -> None:
+    """/join @OURNAME showed a members panel "alicia (you) / alicia (you)" that never settled
+    (a new-user run): there is nobody to talk to."""
+    make, _, connections = world
+    controller = make("general")
+    await settle()
+    connections["general"].joined()
+    await settle()
+    for action in (Join(f"@{ME.upper()}"), Query(ME), Msg(ME, "hi me")):
+        assert controller.run(action) is False
+    said = [e.text for e in controller.rooms["general"].scrollback][-3:]
+    assert said == [
+        f"{n} is you: a conversation is with someone else" for n in (ME.upper(), ME, ME)
+    ]
+    assert not [room for room in controller.rooms if room.startswith("@")]
