@@ -419,7 +419,9 @@ def parse_client_frame(frame: str) -> ClientFrame:
         raise FrameError(
             f"invalid nonce: 1-{MAX_NONCE_CHARS} printable ASCII characters, no spaces"
         )
-    reader = _CLIENT_FRAMES.get(body.get("type"))  # type: ignore[arg-type]
+    kind = body.get("type")
+    # Any JSON value may be there: only a string can name a frame (a dict is not hashable).
+    reader = _CLIENT_FRAMES.get(kind) if isinstance(kind, str) else None  # type: ignore[arg-type]
     if reader is None:
         raise FrameError(f"unknown frame type {str(body.get('type'))[:40]!r}", nonce)
     return reader(body, nonce)

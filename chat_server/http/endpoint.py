@@ -148,7 +148,10 @@ def origin_allowed(origin: str, host: str | None, allowed: tuple[str, ...]) -> b
     scheme, _, authority = origin.partition("://")
     if scheme not in {"http", "https"} or authority.lower() != host.lower():
         return False
-    hostname = urlsplit(origin).hostname or ""
+    try:
+        hostname = urlsplit(origin).hostname or ""
+    except ValueError:  # "http://[::1": no host a page could have
+        return False
     if hostname == "localhost":
         return True
     try:

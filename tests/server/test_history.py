@@ -191,6 +191,11 @@ async def test_v2_client_frames_and_their_refusals(shared_server: RunningServer)
     assert await alice.recv() == {
         "type": "error", "text": "unknown frame type 'shout'", "nonce": "n-2",
     }  # fmt: skip
+    for kind in ("{}", "[1]", "null"):  # any JSON: a dict was a traceback and a dropped socket
+        await alice.ws.send(f'{{"type": {kind}, "nonce": "n-k"}}')
+        error = await alice.recv()
+        assert (error["type"], error["nonce"]) == ("error", "n-k")
+        assert error["text"].startswith("unknown frame type")
     await alice.ws.send('{"type": "send", "text": "x", "nonce": "has space"}')
     error = await alice.recv()
     assert error["type"] == "error" and "invalid nonce" in error["text"] and "nonce" not in error

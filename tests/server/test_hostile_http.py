@@ -168,6 +168,24 @@ async def test_rejected_handshakes_are_answered_and_leave_nothing_behind(
     observer.check()
 
 
+def test_an_origin_that_is_no_url_is_refused_without_a_traceback(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    """``Host: [::1`` and ``Origin: http://[::1`` (an IPv6 literal never closed): parsing the
+    origin raised, and each attempt was a 500 and a traceback (found by a hostile-client run).
+    It is an origin that is not allowed: 403."""
+    server = server_factory()
+    for _ in range(3):
+        sock = connect(server.port)
+        sock.sendall(
+            handshake_request(server.port, "/chat/o", host="[::1", extra="Origin: http://[::1\r\n")
+        )
+        response, closed = read_response(sock, timeout=3)
+        sock.close()
+        assert closed and status_of(response) == 403, response
+    assert "Traceback" not in server.log()
+
+
 MALFORMED_UPGRADES = {
     "129 headers": lambda port: handshake_request(
         port, "/chat/m", extra="".join(f"X-H{i}: v\r\n" for i in range(129))
