@@ -156,3 +156,47 @@ async def test_past_its_window_a_token_s_oldest_nonce_is_forgotten(
     client = redis_server.client()
     assert client.llen("chat:room:window:nonce-order:tok") == DEDUP_PER_TOKEN
     assert client.hlen("chat:room:window:nonces") == DEDUP_PER_TOKEN
+
+
+async def test_a_big_history_is_read_a_page_at_a_time_and_no_further_than_is_sent(
+    redis_server: RedisServer,
+) -> None:
+    """A join read its room's whole history in one command: 1,000 messages of 16 KiB were
+    16 MiB, 110 ms of Redis, every other command of the node waiting behind it; 40 such joins
+    from one address made the node take Redis for dead and close everyone (a hostile-client
+    run). Reads are pages of PAGE and stop past what one connection is sent."""
+    backend = RedisBackend(
+        Settings(broker_url=redis_server.url, max_backlog_bytes=1024 * 1024), "test-node-2"
+    )
+    available = asyncio.Event()
+    backend.on_status(lambda status: available.set() if status.available else None)
+    await backend.start()
+    await asyncio.wait_for(available.wait(), 10)
+    try:
+        client = redis_server.client()
+        key = backend.redis.keys.room_history("big")
+        text = "x" * 16 * 1024
+        with client.pipeline() as pipe:
+            for offset in range(1, 1001):
+                pipe.xadd(key, {"n": "user_a", "t": text, "m": 1_765_022_400_000}, id=f"{offset}-0")
+            pipe.execute()
+        client.config_resetstat()
+
+        newest = await backend.history.latest("big", 1000, 1000)
+        # The newest that hold more than the 1 MiB sent: 65 of 16 KiB (the caller cuts it).
+        assert [m.offset for m in newest] == list(range(1000 - len(newest) + 1, 1001))
+        assert 64 < len(newest) <= 2 * 64
+        calls = client.info("commandstats")["cmdstat_xrevrange"]["calls"]
+        assert calls == 2  # two pages of 64, not one of 1,000
+
+        # A recovery of more than is sent comes back as its newest part, not None.
+        part = await backend.history.since("big", 0, 1000)
+        assert part is not None and part[-1].offset == 1000 and len(part) < 1000
+        # One that is not retained whole, and small, is still None.
+        client.xtrim(key, minid="990-0")
+        assert await backend.history.since("big", 980, 1000) is None
+        assert [m.offset for m in await backend.history.since("big", 995, 1000) or []] == [
+            996, 997, 998, 999, 1000,
+        ]  # fmt: skip
+    finally:
+        await backend.close()
