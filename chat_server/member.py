@@ -96,6 +96,7 @@ class Member:
         "join_name",
         "limit_bytes",
         "name",
+        "on_backlog",
         "on_drop",
         "room",
     )
@@ -110,8 +111,11 @@ class Member:
         *,
         hold: bool = False,
         ack_prefix: str | None = None,
+        on_backlog: Callable[[int], None] | None = None,
     ) -> None:
         self.name = name
+        # Told how much backlog is queued, as it changes (+ queued, - written or dropped).
+        self.on_backlog = on_backlog
         # The name its join is published under (its name may change while it joins).
         self.join_name = name
         # Its join's own mark (published as the join's nonce): two connections of one resume
@@ -254,6 +258,8 @@ class Member:
         self._queued_bytes += size
         if self._crediting:
             self._allowance += size
+            if self.on_backlog is not None:
+                self.on_backlog(size)
         if self._queued_bytes <= self._allowance:
             return False
         self.drop(close.SLOW_CONSUMER)
@@ -263,13 +269,18 @@ class Member:
         """Stop sending: drop whatever is queued."""
         self.closed = True
         self._queued_bytes = 0
-        self._allowance = self.limit_bytes
+        self._backlog_left(self.limit_bytes)
 
     def _written(self, size: int) -> None:
         """``size`` bytes left the queue for the socket (the backlog first)."""
         self._queued_bytes -= size
         if self._allowance > self.limit_bytes:
-            self._allowance = max(self.limit_bytes, self._allowance - size)
+            self._backlog_left(max(self.limit_bytes, self._allowance - size))
+
+    def _backlog_left(self, allowance: int) -> None:
+        if self.on_backlog is not None and allowance != self._allowance:
+            self.on_backlog(allowance - self._allowance)
+        self._allowance = allowance
 
     async def drain(self) -> None:
         """Until nothing of this member's is being written any more (after :meth:`close`)."""

@@ -66,14 +66,22 @@ def _remember(table: OrderedDict[str, _V], token_id: str, value: _V) -> None:
         table.popitem(last=False)
 
 
-class AddressShare:
-    """What one client address has of this node: its connections, and the rate that all of
-    them spend their messages from (``--max-messages-per-address``; None: off)."""
+# Backlogs (--max-backlog-bytes each) that may be queued and not yet written at once, for the
+# connections of one address, and for all: 16 MiB and 256 MiB by default.
+BACKLOGS_PER_ADDRESS = 4
+BACKLOGS_IN_ALL = 64
 
-    __slots__ = ("connections", "messages")
+
+class AddressShare:
+    """What one client address has of this node: its connections, the rate that all of
+    them spend their messages from (``--max-messages-per-address``; None: off), and the bytes
+    of history and recovery queued for them and not yet written (their backlog)."""
+
+    __slots__ = ("backlog", "connections", "messages")
 
     def __init__(self, settings: Settings) -> None:
         self.connections = 0
+        self.backlog = 0
         rate = settings.per_address(settings.max_messages_per_address)
         self.messages = (
             addresses.AddressRate(rate, rate * ADDRESS_BURST_SECONDS) if rate > 0 else None
@@ -104,6 +112,7 @@ class Node:
         self.hub = RoomHub(backend.channels, self._room_lost, self._delivery_failed)
         self.started = time.time()
         self.connections = 0  # admitted: from the handshake's checks until they left
+        self.backlog = 0  # bytes of backlog queued for every connection, not yet written
         self.sessions: set[Session] = set()  # in their rooms
         self._background: set[asyncio.Task[None]] = set()
         self._away_at: OrderedDict[str, float] = OrderedDict()  # token id -> its last away
@@ -161,6 +170,24 @@ class Node:
         share.connections -= 1
         if share.connections == 0:  # bounded by the connections: an idle address is forgotten
             del self.by_address[address]
+
+    def backlog_allowed(self, address: str) -> int:
+        """Bytes of backlog one more connection from ``address`` may be sent now: what
+        connections that do not read hold is bounded per address and in all (a backlog is
+        never counted against a slow consumer: 100 sockets that never read held 1.5 MB each
+        until their ping timed out)."""
+        settings = self.settings
+        share = self.by_address.get(address)
+        queued = share.backlog if share is not None else 0
+        per_address = BACKLOGS_PER_ADDRESS * settings.max_backlog_bytes - queued
+        in_all = BACKLOGS_IN_ALL * settings.max_backlog_bytes - self.backlog
+        return max(0, min(settings.max_backlog_bytes, per_address, in_all))
+
+    def backlog_changed(self, address: str, change: int) -> None:
+        self.backlog += change
+        share = self.by_address.get(address)
+        if share is not None:
+            share.backlog += change
 
     def may_create_room(self, address: str) -> bool:
         """One more room brought into being by ``address``, if its share allows it."""

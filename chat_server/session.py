@@ -171,9 +171,11 @@ class ChatSession:
                 max(0.0, node.verifier.remaining(identity)), self.drop, close.TOKEN_EXPIRED
             )
         settings = node.settings
+        address = self.client_address
         options: dict[str, Any] = {
             "hold": self.request.history > 0,
             "ack_prefix": None if lease.token is None else lease.token_id + ":",
+            "on_backlog": lambda change: node.backlog_changed(address, change),
         }
         member: Member
         if self._sink is not None:
@@ -307,7 +309,7 @@ class ChatSession:
         self._epoch = joined.epoch
         messages = _newest_within(
             [codec.message(m.name, m.text, m.offset, m.time) for m in backlog],
-            settings.max_backlog_bytes,
+            self.node.backlog_allowed(self.client_address),
         )
         if len(messages) < len(backlog) and recovered:
             recovered = False  # not all of what was missed: the client must know

@@ -15,7 +15,7 @@ from chat_testing.servers import RunningServer
 from chat_testing.waits import wait_until
 from tests.server.hostile import server_frames
 from tests.server.test_promises import ROOMY_HISTORY, _post_big
-from tests.server.wsclients import join_many, raw_handshake, server_send_queue
+from tests.server.wsclients import join_many, join_v2, raw_handshake, server_send_queue
 
 MESSAGES = 1500
 PAYLOAD = "p" * 4000  # ~6 MB in all: far past kernel buffers plus the 1 MiB send buffer
@@ -223,3 +223,41 @@ async def test_a_member_that_never_reads_holds_little_of_the_kernels_memory(
             await asyncio.sleep(0.05)
     finally:
         deaf.close()
+
+
+@pytest.mark.memory_only  # the session's doing: the same whatever the broker
+async def test_backlogs_nobody_reads_are_bounded_per_address(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    """Connections that join with a big history and never read: each held its backlog (never
+    counted against a slow consumer) until its ping timed out, 1.5 MB each, 600 MB for 400
+    sockets of 4 addresses (a hostile-client run). What one address's connections may have
+    queued and unwritten is 4 backlogs; past it a join is sent less history, not another
+    address's joins, and it is all given back when they go."""
+    server = server_factory(rate_limit=0, env=ROOMY_HISTORY, max_backlog_bytes=1024 * 1024)
+    url = server.chat_url("hoard")
+    await _post_big(url, 200)  # 3.2 MB: each backlog is cut at 1 MiB
+
+    async def history_sent(address: str) -> int:
+        member = await join_v2(url, "history=200", local_addr=(address, 0))
+        try:
+            await member.backlog()
+            return int(member.welcome["history"])
+        finally:
+            await member.close()
+
+    full = await history_sent("127.0.0.2")
+    assert 60 <= full < 64  # 1 MiB of 16 KiB messages
+    deaf = [raw_handshake(server.port, "/chat/hoard?history=200", rcvbuf=4096) for _ in range(12)]
+    try:
+        for sock in deaf:  # each one's kernel queue full: the rest of its backlog waits
+            wait_until(lambda s=sock: (server_send_queue(server.port, s) or 0) > 0, what="sent")
+        assert await history_sent("127.0.0.1") < full // 2  # the same address: little left
+        assert await history_sent("127.0.0.3") == full  # another: all of it
+    finally:
+        for sock in deaf:
+            sock.close()
+    deadline = time.monotonic() + 10  # closed: the server learns it, and lets go
+    while await history_sent("127.0.0.1") != full:
+        assert time.monotonic() < deadline, "the closed connections' backlogs are not given back"
+        await asyncio.sleep(0.1)
