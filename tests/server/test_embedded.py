@@ -520,21 +520,24 @@ async def test_the_window_is_what_memory_keeps(tmp_path: Path) -> None:
 async def test_a_fast_sender_is_not_taken_for_a_slow_consumer(tmp_path: Path) -> None:
     """A client sends as fast as it can: a transaction then holds many of its messages, whose
     echoes must not all land in its queue in one turn of the loop (it was closed 1008 "slow
-    consumer" although it took everything at once). It reads while it sends, as a client
-    does: one that sends 1.2 MB and reads nothing meanwhile is a slow consumer once the
-    kernel's buffers are full (how full they get under a loaded CI is not this test's)."""
+    consumer" although it took everything at once). It keeps 32 messages ahead of its echoes
+    (128 KB, twice the send buffer: a batch of them handed out in one turn is still a slow
+    consumer), as a client that reads as it sends does; one that sent 1.2 MB before reading,
+    or that a loaded machine let do so, is a slow consumer by its own doing."""
     server = start_server(
         rate_limit=0, broker_url=f"sqlite://{tmp_path / 'chat.db'}", send_buffer=64 * 1024
     )
     try:
         sender = await join_v2(server.chat_url("fast"))
         texts = [f"{n:03d} " + "x" * 4000 for n in range(300)]  # 1.2 MB, 19 send buffers
-        reading = asyncio.create_task(
-            sender.recv_until(lambda f: f["type"] == "message" and f["text"] == texts[-1], 30)
-        )
-        for n, text in enumerate(texts):
-            await sender.send(text, f"f{n}")
-        frames = await reading
+        frames: list[dict[str, Any]] = []
+        for start in range(0, len(texts), 32):
+            chunk = texts[start : start + 32]
+            for n, text in enumerate(chunk, start):
+                await sender.send(text, f"f{n}")
+            frames += await sender.recv_until(
+                lambda f, last=chunk[-1]: f["type"] == "message" and f["text"] == last, 30
+            )
         said = [f["text"] for f in frames if f["type"] == "message"]
         assert said == texts
         await sender.close()
