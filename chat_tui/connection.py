@@ -713,6 +713,11 @@ class RoomConnection:
         try:
             await dialogue.ready.wait()
             while True:
+                # Cleared before looking, not after: what is asked while a frame is being
+                # written sets it again, and is written next (cleared after the writes, a
+                # typing, read, away or /nick asked meanwhile waited for the next thing
+                # asked, forever if nothing else came).
+                self._writable.clear()
                 # Neither is a message: the server counts neither against the message rate.
                 if self._typing_due:
                     self._typing_due = False
@@ -737,7 +742,6 @@ class RoomConnection:
                     # In flight before the write: the answer may be read before send returns.
                     self.inflight.append(item)
                     await ws.send_text(dialogue.codec.send(item.wire, dialogue.nonce(item)))
-                self._writable.clear()
                 await self._writable.wait()
         except (HTTPXWSException, LocalProtocolError, OSError):
             # The reader sees the same failure and ends the session; the unanswered messages

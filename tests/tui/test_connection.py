@@ -14,6 +14,7 @@ from urllib.parse import quote
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
+from chat_protocol import v2
 from chat_protocol.frames import Frame, FrameKind
 from chat_protocol.limits import MAX_FRAME_BYTES
 from chat_protocol.names import ROOM_RULE, is_valid_name
@@ -1000,3 +1001,43 @@ async def test_a_server_back_from_an_outage_is_found_within_seconds_not_the_back
     finally:
         if restarted is not None:
             restarted.stop()
+
+
+async def test_what_is_asked_while_a_frame_is_being_written_is_written_next() -> None:
+    """The writer cleared its wake-up after writing: a typing (or read, away, /nick) asked
+    while a frame was on its way waited for the next thing asked, forever if none came (a
+    typing test timed out under CI's load). The socket here is a stand-in whose first write
+    takes as long as the test says: the race is the writer's, not the network's."""
+
+    class SlowSocket:
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+            self.gate = asyncio.Event()
+
+        async def send_text(self, text: str) -> None:
+            if not self.sent:
+                self.sent.append(text)
+                await self.gate.wait()
+            else:
+                self.sent.append(text)
+
+    class Ready:
+        ready = asyncio.Event()
+        codec = None
+
+    Ready.ready.set()
+    rec = Recorder()
+    conn = connection("ws://127.0.0.1:9", "lobby", rec)
+    conn.v2 = True
+    conn.set_state(StateChanged(ConnectionState.CONNECTED, "connected"))
+    ws = SlowSocket()
+    writer = asyncio.create_task(conn._write(ws, Ready()))  # type: ignore[arg-type]
+    try:
+        conn.read(5)
+        await poll(lambda: ws.sent, "the read on its way")
+        conn.typing()  # while the read is being written
+        ws.gate.set()
+        await poll(lambda: len(ws.sent) == 2, "the typing written next", timeout=5)
+        assert ws.sent[1] == v2.TYPING_FRAME
+    finally:
+        writer.cancel()
