@@ -50,6 +50,7 @@ RETRY_INTERVAL = 0.2
 REFRESH_INTERVAL = 5.0
 # A call that came back TRYAGAIN (a migration has split its keys) is sent again after this.
 TRYAGAIN_DELAY = 0.05
+TRYAGAIN_TIMES = 10  # a migration of a slot's keys takes one or two, under load a few more
 
 
 def slot_of(key: str | bytes) -> int:
@@ -305,7 +306,20 @@ class ClusterLinks:
             raise BrokerUnavailable(f"redis cluster: {describe(exc)}") from exc
 
     async def _redirected(self, slot: int, send: Callable[[CommandLink], Awaitable[Any]]) -> Any:
-        """``send`` to the slot's master, and once more where a ``MOVED`` or ``ASK`` says."""
+        """``send`` to the slot's master, and once more where a ``MOVED`` or ``ASK`` says; a
+        ``TRYAGAIN`` (a migration has split the keys of a script or a multi-key command: it
+        did not run) is sent again a moment later, a few times. It was taken for a refusal:
+        the node dropped its links and closed everyone, while the directory's slot moved."""
+        for _ in range(TRYAGAIN_TIMES):
+            try:
+                return await self._redirected_once(slot, send)
+            except TryAgainError:
+                await asyncio.sleep(TRYAGAIN_DELAY)
+        return await self._redirected_once(slot, send)
+
+    async def _redirected_once(
+        self, slot: int, send: Callable[[CommandLink], Awaitable[Any]]
+    ) -> Any:
         try:
             return await send(self._command_link(self._map.owners[slot]))
         except MovedError as moved:  # the map is stale: once more where the slot is now
