@@ -318,6 +318,8 @@ class ChatController(Observable):
             return self.rooms[name]
         room = self.add_room(name)
         room.conversation_with(peer, self.current.me if self.current is not None else None)
+        away = next((r.away_of()[peer] for r in self.rooms.values() if peer in r.away_of()), None)
+        room.peer_away(peer, away)  # as a room we share with them says
         return room
 
     def _is_me(self, name: str) -> bool:
@@ -869,6 +871,9 @@ class ChatController(Observable):
                 message = frame.text if kind is FrameKind.AWAY else None
                 when = local_time(frame.time) if frame.time is not None else now
                 room.away_changed(frame.name, message, when)
+                talk = self.rooms.get(self._open_as(names.DIRECT_PREFIX + frame.name))
+                if talk is not None and talk is not room:
+                    talk.peer_away(frame.name, message)
             return
         room.frame(frame, now)
 

@@ -261,8 +261,23 @@ class Room(Observable):
         self.changed()
 
     def away_of(self) -> dict[str, str]:
-        """Who here is away, with their messages."""
-        return {p.name: p.away for p in self.people.values() if p.present and p.away is not None}
+        """Who here is away, with their messages (in a conversation, the other whether or not
+        they are connected to it)."""
+        direct = self.direct
+        return {
+            p.name: p.away
+            for p in self.people.values()
+            if (p.present or direct) and p.away is not None
+        }
+
+    def peer_away(self, name: str, message: str | None) -> None:
+        """A conversation: its person is away (``message``) or back, as a room we share with
+        them says; the members panel shows it (the log says it where it was said)."""
+        person = self.people.get(clip_name(name))
+        if person is None or person.away == message:
+            return
+        person.away = None if message is None else clip(message, MAX_AWAY_CHARS)
+        self.changed()
 
     @property
     def me_away(self) -> bool:

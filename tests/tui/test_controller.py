@@ -625,3 +625,26 @@ async def test_a_conversation_with_oneself_is_refused(world: Any) -> None:
         f"{n} is you: a conversation is with someone else" for n in (ME.upper(), ME, ME)
     ]
     assert not [room for room in controller.rooms if room.startswith("@")]
+
+
+async def test_a_conversation_shows_its_person_away_as_a_shared_room_says(world: Any) -> None:
+    """carol was "(away)" in #general's members panel and plain "carol" in @carol's (a
+    new-user run): the conversation hears nothing of it until she answers."""
+    make, _, connections = world
+    controller = make("general")
+    await settle()
+    general = connections["general"]
+    general.joined()
+    general.report(Frame(FrameKind.JOIN, f"{PEER} joined the chat", name=PEER))
+    general.report(Frame(FrameKind.AWAY, "lunch", name=PEER))
+    await settle()
+    talk = controller.open_conversation(PEER)
+    assert talk.away_of() == {PEER: "lunch"}
+    general.report(Frame(FrameKind.BACK, "", name=PEER))
+    await settle()
+    assert talk.away_of() == {}
+    general.report(Frame(FrameKind.AWAY, "a walk", name=PEER))
+    await settle()
+    assert talk.away_of() == {PEER: "a walk"}
+    # Said in #general's log, not again in the conversation's.
+    assert not [e for e in talk.scrollback if "a walk" in e.text]
