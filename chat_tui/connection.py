@@ -64,6 +64,7 @@ from chat_protocol.rates import TokenBucket
 from chat_tui.autostart import is_local
 from chat_tui.bounded_http import get_status
 from chat_tui.events import (
+    REFUSALS_KEPT,
     Acked,
     ConnectionState,
     Echo,
@@ -107,8 +108,6 @@ NO_HTTP_TIMEOUT = 5.0
 # Frames other than the backlog's that may come before the backlog is complete (none, from
 # chat-server): past it, the backlog is taken as it is.
 LATER_LIMIT = 1000
-# The text protocol's sends taken as refused that are remembered, in case one comes back.
-REFUSALS_KEPT = 16
 # Of a frame that cannot be read, this much is shown.
 UNREADABLE_START = 60
 # The room's log puts "connection lost: " in front of the detail: the detail says only how.

@@ -318,13 +318,19 @@ class ChatController(Observable):
             return self.rooms[name]
         room = self.add_room(name)
         room.conversation_with(peer, self.current.me if self.current is not None else None)
-        away = next((r.away_of()[peer] for r in self.rooms.values() if peer in r.away_of()), None)
+        away = next(
+            (said for r in self.rooms.values() if (said := r.away_of().get(peer)) is not None),
+            None,
+        )
         room.peer_away(peer, away)  # as a room we share with them says
         return room
 
-    def _is_me(self, name: str) -> bool:
+    def _self_problem(self, peer: str) -> str | None:
+        """Why there is no conversation with ``peer`` if ``peer`` is us."""
         me = self.current.me if self.current is not None else None
-        return me is not None and names.name_key(me) == names.name_key(name)
+        if me is None or names.name_key(me) != names.name_key(peer):
+            return None
+        return f"{peer} is you: a conversation is with someone else"
 
     def _someone_wrote(self, peer: str) -> None:
         """The server says ``peer`` wrote to us: their conversation opens, within bounds."""
@@ -393,8 +399,8 @@ class ChatController(Observable):
         problem = names.room_problem(name) if peer is None else None
         if peer is not None and not names.is_valid_name(peer):
             problem = f"no one can be called {peer!r}: {names.CHOSEN_RULE}"
-        elif peer is not None and self._is_me(peer):
-            problem = f"{peer} is you: a conversation is with someone else"
+        elif peer is not None:
+            problem = self._self_problem(peer)
         if problem is not None:
             self.say(EntryKind.ERROR, problem)
             return False
@@ -501,8 +507,8 @@ class ChatController(Observable):
                 self.set_away(message)
             case commands.Nick(name):
                 return self.nick(name)
-            case commands.Query(name) | commands.Msg(name) if self._is_me(name):
-                self.say(EntryKind.ERROR, f"{name} is you: a conversation is with someone else")
+            case commands.Query(name) | commands.Msg(name) if problem := self._self_problem(name):
+                self.say(EntryKind.ERROR, problem)
                 return False
             case commands.Query(name):
                 self.activate(self.open_conversation(name).name)

@@ -55,6 +55,11 @@ class Refused:
     send_id: str
 
 
+# The text protocol's errors name no message: the last this many sends taken as refused are
+# remembered (by the connection and by the room), in case one comes back sent after all.
+REFUSALS_KEPT = 16
+
+
 @dataclass(frozen=True, slots=True)
 class Welcomed:
     """chat.v2: we are in the room. ``backlog``: the history or recovered messages that came

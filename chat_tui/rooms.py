@@ -25,13 +25,10 @@ from chat_protocol.names import DIRECT_PREFIX, GENERATED_PREFIX
 from chat_protocol.v2 import MAX_AWAY_CHARS, TYPING_SHOWN
 from chat_tui import notes
 from chat_tui.config import JoinFilter
+from chat_tui.events import REFUSALS_KEPT
 from chat_tui.notes import Note
 from chat_tui.notify import Level
 from chat_tui.scrollback import Entry, EntryKind, Observable, Scrollback, SendState
-
-# Our messages marked refused that are remembered, in case one comes back sent after all (the
-# text protocol's errors name no message: see connection.TextDialogue).
-REFUSALS_KEPT = 16
 
 # Of a run of joins and leaves with nothing said between them, this many are shown one by one;
 # the rest is one line counting them ("12 more joined, 11 left").

@@ -89,15 +89,16 @@ def _answer(status: int, detail: str) -> JSONResponse:
 async def _body(request: Request) -> dict[str, Any]:
     """The request's JSON object, read up to MAX_BODY_BYTES (a longer declared length is
     refused before anything is read)."""
+    too_big = f"a body is at most {admin.MAX_BODY_BYTES} bytes"
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > admin.MAX_BODY_BYTES:
-        raise Refused(413, f"a body is at most {admin.MAX_BODY_BYTES} bytes")
+        raise Refused(413, too_big)
     data = bytearray()
     try:
         async for chunk in request.stream():
             data += chunk
             if len(data) > admin.MAX_BODY_BYTES:
-                raise Refused(413, f"a body is at most {admin.MAX_BODY_BYTES} bytes")
+                raise Refused(413, too_big)
     except ClientDisconnect:
         # Gone, or its body never came (the transport answered 408): nobody to answer.
         raise Refused(408, "the body did not come") from None
