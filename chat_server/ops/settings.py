@@ -377,9 +377,9 @@ class Settings:
     )
     history_bytes: int = option(
         2 * 1024 * 1024,
-        "with `sqlite://` and `memory://`: bytes a room's history keeps at most (each "
-        "message's text in UTF-8 and 100 for its name and time; weighed every 16 KiB of text "
-        "added, and when the room empties); the oldest go first",
+        "bytes a room's history keeps at most (each message's text in UTF-8 and 100 for its "
+        "name and time; with `sqlite://` and `memory://`, weighed every 16 KiB of text added "
+        "and when the room empties; on Redis, at every message); the oldest go first",
         check=positive,
     )
     history_total_bytes: int = option(

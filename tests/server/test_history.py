@@ -511,11 +511,11 @@ async def test_the_log_never_shows_tokens_or_message_text(server_factory: Any) -
     assert secret not in log and "secret words" not in log
 
 
-@pytest.mark.memory_only
 async def test_a_rooms_history_is_bounded_in_bytes(server_factory: Any) -> None:
     """1,000-character messages against a 40,000-byte room bound (each counts 1,100): the
-    history keeps the newest that fit (36), and what came since it was last weighed (at most
-    CHECK_EVERY characters more), however many messages it may keep."""
+    history keeps the newest that fit (36), however many messages it may keep; in one
+    process's memory, also what came since it was last weighed (at most CHECK_EVERY
+    characters more); on Redis, exactly those."""
     server: RunningServer = server_factory(history_bytes=40_000, rate_limit=0)
     room = fresh_room("bytes")
     sender = await join(server.chat_url(room), max_queue=None)
@@ -531,6 +531,41 @@ async def test_a_rooms_history_is_bounded_in_bytes(server_factory: Any) -> None:
     assert 36 <= len(kept) <= (40_000 + CHECK_EVERY) // 1_000
     await late.close()
     await sender.close()
+
+
+async def test_a_lowered_bytes_bound_applies_to_what_a_room_kept(
+    server_factory: Any, broker: str
+) -> None:
+    """A server started again with a lower ``--history-bytes`` on the same broker: after the
+    room's next message and its emptying, a late joiner gets the newest that fit (all 80 of
+    1,000 characters were kept; 10,000 bytes hold 9 at most, the new message included)."""
+    if broker == "memory":
+        pytest.skip("a memory:// server's history ends with its process")
+    first = server_factory(rate_limit=0)
+    room = fresh_room("lowered")
+    sender = await join(first.chat_url(room), max_queue=None)
+    texts = [f"{i:04d}" + "x" * 996 for i in range(80)]
+    for text in texts:
+        await sender.ws.send(text)
+    await sender.recv_until(lambda f: f.endswith(texts[-1]))
+    await sender.close()
+    first.stop()
+    second = server_factory(
+        history_bytes=10_000, rate_limit=0, broker_url=first.options["broker_url"]
+    )
+    sender = await join(second.chat_url(room))
+    await sender.ws.send("marker")
+    await sender.recv_until(lambda f: f.endswith("marker"))
+    await sender.close()
+    late = await join(second.chat_url(room) + "?history=200")
+    await late.ws.send("end")
+    frames = await late.recv_until(lambda f: f.endswith(":: end"))
+    said = [f.partition(" :: ")[2] for f in frames if " :: " in f]
+    assert said[-2:] == ["marker", "end"]
+    kept = said[:-2]
+    assert kept == texts[-len(kept) :]  # the newest, in order
+    assert 1 <= len(kept) <= 8, len(kept)
+    await late.close()
 
 
 @pytest.mark.memory_only

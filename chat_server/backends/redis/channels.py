@@ -61,7 +61,7 @@ _MESSAGE_BULK = _KIND_BULKS[_MESSAGE]
 _NO_NONCE = encode_bulk(codec.NO_NONCE)
 _NO_REF = encode_bulk("-")
 _ROOM_EVENTS_HEAD = b"".join(map(encode_bulk, ("EVALSHA", SCRIPTS["room_events"].sha)))
-ROOM_KEYS, FIXED_ARGS, KEYS_PER_EVENT, ARGS_PER_EVENT = 8, 14, 2, 6
+ROOM_KEYS, FIXED_ARGS, KEYS_PER_EVENT, ARGS_PER_EVENT = 8, 15, 2, 6
 # Events in one script call at most (a burst makes several): bounds the call's time in Redis
 # and its Lua stack (a call unpacks its nonces).
 MAX_BATCH = 128
@@ -109,7 +109,10 @@ class RedisChannels(ChannelBackend):
         self._retention_tails: dict[str, bytes] = {}
         self._directory: set[asyncio.Task[None]] = set()  # a cluster's directory steps
         self._split_mode = redis.routes.cluster
-        self._split = encode_bulk("1" if self._split_mode else "0")  # ARGV 14
+        # ARGV 14 and 15: whether in a cluster, the room's history bound in bytes.
+        self._call_tail = encode_bulk("1" if self._split_mode else "0") + encode_bulk(
+            redis.settings.history_bytes
+        )
         self.incarnated()
 
     def connected(self) -> None:
@@ -283,7 +286,7 @@ class RedisChannels(ChannelBackend):
         deadline = b"%d" % (redis.redis_now_ms() + redis.timeout * 1000)
         fixed = self._retention_tail(redis.routes.run_id(room_key)) + encode_bulk(deadline)
         batch = _RoomBatch(
-            self, room, room_keys, room_args, no_token, fixed + self._split, room_key
+            self, room, room_keys, room_args, no_token, fixed + self._call_tail, room_key
         )
         self._gathering[room] = batch
         issued = redis.routes.call_gathered(room_key, batch, batch.landed)
@@ -425,7 +428,7 @@ class _RoomBatch(Gathered):
         room_key: str,
     ) -> None:
         super().__init__()
-        self.fixed = fixed  # ARGV 6-14
+        self.fixed = fixed  # ARGV 6-15
         self.room_key = room_key  # a key of the room's slot
         self.packed = b""  # the call as written, once sealed
         self.redirects = 0  # times a cluster sent it elsewhere

@@ -49,7 +49,8 @@ end
 #       node that gave up waiting can tell its members "not sent" and be right (the first
 #       event's: the others were issued in the same loop iteration);
 #       14 '1' in a Redis Cluster (the room's slot only: see below), else '0';
-#       then 6 per event (from 14 + 6i + 1): kind (m/j/l/t/a/b/n/k), the member's node, name,
+#       15 bytes the room's history keeps at most (each message's text and 100 more);
+#       then 6 per event (from 15 + 6i + 1): kind (m/j/l/t/a/b/n/k), the member's node, name,
 #       text, nonce ('-' for none: the sender's de-duplication key, codec-encoded),
 #       ref (the serial of the member's own join; '-': any join by the member's node).
 # Returns {epoch, now, then three per event}: {serial, offset, 0} once published; {0, 0, 0}
@@ -84,7 +85,7 @@ end
 ROOM_EVENTS = r"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local count = (#ARGV - 14) / 6
+local count = (#ARGV - 15) / 6
 local split = ARGV[14] == '1'
 if ARGV[13] ~= '0' and now > tonumber(ARGV[13]) then
   local late = {'', now}
@@ -94,10 +95,13 @@ end
 local room, node_prefix = ARGV[2], ARGV[8]
 local ttl = tonumber(ARGV[5])
 local slack = math.ceil(ttl / 8)
-local seq = redis.call('HMGET', KEYS[1], 'e', 'r', 'o', 'n', 'x', 'h')
+local seq = redis.call('HMGET', KEYS[1], 'e', 'r', 'o', 'n', 'x', 'h', 'c', 'k')
 local epoch = seq[1]
 if epoch and seq[2] ~= ARGV[10] then epoch = false end
 local offset, serial = tonumber(seq[3] or '0'), tonumber(seq[4] or '0')
+-- The bytes of every message the sequence stored, and of those before the oldest kept (as
+-- last seen): the history weighs the difference.
+local weighed, kept_from = tonumber(seq[7] or '0'), tonumber(seq[8] or '0')
 -- Due, or the history size not the one the keys' expiry was last set with (a stream that
 -- comes into being in mid-sequence gets its expiry at once).
 local refresh = not epoch or now >= tonumber(seq[5] or '0') or seq[6] ~= ARGV[6]
@@ -117,6 +121,7 @@ local function start()
   redis.call('DEL', KEYS[1], KEYS[5], KEYS[6], KEYS[7])
   epoch = ARGV[4] .. string.format('%x', now)
   offset, serial, started, refresh = 0, 0, true, true
+  weighed, kept_from = 0, 0
 end
 -- Presence entries ("{node} {join serial}") read once per call, kept as they change.
 local present_cache, owners, joins = {}, {}, {}
@@ -151,7 +156,7 @@ end
 local size, stored = tonumber(ARGV[6]), 0
 local room_nonces, token_nonces, token_keys  -- made with the call's first nonce
 for i = 0, count - 1 do
-  local a = 14 + 6 * i
+  local a = 15 + 6 * i
   local kind, node, name, text = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local nonce, ref = ARGV[a + 5], ARGV[a + 6]
   local members_key = KEYS[9 + 2 * i]
@@ -188,7 +193,9 @@ for i = 0, count - 1 do
           -- The sequence's first message makes its stream: it gets its expiry now.
           if offset == 1 then refresh = true end
           stored = stored + 1
-          redis.call('XADD', KEYS[5], offset .. '-0', 'n', name, 't', text, 'm', now)
+          -- 'c': the sequence's bytes before this message (trim_bytes finds a cut by it).
+          redis.call('XADD', KEYS[5], offset .. '-0', 'n', name, 't', text, 'm', now, 'c', weighed)
+          weighed = weighed + #text + 100
         end
         if nonce ~= '-' then
           if not room_nonces then room_nonces, token_nonces, token_keys = {}, {}, {} end
@@ -288,6 +295,33 @@ if stored > 0 and offset % 64 < stored then
   -- about size messages kept, never fewer, for one XTRIM per 64 rather than per message.
   redis.call('XTRIM', KEYS[5], 'MAXLEN', '~', size)
 end
+if stored > 0 and weighed - kept_from > tonumber(ARGV[15]) then
+  -- Over its bytes: the oldest messages go until the rest fit (never the newest). Read a few
+  -- at a time from the oldest (a full room drops one or two a message; a lowered bound, up
+  -- to 1,024 a call, the rest at the next).
+  local floor, newest, dropped, from = weighed - tonumber(ARGV[15]), offset, 0, '-'
+  for page_size in string.gmatch('4 16 64 64 64 64 64 64 64 64 64 64 64 64 64 64 64', '%d+') do
+    local page = redis.call('XRANGE', KEYS[5], from, '+', 'COUNT', tonumber(page_size))
+    local cut = false
+    for _, entry in ipairs(page) do
+      local at, flat, c = tonumber(string.match(entry[1], '^(%d+)')), entry[2], -1
+      for f = 1, #flat, 2 do
+        if flat[f] == 'c' then c = tonumber(flat[f + 1]) end
+      end
+      -- An entry without 'c' was written before bytes were counted: older than any that was.
+      if c >= floor or at >= newest then
+        kept_from, cut = c, true
+        break
+      end
+      dropped = dropped + 1
+      from = (at + 1) .. '-0'
+    end
+    if cut or #page < tonumber(page_size) then break end
+  end
+  if dropped > 0 then
+    redis.call('XTRIM', KEYS[5], 'MAXLEN', redis.call('XLEN', KEYS[5]) - dropped)
+  end
+end
 if room_nonces then
   -- The oldest n of a list of nonces, and their entries (LRANGE and LTRIM: LPOP's count is
   -- Redis 6.2's).
@@ -331,9 +365,10 @@ if forget and redis.call('EXISTS', KEYS[2]) == 0 then
   -- event starts another), unless someone joined it in this same call.
   redis.call('DEL', KEYS[1], KEYS[5], KEYS[6], KEYS[7])
 else
-  local fields = {'o', offset, 'n', serial}
+  local fields = {'o', offset, 'n', serial, 'c', weighed, 'k', kept_from}
   if started then
-    fields[5], fields[6], fields[7], fields[8] = 'e', epoch, 'r', ARGV[10]
+    fields[#fields + 1], fields[#fields + 2] = 'e', epoch
+    fields[#fields + 1], fields[#fields + 2] = 'r', ARGV[10]
   end
   if refresh then
     fields[#fields + 1], fields[#fields + 2] = 'x', now + slack * 1000
