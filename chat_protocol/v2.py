@@ -408,8 +408,10 @@ def parse_client_frame(frame: str) -> ClientFrame:
         return Send(frame)
     try:
         body = json.loads(frame)
-    except ValueError:
+    except json.JSONDecodeError:
         return Send(frame)
+    except ValueError:  # valid JSON with a number of more digits than Python converts
+        raise FrameError("malformed frame: a number too long") from None
     except RecursionError:  # valid JSON, nested deeper than any frame of this protocol
         raise FrameError("malformed frame: nested too deeply") from None
     if not isinstance(body, dict):

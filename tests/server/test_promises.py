@@ -144,6 +144,29 @@ async def test_deeply_nested_json_gets_an_error_frame_not_a_traceback(
 
 
 @pytest.mark.memory_only
+async def test_a_json_frame_with_an_endless_number_is_refused_not_said(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    """A JSON object whose number has more digits than Python reads (4,300) is a malformed
+    frame, not text to broadcast (with messages allowed that long, it was said to the room,
+    JSON and all; with the default bound, refused as a message too long)."""
+    server = server_factory(rate_limit=0, max_message_chars=8000)
+    url = server.chat_url("digits")
+    member, watcher = await join_v2(url), await join_v2(url)
+    try:
+        await member.ws.send('{"type":"read","offset":' + "9" * 5000 + "}")
+        answers = await member.recv_until(lambda f: f["type"] in ("error", "message"))
+        assert answers[-1] == {"type": "error", "text": "malformed frame: a number too long"}
+        await member.send("still here", "n1")
+        seen = await watcher.recv_until(lambda f: f.get("type") == "message")
+        assert [f["text"] for f in seen if f["type"] == "message"] == ["still here"]
+    finally:
+        await member.close()
+        await watcher.close()
+    _no_traceback(server)
+
+
+@pytest.mark.memory_only
 def test_no_openapi_schema_and_no_host_in_the_node_id(
     server_factory: Callable[..., RunningServer],
 ) -> None:
