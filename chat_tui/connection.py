@@ -79,7 +79,7 @@ from chat_tui.events import (
 )
 from chat_tui.identity import Identity
 from chat_tui.text_layout import display_line
-from chat_tui.websocket import TOO_BIG_CODE, BoundedSession
+from chat_tui.websocket import OWN_CLOSE_CODE, BoundedSession
 
 CONNECT_TIMEOUT = 10.0  # per read (httpx's)
 HANDSHAKE_TIMEOUT = 15.0  # for the whole WebSocket handshake
@@ -587,7 +587,7 @@ class RoomConnection:
                 try:
                     await self._read(ws, dialogue)
                 except WebSocketDisconnect as exc:
-                    if exc.code == TOO_BIG_CODE:  # our own bound, not the server's close
+                    if exc.code == OWN_CLOSE_CODE:  # our own close, not the server's
                         ending = _Ending(ConnectionState.OFFLINE, exc.reason or "", None)
                     else:
                         ending = self._on_close(exc.code, exc.reason)

@@ -3,8 +3,10 @@
 httpx-ws reads a message of any size, buffering its fragments without limit: a hostile or
 broken server could send 10 MB in one frame and the client would take it all in, then lay it
 out. Here a message over :data:`MAX_INCOMING_BYTES` ends the connection as a close would: the
-reader gets ``WebSocketDisconnect`` with :data:`TOO_BIG_CODE` (a code no server sends, so the
-connection knows it was its own decision), and nothing more of that message is kept.
+reader gets ``WebSocketDisconnect`` with :data:`OWN_CLOSE_CODE` (a code no server sends, so the
+connection knows it was its own decision), and nothing more of that message is kept. So does a
+frame that breaks the WebSocket protocol (text that is not UTF-8, a masked frame, a reserved
+bit set): wsproto reports it as a close, which the user would otherwise read as the server's.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from httpx_ws import (
 # httpx-ws's own end of stream (not anyio's), raised by its _read_stream: private, but the
 # reading task it replaces catches this one.
 from httpx_ws._api import EndOfStream
-from wsproto.connection import Connection
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import CloseConnection, Event, Message, Ping, Pong
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
@@ -34,8 +36,9 @@ from wsproto.utilities import LocalProtocolError
 # The reference server sends frames of at most ~25 KiB (a 4,096-character message as JSON); an
 # operator may allow longer messages. Four times its input frame limit (64 KiB) leaves room.
 MAX_INCOMING_BYTES: Final = 256 * 1024
-# Never on the wire: the code of the close the client makes for a message over the bound.
-TOO_BIG_CODE: Final = 4009
+# Never on the wire: the code of a close the client makes (a message over the bound, a frame
+# that breaks the protocol); its reason says why.
+OWN_CLOSE_CODE: Final = 4009
 # Received messages waiting for the reader, beyond which the reading task stops reading.
 INBOX_LIMIT: Final = 1024
 # At most this many received messages are taken one after the other without a turn of the
@@ -62,11 +65,19 @@ class _BoundedConnection:
                 self._size += len(data)
                 if self._size > self._limit:
                     yield CloseConnection(
-                        TOO_BIG_CODE, f"the server sent a message over {self._limit} bytes"
+                        OWN_CLOSE_CODE, f"the server sent a message over {self._limit} bytes"
                     )
                     return
                 if event.message_finished:
                     self._size = 0
+            elif isinstance(event, CloseConnection) and self._inner.state is ConnectionState.OPEN:
+                # Not the server's close (that moves the state on): wsproto's own, for a frame
+                # it could not take (its code: 1002 protocol error, 1007 invalid data).
+                yield CloseConnection(
+                    OWN_CLOSE_CODE,
+                    f"the server broke the WebSocket protocol ({event.code}: {event.reason})",
+                )
+                return
             yield event
 
 

@@ -718,6 +718,24 @@ async def test_unsupported_data_close_fails_and_comes_back_after_the_cap() -> No
         assert connected[1] - connected[0] >= CAP * 0.9
 
 
+async def test_a_frame_that_breaks_the_protocol_is_said_so_not_taken_for_a_close() -> None:
+    """Text that is not UTF-8 (a broken or hostile server): the client ends the connection
+    (wsproto's 1007) and says the server broke the protocol; it said "closed by the server"."""
+
+    async def handler(ws: ServerConnection, number: int) -> None:
+        await ws.send(f"user_abcdef{number:02d} joined the chat")
+        if number == 1:
+            await ws.send(b"caf\xc3(", text=True)  # a text frame, not UTF-8
+        await ws.wait_closed()
+
+    async with scripted(handler) as (url, _), running(url, "broken") as (conn, rec, _):
+        await rec.wait_for(lambda: conn.name == "user_abcdef02", "back again")
+        offline = [e for e in rec.of(StateChanged) if e.state is ConnectionState.OFFLINE]
+        assert len(offline) == 1
+        assert offline[0].detail.startswith("the server broke the WebSocket protocol (1007")
+        assert "closed by the server" not in offline[0].detail
+
+
 async def test_message_too_big_close_refuses_the_biggest_and_resends_the_rest() -> None:
     received: list[str] = []
 
