@@ -47,14 +47,34 @@ class RoomSettings:
     topic: str | None = None
     slow: float = 0.0  # seconds between one member's messages (0: off)
     locked: bool = False
+    # While locked: the name keys of its members when it was locked, who may come back (a
+    # server restart or a dropped link reconnects everyone: "nobody new" is not them).
+    members: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, value: dict[str, Any]) -> RoomSettings:
-        topic = value.get("topic")
-        return cls(topic or None, float(value.get("slow") or 0), bool(value.get("locked")))
+        topic, locked = value.get("topic"), bool(value.get("locked"))
+        members = value.get("members") if locked else None
+        return cls(
+            topic or None,
+            float(value.get("slow") or 0),
+            locked,
+            frozenset(m for m in members if isinstance(m, str))
+            if isinstance(members, list)
+            else frozenset(),
+        )
 
     def to_value(self) -> dict[str, Any]:
-        return {"topic": self.topic, "slow": self.slow, "locked": self.locked}
+        return {
+            "topic": self.topic,
+            "slow": self.slow,
+            "locked": self.locked,
+            "members": sorted(self.members),
+        }
+
+    def admits(self, name: str) -> bool:
+        """Whether ``name`` may join: the room is open, or it was a member when locked."""
+        return not self.locked or name_key(name) in self.members
 
 
 OPEN = RoomSettings()

@@ -130,9 +130,6 @@ class ChatSession:
         if self.conversation is None and identity is not None and not identity.may_join(self.room):
             await self._close_now(Ending(close.NOT_ALLOWED))
             return
-        if self.conversation is None and governance.room(self.room).locked:
-            await self._close_now(Ending(close.ROOM_LOCKED))
-            return
         # The name asked for too: a banned name may be kept for its token, and refused as taken.
         wanted = identity.name if identity is not None else self.request.name
         ban = governance.banned(self.room, wanted, None, self.client_address)
@@ -158,10 +155,15 @@ class ChatSession:
             self.room, lease.name, None if lease.token is None else lease.token_id,
             self.client_address,
         )  # fmt: skip
-        if ban is not None:
+        # A locked room: its members when it was locked come back (their tokens' names).
+        locked = self.conversation is None and not governance.room(self.room).admits(lease.name)
+        if ban is not None or locked:
             with contextlib.suppress(BrokerUnavailable):
                 await node.backend.registry.release_name(lease.name)
-            await self._close_now(Ending(close.BANNED, ban_reason(ban)))
+            refusal = (
+                Ending(close.ROOM_LOCKED) if ban is None else Ending(close.BANNED, ban_reason(ban))
+            )
+            await self._close_now(refusal)
             return
         self.lease = lease
         self.name = lease.name

@@ -17,7 +17,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -246,6 +246,11 @@ class AdminApi:
         elif await registry.holder(name) is None:
             raise Refused(404, f"nobody is called {name}")
         await self.node.backend.kick(Kick(name, room, why))
+        settings = self.node.governance.room(room) if room is not None else None
+        if settings is not None and name_key(name) in settings.members:
+            # Kicked from a locked room: no longer one of those who may come back.
+            kept = replace(settings, members=settings.members - {name_key(name)})
+            await self.keep(Rule(RuleKind.ROOM, room, kept.to_value()))
         self.logged(grant, "kick", room=room or "*", name=name, reason=why)
         return {"kicked": name, "room": room}
 
@@ -375,7 +380,12 @@ class AdminApi:
         locked = body.get("locked", before.locked)
         if not isinstance(locked, bool):
             raise Refused(400, "locked must be true or false")
-        after = RoomSettings(topic or None, float(slow), locked)
+        members = before.members
+        if locked and not before.locked:
+            # Its members stay, and come back if their connections drop (the broker's list).
+            registry = self.node.backend.registry
+            members = frozenset(map(name_key, await registry.members(room)))
+        after = RoomSettings(topic or None, float(slow), locked, members if locked else frozenset())
         if after == RoomSettings():
             await self.node.backend.drop_rule(RuleKind.ROOM, room)
         else:

@@ -22,6 +22,7 @@ from chat_protocol.close import CloseCode
 from chat_protocol.frames import FrameKind
 from chat_protocol.query import JoinRequest, join_query
 from chat_protocol.v1 import format_error, format_kick, format_topic, parse_frame
+from chat_protocol.v2 import SUBPROTOCOL as SUBPROTOCOL_V2
 from chat_protocol.v2 import change_nick
 from chat_testing.clusters import running_cluster
 from chat_testing.marks import requires_redis
@@ -29,7 +30,7 @@ from chat_testing.servers import RunningServer
 from chat_testing.waits import wait_until
 from tests.server.clirunner import Cli
 from tests.server.test_names import refused
-from tests.server.wsclients import Member, V2Member, join, join_v2
+from tests.server.wsclients import Member, V2Member, join, join_v2, resume_query
 
 ADMIN_TOKEN = "ops-" + secrets.token_hex(12)
 _rooms = itertools.count()
@@ -358,14 +359,27 @@ async def test_a_locked_room_refuses_new_joins_and_keeps_its_members(
 ) -> None:
     room = fresh_room()
     url = server.chat_url(room)
-    member = await join(url)
-    await done(server, "POST", admin.room_path(room), {"locked": True})
+    member, kept, kicked = await join(url), await join_v2(url), await join_v2(url)
+    locked = await done(server, "POST", admin.room_path(room), {"locked": True})
+    assert locked["members"] == sorted(m.name.lower() for m in (member, kept, kicked))
     assert await refused(url) == (CloseCode.POLICY_VIOLATION, "room locked")
     await member.ws.send("still in")
-    assert await member.recv() == f"{member.name} :: still in"
+    await member.recv_until(lambda f: f == f"{member.name} :: still in")
+    # A member whose connection drops (a restart, a lost link) comes back under its name; a
+    # member kicked while the room is locked does not.
+    await kept.close()
+    back = await join_v2(url, resume_query(kept))
+    assert back.name == kept.name
+    await done(server, "POST", admin.KICK_PATH, {"room": room, "name": kicked.name})
+    assert (await closed_with(kicked))[0] == CloseCode.KICKED
+    assert await refused(f"{url}?{resume_query(kicked)}", subprotocols=[SUBPROTOCOL_V2]) == (
+        CloseCode.POLICY_VIOLATION,
+        "room locked",
+    )
     await done(server, "POST", admin.room_path(room), {"locked": False})
     again = await join(url)
     await again.close()
+    await back.close()
     await member.close()
 
 
@@ -438,6 +452,7 @@ async def test_the_command_line_speaks_the_same_api(
         "topic": "hello",
         "slow": 0,
         "locked": True,
+        "members": [],
     }
     unreachable = cli(
         "admin", "--server", "http://127.0.0.1:1", "--token-file", str(moderator), "bans"
