@@ -460,7 +460,10 @@ class Scrollback(Observable):
         had before it, entries of a lower offset and the lines added while it was pending
         (notes, such as "reconnected": it was published after them). A message typed offline
         so goes after the reconnect and what was recovered, in time order, whatever the two
-        clocks say. Other pending messages do not count: they follow it. True if it moved."""
+        clocks say. Other pending messages do not count: they follow it; nor do our later
+        messages refused meanwhile and the server's errors (slow mode refuses the second of
+        two sends at once while the first is on its way: the first stays first). True if it
+        moved."""
         assert entry.offset is not None
         after = None  # the index it goes after
         for index in range(len(self) - 1, -1, -1):
@@ -468,7 +471,8 @@ class Scrollback(Observable):
                 candidate = self._entries[index - self._cold]
                 if candidate is entry:
                     return False  # nothing after it came before it: it stays
-                offset, pending = candidate.offset, candidate.state is SendState.PENDING
+                offset = candidate.offset
+                pending = candidate.state is not SendState.SENT or candidate.kind is EntryKind.ERROR
             else:  # packed entries are not pending
                 offset, pending = self._offset_at(index), False
             if offset is not None:

@@ -403,6 +403,22 @@ def test_an_ack_makes_a_pending_message_sent_in_the_rooms_order() -> None:
     assert not room.pending
 
 
+def test_an_ack_after_refusals_of_later_sends_keeps_the_order_they_were_typed_in() -> None:
+    """Slow mode: three sends, the second and third refused (their errors come at once) while
+    the first waits for its ack. The first stays first: it was shown last."""
+    room = v2_room()
+    room.sending("s-1", "sA", T)
+    room.sending("s-2", "sB", T)
+    room.sending("s-3", "sC", T)
+    for send_id in ("s-2", "s-3"):
+        room.refused(send_id)
+        room.frame(parse_v2_frame('{"type":"error","text":"slow mode: one message every 5 s"}'), T)
+    room.acked("s-1", "sA", 1, UTC_T)
+    assert texts(room)[-5:-2] == ["sA", "sB", "sC"]
+    states = [e.state for e in room.scrollback if e.own]
+    assert states == [SendState.SENT, SendState.REFUSED, SendState.REFUSED]
+
+
 def test_an_ack_after_more_than_the_scrollback_keeps_came_first_is_taken_calmly() -> None:
     """A flood of more messages than the scrollback keeps arrives between our send and its ack
     (the ack comes in the room's order): our entry was pushed out while pending. The ack
