@@ -400,7 +400,8 @@ class ChatSession:
     def _answer(self, frame: ClientFrame) -> Ending | None:
         """A client frame other than a send: each such type gets its case here."""
         if isinstance(frame, Typing):
-            self._signal(EventKind.TYPING)
+            if self.node.governance.muted(self.room, self.name, self.token_id) is None:
+                self._signal(EventKind.TYPING)  # a muted member's typing would say nothing
             return None
         if isinstance(frame, Read):
             self._keep_read(frame.offset)

@@ -23,7 +23,7 @@ from chat_protocol.frames import FrameKind
 from chat_protocol.query import JoinRequest, join_query
 from chat_protocol.v1 import format_error, format_kick, format_topic, parse_frame
 from chat_protocol.v2 import SUBPROTOCOL as SUBPROTOCOL_V2
-from chat_protocol.v2 import change_nick
+from chat_protocol.v2 import TYPING_FRAME, change_nick
 from chat_testing.clusters import running_cluster
 from chat_testing.marks import requires_redis
 from chat_testing.servers import RunningServer
@@ -277,6 +277,22 @@ async def test_a_muted_member_is_refused_and_never_heard(server: RunningServer) 
     assert await listener.recv() == f"{muted.name} :: back"
     for member in (muted, listener, v2_muted):
         await member.close()
+
+
+async def test_a_muted_members_typing_is_not_passed_on(server: RunningServer) -> None:
+    room = fresh_room()
+    url = server.chat_url(room)
+    muted, listener = await join_v2(url), await join_v2(url)
+    await done(server, "POST", admin.MUTE_PATH, {"room": room, "name": muted.name})
+    await muted.recv_until(lambda f: f.get("type") == "error")
+    await muted.ws.send(TYPING_FRAME)
+    await muted.ws.send("still muted")  # refused: its error says the typing was read first
+    await muted.recv_until(lambda f: f.get("type") == "error")
+    await listener.send("anyone typing?", "n1")
+    heard = await listener.recv_until(lambda f: f.get("type") == "ack")
+    assert [f for f in heard if f["type"] == "typing"] == []
+    await muted.close()
+    await listener.close()
 
 
 async def test_a_mute_and_a_ban_follow_the_token_through_a_nick_change(
