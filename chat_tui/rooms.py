@@ -477,6 +477,9 @@ class Room(Observable):
             scrollback.touch(entry)
         else:
             entry.offset = offset
+            # The newest here is ours: read up to it, too (a name changed since would not
+            # make it ours in the history of the next start, and it would count as unread).
+            self.newest = max(self.newest, offset)
             if not scrollback.settle(entry):  # in its place already: redrawn where it is
                 scrollback.touch(entry)
         self.changed()

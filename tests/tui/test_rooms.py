@@ -403,6 +403,16 @@ def test_an_ack_makes_a_pending_message_sent_in_the_rooms_order() -> None:
     assert not room.pending
 
 
+def test_our_acked_message_is_read_up_to_when_it_is_the_newest() -> None:
+    """The server is told we read up to our own message: after a /nick our old name's
+    messages are not ours in the next start's history, and counted as unread there."""
+    room = v2_room(v2_message(ALICE, "before", 1))
+    assert room.unreported_read() == 1
+    room.sending("s-1", "mine", T)
+    room.acked("s-1", "mine", 2, UTC_T)
+    assert room.unreported_read() == 2
+
+
 def test_an_ack_after_refusals_of_later_sends_keeps_the_order_they_were_typed_in() -> None:
     """Slow mode: three sends, the second and third refused (their errors come at once) while
     the first waits for its ack. The first stays first: it was shown last."""
