@@ -17,30 +17,48 @@ from typing import Any
 from chat_protocol import admin
 from chat_server.ops.settings import ENV_PREFIX, admin_tokens
 
-DEFAULT_SERVER = "http://127.0.0.1:8000"
+
+def default_server() -> str:
+    """This machine's server on its port ($CHAT_SERVER_PORT, as ``run`` reads it, or 8000),
+    unless $CHAT_SERVER_ADMIN_SERVER names one."""
+    port = os.environ.get(ENV_PREFIX + "PORT", "").strip() or "8000"
+    return os.environ.get(ENV_PREFIX + "ADMIN_SERVER") or f"http://127.0.0.1:{port}"
+
+
+def _where(parser: argparse.ArgumentParser, after_action: bool) -> None:
+    """--server and --token-file: before the action (``admin --server URL bans``) or after it
+    (``admin bans --server URL``: only what is given there counts)."""
+    parser.add_argument(
+        "--server",
+        default=argparse.SUPPRESS if after_action else default_server(),
+        help="the server's URL (default http://127.0.0.1:$CHAT_SERVER_PORT, or port 8000)",
+    )
+    parser.add_argument(
+        "--token-file",
+        default=argparse.SUPPRESS
+        if after_action
+        else os.environ.get(ENV_PREFIX + "ADMIN_TOKEN_FILE"),
+        help="a file with the token to act with (default: $CHAT_SERVER_ADMIN_TOKEN_FILE)",
+    )
 
 
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser("admin", help="kick, ban, mute, set rooms, make moderator tokens")
-    parser.add_argument(
-        "--server",
-        default=os.environ.get(ENV_PREFIX + "ADMIN_SERVER", DEFAULT_SERVER),
-        help=f"the server's URL (default {DEFAULT_SERVER})",
-    )
-    parser.add_argument(
-        "--token-file",
-        default=os.environ.get(ENV_PREFIX + "ADMIN_TOKEN_FILE"),
-        help="a file with the token to act with (default: $CHAT_SERVER_ADMIN_TOKEN_FILE)",
-    )
+    parser.set_defaults(admin_parser=parser)  # its errors show its own usage
+    _where(parser, after_action=False)
+    where = argparse.ArgumentParser(add_help=False)
+    _where(where, after_action=True)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    kick = actions.add_parser("kick", help="close a member's connections (in one room)")
+    kick = actions.add_parser(
+        "kick", parents=[where], help="close a member's connections (in one room)"
+    )
     kick.add_argument("name")
     kick.add_argument("--room", help="only in this room (default: every room)")
     kick.add_argument("--reason", default="")
 
     for verb, what in (("ban", "ban a name or an address"), ("unban", "lift a ban")):
-        ban = actions.add_parser(verb, help=what)
+        ban = actions.add_parser(verb, parents=[where], help=what)
         target = ban.add_mutually_exclusive_group(required=True)
         target.add_argument("name", nargs="?")
         target.add_argument("--address", help="an address or a CIDR")
@@ -48,17 +66,19 @@ def add_parser(sub: Any) -> None:
         if verb == "ban":
             ban.add_argument("--seconds", type=float, default=0, help="0: until lifted")
             ban.add_argument("--reason", default="")
-    actions.add_parser("bans", help="list the bans")
+    actions.add_parser("bans", parents=[where], help="list the bans")
 
     for verb, what in (("mute", "refuse a member's messages in a room"), ("unmute", "lift it")):
-        mute = actions.add_parser(verb, help=what)
+        mute = actions.add_parser(verb, parents=[where], help=what)
         mute.add_argument("name")
         mute.add_argument("--room", required=True)
         if verb == "mute":
             mute.add_argument("--seconds", type=float, default=0, help="0: until lifted")
             mute.add_argument("--reason", default="")
 
-    room = actions.add_parser("room", help="show or set a room's topic, slow mode and lock")
+    room = actions.add_parser(
+        "room", parents=[where], help="show or set a room's topic, slow mode and lock"
+    )
     room.add_argument("room")
     room.add_argument("--topic", help="the topic ('' clears it)")
     room.add_argument("--slow", type=float, help="seconds between one member's messages; 0: off")
@@ -66,16 +86,20 @@ def add_parser(sub: Any) -> None:
     lock.add_argument("--lock", action="store_true", default=None, help="refuse new joins")
     lock.add_argument("--unlock", action="store_true", default=None)
 
-    token = actions.add_parser("token", help="moderator tokens (admin tokens only)")
+    token = actions.add_parser(
+        "token", parents=[where], help="moderator tokens (admin tokens only)"
+    )
     verbs = token.add_subparsers(dest="verb", required=True, metavar="VERB")
-    create = verbs.add_parser("create", help="make a token; it is printed once, never kept")
+    create = verbs.add_parser(
+        "create", parents=[where], help="make a token; it is printed once, never kept"
+    )
     create.add_argument("--label", required=True)
     create.add_argument("--role", default=admin.ROLE_MODERATOR, choices=[admin.ROLE_MODERATOR])
     create.add_argument(
         "--room", action="append", required=True, help="a room (or PREFIX*), repeatable"
     )
-    verbs.add_parser("list", help="the tokens' labels and rooms")
-    revoke = verbs.add_parser("revoke", help="revoke the tokens with this label")
+    verbs.add_parser("list", parents=[where], help="the tokens' labels and rooms")
+    revoke = verbs.add_parser("revoke", parents=[where], help="revoke the tokens with this label")
     revoke.add_argument("label")
 
 
@@ -119,7 +143,8 @@ def request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
     return "DELETE", f"{admin.TOKENS_PATH}/{args.label}", None
 
 
-def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def main(args: argparse.Namespace) -> int:
+    parser: argparse.ArgumentParser = args.admin_parser
     if not args.token_file:
         parser.error("admin needs --token-file (or CHAT_SERVER_ADMIN_TOKEN_FILE)")
     try:

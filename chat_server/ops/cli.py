@@ -109,29 +109,30 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "admin":
-        return admin_cli.main(args, parser)
     try:
-        settings = settings_from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc))
-    command = args.command or "run"
-    if command == "run":
-        from chat_server.ops.serve import serve
+        if args.command == "admin":
+            return admin_cli.main(args)
+        try:
+            settings = settings_from_args(args)
+        except ValueError as exc:
+            parser.error(str(exc))
+        command = args.command or "run"
+        if command == "run":
+            from chat_server.ops.serve import serve
 
-        return serve(settings)
+            return serve(settings)
 
-    from chat_server.ops import daemon
+        from chat_server.ops import daemon
 
-    report = daemon.Report(json=args.json)
-    try:
+        report = daemon.Report(json=args.json)
         if command == "start":
             return daemon.start(settings, argv_for_child(args), wait=args.wait, report=report)
         if command == "stop":
             return daemon.stop(settings, wait=args.wait, report=report)
         return daemon.status(settings, report=report)
     except BrokenPipeError:
-        # Read by something that stopped reading (`chat-server status | head -1`): what it
+        # Read by something that stopped reading (`chat-server status | head -1`, `admin bans
+        # | head`): what it
         # did not read is nobody's; no traceback, and none when Python flushes at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, as a shell reports it

@@ -9,6 +9,8 @@ import itertools
 import json
 import re
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -474,6 +476,31 @@ async def test_the_command_line_speaks_the_same_api(
         "admin", "--server", "http://127.0.0.1:1", "--token-file", str(moderator), "bans"
     )
     assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
+    # The options after the action too; the server's port as `run` reads it; the admin
+    # command's own usage when something is missing (it printed the whole program's).
+    after = cli("admin", "bans", "--server", server.http_url, "--token-file", str(token_file))
+    assert after.returncode == 0 and json.loads(after.stdout)["bans"], after.stderr
+    by_port = cli(
+        "admin",
+        "bans",
+        env={"CHAT_SERVER_PORT": str(server.port), "CHAT_SERVER_ADMIN_TOKEN_FILE": str(token_file)},
+    )
+    assert by_port.returncode == 0, by_port.stderr
+    tokenless = cli("admin", "bans", "--server", server.http_url)
+    assert tokenless.returncode == 2
+    assert tokenless.stderr.startswith("usage: chat-server admin "), tokenless.stderr
+    # Read by a reader that stops (`| head`): no traceback.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chat_server", *as_admin, "bans"],
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    said = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(60) == 141 and "Traceback" not in said, said
 
 
 # --- across processes ---------------------------------------------------------------------
