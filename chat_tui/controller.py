@@ -179,6 +179,20 @@ class ChatController(Observable):
     def current(self) -> Room | None:
         return self.rooms.get(self.active) if self.active is not None else None
 
+    @property
+    def me_away(self) -> bool:
+        """Whether we are away, as the active room says; a conversation opened after we
+        said it has not heard it (the server tells the rooms we are in when it changes):
+        then as the rooms we are connected to say."""
+        room = self.current
+        if room is None or room.me_away or not room.direct:
+            return room is not None and room.me_away
+        return any(
+            other.me_away
+            for other in self.rooms.values()
+            if not other.direct and other.state is RoomState.CONNECTED
+        )
+
     def order(self) -> list[str]:
         """The joined rooms in sidebar order: rooms, then conversations with people."""
         return sorted(self.rooms, key=lambda name: self.rooms[name].direct)
@@ -501,7 +515,7 @@ class ChatController(Observable):
                     self.host.spawn(self._who(room.name), group="http")
             case commands.Away(message):
                 self._idle_away = False  # said by the user: theirs to undo
-                if message is None and room is not None and not room.me_away:
+                if message is None and room is not None and not self.me_away:
                     self.say(EntryKind.STATUS, "you are not away")
                     return True
                 self.set_away(message)
@@ -700,8 +714,7 @@ class ChatController(Observable):
             return
         if self.monotonic() - self._last_key < minutes * 60:
             return
-        room = self.current
-        if room is not None and room.me_away:
+        if self.me_away:
             return  # away already, by our own word
         if self.set_away(idle_text(minutes), quiet=True):
             self._idle_away = True

@@ -278,7 +278,7 @@ class ChatScreen(Screen[None]):
         if room is None:
             return [*parts, ("no room", status.STATE)]
         parts.append((room.name if room.direct else f"#{room.name}", status.ROOM))
-        you = f"you are {room.me}" + (" (away)" if room.me_away else "")
+        you = f"you are {room.me}" + (" (away)" if controller.me_away else "")
         parts.append((you if room.me else "name not known yet", status.NAME))
         state = room.state.value
         now = controller.monotonic() if now is None else now

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from chat_protocol.query import JoinRequest, join_query
 from chat_protocol.v2 import AWAY_EVERY, BACK_FRAME, away
 from chat_testing.servers import RunningServer
 from tests.server.wsclients import join_v2
@@ -70,4 +71,31 @@ async def test_away_and_back_of_ours_reach_every_room(shared_server: RunningServ
             await send(pilot, "/back")
             await until(pilot, lambda: in_log(app, "you are not away"), "not away")
         finally:
+            await peer.close()
+
+
+async def test_ours_shows_in_a_conversation_opened_after_we_said_it(
+    shared_server: RunningServer,
+) -> None:
+    """Away, then someone writes to us: their conversation opens having never heard our away
+    (the server tells the rooms we are in when it changes). Its status line said we were not
+    away, while every room said we were."""
+    room = room_name("away")
+    app = make_app(shared_server, room)
+    async with app.run_test(size=WIDE) as pilot:
+        me = await joined(pilot, app, room)
+        await send(pilot, "/away lunch")
+        await until(pilot, lambda: f"you are {me} (away)" in status_line(app), "status line")
+        peer = await join_v2(shared_server.chat_url(room_name("away")))
+        to_me = await join_v2(
+            f"{shared_server.ws_url}/chat/@{me}", join_query(JoinRequest(resume=peer.token))
+        )
+        try:
+            await to_me.send("are you there?", "n1")
+            await until(pilot, lambda: f"@{peer.name}" in app.controller.rooms, "opened")
+            await send(pilot, f"/query {peer.name}")
+            await until(pilot, lambda: f"@{peer.name}" in status_line(app), "in it")
+            assert f"you are {me} (away)" in status_line(app)
+        finally:
+            await to_me.close()
             await peer.close()
