@@ -116,6 +116,24 @@ def error_body(detail: str) -> dict[str, str]:
     return {"detail": detail}
 
 
+# RFC 6750's description: printable ASCII without the quote and the backslash.
+_UNQUOTABLE: Final = re.compile(r"[^ !#-\[\]-~]")
+_DESCRIPTION: Final = re.compile(r'error_description="([ !#-\[\]-~]{1,200})"')
+
+
+def bearer_challenge(detail: str) -> str:
+    """A signed token refused at the handshake (HTTP 401): ``WWW-Authenticate`` says why, as
+    RFC 6750 has it, for a client that reads no body of a refused WebSocket handshake."""
+    described = _UNQUOTABLE.sub("?", detail)[:200]
+    return f'Bearer realm="chat", error="invalid_token", error_description="{described}"'
+
+
+def challenge_description(header: str | None) -> str | None:
+    """Why a token was refused, from a 401's ``WWW-Authenticate`` (None if it does not say)."""
+    found = _DESCRIPTION.search(header or "")
+    return found.group(1) if found else None
+
+
 def no_room_detail(room: str) -> str:
     return _NO_ROOM.format(room)
 

@@ -636,9 +636,14 @@ class RoomConnection:
                     # A private server: the token is missing or no good (expired, not yet
                     # rotated). Tried again after a long pause, with the file read again.
                     where = self.identity.token_file
+                    # Why, when the server says (RFC 6750: printable ASCII, nothing else read).
+                    why = (
+                        http.challenge_description(leaf.response.headers.get("www-authenticate"))
+                        or "expired, or not one of this server's"
+                    )
                     said = (
-                        f"the server refused the token in {where} (HTTP 401): expired, or "
-                        "not one of this server's; write a fresh one there (ctrl+r: at once)"
+                        f"the server refused the token in {where} (HTTP 401): {why}; write a "
+                        "fresh one there (ctrl+r: at once)"
                         if where
                         else "this server needs a signed token (HTTP 401): give its file "
                         "with --token-file, or token_file in the config"

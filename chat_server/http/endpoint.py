@@ -113,7 +113,7 @@ async def deny(scope: asgi.Scope, send: asgi.SendFn, status: int, detail: str) -
     body = json.dumps(http.error_body(detail)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     if status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="chat"'))
+        headers.append((b"www-authenticate", http.bearer_challenge(detail).encode()))
     await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
     await send({"type": "websocket.http.response.body", "body": body})
 

@@ -67,3 +67,20 @@ async def test_without_a_good_token_the_screen_says_it_was_refused(
             lambda: in_log(app, "this server needs a signed token (HTTP 401): give its file"),
             "the refusal",
         )
+
+
+async def test_an_expired_token_is_said_to_be_expired(
+    private: RunningServer, tmp_path: Path
+) -> None:
+    """The server says why it refused a token (``WWW-Authenticate``, RFC 6750); the screen
+    says it too, rather than "expired, or not one of this server's"."""
+    room = room_name()
+    token_file = tmp_path / "token"
+    token_file.write_text(signed("Nadia", seconds=-60) + "\n")
+    app = make_app(private, room, token_file=str(token_file))
+    async with app.run_test(size=(160, 30)) as pilot:
+
+        def said() -> str:  # the log's lines as one text: the path makes it wrap
+            return " ".join(line.strip() for line in log_lines(app))
+
+        await until(pilot, lambda: "(HTTP 401): the token has expired; write" in said(), "why")
