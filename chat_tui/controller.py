@@ -894,6 +894,17 @@ class ChatController(Observable):
                 if talk is not None and talk is not room:
                     talk.peer_away(frame.name, message)
             return
+        peer = names.direct_peer(room.name)
+        said_by = frame.name
+        if (
+            peer is not None
+            and said_by is not None
+            and said_by != peer
+            and (names.name_key(said_by) == names.name_key(peer))
+        ):
+            # Opened as "@alice": the person is "Alice" (a name is one whatever its case).
+            # Known by the name they hold, the conversation's logs are not split in two.
+            self._follow(peer, said_by)
         room.frame(frame, now)
 
     def _echo(self, room: Room, echo: Echo, now: datetime) -> None:

@@ -110,6 +110,31 @@ async def test_msg_sends_without_switching_and_follows_a_nick_change(
             await bob.close()
 
 
+async def test_a_conversation_opened_in_another_case_takes_the_persons_name(
+    shared_server: RunningServer,
+) -> None:
+    """``/query alice`` for Alice: once she writes, the conversation is ``@Alice`` (its
+    logs were split between ``@alice`` and ``@Alice``, by how it was opened)."""
+    room = room_name("dm")
+    app = make_app(shared_server, room)
+    async with app.run_test(size=WIDE) as pilot:
+        me = await joined(pilot, app, room)
+        alice = await person(shared_server, room, "Alice")
+        try:
+            await send(pilot, f"/query {alice.name.lower()}")
+            await until(pilot, lambda: f"@{alice.name.lower()}" in status_line(app), "opened")
+            to_me = await conversation(shared_server, alice, me)
+            try:
+                await to_me.send("it is Alice", "a1")
+                await until(pilot, lambda: f"@{alice.name}" in status_line(app), "her name")
+                assert list(app.controller.rooms) == [room, f"@{alice.name}"]
+                assert in_log(app, "it is Alice")
+            finally:
+                await to_me.close()
+        finally:
+            await alice.close()
+
+
 async def test_a_message_to_nobody_is_said_not_sent(shared_server: RunningServer) -> None:
     room = room_name("dm")
     app = make_app(shared_server, room)
