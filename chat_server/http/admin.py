@@ -18,7 +18,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -86,9 +86,20 @@ def _answer(status: int, detail: str) -> JSONResponse:
 # --- reading a request --------------------------------------------------------------------
 
 
-async def _body(request: Request) -> dict[str, Any]:
+# The fields of each request's body.
+_KICK: Final = frozenset({"name", "room", "reason"})
+_BAN: Final = frozenset({"name", "address", "room", "seconds", "reason"})
+_UNBAN: Final = frozenset({"name", "address", "room"})
+_MUTE: Final = frozenset({"name", "room", "seconds", "reason"})
+_UNMUTE: Final = frozenset({"name", "room"})
+_ROOM: Final = frozenset({"topic", "slow", "locked"})
+_TOKEN: Final = frozenset({"label", "role", "rooms"})
+
+
+async def _body(request: Request, fields: frozenset[str]) -> dict[str, Any]:
     """The request's JSON object, read up to MAX_BODY_BYTES (a longer declared length is
-    refused before anything is read)."""
+    refused before anything is read), of ``fields`` only: a misspelt one (``"lock"`` for
+    ``"locked"``) is refused rather than answered with success and ignored."""
     too_big = f"a body is at most {admin.MAX_BODY_BYTES} bytes"
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > admin.MAX_BODY_BYTES:
@@ -110,6 +121,10 @@ async def _body(request: Request) -> dict[str, Any]:
         raise Refused(400, "the body is not JSON (or nested too deeply)") from None
     if not isinstance(body, dict):
         raise Refused(400, "the body is a JSON object")
+    unknown = sorted(set(body) - fields)
+    if unknown:
+        known = ", ".join(sorted(fields))
+        raise Refused(400, f"unknown field {unknown[0][:40]!r} (this request takes {known})")
     return body
 
 
@@ -234,7 +249,7 @@ class AdminApi:
     # --- kicks ----------------------------------------------------------------------------
 
     async def kick(self, request: Request) -> dict[str, Any]:
-        grant, body = self.grant(request), await _body(request)
+        grant, body = self.grant(request), await _body(request, _KICK)
         room = _room(body, required=False)
         self._covered(grant, room)
         name, why = _name(body), _reason(body)
@@ -257,12 +272,14 @@ class AdminApi:
     # --- bans -----------------------------------------------------------------------------
 
     async def ban(self, request: Request) -> dict[str, Any]:
-        grant, body = self.grant(request), await _body(request)
+        grant, body = self.grant(request), await _body(request, _BAN)
         room = _room(body, required=False)
         self._covered(grant, room)
         why, expires = _reason(body), _expires(body)
         value: dict[str, Any] = {"reason": why, "by": grant.label, "room": room}
         rules = []
+        if "address" in body and "name" in body:
+            raise Refused(400, "a ban is of a name or of an address, not both")
         if "address" in body:
             network = network_of(str(body["address"]))
             if network is None:
@@ -285,10 +302,12 @@ class AdminApi:
         return {"banned": target, "room": room, "expires": expires}
 
     async def unban(self, request: Request) -> dict[str, Any]:
-        grant, body = self.grant(request), await _body(request)
+        grant, body = self.grant(request), await _body(request, _UNBAN)
         room = _room(body, required=False)
         self._covered(grant, room)
         backend = self.node.backend
+        if "address" in body and "name" in body:
+            raise Refused(400, "a ban is of a name or of an address, not both")
         if "address" in body:
             network = network_of(str(body["address"]))
             if network is None:
@@ -323,16 +342,18 @@ class AdminApi:
 
     # --- mutes ----------------------------------------------------------------------------
 
-    async def _in_a_room(self, request: Request) -> tuple[Grant, dict[str, Any], str, str]:
+    async def _in_a_room(
+        self, request: Request, fields: frozenset[str]
+    ) -> tuple[Grant, dict[str, Any], str, str]:
         """Who asks, the body, and the room (one the grant covers) and name it is about."""
-        grant, body = self.grant(request), await _body(request)
+        grant, body = self.grant(request), await _body(request, fields)
         room = _room(body, required=True)
         self._covered(grant, room)
         assert room is not None
         return grant, body, room, _name(body)
 
     async def mute(self, request: Request) -> dict[str, Any]:
-        grant, body, room, name = await self._in_a_room(request)
+        grant, body, room, name = await self._in_a_room(request, _MUTE)
         why, expires = _reason(body), _expires(body)
         value = {"room": room, "name": name, "reason": why, "by": grant.label}
         rules = await self._with_token(
@@ -346,7 +367,7 @@ class AdminApi:
         return {"muted": name, "room": room, "expires": expires}
 
     async def unmute(self, request: Request) -> dict[str, Any]:
-        grant, _, room, name = await self._in_a_room(request)
+        grant, _, room, name = await self._in_a_room(request, _UNMUTE)
         lifted = await self._drop_with_token(
             RuleKind.MUTE, mute_key(room, name), lambda t: token_mute(room, t)
         )
@@ -368,7 +389,7 @@ class AdminApi:
 
     async def set_room(self, request: Request) -> dict[str, Any]:
         room = request.path_params["room"]
-        grant, body = self.grant(request), await _body(request)
+        grant, body = self.grant(request), await _body(request, _ROOM)
         if not names.is_valid_room(room):
             raise Refused(404, http.INVALID_ROOM_DETAIL)
         self._covered(grant, room)
@@ -397,7 +418,7 @@ class AdminApi:
     # --- moderator tokens -----------------------------------------------------------------
 
     async def create_token(self, request: Request) -> dict[str, Any]:
-        grant, body = self.grant(request), await _body(request)
+        grant, body = self.grant(request), await _body(request, _TOKEN)
         if not grant.is_admin:
             raise Refused(403, "only an admin token makes tokens")
         label = body.get("label")

@@ -182,6 +182,27 @@ async def test_a_body_nested_too_deeply_is_a_bad_request(server: RunningServer) 
     assert server.health() is not None
 
 
+@pytest.mark.memory_only
+@pytest.mark.parametrize(
+    ("path", "body", "detail"),
+    [
+        # A misspelt field was answered 200 and ignored: the room was not locked.
+        (admin.room_path("typo"), {"lock": True}, "unknown field 'lock'"),
+        (admin.KICK_PATH, {"name": "x", "rooms": "typo"}, "unknown field 'rooms'"),
+        (admin.BAN_PATH, {"name": "Eve", "address": "192.0.2.1"}, "not both"),
+    ],
+)
+async def test_a_body_the_request_does_not_take_is_refused_not_ignored(
+    server: RunningServer, path: str, body: dict[str, object], detail: str
+) -> None:
+    refused_ = await ask(server, "POST", path, body)
+    assert refused_.status == 400 and detail in refused_.detail, refused_.detail
+    if path == admin.room_path("typo"):
+        assert (await ask(server, "GET", path)).body["locked"] is False
+    bans = (await ask(server, "GET", admin.BANS_PATH)).body["bans"]
+    assert bans == []  # nothing half done
+
+
 # --- bans ---------------------------------------------------------------------------------
 
 
