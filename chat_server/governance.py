@@ -181,10 +181,16 @@ class Governance:
             self._kick(governed)
             return
         room = governed.key if governed.kind is RuleKind.ROOM else None
-        before = None if room is None else self.room(room).topic
+        before = None if room is None else self.room(room)
         if isinstance(governed, RuleDropped):
-            self._rules.pop((governed.kind, governed.key), None)
+            dropped = self._rules.pop((governed.kind, governed.key), None)
             self._networks.pop(governed.key, None)
+            if (
+                dropped is not None
+                and dropped.kind is RuleKind.MUTE
+                and " token:" not in dropped.key
+            ):
+                self._tell_muted(dropped, lifted=True)  # (its token's twin: told once, by name)
         else:
             self._keep(governed)
             if governed.kind is RuleKind.BAN:
@@ -197,11 +203,16 @@ class Governance:
             and " token:" not in governed.key  # its twin on the token: told once, by name
         ):
             self._tell_muted(governed)
-        if room is not None and self.room(room).topic != before:
-            topic = self.room(room).topic
+        if room is not None and before is not None:
+            after = self.room(room)
+            # Every member learns what changed: a topic as a topic, slow mode as a notice (it
+            # learnt it at its first message refused).
             for session in list(self._sessions):
                 if session.room == room:
-                    session.tell_topic(topic)
+                    if after.topic != before.topic:
+                        session.tell_topic(after.topic)
+                    if after.slow != before.slow:
+                        session.tell(slow_text(after.slow))
 
     def _keep(self, rule: Rule) -> None:
         self._rules[rule.kind, rule.key] = rule
@@ -299,12 +310,14 @@ class Governance:
         if rule is not None:
             session.removed_by(close.BANNED, ban_reason(rule))
 
-    def _tell_muted(self, rule: Rule) -> None:
-        """The member a mute silences learns it now, not at its next message."""
+    def _tell_muted(self, rule: Rule, lifted: bool = False) -> None:
+        """The member a mute silences learns it now, not at its next message; and when it
+        is lifted (by an operator: one that ends by itself is said at its first refusal)."""
         room, key = rule.value.get("room"), name_key(str(rule.value.get("name")))
+        said = "you are no longer muted in this room" if lifted else muted_text(rule)
         for session in list(self._sessions):
             if session.room == room and name_key(session.name) == key:
-                session.tell(muted_text(rule))
+                session.tell(said)
 
     def _kick(self, kick: Kick) -> None:
         key = name_key(kick.name)
@@ -315,6 +328,11 @@ class Governance:
 
 def rule_reason(rule: Rule) -> str:
     return str(rule.value.get("reason") or "")
+
+
+def slow_text(slow: float) -> str:
+    """What a member of a room is told of its slow mode (at each message refused too)."""
+    return f"slow mode: one message every {slow:g} s" if slow else "slow mode is off"
 
 
 def muted_text(rule: Rule) -> str:

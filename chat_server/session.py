@@ -50,7 +50,7 @@ from chat_server.backends.base import (
 from chat_server.checks import Ending, FrameChecks, Refusal
 from chat_server.conversation import Conversation, conversation_peer
 from chat_server.events import EventKind, Published, RoomEvent, StoredMessage
-from chat_server.governance import ban_reason, muted_text
+from chat_server.governance import ban_reason, muted_text, slow_text
 from chat_server.member import AsgiMember, Member, TransportMember, text_size
 from chat_server.node import NameLease, NameRefused, Node
 from chat_server.signed import Signed
@@ -438,7 +438,7 @@ class ChatSession:
             return muted_text(mute)
         slow = governance.slowed(self.room, self.name)
         if slow is not None:
-            return f"slow mode: one message every {slow:g} s"
+            return slow_text(slow)
         return None
 
     def removed_by(self, why: Close, reason: str) -> None:

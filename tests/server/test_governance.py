@@ -296,6 +296,8 @@ async def test_a_muted_member_is_refused_and_never_heard(server: RunningServer) 
     await listener.ws.send("quiet here")
     assert await listener.recv() == f"{listener.name} :: quiet here"  # nothing of theirs before
     await done(server, "DELETE", admin.MUTE_PATH, {"room": room, "name": muted.name})
+    unmuted = await muted.recv_until(lambda f: f.startswith("error: "))
+    assert unmuted[-1] == format_error("you are no longer muted in this room")
     await muted.ws.send("back")
     assert await listener.recv() == f"{muted.name} :: back"
     for member in (muted, listener, v2_muted):
@@ -357,6 +359,23 @@ async def test_a_rooms_topic_reaches_joiners_and_members(server: RunningServer) 
     assert topic["topic"] is None
     for member in (early, text_joiner, v2_joiner):
         await member.close()
+
+
+async def test_every_member_is_told_when_slow_mode_starts_and_ends(server: RunningServer) -> None:
+    room = fresh_room()
+    url = server.chat_url(room)
+    text_member, v2_member = await join(url), await join_v2(url)
+    await text_member.recv()  # the other's join
+    await done(server, "POST", admin.room_path(room), {"slow": 5})
+    assert await text_member.recv() == format_error("slow mode: one message every 5 s")
+    told = await v2_member.recv_until(lambda f: f.get("type") == "error")
+    assert told[-1]["text"] == "slow mode: one message every 5 s"
+    await done(server, "POST", admin.room_path(room), {"topic": "same slow"})  # slow unchanged
+    await done(server, "POST", admin.room_path(room), {"slow": 0})
+    assert await text_member.recv() == format_topic("same slow")
+    assert await text_member.recv() == format_error("slow mode is off")
+    await text_member.close()
+    await v2_member.close()
 
 
 async def test_slow_mode_allows_one_message_per_member_per_interval(server: RunningServer) -> None:
