@@ -28,7 +28,7 @@ from chat_protocol.v2 import SUBPROTOCOL as SUBPROTOCOL_V2
 from chat_protocol.v2 import send as v2_send
 from chat_server.backends.memory import CHECK_EVERY
 from chat_testing.servers import RunningServer, start_server
-from tests.server.wsclients import V2Member, join, join_v2, resume_query
+from tests.server.wsclients import Member, V2Member, join, join_v2, resume_query
 
 _rooms = itertools.count()
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -511,6 +511,17 @@ async def test_the_log_never_shows_tokens_or_message_text(server_factory: Any) -
     assert secret not in log and "secret words" not in log
 
 
+async def said_long(url: str, count: int) -> tuple[Member, list[str]]:
+    """``count`` messages of 1,000 characters said in the room (each counts 1,100 against the
+    history's bytes), numbered; the member who said them, once they are all out."""
+    sender = await join(url, max_queue=None)
+    texts = [f"{i:04d}" + "x" * 996 for i in range(count)]
+    for text in texts:
+        await sender.ws.send(text)
+    await sender.recv_until(lambda f: f.endswith(texts[-1]))
+    return sender, texts
+
+
 async def test_a_rooms_history_is_bounded_in_bytes(server_factory: Any) -> None:
     """1,000-character messages against a 40,000-byte room bound (each counts 1,100): the
     history keeps the newest that fit (36), however many messages it may keep; in one
@@ -518,11 +529,7 @@ async def test_a_rooms_history_is_bounded_in_bytes(server_factory: Any) -> None:
     characters more); on Redis, exactly those."""
     server: RunningServer = server_factory(history_bytes=40_000, rate_limit=0)
     room = fresh_room("bytes")
-    sender = await join(server.chat_url(room), max_queue=None)
-    texts = [f"{i:04d}" + "x" * 996 for i in range(100)]
-    for text in texts:
-        await sender.ws.send(text)
-    await sender.recv_until(lambda f: f.endswith(texts[-1]))
+    sender, texts = await said_long(server.chat_url(room), 100)
     late = await join(server.chat_url(room) + "?history=200")
     await late.ws.send("marker")
     kept = [f.partition(" :: ")[2] for f in await late.recv_until(lambda f: f.endswith("marker"))]
@@ -543,11 +550,7 @@ async def test_a_lowered_bytes_bound_applies_to_what_a_room_kept(
         pytest.skip("a memory:// server's history ends with its process")
     first = server_factory(rate_limit=0)
     room = fresh_room("lowered")
-    sender = await join(first.chat_url(room), max_queue=None)
-    texts = [f"{i:04d}" + "x" * 996 for i in range(80)]
-    for text in texts:
-        await sender.ws.send(text)
-    await sender.recv_until(lambda f: f.endswith(texts[-1]))
+    sender, texts = await said_long(first.chat_url(room), 80)
     await sender.close()
     first.stop()
     second = server_factory(
