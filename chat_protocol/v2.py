@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
 
-from chat_protocol import text, v1
+from chat_protocol import names, text, v1
 from chat_protocol.frames import (
     Ack,
     Away,
@@ -196,18 +196,27 @@ def ack(nonce: str, offset: int, time: float) -> str:
     return _dumps({"type": Type.ACK, "nonce": nonce, "offset": offset, "time": format_time(time)})
 
 
+def _name(value: Any) -> str:
+    """A member's name as a server of this protocol sends it: a valid one (a name of another
+    shape, say 200 characters of it, is a frame that cannot be read: a hostile server's join
+    flood of such names took seconds of the members panel's layout)."""
+    if not isinstance(value, str) or not names.is_valid_name(value):
+        raise ValueError(f"not a name: {value!r:.40}")
+    return value
+
+
 def _read_message(body: dict[str, Any]) -> ServerFrame:
     return Frame(
         FrameKind.MESSAGE,
         str(body["text"]),
-        str(body["name"]),
+        _name(body["name"]),
         offset=_offset(body["offset"]),
         time=parse_time(body["time"]),
     )
 
 
 def _read_presence(body: dict[str, Any]) -> ServerFrame:
-    name = str(body["name"])
+    name = _name(body["name"])
     if body["type"] == Type.JOIN:
         return Frame(FrameKind.JOIN, v1.format_join(name), name, time=parse_time(body["time"]))
     return Frame(FrameKind.LEAVE, v1.format_leave(name), name, time=parse_time(body["time"]))
@@ -248,33 +257,35 @@ def _limit(value: Any) -> int | None:
 
 
 def _read_typing(body: dict[str, Any]) -> ServerFrame:
-    return Frame(FrameKind.TYPING, "", str(body["name"]))
+    return Frame(FrameKind.TYPING, "", _name(body["name"]))
 
 
 def _read_away(body: dict[str, Any]) -> ServerFrame:
     return Frame(
         FrameKind.AWAY,
         str(body.get("message", "")),
-        str(body["name"]),
+        _name(body["name"]),
         time=parse_time(body["time"]),
     )
 
 
 def _read_back(body: dict[str, Any]) -> ServerFrame:
-    return Frame(FrameKind.BACK, "", str(body["name"]), time=parse_time(body["time"]))
+    return Frame(FrameKind.BACK, "", _name(body["name"]), time=parse_time(body["time"]))
 
 
 def _read_nick(body: dict[str, Any]) -> ServerFrame:
-    return Frame(FrameKind.NICK, str(body["new"]), str(body["old"]), time=parse_time(body["time"]))
+    return Frame(
+        FrameKind.NICK, _name(body["new"]), _name(body["old"]), time=parse_time(body["time"])
+    )
 
 
 def _read_direct(body: dict[str, Any]) -> ServerFrame:
-    return Frame(FrameKind.DIRECT, "", str(body["name"]), time=parse_time(body["time"]))
+    return Frame(FrameKind.DIRECT, "", _name(body["name"]), time=parse_time(body["time"]))
 
 
 def _read_kick(body: dict[str, Any]) -> ServerFrame:
     reason = str(body.get("reason") or "")
-    return Frame(FrameKind.KICK, reason, str(body["name"]), time=parse_time(body["time"]))
+    return Frame(FrameKind.KICK, reason, _name(body["name"]), time=parse_time(body["time"]))
 
 
 def _read_topic(body: dict[str, Any]) -> ServerFrame:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
 
-from chat_protocol.frames import Frame, Welcome
+from chat_protocol.frames import Frame, FrameKind, Welcome
 from chat_protocol.v1 import format_join, format_leave, format_message, parse_frame
 from chat_protocol.v2 import message as v2_message_frame
 from chat_protocol.v2 import parse_frame as parse_v2_frame
@@ -328,6 +329,9 @@ def v2_message(name: str, text: str, offset: int) -> Frame:
     return parse_v2_frame(v2_message_frame(name, text, offset, UTC_T.timestamp()))  # type: ignore[return-value]
 
 
+NOW_TEXT = "2026-12-06T12:00:00.000Z"
+
+
 def welcome(offset: int, recovered: bool | None, epoch: str = EPOCH) -> Welcome:
     return Welcome("general", ME, epoch, offset, "token", recovered, True, 0)
 
@@ -468,3 +472,18 @@ def test_a_churn_of_names_keeps_who_is_here_and_forgets_those_long_gone() -> Non
     assert room.me in room.people and "user_stayer01" in room.people
     assert f"user_c{PEOPLE_LIMIT + 1_999:07d}" in room.people  # the newest is kept
     assert "user_c0000000" not in room.people  # the oldest is forgotten
+
+
+def test_names_no_server_gives_are_not_taken_for_members_or_for_us() -> None:
+    """A hostile server's chat.v2 join of a 200-character name (a flood of them froze the
+    screen laying out the members panel), a nick to a path: frames that cannot be read."""
+    room = v2_room()
+    long_name = "L" + "x" * 199
+    join = parse_v2_frame(json.dumps({"type": "join", "name": long_name, "time": NOW_TEXT}))
+    nick = parse_v2_frame(
+        json.dumps({"type": "nick", "old": ME, "new": "../../evil", "time": NOW_TEXT})
+    )
+    assert join.kind is FrameKind.NOTICE and nick.kind is FrameKind.NOTICE
+    room.frame(join, T)  # type: ignore[arg-type]
+    room.frame(nick, T)  # type: ignore[arg-type]
+    assert long_name not in room.people and room.me == ME
