@@ -287,3 +287,31 @@ def test_a_storm_of_joins_and_leaves_keeps_what_was_said(terminal: Tmux, tmp_pat
         assert "more joined" not in screen
         assert_alive_and_responsive(terminal)
         assert rss_mib(pid) < 200
+
+
+def test_a_flood_of_joins_keeps_the_members_panel_and_the_keys_quick(
+    terminal: Tmux, tmp_path: Path
+) -> None:
+    """4,000 members joining over two seconds, the members panel shown: the panel drew
+    every name at each change (a Static of them all), and keys waited seconds for it."""
+    joined_total = 4_000
+
+    def script(connection: ServerConnection, number: int) -> None:
+        connection.send(welcome())
+        for batch in range(joined_total // 200):
+            for n in range(200):
+                connection.send(v2.presence(True, f"user_flood{batch * 200 + n:05d}", 0.0))
+            time.sleep(0.1)
+        connection.send(message("joins over", 1))
+        hold(connection)
+
+    with HostileServer(script) as server:
+        start_chat_tui(terminal, server, tmp_path)  # 120 columns: the panel is shown
+        terminal.wait_for(lambda s: "members (" in s, "the panel")
+        took = []
+        while "joins over" not in terminal.screen():
+            took.append(echo_seconds(terminal, samples=3))
+        assert_alive_and_responsive(terminal)
+        assert max(took, default=0) < ECHO_LIMIT * 2, took  # during the flood too
+        # Everyone seen (no list from this server): the flood, its sender and us.
+        assert f"seen here ({joined_total + 2})" in terminal.screen()
