@@ -79,6 +79,9 @@ QUIT_WAIT = 3.0
 # that the user is told who wrote, at most once a minute, and opens it with /query.
 SERVER_OPENS_BURST = 10
 SERVER_OPENS_EVERY = 6.0
+# Notifications: at most one a room in this many seconds, and one of all rooms in this many.
+NOTIFY_ROOM_EVERY = 5.0
+NOTIFY_EVERY = 1.0
 MAX_CONVERSATIONS = 100
 NOT_OPENED_SAID_EVERY = 60.0
 
@@ -155,6 +158,9 @@ class ChatController(Observable):
         self._typed_at: dict[str, float] = {}  # room -> when we last said we are typing
         self._last_key = self.monotonic()  # the user's last edit of the input box
         self._idle_away = False  # we said we are away because the user was idle
+        # When each room last notified, and any room (a storm of them: see _alert).
+        self._notified: dict[str, float] = {}
+        self._notified_any = -math.inf
         self._server_opens = TokenBucket(
             1 / SERVER_OPENS_EVERY, SERVER_OPENS_BURST, self.monotonic()
         )
@@ -863,10 +869,18 @@ class ChatController(Observable):
         self.logbook.write(room.name, entry.time, kind, entry.sender, said)
 
     def _alert(self, room: Room) -> None:
-        """One notification per burst: of its newest message that calls for one."""
+        """One notification per burst: of its newest message that calls for one; and at most
+        one a room every NOTIFY_ROOM_EVERY seconds, one in all every NOTIFY_EVERY (a server
+        that paces its messages made one each: 51 in 5 s; the sidebar counts the rest)."""
         entry, room.alert = room.alert, None
-        if entry is not None and self.config.bell and room.notify is not Level.NONE:
-            self.host.alert(Notice.of(room.name, entry.sender, entry.text))
+        if entry is None or not self.config.bell or room.notify is Level.NONE:
+            return
+        now = self.monotonic()
+        last = self._notified.get(room.name, -math.inf)
+        if now - last < NOTIFY_ROOM_EVERY or now - self._notified_any < NOTIFY_EVERY:
+            return
+        self._notified[room.name] = self._notified_any = now
+        self.host.alert(Notice.of(room.name, entry.sender, entry.text))
 
     def _frame(self, room: Room, frame: Frame, now: datetime) -> None:
         kind = frame.kind

@@ -8,6 +8,7 @@ host runs jobs as asyncio tasks and counts the bells.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import deque
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from chat_protocol.v1 import format_leave, format_message, parse_frame
 from chat_protocol.v2 import TYPING_SHOWN
 from chat_tui.commands import Join, Msg, Query
 from chat_tui.config import Config
-from chat_tui.controller import ChatController
+from chat_tui.controller import NOTIFY_EVERY, ChatController
 from chat_tui.events import (
     Acked,
     ConnectionState,
@@ -265,7 +266,8 @@ async def test_a_new_message_makes_quitting_warn_again(world: Any) -> None:
 @pytest.mark.parametrize("bell", [True, False])
 async def test_a_mention_out_of_sight_rings_once_per_burst(world: Any, bell: bool) -> None:
     make, host, connections = world
-    controller = make("here", "there", bell=bell)
+    # Ten seconds between messages: never within the notifications' bound (a storm's test).
+    controller = make("here", "there", bell=bell, monotonic=itertools.count(100, 10).__next__)
     await settle()
     for room in ("here", "there"):
         connections[room].joined()
@@ -293,6 +295,32 @@ async def test_a_mention_out_of_sight_rings_once_per_burst(world: Any, bell: boo
     assert controller.rooms["here"].unread == 1 and controller.rooms["there"].mentions == 2
 
 
+async def test_a_storm_of_paced_messages_notifies_once_a_room_in_a_while(world: Any) -> None:
+    """A server that paces its messages (one every 0.1 s) made a notification of each: 51
+    in 5 s. One a room every NOTIFY_ROOM_EVERY seconds, one in all every NOTIFY_EVERY."""
+    make, host, connections = world
+    now = [100.0]
+    controller = make(
+        "here", "ops", "dev", notify_rooms={"ops": "all", "dev": "all"}, monotonic=lambda: now[0]
+    )
+    await settle()
+    for room in ("here", "ops", "dev"):
+        connections[room].joined()
+    await settle()
+    for n in range(60):  # 6 s of them
+        now[0] = 100 + n / 10
+        connections["ops"].report(parse_frame(format_message(PEER, f"storm {n}")))
+        await settle()
+    assert [n.body for n in host.notices] == [f"{PEER}: storm 0", f"{PEER}: storm 50"]
+    connections["dev"].report(parse_frame(format_message(PEER, "at once")))  # another room,
+    await settle()  # less than a second after the last: not yet
+    now[0] += NOTIFY_EVERY
+    connections["dev"].report(parse_frame(format_message(PEER, "a second later")))
+    await settle()
+    assert [n.body for n in host.notices][2:] == [f"{PEER}: a second later"]
+    assert controller.rooms["ops"].unread == 60  # counted all the same
+
+
 async def test_highlight_words_and_the_room_levels_decide_what_notifies(world: Any) -> None:
     make, host, connections = world
     controller = make(
@@ -302,6 +330,7 @@ async def test_highlight_words_and_the_room_levels_decide_what_notifies(world: A
         "quiet",
         highlight=["deploy"],
         notify_rooms={"ops": "all", "quiet": "none"},
+        monotonic=itertools.count(100, 10).__next__,
     )
     await settle()
     for room in ("here", "ops", "random", "quiet"):
