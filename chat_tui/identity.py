@@ -25,7 +25,7 @@ except ImportError:  # not on this platform: every instance may use the kept nam
 
 from platformdirs import user_state_dir
 
-from chat_protocol import http
+from chat_protocol import http, names
 
 TOKENS_FILE = "names.json"
 
@@ -125,8 +125,16 @@ class Identity:
 
     @classmethod
     def kept(cls, server: str, store: TokenStore | None, nick: str | None = None) -> Identity:
-        """The identity for ``server``, with the token kept in ``store`` if there is one."""
-        return cls(server, store.load(server) if store is not None else None, store, nick)
+        """The identity for ``server``, with the token kept in ``store`` if there is one. A
+        name chosen in an earlier run (/nick: the token is held under it) is asked for as
+        --nick would be, as it is after a /nick in this run: a server that forgot its names
+        (Redis restarted empty) gives it back rather than a generated one."""
+        token = store.load(server) if store is not None else None
+        if nick is None and token is not None:
+            held = token.partition(".")[0]
+            if names.chosen_name_problem(held) is None:
+                nick = held
+        return cls(server, token, store, nick)
 
     def signed_token(self) -> str | None:
         """The signed token to present, if a token file is configured; raises OSError if it

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 import stat
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -290,6 +291,21 @@ async def test_keep_name_brings_the_name_back_after_a_restart_of_the_app(
     async with forgetful.run_test(size=SIZE) as pilot:
         assert await joined(pilot, forgetful, room) != name
     assert store.load(shared_server.ws_url) is None  # keep_name off forgets the kept token
+
+
+async def test_a_name_chosen_in_an_earlier_run_is_asked_for_where_the_server_forgot_it(
+    shared_server: RunningServer, tmp_path: Path
+) -> None:
+    """/nick Robert in an earlier run keeps the token under that name; a server that does not
+    know the token (Redis restarted empty, here one that never saw it) gave a generated name
+    to an app started without --nick. It asks for the name, as after a /nick in this run."""
+    room = room_name("keep")
+    chosen = f"Robert{secrets.token_hex(3)}"
+    store = TokenStore(tmp_path / "state" / TOKENS_FILE)
+    store.save(shared_server.ws_url, f"{chosen}.{secrets.token_urlsafe(16)}")
+    app = make_app(shared_server.ws_url, room, token_store=store)
+    async with app.run_test(size=SIZE) as pilot:
+        assert await joined(pilot, app, room) == chosen
 
 
 async def test_a_second_chat_tui_beside_the_first_gets_a_name_of_its_own(
