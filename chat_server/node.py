@@ -314,11 +314,12 @@ class Node:
         for session in sessions:
             session.person_changed(changed)
 
-    def spawn(self, coro: Awaitable[None]) -> None:
+    def spawn(self, coro: Awaitable[None]) -> asyncio.Future[None]:
         """Run ``coro`` in the background, kept until it is done."""
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     def _room_lost(self, room: str, members: list[HubMember], why: str) -> None:
         log.warning("lost events room=%s members=%d reason=%s", room, len(members), why)

@@ -115,6 +115,7 @@ class ChatSession:
         # Why an operator or moderator removed it (its leave is then a kick), if they did.
         self._removed_why: str | None = None
         self._counted = False  # in the broker's count of the address's connections
+        self._away: asyncio.Future[None] | None = None  # the last away or back under way
 
     async def run(self) -> None:
         node, codec = self.node, self.codec
@@ -409,7 +410,9 @@ class ChatSession:
         if isinstance(frame, Away):
             lease = self.lease
             if lease is not None and lease.token is not None:
-                self.node.spawn(self.node.set_away(lease.token_id, self.name, frame.message))
+                self._away = self.node.spawn(
+                    self.node.set_away(lease.token_id, self.name, frame.message)
+                )
             return None
         raise TypeError(f"no answer for a {type(frame).__name__}")
 
@@ -421,6 +424,12 @@ class ChatSession:
     async def _change_name(self, nick: Nick) -> None:
         if self.lease is None:
             return
+        away = self._away
+        if away is not None and not away.done():
+            # An away sent just before: kept under the name it was sent with, then renamed
+            # with it (taken after the rename, it was kept under a name no longer held).
+            with contextlib.suppress(Exception):
+                await asyncio.shield(away)
         if self.identity is not None:
             self._refuse(
                 "on this server a name is the signed token's: it cannot change", nick.nonce

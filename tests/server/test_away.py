@@ -12,7 +12,7 @@ import pytest
 
 from chat_protocol.query import JoinRequest, join_query
 from chat_protocol.v1 import format_message
-from chat_protocol.v2 import AWAY_EVERY, BACK_FRAME, MAX_AWAY_CHARS, away
+from chat_protocol.v2 import AWAY_EVERY, BACK_FRAME, MAX_AWAY_CHARS, away, change_nick
 from chat_testing.clusters import running_cluster
 from chat_testing.marks import requires_redis
 from chat_testing.servers import RunningServer
@@ -109,3 +109,28 @@ async def test_an_away_message_is_one_line(shared_server: RunningServer, message
         assert frame["message"] == ("" if not message else "a b c")
     finally:
         await member.close()
+
+
+async def test_an_away_then_a_nick_in_one_burst_keeps_the_away(
+    shared_server: RunningServer,
+) -> None:
+    """``/away`` then ``/nick`` typed at once: the rooms hear them in that order (the away was
+    said after the rename, under the new name: a new user's log read "now known as bobby",
+    then "you are away"), and the listing has the new name away."""
+    room = fresh_room()
+    me = await join_v2(shared_server.chat_url(room))
+    new = f"Quick{secrets.token_hex(3)}"
+    try:
+        await me.ws.send(away("quick"))
+        await me.ws.send(change_nick(new))
+        heard = await me.recv_until(
+            lambda f: f.get("type") == "nick" or (f.get("type") == "away" and f["name"] == new)
+        )
+        said = [(f["type"], f.get("name") or f.get("old")) for f in heard[-2:]]
+        assert said == [("away", me.name), ("nick", me.name)], heard
+        listed = await eventually(
+            lambda: shared_server.get_json(f"/rooms/{room}").get("away") or None
+        )
+        assert listed == {new: "quick"}
+    finally:
+        await me.close()
