@@ -622,9 +622,12 @@ class Room(Observable):
         more_joined, more_left = self._run_more
         self._run_more = (more_joined + joined, more_left + (not joined))
         text = notes.MorePresence(*self._run_more).text
+        # The log on disk has each of them (a folded line written once kept its first count:
+        # "1 more joined" for eleven).
+        self._record(Entry(EntryKind.NOTICE, clip(frame.text), when, quiet=quiet))
         if self._run_more in ((1, 0), (0, 1)):
             self._run_tail = Entry(EntryKind.NOTICE, text, when, quiet=quiet)
-            self._add(self._run_tail)
+            self.scrollback.append(self._run_tail)
         else:
             assert self._run_tail is not None
             tail = self._run_tail

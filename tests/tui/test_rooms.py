@@ -15,6 +15,7 @@ from chat_protocol.v2 import presence as v2_presence
 from chat_tui.config import JoinFilter
 from chat_tui.rooms import (
     PEOPLE_LIMIT,
+    PRESENCE_SHOWN,
     MemberSource,
     Room,
     RoomState,
@@ -487,3 +488,17 @@ def test_names_no_server_gives_are_not_taken_for_members_or_for_us() -> None:
     room.frame(join, T)  # type: ignore[arg-type]
     room.frame(nick, T)  # type: ignore[arg-type]
     assert long_name not in room.people and room.me == ME
+
+
+def test_the_log_on_disk_has_each_join_of_a_folded_run() -> None:
+    """Past PRESENCE_SHOWN joins in a row the screen folds them into one counted line; the
+    log on disk kept that line as first written ("1 more joined" for eleven)."""
+    room = room_with_me()
+    room.joins = JoinFilter.ALL
+    recorded: list[str] = []
+    room.record = lambda _room, entry: recorded.append(entry.text)
+    names = [f"user_churns{n:02d}" for n in range(PRESENCE_SHOWN + 11)]
+    for name in names:
+        room.frame(joined(name), T)
+    assert recorded == [format_join(name) for name in names]
+    assert f"{11} more joined" in texts(room)[-1]
