@@ -158,6 +158,7 @@ class ChatController(Observable):
         self._typed_at: dict[str, float] = {}  # room -> when we last said we are typing
         self._last_key = self.monotonic()  # the user's last edit of the input box
         self._idle_away = False  # we said we are away because the user was idle
+        self._away_said: str | None = None  # what we said we are away with (None: not away)
         # When each room last notified, and any room (a storm of them: see _alert).
         self._notified: dict[str, float] = {}
         self._notified_any = -math.inf
@@ -187,16 +188,16 @@ class ChatController(Observable):
 
     @property
     def me_away(self) -> bool:
-        """Whether we are away, as the active room says; a conversation opened after we
-        said it has not heard it (the server tells the rooms we are in when it changes):
-        then as the rooms we are connected to say."""
+        """Whether we are away, as the active room says; a room joined or a conversation
+        opened after we said it has not heard it (the server tells the rooms we are in when it
+        changes): then as the other rooms we are connected to say."""
         room = self.current
-        if room is None or room.me_away or not room.direct:
-            return room is not None and room.me_away
+        if room is None or room.me_away:
+            return room is not None
         return any(
             other.me_away
             for other in self.rooms.values()
-            if not other.direct and other.state is RoomState.CONNECTED
+            if other is not room and other.state is RoomState.CONNECTED
         )
 
     def order(self) -> list[str]:
@@ -682,6 +683,7 @@ class ChatController(Observable):
         if it can: the server tells every room we are in. False if none can (said in the log
         unless ``quiet``)."""
         if self._through_one_room(lambda connection: connection.away(message)):
+            self._away_said = message
             return True
         if not quiet:
             self.say(EntryKind.ERROR, self._none_to_ask("away"))
@@ -932,6 +934,10 @@ class ChatController(Observable):
 
     def _welcomed(self, room: Room, welcomed: Welcomed, now: datetime) -> None:
         room.welcomed(welcomed.welcome, welcomed.backlog, welcomed.since, now)
+        if self._away_said is not None and not welcomed.welcome.resumed:
+            # A server that did not know our token (Redis restarted empty) does not know we
+            # are away either: said again, or every room shows us away but nobody else.
+            self._through_one_room(lambda connection: connection.away(self._away_said))
         if not room.direct:  # a conversation has no listing: its two people are seen
             self._fetch_members(room)
 

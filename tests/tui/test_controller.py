@@ -8,6 +8,7 @@ host runs jobs as asyncio tasks and counts the bells.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -677,3 +678,31 @@ async def test_a_conversation_shows_its_person_away_as_a_shared_room_says(world:
     assert talk.away_of() == {PEER: "a walk"}
     # Said in #general's log, not again in the conversation's.
     assert not [e for e in talk.scrollback if "a walk" in e.text]
+
+
+async def test_away_is_said_again_to_a_server_that_forgot_us(world: Any) -> None:
+    """A welcome that did not resume our token (Redis restarted empty): the server does not
+    know we are away, and every room showed us away but nobody else; said again. A resumed
+    welcome (a mere reconnect) is not: the server still has it."""
+    make, _, connections = world
+    controller = make("a")
+    await settle()
+    a = connections["a"]
+    a.state(ConnectionState.CONNECTED)
+    a.report(welcome(read=None))
+    await settle()
+    assert controller.set_away("lunch")
+    assert a.aways == ["lunch"]
+    resumed = welcome(read=None)
+    a.report(
+        dataclasses.replace(resumed, welcome=dataclasses.replace(resumed.welcome, resumed=True))
+    )
+    await settle()
+    assert a.aways == ["lunch"]
+    a.report(welcome(read=None))  # resumed: False
+    await settle()
+    assert a.aways == ["lunch", "lunch"]
+    assert controller.set_away(None)  # back: nothing to say again
+    a.report(welcome(read=None))
+    await settle()
+    assert a.aways == ["lunch", "lunch", None]
