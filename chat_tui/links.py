@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 # Up to whitespace or a character that cannot be in a URL as people paste them; trailing
 # punctuation of the sentence is taken off after (see _trim).
-_URL: Final = re.compile(r"https?://[^\s<>\"'`\x00-\x1f\x7f]+", re.IGNORECASE)
+_URL: Final = re.compile(r"https?://[^\s<>\"'`\x00-\x1f\x7f-\x9f]+", re.IGNORECASE)
 _TRAILING: Final = ".,;:!?'\"*_~"
 _PAIRS: Final = {")": "(", "]": "[", "}": "{", ">": "<"}
 MAX_URL_CHARS: Final = 2048  # longer is not a link anyone means to open
@@ -99,8 +99,13 @@ class Host:
 
 
 def host_of(url: str) -> Host:
-    hostname = urlsplit(url).hostname or ""
+    parts = urlsplit(url)
+    hostname = parts.hostname or ""
     warnings: list[str] = []
+    at = parts.netloc.rfind("@")
+    if at >= 0:  # https://good.com@evil.com/: what reads as the host is a user name
+        user = "".join(f"<U+{ord(c):04X}>" if _hidden(c) else c for c in parts.netloc[:at])
+        warnings.append(f"{user[:40]}@ before it is a user name, not the host")
     shown = "".join(f"<U+{ord(c):04X}>" if _hidden(c) else c for c in hostname)
     if shown != hostname:
         warnings.append("hidden characters")

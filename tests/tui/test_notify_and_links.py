@@ -108,6 +108,8 @@ def test_the_desktop_command_has_no_shell() -> None:
         ("<https://example.com/x>", ["https://example.com/x"]),
         ("not links: ftp://x.example javascript:alert(1) file:///etc/passwd https://", []),
         ("https://:80/ http://[::1/", []),
+        # C1 controls end a link (the hyperlink and /open must agree on where it ends).
+        ("https://x.example/\x9c\x9dz", ["https://x.example/"]),
     ],
 )  # fmt: skip
 def test_links_are_found(text: str, found: list[str]) -> None:
@@ -144,6 +146,12 @@ def test_recent_links_newest_first_once_each() -> None:
         (
             "https://bücher.example/",
             "bücher.example = xn--bcher-kva.example (characters beyond ASCII)",
+            True,
+        ),
+        # What reads as the host is a user name: the host is after the "@".
+        (
+            "https://good.example@evil.example/login",
+            "evil.example = evil.example (good.example@ before it is a user name, not the host)",
             True,
         ),
     ],
