@@ -707,8 +707,14 @@ class RoomConnection:
                 self.inflight.remove(culprit)
                 self.emit(Refused(culprit.send_id))
             return _Ending(ConnectionState.FAILED, detail, self.backoff_cap)
-        going_away = received.close.counted is close.Counted.SHUTDOWN
-        return _Ending(ConnectionState.OFFLINE, detail, None, probe=going_away)
+        # A server going away, or one without its broker (it refuses everyone with 1013 until
+        # the broker is back): back as soon as its /health says so, not after the backoff
+        # these refusals grew (8 s after Redis was back, for a new user).
+        waited_out = (
+            received.close.counted is close.Counted.SHUTDOWN
+            or received.close is close.BROKER_UNAVAILABLE
+        )
+        return _Ending(ConnectionState.OFFLINE, detail, None, probe=waited_out)
 
     async def _write(self, ws: AsyncWebSocketSession, dialogue: Dialogue) -> None:
         """Send queued messages in order while the connection lasts, paced."""

@@ -22,8 +22,10 @@ from chat_protocol.v1 import format_join, format_leave, format_message
 from chat_protocol.v2 import SUBPROTOCOL as SUBPROTOCOL_V2
 from chat_protocol.v2 import ack as v2_ack
 from chat_protocol.v2 import welcome as v2_welcome
+from chat_testing.marks import requires_redis
 from chat_testing.ports import free_port
 from chat_testing.proxy import TcpProxy
+from chat_testing.redis_servers import start_redis
 from chat_testing.servers import RunningServer, start_server
 from chat_testing.waits import eventually
 from chat_tui.connection import LATER_LIMIT, WAKE_AT, RoomConnection, backoff_ceiling
@@ -1019,6 +1021,41 @@ async def test_a_server_back_from_an_outage_is_found_within_seconds_not_the_back
     finally:
         if restarted is not None:
             restarted.stop()
+
+
+@requires_redis
+async def test_a_broker_back_from_an_outage_is_found_within_seconds_not_the_backoff(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    """Redis down: the server refuses everyone with 1013 until it is back, each refusal
+    growing the backoff (16 s here). The room asks /health meanwhile, which says 503 while
+    the broker is away, and comes back within a couple of seconds of Redis."""
+    redis = start_redis()
+    try:
+        server = server_factory(rate_limit=0, broker_url=redis.url)
+        async with running(
+            server.ws_url,
+            "conn-broker",
+            rng=MaxRandom(),
+            backoff_base=16.0,
+            backoff_cap=30.0,
+        ) as (conn, rec, _):
+            await rec.wait_for(lambda: conn.state is ConnectionState.CONNECTED, "connected")
+            redis.stop()
+            await rec.wait_for(
+                lambda: [
+                    m
+                    for m in rec.of(StateChanged)
+                    if m.state == "offline" and (m.retry_in or 0) >= 16.0 and "1013" in m.detail
+                ],
+                "a long wait after a 1013",
+            )
+            redis.start()  # empty, on the same port
+            back_at = time.monotonic()
+            await rec.wait_for(lambda: conn.state is ConnectionState.CONNECTED, "back", timeout=15)
+            assert time.monotonic() - back_at < 8, "waited for the backoff, not the broker"
+    finally:
+        redis.stop()
 
 
 async def test_what_is_asked_while_a_frame_is_being_written_is_written_next() -> None:
