@@ -30,18 +30,22 @@ class Search:
         self.current: int | None = None  # absolute index of the current match
         self._looked_up_to = 0  # absolute index of the first entry not looked at yet
         self._generation = -1
+        self._hiding: bool | None = None  # whether the lines the join filter hides were hidden
 
     def update(self, scrollback: Scrollback) -> None:
         """Take in what changed in ``scrollback`` since the last call."""
         first, total = scrollback.first_index, scrollback.total_appended
-        if self._generation != scrollback.generation:  # reordered or cleared: look again
-            self._generation = scrollback.generation
+        hiding = scrollback.hide_quiet
+        if self._generation != scrollback.generation or self._hiding != hiding:
+            # Reordered or cleared, or the hidden lines shown or hidden again: look again.
+            self._generation, self._hiding = scrollback.generation, hiding
             self.matches = []
             self._looked_up_to = first
         start = max(self._looked_up_to, first)
         query = self.query
         for index, entry in enumerate(scrollback.scan(start - first), start):
-            if entry_matches(entry, query):
+            # A line the join filter hides is no match: "2 of 2" went to a line not shown.
+            if entry_matches(entry, query) and not (hiding and entry.quiet):
                 self.matches.append(index)
         self._looked_up_to = total
         dropped = bisect_left(self.matches, first)

@@ -320,6 +320,20 @@ def test_search_matches_senders_too() -> None:
     assert search.matches == [0]
 
 
+def test_search_skips_the_lines_the_join_filter_hides() -> None:
+    """ctrl+f counted a hidden join ("2 of 2" went to a line not shown); shown again (the
+    filter's key), it is a match again."""
+    scrollback = Scrollback()
+    scrollback.append(Entry(EntryKind.NOTICE, f"{BOB} joined the chat", T, quiet=True))
+    scrollback.append(Entry(EntryKind.MESSAGE, f"hi {BOB}", T, ALICE))
+    search = Search(BOB)
+    search.update(scrollback)
+    assert search.matches == [1]
+    scrollback.hide_quiet = False
+    search.update(scrollback)
+    assert search.matches == [0, 1]
+
+
 # --- chat.v2: history, recovery, acks ------------------------------------------------------------
 
 EPOCH = "e1"
