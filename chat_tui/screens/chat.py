@@ -96,7 +96,7 @@ class ChatScreen(Screen[None]):
         self.controller = controller
         config = controller.config
         self._chrome_due = False
-        self._unread = 0  # last said to the app
+        self._unread = -1  # last said to the app (none yet: the title is written at once)
         self._sidebar_choice: bool | None = None  # collapsed, as the user chose with ctrl+b
         self._members_choice: bool | None = None  # shown, as the user chose with f2
         self._watched: dict[Room, Callable[[], None]] = {}  # room -> stop observing it

@@ -112,3 +112,16 @@ def test_links_are_terminal_hyperlinks_and_a_lookalike_is_not(
         )
         # The lookalike is shown, underlined, but the terminal is given no link to open.
         assert all(b"paypal" not in link and b"xn--" not in link for link in OSC8.findall(output))
+
+
+def test_the_title_is_written_at_start(tmp_path: Path, shared_server: RunningServer) -> None:
+    """The terminal's title says "chat" from the start (it stayed the shell's until the first
+    unread message), the terminal's own kept first to be restored at exit."""
+    room = f"pty-{uuid.uuid4().hex[:6]}"
+    with (
+        join_peer(shared_server, room) as (ws, _),
+        running(start(tmp_path, shared_server, room)) as program,
+    ):
+        name_of_the_program(ws)
+        output = program.wait_for(lambda out: b"\x1b]2;chat\x07" in out, "the title", STARTUP)
+        assert output.index(b"\x1b[22;0t") < output.index(b"\x1b]2;chat\x07")
