@@ -79,9 +79,11 @@ QUIT_WAIT = 3.0
 # that the user is told who wrote, at most once a minute, and opens it with /query.
 SERVER_OPENS_BURST = 10
 SERVER_OPENS_EVERY = 6.0
-# Notifications: at most one a room in this many seconds, and one of all rooms in this many.
+# Notifications: at most one a room in this many seconds; of all rooms, this many at once,
+# then this many a second.
 NOTIFY_ROOM_EVERY = 5.0
-NOTIFY_EVERY = 1.0
+NOTIFY_BURST = 5
+NOTIFY_RATE = 0.5
 MAX_CONVERSATIONS = 100
 NOT_OPENED_SAID_EVERY = 60.0
 
@@ -159,9 +161,9 @@ class ChatController(Observable):
         self._last_key = self.monotonic()  # the user's last edit of the input box
         self._idle_away = False  # we said we are away because the user was idle
         self._away_said: str | None = None  # what we said we are away with (None: not away)
-        # When each room last notified, and any room (a storm of them: see _alert).
+        # When each room last notified, and the notifications of all rooms (see _alert).
         self._notified: dict[str, float] = {}
-        self._notified_any = -math.inf
+        self._notifications = TokenBucket(NOTIFY_RATE, NOTIFY_BURST, self.monotonic())
         self._server_opens = TokenBucket(
             1 / SERVER_OPENS_EVERY, SERVER_OPENS_BURST, self.monotonic()
         )
@@ -872,16 +874,18 @@ class ChatController(Observable):
 
     def _alert(self, room: Room) -> None:
         """One notification per burst: of its newest message that calls for one; and at most
-        one a room every NOTIFY_ROOM_EVERY seconds, one in all every NOTIFY_EVERY (a server
-        that paces its messages made one each: 51 in 5 s; the sidebar counts the rest)."""
+        one a room every NOTIFY_ROOM_EVERY seconds, NOTIFY_BURST at once of all rooms then
+        NOTIFY_RATE a second (a server that paces its messages made one each: 51 in 5 s; the
+        sidebar counts the rest)."""
         entry, room.alert = room.alert, None
         if entry is None or not self.config.bell or room.notify is Level.NONE:
             return
         now = self.monotonic()
-        last = self._notified.get(room.name, -math.inf)
-        if now - last < NOTIFY_ROOM_EVERY or now - self._notified_any < NOTIFY_EVERY:
+        if now - self._notified.get(room.name, -math.inf) < NOTIFY_ROOM_EVERY:
             return
-        self._notified[room.name] = self._notified_any = now
+        if not self._notifications.spend(1, now):
+            return
+        self._notified[room.name] = now
         self.host.alert(Notice.of(room.name, entry.sender, entry.text))
 
     def _frame(self, room: Room, frame: Frame, now: datetime) -> None:

@@ -22,7 +22,7 @@ from chat_protocol.v1 import format_leave, format_message, parse_frame
 from chat_protocol.v2 import TYPING_SHOWN
 from chat_tui.commands import Join, Msg, Query
 from chat_tui.config import Config
-from chat_tui.controller import NOTIFY_EVERY, ChatController
+from chat_tui.controller import NOTIFY_BURST, NOTIFY_RATE, ChatController
 from chat_tui.events import (
     Acked,
     ConnectionState,
@@ -298,28 +298,33 @@ async def test_a_mention_out_of_sight_rings_once_per_burst(world: Any, bell: boo
 
 async def test_a_storm_of_paced_messages_notifies_once_a_room_in_a_while(world: Any) -> None:
     """A server that paces its messages (one every 0.1 s) made a notification of each: 51
-    in 5 s. One a room every NOTIFY_ROOM_EVERY seconds, one in all every NOTIFY_EVERY."""
+    in 5 s. One a room every NOTIFY_ROOM_EVERY seconds; of all rooms, NOTIFY_BURST at once
+    then NOTIFY_RATE a second."""
     make, host, connections = world
     now = [100.0]
+    rooms = [f"r{n}" for n in range(NOTIFY_BURST + 3)]
     controller = make(
-        "here", "ops", "dev", notify_rooms={"ops": "all", "dev": "all"}, monotonic=lambda: now[0]
+        "here", *rooms, notify_rooms=dict.fromkeys(rooms, "all"), monotonic=lambda: now[0]
     )
     await settle()
-    for room in ("here", "ops", "dev"):
+    for room in ("here", *rooms):
         connections[room].joined()
     await settle()
-    for n in range(60):  # 6 s of them
+    for n in range(60):  # 6 s of them in one room
         now[0] = 100 + n / 10
-        connections["ops"].report(parse_frame(format_message(PEER, f"storm {n}")))
+        connections["r0"].report(parse_frame(format_message(PEER, f"storm {n}")))
         await settle()
     assert [n.body for n in host.notices] == [f"{PEER}: storm 0", f"{PEER}: storm 50"]
-    connections["dev"].report(parse_frame(format_message(PEER, "at once")))  # another room,
-    await settle()  # less than a second after the last: not yet
-    now[0] += NOTIFY_EVERY
-    connections["dev"].report(parse_frame(format_message(PEER, "a second later")))
+    for room in rooms[1:]:  # then one in each other room at once: a burst's worth
+        connections[room].report(parse_frame(format_message(PEER, f"in {room}")))
+        await settle()
+    # The storm's second came with the bucket full again (5 s at NOTIFY_RATE): one spent.
+    assert len(host.notices) == 2 + NOTIFY_BURST - 1
+    now[0] += 1 / NOTIFY_RATE
+    connections[rooms[-1]].report(parse_frame(format_message(PEER, "a while later")))
     await settle()
-    assert [n.body for n in host.notices][2:] == [f"{PEER}: a second later"]
-    assert controller.rooms["ops"].unread == 60  # counted all the same
+    assert host.notices[-1].body == f"{PEER}: a while later"
+    assert controller.rooms["r0"].unread == 60  # counted all the same
 
 
 async def test_highlight_words_and_the_room_levels_decide_what_notifies(world: Any) -> None:
