@@ -47,8 +47,10 @@ class RoomSettings:
     topic: str | None = None
     slow: float = 0.0  # seconds between one member's messages (0: off)
     locked: bool = False
-    # While locked: the name keys of its members when it was locked, who may come back (a
-    # server restart or a dropped link reconnects everyone: "nobody new" is not them).
+    # While locked: the resume tokens (their ids) of its members when it was locked, who may
+    # come back (a restart or a dropped link reconnects everyone: "nobody new" is not them).
+    # By token, not by name: a name is free once its member left (a text client's at once, a
+    # token's when its reservation ends), and a member may change it meanwhile.
     members: frozenset[str] = frozenset()
 
     @classmethod
@@ -72,9 +74,14 @@ class RoomSettings:
             "members": sorted(self.members),
         }
 
-    def admits(self, name: str) -> bool:
-        """Whether ``name`` may join: the room is open, or it was a member when locked."""
-        return not self.locked or name_key(name) in self.members
+    def admits(self, token_id: str | None) -> bool:
+        """Whether a connection of ``token_id`` (None: without a token) may join: the room is
+        open, or the token's member was in it when it was locked."""
+        return not self.locked or (token_id is not None and token_id in self.members)
+
+    def shown(self) -> dict[str, Any]:
+        """As the admin API answers: how many may come back, not who (their tokens' ids)."""
+        return {**self.to_value(), "members": len(self.members)}
 
 
 OPEN = RoomSettings()

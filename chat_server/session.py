@@ -161,7 +161,9 @@ class ChatSession:
             self.client_address,
         )  # fmt: skip
         # A locked room: its members when it was locked come back (their tokens' names).
-        locked = self.conversation is None and not governance.room(self.room).admits(lease.name)
+        locked = self.conversation is None and not governance.room(self.room).admits(
+            None if lease.token is None else lease.token_id
+        )
         if ban is not None or locked:
             with contextlib.suppress(BrokerUnavailable):
                 await node.backend.registry.release_name(lease.name)

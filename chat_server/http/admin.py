@@ -262,9 +262,10 @@ class AdminApi:
             raise Refused(404, f"nobody is called {name}")
         await self.node.backend.kick(Kick(name, room, why))
         settings = self.node.governance.room(room) if room is not None else None
-        if settings is not None and name_key(name) in settings.members:
+        kicked = await self._tokens_of([name]) if settings is not None else frozenset()
+        if settings is not None and settings.members & kicked:
             # Kicked from a locked room: no longer one of those who may come back.
-            kept = replace(settings, members=settings.members - {name_key(name)})
+            kept = replace(settings, members=settings.members - kicked)
             await self.keep(Rule(RuleKind.ROOM, room, kept.to_value()))
         self.logged(grant, "kick", room=room or "*", name=name, reason=why)
         return {"kicked": name, "room": room}
@@ -376,6 +377,16 @@ class AdminApi:
         self.logged(grant, "unmute", room=room, name=name)
         return {"unmuted": name, "room": room}
 
+    async def _tokens_of(self, holders: list[str]) -> frozenset[str]:
+        """The ids of the resume tokens that hold these names (none for a tokenless one)."""
+        registry = self.node.backend.registry
+        found = set()
+        for name in holders:
+            holder = await registry.holder(name)
+            if holder is not None and holder.digest is not None:
+                found.add(tokens.token_id(holder.digest))
+        return frozenset(found)
+
     # --- rooms ----------------------------------------------------------------------------
 
     async def room(self, request: Request) -> dict[str, Any]:
@@ -385,7 +396,7 @@ class AdminApi:
             raise Refused(404, http.INVALID_ROOM_DETAIL)
         self._covered(grant, room)
         settings = self.node.governance.room(room)
-        return {"room": room, **settings.to_value()}
+        return {"room": room, **settings.shown()}
 
     async def set_room(self, request: Request) -> dict[str, Any]:
         room = request.path_params["room"]
@@ -403,17 +414,16 @@ class AdminApi:
             raise Refused(400, "locked must be true or false")
         members = before.members
         if locked and not before.locked:
-            # Its members stay, and come back if their connections drop (the broker's list).
-            registry = self.node.backend.registry
-            members = frozenset(map(name_key, await registry.members(room)))
+            # Its members stay, and come back if their connections drop: by their tokens.
+            members = await self._tokens_of(await self.node.backend.registry.members(room))
         after = RoomSettings(topic or None, float(slow), locked, members if locked else frozenset())
         if after == RoomSettings():
             await self.node.backend.drop_rule(RuleKind.ROOM, room)
         else:
             await self.keep(Rule(RuleKind.ROOM, room, after.to_value()))
-        changed = {k: v for k, v in after.to_value().items() if before.to_value()[k] != v}
+        changed = {k: v for k, v in after.shown().items() if before.shown()[k] != v}
         self.logged(grant, "room", room=room, changed=",".join(changed) or "nothing")
-        return {"room": room, **after.to_value()}
+        return {"room": room, **after.shown()}
 
     # --- moderator tokens -----------------------------------------------------------------
 
