@@ -17,7 +17,7 @@ from chat_testing.servers import RunningServer
 from chat_testing.waits import wait_until
 from tests.server.hostile import fresh_room, observed, record
 from tests.server.test_names import refused
-from tests.server.wsclients import join
+from tests.server.wsclients import join, join_v2
 
 pytestmark = pytest.mark.fault
 
@@ -30,6 +30,15 @@ async def say_once_and_leave(server: RunningServer, room: str, **how: object) ->
     member = await join(server.chat_url(room), **how)
     await member.ws.send("one message")
     await member.recv_until(lambda f: f.endswith(":: one message"))
+    await member.close()
+
+
+async def say_once_with_a_nonce_and_leave(server: RunningServer, room: str) -> None:
+    """As a chat.v2 client says things: with a nonce (the room keeps it, and its sender's
+    list of them, for exactly-once)."""
+    member = await join_v2(server.chat_url(room))
+    await member.send("one message", "n1")
+    await member.recv_until(lambda f: f.get("type") == "ack")
     await member.close()
 
 
@@ -55,13 +64,19 @@ async def test_rooms_kept_without_members_are_bounded_the_idle_longest_forgotten
     server = server_factory(history_rooms=5, rate_limit=0, **where)
     rooms = [fresh_room("idle") for _ in range(40)]
     async with observed(server, fresh_room("idle-pair")) as pair:
-        for room in rooms:
-            await say_once_and_leave(server, room)
+        for number, room in enumerate(rooms):
+            if number % 2:
+                await say_once_and_leave(server, room)
+            else:
+                await say_once_with_a_nonce_and_leave(server, room)
     kept: set[str] = set()
+    nonce_lists: set[str] = set()
     if redis_server is not None:
         redis = redis_server.client()
         wait_until(lambda: redis.zcard("chat:idle-rooms") <= 5, what="the idle rooms bound")
         kept = {key.decode() for key in redis.scan_iter("chat:room:idle-*:seq")}
+        # A sender's nonces in a room go with the room (they outlived it by a week).
+        nonce_lists = {key.decode() for key in redis.scan_iter("chat:room:idle-*:nonce-order:*")}
     record(
         f"{broker}: 40 rooms of one message each (--history-rooms 5)",
         outcome=f"{len(kept)} rooms' keys kept in Redis" if kept else "bounded in the process",
@@ -70,6 +85,7 @@ async def test_rooms_kept_without_members_are_bounded_the_idle_longest_forgotten
     pair.check()
     if redis_server is not None:
         assert len(kept) <= 6, kept  # the bound, and the room being forgotten right now
+        assert len(nonce_lists) <= 3, nonce_lists  # of the rooms kept, those said to with one
         assert not any(key.startswith(f"chat:room:{rooms[0]}:") for key in kept)
     assert await history_of(server, rooms[-1]) != []
     assert await history_of(server, rooms[0]) == []

@@ -30,6 +30,15 @@ local function alive(nodes_key, node)
 end
 """
 
+# A room's per-token nonce lists are named in its ``nonce-tokens`` sorted set: deleted with it
+# (left behind, each outlived its room by the history ttl: a week of keys per sender).
+_DROP_NONCE_LISTS = """
+local function drop_nonce_lists(tokens_key)
+  local lists = redis.call('ZRANGE', tokens_key, 0, -1)
+  for i = 1, #lists, 500 do redis.call('DEL', unpack(lists, i, math.min(i + 499, #lists))) end
+end
+"""
+
 # Every event a node has for one room in one turn of its loop, in one call (a publish costs
 # Redis a fraction of a script call, not one each), numbered in the order given.
 # KEYS: 1 sequence, 2 presence, 3 room's node counts, 4 rooms, 5 history (a stream),
@@ -82,7 +91,9 @@ end
 # restarted, whatever it had kept may be older than what was said (a snapshot taken before the
 # last messages), so the room's numbering starts over under a new epoch rather than giving
 # the same offsets to new messages.
-ROOM_EVENTS = r"""
+ROOM_EVENTS = (
+    _DROP_NONCE_LISTS
+    + r"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local count = (#ARGV - 15) / 6
@@ -118,6 +129,7 @@ end
 local function start()
   if epoch then return end
   -- A sequence starting over: what is left of an older one is nobody's history.
+  drop_nonce_lists(KEYS[7])
   redis.call('DEL', KEYS[1], KEYS[5], KEYS[6], KEYS[7])
   epoch = ARGV[4] .. string.format('%x', now)
   offset, serial, started, refresh = 0, 0, true, true
@@ -260,6 +272,7 @@ for i = 0, count - 1 do
             if oldest == room then
               forget = true  -- at the end: this call still numbers and publishes
             elseif redis.call('EXISTS', p .. ':presence') == 0 then
+              drop_nonce_lists(p .. ':nonce-tokens')
               redis.call('DEL', p .. ':seq', p .. ':history', p .. ':nonces', p .. ':nonce-tokens')
             end
           end
@@ -363,6 +376,7 @@ end
 if forget and redis.call('EXISTS', KEYS[2]) == 0 then
   -- This room, empty now, was the idle one past the bound: its sequence goes (the next
   -- event starts another), unless someone joined it in this same call.
+  drop_nonce_lists(KEYS[7])
   redis.call('DEL', KEYS[1], KEYS[5], KEYS[6], KEYS[7])
 else
   local fields = {'o', offset, 'n', serial, 'c', weighed, 'k', kept_from}
@@ -387,6 +401,7 @@ redis.call(split and 'SPUBLISH' or 'PUBLISH', ARGV[1],
   .. table.concat(texts))
 return told(out)
 """
+)
 
 # A name's record (KEYS[1], a hash): one field per node with how many of its connections hold
 # the name, and ``d``, the digest of the name's resume token, if it has one. A token's name
@@ -801,11 +816,15 @@ return forget
 
 # In a cluster: forget an idle room (ROOM_STATE said), in its own slot, unless someone joined
 # it meanwhile. KEYS: 1 sequence, 2 history, 3 nonces, 4 nonces per token, 5 presence.
-FORGET_ROOM = """
+FORGET_ROOM = (
+    _DROP_NONCE_LISTS
+    + """
 if redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
+drop_nonce_lists(KEYS[4])
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 return 1
 """
+)
 
 
 @dataclass(frozen=True)
