@@ -161,6 +161,7 @@ class ChatController(Observable):
         self._last_key = self.monotonic()  # the user's last edit of the input box
         self._idle_away = False  # we said we are away because the user was idle
         self._away_said: str | None = None  # what we said we are away with (None: not away)
+        self._links_shown: dict[str, list[str]] = {}  # each room's last /links, numbered
         # When each room last notified, and the notifications of all rooms (see _alert).
         self._notified: dict[str, float] = {}
         self._notifications = TokenBucket(NOTIFY_RATE, NOTIFY_BURST, self.monotonic())
@@ -551,7 +552,9 @@ class ChatController(Observable):
                     self.list_links(room)
             case commands.OpenLink(number, anyway):
                 if room is not None:
-                    found = self.room_links(room)
+                    # The numbers of the list shown, if one was: in a busy room the newest
+                    # are others by the time /open is typed (link 2 opened one never shown).
+                    found = self._links_shown.get(room.name) or self.room_links(room)
                     if number > len(found):
                         self.say(EntryKind.ERROR, f"there is no link {number} here (/links)")
                         return False
@@ -601,6 +604,7 @@ class ChatController(Observable):
 
     def list_links(self, room: Room) -> None:
         found = self.room_links(room)
+        self._links_shown[room.name] = found
         if not found:
             self.say(EntryKind.STATUS, "no links here")
             return

@@ -104,8 +104,11 @@ async def test_links_are_listed_opened_and_clicked(
             assert "1. https://p\u0430ypal.com/login" in text
             assert "xn--pypal-4ve.com" in text and "mixed scripts" in text
             assert "2. https://example.com/a_(b)" in text and "3." not in text
+            # A link said after the list: /open N still counts as the list shown did.
+            await peer.ws.send("new: https://new.example/x")
+            await until(pilot, lambda: in_log(app, "new: https://new.example/x"), "a new link")
 
-            await send(pilot, "/open")  # the newest: the lookalike, not opened
+            await send(pilot, "/open")  # the newest listed: the lookalike, not opened
             await until(
                 pilot, lambda: in_log_wrapped(app, "/open 1! opens it anyway"), "the refusal"
             )
