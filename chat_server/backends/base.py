@@ -176,6 +176,10 @@ READ_POSITIONS = 100_000
 # tokens the memory broker keeps them for (the least recently written to go first).
 DIRECTS_PER_TOKEN = 100
 INBOXES = 100_000
+# On Redis: the tokens' keys of read positions and inboxes kept at most (the least recently
+# written go), and the rooms one token's read positions are kept for.
+TOKEN_KEYS = 200_000
+READ_ROOMS_PER_TOKEN = 1000
 
 
 def dedup_token(key: str) -> str:

@@ -4,6 +4,7 @@ Redis the bound is read from Redis itself: its keys, not the server's word."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +12,12 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from chat_protocol.close import CloseCode
+from chat_server.backends import base as backend_base
+from chat_server.backends.redis.backend import RedisBackend
+from chat_server.events import EventKind
+from chat_server.ops.settings import Settings
 from chat_testing.brokers import sqlite_url
+from chat_testing.marks import requires_redis
 from chat_testing.redis_servers import start_redis
 from chat_testing.servers import RunningServer
 from chat_testing.waits import wait_until
@@ -143,3 +149,38 @@ async def test_one_address_brings_only_its_share_of_rooms_into_being(
     )
     pair.check()
     await there.close()
+
+
+@requires_redis
+async def test_read_positions_and_inboxes_on_redis_are_bounded_in_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each token that reported a read, or was written to, made a key of its own, kept for the
+    history ttl (a week): 860,000 a day from one address's connections. Past TOKEN_KEYS (5
+    here) the least recently written go; the newest are kept."""
+    monkeypatch.setattr(backend_base, "TOKEN_KEYS", 5)
+    redis_server = start_redis()
+    backend = RedisBackend(Settings(broker_url=redis_server.url), "node-1")
+    available = asyncio.Event()
+    backend.on_status(lambda status: available.set() if status.available else None)
+    try:
+        await backend.start()
+        await asyncio.wait_for(available.wait(), 10)
+        joined = await backend.channels.publish("readers", EventKind.JOIN, "reader")
+        said = await backend.channels.publish("readers", EventKind.MESSAGE, "reader", "hi")
+        assert joined is not None and said is not None
+        registry = backend.registry
+        for n in range(20):
+            await registry.keep_read_position(f"t{n:02d}", "readers", said.epoch, said.offset)
+        for n in range(3):
+            await registry.note_direct(f"d{n}", "@reader", "someone")
+        redis = redis_server.client()
+        kept = {k.decode() for k in redis.scan_iter("chat:read:*")}
+        kept |= {k.decode() for k in redis.scan_iter("chat:inbox:*")}
+        assert len(kept) <= 5, kept
+        assert "chat:inbox:d2" in kept  # the newest stay
+        assert await registry.read_position("t19", "readers", said.epoch) == said.offset
+        assert await registry.read_position("t00", "readers", said.epoch) is None
+    finally:
+        await backend.close()
+        redis_server.stop()

@@ -145,6 +145,12 @@ class Layout:
         """Hash: room -> "{epoch} {offset}" the token last read there; expires with history."""
         return f"{self.base}read:{token_id}"
 
+    @property
+    def token_keys(self) -> str:
+        """Sorted set: the tokens' keys of read positions and inboxes, by when each was last
+        written (us): past ``TOKEN_KEYS``, the least recently written go."""
+        return self.base + "token-keys"
+
     def inbox(self, token_id: str) -> str:
         """Hash: conversation -> who wrote last, for conversations the token has unread
         direct messages in and no connection to; expires with history."""

@@ -6,6 +6,7 @@ import asyncio
 
 from chat_protocol.http import ROOMS_PAGE
 from chat_protocol.names import name_key
+from chat_server.backends import base
 from chat_server.backends.base import DIRECTS_PER_TOKEN, ClusterInfo, Holder, Registry
 from chat_server.backends.redis.context import RedisContext, hash_pairs
 
@@ -108,11 +109,12 @@ class RedisRegistry(Registry):
         redis = self._redis
         ttl = max(1, round(redis.settings.history_ttl))
         layout = redis.keys
+        bounds = [base.TOKEN_KEYS, base.READ_ROOMS_PER_TOKEN]
         if not layout.cluster:
             await redis.script(
                 "keep_read",
-                [layout.read_positions(token_id), layout.room_sequence(room)],
-                [room, epoch, offset, ttl],
+                [layout.read_positions(token_id), layout.token_keys, layout.room_sequence(room)],
+                [room, epoch, offset, ttl, *bounds],
             )
             return
         # In a cluster the room's sequence is another slot: read first, then kept if the
@@ -122,16 +124,16 @@ class RedisRegistry(Registry):
             return
         await redis.script(
             "keep_read",
-            [layout.read_positions(token_id)],
-            [room, epoch, offset, ttl, now_epoch, newest or b"0"],
+            [layout.read_positions(token_id), layout.token_keys],
+            [room, epoch, offset, ttl, *bounds, now_epoch, newest or b"0"],
         )
 
     async def note_direct(self, token_id: str, room: str, sender: str) -> None:
         ttl = max(1, round(self._redis.settings.history_ttl))
         await self._redis.script(
             "note_direct",
-            [self._redis.keys.inbox(token_id)],
-            [room, sender, DIRECTS_PER_TOKEN, ttl],
+            [self._redis.keys.inbox(token_id), self._redis.keys.token_keys],
+            [room, sender, DIRECTS_PER_TOKEN, ttl, base.TOKEN_KEYS],
         )
 
     async def directs(self, token_id: str) -> dict[str, str]:

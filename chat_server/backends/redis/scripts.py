@@ -558,35 +558,64 @@ for i, key in ipairs(KEYS) do away[i] = redis.call('HGET', key, 'a') end
 return away
 """
 
-# KEYS: 1 the token's read positions, 2 the room's sequence (not in a cluster: another slot;
-# then ARGV 5 and 6 are its epoch and newest offset, as the node read them just before).
-# ARGV: 1 room, 2 epoch, 3 offset read, 4 ttl (s). Kept as "{epoch} {offset}", never past the
-# room's newest message; not at all if the epoch is no longer the room's.
-KEEP_READ = """
+# The tokens' keys of read positions and inboxes (``keys.token_keys``, a sorted set by when
+# each was last written, in microseconds, in their slot): past the bound, the least recently
+# written go, two at most a call (each key expired with the history ttl, but a token a
+# connection made a key of its own: 860,000 a day from one address).
+_INDEXED = """
+local function indexed(index, key, bound)
+  local t = redis.call('TIME')
+  redis.call('ZADD', index, tonumber(t[1]) * 1000000 + tonumber(t[2]), key)  -- us: in order
+  local over = redis.call('ZCARD', index) - tonumber(bound)
+  if over > 0 then
+    local gone = redis.call('ZPOPMIN', index, math.min(over, 2))
+    for i = 1, #gone, 2 do redis.call('DEL', gone[i]) end
+  end
+end
+"""
+
+# KEYS: 1 the token's read positions, 2 the tokens' keys, 3 the room's sequence (not in a
+# cluster: another slot; then ARGV 7 and 8 are its epoch and newest offset, as the node read
+# them just before). ARGV: 1 room, 2 epoch, 3 offset read, 4 ttl (s), 5 tokens' keys kept at
+# most, 6 rooms a token's positions are kept for at most. Kept as "{epoch} {offset}", never
+# past the room's newest message; not at all if the epoch is no longer the room's, nor a new
+# room's past the bound.
+KEEP_READ = (
+    _INDEXED
+    + """
 local epoch, newest
-if #KEYS >= 2 then
-  epoch, newest = redis.call('HGET', KEYS[2], 'e'), redis.call('HGET', KEYS[2], 'o')
+if #KEYS >= 3 then
+  epoch, newest = redis.call('HGET', KEYS[3], 'e'), redis.call('HGET', KEYS[3], 'o')
 else
-  epoch, newest = ARGV[5], ARGV[6]
+  epoch, newest = ARGV[7], ARGV[8]
 end
 if epoch ~= ARGV[2] then return 0 end
 newest = newest or '0'
 local offset = ARGV[3]
 if #offset > #newest or (#offset == #newest and offset > newest) then offset = newest end
+local full = redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[6])
+if full and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. offset)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
+indexed(KEYS[2], KEYS[1], ARGV[5])
 return 1
 """
+)
 
-# KEYS: 1 the token's inbox. ARGV: 1 conversation, 2 who wrote, 3 conversations kept at
-# most, 4 ttl (s). Past the bound, a conversation not noted yet is not.
-NOTE_DIRECT = """
+# KEYS: 1 the token's inbox, 2 the tokens' keys. ARGV: 1 conversation, 2 who wrote,
+# 3 conversations kept at most, 4 ttl (s), 5 tokens' keys kept at most. Past the bound, a
+# conversation not noted yet is not.
+NOTE_DIRECT = (
+    _INDEXED
+    + """
 local full = redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3])
 if full and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
+indexed(KEYS[2], KEYS[1], ARGV[5])
 return 1
 """
+)
 
 # KEYS: 1 name, 2 the node's names, 3 reserved names. ARGV: 1 node, 2 name, 3 reservation (ms),
 # 4 name key prefix, 5 most reservations kept. (A former name: the name it became.)
