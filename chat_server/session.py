@@ -278,14 +278,12 @@ class ChatSession:
 
     def _new_room_allowed(self, join: Published | RoomEvent) -> bool:
         """False if this join brought the room into being (the first event of its sequence)
-        past the client address's share of new rooms. Reached once: from the publish's result
-        or from the join notice reaching the member, whichever comes first."""
+        past the client address's share of new rooms: a conversation too, charged to who
+        opened it (80 a minute from one address took idle rooms' places past the share).
+        Reached once: from the publish's result or from the join notice reaching the member,
+        whichever comes first."""
         if self._room_verdict is None:
-            self._room_verdict = (
-                join.serial != 1
-                or self.conversation is not None
-                or self.node.may_create_room(self.client_address)
-            )
+            self._room_verdict = join.serial != 1 or self.node.may_create_room(self.client_address)
         return self._room_verdict
 
     async def _replay(

@@ -276,8 +276,8 @@ class Settings:
     max_new_rooms_per_address: int = option(
         60,
         "rooms one client address may bring into being a minute (joining a room nobody is in "
-        "and none was kept for); more are closed with 1013 `too many new rooms from your "
-        "address`; `0` = off",
+        "and none was kept for, or opening a conversation); more are closed with 1013 `too "
+        "many new rooms from your address`; `0` = off",
         check=not_negative,
     )
     max_message_chars: int = option(

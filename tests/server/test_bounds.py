@@ -12,6 +12,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from chat_protocol.close import CloseCode
+from chat_protocol.query import JoinRequest, join_query
+from chat_protocol.v2 import SUBPROTOCOL as SUBPROTOCOL_V2
 from chat_server.backends import base as backend_base
 from chat_server.backends.redis.backend import RedisBackend
 from chat_server.events import EventKind
@@ -149,6 +151,41 @@ async def test_one_address_brings_only_its_share_of_rooms_into_being(
     )
     pair.check()
     await there.close()
+
+
+async def test_conversations_count_in_an_addresss_share_of_new_rooms(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    """A conversation comes into being as a room does (history, an idle room's place): one
+    address opened 80 a minute past a share of 60. Charged to who opened it, not to whom."""
+    server = server_factory(max_new_rooms_per_address=3)
+    lobby = fresh_room("lobby")
+    people = [await join_v2(server.chat_url(lobby), **from_address("127.0.0.21")) for _ in range(5)]
+    opener = await join_v2(server.chat_url(lobby), **from_address("127.0.0.22"))
+    resume = join_query(JoinRequest(resume=opener.token))
+    opened = []
+    try:
+        for person in people[:3]:
+            opened.append(
+                await join_v2(
+                    f"{server.ws_url}/chat/@{person.name}", resume, **from_address("127.0.0.22")
+                )
+            )
+        assert await refused(
+            f"{server.ws_url}/chat/@{people[3].name}?{resume}",
+            subprotocols=[SUBPROTOCOL_V2],
+            **from_address("127.0.0.22"),
+        ) == (CloseCode.TRY_AGAIN_LATER, "too many new rooms from your address")
+        # The other side joining a conversation it was opened is no new room of its own.
+        back = await join_v2(
+            f"{server.ws_url}/chat/@{opener.name}",
+            join_query(JoinRequest(resume=people[0].token)),
+            **from_address("127.0.0.21"),
+        )
+        opened.append(back)
+    finally:
+        for member in (*opened, *people, opener):
+            await member.close()
 
 
 @requires_redis
