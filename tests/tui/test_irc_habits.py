@@ -164,10 +164,15 @@ async def test_grep_finds_live_and_logged_lines(
 
             # The older one is only in the log: the lines around it show.
             await pilot.press("down", "enter")
+            # Both lines around it (one screen update may draw one before the other).
             await until(
-                pilot, lambda: "carol :: before it" in "\n".join(screen_lines(app)), "context"
+                pilot,
+                lambda: all(
+                    said in "\n".join(screen_lines(app))
+                    for said in ("carol :: before it", "carol :: after it")
+                ),
+                "context",
             )
-            assert "carol :: after it" in "\n".join(screen_lines(app))
             # The newest is in the scrollback: its room opens at it, picked out by the search.
             await pilot.press("up", "enter")
             await until(pilot, lambda: app.controller.active == there, "its room")
