@@ -19,6 +19,7 @@ more on ``cluster`` (.ci/run); the others are run on demand, e.g.::
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from typing import Protocol
 
 import redis
 
+from chat_server.backends.base import Backend
 from chat_server.backends.redis.keys import CLUSTER, SINGLE, Layout
 from chat_testing.redis_clusters import RedisCluster, start_cluster
 from chat_testing.redis_servers import (
@@ -203,3 +205,13 @@ _files = itertools.count()
 def sqlite_url(directory: Path) -> str:
     """A fresh database file in ``directory``, for one server."""
     return f"sqlite://{directory / f'chat-{os.getpid()}-{next(_files)}.db'}"
+
+
+async def started(backend: Backend, timeout: float = 10.0) -> None:
+    """Start a backend in this process; return once its broker is available (at once for the
+    one-process brokers, once connected for Redis)."""
+    available = asyncio.Event()
+    backend.on_status(lambda status: available.set() if status.available else None)
+    await backend.start()
+    if not backend.status.available:
+        await asyncio.wait_for(available.wait(), timeout)

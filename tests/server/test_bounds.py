@@ -4,7 +4,6 @@ Redis the bound is read from Redis itself: its keys, not the server's word."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from chat_server.backends import base as backend_base
 from chat_server.backends.redis.backend import RedisBackend
 from chat_server.events import EventKind
 from chat_server.ops.settings import Settings
-from chat_testing.brokers import sqlite_url
+from chat_testing.brokers import sqlite_url, started
 from chat_testing.marks import requires_redis
 from chat_testing.redis_servers import start_redis
 from chat_testing.servers import RunningServer
@@ -198,11 +197,8 @@ async def test_read_positions_and_inboxes_on_redis_are_bounded_in_all(
     monkeypatch.setattr(backend_base, "TOKEN_KEYS", 5)
     redis_server = start_redis()
     backend = RedisBackend(Settings(broker_url=redis_server.url), "node-1")
-    available = asyncio.Event()
-    backend.on_status(lambda status: available.set() if status.available else None)
     try:
-        await backend.start()
-        await asyncio.wait_for(available.wait(), 10)
+        await started(backend)
         joined = await backend.channels.publish("readers", EventKind.JOIN, "reader")
         said = await backend.channels.publish("readers", EventKind.MESSAGE, "reader", "hi")
         assert joined is not None and said is not None

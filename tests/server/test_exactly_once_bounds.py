@@ -23,6 +23,7 @@ from chat_server.backends.redis.backend import RedisBackend
 from chat_server.backends.sqlite import SqliteBackend
 from chat_server.events import Duplicate, EventKind
 from chat_server.ops.settings import Settings
+from chat_testing.brokers import started
 from chat_testing.marks import requires_redis
 from chat_testing.redis_servers import start_redis
 
@@ -46,12 +47,8 @@ async def backend(
     else:
         redis = start_redis()
         made = RedisBackend(Settings(broker_url=redis.url), "node-1")
-    available = asyncio.Event()
-    made.on_status(lambda status: available.set() if status.available else None)
     try:
-        await made.start()
-        if redis is not None:  # the one-process brokers are up once started
-            await asyncio.wait_for(available.wait(), 10)
+        await started(made)
         yield made
     finally:
         await made.close()

@@ -14,6 +14,7 @@ from chat_server.backends.redis import codec
 from chat_server.backends.redis.backend import RedisBackend
 from chat_server.events import Duplicate, EventKind, RoomEvent
 from chat_server.ops.settings import Settings
+from chat_testing.brokers import started
 from chat_testing.marks import requires_redis
 from chat_testing.redis_servers import RedisServer, start_redis
 
@@ -57,10 +58,7 @@ def redis_server() -> AsyncIterator[RedisServer]:
 @pytest.fixture
 async def backend(redis_server: RedisServer) -> AsyncIterator[RedisBackend]:
     backend = RedisBackend(Settings(broker_url=redis_server.url), "test-node-1")
-    available = asyncio.Event()
-    backend.on_status(lambda status: available.set() if status.available else None)
-    await backend.start()
-    await asyncio.wait_for(available.wait(), 10)
+    await started(backend)
     yield backend
     await backend.close()
 
@@ -168,10 +166,7 @@ async def test_a_big_history_is_read_a_page_at_a_time_and_no_further_than_is_sen
     backend = RedisBackend(
         Settings(broker_url=redis_server.url, max_backlog_bytes=1024 * 1024), "test-node-2"
     )
-    available = asyncio.Event()
-    backend.on_status(lambda status: available.set() if status.available else None)
-    await backend.start()
-    await asyncio.wait_for(available.wait(), 10)
+    await started(backend)
     try:
         client = redis_server.client()
         key = backend.redis.keys.room_history("big")

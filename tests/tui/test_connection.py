@@ -988,6 +988,23 @@ async def test_refusals_before_any_frame_are_one_outage_not_a_reconnect_each() -
     ]
 
 
+def long_backoff() -> dict[str, Any]:
+    """Options of a room whose next attempt, once offline, is at least 16 s away."""
+    return {"rng": MaxRandom(), "backoff_base": 16.0, "backoff_cap": 30.0}
+
+
+async def a_long_wait(rec: Recorder, closed_with: str = "") -> None:
+    """Until the room is offline with a long wait ahead (after a close saying ``closed_with``)."""
+    await rec.wait_for(
+        lambda: [
+            m
+            for m in rec.of(StateChanged)
+            if m.state == "offline" and (m.retry_in or 0) >= 16.0 and closed_with in m.detail
+        ],
+        f"a long wait {closed_with}",
+    )
+
+
 async def test_a_server_back_from_an_outage_is_found_within_seconds_not_the_backoff(
     server_factory: Callable[..., RunningServer], text_protocol: Callable[[RunningServer], str]
 ) -> None:
@@ -996,24 +1013,15 @@ async def test_a_server_back_from_an_outage_is_found_within_seconds_not_the_back
     server = server_factory(rate_limit=0)
     restarted: RunningServer | None = None
     try:
-        async with running(
-            text_protocol(server),
-            "conn-probe",
-            rng=MaxRandom(),
-            backoff_base=16.0,
-            backoff_cap=30.0,
-        ) as (conn, rec, _):
+        async with running(text_protocol(server), "conn-probe", **long_backoff()) as (
+            conn,
+            rec,
+            _,
+        ):
             await rec.wait_for(lambda: conn.state is ConnectionState.CONNECTED, "connected")
             server.stop()
             # The restart's close is tried again soon; then the server is unreachable.
-            await rec.wait_for(
-                lambda: [
-                    m
-                    for m in rec.of(StateChanged)
-                    if m.state == "offline" and (m.retry_in or 0) >= 16.0
-                ],
-                "a long wait",
-            )
+            await a_long_wait(rec)
             restarted = server.restart()
             back_at = time.monotonic()
             await rec.wait_for(lambda: conn.state is ConnectionState.CONNECTED, "back", timeout=12)
@@ -1033,23 +1041,10 @@ async def test_a_broker_back_from_an_outage_is_found_within_seconds_not_the_back
     redis = start_redis()
     try:
         server = server_factory(rate_limit=0, broker_url=redis.url)
-        async with running(
-            server.ws_url,
-            "conn-broker",
-            rng=MaxRandom(),
-            backoff_base=16.0,
-            backoff_cap=30.0,
-        ) as (conn, rec, _):
+        async with running(server.ws_url, "conn-broker", **long_backoff()) as (conn, rec, _):
             await rec.wait_for(lambda: conn.state is ConnectionState.CONNECTED, "connected")
             redis.stop()
-            await rec.wait_for(
-                lambda: [
-                    m
-                    for m in rec.of(StateChanged)
-                    if m.state == "offline" and (m.retry_in or 0) >= 16.0 and "1013" in m.detail
-                ],
-                "a long wait after a 1013",
-            )
+            await a_long_wait(rec, closed_with="1013")
             redis.start()  # empty, on the same port
             back_at = time.monotonic()
             await rec.wait_for(lambda: conn.state is ConnectionState.CONNECTED, "back", timeout=15)

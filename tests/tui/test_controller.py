@@ -475,7 +475,8 @@ def welcome(read: int | None, offset: int = 5) -> Welcomed:
     return Welcomed(body, history, None)
 
 
-async def test_what_the_user_saw_is_reported_once_a_second_at_most_once(world: Any) -> None:
+async def welcomed_in_a(world: Any) -> tuple[ChatController, FakeConnection]:
+    """A controller of room "a", connected and welcomed (chat.v2), and a's connection."""
     make, _, connections = world
     controller = make("a")
     await settle()
@@ -483,6 +484,11 @@ async def test_what_the_user_saw_is_reported_once_a_second_at_most_once(world: A
     a.state(ConnectionState.CONNECTED)
     a.report(welcome(read=None))
     await settle()
+    return controller, a
+
+
+async def test_what_the_user_saw_is_reported_once_a_second_at_most_once(world: Any) -> None:
+    controller, a = await welcomed_in_a(world)
     controller.report_read(following=False)  # scrolled up: not seen
     assert a.reads == []
     controller.report_read(following=True)
@@ -689,13 +695,7 @@ async def test_away_is_said_again_to_a_server_that_forgot_us(world: Any) -> None
     """A welcome that did not resume our token (Redis restarted empty): the server does not
     know we are away, and every room showed us away but nobody else; said again. A resumed
     welcome (a mere reconnect) is not: the server still has it."""
-    make, _, connections = world
-    controller = make("a")
-    await settle()
-    a = connections["a"]
-    a.state(ConnectionState.CONNECTED)
-    a.report(welcome(read=None))
-    await settle()
+    controller, a = await welcomed_in_a(world)
     assert controller.set_away("lunch")
     assert a.aways == ["lunch"]
     resumed = welcome(read=None)
