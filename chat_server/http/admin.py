@@ -260,11 +260,13 @@ class AdminApi:
                 raise Refused(404, f"{name} is not in {room}")
         elif await registry.holder(name) is None:
             raise Refused(404, f"nobody is called {name}")
-        await self.node.backend.kick(Kick(name, room, why))
         settings = self.node.governance.room(room) if room is not None else None
-        kicked = await self._tokens_of([name]) if settings is not None else frozenset()
+        # Its token, looked up while it holds the name: kicked from a locked room, it is no
+        # longer one of those who may come back.
+        locked = settings is not None and settings.locked
+        kicked = await self._tokens_of([name]) if locked else frozenset()
+        await self.node.backend.kick(Kick(name, room, why))
         if settings is not None and settings.members & kicked:
-            # Kicked from a locked room: no longer one of those who may come back.
             kept = replace(settings, members=settings.members - kicked)
             await self.keep(Rule(RuleKind.ROOM, room, kept.to_value()))
         self.logged(grant, "kick", room=room or "*", name=name, reason=why)

@@ -205,7 +205,7 @@ for i = 0, count - 1 do
           -- The sequence's first message makes its stream: it gets its expiry now.
           if offset == 1 then refresh = true end
           stored = stored + 1
-          -- 'c': the sequence's bytes before this message (trim_bytes finds a cut by it).
+          -- 'c': the sequence's bytes before this message (the byte bound below cuts by it).
           redis.call('XADD', KEYS[5], offset .. '-0', 'n', name, 't', text, 'm', now, 'c', weighed)
           weighed = weighed + #text + 100
         end
