@@ -43,7 +43,7 @@ from chat_tui.rooms import DOWN, Room, RoomState, countdown, typing_text
 from chat_tui.screens.grep import GrepScreen
 from chat_tui.screens.help import HelpScreen
 from chat_tui.screens.switcher import SwitcherScreen
-from chat_tui.scrollback import Entry
+from chat_tui.scrollback import Entry, EntryKind
 from chat_tui.text_layout import display_line
 from chat_tui.widgets import status_line as status
 from chat_tui.widgets.chat_input import ChatInput
@@ -57,6 +57,9 @@ from chat_tui.widgets.status_line import StatusLine
 SIDEBAR_COLLAPSE_BELOW = 100
 # Below this many columns the members panel is hidden (f2 toggles).
 MEMBERS_HIDE_BELOW = 120
+# Below this the panel is not shown even when asked for: it would leave the log some 20
+# columns (a new user's 80-column window, f2, then narrowed to 60: every line wrapped thrice).
+MEMBERS_NEVER_BELOW = 72
 # No freezing of the heap in a flood (gc.freeze every 2,000 events, as there was): a room's
 # older entries are packed (chat_tui/scrollback.py), not objects the collector walks, so a
 # freeze no longer shortened the collections measurably, and what it kept from them (the
@@ -175,7 +178,7 @@ class ChatScreen(Screen[None]):
         members = self._members_choice
         if members is None:
             members = self.controller.config.members and width >= MEMBERS_HIDE_BELOW
-        self._members.display = members
+        self._members.display = members and width >= MEMBERS_NEVER_BELOW
         self._schedule_chrome()
 
     # --- following the controller --------------------------------------------------------------
@@ -410,6 +413,12 @@ class ChatScreen(Screen[None]):
 
     def action_toggle_members(self) -> None:
         width = self.app.size.width
+        if width < MEMBERS_NEVER_BELOW:
+            self.controller.say(
+                EntryKind.STATUS,
+                f"the members panel needs {MEMBERS_NEVER_BELOW} columns (/who lists them)",
+            )
+            return
         shown = not self._members.display
         automatic = self.controller.config.members and width >= MEMBERS_HIDE_BELOW
         self._members_choice = None if shown == automatic else shown

@@ -248,6 +248,27 @@ async def test_narrow_terminals_collapse_the_sidebar_and_keep_the_state(
         await until(pilot, lambda: members.display and members.region.width > 0, "the panel")
 
 
+async def test_the_members_panel_gives_way_on_a_terminal_too_narrow_for_it(
+    shared_server: RunningServer,
+) -> None:
+    """Shown with f2 at 80 columns, then the window narrowed to 60: the panel kept its 26
+    columns and left the log 20 (every line wrapped thrice). Below 72 it gives way, and comes
+    back with the width; f2 there says why it does not show."""
+    room = room_name("narrow")
+    app = make_app(shared_server, room)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await joined(pilot, app, room)
+        members = app.query_one("#members")
+        await pilot.press("f2")
+        await until(pilot, lambda: members.display and members.region.width > 0, "shown")
+        await pilot.resize_terminal(60, 20)
+        await until(pilot, lambda: not members.display, "given way")
+        await pilot.press("f2")
+        await until(pilot, lambda: in_log(app, "the members panel needs 72 columns"), "why")
+        await pilot.resize_terminal(80, 24)
+        await until(pilot, lambda: members.display and members.region.width > 0, "back")
+
+
 async def test_a_long_room_list_keeps_the_active_room_in_sight_and_numbers_every_room(
     shared_server: RunningServer,
 ) -> None:
