@@ -7,7 +7,7 @@ import asyncio
 from chat_protocol.http import ROOMS_PAGE
 from chat_protocol.names import name_key
 from chat_server.backends import base
-from chat_server.backends.base import DIRECTS_PER_TOKEN, ClusterInfo, Holder, Registry
+from chat_server.backends.base import ClusterInfo, Holder, Registry
 from chat_server.backends.redis.context import RedisContext, hash_pairs
 
 
@@ -133,7 +133,7 @@ class RedisRegistry(Registry):
         await self._redis.script(
             "note_direct",
             [self._redis.keys.inbox(token_id), self._redis.keys.token_keys],
-            [room, sender, DIRECTS_PER_TOKEN, ttl, base.TOKEN_KEYS],
+            [room, sender, base.DIRECTS_PER_TOKEN, ttl, base.TOKEN_KEYS],
         )
 
     async def directs(self, token_id: str) -> dict[str, str]:
